@@ -1,0 +1,1 @@
+"""vmem: the memory layer of an OS-style memory kernel for LLM agents."""
