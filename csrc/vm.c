@@ -534,10 +534,11 @@ int vm_add_many(vm_t *vm, const uint64_t *ids, const uint32_t *tokens, size_t n,
             return fail(vm, VM_EEXIST, "%s: page %llu exists (or repeats in the batch)", fn,
                         (unsigned long long)ids[i]);
         }
-        int32_t s = insert_page(vm, ids[i], tokens[i], region, 0, 0);
-        if (region == VM_WORKSET)
-            touch(vm, s);
+        insert_page(vm, ids[i], tokens[i], region, 0, 0);
     }
+    if (region == VM_WORKSET) /* touched only once the batch is in */
+        for (size_t i = 0; i < n; i++)
+            touch(vm, find(vm, ids[i]));
     return VM_OK;
 }
 
