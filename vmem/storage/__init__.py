@@ -1,0 +1,71 @@
+"""vmem.storage: the durable tiers of an agent's memory.
+
+Interface::
+
+    from vmem.storage import MemoryDir
+    with MemoryDir.open("agent-dir") as store:          # one directory per agent
+        mid = store.recall.append("user", "hi")          # recall storage (every message)
+        pids = store.archival.insert("a fact", tags=["x"])   # archival storage (passages)
+        store.recall.search("hi", roles=["user"])        # -> SearchPage[Message]
+        store.archival.search("fact", mode="hybrid")     # -> SearchPage[Passage]
+        store.blocks.create("persona", "I am ...")       # core memory blocks
+        store.state["queue"] = [mid]                      # kernel state (msgpack values)
+
+Modules: ``records`` (Message, Passage, Block, Hit, SearchPage, time rules),
+``chunk`` (splitting texts into passages), ``recall``, ``archival`` (the
+backend interface), ``sqlite`` (embedded archival backend), ``milvus``
+(scale-out archival backend, needs the ``milvus`` extra), ``blocks``,
+``memdir``, ``errors`` (the exception tree is drawn there).
+"""
+
+from vmem.storage.archival import ArchivalStore
+from vmem.storage.blocks import Blocks, KernelState
+from vmem.storage.chunk import split_passages
+from vmem.storage.errors import (
+    BackendError,
+    BlockError,
+    BlockExistsError,
+    BlockLimitError,
+    ConfigMismatchError,
+    CorruptStoreError,
+    ForeignFileError,
+    NotFoundError,
+    ReadOnlyBlockError,
+    SchemaVersionError,
+    StoreClosedError,
+    StoreLockedError,
+    StoreNotFoundError,
+    VmemStorageError,
+)
+from vmem.storage.memdir import MemoryDir, MilvusConfig
+from vmem.storage.recall import RecallStore
+from vmem.storage.records import Block, Hit, Message, Passage, SearchPage
+
+__all__ = [
+    "ArchivalStore",
+    "BackendError",
+    "Block",
+    "BlockError",
+    "BlockExistsError",
+    "BlockLimitError",
+    "Blocks",
+    "ConfigMismatchError",
+    "CorruptStoreError",
+    "ForeignFileError",
+    "Hit",
+    "KernelState",
+    "MemoryDir",
+    "Message",
+    "MilvusConfig",
+    "NotFoundError",
+    "Passage",
+    "ReadOnlyBlockError",
+    "RecallStore",
+    "SchemaVersionError",
+    "SearchPage",
+    "StoreClosedError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "VmemStorageError",
+    "split_passages",
+]

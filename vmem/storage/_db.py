@@ -1,0 +1,381 @@
+"""The SQLite database behind a MemoryDir: opening, schema, transactions.
+
+Invariants:
+
+1. One process has a store open at a time (an exclusive ``flock`` on
+   ``<dir>/lock``; see memdir.py), and within it one :class:`Database` object;
+   its connection is used under ``self.lock`` only, so SQLite never sees two
+   writers.
+2. A write is acknowledged (its method returns) only after ``COMMIT``
+   returned; with ``synchronous=FULL`` the WAL is fsync'ed by then, so the
+   write survives a process kill *and* a power loss.
+3. Post-commit hooks run after the outermost ``COMMIT``, in order; they update
+   caches (the HNSW index) and must not write to SQLite. On rollback they are
+   dropped, so a cache never holds a row the database does not.
+4. Every sqlite3 exception leaving this package is translated to a
+   :class:`~vmem.storage.errors.VmemStorageError` (``_translate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from vmem.storage.errors import (
+    CorruptStoreError,
+    ForeignFileError,
+    SchemaVersionError,
+    StoreClosedError,
+    StoreLockedError,
+    VmemStorageError,
+)
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Database"]
+
+log = logging.getLogger("vmem.storage")
+
+#: ``PRAGMA application_id`` of a vmem store: b"vmem" as a big-endian int.
+APPLICATION_ID = int.from_bytes(b"vmem", "big")
+#: ``PRAGMA user_version``: the schema version this code writes and reads.
+SCHEMA_VERSION = 1
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+
+CREATE TABLE messages(
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    role    TEXT NOT NULL,
+    content TEXT NOT NULL,
+    ts      REAL NOT NULL,
+    meta    BLOB
+);
+CREATE INDEX messages_ts ON messages(ts);
+CREATE INDEX messages_role_ts ON messages(role, ts);
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content, content='messages', content_rowid='id', tokenize='porter unicode61');
+CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+
+CREATE TABLE passages(
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    text      TEXT NOT NULL,
+    hash      BLOB NOT NULL UNIQUE,
+    ts        REAL NOT NULL,
+    tags      BLOB,
+    embedding BLOB
+);
+CREATE INDEX passages_ts ON passages(ts);
+CREATE TABLE passage_tags(
+    tag        TEXT NOT NULL,
+    passage_id INTEGER NOT NULL REFERENCES passages(id) ON DELETE CASCADE,
+    PRIMARY KEY(tag, passage_id)
+) WITHOUT ROWID;
+CREATE INDEX passage_tags_pid ON passage_tags(passage_id);
+CREATE VIRTUAL TABLE passages_fts USING fts5(
+    text, content='passages', content_rowid='id', tokenize='porter unicode61');
+CREATE TRIGGER passages_ai AFTER INSERT ON passages BEGIN
+    INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER passages_ad AFTER DELETE ON passages BEGIN
+    INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+
+CREATE TABLE blocks(
+    label       TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    "limit"     INTEGER NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    read_only   INTEGER NOT NULL DEFAULT 0,
+    position    INTEGER NOT NULL
+);
+
+CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+"""
+
+#: Schema objects every store must have (checked at open).
+_REQUIRED = {
+    "meta", "messages", "messages_fts", "passages", "passage_tags", "passages_fts", "blocks", "kv",
+}
+
+_SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Re-raise sqlite3 errors met while doing ``what`` as VmemStorageError subclasses."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:  # includes OperationalError, IntegrityError...
+        raise _storage_error(e, what) from e
+
+
+def _storage_error(e: sqlite3.Error, what: str) -> VmemStorageError:
+    msg = str(e)
+    low = msg.lower()
+    if "malformed" in low or "corrupt" in low or "disk image" in low:
+        return CorruptStoreError(f"{what}: the database is damaged ({msg})")
+    if "not a database" in low or "file is encrypted" in low:
+        return ForeignFileError(f"{what}: not a vmem store ({msg})")
+    if "locked" in low or "busy" in low:
+        return StoreLockedError(f"{what}: the database is locked by another connection ({msg})")
+    return VmemStorageError(f"{what}: {msg}")
+
+
+class Database:
+    """The open SQLite file of one store (see the module docstring for its invariants)."""
+
+    def __init__(self, path: Path, *, create: bool, durability: str = "full") -> None:
+        if durability not in _SYNC:
+            raise ValueError(f"durability must be one of {sorted(_SYNC)}, got {durability!r}")
+        self.path = Path(path)
+        self.lock = threading.RLock()
+        self._depth = 0
+        self._after_commit: list[Callable[[], None]] = []
+        self._on_rollback: list[Callable[[], None]] = []
+        self._closed = False
+        self._check_header()
+        try:
+            self.conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+        except sqlite3.Error as e:
+            raise _storage_error(e, f"opening {self.path}") from e
+        try:
+            with translate(f"opening {self.path}"):
+                self._configure(_SYNC[durability])
+                self._init_schema(create)
+        except ForeignFileError as e:
+            self.conn.close()
+            if self._had_magic and isinstance(e.__cause__, sqlite3.DatabaseError):
+                # it says "SQLite" on the tin, so it is ours but damaged
+                raise CorruptStoreError(f"{self.path} is damaged: {e.__cause__}") from e.__cause__
+            raise
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # -- opening
+
+    def _check_header(self) -> None:
+        self._had_magic = False
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(100)
+        except FileNotFoundError:
+            return
+        if head and not head.startswith(_SQLITE_MAGIC[: len(head)]):
+            raise ForeignFileError(f"{self.path} is not a vmem store: not an SQLite database")
+        self._had_magic = len(head) >= len(_SQLITE_MAGIC)
+        if 0 < len(head) < 100:
+            raise CorruptStoreError(f"{self.path} is damaged: truncated SQLite header ({len(head)} bytes)")
+
+    def _configure(self, sync: str) -> None:
+        c = self.conn
+        mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise VmemStorageError(f"{self.path}: cannot switch to WAL journal mode (got {mode!r})")
+        c.execute(f"PRAGMA synchronous={sync}")
+        c.execute("PRAGMA foreign_keys=ON")
+        c.execute("PRAGMA busy_timeout=5000")
+        c.execute("PRAGMA temp_store=MEMORY")
+        c.execute("PRAGMA cache_size=-16000")
+
+    def _init_schema(self, create: bool) -> None:
+        c = self.conn
+        app = c.execute("PRAGMA application_id").fetchone()[0]
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+        if app == 0 and not names:  # a fresh (or never committed) file
+            if not create:
+                raise ForeignFileError(f"{self.path} is an empty database, not a vmem store")
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _split_sql(_SCHEMA):
+                    c.execute(stmt)
+                c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return
+        if app != APPLICATION_ID:
+            raise ForeignFileError(
+                f"{self.path} is an SQLite database of another application "
+                f"(application_id {app:#010x}, expected {APPLICATION_ID:#010x})"
+            )
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {version}; this vmem reads version {SCHEMA_VERSION}"
+            )
+        missing = _REQUIRED - names
+        if missing:
+            raise CorruptStoreError(f"{self.path} is damaged: missing schema objects {sorted(missing)}")
+
+    # -- use
+
+    def check_open(self) -> None:
+        """Raise StoreClosedError if closed."""
+        if self._closed:
+            raise StoreClosedError(f"{self.path}: the store is closed")
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Hold the lock for a read; translate errors."""
+        with self.lock:
+            self.check_open()
+            with translate(what):
+                yield self.conn
+
+    @contextlib.contextmanager
+    def transaction(self, what: str = "write") -> Iterator[sqlite3.Connection]:
+        """A write transaction; nested calls join the outermost one.
+
+        The outermost exit commits (then runs the after-commit hooks) or, on an
+        exception, rolls back (and drops them).
+        """
+        with self.lock:
+            self.check_open()
+            outer = self._depth == 0
+            if outer:
+                with translate(what):
+                    self.conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                with translate(what):
+                    yield self.conn
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._rollback()
+                raise
+            self._depth -= 1
+            if outer:
+                try:
+                    with translate(what):
+                        self.conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+                hooks, self._after_commit, self._on_rollback = self._after_commit, [], []
+                for hook in hooks:
+                    hook()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction() block is open."""
+        return self._depth > 0
+
+    def _rollback(self) -> None:
+        hooks, self._after_commit, self._on_rollback = self._on_rollback, [], []
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error as e:  # the connection is unusable; report the original error
+            log.error("rollback of %s failed: %s", self.path, e)
+        for hook in hooks:
+            hook()
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after the current transaction commits (dropped on rollback)."""
+        if not self._depth:
+            raise RuntimeError("after_commit() outside a transaction")
+        self._after_commit.append(hook)
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` if the current transaction rolls back."""
+        if not self._depth:
+            raise RuntimeError("on_rollback() outside a transaction")
+        self._on_rollback.append(hook)
+
+    # -- meta (internal key/value, msgpack)
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The value stored under the internal meta ``key``."""
+        with self.reading(f"reading meta {key!r}") as c:
+            row = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else msgpack.unpackb(row[0], raw=False)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store ``value`` under the internal meta ``key`` (joins an open transaction)."""
+        blob = msgpack.packb(value, use_bin_type=True)
+        with self.transaction(f"writing meta {key!r}") as c:
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, blob))
+
+    def quick_check(self) -> None:
+        """Run ``PRAGMA quick_check``; raise CorruptStoreError on any finding."""
+        with self.reading("checking the database") as c:
+            rows = [r[0] for r in c.execute("PRAGMA quick_check")]
+        if rows != ["ok"]:
+            raise CorruptStoreError(f"{self.path} is damaged: {'; '.join(rows[:5])}")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file (``wal_checkpoint(TRUNCATE)``)."""
+        with self.reading("checkpointing the WAL") as c:
+            if not self._depth:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        """Close the connection (idempotent). An open transaction is rolled back."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                self.conn.close()
+            except sqlite3.Error as e:
+                log.warning("closing %s: %s", self.path, e)
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a schema script into statements (triggers contain ';' inside BEGIN...END)."""
+    out: list[str] = []
+    buf: list[str] = []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        stmt = "\n".join(buf).strip()
+        if stmt.endswith(";") and sqlite3.complete_statement(stmt):
+            out.append(stmt)
+            buf = []
+    if "".join(buf).strip():
+        out.append("\n".join(buf))
+    return out
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that renames and creations in it are durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)

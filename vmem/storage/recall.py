@@ -1,0 +1,224 @@
+"""Recall storage: every message of the conversation, verbatim and searchable.
+
+Interface: ``append`` / ``append_many`` (one transaction), ``get`` /
+``get_many``, ``len()``, and ``search(query, roles, start, end, page,
+page_size)``: ranked by SQLite FTS5 BM25 (``porter unicode61``) when a query
+is given, newest first otherwise. Role and date filters are part of the SQL
+statement, so they apply before the page is cut and ``total`` counts only
+matching messages.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from vmem.pageid import PageKind, make_page_id, page_kind, page_serial
+from vmem.storage._db import Database
+from vmem.storage.errors import NotFoundError
+from vmem.storage.records import (
+    Hit,
+    Message,
+    SearchPage,
+    TimeBound,
+    check_paging,
+    epoch_range,
+    from_epoch,
+    page_count,
+    to_epoch,
+    utcnow,
+)
+
+__all__ = ["MessageInput", "RecallStore"]
+
+#: What ``append_many`` accepts per message: a mapping with ``role``, ``content``
+#: and optional ``timestamp``/``meta``, or a ``(role, content[, timestamp[, meta]])`` tuple.
+MessageInput = Mapping[str, Any] | Sequence[Any]
+
+_COLS = "m.id, m.role, m.content, m.ts, m.meta"
+
+
+def pack_meta(meta: Mapping[str, Any] | None) -> bytes | None:
+    """msgpack a message's meta mapping (None for empty); TypeError if it cannot be."""
+    if meta is None or len(meta) == 0:
+        return None
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a mapping, got {type(meta).__name__}")
+    try:
+        return msgpack.packb(dict(meta), use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise TypeError(f"meta is not msgpack-serialisable: {e}") from e
+
+
+def _row_to_message(row: tuple[Any, ...]) -> Message:
+    rid, role, content, ts, meta = row
+    return Message(
+        id=make_page_id(PageKind.MESSAGE, rid),
+        role=role,
+        content=content,
+        timestamp=from_epoch(ts),
+        meta=msgpack.unpackb(meta, raw=False, strict_map_key=False) if meta is not None else {},
+    )
+
+
+def _serial(page_id: int, kind: PageKind, what: str) -> int:
+    if not isinstance(page_id, int) or isinstance(page_id, bool):
+        raise TypeError(f"{what}: page id must be an int, got {type(page_id).__name__}")
+    if page_id <= 0 or page_kind(page_id) is not kind:
+        raise ValueError(f"{what}: {page_id:#x} is not a {kind.name} page id")
+    return page_serial(page_id)
+
+
+def _norm_message(item: MessageInput) -> tuple[str, str, float, bytes | None]:
+    if isinstance(item, Mapping):
+        unknown = set(item) - {"role", "content", "timestamp", "meta"}
+        if unknown:
+            raise ValueError(f"unknown message fields {sorted(unknown)}")
+        try:
+            role, content = item["role"], item["content"]
+        except KeyError as e:
+            raise ValueError(f"message is missing {e.args[0]!r}") from None
+        ts, meta = item.get("timestamp"), item.get("meta")
+    elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and 2 <= len(item) <= 4:
+        role, content, ts, meta = (list(item) + [None, None])[:4]
+    else:
+        raise TypeError(f"a message is a mapping or a (role, content[, timestamp[, meta]]) tuple, got {item!r:.80}")
+    if not isinstance(role, str) or not role:
+        raise ValueError(f"role must be a non-empty str, got {role!r}")
+    if not isinstance(content, str):
+        raise TypeError(f"content must be str, got {type(content).__name__}")
+    return role, content, to_epoch(ts if ts is not None else utcnow()), pack_meta(meta)
+
+
+class RecallStore:
+    """Every message, verbatim (the "swap" tier). Obtained from ``MemoryDir.recall``."""
+
+    def __init__(self, db: Database, fts_query: Any) -> None:
+        self._db = db
+        self._fts_query = fts_query
+
+    # -- writes
+
+    def append(
+        self,
+        role: str,
+        content: str,
+        *,
+        timestamp: _dt.datetime | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Store one message; return its page id once committed.
+
+        ``timestamp`` defaults to now (aware UTC); ``meta`` must be
+        msgpack-serialisable.
+        """
+        return self.append_many([{"role": role, "content": content, "timestamp": timestamp, "meta": meta}])[0]
+
+    def append_many(self, messages: Iterable[MessageInput]) -> list[int]:
+        """Store several messages in one transaction; return their page ids in order.
+
+        All or nothing: a bad message anywhere stores none of them.
+        """
+        rows = [_norm_message(m) for m in messages]
+        if not rows:
+            return []
+        with self._db.transaction("appending messages") as c:
+            ids = [
+                c.execute("INSERT INTO messages(role, content, ts, meta) VALUES (?, ?, ?, ?)", r).lastrowid
+                for r in rows
+            ]
+        return [make_page_id(PageKind.MESSAGE, i) for i in ids]
+
+    # -- reads
+
+    def get(self, page_id: int) -> Message:
+        """The message with this page id (NotFoundError if none)."""
+        serial = _serial(page_id, PageKind.MESSAGE, "recall.get")
+        with self._db.reading("reading a message") as c:
+            row = c.execute(f"SELECT {_COLS} FROM messages m WHERE m.id=?", (serial,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no message with page id {page_id:#x}")
+        return _row_to_message(row)
+
+    def get_many(self, page_ids: Iterable[int]) -> list[Message]:
+        """The messages with these page ids, in the order given (NotFoundError if one is missing)."""
+        ids = list(page_ids)
+        serials = [_serial(p, PageKind.MESSAGE, "recall.get_many") for p in ids]
+        found: dict[int, Message] = {}
+        with self._db.reading("reading messages") as c:
+            for lo in range(0, len(serials), 500):
+                chunk = serials[lo : lo + 500]
+                q = f"SELECT {_COLS} FROM messages m WHERE m.id IN ({','.join('?' * len(chunk))})"
+                for row in c.execute(q, chunk):
+                    found[row[0]] = _row_to_message(row)
+        missing = [p for p, s in zip(ids, serials) if s not in found]
+        if missing:
+            raise NotFoundError(f"no message with page id {missing[0]:#x} ({len(missing)} missing)")
+        return [found[s] for s in serials]
+
+    def __len__(self) -> int:
+        with self._db.reading("counting messages") as c:
+            return int(c.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        roles: Iterable[str] | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
+        page: int = 0,
+        page_size: int = 10,
+    ) -> SearchPage[Message]:
+        """Search the conversation.
+
+        ``query``: free text, ranked by BM25 (best first, ``Hit.score`` = BM25,
+        higher is better); None or blank lists the filtered messages newest
+        first (score 0.0). A query with no searchable word matches nothing.
+        ``roles``: keep only these roles. ``start``/``end``: inclusive bounds
+        (aware datetimes, or dates covering whole UTC days). ``page`` is 0-based.
+        """
+        check_paging(page, page_size)
+        lo, hi = epoch_range(start, end)
+        where: list[str] = []
+        args: list[Any] = []
+        if roles is not None:
+            role_list = [roles] if isinstance(roles, str) else list(roles)
+            if not role_list:
+                return SearchPage([], page, 0, 0)
+            where.append(f"m.role IN ({','.join('?' * len(role_list))})")
+            args.extend(role_list)
+        if lo is not None:
+            where.append("m.ts >= ?")
+            args.append(lo)
+        if hi is not None:
+            where.append("m.ts <= ?")
+            args.append(hi)
+        offset = page * page_size
+        if query is None or not query.strip():
+            cond = " AND ".join(where) or "1"
+            with self._db.reading("searching messages") as c:
+                total = c.execute(f"SELECT count(*) FROM messages m WHERE {cond}", args).fetchone()[0]
+                rows = c.execute(
+                    f"SELECT {_COLS} FROM messages m WHERE {cond} ORDER BY m.ts DESC, m.id DESC LIMIT ? OFFSET ?",
+                    [*args, page_size, offset],
+                ).fetchall()
+            hits = [Hit(_row_to_message(r), 0.0) for r in rows]
+            return SearchPage(hits, page, page_count(total, page_size), total)
+        match = self._fts_query(query)
+        if match is None:
+            return SearchPage([], page, 0, 0)
+        cond = " AND ".join(["messages_fts MATCH ?", *where])
+        frm = "messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+        with self._db.reading("searching messages") as c:
+            total = c.execute(f"SELECT count(*) FROM {frm} WHERE {cond}", [match, *args]).fetchone()[0]
+            rows = c.execute(
+                f"SELECT {_COLS}, messages_fts.rank FROM {frm} WHERE {cond} "
+                "ORDER BY messages_fts.rank, m.id DESC LIMIT ? OFFSET ?",
+                [match, *args, page_size, offset],
+            ).fetchall()
+        hits = [Hit(_row_to_message(r[:5]), -float(r[5])) for r in rows]
+        return SearchPage(hits, page, page_count(total, page_size), total)

@@ -1,0 +1,384 @@
+"""Archival storage in the MemoryDir's SQLite file, with an HNSW index file as a cache.
+
+Layout: table ``passages`` (text, content hash UNIQUE, epoch ts, tags, and the
+embedding as a little-endian float32 blob), ``passage_tags`` for filtering,
+and the FTS5 table ``passages_fts`` (BM25). The vector index lives in
+``<dir>/archival.idx`` (:class:`vmem.index.PageIndex` format).
+
+Invariants:
+
+1. SQLite is the truth; the index file is a cache of the ``embedding`` column.
+   On open the index is loaded and *reconciled*: a missing, unreadable,
+   foreign (other dimension or embedder) index is rebuilt from the stored
+   embeddings, without calling the embedder; an index behind the database (a
+   crash before it was saved) gets the missing rows added, ids it has and the
+   database does not are deleted from it, and a sample of its vectors is
+   compared with the database's.
+2. In memory, the index holds exactly the committed passages: rows are added
+   to it after ``COMMIT`` (a post-commit hook), never before.
+3. Every stored embedding was made by the embedder named in meta
+   ``embedder``; opening with another embedder re-embeds every passage (in
+   one transaction) before anything else.
+4. Filtered vector search scores an SQL-prefiltered candidate set: exactly
+   (dot products) when it is small, else by HNSW with a membership filter,
+   which falls back to exact scoring itself when the graph comes up short,
+   so ``min(k, candidates)`` results are always returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from vmem.pageid import PageKind, make_page_id, page_serial
+from vmem.storage._db import Database, fsync_dir
+from vmem.storage.archival import ArchivalStore, PassageFilter
+from vmem.storage.records import Passage, from_epoch
+
+__all__ = ["EXACT_MAX", "SqliteArchival"]
+
+log = logging.getLogger("vmem.storage")
+
+#: Filtered vector searches with at most this many candidates are scored exactly.
+EXACT_MAX = 4096
+#: Passages compared between the index and SQLite when an index file is loaded.
+SPOT_CHECK = 32
+_BATCH = 4096
+_F32 = np.dtype("<f4")
+
+_PCOLS = "p.id, p.text, p.tags, p.ts"
+
+
+def _pid(serial: int) -> int:
+    return make_page_id(PageKind.PASSAGE, serial)
+
+
+def _where(f: PassageFilter) -> tuple[str, list[Any]]:
+    """SQL condition (over alias ``p``) and arguments for a passage filter."""
+    parts: list[str] = []
+    args: list[Any] = []
+    if f.tags:
+        marks = ",".join("?" * len(f.tags))
+        if f.match_all and len(f.tags) > 1:
+            parts.append(
+                f"p.id IN (SELECT passage_id FROM passage_tags WHERE tag IN ({marks}) "
+                "GROUP BY passage_id HAVING count(*) = ?)"
+            )
+            args.extend(f.tags)
+            args.append(len(f.tags))
+        else:
+            parts.append(f"p.id IN (SELECT passage_id FROM passage_tags WHERE tag IN ({marks}))")
+            args.extend(f.tags)
+    if f.lo is not None:
+        parts.append("p.ts >= ?")
+        args.append(f.lo)
+    if f.hi is not None:
+        parts.append("p.ts <= ?")
+        args.append(f.hi)
+    return " AND ".join(parts) or "1", args
+
+
+class SqliteArchival(ArchivalStore):
+    """Archival storage in SQLite (FTS5 BM25) plus a vector index cache (HNSW by default).
+
+    Made by :meth:`MemoryDir.open`; ``index_cls`` is :class:`vmem.index.PageIndex`
+    or :class:`vmem.index.ExactIndex` (anything with their interface).
+    """
+
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        db: Database,
+        embedder: Any,
+        index_path: Path,
+        *,
+        index_cls: type,
+        fts_query: Callable[[str], str | None],
+        fuse: Callable[..., list[tuple[int, float]]] | None,
+        index_errors: tuple[type[BaseException], ...] = (ValueError,),
+        autosave: int = 50_000,
+        **kw: Any,
+    ) -> None:
+        super().__init__(embedder, fts_query=fts_query, fuse=fuse, **kw)
+        self._db = db
+        self._index_path = Path(index_path)
+        self._index_cls = index_cls
+        self._index_errors = index_errors
+        self._autosave = autosave
+        self._unsaved = 0  # index changes since the file was last written
+        self._reembed_if_needed()
+        #: How the index was obtained at open: "loaded", "caught-up", "rebuilt".
+        self.index_status = ""
+        self.index = self._open_index()
+
+    # -- the embedder and the index cache
+
+    def _reembed_if_needed(self) -> None:
+        """Invariant 3: stored embeddings belong to the current embedder."""
+        want = {"name": self.embedder.name, "dim": int(self.embedder.dim)}
+        have = self._db.get_meta("embedder")
+        if have == want:
+            return
+        if have is None:
+            with self._db.reading("counting passages") as c:
+                n = c.execute("SELECT count(*) FROM passages").fetchone()[0]
+            if n == 0:
+                self._db.set_meta("embedder", want)
+                return
+        log.warning(
+            "%s: embedder changed from %r to %r: re-embedding every passage",
+            self._db.path, have and have.get("name"), want["name"],
+        )
+        # the old index file describes the old vectors: drop it first, so a
+        # crash in the middle leaves no stale cache behind
+        self._drop_index_file()
+        with self._db.transaction("re-embedding passages") as c:
+            rows = c.execute("SELECT id, text FROM passages ORDER BY id").fetchall()
+            for lo in range(0, len(rows), _BATCH):
+                chunk = rows[lo : lo + _BATCH]
+                vecs = self._embed([t for _, t in chunk])
+                c.executemany(
+                    "UPDATE passages SET embedding=? WHERE id=?",
+                    [(v.astype(_F32).tobytes(), i) for (i, _), v in zip(chunk, vecs)],
+                )
+            self._db.set_meta("embedder", want)
+
+    def _drop_index_file(self) -> None:
+        try:
+            os.unlink(self._index_path)
+            fsync_dir(self._index_path.parent)
+        except FileNotFoundError:
+            pass
+
+    def _new_index(self, capacity: int) -> Any:
+        return self._index_cls(self.embedder.dim, capacity=max(1024, capacity), name=self.embedder.name)
+
+    def _db_ids(self) -> np.ndarray:
+        with self._db.reading("listing passages") as c:
+            serials = np.fromiter((r[0] for r in c.execute("SELECT id FROM passages")), dtype=np.int64)
+        return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) else np.zeros(0, np.uint64)
+
+    def _load_vectors(self, page_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stored embeddings of ``page_ids`` (those that exist): (ids, (n, dim) float32)."""
+        ids_out: list[int] = []
+        vecs: list[np.ndarray] = []
+        serials = [page_serial(int(p)) for p in page_ids]
+        dim = self.embedder.dim
+        with self._db.reading("reading embeddings") as c:
+            for lo in range(0, len(serials), 500):
+                chunk = serials[lo : lo + 500]
+                q = f"SELECT id, embedding FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
+                for sid, blob in c.execute(q, chunk):
+                    ids_out.append(_pid(sid))
+                    vecs.append(np.frombuffer(blob, dtype=_F32, count=dim))
+        if not ids_out:
+            return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
+        return np.array(ids_out, dtype=np.uint64), np.vstack(vecs).astype(np.float32)
+
+    def _add_from_db(self, index: Any, page_ids: np.ndarray) -> None:
+        for lo in range(0, len(page_ids), _BATCH):
+            ids, vecs = self._load_vectors(page_ids[lo : lo + _BATCH])
+            if len(ids):
+                index.add(ids, vecs)
+
+    def _open_index(self) -> Any:
+        db_ids = self._db_ids()
+        index = None
+        if self._index_path.exists():
+            try:
+                index = self._index_cls.load(self._index_path, dim=self.embedder.dim, name=self.embedder.name)
+            except self._index_errors as e:
+                log.warning("%s: index cache unusable, rebuilding: %s", self._index_path, e)
+        if index is not None and len(db_ids) and len(index):
+            # spot check: the cache must hold *our* vectors, not just our ids
+            rng = np.random.default_rng()
+            sample = np.intersect1d(db_ids, index.ids())
+            sample = rng.choice(sample, size=min(SPOT_CHECK, len(sample)), replace=False) if len(sample) else sample
+            ids, want = self._load_vectors(sample)
+            if len(ids) and not np.allclose(index.get(ids), want, atol=1e-4):
+                log.warning("%s: index cache holds other vectors than the database, rebuilding", self._index_path)
+                index = None
+        if index is None:
+            index = self._new_index(len(db_ids))
+            self._add_from_db(index, db_ids)
+            self.index_status = "rebuilt"
+            self._unsaved = max(1, len(db_ids))  # write the fresh cache at the next checkpoint
+            return index
+        idx_ids = index.ids()
+        extra = np.setdiff1d(idx_ids, db_ids, assume_unique=True)
+        missing = np.setdiff1d(db_ids, idx_ids, assume_unique=True)
+        if len(extra):
+            index.delete(extra)
+        if len(missing):
+            self._add_from_db(index, missing)
+        self.index_status = "caught-up" if len(extra) or len(missing) else "loaded"
+        self._unsaved = len(extra) + len(missing)
+        return index
+
+    def verify_index(self) -> bool:
+        """Whether the in-memory index holds exactly the stored passages' ids."""
+        with self._db.lock:
+            return bool(np.array_equal(np.sort(self._db_ids()), self.index.ids()))
+
+    def checkpoint(self) -> None:
+        """Write the index cache file atomically, if it changed since it was last written."""
+        with self._db.lock:
+            self._db.check_open()
+            if self._unsaved and not self._db.in_transaction:
+                self.index.save(self._index_path)
+                self._unsaved = 0
+
+    def close(self) -> None:
+        """Save the index cache (the database is closed by the MemoryDir)."""
+        if not self._db.closed:
+            self.checkpoint()
+
+    def _index_changed(self, n: int) -> None:
+        self._unsaved += n
+        if self._autosave and self._unsaved >= self._autosave and not self._db.in_transaction:
+            self.checkpoint()
+
+    # -- primitives
+
+    def __len__(self) -> int:
+        with self._db.reading("counting passages") as c:
+            return int(c.execute("SELECT count(*) FROM passages").fetchone()[0])
+
+    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
+        with self._db.lock:
+            self._db.check_open()
+            with self._db.reading("looking up passages") as c:
+                known: dict[bytes, tuple[int, tuple[str, ...]]] = {}
+                uniq = list(dict.fromkeys(hashes))
+                for lo in range(0, len(uniq), 500):
+                    chunk = uniq[lo : lo + 500]
+                    q = f"SELECT hash, id, tags FROM passages WHERE hash IN ({','.join('?' * len(chunk))})"
+                    for h, i, tg in c.execute(q, chunk):
+                        known[h] = (i, tuple(msgpack.unpackb(tg, raw=False)) if tg else ())
+            fresh: dict[bytes, int] = {}  # hash -> index into texts, first occurrence
+            for n, h in enumerate(hashes):
+                if h not in known and h not in fresh:
+                    fresh[h] = n
+            vecs = self._embed([texts[n] for n in fresh.values()]) if fresh else None
+            tag_blob = msgpack.packb(list(tags), use_bin_type=True) if tags else None
+            serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
+            with self._db.transaction("inserting passages") as c:
+                for (h, n), v in zip(fresh.items(), vecs if vecs is not None else []):
+                    cur = c.execute(
+                        "INSERT INTO passages(text, hash, ts, tags, embedding) VALUES (?, ?, ?, ?, ?)",
+                        (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes()),
+                    )
+                    serial[h] = cur.lastrowid
+                    if tags:
+                        c.executemany(
+                            "INSERT INTO passage_tags(tag, passage_id) VALUES (?, ?)",
+                            [(t, cur.lastrowid) for t in tags],
+                        )
+                for h, (i, old) in known.items():  # duplicates: merge the new tags in
+                    add = [t for t in tags if t not in old]
+                    if add:
+                        c.execute(
+                            "UPDATE passages SET tags=? WHERE id=?",
+                            (msgpack.packb(list(old) + add, use_bin_type=True), i),
+                        )
+                        c.executemany(
+                            "INSERT OR IGNORE INTO passage_tags(tag, passage_id) VALUES (?, ?)",
+                            [(t, i) for t in add],
+                        )
+                if fresh:
+                    new_ids = np.array([_pid(serial[h]) for h in fresh], dtype=np.uint64)
+                    self._db.after_commit(lambda: self._after_insert(new_ids, vecs))
+            return [_pid(serial[h]) for h in hashes]
+
+    def _after_insert(self, ids: np.ndarray, vecs: Any) -> None:
+        self.index.add(ids, vecs)
+        self._index_changed(len(ids))
+
+    def _delete(self, page_ids: list[int]) -> int:
+        serials = [page_serial(p) for p in page_ids]
+        with self._db.transaction("deleting passages") as c:
+            gone: list[int] = []
+            for s in serials:
+                if c.execute("DELETE FROM passages WHERE id=?", (s,)).rowcount:
+                    gone.append(_pid(s))
+            if gone:
+                self._db.after_commit(lambda: (self.index.delete(gone), self._index_changed(len(gone))))
+        return len(gone)
+
+    def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
+        out: dict[int, Passage] = {}
+        serials = [page_serial(p) for p in page_ids]
+        with self._db.reading("reading passages") as c:
+            for lo in range(0, len(serials), 500):
+                chunk = serials[lo : lo + 500]
+                q = f"SELECT {_PCOLS} FROM passages p WHERE p.id IN ({','.join('?' * len(chunk))})"
+                for sid, text, tg, ts in c.execute(q, chunk):
+                    tags = tuple(msgpack.unpackb(tg, raw=False)) if tg else ()
+                    out[_pid(sid)] = Passage(_pid(sid), text, tags, from_epoch(ts))
+        return out
+
+    def _count(self, f: PassageFilter) -> int:
+        cond, args = _where(f)
+        with self._db.reading("counting passages") as c:
+            return int(c.execute(f"SELECT count(*) FROM passages p WHERE {cond}", args).fetchone()[0])
+
+    def _list(self, f: PassageFilter, offset: int, limit: int) -> list[int]:
+        cond, args = _where(f)
+        with self._db.reading("listing passages") as c:
+            rows = c.execute(
+                f"SELECT p.id FROM passages p WHERE {cond} ORDER BY p.ts DESC, p.id DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return [_pid(r[0]) for r in rows]
+
+    def _text_hits(
+        self, query: str, match: str, f: PassageFilter, offset: int, limit: int
+    ) -> tuple[list[tuple[int, float]], int]:
+        cond, args = _where(f)
+        frm = "passages_fts JOIN passages p ON p.id = passages_fts.rowid"
+        where = f"passages_fts MATCH ? AND {cond}"
+        with self._db.reading("searching passages") as c:
+            total = c.execute(f"SELECT count(*) FROM {frm} WHERE {where}", [match, *args]).fetchone()[0]
+            rows = c.execute(
+                f"SELECT p.id, passages_fts.rank FROM {frm} WHERE {where} "
+                "ORDER BY passages_fts.rank, p.id DESC LIMIT ? OFFSET ?",
+                [match, *args, limit, offset],
+            ).fetchall()
+        return [(_pid(i), -float(r)) for i, r in rows], int(total)
+
+    def _vector_hits(self, vector: np.ndarray, f: PassageFilter, k: int) -> list[tuple[int, float]]:
+        with self._db.lock:
+            self._db.check_open()
+            if k <= 0:
+                return []
+            if f.empty:
+                ids, sims = self.index.query(vector[None, :], k)
+                return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
+            cond, args = _where(f)
+            with self._db.reading("filtering passages") as c:
+                cand = np.fromiter(
+                    (r[0] for r in c.execute(f"SELECT p.id FROM passages p WHERE {cond}", args)), dtype=np.int64
+                )
+            if len(cand) == 0:
+                return []
+            cand_ids = np.uint64(int(PageKind.PASSAGE) << 56) | cand.astype(np.uint64)
+            k = min(k, len(cand_ids))
+            if len(cand_ids) <= EXACT_MAX:
+                try:
+                    vecs = self.index.get(cand_ids)
+                except KeyError:  # the cache lost a row (a failed post-commit add): use the truth
+                    cand_ids, vecs = self._load_vectors(cand_ids)
+                    k = min(k, len(cand_ids))
+                sims = vecs @ vector
+                top = np.argsort(-sims, kind="stable")[:k] if k < len(sims) else np.argsort(-sims, kind="stable")
+                return [(int(cand_ids[j]), float(sims[j])) for j in top]
+            allowed = set(cand_ids.tolist())
+            ids, sims = self.index.query(vector[None, :], k, filter=allowed.__contains__)
+            return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
