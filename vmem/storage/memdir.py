@@ -277,6 +277,7 @@ class MemoryDir:
             db_name=cfg.db_name,
             analyzer=cfg.analyzer,
             allocate=self._allocate_passage_ids,
+            next_serial=lambda: int(self._db.get_meta("next_passage_serial", 1)),
             fts_query=fts_query,
             fuse=fuse,
             max_chars=max_chars,
