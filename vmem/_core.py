@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import msgpack
 import numpy as np
@@ -134,16 +134,14 @@ class Status:
     budget: int
 
 
-@dataclass(frozen=True)
-class EvictionPlan:
+class EvictionPlan(NamedTuple):
     """Queue pages to evict, oldest first, and the tokens they free."""
 
     ids: np.ndarray
     freed: int
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """What a page-in admitted into the working set and what it evicted (coldest first)."""
 
     admitted: np.ndarray
@@ -169,6 +167,17 @@ def _raise(vm, rc: int) -> None:
     raise _ERRORS.get(rc, InvalidArgument)(message)
 
 
+def _call(vm, what: str, fn, *args) -> None:
+    """Call a core function; cffi's conversion errors (negative or oversize ints,
+    wrong types) become InvalidArgument and nonzero return codes exceptions."""
+    try:
+        rc = fn(vm, *args)
+    except (TypeError, OverflowError) as exc:
+        raise InvalidArgument(f"{what}: {exc}") from None
+    if rc:
+        _raise(vm, rc)
+
+
 def _u64(value: int, what: str = "page id") -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise InvalidArgument(f"{what} must be an int, got {type(value).__name__}")
@@ -178,16 +187,9 @@ def _u64(value: int, what: str = "page id") -> int:
     return value
 
 
-def _i64(value: int, what: str = "token count") -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise InvalidArgument(f"{what} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if not -(1 << 63) <= value < 1 << 63:
-        raise InvalidArgument(f"{what} {value} is outside 0..{MAX_PAGE_TOKENS}")
-    return value
-
-
 def _ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    if type(ids) is np.ndarray and ids.dtype == np.uint64 and ids.ndim == 1 and ids.flags.c_contiguous:
+        return ids  # the fast path: already what the core takes
     array = np.asarray(ids)
     if array.dtype != np.uint64:
         if array.size and (array.dtype.kind not in "iu" or array.min() < 0):
@@ -209,7 +211,7 @@ class PagedContext:
     <State.OK: 0>
     """
 
-    __slots__ = ("_vm", "_lock", "_admitted", "_evicted")
+    __slots__ = ("_vm", "_lock", "_admitted", "_evicted", "_admitted_p", "_evicted_p", "_na", "_ne")
 
     def __init__(
         self,
@@ -228,8 +230,10 @@ class PagedContext:
             raise MemoryError("vm_new: out of memory")
         self._vm = ffi.gc(vm, lib.vm_free)
         self._lock = threading.Lock()
-        self._admitted = np.empty(64, dtype=np.uint64)
-        self._evicted = np.empty(64, dtype=np.uint64)
+        # admission's out-parameters, reused by every call (under the lock)
+        self._na = ffi.new("size_t *")
+        self._ne = ffi.new("size_t *")
+        self._grow_admission_buffers(64, 64)
         if ws_budget is None:
             ws_budget = max(0, (window - reserve) // 8)
         self.configure(
@@ -278,14 +282,8 @@ class PagedContext:
         ``group`` ties consecutive queue pages into an atomic group (a tool call
         and its results) that eviction never splits; 0 means none.
         """
-        page_id, tokens = _u64(page_id), _i64(tokens)
-        group = _u64(group, "group")
-        if group >= 1 << 32:
-            raise InvalidArgument(f"group {group} is outside 0..2**32-1")
         with self._lock:
-            rc = lib.vm_add(self._vm, page_id, tokens, int(region), 1 if pinned else 0, group)
-            if rc:
-                _raise(self._vm, rc)
+            _call(self._vm, "add: page id, token count, region and group must be in range", lib.vm_add, page_id, tokens, region, 1 if pinned else 0, group)
 
     def add_many(self, ids: Sequence[int] | np.ndarray, tokens: Sequence[int] | np.ndarray,
                  region: Region = Region.OUT) -> None:
@@ -306,16 +304,12 @@ class PagedContext:
     def remove(self, page_id: int) -> None:
         """Unregister a page."""
         with self._lock:
-            rc = lib.vm_remove(self._vm, _u64(page_id))
-            if rc:
-                _raise(self._vm, rc)
+            _call(self._vm, "remove: page id", lib.vm_remove, page_id)
 
     def move(self, page_id: int, region: Region) -> None:
         """Move a page to ``region`` (to the queue's tail; into the working set as touched)."""
         with self._lock:
-            rc = lib.vm_move(self._vm, _u64(page_id), int(region))
-            if rc:
-                _raise(self._vm, rc)
+            _call(self._vm, "move: page id and region", lib.vm_move, page_id, region)
 
     def move_many(self, ids: Sequence[int] | np.ndarray, region: Region) -> None:
         """Move a batch of pages to ``region``, all or nothing (e.g. apply an eviction plan)."""
@@ -328,31 +322,23 @@ class PagedContext:
     def resize(self, page_id: int, tokens: int) -> None:
         """Change a page's token count (a block edited, a summary replaced)."""
         with self._lock:
-            rc = lib.vm_resize(self._vm, _u64(page_id), _i64(tokens))
-            if rc:
-                _raise(self._vm, rc)
+            _call(self._vm, "resize: page id and token count", lib.vm_resize, page_id, tokens)
 
     def pin(self, page_id: int, pinned: bool = True) -> None:
         """Pin (or unpin) a page: pinned pages are never evicted."""
         with self._lock:
-            rc = lib.vm_set_flags(self._vm, _u64(page_id), 1 if pinned else 0)
-            if rc:
-                _raise(self._vm, rc)
+            _call(self._vm, "pin: page id", lib.vm_set_flags, page_id, 1 if pinned else 0)
 
     def touch(self, page_id: int) -> None:
         """Record an access to a page (its LRU/LFU score cools)."""
         with self._lock:
-            rc = lib.vm_touch(self._vm, _u64(page_id))
-            if rc:
-                _raise(self._vm, rc)
+            _call(self._vm, "touch: page id", lib.vm_touch, page_id)
 
     def info(self, page_id: int) -> PageInfo:
         """The page table's record of one page."""
         out = ffi.new("vm_page_info *")
         with self._lock:
-            rc = lib.vm_info(self._vm, _u64(page_id), out)
-            if rc:
-                _raise(self._vm, rc)
+            _call(self._vm, "info: page id", lib.vm_info, page_id, out)
         return PageInfo(out.id, out.tokens, Region(out.region), bool(out.flags & lib.VM_PINNED),
                         out.group, out.last_touch, out.touches)
 
@@ -424,33 +410,41 @@ class PagedContext:
                 _raise(self._vm, rc)
         return EvictionPlan(out[: n[0]], freed[0])
 
+    def _grow_admission_buffers(self, admitted: int, evicted: int) -> None:
+        self._admitted = np.empty(admitted, dtype=np.uint64)
+        self._evicted = np.empty(evicted, dtype=np.uint64)
+        self._admitted_p = ffi.from_buffer("uint64_t[]", self._admitted)
+        self._evicted_p = ffi.from_buffer("uint64_t[]", self._evicted)
+
     def admit(self, ids: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> Admission:
         """Page candidates into the working set, most relevant (highest score) first.
 
         Resident candidates are touched; the others are admitted within the
         working set's budget, evicting its coldest pages (never pinned ones,
         never ones touched in this call); a candidate that cannot fit is skipped.
+        Pass uint64 and float32 numpy arrays to skip all conversion.
         """
         ids = _ids(ids)
-        scores = np.ascontiguousarray(scores, dtype=np.float32).reshape(-1)
-        if scores.shape != ids.shape:
-            raise InvalidArgument(f"{ids.size} ids but {scores.size} scores")
-        na = ffi.new("size_t *")
-        ne = ffi.new("size_t *")
+        if not (type(scores) is np.ndarray and scores.dtype == np.float32 and scores.flags.c_contiguous):
+            scores = np.ascontiguousarray(scores, dtype=np.float32)
+        n = ids.size
+        if scores.size != n or scores.ndim != 1:
+            raise InvalidArgument(f"{n} ids but {scores.size} scores")
+        ids_p = ffi.from_buffer("uint64_t[]", ids)
+        scores_p = ffi.from_buffer("float[]", scores)
+        na, ne = self._na, self._ne
         with self._lock:
-            if self._admitted.size < ids.size:
-                self._admitted = np.empty(max(ids.size, 2 * self._admitted.size), dtype=np.uint64)
+            if self._admitted.size < n:
+                self._grow_admission_buffers(max(n, 2 * self._admitted.size), self._evicted.size)
             while True:
-                rc = lib.vm_admit(self._vm, ffi.from_buffer("uint64_t[]", ids),
-                                  ffi.from_buffer("float[]", scores), ids.size,
-                                  ffi.from_buffer("uint64_t[]", self._admitted), na,
-                                  ffi.from_buffer("uint64_t[]", self._evicted), self._evicted.size, ne)
+                rc = lib.vm_admit(self._vm, ids_p, scores_p, n, self._admitted_p, na,
+                                  self._evicted_p, self._evicted.size, ne)
+                if rc == 0:
+                    return Admission(self._admitted[: na[0]].copy(), self._evicted[: ne[0]].copy())
                 if rc == lib.VM_EINVAL and ne[0] > self._evicted.size:
-                    self._evicted = np.empty(2 * ne[0], dtype=np.uint64)
+                    self._grow_admission_buffers(self._admitted.size, 2 * ne[0])
                     continue
-                if rc:
-                    _raise(self._vm, rc)
-                return Admission(self._admitted[: na[0]].copy(), self._evicted[: ne[0]].copy())
+                _raise(self._vm, rc)
 
     # ------------------------------------------------------------ whole state
 
