@@ -7,6 +7,8 @@ Public API::
     DriverError, ContextOverflowError, DriverTimeoutError, ScriptExhausted, ReplayMismatch
     OpenAIDriver, RetryPolicy   any /v1/chat/completions server (imported lazily: the
                                 ``openai`` package loads only when first used)
+    ScriptedDriver              scripted completions for tests and offline runs
+    ReplayDriver, RecordingDriver, request_digest
     parse_arguments, parse_text_tool_calls, tool_protocol_prompt, to_text_protocol
 
 See :mod:`kernel.drivers.base` for the exception tree and how to write a driver.
@@ -29,6 +31,8 @@ from .base import (
     ToolCall,
     Usage,
 )
+from .replay import RecordingDriver, ReplayDriver, request_digest
+from .scripted import ScriptedDriver
 from .toolcalls import parse_arguments, parse_text_tool_calls, to_text_protocol, tool_protocol_prompt
 
 if TYPE_CHECKING:
@@ -42,15 +46,19 @@ __all__ = [
     "DriverTimeoutError",
     "Message",
     "OpenAIDriver",
+    "RecordingDriver",
+    "ReplayDriver",
     "ReplayMismatch",
     "RetryEvent",
     "RetryPolicy",
     "ScriptExhausted",
+    "ScriptedDriver",
     "Tool",
     "ToolCall",
     "Usage",
     "parse_arguments",
     "parse_text_tool_calls",
+    "request_digest",
     "to_text_protocol",
     "tool_protocol_prompt",
 ]
