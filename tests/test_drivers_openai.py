@@ -318,6 +318,14 @@ def test_context_overflow_maps_to_context_overflow_error(server: FakeOpenAIServe
     assert info.value.status == 400 and len(server.chat_requests) == 1 and events == []
 
 
+def test_request_too_large_is_a_context_overflow(server: FakeOpenAIServer, ask: Ask) -> None:
+    driver, _ = make(server)
+    server.push(Reply.error(413, "Request Entity Too Large"))
+    with pytest.raises(ContextOverflowError) as info:
+        ask(driver)
+    assert info.value.status == 413
+
+
 def test_overflow_reported_with_a_5xx_is_not_retried(server: FakeOpenAIServer, ask: Ask) -> None:
     driver, _ = make(server)
     server.push(Reply.error(500, "input is too long for the model", type="server_error"))

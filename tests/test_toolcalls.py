@@ -444,9 +444,30 @@ def test_history_is_rewritten_for_a_no_tools_model() -> None:
     (call,) = [c for c in parse_text_tool_calls(out[2]["content"]).calls if c.arguments is not None]
     assert (call.name, call.arguments) == ("send_message", {"message": "hello"})
     assert "{broken" in out[2]["content"]  # the malformed call is shown verbatim
-    assert out[3] == {"role": "user", "content": 'Function result (send_message, call c1):\n{"status": "OK"}'}
-    assert out[4]["content"].startswith("Function result (pause, call c2):")
-    assert {m["role"] for m in out} <= {"system", "user", "assistant"}
+    # the two results are merged into one user message: roles must alternate for many templates
+    assert len(out) == 4 and out[3]["role"] == "user"
+    first, second = out[3]["content"].split("\n\n")
+    assert first == 'Function result (send_message, call c1):\n{"status": "OK"}'
+    assert second.startswith("Function result (pause, call c2):")
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
+
+
+def test_adjacent_same_role_messages_are_merged_but_others_kept() -> None:
+    history = [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+        {"role": "user", "content": "c", "name": "bob"},  # carries more than text: kept apart
+        {"role": "assistant", "content": "x"},
+        {"role": "system", "content": "alert"},
+        {"role": "system", "content": "alert 2"},
+    ]
+    assert to_text_protocol(history, []) == [
+        {"role": "user", "content": "a\n\nb"},
+        {"role": "user", "content": "c", "name": "bob"},
+        {"role": "assistant", "content": "x"},
+        {"role": "system", "content": "alert"},
+        {"role": "system", "content": "alert 2"},
+    ]
 
 
 def test_protocol_system_message_is_added_when_none_exists_and_omitted_without_tools() -> None:

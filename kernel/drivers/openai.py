@@ -24,7 +24,8 @@ jitter, bounded by :attr:`RetryPolicy.max_attempts`: 408, 409, 429 (except
 ``RetryPolicy.retry_timeouts``.  A ``retry-after-ms`` / ``Retry-After`` header (seconds or
 HTTP date) is honoured as the delay; one longer than ``RetryPolicy.max_retry_after`` ends the
 retries at once.  A prompt-too-long rejection (code ``context_length_exceeded``, or the
-wording of OpenAI, vLLM, llama.cpp, LM Studio, Anthropic-style gateways) raises
+wording of OpenAI, vLLM, llama.cpp, LM Studio, Anthropic-style gateways), or an HTTP 413
+(request too large), raises
 :class:`ContextOverflowError` without retrying; a timeout raises :class:`DriverTimeoutError`;
 everything else :class:`DriverError`.
 """
@@ -154,6 +155,8 @@ def is_context_overflow(exc: BaseException) -> bool:
     """Whether a client exception is the provider saying the prompt is too long."""
     if not isinstance(exc, openai.APIStatusError) or exc.status_code == 429:
         return False
+    if exc.status_code == 413:  # request body too large: shrinking the context is the remedy
+        return True
     _, text, code, kind = _error_fields(exc)
     return code == "context_length_exceeded" or kind == "exceed_context_size_error" or bool(_OVERFLOW.search(text))
 

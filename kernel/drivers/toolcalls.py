@@ -639,7 +639,9 @@ def to_text_protocol(messages: Iterable[Message], tools: Sequence[Tool]) -> list
       message, or a system message holding it is put first (only when there are tools);
     * an assistant message's ``tool_calls`` become fenced JSON calls in its content;
     * ``tool`` (and legacy ``function``) results become ``user`` messages that begin with
-      ``Function result``, naming the function and call id.
+      ``Function result``, naming the function and call id;
+    * adjacent ``user`` (or ``assistant``) messages with text content are merged, since
+      many local chat templates insist that the roles alternate.
 
     The input is not modified.
     """
@@ -667,6 +669,7 @@ def to_text_protocol(messages: Iterable[Message], tools: Sequence[Tool]) -> list
             out.append({"role": "user", "content": f"{head}\n{_content_text(msg.get('content'))}"})
         else:
             out.append({k: v for k, v in msg.items() if k not in ("tool_calls", "function_call")})
+    out = _merge_adjacent(out)
     if tools:
         prompt = tool_protocol_prompt(tools)
         if out and out[0].get("role") == "system":
@@ -676,3 +679,21 @@ def to_text_protocol(messages: Iterable[Message], tools: Sequence[Tool]) -> list
         else:
             out.insert(0, {"role": "system", "content": prompt})
     return out
+
+
+def _merge_adjacent(messages: list[Message]) -> list[Message]:
+    merged: list[Message] = []
+    for msg in messages:
+        prev = merged[-1] if merged else None
+        if (
+            prev is not None
+            and msg.get("role") in ("user", "assistant")
+            and prev.get("role") == msg.get("role")
+            and set(prev) == {"role", "content"} == set(msg)
+            and isinstance(prev.get("content"), str)
+            and isinstance(msg.get("content"), str)
+        ):
+            merged[-1] = {"role": prev["role"], "content": f"{prev['content']}\n\n{msg['content']}"}
+        else:
+            merged.append(msg)
+    return merged
