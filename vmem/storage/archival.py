@@ -24,7 +24,11 @@ Search semantics, the same for every backend:
 
 Filters (``tags`` with ``tags_match``, ``start``/``end``) restrict the candidate
 set *before* the top-k cut, so a page is full whenever enough passages match.
-Paging is 0-based; ``pages = ceil(total / page_size)``.
+Paging is 0-based; ``pages = ceil(total / page_size)``. Vector and hybrid
+rankings are computed ``PAGE_BUCKET`` (100) results at a time, so the pages
+within the first 100 results (and within each later bucket) are exactly
+disjoint and complete even though HNSW and fusion results depend on depth;
+across a bucket boundary an approximate search may shift an item.
 
 Backends implement the primitives at the bottom of :class:`ArchivalStore`
 (``_insert``, ``_text_hits``, ``_vector_hits``, ``_list``, ``_count``, ``_fetch``...).
@@ -60,6 +64,8 @@ __all__ = ["ArchivalStore", "PassageFilter", "SearchMode", "TagsMatch", "norm_ta
 SearchMode = Literal["hybrid", "text", "vector"]
 TagsMatch = Literal["any", "all"]
 
+#: Vector and hybrid searches rank results in buckets of this many (see search()).
+PAGE_BUCKET = 100
 #: Longest tag accepted (characters).
 MAX_TAG_CHARS = 256
 #: Most tags on one passage.
@@ -255,12 +261,14 @@ class ArchivalStore(abc.ABC):
             return SearchPage([], page, 0, 0)
         if vec is None:
             vec = self._query_vector(self.embedder.embed([q])[0])
+        # Rank a whole bucket of results at once: approximate (HNSW) searches
+        # and the hybrid fusion depend on how deep they look, so pages of one
+        # search must all come from the same depth to be disjoint and complete.
+        deep = min(total, -(-depth // PAGE_BUCKET) * PAGE_BUCKET)
         if mode == "vector" or q is None:
-            ranked = self._vector_hits(vec, f, min(depth, total))[offset:]
+            ranked = self._vector_hits(vec, f, deep)[offset:]
             return self._page(ranked, page, page_size, total)
 
-        # hybrid: fuse a deeper slice of both rankings, then cut the page
-        deep = min(total, max(2 * depth, 20))
         match = self._fts_query(q)
         text_ranked = self._text_hits(q, match, f, 0, deep)[0] if match is not None else []
         vec_ranked = self._vector_hits(vec, f, deep)

@@ -59,6 +59,10 @@ class MilvusConfig:
     server address (``http://host:19530``). ``collection``: defaults to
     ``vmem_<store id>`` so that agents can share one server. ``token``/
     ``db_name`` are passed to ``MilvusClient`` (the token is never stored).
+    ``analyzer``: analyzer params of the text field (default ``{"type":
+    "standard"}``; a server also knows ``"english"``, with stemming).
+    ``index_type``: the dense index made for a new collection (``AUTOINDEX``:
+    HNSW on a server and in Milvus Lite with faiss; ``FLAT`` for exact search).
     """
 
     def __init__(
@@ -69,12 +73,14 @@ class MilvusConfig:
         token: str | None = None,
         db_name: str | None = None,
         analyzer: dict[str, Any] | None = None,
+        index_type: str = "AUTOINDEX",
     ) -> None:
         self.uri = os.fspath(uri) if uri is not None else None
         self.collection = collection
         self.token = token
         self.db_name = db_name
         self.analyzer = analyzer
+        self.index_type = index_type
 
     @classmethod
     def parse(cls, spec: str) -> MilvusConfig:
@@ -276,6 +282,7 @@ class MemoryDir:
             token=cfg.token,
             db_name=cfg.db_name,
             analyzer=cfg.analyzer,
+            index_type=cfg.index_type,
             allocate=self._allocate_passage_ids,
             next_serial=lambda: int(self._db.get_meta("next_passage_serial", 1)),
             fts_query=fts_query,

@@ -109,6 +109,7 @@ class MilvusArchival(ArchivalStore):
         token: str | None = None,
         db_name: str | None = None,
         analyzer: dict[str, Any] | None = None,
+        index_type: str = "AUTOINDEX",
         **kw: Any,
     ) -> None:
         super().__init__(embedder, fts_query=fts_query, fuse=fuse, **kw)
@@ -124,6 +125,7 @@ class MilvusArchival(ArchivalStore):
         self.collection = collection
         self.uri = uri
         self._analyzer = analyzer or {"type": "standard"}
+        self._index_type = index_type
         kwargs: dict[str, Any] = {"uri": uri}
         if token:
             kwargs["token"] = token
@@ -180,7 +182,7 @@ class MilvusArchival(ArchivalStore):
             )
         )
         ip = self._c.prepare_index_params()
-        ip.add_index("vec", index_type="AUTOINDEX", metric_type="IP")
+        ip.add_index("vec", index_type=self._index_type, metric_type="IP")
         ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         ip.add_index("ts", index_type="INVERTED")
         self._c.create_collection(self.collection, schema=s, consistency_level="Strong")
