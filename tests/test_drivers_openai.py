@@ -426,6 +426,19 @@ def test_async_client_follows_the_event_loop_and_closes(server: FakeOpenAIServer
     driver.close()
 
 
+def test_a_given_client_is_used_without_its_retries(server: FakeOpenAIServer, ask: Ask) -> None:
+    import openai
+
+    client = openai.OpenAI(api_key="given-key", base_url=server.base_url, max_retries=5)
+    driver = OpenAIDriver("m", client=client, retry=RetryPolicy(max_attempts=1))
+    server.push(Reply.server_error(), Reply.text("ok"))
+    with pytest.raises(DriverError):
+        ask(driver)  # the async path builds a matching AsyncOpenAI from the given client
+    assert len(server.chat_requests) == 1
+    assert ask(driver).text == "ok"
+    assert server.chat_requests[-1].headers["authorization"] == "Bearer given-key"
+
+
 # --------------------------------------------------------------------------- Retry-After parsing
 
 

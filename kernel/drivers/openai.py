@@ -252,9 +252,13 @@ class OpenAIDriver(Driver):
             raise ValueError(f"OpenAIDriver: tool_mode must be 'native', 'json' or 'auto', not {mode!r}")
         if timeout <= 0:
             raise ValueError("OpenAIDriver: timeout must be positive")
+        given = client if client is not None else async_client
+        if given is not None:  # the other client is built to match the one given
+            base_url = base_url or str(given.base_url)
+            api_key = api_key or given.api_key or None
         base_url = base_url or os.environ.get("VMEM_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or None
         api_key = api_key or os.environ.get("VMEM_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
-        if api_key is None and client is None and async_client is None:
+        if api_key is None:
             if base_url is None or "api.openai.com" in base_url:
                 raise ValueError(
                     "OpenAIDriver: no API key for api.openai.com; pass api_key= or set OPENAI_API_KEY"
