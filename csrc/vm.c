@@ -524,13 +524,8 @@ int vm_add_many(vm_t *vm, const uint64_t *ids, const uint32_t *tokens, size_t n,
         return rc;
     for (size_t i = 0; i < n; i++) {
         if (find(vm, ids[i]) >= 0) { /* undo this batch: nothing half-done */
-            for (size_t j = i; j-- > 0;) {
-                int32_t s = find(vm, ids[j]);
-                unplace(vm, s);
-                hash_del(vm, ids[j]);
-                slot_free(vm, s);
-                vm->npages--;
-            }
+            for (size_t j = i; j-- > 0;)
+                drop(vm, find(vm, ids[j]));
             return fail(vm, VM_EEXIST, "%s: page %llu exists (or repeats in the batch)", fn,
                         (unsigned long long)ids[i]);
         }
@@ -542,16 +537,53 @@ int vm_add_many(vm_t *vm, const uint64_t *ids, const uint32_t *tokens, size_t n,
     return VM_OK;
 }
 
+static void drop(vm_t *vm, int32_t s)
+{
+    unplace(vm, s);
+    hash_del(vm, vm->pages[s].id);
+    slot_free(vm, s);
+    vm->npages--;
+}
+
 int vm_remove(vm_t *vm, uint64_t id)
 {
     int32_t s;
     int rc;
     if ((rc = lookup(vm, "vm_remove", id, &s)))
         return rc;
-    unplace(vm, s);
-    hash_del(vm, id);
-    slot_free(vm, s);
-    vm->npages--;
+    drop(vm, s);
+    return VM_OK;
+}
+
+/* Validate a batch of ids: each exists, none repeats (marks are cleared again). */
+static int check_batch(vm_t *vm, const char *fn, const uint64_t *ids, size_t n)
+{
+    int rc = VM_OK;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        int32_t s = find(vm, ids[i]);
+        if (s < 0) {
+            rc = fail(vm, VM_ENOENT, "%s: no page %llu", fn, (unsigned long long)ids[i]);
+            break;
+        }
+        if (vm->pages[s].flags & VM_MARK) {
+            rc = fail(vm, VM_EINVAL, "%s: page %llu repeats in the batch", fn, (unsigned long long)ids[i]);
+            break;
+        }
+        vm->pages[s].flags |= VM_MARK;
+    }
+    for (size_t j = 0; j < i; j++)
+        vm->pages[find(vm, ids[j])].flags &= (uint8_t)~VM_MARK;
+    return rc;
+}
+
+int vm_remove_many(vm_t *vm, const uint64_t *ids, size_t n)
+{
+    int rc = check_batch(vm, "vm_remove_many", ids, n);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        drop(vm, find(vm, ids[i]));
     return VM_OK;
 }
 
@@ -582,22 +614,11 @@ int vm_move_many(vm_t *vm, const uint64_t *ids, size_t n, int region)
     int rc;
     if ((rc = check_region(vm, fn, region)))
         return rc;
-    /* validate the whole batch first (marking pages to catch repeats) */
+    if ((rc = check_batch(vm, fn, ids, n)))
+        return rc;
     uint64_t add_pin = 0, sub_pin = 0, add_ws = 0, sub_ws = 0;
-    size_t i;
-    rc = VM_OK;
-    for (i = 0; i < n; i++) {
-        int32_t s = find(vm, ids[i]);
-        if (s < 0) {
-            rc = fail(vm, VM_ENOENT, "%s: no page %llu", fn, (unsigned long long)ids[i]);
-            break;
-        }
-        vm_page *p = &vm->pages[s];
-        if (p->flags & VM_MARK) {
-            rc = fail(vm, VM_EINVAL, "%s: page %llu repeats in the batch", fn, (unsigned long long)ids[i]);
-            break;
-        }
-        p->flags |= VM_MARK;
+    for (size_t i = 0; i < n; i++) {
+        vm_page *p = &vm->pages[find(vm, ids[i])];
         if (p->region == region)
             continue;
         uint64_t t = p->tokens, pin = (p->flags & VM_PINNED) ? t : 0;
@@ -606,13 +627,9 @@ int vm_move_many(vm_t *vm, const uint64_t *ids, size_t n, int region)
         add_ws += region == VM_WORKSET ? t : 0;
         sub_ws += p->region == VM_WORKSET ? t : 0;
     }
-    for (size_t j = 0; j < i; j++)
-        vm->pages[find(vm, ids[j])].flags &= (uint8_t)~VM_MARK;
-    if (rc)
-        return rc;
     if ((rc = budget_check(vm, fn, add_pin, add_ws, sub_pin, sub_ws)))
         return rc;
-    for (i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         int32_t s = find(vm, ids[i]);
         if (vm->pages[s].region != region) {
             relocate(vm, s, region);

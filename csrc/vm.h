@@ -4,7 +4,8 @@
  * Interface:
  *   vm_new, vm_free                  create / destroy a core
  *   vm_configure, vm_get_config      window, reserve, watermarks, working-set budget, policy
- *   vm_add, vm_add_many, vm_remove   register / unregister pages (by 64-bit id)
+ *   vm_add, vm_add_many, vm_remove,  register / unregister pages (by 64-bit id)
+ *   vm_remove_many
  *   vm_move, vm_move_many, vm_resize move pages between regions, change token counts
  *   vm_set_flags, vm_touch, vm_info  flags (pinned), access stats, one page's record
  *   vm_stats, vm_status              per-region accounting; OK / WARN / OVER + tokens to free
@@ -110,6 +111,7 @@ void vm_get_config(const vm_t *vm, vm_config *cfg);
 int vm_add(vm_t *vm, uint64_t id, int64_t tokens, int region, uint32_t flags, uint32_t group);
 int vm_add_many(vm_t *vm, const uint64_t *ids, const uint32_t *tokens, size_t n, int region);
 int vm_remove(vm_t *vm, uint64_t id);
+int vm_remove_many(vm_t *vm, const uint64_t *ids, size_t n);
 int vm_move(vm_t *vm, uint64_t id, int region);
 int vm_move_many(vm_t *vm, const uint64_t *ids, size_t n, int region);
 int vm_resize(vm_t *vm, uint64_t id, int64_t tokens);

@@ -87,6 +87,10 @@ class CoreVsReference(RuleBasedStateMachine):
     def remove(self, page):
         self.both(lambda ctx: ctx.remove(page))
 
+    @rule(pages=st.lists(IDS, max_size=5))
+    def remove_many(self, pages):
+        self.both(lambda ctx: ctx.remove_many(np.array(pages, dtype=np.uint64)))
+
     @rule(page=IDS, region=PLACEABLE)
     def move(self, page, region):
         self.both(lambda ctx: ctx.move(page, region))

@@ -306,6 +306,14 @@ class PagedContext:
         with self._lock:
             _call(self._vm, "remove: page id", lib.vm_remove, page_id)
 
+    def remove_many(self, ids: Sequence[int] | np.ndarray) -> None:
+        """Unregister a batch of pages, all or nothing."""
+        ids = _ids(ids)
+        with self._lock:
+            rc = lib.vm_remove_many(self._vm, ffi.from_buffer("uint64_t[]", ids), ids.size)
+            if rc:
+                _raise(self._vm, rc)
+
     def move(self, page_id: int, region: Region) -> None:
         """Move a page to ``region`` (to the queue's tail; into the working set as touched)."""
         with self._lock:

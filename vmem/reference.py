@@ -193,6 +193,16 @@ class ReferenceContext:
             del self.lists[p.region][p.id]
         del self.pages[page_id]
 
+    def remove_many(self, ids: Iterable[int]) -> None:
+        seen: set[int] = set()
+        for i in map(int, ids):
+            self._page(i)
+            if i in seen:
+                raise InvalidArgument(f"page {i} repeats in the batch")
+            seen.add(i)
+        for i in seen:
+            self.remove(i)
+
     def _move_check(self, moves: list[tuple[_Page, Region]]) -> None:
         pinned, ws = self._pinned(), self._tokens(Region.WORKSET)
         for p, region in moves:
