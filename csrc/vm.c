@@ -484,6 +484,14 @@ static int32_t insert_page(vm_t *vm, uint64_t id, uint32_t tokens, int region, u
     return s;
 }
 
+static void drop(vm_t *vm, int32_t s)
+{
+    unplace(vm, s);
+    hash_del(vm, vm->pages[s].id);
+    slot_free(vm, s);
+    vm->npages--;
+}
+
 int vm_add(vm_t *vm, uint64_t id, int64_t tokens, int region, uint32_t flags, uint32_t group)
 {
     const char *fn = "vm_add";
@@ -535,14 +543,6 @@ int vm_add_many(vm_t *vm, const uint64_t *ids, const uint32_t *tokens, size_t n,
         for (size_t i = 0; i < n; i++)
             touch(vm, find(vm, ids[i]));
     return VM_OK;
-}
-
-static void drop(vm_t *vm, int32_t s)
-{
-    unplace(vm, s);
-    hash_del(vm, vm->pages[s].id);
-    slot_free(vm, s);
-    vm->npages--;
 }
 
 int vm_remove(vm_t *vm, uint64_t id)
