@@ -254,7 +254,9 @@ class Agent:
             self.functions[f.name] = f
         self.tools = [f.tool for f in self.functions.values()]
         self.trace = Trace(store.path / "trace.msgpack")
-        self._now = self.clock()
+        # the time of the last step (or of the creation): the clock is read when a step starts
+        self._now = (_dt.datetime.fromtimestamp(state["now"], _dt.timezone.utc) if "now" in state
+                     else self.clock())
         self._result = StepResult()
         self._cache: dict[int, dict[str, Any]] = {}  # resident message pages -> chat message
         self._ws: dict[int, str] = {}  # working-set pages -> their line, in admission order
@@ -271,12 +273,22 @@ class Agent:
                                  ws_budget=c.ws_budget or budget // 10)
         if fresh:
             self.ctx = PagedContext(**self._core_config)
-            self.ctx.add(SYSTEM_PAGE, self._count(self.system), Region.SYSTEM, pinned=True)
-            self.ctx.add(STATS_PAGE, 0, Region.SYSTEM, pinned=True)
-            self.ctx.add(SUMMARY_PAGE, 0, Region.SUMMARY)
-            for block in store.blocks.all():
+            blocks = store.blocks.all()
+            for block in blocks:
                 self._state["block_pages"][block.label] = make_page_id(
                     PageKind.BLOCK, len(self._state["block_pages"]) + 1)
+            pinned = [(SYSTEM_PAGE, self._count(self.system), Region.SYSTEM), (STATS_PAGE, 0, Region.SYSTEM)]
+            pinned += [(self._state["block_pages"][b.label], self._count(self._render_block(b)), Region.CORE)
+                       for b in blocks]
+            need = sum(tokens for _, tokens, _ in pinned)
+            if need > self.ctx.config.budget:
+                raise ContextWindowError(
+                    f"the system instructions and core memory alone need {need} tokens; the window's "
+                    f"budget is {self.ctx.config.budget} (window {c.window} - output reserve "
+                    f"{c.reserve_output} - tool schemas {tools_tokens})")
+            for page, tokens, region in pinned:
+                self.ctx.add(page, tokens, region, pinned=True)
+            self.ctx.add(SUMMARY_PAGE, 0, Region.SUMMARY)
         else:
             self.ctx = PagedContext.from_snapshot(store.state[_CORE_KEY])
             self.ctx.configure(**self._core_config)  # user functions may have changed the tools
@@ -286,17 +298,7 @@ class Agent:
     def _load_resident(self, fresh: bool) -> None:
         """Rebuild the in-memory views of the resident pages from the stores."""
         for block in self.store.blocks.all():
-            page = self._state["block_pages"][block.label]
-            text = self._render_block(block)
-            self._blocks_text[page] = text
-            tokens = self._count(text)
-            if fresh:
-                try:
-                    self.ctx.add(page, tokens, Region.CORE, pinned=True)
-                except VmemError as exc:
-                    raise ContextWindowError(
-                        f"the system instructions and core memory alone need more than the "
-                        f"{self.ctx.config.budget}-token budget of the window ({exc})") from None
+            self._blocks_text[self._state["block_pages"][block.label]] = self._render_block(block)
         queue = [int(i) for i in self.ctx.pages(Region.QUEUE)]
         for msg in self.store.recall.get_many(queue):
             self._cache[msg.id] = self._chat_message(msg)
@@ -305,8 +307,6 @@ class Agent:
             if int(page) in resident:
                 self._ws[int(page)] = line
         self._resize_stats()
-        if fresh:
-            self._check_fits()
 
     def close(self) -> None:
         """Save and release the agent's directory."""
@@ -327,16 +327,9 @@ class Agent:
         """Tokens of a new page: the estimate, calibrated by the provider's reported usage."""
         return max(1, math.ceil((estimate_tokens(text) + MESSAGE_OVERHEAD) * self._state["calibration"]))
 
-    def _check_fits(self) -> None:
-        s = self.ctx.stats()
-        fixed = s.tokens[Region.SYSTEM] + s.tokens[Region.CORE]
-        if fixed > s.budget:
-            raise ContextWindowError(f"the system instructions and core memory alone need {fixed} tokens; "
-                                     f"the window's budget is {s.budget}")
-
     @staticmethod
     def _render_block(block: Any) -> str:
-        ro = ", read-only" if block.read_only else ""
+        ro = " read-only" if block.read_only else ""
         desc = f' description="{block.description}"' if block.description else ""
         return (f'<{block.label}{desc} chars="{len(block.value)}/{block.limit}"{ro}>\n'
                 f"{block.value}\n</{block.label}>")
@@ -755,6 +748,7 @@ class Agent:
 
     def _save(self) -> None:
         self._state["workset"] = {str(k): v for k, v in self._ws.items()}
+        self._state["now"] = self._now.timestamp()
         with self.store.transaction():
             self.store.state[_STATE_KEY] = self._state
             self.store.state[_CORE_KEY] = self.ctx.snapshot()

@@ -1,0 +1,293 @@
+"""The kernel: lifecycle, memory functions, bad input from the LLM, limits, async, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernel import Agent, AgentConfig, AgentError, ContextWindowError, memory_function, replay
+from kernel.builtins import BUILTINS
+from kernel.drivers import Completion, DriverError, DriverTimeoutError, ScriptedDriver, ToolCall
+from kernel.functions import FunctionError, check_arguments
+from kernel_helpers import ChattyPolicy, call, check_agent
+from vmem import Region
+
+BLOCKS = {"human": "", "persona": "I am a careful assistant.",
+          "rules": {"value": "Never share secrets.", "read_only": True, "limit": 100}}
+
+
+def new_agent(path, script, **config):
+    return Agent.create(path, system="You are a test agent.", blocks=BLOCKS, driver=ScriptedDriver(script),
+                        config=AgentConfig(**{"window": 4096, **config}))
+
+
+def result_of(step, i=0):
+    return json.loads(step.calls[i].result)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_create_step_reopen_keeps_everything(tmp_path):
+    agent = new_agent(tmp_path / "a", [
+        Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="human", content="Name: Ana")]),
+        Completion(tool_calls=[call("archival_memory_insert", heartbeat=True, content="Ana surfs in Carcavelos",
+                                    tags=["hobby"])]),
+        Completion(tool_calls=[call("send_message", message="Hi Ana!")]),
+    ])
+    result = agent.step("Hi, I'm Ana and I surf.")
+    assert result.replies == ["Hi Ana!"] and result.steps == 3
+    assert [c.ok for c in result.calls] == [True, True, True]
+    digest = agent.digest()
+    agent.close()
+    again = Agent.open(tmp_path / "a", driver=ScriptedDriver([]))
+    assert again.digest() == digest
+    assert "Name: Ana" in again.store.blocks.get("human").value
+    assert again.store.archival.search("surf", mode="text").total == 1
+    check_agent(again)
+    again.close()
+
+
+def test_reopen_in_another_process_gives_the_same_digest(tmp_path):
+    agent = new_agent(tmp_path / "a", [
+        Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="human", content="likes tea")]),
+        Completion(tool_calls=[call("send_message", message="noted")]),
+    ])
+    agent.step("I like tea")
+    digest = agent.digest()
+    agent.close()
+    code = textwrap.dedent(f"""
+        from kernel import Agent
+        from kernel.drivers import ScriptedDriver
+        agent = Agent.open({str(tmp_path / "a")!r}, driver=ScriptedDriver([]))
+        print(agent.digest())
+        agent.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == digest
+
+
+def test_create_refuses_an_existing_agent_and_open_needs_one(tmp_path):
+    new_agent(tmp_path / "a", []).close()
+    with pytest.raises(AgentError, match="holds an agent already"):
+        new_agent(tmp_path / "a", [])
+    with pytest.raises(Exception, match="no vmem store"):
+        Agent.open(tmp_path / "missing", driver=ScriptedDriver([]))
+
+
+def test_system_and_core_memory_larger_than_the_window_is_a_clear_error(tmp_path):
+    with pytest.raises(ContextWindowError, match="core memory alone"):
+        Agent.create(tmp_path / "a", system="word " * 5000, blocks={}, driver=ScriptedDriver([]),
+                     config=AgentConfig(window=4096))
+
+
+# ---------------------------------------------------------------- memory functions
+
+
+def test_schemas_come_from_signatures_and_docstrings():
+    schemas = {f.name: f.schema for f in BUILTINS}
+    assert set(schemas) == {"send_message", "core_memory_append", "core_memory_replace", "memory_insert",
+                            "memory_rethink", "archival_memory_insert", "archival_memory_search",
+                            "conversation_search"}
+    search = schemas["archival_memory_search"]["parameters"]
+    assert search["required"] == ["query"]
+    assert search["properties"]["tags"] == {"type": "array", "items": {"type": "string"},
+                                            "description": "only passages with these tags."}
+    assert search["properties"]["tags_match"]["enum"] == ["any", "all"]
+    assert all("request_heartbeat" in s["parameters"]["properties"] for s in schemas.values())
+
+
+def test_core_memory_edits(tmp_path):
+    agent = new_agent(tmp_path / "a", [
+        Completion(tool_calls=[call("core_memory_append", label="human", content="line one"),
+                               call("core_memory_append", label="human", content="line three"),
+                               call("memory_insert", label="human", content="line two", insert_line=1),
+                               call("core_memory_replace", label="human", old_content="three", new_content="3"),
+                               call("memory_rethink", label="persona", new_memory="I am terse.")]),
+        Completion(text="done"),
+    ])
+    result = agent.step("edit")
+    assert all(c.ok for c in result.calls), [c.result for c in result.calls]
+    assert agent.store.blocks.get("human").value == "line one\nline two\nline 3"
+    assert agent.store.blocks.get("persona").value == "I am terse."
+    core_text = next(m["content"] for m in agent.compile() if "<core_memory>" in m["content"])
+    assert "line two" in core_text and 'chars="24/2000"' in core_text
+    check_agent(agent)
+    agent.close()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (ToolCall("x1", "archival_memory_insert", None, error="Expecting ',' delimiter: line 1 column 12"),
+     "could not parse the arguments"),
+    (call("teleport", where="moon"), "no function 'teleport'"),
+    (call("core_memory_append", label="human"), "missing required argument(s) content"),
+    (call("core_memory_append", label="human", content=5), "argument content must be a string"),
+    (call("core_memory_append", label="human", content="x", colour="red"), "unknown argument(s) colour"),
+    (call("core_memory_replace", label="human", old_content="absent", new_content="y"), "occurs 0 times"),
+    (call("core_memory_replace", label="persona", old_content="a", new_content="b"), "occurs 5 times"),
+    (call("core_memory_append", label="nope", content="x"), "no core memory block 'nope'"),
+    (call("core_memory_append", label="rules", content="x"), "read-only"),
+    (call("core_memory_append", label="human", content="x" * 2001), "over its limit of 2000"),
+    (call("memory_insert", label="human", content="x", insert_line=9), "insert_line must be"),
+    (call("archival_memory_search", query="x", start_date="yesterday"), "YYYY-MM-DD"),
+    (call("archival_memory_search", query="x", tags_match="some"), "must be one of"),
+    (call("conversation_search", page=-1), "page"),
+])
+def test_bad_calls_become_function_errors_and_the_agent_goes_on(tmp_path, bad, message):
+    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[bad]), Completion(text="sorry, fixed")])
+    before = {b.label: b.value for b in agent.store.blocks.all()}
+    result = agent.step("do something")
+    assert result.calls[0].ok is False
+    assert message in result_of(result)["message"]
+    assert result.replies == ["sorry, fixed"]  # a failed call chains a step
+    assert {b.label: b.value for b in agent.store.blocks.all()} == before
+    check_agent(agent)
+    agent.close()
+
+
+def test_heartbeats_chain_up_to_max_steps(tmp_path):
+    loop = [Completion(tool_calls=[call("conversation_search", heartbeat=True, query="x", cid=f"c{i}")])
+            for i in range(3)]
+    agent = new_agent(tmp_path / "a", loop, max_steps=3)
+    result = agent.step("loop forever")
+    assert result.steps == 3 and result.stopped == "max_steps"
+    check_agent(agent)
+    agent.close()
+
+
+def test_user_functions_with_a_decorator(tmp_path):
+    @memory_function
+    def add_numbers(a: int, b: int = 1) -> str:
+        """Add two numbers.
+
+        Args:
+            a: the first number.
+            b: the second number.
+        """
+        return str(a + b)
+
+    agent = Agent.create(tmp_path / "a", system="s", blocks={}, functions=[add_numbers],
+                         driver=ScriptedDriver([Completion(tool_calls=[call("add_numbers", heartbeat=True, a=2, b=3)]),
+                                                Completion(text="5")]),
+                         config=AgentConfig(window=4096))
+    assert add_numbers.schema["parameters"]["required"] == ["a"]
+    result = agent.step("2+3?")
+    assert result_of(result)["message"] == "5"
+    agent.close()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["query", "tags", "page", "start_date", "request_heartbeat", "junk"]),
+                       st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(),
+                                 st.lists(st.one_of(st.text(), st.integers())))))
+def test_argument_checking_never_raises_anything_but_function_errors(arguments):
+    func = next(f for f in BUILTINS if f.name == "archival_memory_search")
+    try:
+        kwargs = check_arguments(func, arguments)
+    except FunctionError as exc:
+        assert str(exc).startswith("bad call to archival_memory_search")
+    else:
+        assert set(kwargs) <= {"query", "tags", "page", "start_date"}
+
+
+# ---------------------------------------------------------------- page faults
+
+
+def test_archival_search_pages_results_into_the_working_set(tmp_path):
+    agent = new_agent(tmp_path / "a", [
+        Completion(tool_calls=[call("archival_memory_insert", content=f"fact {i}: the code word is w{i}",
+                                    cid=f"i{i}") for i in range(5)]),  # no heartbeat: the step ends
+        Completion(tool_calls=[call("archival_memory_search", heartbeat=True, query="code word w3")]),
+        Completion(text="w3"),
+    ])
+    agent.step("remember these")
+    result = agent.step("what was the third code word?")
+    ws = next(m["content"] for m in agent.compile() if m["content"] and m["content"].startswith("<working_set"))
+    assert "w3" in ws
+    assert "(in context)" in result_of(result)["message"]
+    assert agent.ctx.stats().pages[Region.WORKSET] >= 1
+    check_agent(agent)
+    agent.close()
+
+
+def test_prefetch_pages_relevant_passages_in_without_a_call(tmp_path):
+    agent = new_agent(tmp_path / "a", [
+        Completion(tool_calls=[call("archival_memory_insert", content="Ines is allergic to peanuts")]),
+        Completion(text="ok"),
+        Completion(text="peanuts"),
+    ], prefetch=2)
+    agent.step("note this")
+    result = agent.step("what is Ines allergic to?")
+    assert result.paged_in
+    ws = agent.compile()[-1]["content"]
+    assert ws.startswith("<working_set") and "peanuts" in ws
+    agent.close()
+
+
+# ---------------------------------------------------------------- oversize input
+
+
+def test_a_user_message_larger_than_the_window_is_stored_and_summarized(tmp_path):
+    policy = ChattyPolicy()
+    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(policy),
+                         config=AgentConfig(window=4096, reserve_output=512))
+    huge = " ".join(f"word{i}" for i in range(12000))
+    result = agent.step(huge)
+    assert result.replies
+    assert len(policy.summary_requests) >= 2  # chunked: no summarizer input exceeds the window
+    assert all(len(r) < 4096 * 4 for r in policy.summary_requests)
+    stored = agent.store.recall.search("word11999", page_size=5)
+    assert stored.total == 1 and stored.items[0].content == huge  # verbatim, not truncated
+    assert any("too large for the context window" in (m["content"] or "") for m in agent.compile())
+    check_agent(agent)
+    agent.close()
+
+
+# ---------------------------------------------------------------- async, replay
+
+
+def test_astep_runs_the_same_loop(tmp_path):
+    agent = new_agent(tmp_path / "a", [
+        Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="human", content="async")]),
+        Completion(tool_calls=[call("send_message", message="done")]),
+    ])
+    result = asyncio.run(agent.astep("hello"))
+    assert result.replies == ["done"] and agent.store.blocks.get("human").value == "async"
+    agent.close()
+
+
+def test_replaying_the_trace_rebuilds_the_same_state(tmp_path):
+    agent = Agent.create(tmp_path / "a", system="s", blocks={"human": ""}, driver=ScriptedDriver(ChattyPolicy()),
+                         config=AgentConfig(window=3072, reserve_output=128, prefetch=1))
+    for i in range(40):
+        agent.step(f"message {i}: " + "some words here " * (i % 7))
+    digest = agent.digest()
+    assert agent._state["folds"] >= 2
+    agent.close()
+    again = replay(tmp_path / "a" / "trace.msgpack", tmp_path / "b")
+    assert again.digest() == digest
+    again.close()
+
+
+@pytest.mark.parametrize("error", [DriverTimeoutError("timed out after 30 s"),
+                                   DriverError("server error 500 after 4 attempts", status=500)])
+def test_a_driver_failure_surfaces_and_keeps_the_state(tmp_path, error):
+    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("send_message", message="hi")]), error])
+    agent.step("first")
+    with pytest.raises(DriverError):
+        agent.step("second")
+    agent.ctx.check()
+    digest = agent.digest()
+    agent.close()
+    again = Agent.open(tmp_path / "a", driver=ScriptedDriver([Completion(text="back")]))
+    assert again.digest() == digest
+    assert [m["content"] for m in again.compile() if m["role"] == "user"] == ["first", "second"]
+    assert again.step("third").replies == ["back"]
+    again.close()
