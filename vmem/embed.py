@@ -171,8 +171,8 @@ class HashEmbedder(Embedder):
         self.seed = int(seed)
         self._cache_size = int(cache_size)
         self._key = self.seed.to_bytes(8, "little", signed=False)
-        self._words: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._pairs: dict[str, tuple[int, float]] = {}
+        self._reset_vocab()
         self.name = (
             f"hash-v1/d{dim}/c{lo}-{hi}/w{self.word_weight:g}/ch{self.char_weight:g}"
             f"/b{self.bigram_weight:g}/st{int(self.stem)}/sw{int(self.stop_words)}/s{self.seed}"
@@ -194,11 +194,17 @@ class HashEmbedder(Embedder):
             val[i] = -w if h & 1 else w
         return idx, val
 
-    def _word(self, token: str) -> tuple[np.ndarray, np.ndarray]:
+    def _reset_vocab(self) -> None:
+        """Forget every cached word (their features live in flat, growable arrays)."""
+        self._vocab: dict[str, int] = {}
+        self._fstart = np.zeros(1024, dtype=np.int64)  # per word id: first feature slot
+        self._flen = np.zeros(1024, dtype=np.int64)  # per word id: number of features
+        self._fcols = np.zeros(16384, dtype=np.int64)  # feature slots: bucket
+        self._fvals = np.zeros(16384, dtype=np.float32)  # feature slots: signed weight
+        self._fused = 0
+
+    def _word_features(self, token: str) -> tuple[np.ndarray, np.ndarray]:
         """The unit-norm sparse vector of one word: identity plus spelling."""
-        hit = self._words.get(token)
-        if hit is not None:
-            return hit
         feats: list[str] = []
         weights: list[float] = []
         if self.word_weight > 0:
@@ -221,11 +227,30 @@ class HashEmbedder(Embedder):
         norm = float(np.linalg.norm(merged))
         if norm > 0:
             merged /= norm
-        entry = (uniq, merged)
-        if len(self._words) >= self._cache_size:
-            self._words.clear()
-        self._words[token] = entry
-        return entry
+        return uniq, merged
+
+    def _word_id(self, token: str) -> int:
+        """The cache slot of ``token``, computing its features on first sight."""
+        wid = self._vocab.get(token)
+        if wid is not None:
+            return wid
+        cols, vals = self._word_features(token)
+        wid = len(self._vocab)
+        if wid >= len(self._fstart):
+            self._fstart = np.concatenate([self._fstart, np.zeros_like(self._fstart)])
+            self._flen = np.concatenate([self._flen, np.zeros_like(self._flen)])
+        end = self._fused + len(cols)
+        if end > len(self._fcols):
+            grow = max(end, 2 * len(self._fcols)) - len(self._fcols)
+            self._fcols = np.concatenate([self._fcols, np.zeros(grow, dtype=np.int64)])
+            self._fvals = np.concatenate([self._fvals, np.zeros(grow, dtype=np.float32)])
+        self._fcols[self._fused : end] = cols
+        self._fvals[self._fused : end] = vals
+        self._fstart[wid] = self._fused
+        self._flen[wid] = len(cols)
+        self._fused = end
+        self._vocab[token] = wid
+        return wid
 
     def _pair(self, a: str, b: str) -> tuple[int, float]:
         key = a + " " + b
@@ -254,35 +279,45 @@ class HashEmbedder(Embedder):
         """Embed ``texts``: an ``(n, dim)`` float32 array of unit rows."""
         texts = _check_texts(texts, "HashEmbedder")
         n, dim = len(texts), self.dim
-        rows: list[np.ndarray] = []
-        cols: list[np.ndarray] = []
-        vals: list[np.ndarray] = []
+        if len(self._vocab) > self._cache_size:
+            self._reset_vocab()
+        # pass 1 (Python): per text, its distinct words with tf, and its hashed word pairs
+        rows: list[int] = []
+        words: list[int] = []
+        tfs: list[int] = []
+        prow: list[int] = []
+        pcol: list[int] = []
+        pval: list[float] = []
+        word_id, pair, bw = self._word_id, self._pair, self.bigram_weight
         for r, text in enumerate(texts):
             terms = self._terms(text)
             if not terms:
                 continue
             for token, tf in Counter(terms).items():
-                idx, val = self._word(token)
-                cols.append(idx)
-                vals.append(val * (1.0 + math.log(tf)))
-                rows.append(np.full(len(idx), r, dtype=np.int64))
-            if self.bigram_weight > 0 and len(terms) > 1:
-                pairs = Counter(zip(terms, terms[1:]))
-                pi = np.empty(len(pairs), dtype=np.int64)
-                pv = np.empty(len(pairs), dtype=np.float32)
-                for j, ((a, b), tf) in enumerate(pairs.items()):
-                    pi[j], sign = self._pair(a, b)
-                    pv[j] = sign * self.bigram_weight * (1.0 + math.log(tf))
-                cols.append(pi)
-                vals.append(pv)
-                rows.append(np.full(len(pi), r, dtype=np.int64))
-        if rows:
-            flat = np.concatenate(rows) * dim + np.concatenate(cols)
-            out = np.bincount(flat, weights=np.concatenate(vals), minlength=n * dim)
-            out = out.reshape(n, dim).astype(np.float32)
-        else:
-            out = np.zeros((n, dim), dtype=np.float32)
-        return _normalise_rows(out, self._empty)
+                rows.append(r)
+                words.append(word_id(token))
+                tfs.append(tf)
+            if bw > 0 and len(terms) > 1:
+                for (a, b), tf in Counter(zip(terms, terms[1:])).items():
+                    col, sign = pair(a, b)
+                    prow.append(r)
+                    pcol.append(col)
+                    pval.append(sign * bw * (1.0 + math.log(tf)))
+        # pass 2 (numpy): expand every (text, word) entry into the word's feature slots
+        out = np.zeros(n * dim, dtype=np.float64)
+        if words:
+            wid = np.asarray(words, dtype=np.int64)
+            lens = self._flen[wid]
+            entry = np.repeat(np.arange(len(wid)), lens)
+            first = np.cumsum(lens) - lens
+            slots = self._fstart[wid][entry] + (np.arange(len(entry)) - first[entry])
+            weight = 1.0 + np.log(np.asarray(tfs, dtype=np.float64))
+            flat = np.asarray(rows, dtype=np.int64)[entry] * dim + self._fcols[slots]
+            out += np.bincount(flat, weights=self._fvals[slots] * weight[entry], minlength=n * dim)
+        if pcol:
+            flat = np.asarray(prow, dtype=np.int64) * dim + np.asarray(pcol, dtype=np.int64)
+            out += np.bincount(flat, weights=np.asarray(pval), minlength=n * dim)
+        return _normalise_rows(out.reshape(n, dim).astype(np.float32), self._empty)
 
 
 # ---------------------------------------------------------------- OpenAI

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import math
 import os
 import struct
 import tempfile
@@ -151,8 +152,11 @@ class BaseIndex(abc.ABC):
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
     @abc.abstractmethod
-    def _search(self, q: np.ndarray, k: int, filter: Filter | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query row: (ids, similarities) best first, at most k, filter applied."""
+    def _search(
+        self, q: np.ndarray, k: int, filter: Filter | None
+    ) -> tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, similarities) best first with the filter applied: two (q, k) arrays
+        when every row has k results, else one (ids, sims) pair per row (at most k)."""
 
     @abc.abstractmethod
     def _delete(self, ids: list[int]) -> None: ...
@@ -182,19 +186,27 @@ class BaseIndex(abc.ABC):
 
     # -- validation
 
-    def _vectors(self, vectors: Any, n: int | None, who: str) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim == 1 and v.shape[0] == self.dim:
-            v = v[None, :]
+    def _vectors(self, vectors: Any, n: int | None, op: str) -> np.ndarray:
+        """Validate ``vectors`` for ``op`` ("add"/"query"): a C-contiguous (m, dim) float32 array."""
+        v = vectors if type(vectors) is np.ndarray and vectors.dtype == np.float32 else np.asarray(vectors, dtype=np.float32)
+        if v.ndim == 1 and v.shape[0] == self.dim:  # the page-in case: one query vector
+            sq1 = float(v.dot(v))
+            if math.isfinite(sq1) and (sq1 > 0 or self.space != "cosine"):
+                return (v if v.flags.c_contiguous else np.ascontiguousarray(v)).reshape(1, self.dim)
+            v = v[None, :]  # let the general path below name the problem
+        who = f"{type(self).__name__}.{op}"
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise ValueError(f"{who}: expected vectors of shape (n, {self.dim}), got {np.shape(vectors)}")
         if n is not None and v.shape[0] != n:
             raise ValueError(f"{who}: {n} ids but {v.shape[0]} vectors")
-        if not np.isfinite(v).all():
-            raise ValueError(f"{who}: vectors contain NaN or infinity")
-        if self.space == "cosine" and v.shape[0] and (np.linalg.norm(v, axis=1) == 0).any():
-            raise ValueError(f"{who}: zero vector in a cosine index (its direction is undefined)")
-        return np.ascontiguousarray(v)
+        if v.shape[0]:
+            sq = np.einsum("ij,ij->i", v, v)  # one pass: NaN or infinity anywhere makes it non-finite
+            if not np.isfinite(sq).all():
+                what = "NaN or infinity" if not np.isfinite(v).all() else "values too large for float32"
+                raise ValueError(f"{who}: vectors contain {what}")
+            if self.space == "cosine" and not sq.all():
+                raise ValueError(f"{who}: zero vector in a cosine index (its direction is undefined)")
+        return v if v.flags.c_contiguous else np.ascontiguousarray(v)
 
     # -- public API
 
@@ -206,7 +218,7 @@ class BaseIndex(abc.ABC):
         grows as needed.
         """
         ids_ = _as_ids(ids, f"{type(self).__name__}.add")
-        vecs = self._vectors(vectors, len(ids_), f"{type(self).__name__}.add")
+        vecs = self._vectors(vectors, len(ids_), "add")
         if len(ids_) == 0:
             return
         uniq, first_in_reversed = np.unique(ids_[::-1], return_index=True)
@@ -230,12 +242,14 @@ class BaseIndex(abc.ABC):
             raise ValueError(f"{type(self).__name__}.query: k must be a non-negative int, got {k!r}")
         if filter is not None and not callable(filter):
             raise TypeError(f"{type(self).__name__}.query: filter must be callable")
-        q = self._vectors(vectors, None, f"{type(self).__name__}.query")
+        q = self._vectors(vectors, None, "query")
         with self._lock:
             k_eff = min(int(k), len(self))
             if k_eff == 0 or q.shape[0] == 0:
                 return np.zeros((q.shape[0], 0), np.uint64), np.zeros((q.shape[0], 0), np.float32)
             rows = self._search(q, k_eff, filter)
+        if isinstance(rows, tuple):  # every row full: the arrays as they came
+            return rows
         width = max((len(r[0]) for r in rows), default=0)
         ids = np.full((len(rows), width), PAD_ID, dtype=np.uint64)
         sims = np.full((len(rows), width), -np.inf, dtype=np.float32)
@@ -501,7 +515,9 @@ class PageIndex(BaseIndex):
     def _live_ids(self) -> np.ndarray:
         return np.fromiter(self._live, dtype=np.uint64, count=len(self._live))
 
-    def _search(self, q: np.ndarray, k: int, filter: Filter | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _search(
+        self, q: np.ndarray, k: int, filter: Filter | None
+    ) -> tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
         threads = 1 if (filter is not None or q.shape[0] == 1) else self.num_threads
         try:
             labels, dist = self._hnsw.knn_query(q, k=k, num_threads=threads, filter=filter)
@@ -510,8 +526,8 @@ class PageIndex(BaseIndex):
             # cut off by deletions. Answer row by row, falling back to an exact
             # scan of the admissible pages where the graph comes up short.
             return [self._search_row(q[i : i + 1], k, filter) for i in range(q.shape[0])]
-        sims = (1.0 - dist).astype(np.float32, copy=False)
-        return [(labels[i], sims[i]) for i in range(q.shape[0])]
+        np.subtract(1.0, dist, out=dist)  # distance -> similarity, in place (float32)
+        return labels, dist
 
     def _search_row(self, q: np.ndarray, k: int, filter: Filter | None) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -663,18 +679,23 @@ class ExactIndex(BaseIndex):
     def _live_ids(self) -> np.ndarray:
         return self._ids[: self._n][self._alive[: self._n]].copy()
 
-    def _search(self, q: np.ndarray, k: int, filter: Filter | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        mask = self._alive[: self._n]
-        if filter is not None:
-            mask = mask.copy()
-            for r in np.flatnonzero(mask):
-                if not filter(int(self._ids[r])):
-                    mask[r] = False
-        rows = np.flatnonzero(mask)
-        ids = self._ids[rows]
+    def _search(self, q: np.ndarray, k: int, filter: Filter | None) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignore[override]
+        n = self._n
         if self.space == "cosine":
             q = q / np.linalg.norm(q, axis=1, keepdims=True)
-        sims = q @ self._vecs[rows].T  # (q, live)
+        if filter is None and self._count == n:  # nothing deleted: scan the arrays in place
+            ids = self._ids[:n]
+            sims = q @ self._vecs[:n].T  # (q, live)
+        else:
+            mask = self._alive[:n]
+            if filter is not None:
+                mask = mask.copy()
+                for r in np.flatnonzero(mask):
+                    if not filter(int(self._ids[r])):
+                        mask[r] = False
+            rows = np.flatnonzero(mask)
+            ids = self._ids[rows]
+            sims = q @ self._vecs[rows].T
         return [_top_k(ids, sims[i], min(k, len(ids))) for i in range(q.shape[0])] if len(ids) else [
             (np.zeros(0, np.uint64), np.zeros(0, np.float32)) for _ in range(q.shape[0])
         ]
