@@ -19,11 +19,13 @@ from vmem.reference import ReferenceContext, reference_estimate_tokens
 VARIANTS = {"core": PagedContext, "reference": ReferenceContext}
 
 
-def mark(benchmark, group: str, variant: str, target: str | None = None) -> None:
+def mark(benchmark, group: str, variant: str, target: str | None = None, **limits: float) -> None:
+    """Name the benchmark's group and variant; ``limits`` (max_us, min_ratio) make the target checkable."""
     benchmark.group = group
     benchmark.extra_info["variant"] = variant
     if target and variant == "core":
         benchmark.extra_info["target"] = target
+        benchmark.extra_info["limits"] = limits
 
 
 # ---------------------------------------------------------------- eviction planning
@@ -39,7 +41,7 @@ def full_queue(cls):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_plan_eviction_half_of_128k(benchmark, variant):
-    mark(benchmark, "plan eviction (half of 128k, 4k msgs)", variant, "<= 20 us, >= 30x")
+    mark(benchmark, "plan eviction (half of 128k, 4k msgs)", variant, "<= 20 us, >= 30x", max_us=20, min_ratio=30)
     ctx = full_queue(VARIANTS[variant])
     plan = benchmark(ctx.plan_eviction, 64_000)
     assert plan.freed >= 64_000 and len(plan.ids) == 2000
@@ -60,7 +62,7 @@ def full_working_set(cls, rng):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_admit_8_into_full_working_set(benchmark, variant):
-    mark(benchmark, "admit 8 into 16k/1,000-page ws", variant, "<= 5 us per call")
+    mark(benchmark, "admit 8 into 16k/1,000-page ws", variant, "<= 5 us per call", max_us=5)
     ctx, batches = full_working_set(VARIANTS[variant], np.random.default_rng(7))
     state = {"i": 0}
 
@@ -152,7 +154,8 @@ def test_register_100k_pages(benchmark, variant):
         big = PagedContext()
         n = 1_000_000
         big.add_many(np.arange(1, n + 1, dtype=np.uint64), np.full(n, 40, dtype=np.uint32))
-        benchmark.extra_info["bytes per page at 1M pages (target <= 64)"] = round(big.memory_bytes / n, 1)
+        benchmark.extra_info["bytes per page at 1M pages"] = round(big.memory_bytes / n, 1)
+        benchmark.extra_info["checks"] = {"bytes per page at 1M pages": ["<=", 64]}
 
 
 # ---------------------------------------------------------------- token estimator
@@ -169,6 +172,7 @@ def test_estimator_throughput(benchmark, locomo_texts):
     reference_estimate_tokens(part)
     ref_mbs = len(part.encode()) / (time.perf_counter() - t0) / 1e6
     benchmark.extra_info["reference MB/s"] = round(ref_mbs, 2)
+    benchmark.extra_info["checks"] = {"MB/s": [">=", 300]}
 
 
 def test_estimator_error_against_cl100k(benchmark, locomo_texts):
@@ -189,4 +193,5 @@ def test_estimator_error_against_cl100k(benchmark, locomo_texts):
         enc.encode(t)
     exact_mbs = sum(len(t.encode()) for t in locomo_texts) / (time.perf_counter() - t0) / 1e6
     benchmark.extra_info["exact cl100k MB/s (bpe-openai)"] = round(exact_mbs, 1)
+    benchmark.extra_info["checks"] = {"aggregate error %": ["|x|<=", 5], "median per-message error %": ["|x|<=", 10]}
     assert abs(aggregate) < 0.05

@@ -18,6 +18,11 @@ import pytest
 DATA = Path(os.environ.get("VMEM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--figures", metavar="PATH", default=None,
+                     help="also write the figures (see bench/figures.py) as a JSON list to PATH")
+
+
 @pytest.fixture(scope="session")
 def locomo_texts() -> list[str]:
     """Every turn of the LoCoMo dev conversations (skips when the data is absent)."""
@@ -61,5 +66,44 @@ def pytest_terminal_summary(terminalreporter, config):
         tr.write_line(line)
     for bench in session.benchmarks:
         for key, value in bench.extra_info.items():
-            if key not in ("variant", "target"):
+            if key not in ("variant", "target", "limits", "checks"):
                 tr.write_line(f"  {bench.group}/{bench.extra_info.get('variant')}: {key} = {value}")
+    path = config.getoption("--figures")
+    if path:
+        _write_figures(groups, session.benchmarks, path)
+
+
+def _write_figures(groups, benchmarks, path: str) -> None:
+    """The micro benchmarks as figures: each group's fast median beside its baseline."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from figures import Figure
+
+    figures = []
+    for name, variants in groups.items():
+        fast, base = variants.get("core"), variants.get("reference")
+        if fast is None:
+            continue
+        f = fast.stats.median
+        unit = "us" if f < 1e-3 else "ms"
+        b = base.stats.median if base else None
+        limits = fast.extra_info.get("limits", {})
+        met = None
+        if "max_us" in limits or "min_ratio" in limits:
+            met = bool(f * 1e6 <= limits.get("max_us", float("inf")) and (
+                b is not None and b / f >= limits.get("min_ratio", 0)))
+        figures.append(Figure.timed(name, f, b, unit=unit, target=fast.extra_info.get("target"), met=met))
+    for bench in benchmarks:
+        checks = bench.extra_info.get("checks", {})
+        for key, value in bench.extra_info.items():
+            if key in ("variant", "target", "limits", "checks") or not isinstance(value, (int, float)):
+                continue
+            check = checks.get(key)
+            met = target = None
+            if check:
+                op, bound = check
+                target = f"{op} {bound}"
+                met = bool({">=": value >= bound, "<=": value <= bound, "|x|<=": abs(value) <= bound}[op])
+            figures.append(Figure(f"{bench.group}: {key}", float(value), "", target=target, met=met))
+    Path(path).write_text(json.dumps([f.__dict__ for f in figures], indent=1))
