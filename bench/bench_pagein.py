@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", choices=["mixture", "text"], default="mixture", help="vector source (default: %(default)s)")
     p.add_argument("--M", type=int, default=16, help="HNSW graph degree (default: %(default)s)")
     p.add_argument("--ef-construction", type=int, default=100, help="HNSW build beam (default: %(default)s)")
-    p.add_argument("--ef", nargs="+", type=int, default=[16, 32, 64], help="HNSW search beams to measure (default: %(default)s)")
+    p.add_argument("--ef", nargs="+", type=int, default=[16, 24, 32, 64], help="HNSW search beams to measure (default: %(default)s)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="build threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print results as JSON")

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedder", choices=["hash", "openai"], default="hash", help="embedder (default: the built-in hash)")
     p.add_argument("--model", default="text-embedding-3-small", help="model for --embedder openai")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible base URL for --embedder openai")
+    p.add_argument("--context-weights", nargs=2, type=float, default=[0.5, 0.25], metavar=("FORWARD", "BACKWARD"),
+                   help="share of a turn's score passed to its reply and to its prompt in +context modes "
+                        "(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -81,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         embedder=embedder,
         backend=backend,
         speaker=not args.no_speaker,
+        context_weights=(args.context_weights[0], args.context_weights[1]),
     )
     elapsed = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"config": {"path": str(args.path), "backend": backend, "embedder": embedder.name,
                                      "speaker": not args.no_speaker, "seconds": round(elapsed, 2),
+                                     "context_weights": args.context_weights,
                                      "paper_dragon": {str(k): v for k, v in PAPER_DRAGON.items()}},
                           "results": result}, indent=2))
     else:

@@ -358,6 +358,7 @@ def evaluate_locomo(
     embedder: Embedder | None = None,
     backend: str = "auto",
     speaker: bool = True,
+    context_weights: tuple[float, float] = (0.5, 0.25),
 ) -> dict[str, Any]:
     """Recall@k of evidence turns on a LoCoMo file, per mode.
 
@@ -367,6 +368,8 @@ def evaluate_locomo(
     ``backend`` is ``"store"`` (the real archival store), ``"memory"`` (FTS5 +
     PageIndex in memory) or ``"auto"`` (the store when :mod:`vmem.storage`
     exists). ``speaker`` prefixes each page with its speaker's name.
+    ``context_weights``: (forward, backward) of :func:`vmem.rank.spread` for
+    the ``+context`` modes.
 
     Returns ``{mode: {"overall": {"5": r, ...}, "by_category": {name: {"5": r,
     ...}}, "questions": n, "questions_by_category": {name: n}}}`` with recalls
@@ -414,7 +417,13 @@ def evaluate_locomo(
 
                     for name, base, context in parsed:
                         if context:
-                            ranked = spread(ranking(base, deep), next_of=next_of, prev_of=prev_of)
+                            ranked = spread(
+                                ranking(base, deep),
+                                next_of=next_of,
+                                prev_of=prev_of,
+                                forward=context_weights[0],
+                                backward=context_weights[1],
+                            )
                         else:
                             ranked = ranking(base, top)
                         got = [pid for pid, _ in ranked[:top]]
