@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Mapping, Sequence
 
+from vmem.errors import VmemError
+
 __all__ = [
     "Completion",
     "ContextOverflowError",
@@ -66,8 +68,8 @@ Tool = dict[str, Any]
 # --------------------------------------------------------------------------- exceptions
 
 
-class DriverError(Exception):
-    """A driver could not produce a completion.
+class DriverError(VmemError):
+    """A driver could not produce a completion (a :class:`vmem.VmemError`, like every error vmem raises).
 
     Attributes:
         status: the provider's HTTP status code when there was one (429 after exhausted
