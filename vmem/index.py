@@ -23,6 +23,10 @@ Invariants (checked by tests against :class:`ExactIndex`):
 4. Adding an id that is present (live or deleted) replaces its vector and makes
    it live again.
 
+Thread safety: every public method takes the index's lock, so one index may
+be shared by threads (calls are serialised; batch adds and batch queries use
+hnswlib's own worker threads inside the call).
+
 File format (one file, written to a temporary name and ``os.replace``-d, so a
 reader sees the old file or the new one, never half of one)::
 
