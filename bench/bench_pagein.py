@@ -36,6 +36,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import Figure, emit  # noqa: E402
 
 from vmem.embed import HashEmbedder  # noqa: E402
 from vmem.index import ExactIndex, PageIndex  # noqa: E402
@@ -213,6 +216,24 @@ def verdict(res: dict[str, Any]) -> str:
     return ", ".join(f"{name} {'ok' if ok else 'MISSED'}" for name, ok in checks)
 
 
+def figures(results: list[dict[str, Any]]) -> list[Figure]:
+    """The results in the shared figure shape (bench/figures.py): HNSW beside exact."""
+    out: list[Figure] = []
+    for r in results:
+        tag = f"N={r['n']:,} ef={r['ef']}"
+        big = r["n"] >= 100_000
+        p50_ok = r["hnsw_p50_us"] <= TARGETS["p50_us"] and r["speedup_p50"] >= TARGETS["speedup"]
+        out.append(Figure.timed(f"page-in lookup p50, {tag}", r["hnsw_p50_us"] / 1e6, r["exact_p50_us"] / 1e6,
+                                target="<= 250 us and >= 50x exact" if big else None, met=p50_ok if big else None))
+        out.append(Figure.timed(f"page-in lookup p99, {tag}", r["hnsw_p99_us"] / 1e6, r["exact_p99_us"] / 1e6,
+                                target="<= 500 us" if big else None,
+                                met=r["hnsw_p99_us"] <= TARGETS["p99_us"] if big else None))
+        out.append(Figure(f"page-in recall@{r['k']} vs exact, {tag}", r["recall"], "", baseline=1.0,
+                          ratio=r["recall"], target=">= 0.95" if big else None,
+                          met=r["recall"] >= TARGETS["recall"] if big else None))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Page-in lookup latency and recall: HNSW PageIndex vs exact numpy search.")
     p.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000], help="index sizes N (default: %(default)s)")
@@ -226,14 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef", nargs="+", type=int, default=[16, 24, 32, 64], help="HNSW search beams to measure (default: %(default)s)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="build threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--json", action="store_true", help="print the figures (bench/figures.py shape) as a JSON list")
+    p.add_argument("--raw", action="store_true", help="print every measured field as JSON")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: N = 10,000, 500 queries, ef = 32")
     args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.queries, args.exact_queries, args.ef = [10_000], 500, 100, [32]
+    quiet = args.json or args.raw
 
     results = []
     for n in args.sizes:
         rows = run_size(n, args)
         results.extend(rows)
-        if args.json:
+        if quiet:
             continue
         r0 = rows[0]
         print(
@@ -251,8 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {r['pagein_p99_us']:.1f} us)\n    targets: {verdict(r)}",
                 flush=True,
             )
-    if args.json:
+    if args.raw:
         print(json.dumps({"targets": TARGETS, "results": results}, indent=2))
+    elif args.json:
+        emit(figures(results), as_json=True)
+    else:
+        print()
+        emit(figures(results), as_json=False)
     return 0
 
 

@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import Figure, emit  # noqa: E402
 
 from vmem.evaluation import (  # noqa: E402
     BASE_MODES,
@@ -36,6 +39,24 @@ from vmem.evaluation import (  # noqa: E402
 
 DEFAULT_PATH = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
 DEFAULT_MODES = ["text", "vector", "hybrid", "rrf", "text+context", "hybrid+context"]
+QUICK_MODES = ["text", "hybrid", "hybrid+context"]
+#: The target of the retrieval issue: hybrid search at R@10 at least DRAGON's 67.5.
+TARGET_MODES = ("hybrid", "hybrid+context")
+
+
+def figures(result: dict) -> list[Figure]:
+    """Overall recall per mode and k, in percent, beside the paper's DRAGON figure."""
+    out = []
+    for mode, res in result.items():
+        for k, r in res["overall"].items():
+            ref = PAPER_DRAGON.get(int(k))
+            value = round(100 * r, 1)
+            target = met = None
+            if mode in TARGET_MODES and int(k) == 10:
+                target, met = ">= 67.5 (DRAGON R@10)", value >= 67.5
+            out.append(Figure(f"LoCoMo R@{k} {mode}", value, "%", baseline=ref,
+                              ratio=round(value / ref, 2) if ref else None, target=target, met=met))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-weights", nargs=2, type=float, default=[0.5, 0.25], metavar=("FORWARD", "BACKWARD"),
                    help="share of a turn's score passed to its reply and to its prompt in +context modes "
                         "(default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print the figures (bench/figures.py shape) as a JSON list")
+    p.add_argument("--raw", action="store_true", help="print the whole result (per category too) as JSON")
+    p.add_argument("--quick", action="store_true", help="only the modes " + ", ".join(QUICK_MODES))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    if args.quick:
+        args.modes = QUICK_MODES
 
     if not args.path.exists():
-        print(f"LoCoMo data not found at {args.path}: skipping (pass --path to point at locomo_dev.json)")
+        msg = f"LoCoMo data not found at {args.path}: skipping (pass --path to point at locomo_dev.json)"
+        if args.json or args.raw:  # keep stdout parseable: an empty list of figures
+            print(msg, file=sys.stderr)
+            print("[]" if args.json else "{}")
+        else:
+            print(msg)
         return 0
     if args.embedder == "openai":
         from vmem.embed import OpenAIEmbedder
@@ -80,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         args.path,
         modes=args.modes,
         ks=args.ks,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.json or args.raw),
         embedder=embedder,
         backend=backend,
         speaker=not args.no_speaker,
@@ -88,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     elapsed = time.perf_counter() - t0
     if args.json:
+        emit(figures(result), as_json=True)
+    elif args.raw:
         print(json.dumps({"config": {"path": str(args.path), "backend": backend, "embedder": embedder.name,
                                      "speaker": not args.no_speaker, "seconds": round(elapsed, 2),
                                      "context_weights": args.context_weights,
