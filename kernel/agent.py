@@ -261,6 +261,8 @@ class Agent:
         self._cache: dict[int, dict[str, Any]] = {}  # resident message pages -> chat message
         self._ws: dict[int, str] = {}  # working-set pages -> their line, in admission order
         self._blocks_text: dict[int, str] = {}
+        self._recall_count = len(store.recall)  # the agent is recall's only writer: counted as it appends
+        self._archival_count: int | None = None  # re-read after memory changed (count(*) is O(n))
         tools_tokens = estimate_tokens(json.dumps(self.tools))
         c = self.config
         budget = c.window - c.reserve_output - tools_tokens
@@ -336,9 +338,10 @@ class Agent:
 
     def _stats_text(self) -> str:
         changed = self._state.get("changed") or "never"
-        return (f"<memory_statistics>\n{len(self.store.recall)} messages in recall storage "
+        recall, archival = self._tier_counts()
+        return (f"<memory_statistics>\n{recall} messages in recall storage "
                 f"({self._state['evicted']} evicted from the context; search them with conversation_search); "
-                f"{len(self.store.archival)} passages in archival storage (archival_memory_search); "
+                f"{archival} passages in archival storage (archival_memory_search); "
                 f"memory last changed: {changed}; now: {self._now.isoformat(timespec='seconds')}\n"
                 f"</memory_statistics>")
 
@@ -378,14 +381,22 @@ class Agent:
 
     def context_map(self) -> ContextMap:
         """What the context map draws: the core's accounting and the tiers' sizes."""
+        recall, archival = self._tier_counts()
         return ContextMap(self.ctx.stats(), self.ctx.config, self.ctx.status().state,
-                          recall_messages=len(self.store.recall), archival_passages=len(self.store.archival))
+                          recall_messages=recall, archival_passages=archival)
+
+    def _tier_counts(self) -> tuple[int, int]:
+        """Messages in recall and passages in archival storage (archival re-counted after changes)."""
+        if self._archival_count is None:
+            self._archival_count = len(self.store.archival)
+        return self._recall_count, self._archival_count
 
     # ------------------------------------------------------------ the queue
 
     def _append(self, role: str, content: str, meta: dict[str, Any] | None = None, group: int = 0) -> int:
         """Store a message in recall storage and append it to the queue."""
         page = self.store.recall.append(role, content, timestamp=self._now, meta=meta)
+        self._recall_count += 1
         msg = Message(page, role, content, self._now, dict(meta or {}))
         chat = self._chat_message(msg)
         tokens = self._count(content + (json.dumps(chat["tool_calls"]) if "tool_calls" in chat else ""))
@@ -588,6 +599,7 @@ class Agent:
         if self._count(user_text) > room // 2:
             # too large for the queue: keep it verbatim in recall storage, put its summary in the queue
             page = self.store.recall.append("user", user_text, timestamp=self._now, meta={"kind": "oversize"})
+            self._recall_count += 1
             digest = yield from self._summarize("", [{"role": "user", "content": user_text}])
             self._append("system", f"The user sent a message of about {self._count(user_text)} tokens, "
                                    f"too large for the context window; it is stored verbatim in recall storage "
@@ -745,6 +757,7 @@ class Agent:
     def memory_changed(self) -> None:
         """Note that core or archival memory changed now (shown in the memory statistics)."""
         self._state["changed"] = self._now.isoformat(timespec="seconds")
+        self._archival_count = None
 
     def _save(self) -> None:
         self._state["workset"] = {str(k): v for k, v in self._ws.items()}
