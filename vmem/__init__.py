@@ -32,7 +32,10 @@ from vmem.errors import (
     PageNotFound,
     VmemError,
 )
+from vmem.embed import Embedder, EmbedderError, HashEmbedder, OpenAIEmbedder, default_embedder
+from vmem.index import ExactIndex, IndexFormatError, IndexMismatchError, PageIndex, load_index
 from vmem.pageid import PageKind, make_page_id, page_kind, page_serial
+from vmem.pagein import Pager, PageInResult, page_in
 
 __version__ = "0.1.0"
 
@@ -51,6 +54,16 @@ __all__ = [
     "estimate_tokens_many",
     "MAX_PAGE_TOKENS",
     "MAX_CANDIDATES",
+    "Embedder",
+    "HashEmbedder",
+    "OpenAIEmbedder",
+    "default_embedder",
+    "PageIndex",
+    "ExactIndex",
+    "load_index",
+    "Pager",
+    "PageInResult",
+    "page_in",
     "PageKind",
     "make_page_id",
     "page_kind",
@@ -64,4 +77,7 @@ __all__ = [
     "BudgetError",
     "CorruptSnapshot",
     "InvariantError",
+    "EmbedderError",
+    "IndexFormatError",
+    "IndexMismatchError",
 ]

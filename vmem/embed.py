@@ -30,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from vmem.errors import VmemError
+
 from vmem.text import STOP_WORDS, tokenize
 
 __all__ = ["Embedder", "EmbedderError", "HashEmbedder", "OpenAIEmbedder", "default_embedder"]
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(VmemError, RuntimeError):
     """An embedder cannot produce vectors (misconfigured, or the backend answered badly)."""
 
 

@@ -11,7 +11,11 @@ The tree::
      │    ├── BudgetError          the budget cannot hold what must stay resident
      │    ├── CorruptSnapshot      a core snapshot is malformed or damaged
      │    └── InvariantError       vm_check found a broken invariant (a bug: please report)
-     └── StorageError              defined by vmem.storage: a store cannot be opened or written
+     ├── EmbedderError             vmem.embed: an embedder cannot produce vectors
+     ├── IndexFormatError          vmem.index: not a page index file, or a damaged one
+     ├── IndexMismatchError        vmem.index: an index of another dimension or embedder
+     ├── VmemStorageError          vmem.storage: a store cannot be opened or written (tree there)
+     └── DriverError               kernel.drivers: an LLM driver got no completion (tree there)
 
 Every error from the C core leaves the core exactly as it was.
 """

@@ -61,6 +61,8 @@ import hnswlib
 import msgpack
 import numpy as np
 
+from vmem.errors import VmemError
+
 __all__ = [
     "PAD_ID",
     "BaseIndex",
@@ -83,11 +85,11 @@ Filter = Callable[[int], bool]
 _I = TypeVar("_I", bound="BaseIndex")
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(VmemError, ValueError):
     """The file is not a vmem index, or it is truncated or corrupt."""
 
 
-class IndexMismatchError(ValueError):
+class IndexMismatchError(VmemError, ValueError):
     """The index file is valid but does not match what the caller expects."""
 
 
@@ -449,7 +451,7 @@ class PageIndex(BaseIndex):
         capacity: int = 1024,
         M: int = 16,
         ef_construction: int = 200,
-        ef: int = 64,
+        ef: int = 32,  # recall@8 >= 0.96 at 100k pages in bench/bench_pagein.py, ~1.6x faster than 64
         space: str = "cosine",
         name: str | None = None,
         num_threads: int = -1,
