@@ -44,20 +44,10 @@ class Figure:
 
 
 def print_figures(figures: Sequence[Figure], out=sys.stdout) -> None:
-    """A table: figure, value, baseline, ratio, target, met."""
-    rows = [("figure", "value", "baseline", "ratio", "target", "met")]
-    for f in figures:
-        unit = f" {f.unit}" if f.unit else ""
-        rows.append((f.name, f"{f.value:,.4g}{unit}",
-                     f"{f.baseline:,.4g}{unit}" if f.baseline is not None else "",
-                     f"{f.ratio:,.1f}x" if f.ratio is not None else "",
-                     f.target or "", {True: "yes", False: "NO", None: ""}[f.met]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for k, r in enumerate(rows):
-        out.write("  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                  .rstrip() + "\n")
-        if k == 0:
-            out.write("  ".join("-" * w for w in widths) + "\n")
+    """A table: figure, value, baseline, ratio, target, met (the same table as ``vmem bench``)."""
+    from kernel.benchrun import print_table
+
+    print_table([asdict(f) for f in figures], out)
 
 
 def emit(figures: Iterable[Figure], as_json: bool, out=sys.stdout) -> None:

@@ -1,0 +1,110 @@
+"""``vmem bench``: run every benchmark suite in a checkout's bench/ folder, print one table.
+
+The package never imports bench/: each suite runs as a subprocess that prints
+its figures (the shape in bench/figures.py) as JSON, and this module merges
+them. Every figure carries its baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["SUITES", "find_bench_dir", "run_suites", "print_table"]
+
+FIELDS = ("name", "value", "unit", "baseline", "ratio", "target", "met")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    args: tuple[str, ...]  # after the interpreter
+    quick: tuple[str, ...]  # added with --quick
+    figures_file: bool = False  # the suite writes figures to a file (pytest), not to stdout
+
+
+SUITES = (
+    Suite("core", ("-m", "pytest", "bench/bench_core.py", "-q", "-p", "no:cacheprovider"),
+          ("--benchmark-max-time=0.05", "--benchmark-min-rounds=3"), figures_file=True),
+    Suite("page-in", ("bench/bench_pagein.py", "--json"), ("--quick",)),
+    Suite("storage", ("bench/bench_storage.py", "--json"), ("--quick",)),
+    Suite("retrieval", ("bench/locomo_retrieval.py", "--json", "--no-progress"), ("--quick",)),
+    Suite("kernel", ("bench/bench_kernel.py", "--json"), ("--quick",)),
+    Suite("nested-kv", ("bench/nested_kv.py", "--json"), ("--quick",)),
+)
+
+
+def find_bench_dir(explicit: str | None = None) -> Path:
+    """The checkout's bench/ folder: ``explicit``, ./bench, or beside the installed kernel package."""
+    candidates = [Path(explicit)] if explicit else [Path.cwd() / "bench",
+                                                     Path(__file__).resolve().parents[1] / "bench"]
+    for c in candidates:
+        if (c / "figures.py").is_file():
+            return c.resolve()
+    raise FileNotFoundError("vmem bench runs the benchmarks of a source checkout: no bench/ folder found "
+                            f"(looked in {', '.join(map(str, candidates))}); pass --bench-dir")
+
+
+def _last_json_list(text: str) -> list[dict[str, Any]]:
+    start = text.rfind("\n[")
+    start = 0 if text.startswith("[") and start < 0 else start + 1
+    return json.loads(text[start:])
+
+
+def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = None,
+               log: TextIO = sys.stderr, timeout: float = 900) -> list[dict[str, Any]]:
+    """Run the suites; return their figures, names prefixed by suite. A failed suite adds one
+    figure with ``met`` False (and its error goes to ``log``), so a report never hides it."""
+    root = bench_dir.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    figures: list[dict[str, Any]] = []
+    suites = [s for s in SUITES if not only or s.name in only]
+    for n, suite in enumerate(suites, 1):
+        log.write(f"[{n}/{len(suites)}] {suite.name} ...")
+        log.flush()
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            args = [sys.executable, *suite.args, *(suite.quick if quick else ())]
+            out_file = Path(tmp) / "figures.json"
+            if suite.figures_file:
+                args.append(f"--figures={out_file}")
+            try:
+                proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+                if proc.returncode != 0:
+                    raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                                       else f"exit code {proc.returncode}")
+                found = json.loads(out_file.read_text()) if suite.figures_file else _last_json_list(proc.stdout)
+            except Exception as exc:  # noqa: BLE001 - reported as a failed figure, never swallowed
+                log.write(f" failed: {exc}\n")
+                figures.append({"name": f"{suite.name}: suite failed", "value": float("nan"), "unit": "",
+                                "baseline": None, "ratio": None, "target": "runs", "met": False})
+                continue
+        for f in found:
+            figures.append({k: f.get(k) for k in FIELDS} | {"name": f"{suite.name}: {f['name']}"})
+        log.write(f" {len(found)} figures, {time.perf_counter() - t0:.0f} s\n")
+    return figures
+
+
+def print_table(figures: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
+    """One table: figure, value, baseline (same run), ratio, target, met."""
+    rows = [("figure", "value", "baseline", "ratio", "target", "met")]
+    for f in figures:
+        unit = f" {f['unit']}" if f.get("unit") else ""
+        value = f["value"]
+        rows.append((f["name"], f"{value:,.4g}{unit}" if isinstance(value, (int, float)) else str(value),
+                     f"{f['baseline']:,.4g}{unit}" if isinstance(f.get("baseline"), (int, float)) else "",
+                     f"{f['ratio']:,.1f}x" if isinstance(f.get("ratio"), (int, float)) else "",
+                     f.get("target") or "", {True: "yes", False: "NO", None: ""}[f.get("met")]))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for k, r in enumerate(rows):
+        out.write("  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w)
+                            for i, (c, w) in enumerate(zip(r, widths))).rstrip() + "\n")
+        if k == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
