@@ -219,11 +219,17 @@ class Agent:
         driver: Driver,
         functions: Iterable[MemoryFunction | Callable[..., Any]] = (),
         embedder: Any = None,
+        archival: Any = None,
         clock: Callable[[], _dt.datetime] | None = None,
         durability: str = "full",
     ) -> "Agent":
-        """Reopen the agent stored in ``path``, with everything as it was saved."""
-        store = MemoryDir.open(path, embedder=embedder, create=False, durability=durability)
+        """Reopen the agent stored in ``path``, with everything as it was saved.
+
+        ``archival``: None reopens the archival backend the agent was created
+        with; pass a :class:`vmem.storage.MilvusConfig` to supply what is not
+        stored (a cluster's token).
+        """
+        store = MemoryDir.open(path, embedder=embedder, archival=archival, create=False, durability=durability)
         try:
             if _STATE_KEY not in store.state:
                 raise AgentError(f"{path} is a vmem store but holds no agent")
