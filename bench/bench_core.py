@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import timeit
 
 import numpy as np
 import pytest
@@ -195,3 +196,38 @@ def test_estimator_error_against_cl100k(benchmark, locomo_texts):
     benchmark.extra_info["exact cl100k MB/s (bpe-openai)"] = round(exact_mbs, 1)
     benchmark.extra_info["checks"] = {"aggregate error %": ["|x|<=", 5], "median per-message error %": ["|x|<=", 10]}
     assert abs(aggregate) < 0.05
+
+
+# ---------------------------------------------------------------- text arena: measured, not adopted
+
+
+def test_compile_from_python_objects_vs_a_text_arena(benchmark):
+    """Should resident pages' text live in a C arena that the context is copied out of?
+
+    The compiled context must become Python chat dicts for any driver, so an
+    arena would add a copy and a UTF-8 decode per message to every step; the
+    kernel keeps each resident message's dict (built once) instead. Both ways
+    compile a 2,000-message queue here; the arena path is emulated at its
+    floor (one contiguous buffer, one slice + decode per message, as
+    ffi.unpack would do).
+    """
+    mark(benchmark, "compile 2,000-message queue", "core")
+    rng = np.random.default_rng(3)
+    texts = [" ".join(f"word{int(w)}" for w in rng.integers(0, 5000, int(n))) for n in rng.integers(20, 120, 2000)]
+    cache = {i: {"role": "user", "content": t} for i, t in enumerate(texts)}
+    order = list(range(2000))
+    arena = b"".join(t.encode() for t in texts)
+    bounds = np.cumsum([0] + [len(t.encode()) for t in texts]).tolist()
+
+    def from_objects():
+        return [cache[i] for i in order]
+
+    def from_arena():
+        return [{"role": "user", "content": arena[bounds[i]:bounds[i + 1]].decode()} for i in order]
+
+    benchmark(from_objects)
+    t_arena = min(timeit.repeat(from_arena, number=20, repeat=5)) / 20
+    t_objects = min(timeit.repeat(from_objects, number=20, repeat=5)) / 20
+    benchmark.extra_info["arena copy-out us"] = round(t_arena * 1e6, 1)
+    benchmark.extra_info["cached objects us"] = round(t_objects * 1e6, 1)
+    benchmark.extra_info["arena / objects"] = round(t_arena / t_objects, 1)
