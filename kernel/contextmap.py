@@ -9,6 +9,7 @@ schemas) is drawn at the right end. Colour is used when asked (on a TTY).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from vmem import Config, Region, State, Stats
@@ -68,8 +69,9 @@ def render_map(m: ContextMap, *, width: int = 64, color: bool = False) -> str:
     parts += [("free", free), ("reserve", c.reserve)]
     total = max(c.window, s.used + c.reserve)
     bar = _cells(parts, total, width)
-    if color:
-        body = "".join(f"{STYLE[k][1]}{STYLE[k][0]}{RESET}" for k in bar)
+    if color:  # one escape sequence per run of cells, not per cell
+        runs = [(k, len(list(g))) for k, g in itertools.groupby(bar)]
+        body = "".join(f"{STYLE[k][1]}{STYLE[k][0] * n}{RESET}" for k, n in runs)
         state = f"{STATE_STYLE[m.state]}{m.state.name}{RESET}"
     else:
         body = "".join(STYLE[k][0] for k in bar)
