@@ -1,99 +1,522 @@
-"""The ``vmem`` command line."""
+"""The ``vmem`` command line: how a newcomer meets vmem.
+
+Commands (each one a :class:`Command` in :data:`COMMANDS`; a new command is
+one more ``@command`` function, see ``_demo`` for the pattern)::
+
+    vmem demo                      the main job: an agent on a small window, offline
+    vmem chat DIR                  chat with a persistent agent over any OpenAI-compatible server
+    vmem inspect DIR [--html F]    an agent's memory on disk, without calling its LLM
+    vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
+
+Errors are one line on stderr (``vmem: error: ...``), never a traceback
+(``VMEM_DEBUG=1`` shows it), with the exit codes of :data:`EXIT_CODES`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import sys
-from typing import Sequence, TextIO
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from kernel.agent import Agent, StepResult
+
+__all__ = ["main", "CliError", "Command", "COMMANDS", "command", "EXIT_CODES"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "the work failed: an agent or store that cannot be opened (corrupt, locked, not an agent), "
+                  "an LLM server error in chat, a demo self-check that did not hold, a malformed data file",
+    EXIT_USAGE: "usage error: bad arguments, a missing directory or file, no model or server configured",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+DEFAULT_SYSTEM = (
+    "You are a helpful assistant with a paged, persistent memory. Keep key facts about the user in "
+    "core memory (core_memory_append / core_memory_replace), save anything else worth keeping with "
+    "archival_memory_insert, and search archival memory or the conversation history before answering "
+    "a question whose answer is not in your context. Talk to the user with send_message."
+)
+DEFAULT_BLOCKS = {
+    "persona": {"value": "I am a helpful assistant who remembers what the user tells me.", "limit": 1000},
+    "human": {"value": "", "limit": 2000, "description": "what I know about the user"},
+}
 
 
-def _core_demo(out: TextIO, color: bool) -> int:
-    """Fill a small window with a conversation, cross the watermarks, evict, page in."""
-    import numpy as np
+class CliError(Exception):
+    """A failure to report as one line, with an exit code."""
 
-    from kernel.contextmap import ContextMap, render_map
-    from vmem import PagedContext, PageKind, Region, State, estimate_tokens, make_page_id
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
 
-    ctx = PagedContext(window=2048, reserve=256, ws_budget=256, keep_last=4)
 
-    def show(note: str) -> None:
-        st = ctx.status()
-        out.write(f"\n{note}\n")
-        out.write(render_map(ContextMap(ctx.stats(), ctx.config, st.state,
-                                        recall_messages=ctx.stats().pages[Region.OUT]), color=color) + "\n")
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``configure`` adds its arguments, ``run`` does the work and returns the exit code."""
 
-    system = "You are a helpful assistant with a paged memory. Save what matters; search when unsure."
-    ctx.add(make_page_id(PageKind.SYSTEM, 1), estimate_tokens(system), Region.SYSTEM, pinned=True)
-    ctx.add(make_page_id(PageKind.BLOCK, 1), 120, Region.CORE, pinned=True)
-    show("system instructions and core memory are resident (pinned)")
+    name: str
+    help: str
+    description: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
-    turns = [
-        ("user", "Hi! I'm Ana. I just moved to Lisbon and I'm learning to surf."),
-        ("assistant", "Welcome to Lisbon, Ana! Surfing there is great: Carcavelos is a good beginner beach."),
-        ("user", "My sister Inês visits next month; she is allergic to peanuts, so restaurants matter."),
-        ("assistant", "Noted. I'll keep the peanut allergy in mind when suggesting places to eat."),
-    ]
-    serial = 0
-    warned = False
-    for round_ in range(12):
-        for role, text in turns:
-            serial += 1
-            text = f"{text} (round {round_ + 1})"
-            page = make_page_id(PageKind.MESSAGE, serial)
-            ctx.add(page, estimate_tokens(text) * 3, Region.QUEUE)  # x3: longer turns, a small demo
-        status = ctx.status()
-        if status.state is State.WARN and not warned:
-            warned = True
-            show(f"after {serial} messages: WARN at {status.used:,} tokens, above the warning watermark; "
-                 "the kernel alerts the agent once per pressure episode")
-        if status.state is State.OVER:
-            show(f"after {serial} messages: OVER the flush watermark, {status.need:,} tokens must go")
-            plan = ctx.plan_eviction()
-            out.write(f"  eviction plan: {len(plan.ids)} oldest messages, {plan.freed:,} tokens "
-                      f"(the last {ctx.config.keep_last} are protected)\n")
-            ctx.move_many(plan.ids, Region.OUT)  # they stay in recall storage
-            summary = make_page_id(PageKind.SUMMARY, serial)
-            ctx.add(summary, 60, Region.SUMMARY)
-            for old in ctx.pages(Region.SUMMARY)[:-1]:
-                ctx.remove(int(old))  # the new summary folds in the previous one
-            warned = False
-            show("evicted into recall storage behind a recursive summary")
-            ctx.check()
-    out_pages = ctx.pages(Region.OUT)
-    wanted = out_pages[:6]
-    scores = np.linspace(1.0, 0.5, wanted.size, dtype=np.float32)
-    admission = ctx.admit(wanted, scores)
-    show(f"page fault: a lookup pages {admission.admitted.size} old messages back into the working set "
-         f"({admission.evicted.size} evicted to make room)")
-    more = ctx.admit(out_pages[6:14], np.ones(8, dtype=np.float32))
-    show(f"another lookup: {more.admitted.size} admitted, {more.evicted.size} coldest evicted "
-         f"(working-set budget {ctx.config.ws_budget} tokens)")
-    ctx.check()
-    out.write("\nall core invariants hold (vm_check)\n")
-    return 0
+
+COMMANDS: list[Command] = []
+
+
+def command(name: str, help: str, description: str,
+            configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Callable[[argparse.Namespace], int]],
+                                                                             Callable[[argparse.Namespace], int]]:
+    """Register a subcommand (its handler is the decorated function)."""
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS.append(Command(name, help, description, configure, run))
+        return run
+    return register
+
+
+def _color(choice: str, stream: TextIO) -> bool:
+    if choice == "always":
+        return True
+    if choice == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def _add_color(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the output: auto (default) when writing to a terminal")
+
+
+# ---------------------------------------------------------------------- opening agents
+
+
+def _agent_dir(path: str, *, must_exist: bool) -> Path:
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CliError(f"{p} is a file, not an agent directory", EXIT_USAGE)
+    if must_exist and not (p / "vmem.db").exists():
+        what = "does not exist" if not p.exists() else "holds no vmem agent (no vmem.db)"
+        raise CliError(f"{p} {what}", EXIT_USAGE)
+    return p
+
+
+def _has_agent(path: Path) -> bool:
+    """Whether ``path`` holds a vmem agent (not just a store)."""
+    from kernel.agent import _STATE_KEY
+    from vmem.storage import MemoryDir
+
+    with MemoryDir.open(path, create=False) as store:
+        return _STATE_KEY in store.state
+
+
+def _open_agent(path: Path, driver: Any) -> "Agent":
+    from kernel.agent import Agent
+
+    return Agent.open(path, driver=driver)
+
+
+def _release(agent: "Agent") -> None:
+    """Let go of an agent opened for reading, without saving anything."""
+    agent.trace.close()
+    agent.store.close()
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    _add_color(p)
+    p.add_argument("--dir", metavar="DIR", help="keep the agent in DIR (a new directory; default: a temporary "
+                                                 "directory removed at the end); look at it with vmem inspect DIR")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the summary lines")
+
+
+@command("demo", "the main job: an agent with a small window, offline (no server, no API key)",
+         "Run an agent with a 4,096-token window through a built-in conversation of three sessions "
+         "(a user telling it about herself, her plans and people, then asking about them), driven by "
+         "RuleBasedPolicy: a deterministic rule-based stand-in for the LLM, not a language model. Watch "
+         "the kernel save facts to core and archival memory, cross the warning watermark, flush into a "
+         "recursive summary, page facts back in (page faults and prefetch), and survive a close and "
+         "reopen with an identical state digest. After each step: the context map and what moved. "
+         "Exit code 1 if the run did not show what it should (each check is printed).",
+         _demo_args)
+def _demo(args: argparse.Namespace) -> int:
+    from kernel.demo import run_demo
+
+    if args.dir is not None:
+        target = Path(args.dir)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise CliError(f"--dir {target} exists and is not an empty directory; name a new one", EXIT_USAGE)
+    code, _ = run_demo(sys.stdout, color=_color(args.color, sys.stdout), directory=args.dir, quiet=args.quiet)
+    if args.dir is not None:
+        print(f"the agent is kept in {args.dir}: vmem inspect {args.dir} (--html FILE for a page)")
+    return code
+
+
+# ---------------------------------------------------------------------- chat
+
+
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the agent's directory (an agent is created there if it holds none)")
+    p.add_argument("--model", help="model name (default: $VMEM_MODEL)")
+    p.add_argument("--base-url", help="the server's OpenAI-compatible base URL, e.g. http://localhost:8080/v1 "
+                                      "(default: $VMEM_BASE_URL, then $OPENAI_BASE_URL, then api.openai.com when "
+                                      "an API key is set); the key comes from $VMEM_API_KEY or $OPENAI_API_KEY")
+    p.add_argument("--tool-mode", choices=("auto", "native", "json"), default=None,
+                   help="how tools reach the model (default: $VMEM_TOOL_MODE or auto)")
+    p.add_argument("--system", help="system instructions for a new agent (ignored when DIR holds one)")
+    p.add_argument("--window", type=int, default=None,
+                   help="context window of a new agent, tokens (default 8192; ignored when DIR holds one)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)")
+    _add_color(p)
+
+
+CHAT_HELP = """commands:
+  /map              the context map (what is in the window now)
+  /core             the core memory blocks
+  /summary          the recursive summary of evicted messages
+  /recall QUERY     search the conversation history (recall storage)
+  /archival QUERY   search archival memory
+  /help             this help
+  /quit             leave (Ctrl-D too)
+anything else is a message to the agent"""
+
+
+def _server(args: argparse.Namespace) -> tuple[str, str | None]:
+    model = args.model or os.environ.get("VMEM_MODEL")
+    if not model:
+        raise CliError("no model: pass --model NAME or set VMEM_MODEL", EXIT_USAGE)
+    base_url = args.base_url or os.environ.get("VMEM_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+    if not base_url and not (os.environ.get("VMEM_API_KEY") or os.environ.get("OPENAI_API_KEY")):
+        raise CliError("no server: pass --base-url URL (e.g. http://localhost:8080/v1) or set VMEM_BASE_URL; "
+                       "or set OPENAI_API_KEY to use api.openai.com", EXIT_USAGE)
+    return model, base_url
+
+
+@command("chat", "chat with a persistent agent over any OpenAI-compatible server",
+         "Talk to the agent in DIR (created there if DIR holds none) through any server that speaks "
+         "/v1/chat/completions: OpenAI, vLLM, llama.cpp, Ollama, LM Studio. Reads stdin line by line (it "
+         "works piped); lines starting with / are commands (/help lists them). Everything is saved after "
+         "each message: stop at any time and come back with the same DIR.",
+         _chat_args)
+def _chat(args: argparse.Namespace) -> int:
+    from kernel.agent import Agent, AgentConfig, ContextWindowError
+    from kernel.drivers import DriverError, OpenAIDriver
+    from vmem import VmemError
+
+    model, base_url = _server(args)
+    path = _agent_dir(args.dir, must_exist=False)
+    if path.exists() and any(path.iterdir()) and not (path / "vmem.db").exists():
+        raise CliError(f"{path} is not empty and holds no vmem agent; name a new or an agent's directory",
+                       EXIT_USAGE)
+    try:
+        window = args.window if args.window is not None else 8192
+        config = AgentConfig(window=window, reserve_output=min(1024, window // 4))
+    except ValueError as exc:
+        raise CliError(f"--window: {exc}", EXIT_USAGE) from None
+    driver = OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout)
+    out = sys.stdout
+    color = _color(args.color, out)
+    if (path / "vmem.db").exists() and _has_agent(path):
+        agent = Agent.open(path, driver=driver)
+        how = "reopened"
+        given = (("--system", args.system is not None), ("--window", args.window is not None))
+        ignored = [flag for flag, was_given in given if was_given]
+        if ignored:
+            print(f"note: {' and '.join(ignored)} ignored: {path} holds an agent already", file=sys.stderr)
+    else:
+        fresh = not path.exists()
+        try:
+            agent = Agent.create(path, system=args.system or DEFAULT_SYSTEM, blocks=DEFAULT_BLOCKS, driver=driver,
+                                 config=config)
+        except BaseException as exc:
+            if fresh:  # leave nothing behind
+                shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, ContextWindowError):
+                raise CliError(f"--window {config.window} is too small: {exc}", EXIT_USAGE) from None
+            raise
+        how = "created"
+    failures = 0
+    try:
+        out.write(f"vmem chat: agent {how} in {path} · model {model} at {base_url or 'api.openai.com'} · "
+                  f"/help for commands\n")
+        out.flush()
+        interactive = sys.stdin.isatty()
+        while True:
+            if interactive:
+                out.write("you › ")
+                out.flush()
+            line = sys.stdin.readline()
+            if not line:
+                break
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            if text.startswith("/"):
+                if _slash(agent, text.strip(), out, color) == "quit":
+                    break
+                continue
+            try:
+                result = agent.step(text)
+            except (DriverError, VmemError) as exc:
+                failures += 1
+                print(f"vmem: error: {type(exc).__name__}: {exc} (your message is saved)", file=sys.stderr)
+                continue
+            _show_step(result, out, color)
+            out.flush()
+    finally:
+        agent.close()
+        driver.close()
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def _show_step(result: "StepResult", out: TextIO, color: bool) -> None:
+    for call in result.calls:
+        if call.name == "send_message":
+            continue
+        args = {k: v for k, v in (call.arguments or {}).items() if k != "request_heartbeat"}
+        text = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
+        status = "ok" if call.ok else "failed: " + _failure(call.result)
+        out.write(_paint(f"  · {call.name}({text[:100]}) {status}", "2", color) + "\n")
+    if result.paged_in:
+        out.write(_paint(f"  · prefetch: {len(result.paged_in)} page(s) paged into the working set", "2", color) + "\n")
+    if result.alerts:
+        out.write(_paint("  · memory pressure: the warning watermark was crossed", "33", color) + "\n")
+    if result.flushes:
+        out.write(_paint(f"  · flush: old messages moved to recall storage behind the summary "
+                         f"({result.flushes}x)", "35", color) + "\n")
+    for reply in result.replies:
+        out.write(_paint("agent ›", "1;32", color) + f" {reply}\n")
+    if not result.replies:
+        out.write(_paint("agent › (no message)", "2", color) + "\n")
+    if result.stopped != "done":
+        out.write(_paint(f"  · stopped: {result.stopped}", "33", color) + "\n")
+
+
+def _failure(result: str) -> str:
+    try:
+        return str(json.loads(result).get("message", result))[:120]
+    except (ValueError, AttributeError):
+        return result[:120]
+
+
+def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
+    """Run one slash command; "quit" to leave."""
+    from kernel.contextmap import render_map
+    from kernel.inspection import summary_of
+
+    name, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if name in ("/quit", "/exit", "/q"):
+        return "quit"
+    if name == "/help":
+        out.write(CHAT_HELP + "\n")
+    elif name == "/map":
+        out.write(render_map(agent.context_map(), color=color) + "\n")
+    elif name == "/core":
+        for b in agent.store.blocks.all():
+            out.write(_paint(f"[{b.label}]", "1", color) + f" {len(b.value)}/{b.limit} chars\n")
+            out.write("".join(f"  {line}\n" for line in (b.value.splitlines() or ["(empty)"])))
+    elif name == "/summary":
+        evicted, summary = summary_of(agent)
+        out.write(f"{evicted} messages evicted to recall storage\n{summary or '(no summary yet)'}\n")
+    elif name in ("/recall", "/archival"):
+        if not rest:
+            out.write(f"usage: {name} QUERY\n")
+            return None
+        if name == "/recall":
+            found = agent.store.recall.search(rest, page_size=10)
+            lines = [agent.message_line(m) for m in found.items]
+        else:
+            found = agent.store.archival.search(rest, mode="hybrid", page_size=10)
+            lines = [agent.passage_line(p) for p in found.items]
+        out.write(f"{found.total} match(es); the best {len(lines)}:\n" if lines else "no match\n")
+        out.write("".join(f"  {line}\n" for line in lines))
+    else:
+        out.write(f"unknown command {name}: /help lists the commands\n")
+    out.flush()
+    return None
+
+
+# ---------------------------------------------------------------------- inspect
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the agent's directory")
+    p.add_argument("--events", type=int, default=20, metavar="N", help="trace events to show (default 20)")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (no network, no "
+                                                  "external assets): the context map as a chart and every "
+                                                  "memory tier browsable")
+    p.add_argument("--limit", type=int, default=2000, metavar="N",
+                   help="recall messages and archival passages listed in the HTML page (newest; default 2000)")
+    _add_color(p)
+
+
+@command("inspect", "an agent's memory on disk, without calling its LLM",
+         "Show the agent in DIR: its configuration, the context map, the core memory blocks, the recursive "
+         "summary, the queue and the working set, the storage counts and the last trace events. The agent "
+         "is opened with a driver that refuses every call and is not saved, so nothing changes (the store "
+         "must not be open in another process).",
+         _inspect_args)
+def _inspect(args: argparse.Namespace) -> int:
+    from kernel.inspection import InspectOnlyDriver, collect, render_html, render_text
+
+    if args.events < 0 or args.limit < 1:
+        raise CliError("--events must be >= 0 and --limit >= 1", EXIT_USAGE)
+    path = _agent_dir(args.dir, must_exist=True)
+    html_path = Path(args.html) if args.html else None
+    if html_path is not None and not html_path.parent.is_dir():
+        raise CliError(f"--html: directory {html_path.parent} does not exist", EXIT_USAGE)
+    agent = _open_agent(path, InspectOnlyDriver())
+    try:
+        view = collect(agent, events=args.events, limit=args.limit)
+    finally:
+        _release(agent)
+    print(render_text(view, color=_color(args.color, sys.stdout)))
+    if html_path is not None:
+        html_path.write_text(render_html(view), encoding="utf-8")
+        print(f"\nwrote {html_path} ({html_path.stat().st_size:,} bytes)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- eval
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    loc = sub.add_parser(
+        "locomo", help="LoCoMo retrieval: recall@k of evidence turns",
+        description="Store every turn of each LoCoMo conversation as a page, search with each question, and "
+                    "report recall@k of the evidence turns per question category and overall, beside the "
+                    "LoCoMo paper's DRAGON retriever (Table 3: R@5 58.8, R@10 67.5, R@25 79.9).")
+    loc.add_argument("path", metavar="PATH", nargs="?", default=None,
+                     help="a LoCoMo JSON file (default: ../shared/data/locomo/locomo_dev.json from the "
+                          "current directory)")
+    loc.add_argument("--json", action="store_true",
+                     help='print {mode: {"overall": {"5": r, ...}, "by_category": {category: {"5": r, ...}}}} '
+                          "with recall as a fraction")
+    loc.add_argument("--modes", default="text,vector,hybrid",
+                     help="comma-separated retrieval modes (default text,vector,hybrid; also rrf and MODE+context)")
+    loc.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+
+
+@command("eval", "evaluations (LoCoMo retrieval recall@k)",
+         "Evaluate vmem's retrieval on a benchmark's data. The data is not part of the repository.",
+         _eval_args)
+def _eval(args: argparse.Namespace) -> int:
+    from vmem.evaluation import DEFAULT_LOCOMO_PATH, PAPER_DRAGON, evaluate_locomo, format_report
+
+    path = Path(args.path) if args.path else DEFAULT_LOCOMO_PATH
+    if not path.is_file():
+        raise CliError(f"no LoCoMo file at {path} (the data is not in the repository: pass its path)", EXIT_USAGE)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    ks = (5, 10, 25)
+    try:
+        result = evaluate_locomo(path, modes, ks, progress=not args.no_progress)
+    except ValueError as exc:
+        if "mode" in str(exc):
+            raise CliError(f"--modes: {exc}", EXIT_USAGE) from None
+        raise CliError(f"{path} is not a LoCoMo file: {exc}") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise CliError(f"{path} is not a LoCoMo file: missing or malformed {exc}") from None
+    if args.json:
+        shaped = {m: {"overall": r["overall"], "by_category": r["by_category"]} for m, r in result.items()}
+        print(json.dumps(shaped, indent=2))
+        return EXIT_OK
+    first: dict[str, Any] = next(iter(result.values()), {})
+    print(f"LoCoMo retrieval, {path}: {first.get('questions', 0)} questions with evidence; recall@k of the "
+          f"evidence turns, percent")
+    print(format_report(result, reference={k: PAPER_DRAGON[k] for k in ks}))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    codes = "\n".join(f"  {code:<4}{text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="vmem",
+        description="vmem: an embedded, OS-style memory kernel for LLM agents (MemGPT-style paging over a C "
+                    "core). Start with `vmem demo`.",
+        epilog=f"exit codes:\n{codes}\n\nerrors are one line on stderr; set VMEM_DEBUG=1 to see tracebacks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from vmem import __version__
+
+    parser.add_argument("--version", action="version", version=f"vmem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
+        cmd.configure(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def _describe(exc: BaseException) -> tuple[str, int]:
+    """A one-line message and exit code for an exception escaping a command."""
+    from vmem import VmemError
+    from vmem.storage import (
+        CorruptStoreError,
+        ForeignFileError,
+        SchemaVersionError,
+        StoreLockedError,
+        StoreNotFoundError,
+        VmemStorageError,
+    )
+
+    if isinstance(exc, CliError):
+        return str(exc), exc.code
+    if isinstance(exc, StoreNotFoundError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, (CorruptStoreError, ForeignFileError)):
+        return f"the store is damaged or not a vmem store: {exc}", EXIT_FAILURE
+    if isinstance(exc, StoreLockedError):
+        return f"{exc}; close it there first", EXIT_FAILURE
+    if isinstance(exc, SchemaVersionError):
+        return f"{exc} (written by a newer vmem?)", EXIT_FAILURE
+    if isinstance(exc, (VmemStorageError, VmemError)):
+        return f"{type(exc).__name__}: {exc}", EXIT_FAILURE
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", EXIT_FAILURE
+    return f"unexpected {type(exc).__name__}: {exc} (a bug in vmem; VMEM_DEBUG=1 shows the traceback)", EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vmem",
-        description="vmem: an OS-style memory kernel for LLM agents (MemGPT-style paging, C core).",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="show the memory kernel at work, offline (no server, no API key)",
-                          description="Fill a small context window, cross the watermarks, evict into "
-                                      "recall storage behind a summary, and page old messages back in.")
-    demo.add_argument("--color", choices=["auto", "always", "never"], default="auto",
-                      help="colour the context map (default: when writing to a terminal)")
+    """Run the ``vmem`` command line; returns the exit code (see ``vmem --help``)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if getattr(args, "run", None) is None:
         parser.print_help()
-        return 2
-    if args.command == "demo":
-        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-        return _core_demo(sys.stdout, color)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("\nvmem: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `vmem demo | head`: the reader left
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
+        if os.environ.get("VMEM_DEBUG"):
+            traceback.print_exc()
+        message, code = _describe(exc)
+        print(f"vmem: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
