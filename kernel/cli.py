@@ -232,12 +232,22 @@ def _chat(args: argparse.Namespace) -> int:
         if ignored:
             print(f"note: {' and '.join(ignored)} ignored: {path} holds an agent already", file=sys.stderr)
     else:
-        fresh = not path.exists()
+        existed = path.exists()
+        if existed and any(path.iterdir()):
+            raise CliError(f"{path} holds a vmem store but no agent (an earlier creation failed?); "
+                           "remove it or name another directory", EXIT_FAILURE)
         try:
             agent = Agent.create(path, system=args.system or DEFAULT_SYSTEM, blocks=DEFAULT_BLOCKS, driver=driver,
                                  config=config)
         except BaseException as exc:
-            if fresh:  # leave nothing behind
+            # a failed creation leaves a store without an agent behind: remove what it made
+            if existed:
+                for child in path.iterdir():
+                    if child.is_dir():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            else:
                 shutil.rmtree(path, ignore_errors=True)
             if isinstance(exc, ContextWindowError):
                 raise CliError(f"--window {config.window} is too small: {exc}", EXIT_USAGE) from None

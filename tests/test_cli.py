@@ -163,6 +163,12 @@ def test_chat_without_a_model_or_server_is_a_usage_error(tmp_path: Path) -> None
                  stdin="")
     assert_clean_error(small, 2, "--window 600 is too small", "tool schemas")
     assert not target.exists()  # nothing was created, nothing left behind
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    small = vmem("chat", str(empty), "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--window", "600",
+                 stdin="")
+    assert_clean_error(small, 2, "too small")
+    assert empty.is_dir() and not any(empty.iterdir())  # the user's directory is kept, and left empty
     # the environment can name both
     with FakeOpenAIServer() as server:
         url = server.base_url
