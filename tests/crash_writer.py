@@ -1,6 +1,6 @@
 """Child process of tests/test_crash.py: writes to a MemoryDir until it is killed.
 
-Usage: python crash_writer.py DIR SEED ROUND [CHECKPOINT_EVERY]
+Usage: python crash_writer.py DIR SEED ROUND [CHECKPOINT_EVERY [DURABILITY]]
 
 Each write's content is a pure function of (seed, round, i) (see
 :func:`message_text` / :func:`passage_text`), so the parent can check what it
@@ -45,9 +45,10 @@ def main(argv: list[str]) -> None:
 
     path, seed, rnd = argv[0], int(argv[1]), int(argv[2])
     every = int(argv[3]) if len(argv) > 3 else 25
+    durability = argv[4] if len(argv) > 4 else "full"
     r = random.Random(f"w/{seed}/{rnd}")
     out = sys.stdout
-    with MemoryDir.open(path, max_passage_chars=300) as store:
+    with MemoryDir.open(path, max_passage_chars=300, durability=durability) as store:
         out.write("READY\n")
         out.flush()
         for i in range(10**9):

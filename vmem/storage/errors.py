@@ -5,7 +5,7 @@ caller can catch one class; sqlite3 and pymilvus exceptions never escape raw.
 Bad arguments (a naive datetime, a negative page) stay ``ValueError`` /
 ``TypeError``::
 
-    VmemStorageError(Exception)
+    VmemStorageError(VmemError)
      +-- StoreNotFoundError         open(create=False) on a directory with no store
      +-- ForeignFileError           the file is not a vmem store (not SQLite, or another application's)
      +-- CorruptStoreError          the SQLite file is damaged
@@ -22,6 +22,8 @@ Bad arguments (a naive datetime, a negative page) stay ``ValueError`` /
 """
 
 from __future__ import annotations
+
+from vmem.errors import VmemError
 
 __all__ = [
     "BackendError",
@@ -41,8 +43,8 @@ __all__ = [
 ]
 
 
-class VmemStorageError(Exception):
-    """Base class of every storage-layer failure."""
+class VmemStorageError(VmemError):
+    """Base class of every storage-layer failure (a :class:`vmem.errors.VmemError`)."""
 
 
 class StoreNotFoundError(VmemStorageError):
