@@ -229,3 +229,31 @@ def test_tag_with_quotes_and_unicode(store: MemoryDir) -> None:
     pid = store.archival.insert("tagged oddly", tags=['he said "hi"', "back\\slash", "caf\u00e9"])[0]
     for t in ('he said "hi"', "back\\slash", "caf\u00e9"):
         assert [p.id for p in store.archival.search(None, tags=[t]).items] == [pid]
+
+
+@pytest.mark.milvus
+@pytest.mark.skipif(not HAVE_MILVUS, reason="pymilvus/milvus-lite not installed (pip install 'vmem[milvus]')")
+def test_milvus_refuses_another_embedder(tmp_path: Path) -> None:
+    from vmem.embed import HashEmbedder
+    from vmem.storage import ConfigMismatchError
+
+    with MemoryDir.open(tmp_path / "a", archival="milvus") as s:
+        s.archival.insert("a passage")
+    with pytest.raises(ConfigMismatchError, match="embedder"):
+        MemoryDir.open(tmp_path / "a", embedder=HashEmbedder(seed=9))  # same dim, other vectors
+    with pytest.raises(ConfigMismatchError, match="dimensional"):
+        MemoryDir.open(tmp_path / "a", embedder=HashEmbedder(dim=64))
+    with MemoryDir.open(tmp_path / "a") as s:  # the refused opens left it usable
+        assert len(s.archival) == 1
+
+
+def test_milvus_without_pymilvus_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from vmem.storage import BackendError
+
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus -> ImportError
+    with pytest.raises(BackendError, match="pip install"):
+        MemoryDir.open(tmp_path / "a", archival="milvus")
+    with MemoryDir.open(tmp_path / "b"):  # nothing left locked or half-made elsewhere
+        pass

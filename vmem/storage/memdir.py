@@ -289,7 +289,17 @@ class MemoryDir:
             fuse=fuse,
             max_chars=max_chars,
         )
-        self._db.set_meta("archival", {"backend": "milvus", "uri": cfg.uri, "collection": collection})
+        want_emb = {"name": self.embedder.name, "dim": int(self.embedder.dim)}
+        have_emb = self._db.get_meta("embedder")
+        if have_emb is not None and have_emb != want_emb and len(store):
+            store.close()
+            raise ConfigMismatchError(
+                f"the Milvus collection {collection!r} holds vectors of embedder {have_emb['name']!r}, "
+                f"not {want_emb['name']!r} (re-embedding a Milvus collection is not supported)"
+            )
+        with self._db.transaction("recording the archival backend"):
+            self._db.set_meta("archival", {"backend": "milvus", "uri": cfg.uri, "collection": collection})
+            self._db.set_meta("embedder", want_emb)
         return store
 
     def _allocate_passage_ids(self, n: int) -> int:
