@@ -47,6 +47,7 @@ import numpy as np
 
 from vmem.pageid import PageKind, page_kind
 from vmem.storage.chunk import DEFAULT_MAX_CHARS, split_passages
+from vmem.storage.errors import NotFoundError
 from vmem.storage.records import (
     Hit,
     Passage,
@@ -194,8 +195,6 @@ class ArchivalStore(abc.ABC):
 
     def get_many(self, page_ids: Iterable[int]) -> list[Passage]:
         """The passages with these ids, in the order given (NotFoundError if one is missing)."""
-        from vmem.storage.errors import NotFoundError
-
         ids = _check_page_ids(page_ids, "archival.get")
         found = self._fetch(ids)
         missing = [i for i in ids if i not in found]
