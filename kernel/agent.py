@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
@@ -158,7 +159,22 @@ class Agent:
     Create with :meth:`create`, reopen (in any process) with :meth:`open`, talk
     with :meth:`step` or ``await`` :meth:`astep`, and :meth:`close` when done
     (or use it as a context manager). Not thread-safe: one step at a time.
+
+    Between steps the context may stand above the flush watermark: the model's
+    last answer is recorded after the step's pressure check, and the flush
+    happens before the next LLM call, so the model never sees an over-budget
+    context.
     """
+
+    store: MemoryDir  #: the agent's directory: recall, archival, blocks, state
+    ctx: PagedContext  #: the C core: page table and token accounting of the main context
+    driver: Driver
+    config: AgentConfig
+    system: str  #: the system instructions
+    functions: dict[str, MemoryFunction]  #: what the LLM may call, by name
+    tools: list[dict[str, Any]]  #: their tool schemas
+    trace: Trace
+    read_only: bool
 
     def __init__(self) -> None:  # use create() or open()
         raise TypeError("use Agent.create(path, ...) or Agent.open(path, ...)")
@@ -189,6 +205,8 @@ class Agent:
         """
         config = config or AgentConfig()
         path = Path(path)
+        made_dir = not path.exists()
+        was_empty = made_dir or (path.is_dir() and not any(path.iterdir()))
         store = MemoryDir.open(path, embedder=embedder, archival=archival, durability=durability)
         try:
             if _STATE_KEY in store.state:
@@ -208,8 +226,23 @@ class Agent:
             self._save()
         except BaseException:
             store.close()
+            if was_empty:  # leave nothing half-made behind: a retry must find the directory as it was
+                if made_dir:
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    for child in path.iterdir():
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
             raise
         return self
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` holds an agent (without opening it for writing)."""
+        try:
+            with MemoryDir.open(path, create=False) as store:
+                return _STATE_KEY in store.state
+        except VmemStorageError:
+            return False
 
     @classmethod
     def open(
@@ -222,12 +255,14 @@ class Agent:
         archival: Any = None,
         clock: Callable[[], _dt.datetime] | None = None,
         durability: str = "full",
+        read_only: bool = False,
     ) -> "Agent":
         """Reopen the agent stored in ``path``, with everything as it was saved.
 
         ``archival``: None reopens the archival backend the agent was created
         with; pass a :class:`vmem.storage.MilvusConfig` to supply what is not
-        stored (a cluster's token).
+        stored (a cluster's token). ``read_only``: for inspection; the agent
+        cannot step and :meth:`close` saves nothing.
         """
         store = MemoryDir.open(path, embedder=embedder, archival=archival, create=False, durability=durability)
         try:
@@ -236,7 +271,9 @@ class Agent:
             state = store.state[_STATE_KEY]
             if state.get("format") != _FORMAT:
                 raise AgentError(f"{path}: agent format {state.get('format')!r} is not {_FORMAT}")
-            return cls._assemble(store, state, driver, functions, clock, fresh=False)
+            agent = cls._assemble(store, state, driver, functions, clock, fresh=False)
+            agent.read_only = read_only
+            return agent
         except BaseException:
             store.close()
             raise
@@ -248,6 +285,7 @@ class Agent:
         from kernel.builtins import BUILTINS  # the built-in memory functions
 
         self = object.__new__(cls)
+        self.read_only = False
         self.store = store
         self.driver = driver
         self.clock = clock or _now
@@ -317,11 +355,22 @@ class Agent:
         self._resize_stats()
 
     def close(self) -> None:
-        """Save and release the agent's directory."""
+        """Save (unless opened read-only) and release the agent's directory."""
         if not self.store.closed:
-            self._save()
+            if not self.read_only:
+                self._save()
             self.trace.close()
             self.store.close()
+
+    @property
+    def summary(self) -> str:
+        """The recursive summary of the evicted messages ('' before the first flush)."""
+        return self._state["summary"]
+
+    @property
+    def evicted(self) -> int:
+        """How many messages have been evicted from the context (all still in recall storage)."""
+        return self._state["evicted"]
 
     def __enter__(self) -> "Agent":
         return self
@@ -693,6 +742,12 @@ class Agent:
 
     # ------------------------------------------------------------ driving the loop
 
+    def _check_writable(self, user_message: object) -> None:
+        if self.read_only:
+            raise AgentError("this agent was opened read-only (for inspection): it cannot step")
+        if not isinstance(user_message, str):
+            raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
+
     def _trace_exchange(self, request: _Request, outcome: Completion | DriverError) -> None:
         self.trace.write({"e": "llm", "purpose": request.purpose,
                           **exchange(request.messages, request.tools, outcome)})
@@ -708,8 +763,7 @@ class Agent:
 
     def step(self, user_message: str) -> StepResult:
         """Handle one user message (sync); returns the replies and what happened."""
-        if not isinstance(user_message, str):
-            raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
+        self._check_writable(user_message)
         gen = self._run(user_message)
         try:
             request = next(gen)
@@ -732,8 +786,7 @@ class Agent:
 
     async def astep(self, user_message: str) -> StepResult:
         """Handle one user message (asyncio): the driver is awaited, no thread blocks on the LLM."""
-        if not isinstance(user_message, str):
-            raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
+        self._check_writable(user_message)
         gen = self._run(user_message)
         try:
             request = next(gen)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -109,23 +108,15 @@ def _agent_dir(path: str, *, must_exist: bool) -> Path:
 
 def _has_agent(path: Path) -> bool:
     """Whether ``path`` holds a vmem agent (not just a store)."""
-    from kernel.agent import _STATE_KEY
-    from vmem.storage import MemoryDir
-
-    with MemoryDir.open(path, create=False) as store:
-        return _STATE_KEY in store.state
-
-
-def _open_agent(path: Path, driver: Any) -> "Agent":
     from kernel.agent import Agent
 
-    return Agent.open(path, driver=driver)
+    return Agent.exists(path)
 
 
-def _release(agent: "Agent") -> None:
-    """Let go of an agent opened for reading, without saving anything."""
-    agent.trace.close()
-    agent.store.close()
+def _open_agent(path: Path, driver: Any, *, read_only: bool = False) -> "Agent":
+    from kernel.agent import Agent
+
+    return Agent.open(path, driver=driver, read_only=read_only)
 
 
 # ---------------------------------------------------------------------- demo
@@ -232,26 +223,14 @@ def _chat(args: argparse.Namespace) -> int:
         if ignored:
             print(f"note: {' and '.join(ignored)} ignored: {path} holds an agent already", file=sys.stderr)
     else:
-        existed = path.exists()
-        if existed and any(path.iterdir()):
-            raise CliError(f"{path} holds a vmem store but no agent (an earlier creation failed?); "
-                           "remove it or name another directory", EXIT_FAILURE)
-        try:
+        if path.exists() and any(path.iterdir()):
+            raise CliError(f"{path} holds a vmem store but no agent; remove it or name another directory",
+                           EXIT_FAILURE)
+        try:  # a failed creation leaves the directory as it found it
             agent = Agent.create(path, system=args.system or DEFAULT_SYSTEM, blocks=DEFAULT_BLOCKS, driver=driver,
                                  config=config)
-        except BaseException as exc:
-            # a failed creation leaves a store without an agent behind: remove what it made
-            if existed:
-                for child in path.iterdir():
-                    if child.is_dir():
-                        shutil.rmtree(child)
-                    else:
-                        child.unlink()
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-            if isinstance(exc, ContextWindowError):
-                raise CliError(f"--window {config.window} is too small: {exc}", EXIT_USAGE) from None
-            raise
+        except ContextWindowError as exc:
+            raise CliError(f"--window {config.window} is too small: {exc}", EXIT_USAGE) from None
         how = "created"
     failures = 0
     try:
@@ -324,8 +303,6 @@ def _failure(result: str) -> str:
 def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
     """Run one slash command; "quit" to leave."""
     from kernel.contextmap import render_map
-    from kernel.inspection import summary_of
-
     name, _, rest = text.partition(" ")
     rest = rest.strip()
     if name in ("/quit", "/exit", "/q"):
@@ -339,8 +316,7 @@ def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
             out.write(_paint(f"[{b.label}]", "1", color) + f" {len(b.value)}/{b.limit} chars\n")
             out.write("".join(f"  {line}\n" for line in (b.value.splitlines() or ["(empty)"])))
     elif name == "/summary":
-        evicted, summary = summary_of(agent)
-        out.write(f"{evicted} messages evicted to recall storage\n{summary or '(no summary yet)'}\n")
+        out.write(f"{agent.evicted} messages evicted to recall storage\n{agent.summary or '(no summary yet)'}\n")
     elif name in ("/recall", "/archival"):
         if not rest:
             out.write(f"usage: {name} QUERY\n")
@@ -388,11 +364,11 @@ def _inspect(args: argparse.Namespace) -> int:
     html_path = Path(args.html) if args.html else None
     if html_path is not None and not html_path.parent.is_dir():
         raise CliError(f"--html: directory {html_path.parent} does not exist", EXIT_USAGE)
-    agent = _open_agent(path, InspectOnlyDriver())
+    agent = _open_agent(path, InspectOnlyDriver(), read_only=True)
     try:
         view = collect(agent, events=args.events, limit=args.limit)
     finally:
-        _release(agent)
+        agent.close()  # read-only: saves nothing
     print(render_text(view, color=_color(args.color, sys.stdout)))
     if html_path is not None:
         html_path.write_text(render_html(view), encoding="utf-8")
@@ -449,6 +425,44 @@ def _eval(args: argparse.Namespace) -> int:
           f"evidence turns, percent")
     print(format_report(result, reference={k: PAPER_DRAGON[k] for k in ks}))
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- bench
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    from kernel.benchrun import SUITES
+
+    p.add_argument("--quick", action="store_true", help="a one-minute subset (fewer sizes and rounds)")
+    p.add_argument("--json", action="store_true",
+                   help='print a JSON list, one object a figure: {"name", "value", "unit", "baseline", '
+                        '"ratio", "target", "met"}')
+    p.add_argument("--only", metavar="SUITE", action="append", choices=[s.name for s in SUITES],
+                   help="run only this suite (repeatable): " + ", ".join(s.name for s in SUITES))
+    p.add_argument("--bench-dir", metavar="DIR", help="the checkout's bench/ folder (default: ./bench)")
+
+
+@command("bench", "run every benchmark and print one table (each figure beside its same-run baseline)",
+         "Run the benchmark suites of a source checkout (bench/): the C core against its pure-Python "
+         "reference, HNSW page-in against exact search, storage, LoCoMo retrieval, the kernel's per-step "
+         "overhead against a naive kernel, and the nested key-value workload. Each figure is printed with "
+         "its baseline measured in the same run, the ratio, the target and whether it is met. The whole "
+         "run takes about 10 minutes on 2 cores; --quick about one.",
+         _bench_args)
+def _bench(args: argparse.Namespace) -> int:
+    from kernel.benchrun import find_bench_dir, print_table, run_suites
+
+    try:
+        bench_dir = find_bench_dir(args.bench_dir)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    figures = run_suites(bench_dir, quick=args.quick, only=set(args.only or ()))
+    if args.json:
+        print(json.dumps(figures, indent=1))
+    else:
+        print_table(figures)
+    failed = [f["name"] for f in figures if f["name"].endswith("suite failed")]
+    return EXIT_FAILURE if failed else EXIT_OK  # unmet targets are reported, not failures
 
 
 # ---------------------------------------------------------------------- main

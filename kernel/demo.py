@@ -34,7 +34,6 @@ from typing import Any, Callable, Sequence, TextIO
 
 from kernel.agent import SUMMARIZER_PROMPT, Agent, AgentConfig, StepResult
 from kernel.contextmap import render_map
-from kernel.inspection import summary_of
 from kernel.drivers import Completion, Driver, ToolCall
 from vmem import PageKind, page_kind
 
@@ -694,7 +693,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
                     + "─" * max(0, 40 - len(session.title)))
                 for turn in session.turns:
                     _step(agent, turn, policy, report, say, style, color)
-            evicted, summary = summary_of(agent)
+            evicted, summary = agent.evicted, agent.summary
             say()
             say(style(f"the recursive summary of the {evicted} evicted messages, as the agent sees it now:", "1"))
             say("\n".join("  " + line for line in summary.splitlines()))
@@ -730,7 +729,7 @@ def _reopen(agent: Agent, path: Path, policy: RuleBasedPolicy, clock: DemoClock,
 def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy, report: DemoReport,
           say: Callable[..., None], style: _Style, color: bool) -> None:
     before_answers = len(policy.answers)
-    evicted_before = summary_of(agent)[0]
+    evicted_before = agent.evicted
     result: StepResult = agent.step(turn.text)
     agent.ctx.check()  # vm_check: every invariant of the C core
     report.checks += 1
@@ -756,7 +755,7 @@ def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy, report: DemoReport,
         if call.name != "send_message":
             say(f"{style('call ', '2')} {_describe_call(call.name, call.arguments)} → {mark}{fault}")
     if result.flushes:
-        evicted, summary = summary_of(agent)
+        evicted, summary = agent.evicted, agent.summary
         items = sum(1 for line in summary.splitlines() if line.startswith("- "))
         fold = re.match(r"Running summary \(fold (\d+)", summary)
         say(f"{style('flush', '1;35')} flush watermark reached: {evicted - evicted_before} oldest queue messages "

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from kernel.agent import Agent
 
 __all__ = ["AgentView", "InspectOnlyDriver", "PageRow", "TraceRow", "collect", "render_text", "render_html",
-           "summary_of", "REGION_COLORS"]
+           "REGION_COLORS"]
 
 #: Region -> (name, fill colour) in the HTML chart (the terminal map's palette).
 REGION_COLORS: dict[str, tuple[str, str]] = {
@@ -130,16 +130,6 @@ def _passage_row(p: Any) -> dict[str, Any]:
             "text": p.text}
 
 
-def summary_of(agent: "Agent") -> tuple[int, str]:
-    """(messages evicted so far, the recursive summary) as the agent's context shows them."""
-    for m in agent.compile():
-        content = str(m.get("content") or "")
-        head = re.match(r"<summary of (\d+) earlier messages[^>]*>\n", content) if m["role"] == "system" else None
-        if head:
-            return int(head.group(1)), content[head.end():].rsplit("\n</summary>", 1)[0]
-    return 0, ""
-
-
 def _short(value: Any, width: int = 90) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     text = " ".join(text.split())
@@ -232,7 +222,7 @@ def collect(agent: "Agent", *, events: int = 20, limit: int = 2000) -> AgentView
             pages.append(PageRow(name, page, ctx.info(page).tokens, _page_label(agent, page)))
     blocks = [{"label": b.label, "value": b.value, "limit": b.limit, "description": b.description,
                "read_only": b.read_only} for b in agent.store.blocks.all()]
-    evicted, summary = summary_of(agent)
+    evicted, summary = agent.evicted, agent.summary
     recall = agent.store.recall
     queue_ids = ctx.pages(Region.QUEUE).tolist()
     queue = [_message_row(m) for m in recall.get_many(queue_ids)]

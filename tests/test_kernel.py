@@ -291,3 +291,27 @@ def test_a_driver_failure_surfaces_and_keeps_the_state(tmp_path, error):
     assert [m["content"] for m in again.compile() if m["role"] == "user"] == ["first", "second"]
     assert again.step("third").replies == ["back"]
     again.close()
+
+
+def test_a_failed_create_leaves_nothing_behind(tmp_path):
+    with pytest.raises(ContextWindowError):
+        Agent.create(tmp_path / "x", system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
+                     config=AgentConfig(window=600, reserve_output=100))  # the tool schemas alone do not fit
+    assert not (tmp_path / "x").exists()
+    agent = Agent.create(tmp_path / "x", system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
+                         config=AgentConfig(window=4096))
+    agent.close()
+    assert Agent.exists(tmp_path / "x") and not Agent.exists(tmp_path / "nothing")
+
+
+def test_read_only_open_saves_nothing_and_cannot_step(tmp_path):
+    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("send_message", message="hi")])])
+    agent.step("hello")
+    digest = agent.digest()
+    agent.close()
+    view = Agent.open(tmp_path / "a", driver=ScriptedDriver([]), read_only=True)
+    assert view.summary == "" and view.evicted == 0
+    with pytest.raises(AgentError, match="read-only"):
+        view.step("no")
+    view.close()
+    assert Agent.open(tmp_path / "a", driver=ScriptedDriver([])).digest() == digest
