@@ -147,10 +147,29 @@ class _Request:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     purpose: str  # "step" or "summary"
+    digest: str | None = None  # context_digest(messages, tools), when the agent has it cheaper
 
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _message_digest(message: Mapping[str, Any]) -> bytes:
+    return hashlib.blake2b(msgpack.packb(message, use_bin_type=True), digest_size=16).digest()
+
+
+def _combine(parts: Sequence[bytes], tools: Sequence[Mapping[str, Any]]) -> str:
+    return hashlib.blake2b(b"".join(parts) + _message_digest({"tools": list(tools)}), digest_size=32).hexdigest()
+
+
+def context_digest(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> str:
+    """The digest the trace records for a driver request: a hash of per-message digests.
+
+    The agent keeps each queue message's digest from when the message was made,
+    so a request costs a hash of the few changing parts, not of the whole
+    context; a ReplayDriver verifies with this function computed from scratch.
+    """
+    return _combine([_message_digest(m) for m in messages], tools)
 
 
 class Agent:
@@ -303,6 +322,7 @@ class Agent:
                      else self.clock())
         self._result = StepResult()
         self._cache: dict[int, dict[str, Any]] = {}  # resident message pages -> chat message
+        self._digests: dict[int, bytes] = {}  # resident message pages -> _message_digest of the chat message
         self._ws: dict[int, str] = {}  # working-set pages -> their line, in admission order
         self._blocks_text: dict[int, str] = {}
         self._recall_count = len(store.recall)  # the agent is recall's only writer: counted as it appends
@@ -347,7 +367,8 @@ class Agent:
             self._blocks_text[self._state["block_pages"][block.label]] = self._render_block(block)
         queue = [int(i) for i in self.ctx.pages(Region.QUEUE)]
         for msg in self.store.recall.get_many(queue):
-            self._cache[msg.id] = self._chat_message(msg)
+            chat = self._cache[msg.id] = self._chat_message(msg)
+            self._digests[msg.id] = _message_digest(chat)
         resident = set(self.ctx.pages(Region.WORKSET).tolist())
         for page, line in self._state["workset"].items():  # saved in admission order
             if int(page) in resident:
@@ -418,6 +439,14 @@ class Agent:
 
     def compile(self) -> list[dict[str, Any]]:
         """The main context as chat messages, in region order."""
+        return self._compile()[0]
+
+    def _step_request(self) -> _Request:
+        messages, digest = self._compile()
+        return _Request(messages, self.tools, "step", digest)
+
+    def _compile(self) -> tuple[list[dict[str, Any]], str]:
+        """The main context and its context_digest (queue messages' digests are cached)."""
         parts = [{"role": "system", "content": self.system}]
         if self._blocks_text:
             parts.append({"role": "system",
@@ -427,12 +456,17 @@ class Agent:
             parts.append({"role": "system", "content": (
                 f"<summary of {self._state['evicted']} earlier messages, now in recall storage>\n"
                 f"{self._state['summary']}\n</summary>")})
-        cache = self._cache
-        parts.extend(cache[i] for i in self.ctx.pages(Region.QUEUE).tolist())
+        digests = [_message_digest(m) for m in parts]
+        queue = self.ctx.pages(Region.QUEUE).tolist()
+        cache, cached = self._cache, self._digests
+        parts.extend(map(cache.__getitem__, queue))
+        digests.extend(map(cached.__getitem__, queue))
         if self._ws:
-            parts.append({"role": "system", "content": "<working_set: pages paged in from storage>\n"
-                          + "\n".join(self._ws.values()) + "\n</working_set>"})
-        return parts
+            ws = {"role": "system", "content": "<working_set: pages paged in from storage>\n"
+                  + "\n".join(self._ws.values()) + "\n</working_set>"}
+            parts.append(ws)
+            digests.append(_message_digest(ws))
+        return parts, _combine(digests, self.tools)
 
     def context_map(self) -> ContextMap:
         """What the context map draws: the core's accounting and the tiers' sizes."""
@@ -457,6 +491,7 @@ class Agent:
         tokens = self._count(content + (json.dumps(chat["tool_calls"]) if "tool_calls" in chat else ""))
         self.ctx.add(page, tokens, Region.QUEUE, group=group)
         self._cache[page] = chat
+        self._digests[page] = _message_digest(chat)
         return page
 
     # ------------------------------------------------------------ for memory functions
@@ -582,6 +617,7 @@ class Agent:
         self.ctx.remove_many(plan.ids)  # out of the main context; recall storage keeps them
         for page in evicted:
             del self._cache[page]
+            del self._digests[page]
         self._state["summary"] = summary
         self._state["folds"] += 1
         self._state["evicted"] += len(evicted)
@@ -667,15 +703,15 @@ class Agent:
         for _ in range(self.config.max_steps):
             yield from self._pressure(result)
             self._resize_stats()
-            request = _Request(self.compile(), self.tools, "step")
             try:
-                completion = yield request
+                completion = yield self._step_request()
             except ContextOverflowError:
                 yield from self._flush(result, forced=True)
                 self._resize_stats()
-                completion = yield _Request(self.compile(), self.tools, "step")
+                completion = yield self._step_request()
             result.steps += 1
-            chain = self._record(completion, result)
+            with self.store.transaction():  # the answer and what its calls did: one commit
+                chain = self._record(completion, result)
             if not chain:
                 break
         else:
@@ -749,8 +785,9 @@ class Agent:
             raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
 
     def _trace_exchange(self, request: _Request, outcome: Completion | DriverError) -> None:
+        digest = request.digest or context_digest(request.messages, request.tools)
         self.trace.write({"e": "llm", "purpose": request.purpose,
-                          **exchange(request.messages, request.tools, outcome)})
+                          **exchange(request.messages, request.tools, outcome, digest=digest)})
 
     def _call(self, request: _Request) -> Completion:
         try:

@@ -59,7 +59,7 @@ def replay(trace_path: str | os.PathLike[str], into: str | os.PathLike[str], **o
     :meth:`kernel.Agent.create` (e.g. ``functions`` for user functions the
     original agent had, or ``embedder``).
     """
-    from kernel.agent import Agent, AgentConfig
+    from kernel.agent import Agent, AgentConfig, context_digest
     from kernel.drivers import ReplayDriver
 
     events = list(read_trace(trace_path))
@@ -71,7 +71,7 @@ def replay(trace_path: str | os.PathLike[str], into: str | os.PathLike[str], **o
                   for e in events if e["e"] in ("create", "user")])
     blocks = {label: {"value": value, "limit": limit, "description": desc, "read_only": ro}
               for label, value, limit, desc, ro in create["blocks"]}
-    agent = Agent.create(into, system=create["system"], blocks=blocks, driver=ReplayDriver(exchanges),
+    agent = Agent.create(into, system=create["system"], blocks=blocks, driver=ReplayDriver(exchanges, digest=context_digest),
                          config=AgentConfig(**create["config"]), clock=lambda: next(times), **open_args)
     for event in events:
         if event["e"] == "user":

@@ -59,9 +59,15 @@ def exchange(
     outcome: Completion | DriverError,
     *,
     keep_request: bool = False,
+    digest: str | None = None,
 ) -> dict[str, Any]:
-    """One exchange dict for a request and its outcome (a completion or a driver error)."""
-    rec: dict[str, Any] = {"digest": request_digest(messages, tools), "completion": None, "error": None}
+    """One exchange dict for a request and its outcome (a completion or a driver error).
+
+    ``digest``: the request's digest when the caller has it already (the kernel
+    keeps one per message); default :func:`request_digest`.
+    """
+    rec: dict[str, Any] = {"digest": digest if digest is not None else request_digest(messages, tools),
+                           "completion": None, "error": None}
     if isinstance(outcome, Completion):
         rec["completion"] = outcome.to_dict()
     else:
@@ -88,11 +94,15 @@ class ReplayDriver(Driver):
     Args:
         exchanges: exchange dicts (see the module docstring), e.g. read back from a trace.
         verify: check each request's digest against the recording.
+        digest: the function the recording's digests were made with (default
+            :func:`request_digest`; the kernel records with its own, faster one).
     """
 
-    def __init__(self, exchanges: Iterable[Mapping[str, Any]], *, verify: bool = True) -> None:
+    def __init__(self, exchanges: Iterable[Mapping[str, Any]], *, verify: bool = True,
+                 digest: Callable[[Sequence[Message], Sequence[Tool]], str] = request_digest) -> None:
         self._exchanges = [dict(e) for e in exchanges]
         self.verify = verify
+        self._digest = digest
         self.position = 0
         """Index of the next exchange to replay."""
 
@@ -118,7 +128,7 @@ class ReplayDriver(Driver):
             )
         rec = self._exchanges[self.position]
         if self.verify:
-            actual = request_digest(messages, tools)
+            actual = self._digest(messages, tools)
             expected = str(rec.get("digest"))
             if actual != expected:
                 detail = _first_difference(rec["request"], messages, tools) if rec.get("request") else "the request differs"
