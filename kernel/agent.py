@@ -700,7 +700,7 @@ class Agent:
             self._append("user", user_text)
         if self.config.prefetch:
             result.paged_in.extend(self._prefetch(user_text))
-        for _ in range(self.config.max_steps):
+        while True:  # one LLM call per iteration; ends when nothing chains or at max_steps
             yield from self._pressure(result)
             self._resize_stats()
             try:
@@ -710,16 +710,17 @@ class Agent:
                 self._resize_stats()
                 completion = yield self._step_request()
             result.steps += 1
-            with self.store.transaction():  # the answer and what its calls did: one commit
+            last = result.steps == self.config.max_steps
+            # the answer, what its calls did and, when the step ends, the saved state: one commit
+            with self.store.transaction():
                 chain = self._record(completion, result)
-            if not chain:
-                break
-        else:
-            result.stopped = "max_steps"
-        self._state["steps"] += 1
-        self._resize_stats()
-        self._save()
-        return result
+                if not chain or last:
+                    result.stopped = "max_steps" if chain else "done"
+                    self._state["steps"] += 1
+                    self._resize_stats()
+                    self._save()
+            if not chain or last:
+                return result
 
     def _record(self, completion: Completion, result: StepResult) -> bool:
         """Store the assistant's answer, run its calls; True to chain another step."""
@@ -790,6 +791,7 @@ class Agent:
                           **exchange(request.messages, request.tools, outcome, digest=digest)})
 
     def _call(self, request: _Request) -> Completion:
+        self.store.checkpoint_in_background()  # the WAL is folded while the LLM thinks
         try:
             completion = self.driver.complete(request.messages, request.tools)
         except DriverError as exc:
@@ -833,6 +835,7 @@ class Agent:
         while True:
             try:
                 try:
+                    self.store.checkpoint_in_background()
                     completion = await self.driver.acomplete(request.messages, request.tools)
                 except DriverError as exc:
                     self._trace_exchange(request, exc)

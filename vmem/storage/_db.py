@@ -151,6 +151,7 @@ class Database:
         self._after_commit: list[Callable[[], None]] = []
         self._on_rollback: list[Callable[[], None]] = []
         self._closed = False
+        self._checkpointer: _Checkpointer | None = None
         self._check_header()
         try:
             self.conn = sqlite3.connect(
@@ -197,6 +198,10 @@ class Database:
         c.execute("PRAGMA busy_timeout=5000")
         c.execute("PRAGMA temp_store=MEMORY")
         c.execute("PRAGMA cache_size=-16000")
+        # SQLite's own checkpoint runs inside a commit, several ms on the writer's path; the
+        # kernel folds the WAL in the background instead (checkpoint_in_background), and this
+        # far-off threshold only bounds the WAL (64 MB) for callers that never do.
+        c.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
 
     def _init_schema(self, create: bool) -> None:
         c = self.conn
@@ -333,12 +338,23 @@ class Database:
             if not self._depth:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def checkpoint_in_background(self) -> None:
+        """Fold committed WAL frames into the database file on another connection and thread
+        (``wal_checkpoint(PASSIVE)``: it never blocks this connection). Call it when idle,
+        e.g. while waiting for an LLM; a call while one is running is merged into it."""
+        self.check_open()
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer.kick()
+
     def close(self) -> None:
         """Close the connection (idempotent). An open transaction is rolled back."""
         with self.lock:
             if self._closed:
                 return
             self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             try:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -350,6 +366,44 @@ class Database:
     def closed(self) -> bool:
         """Whether close() was called."""
         return self._closed
+
+
+_AUTOCHECKPOINT_PAGES = 16384
+
+
+class _Checkpointer:
+    """A daemon thread with its own connection that runs PASSIVE WAL checkpoints on request."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"vmem-checkpoint:{path.name}", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=100")
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as e:  # busy or closing: the next kick (or close) retries
+                    log.debug("background checkpoint of %s: %s", self.path, e)
+        finally:
+            conn.close()
 
 
 def _split_sql(script: str) -> list[str]:

@@ -327,6 +327,11 @@ class MemoryDir:
         self.archival.checkpoint()
         self._db.checkpoint()
 
+    def checkpoint_in_background(self) -> None:
+        """Fold the WAL into the database file on a background thread, off the caller's path
+        (the kernel calls it while the LLM is thinking). Nothing waits for it."""
+        self._db.checkpoint_in_background()
+
     def stats(self) -> dict[str, Any]:
         """Counts of what the store holds."""
         return {
