@@ -44,6 +44,7 @@ Targets (kernel per step, durability normal): p50 <= 1 ms, p99 <= 5 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import datetime as _dt
 import io
@@ -56,7 +57,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 import numpy as np
 
@@ -205,39 +206,70 @@ def timed_generator(gen: Generator[Any, Any, Any], box: list[float]) -> Generato
 
 
 #: The step's phases: label -> the Agent methods that do them, first one present wins (the kernel
-#: is refactored under this bench; a phase whose methods are all gone reads 0).
+#: is refactored under this bench; a phase whose methods are all gone reads 0). "store.transaction"
+#: names MemoryDir.transaction: BEGIN/COMMIT of the transactions the step opens itself.
 PHASES: dict[str, tuple[str, ...]] = {
     "trace: request digest + record": ("_trace_exchange",),
-    "persist: state + core snapshot": ("_save",),
+    "compile the context (+ its digest)": ("_compile", "compile"),
     "recall append + queue accounting": ("_append",),
-    "compile the context": ("_compile", "compile"),
     "run memory functions": ("_execute",),
+    "answer bookkeeping": ("_record",),
+    "persist: state + core snapshot": ("_save",),
+    "transactions: BEGIN/COMMIT": ("store.transaction",),
     "memory statistics": ("_resize_stats",),
 }
 
 
 class Phases:
-    """Times the step's phases on one agent by shadowing its methods with timing wrappers
-    (instance attributes; the class is untouched). The methods timed do not call each other,
-    so nothing is counted twice."""
+    """Exclusive time per phase of the step, on one agent.
+
+    Each phase's method is shadowed on the instance (the class is untouched) by a
+    timing wrapper; a phase called inside another is subtracted from the outer
+    one, so every microsecond is counted once, under the innermost phase.
+    """
 
     def __init__(self, agent: Agent) -> None:
         self.total: dict[str, float] = {label: 0.0 for label in PHASES}
         self.step: dict[str, float] = dict(self.total)
+        self._children: list[float] = []  # time spent in nested phases, per open phase
         for label, names in PHASES.items():
-            name = next((n for n in names if hasattr(agent, n)), None)
-            if name is not None:
-                setattr(agent, name, self._wrap(label, getattr(agent, name)))
+            for name in names:
+                owner, _, attr = name.rpartition(".")
+                target = getattr(agent, owner) if owner else agent
+                method = getattr(target, attr, None)
+                if method is None:
+                    continue
+                wrap = self._wrap_cm if attr == "transaction" else self._wrap
+                setattr(target, attr, wrap(label, method))
+                break
+
+    def _done(self, label: str, elapsed: float) -> None:
+        own = elapsed - self._children.pop()
+        self.total[label] += own
+        self.step[label] += own
+        if self._children:
+            self._children[-1] += elapsed
 
     def _wrap(self, label: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            self._children.append(0.0)
             t = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
-                dt = time.perf_counter() - t
-                self.total[label] += dt
-                self.step[label] += dt
+                self._done(label, time.perf_counter() - t)
+        return timed
+
+    def _wrap_cm(self, label: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @contextlib.contextmanager
+        def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            self._children.append(0.0)
+            t = time.perf_counter()
+            try:
+                with method(*args, **kwargs) as value:
+                    yield value
+            finally:
+                self._done(label, time.perf_counter() - t)
         return timed
 
     def start_step(self) -> None:
