@@ -158,8 +158,12 @@ def _message_digest(message: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b(msgpack.packb(message, use_bin_type=True), digest_size=16).digest()
 
 
-def _combine(parts: Sequence[bytes], tools: Sequence[Mapping[str, Any]]) -> str:
-    return hashlib.blake2b(b"".join(parts) + _message_digest({"tools": list(tools)}), digest_size=32).hexdigest()
+def _combine(parts: Sequence[bytes], tools_digest: bytes) -> str:
+    return hashlib.blake2b(b"".join(parts) + tools_digest, digest_size=32).hexdigest()
+
+
+def _tools_digest(tools: Sequence[Mapping[str, Any]]) -> bytes:
+    return _message_digest({"tools": list(tools)})
 
 
 def context_digest(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> str:
@@ -169,7 +173,7 @@ def context_digest(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mappin
     so a request costs a hash of the few changing parts, not of the whole
     context; a ReplayDriver verifies with this function computed from scratch.
     """
-    return _combine([_message_digest(m) for m in messages], tools)
+    return _combine([_message_digest(m) for m in messages], _tools_digest(tools))
 
 
 class Agent:
@@ -316,6 +320,7 @@ class Agent:
             f = f if isinstance(f, MemoryFunction) else memory_function(f)
             self.functions[f.name] = f
         self.tools = [f.tool for f in self.functions.values()]
+        self._tools_digest = _tools_digest(self.tools)  # the schemas are fixed for the agent's life
         self.trace = Trace(store.path / "trace.msgpack")
         # the time of the last step (or of the creation): the clock is read when a step starts
         self._now = (_dt.datetime.fromtimestamp(state["now"], _dt.timezone.utc) if "now" in state
@@ -466,7 +471,7 @@ class Agent:
                   + "\n".join(self._ws.values()) + "\n</working_set>"}
             parts.append(ws)
             digests.append(_message_digest(ws))
-        return parts, _combine(digests, self.tools)
+        return parts, _combine(digests, self._tools_digest)
 
     def context_map(self) -> ContextMap:
         """What the context map draws: the core's accounting and the tiers' sizes."""
