@@ -611,9 +611,15 @@ class Agent:
         try:
             plan = self.ctx.plan_eviction(need)
         except EvictionError as exc:
-            raise ContextWindowError(
-                f"cannot make room in the context window: {exc}. Pinned pages, core memory and the "
-                f"last {self.config.keep_last} messages must fit; raise the window or shrink them") from None
+            # half the queue is out of reach (pinned pages, a large protected tail): evicting all
+            # that can go is enough if it gets the context under the flush line
+            over = status.used - int(self.ctx.config.flush * status.budget)
+            enough = exc.freeable > 0 if forced else 0 < over <= exc.freeable
+            if not enough:
+                raise ContextWindowError(
+                    f"cannot make room in the context window: {exc}. Pinned pages, core memory and the "
+                    f"last {self.config.keep_last} messages must fit; raise the window or shrink them") from None
+            plan = self.ctx.plan_eviction(exc.freeable)
         evicted = plan.ids.tolist()
         if not evicted:
             return
@@ -784,12 +790,6 @@ class Agent:
 
     # ------------------------------------------------------------ driving the loop
 
-    def _check_writable(self, user_message: object) -> None:
-        if self.read_only:
-            raise AgentError("this agent was opened read-only (for inspection): it cannot step")
-        if not isinstance(user_message, str):
-            raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
-
     def _trace_exchange(self, request: _Request, outcome: Completion | DriverError) -> None:
         digest = request.digest or context_digest(request.messages, request.tools)
         self.trace.write({"e": "llm", "purpose": request.purpose,
@@ -805,15 +805,22 @@ class Agent:
         self._trace_exchange(request, completion)
         return completion
 
-    def step(self, user_message: str) -> StepResult:
-        """Handle one user message (sync); returns the replies and what happened."""
-        self._check_writable(user_message)
+    def _start(self, user_message: str) -> tuple[Generator[_Request, Completion, StepResult], _Request]:
+        """Begin a step: the loop and its first driver request (state saved if it fails)."""
+        if self.read_only:
+            raise AgentError("this agent was opened read-only (for inspection): it cannot step")
+        if not isinstance(user_message, str):
+            raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
         gen = self._run(user_message)
         try:
-            request = next(gen)
+            return gen, next(gen)
         except BaseException:
             self._save()
             raise
+
+    def step(self, user_message: str) -> StepResult:
+        """Handle one user message (sync); returns the replies and what happened."""
+        gen, request = self._start(user_message)
         while True:
             try:
                 try:
@@ -830,13 +837,7 @@ class Agent:
 
     async def astep(self, user_message: str) -> StepResult:
         """Handle one user message (asyncio): the driver is awaited, no thread blocks on the LLM."""
-        self._check_writable(user_message)
-        gen = self._run(user_message)
-        try:
-            request = next(gen)
-        except BaseException:
-            self._save()
-            raise
+        gen, request = self._start(user_message)
         while True:
             try:
                 try:

@@ -71,7 +71,8 @@ def replay(trace_path: str | os.PathLike[str], into: str | os.PathLike[str], **o
                   for e in events if e["e"] in ("create", "user")])
     blocks = {label: {"value": value, "limit": limit, "description": desc, "read_only": ro}
               for label, value, limit, desc, ro in create["blocks"]}
-    agent = Agent.create(into, system=create["system"], blocks=blocks, driver=ReplayDriver(exchanges, digest=context_digest),
+    agent = Agent.create(into, system=create["system"], blocks=blocks,
+                         driver=ReplayDriver(exchanges, digest=context_digest),
                          config=AgentConfig(**create["config"]), clock=lambda: next(times), **open_args)
     for event in events:
         if event["e"] == "user":

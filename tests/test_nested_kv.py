@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from kernel import Agent, AgentConfig, ContextWindowError, StepResult
+from kernel import Agent, AgentConfig, StepResult
 from kernel.drivers import Completion, ScriptedDriver
 from kernel.nested_kv import (
     PAIR_TEMPLATE,
@@ -118,11 +118,6 @@ def test_chain_survives_flushes_in_a_small_window(tmp_path, seed):
     assert search_queries(result) == chain_keys(task)
 
 
-@pytest.mark.xfail(reason="kernel: a flush asks for max(over the flush line, half the queue) and refuses with "
-                          "ContextWindowError when half is out of reach (the last keep_last messages are large "
-                          "search results), even though what it can free would get the context under the line "
-                          "(here 627 tokens freeable, ~120 needed); remove this mark when Agent._flush falls back "
-                          "to evicting what it can", raises=ContextWindowError)
 def test_chain_survives_a_flush_whose_half_queue_target_is_out_of_reach(tmp_path):
     task = generate_task(6, seed=1)
     config = AgentConfig(window=4096, reserve_output=512, max_steps=16)

@@ -283,7 +283,8 @@ class PagedContext:
         and its results) that eviction never splits; 0 means none.
         """
         with self._lock:
-            _call(self._vm, "add: page id, token count, region and group must be in range", lib.vm_add, page_id, tokens, region, 1 if pinned else 0, group)
+            _call(self._vm, "add: page id, token count, region and group must be in range",
+                  lib.vm_add, page_id, tokens, region, 1 if pinned else 0, group)
 
     def add_many(self, ids: Sequence[int] | np.ndarray, tokens: Sequence[int] | np.ndarray,
                  region: Region = Region.OUT) -> None:
