@@ -328,6 +328,10 @@ class Agent:
         self._result = StepResult()
         self._cache: dict[int, dict[str, Any]] = {}  # resident message pages -> chat message
         self._digests: dict[int, bytes] = {}  # resident message pages -> _message_digest of the chat message
+        # the queue in the core's order, as chat messages and their digests: appended with each
+        # message, rebuilt from the core when a flush removes pages (compile is then two list copies)
+        self._queue: list[dict[str, Any]] = []
+        self._queue_digests: list[bytes] = []
         self._ws: dict[int, str] = {}  # working-set pages -> their line, in admission order
         self._blocks_text: dict[int, str] = {}
         self._recall_count = len(store.recall)  # the agent is recall's only writer: counted as it appends
@@ -374,6 +378,7 @@ class Agent:
         for msg in self.store.recall.get_many(queue):
             chat = self._cache[msg.id] = self._chat_message(msg)
             self._digests[msg.id] = _message_digest(chat)
+        self._rebuild_queue()
         resident = set(self.ctx.pages(Region.WORKSET).tolist())
         for page, line in self._state["workset"].items():  # saved in admission order
             if int(page) in resident:
@@ -462,10 +467,8 @@ class Agent:
                 f"<summary of {self._state['evicted']} earlier messages, now in recall storage>\n"
                 f"{self._state['summary']}\n</summary>")})
         digests = [_message_digest(m) for m in parts]
-        queue = self.ctx.pages(Region.QUEUE).tolist()
-        cache, cached = self._cache, self._digests
-        parts.extend(map(cache.__getitem__, queue))
-        digests.extend(map(cached.__getitem__, queue))
+        parts += self._queue
+        digests += self._queue_digests
         if self._ws:
             ws = {"role": "system", "content": "<working_set: pages paged in from storage>\n"
                   + "\n".join(self._ws.values()) + "\n</working_set>"}
@@ -496,8 +499,15 @@ class Agent:
         tokens = self._count(content + (json.dumps(chat["tool_calls"]) if "tool_calls" in chat else ""))
         self.ctx.add(page, tokens, Region.QUEUE, group=group)
         self._cache[page] = chat
-        self._digests[page] = _message_digest(chat)
+        digest = self._digests[page] = _message_digest(chat)
+        self._queue.append(chat)
+        self._queue_digests.append(digest)
         return page
+
+    def _rebuild_queue(self) -> None:
+        queue = self.ctx.pages(Region.QUEUE).tolist()
+        self._queue = list(map(self._cache.__getitem__, queue))
+        self._queue_digests = list(map(self._digests.__getitem__, queue))
 
     # ------------------------------------------------------------ for memory functions
 
@@ -629,6 +639,7 @@ class Agent:
         for page in evicted:
             del self._cache[page]
             del self._digests[page]
+        self._rebuild_queue()
         self._state["summary"] = summary
         self._state["folds"] += 1
         self._state["evicted"] += len(evicted)

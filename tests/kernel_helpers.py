@@ -71,5 +71,8 @@ def check_agent(agent: Agent) -> None:
             raise AssertionError(f"tool calls {pending} are split from their results")
     queue = agent.ctx.pages(Region.QUEUE).tolist()
     assert len(queue) == len(set(queue))
+    # the agent's queue cache is the core's queue, in the core's order
+    assert agent._queue == [agent._cache[p] for p in queue]
+    assert agent._queue_digests == [agent._digests[p] for p in queue]
     # every queue page is a stored message
     assert all(agent.store.recall.get(p) for p in queue[-3:])
