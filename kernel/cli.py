@@ -447,7 +447,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
          "reference, HNSW page-in against exact search, storage, LoCoMo retrieval, the kernel's per-step "
          "overhead against a naive kernel, and the nested key-value workload. Each figure is printed with "
          "its baseline measured in the same run, the ratio, the target and whether it is met. The whole "
-         "run takes about 10 minutes on 2 cores; --quick about one.",
+         "run takes about 3 minutes on 2 cores; --quick under one.",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
     from kernel.benchrun import find_bench_dir, print_table, run_suites
