@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vmem import PagedContext, Region, estimate_tokens_many
-from vmem._vmcore import ffi, lib
+from vmem._vmcore import lib
 from vmem.reference import ReferenceContext, reference_estimate_tokens
 
 VARIANTS = {"core": PagedContext, "reference": ReferenceContext}

@@ -42,30 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_kernel import TimedDriver  # noqa: E402
 from figures import Figure, emit  # noqa: E402
 
 from kernel import Agent, AgentConfig  # noqa: E402
-from kernel.drivers import Completion, Driver, ScriptedDriver  # noqa: E402
+from kernel.drivers import ScriptedDriver  # noqa: E402
 from kernel.nested_kv import SYSTEM_PROMPT, KVLookupPolicy, NestedKVTask, make_task  # noqa: E402
 
 DEFAULT_PATH = ROOT.parent / "shared" / "data" / "nested_kv"
 RECORDS = "kv-retrieval-140_keys.jsonl.gz"
 ORDERINGS = "random_orderings_100_samples_140_indices_{levels}_levels.jsonl"
-
-
-class TimedDriver(Driver):
-    """Wraps a driver and adds the time spent in its ``complete`` to :attr:`seconds`."""
-
-    def __init__(self, inner: Driver) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-
-    def complete(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]]) -> Completion:
-        t = time.perf_counter()
-        try:
-            return self.inner.complete(messages, tools)
-        finally:
-            self.seconds += time.perf_counter() - t
 
 
 @dataclass

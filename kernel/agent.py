@@ -53,7 +53,6 @@ from vmem import (
     VmemError,
     estimate_tokens,
     make_page_id,
-    page_kind,
 )
 from vmem.storage import MemoryDir, Message, VmemStorageError
 

@@ -19,7 +19,6 @@ import collections
 import datetime as _dt
 import html
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence

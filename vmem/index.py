@@ -590,7 +590,8 @@ class PageIndex(BaseIndex):
                     left -= len(chunk)
                 tmp.close()
                 hn = hnswlib.Index(space=header["space"], dim=header["dim"])
-                hn.load_index(tmp.name, max_elements=max(1, n_labels))
+                # headroom, so the first insert after opening does not resize the whole graph
+                hn.load_index(tmp.name, max_elements=max(1024, n_labels + n_labels // 4))
             finally:
                 os.unlink(tmp.name)
         if hn.element_count != n_labels:
