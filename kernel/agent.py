@@ -777,7 +777,7 @@ class Agent:
             text = json.dumps({"status": "OK", "message": value if value is not None else "None"},
                               ensure_ascii=False, default=str)
             ok = True
-        except (FunctionError, VmemError, VmemStorageError, ValueError, KeyError, TypeError) as exc:
+        except (FunctionError, VmemError, ValueError, KeyError, TypeError) as exc:
             message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
             text = json.dumps({"status": "Failed", "message": message}, ensure_ascii=False)
             ok = False

@@ -31,17 +31,13 @@ def _date(value: str | None, name: str) -> _dt.date | None:
 
 
 def _edit_block(agent: "Agent", label: str, new_value: str) -> str:
-    """Replace a block's value (the agent enforces read-only, the limit and the budget)."""
-    block = _block(agent, label)
-    if block.read_only:
-        raise FunctionError(f"block {label!r} is read-only")
-    if len(new_value) > block.limit:
-        raise FunctionError(f"block {label!r} would hold {len(new_value)} characters, over its limit of "
-                            f"{block.limit}; condense it (memory_rethink) or move details to archival memory")
+    """Replace a block's value; the store enforces read-only and the limit, the core the budget."""
     try:
-        agent.edit_block(label, new_value)
-    except (ReadOnlyBlockError, BlockLimitError) as exc:
+        block = agent.edit_block(label, new_value)
+    except ReadOnlyBlockError as exc:
         raise FunctionError(str(exc)) from None
+    except BlockLimitError as exc:
+        raise FunctionError(f"{exc}; condense it (memory_rethink) or move details to archival memory") from None
     return f"block {label!r} now holds {len(new_value)}/{block.limit} characters"
 
 

@@ -134,7 +134,7 @@ def test_core_memory_edits(tmp_path):
     (call("core_memory_replace", label="persona", old_content="a", new_content="b"), "occurs 5 times"),
     (call("core_memory_append", label="nope", content="x"), "no core memory block 'nope'"),
     (call("core_memory_append", label="rules", content="x"), "read-only"),
-    (call("core_memory_append", label="human", content="x" * 2001), "over its limit of 2000"),
+    (call("core_memory_append", label="human", content="x" * 2001), "exceeds its limit of 2000"),
     (call("memory_insert", label="human", content="x", insert_line=9), "insert_line must be"),
     (call("archival_memory_search", query="x", start_date="yesterday"), "YYYY-MM-DD"),
     (call("archival_memory_search", query="x", tags_match="some"), "must be one of"),
