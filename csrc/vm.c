@@ -923,6 +923,59 @@ size_t vm_memory(const vm_t *vm)
            ((size_t)vm->hmask + 1) * sizeof(uint32_t);
 }
 
+/* ---------------------------------------------------------------- copy */
+
+/* Make dst an exact copy of src (what a rollback restores). dst's buffers are
+ * reused when they are large enough, so copying into the same dst again does
+ * not allocate; on VM_ENOMEM dst is unchanged. */
+int vm_copy(vm_t *dst, const vm_t *src)
+{
+    if (dst == src)
+        return VM_OK;
+    size_t hsize = (size_t)src->hmask + 1;
+    vm_page *pages = dst->pages;
+    int32_t *heap = dst->heap;
+    uint32_t cap = dst->cap;
+    uint32_t *hash = dst->hash;
+    if (cap < src->hiwater) {
+        cap = src->cap;
+        pages = malloc((size_t)cap * sizeof *pages);
+        heap = malloc((size_t)cap * sizeof *heap);
+        if (!pages || !heap) {
+            free(pages);
+            free(heap);
+            return fail(dst, VM_ENOMEM, "vm_copy: out of memory for %u pages", cap);
+        }
+    }
+    if (dst->hmask != src->hmask) {
+        hash = malloc(hsize * sizeof *hash);
+        if (!hash) {
+            if (pages != dst->pages) {
+                free(pages);
+                free(heap);
+            }
+            return fail(dst, VM_ENOMEM, "vm_copy: out of memory for the hash");
+        }
+    }
+    if (pages != dst->pages) {
+        free(dst->pages);
+        free(dst->heap);
+    }
+    if (hash != dst->hash)
+        free(dst->hash);
+    *dst = *src; /* scalars, list heads, counters, config, lines */
+    dst->pages = pages;
+    dst->heap = heap;
+    dst->cap = cap;
+    dst->hash = hash;
+    if (src->hiwater)
+        memcpy(pages, src->pages, (size_t)src->hiwater * sizeof *pages);
+    if (src->nheap)
+        memcpy(heap, src->heap, (size_t)src->nheap * sizeof *heap);
+    memcpy(hash, src->hash, hsize * sizeof *hash);
+    return VM_OK;
+}
+
 /* ---------------------------------------------------------------- snapshot */
 
 /* Image (little-endian):

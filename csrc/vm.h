@@ -13,6 +13,7 @@
  *   vm_admit                         page candidates into the working set (batch)
  *   vm_list                          a region's page ids in region order
  *   vm_snapshot*, vm_restore         the whole state to bytes and back, exactly
+ *   vm_copy                          one core's whole state into another (rollback)
  *   vm_check                         verify every invariant
  *   vm_estimate_tokens               a fast token estimate of UTF-8 text
  *
@@ -134,6 +135,7 @@ size_t vm_memory(const vm_t *vm);
 size_t vm_snapshot_size(const vm_t *vm);
 int vm_snapshot(vm_t *vm, uint8_t *buf, size_t cap, size_t *written);
 int vm_restore(vm_t *vm, const uint8_t *buf, size_t n);
+int vm_copy(vm_t *dst, const vm_t *src);
 
 int vm_check(vm_t *vm);
 

@@ -6,6 +6,8 @@ class and leave both states unchanged, and ``vm_check()`` runs after every step.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -50,6 +52,8 @@ class CoreVsReference(RuleBasedStateMachine):
                       ws_budget=int((window - reserve) * ws_frac))
         self.c = PagedContext(**kwargs)
         self.r = ReferenceContext(**kwargs)
+        self.mark_c = PagedContext()  # a rollback point, reused by every mark (copy_from into it)
+        self.mark_r: ReferenceContext | None = None
 
     def both(self, op):
         """Run op on both; compare results, or error classes and unchanged states."""
@@ -142,6 +146,23 @@ class CoreVsReference(RuleBasedStateMachine):
         assert ac.evicted.tolist() == ar.evicted.tolist()
         for page in ac.evicted:
             assert not self.r.info(int(page)).pinned, "admission evicted a pinned page"
+
+    @rule()
+    def mark(self):
+        self.mark_c.copy_from(self.c)
+        self.mark_c.check()
+        assert dump(self.mark_c) == dump(self.c)
+        self.mark_r = copy.deepcopy(self.r)
+
+    @rule()
+    def rollback(self):
+        if self.mark_r is None:
+            return
+        self.c.copy_from(self.mark_c)  # what a failed kernel step does
+        self.r = copy.deepcopy(self.mark_r)
+        self.c.add(2**64 - 2, 1)  # the copy is independent of the mark
+        self.c.remove(2**64 - 2)
+        assert 2**64 - 2 not in self.mark_c
 
     @rule()
     def snapshot_roundtrip(self):
