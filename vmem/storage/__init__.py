@@ -10,6 +10,7 @@ Interface::
         store.archival.search("fact", mode="hybrid")     # -> SearchPage[Passage]
         store.blocks.create("persona", "I am ...")       # core memory blocks
         store.state["queue"] = [mid]                      # kernel state (msgpack values)
+        store.events.append({"e": "note"})               # the append-only event log (the kernel's trace)
 
 Modules: ``records`` (Message, Passage, Block, Hit, SearchPage, time rules),
 ``chunk`` (splitting texts into passages), ``recall``, ``archival`` (the
@@ -21,6 +22,7 @@ backend interface), ``sqlite`` (embedded archival backend), ``milvus``
 from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
 from vmem.storage.chunk import split_passages
+from vmem.storage.events import EventLog
 from vmem.storage.errors import (
     BackendError,
     BlockError,
@@ -31,6 +33,7 @@ from vmem.storage.errors import (
     ForeignFileError,
     NotFoundError,
     ReadOnlyBlockError,
+    ReadOnlyStoreError,
     SchemaVersionError,
     StoreClosedError,
     StoreLockedError,
@@ -51,6 +54,7 @@ __all__ = [
     "Blocks",
     "ConfigMismatchError",
     "CorruptStoreError",
+    "EventLog",
     "ForeignFileError",
     "Hit",
     "KernelState",
@@ -60,6 +64,7 @@ __all__ = [
     "NotFoundError",
     "Passage",
     "ReadOnlyBlockError",
+    "ReadOnlyStoreError",
     "RecallStore",
     "SchemaVersionError",
     "SearchPage",

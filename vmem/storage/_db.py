@@ -32,6 +32,7 @@ import msgpack
 from vmem.storage.errors import (
     CorruptStoreError,
     ForeignFileError,
+    ReadOnlyStoreError,
     SchemaVersionError,
     StoreClosedError,
     StoreLockedError,
@@ -45,7 +46,7 @@ log = logging.getLogger("vmem.storage")
 #: ``PRAGMA application_id`` of a vmem store: b"vmem" as a big-endian int.
 APPLICATION_ID = int.from_bytes(b"vmem", "big")
 #: ``PRAGMA user_version``: the schema version this code writes and reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -108,11 +109,18 @@ CREATE TABLE blocks(
 );
 
 CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+
+CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL);
 """
+
+#: Statements that bring a store of an older schema version to the next one (run once, in a transaction).
+_MIGRATIONS = {
+    1: ["CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL)"],
+}
 
 #: Schema objects every store must have (checked at open).
 _REQUIRED = {
-    "meta", "messages", "messages_fts", "passages", "passage_tags", "passages_fts", "blocks", "kv",
+    "meta", "messages", "messages_fts", "passages", "passage_tags", "passages_fts", "blocks", "kv", "events",
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -142,7 +150,7 @@ def _storage_error(e: sqlite3.Error, what: str) -> VmemStorageError:
 class Database:
     """The open SQLite file of one store (see the module docstring for its invariants)."""
 
-    def __init__(self, path: Path, *, create: bool, durability: str = "full") -> None:
+    def __init__(self, path: Path, *, create: bool, durability: str = "full", read_only: bool = False) -> None:
         if durability not in _SYNC:
             raise ValueError(f"durability must be one of {sorted(_SYNC)}, got {durability!r}")
         self.path = Path(path)
@@ -152,17 +160,28 @@ class Database:
         self._on_rollback: list[Callable[[], None]] = []
         self._closed = False
         self._checkpointer: _Checkpointer | None = None
+        #: Opened for reading only (a WAL reader beside a writer): every write raises.
+        self.read_only = read_only
         self._check_header()
         try:
-            self.conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, cached_statements=256
-            )
+            if read_only:  # a WAL reader: sees the last commit, never writes the database
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                            check_same_thread=False, cached_statements=256)
+            else:
+                self.conn = sqlite3.connect(
+                    str(self.path), isolation_level=None, check_same_thread=False, cached_statements=256
+                )
         except sqlite3.Error as e:
             raise _storage_error(e, f"opening {self.path}") from e
         try:
             with translate(f"opening {self.path}"):
-                self._configure(_SYNC[durability])
-                self._init_schema(create)
+                if read_only:
+                    self.conn.execute("PRAGMA query_only=1")
+                    self.conn.execute("PRAGMA busy_timeout=5000")
+                    self._check_schema()
+                else:
+                    self._configure(_SYNC[durability])
+                    self._init_schema(create)
         except ForeignFileError as e:
             self.conn.close()
             if self._had_magic and isinstance(e.__cause__, sqlite3.DatabaseError):
@@ -203,6 +222,22 @@ class Database:
         # far-off threshold only bounds the WAL (64 MB) for callers that never do.
         c.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
 
+    def _check_schema(self) -> None:
+        """A reader's check: ours, of this schema version, complete (nothing is migrated)."""
+        c = self.conn
+        app = c.execute("PRAGMA application_id").fetchone()[0]
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if app != APPLICATION_ID:
+            raise ForeignFileError(f"{self.path} is not a vmem store (application_id {app:#010x})")
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {version}; a read-only open reads version {SCHEMA_VERSION} "
+                f"(open it once for writing to upgrade it)")
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+        missing = _REQUIRED - names
+        if missing:
+            raise CorruptStoreError(f"{self.path} is damaged: missing schema objects {sorted(missing)}")
+
     def _init_schema(self, create: bool) -> None:
         c = self.conn
         app = c.execute("PRAGMA application_id").fetchone()[0]
@@ -227,10 +262,22 @@ class Database:
                 f"{self.path} is an SQLite database of another application "
                 f"(application_id {app:#010x}, expected {APPLICATION_ID:#010x})"
             )
-        if version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION or version not in _MIGRATIONS and version != SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{self.path} has schema version {version}; this vmem reads version {SCHEMA_VERSION}"
             )
+        if version < SCHEMA_VERSION:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for v in range(version, SCHEMA_VERSION):
+                    for stmt in _MIGRATIONS[v]:
+                        c.execute(stmt)
+                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
         missing = _REQUIRED - names
         if missing:
             raise CorruptStoreError(f"{self.path} is damaged: missing schema objects {sorted(missing)}")
@@ -255,10 +302,14 @@ class Database:
         """A write transaction; nested calls join the outermost one.
 
         The outermost exit commits (then runs the after-commit hooks) or, on an
-        exception, rolls back (and drops them).
+        exception, rolls back (and drops them). A hook that fails after the commit is
+        logged, not raised: the commit stands, and the caches hooks update are
+        reconciled with the database when the store is next opened.
         """
         with self.lock:
             self.check_open()
+            if self.read_only:
+                raise ReadOnlyStoreError(f"{self.path} was opened read-only: {what} is refused")
             outer = self._depth == 0
             if outer:
                 with translate(what):
@@ -282,7 +333,44 @@ class Database:
                     raise
                 hooks, self._after_commit, self._on_rollback = self._after_commit, [], []
                 for hook in hooks:
+                    try:
+                        hook()
+                    except Exception:  # noqa: BLE001 - the commit stands; the cache is rebuilt at open
+                        log.exception("%s: a post-commit hook failed (%s)", self.path, what)
+
+    @contextlib.contextmanager
+    def savepoint(self, what: str = "savepoint") -> Iterator[sqlite3.Connection]:
+        """A nested transaction inside an open one: on an exception, only what was written
+        inside it is rolled back (with the hooks registered inside it), and the exception
+        propagates; otherwise its writes join the enclosing transaction."""
+        with self.lock:
+            self.check_open()
+            if not self._depth:
+                raise RuntimeError("savepoint() outside a transaction")
+            name = f"sp{self._depth}"
+            marks = (len(self._after_commit), len(self._on_rollback))
+            with translate(what):
+                self.conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                with translate(what):
+                    yield self.conn
+            except BaseException:
+                self._depth -= 1
+                try:
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                except sqlite3.Error as e:  # the connection is unusable; the outer rollback follows
+                    log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+                undo = self._on_rollback[marks[1]:]
+                del self._after_commit[marks[0]:]
+                del self._on_rollback[marks[1]:]
+                for hook in reversed(undo):
                     hook()
+                raise
+            self._depth -= 1
+            with translate(what):
+                self.conn.execute(f"RELEASE {name}")
 
     @property
     def in_transaction(self) -> bool:
@@ -335,7 +423,7 @@ class Database:
     def checkpoint(self) -> None:
         """Fold the WAL back into the database file (``wal_checkpoint(TRUNCATE)``)."""
         with self.reading("checkpointing the WAL") as c:
-            if not self._depth:
+            if not self._depth and not self.read_only:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def checkpoint_in_background(self) -> None:
@@ -343,6 +431,8 @@ class Database:
         (``wal_checkpoint(PASSIVE)``: it never blocks this connection). Call it when idle,
         e.g. while waiting for an LLM; a call while one is running is merged into it."""
         self.check_open()
+        if self.read_only:
+            return
         if self._checkpointer is None:
             self._checkpointer = _Checkpointer(self.path)
         self._checkpointer.kick()
@@ -356,7 +446,7 @@ class Database:
             if self._checkpointer is not None:
                 self._checkpointer.stop()
             try:
-                if self.conn.in_transaction:
+                if self.conn.in_transaction and not self.read_only:
                     self.conn.execute("ROLLBACK")
                 self.conn.close()
             except sqlite3.Error as e:

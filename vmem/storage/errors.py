@@ -12,6 +12,7 @@ Bad arguments (a naive datetime, a negative page) stay ``ValueError`` /
      +-- SchemaVersionError         written by a newer (or unknown) schema version
      +-- StoreLockedError           another process has the directory open
      +-- StoreClosedError           used after close()
+     +-- ReadOnlyStoreError         a write to a store opened read-only
      +-- ConfigMismatchError        reopened with a different archival backend or embedder than it can accept
      +-- BackendError               the archival backend is unavailable or failed (e.g. pymilvus missing)
      +-- NotFoundError(KeyError)    no message, passage or block with that id / label
@@ -35,6 +36,7 @@ __all__ = [
     "ForeignFileError",
     "NotFoundError",
     "ReadOnlyBlockError",
+    "ReadOnlyStoreError",
     "SchemaVersionError",
     "StoreClosedError",
     "StoreLockedError",
@@ -61,6 +63,10 @@ class CorruptStoreError(VmemStorageError):
 
 class SchemaVersionError(VmemStorageError):
     """The store was written with a schema version this code does not know."""
+
+
+class ReadOnlyStoreError(VmemStorageError):
+    """A write to a store opened with ``read_only=True``."""
 
 
 class StoreLockedError(VmemStorageError):

@@ -26,6 +26,7 @@ from vmem.storage._db import Database
 from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
 from vmem.storage.chunk import DEFAULT_MAX_CHARS
+from vmem.storage.events import EventLog
 from vmem.storage.errors import (
     ConfigMismatchError,
     ForeignFileError,
@@ -122,6 +123,7 @@ class MemoryDir:
     archival: ArchivalStore
     blocks: Blocks
     state: KernelState
+    events: EventLog
 
     def __init__(self) -> None:  # use MemoryDir.open()
         raise TypeError("use MemoryDir.open(path, ...)")
@@ -139,6 +141,7 @@ class MemoryDir:
         max_passage_chars: int = DEFAULT_MAX_CHARS,
         index_autosave: int = 50_000,
         verify: bool = False,
+        read_only: bool = False,
     ) -> MemoryDir:
         """Open (or create) the store in directory ``path``.
 
@@ -153,6 +156,9 @@ class MemoryDir:
         ``"hnsw"`` or ``"exact"`` (brute force). ``verify``: run SQLite's
         ``quick_check`` (reads the whole file). ``index_autosave``: rewrite the
         index file after this many unsaved changes (0: only at checkpoint/close).
+        ``read_only``: open beside a writer (another process may hold the store):
+        no lock is taken, nothing is written (the index is reconciled in memory
+        only), reads see the last commit, and every write raises ReadOnlyStoreError.
 
         Raises StoreNotFoundError (create=False, nothing there),
         ForeignFileError, CorruptStoreError, SchemaVersionError,
@@ -165,10 +171,12 @@ class MemoryDir:
         db_path = self.path / DB_NAME
         if self.path.exists() and not self.path.is_dir():
             raise ForeignFileError(f"{self.path} is a file, not a memory directory")
-        if not create and not db_path.exists():
+        if (read_only or not create) and not db_path.exists():
             raise StoreNotFoundError(f"no vmem store in {self.path}")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        self.read_only = read_only
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock()
         try:
             self._open(embedder, archival, durability, index, max_passage_chars, index_autosave, verify, create)
         except BaseException:
@@ -211,10 +219,10 @@ class MemoryDir:
             from vmem.rank import fuse
         except ImportError:  # hybrid search needs it; the rest works without
             fuse = None
-        self._db = Database(self.path / DB_NAME, create=create, durability=durability)
+        self._db = Database(self.path / DB_NAME, create=create, durability=durability, read_only=self.read_only)
         if verify:
             self._db.quick_check()
-        if self._db.get_meta("store_id") is None:
+        if self._db.get_meta("store_id") is None and not self.read_only:
             with self._db.transaction("initialising the store"):
                 self._db.set_meta("store_id", uuid.uuid4().hex)
                 self._db.set_meta("created", utcnow().timestamp())
@@ -228,6 +236,7 @@ class MemoryDir:
         self.recall = RecallStore(self._db, fts_query)
         self.blocks = Blocks(self._db)
         self.state = KernelState(self._db)
+        self.events = EventLog(self._db)
         self.archival = self._open_archival(archival, index, max_chars, autosave, fts_query, fuse)
         self._closed = False
 
@@ -297,9 +306,10 @@ class MemoryDir:
                 f"the Milvus collection {collection!r} holds vectors of embedder {have_emb['name']!r}, "
                 f"not {want_emb['name']!r} (re-embedding a Milvus collection is not supported)"
             )
-        with self._db.transaction("recording the archival backend"):
-            self._db.set_meta("archival", {"backend": "milvus", "uri": cfg.uri, "collection": collection})
-            self._db.set_meta("embedder", want_emb)
+        if not self.read_only:
+            with self._db.transaction("recording the archival backend"):
+                self._db.set_meta("archival", {"backend": "milvus", "uri": cfg.uri, "collection": collection})
+                self._db.set_meta("embedder", want_emb)
         return store
 
     def _allocate_passage_ids(self, n: int) -> int:
@@ -319,6 +329,14 @@ class MemoryDir:
         applied after the commit. (Milvus archival writes are not part of it.)
         """
         with self._db.transaction("transaction"):
+            yield self
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[MemoryDir]:
+        """A nested transaction inside an open :meth:`transaction`: an exception rolls back only
+        what was written inside it (and propagates). SQLite-archival writes take part; Milvus
+        writes do not."""
+        with self._db.savepoint():
             yield self
 
     def checkpoint(self) -> None:

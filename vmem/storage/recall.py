@@ -159,6 +159,12 @@ class RecallStore:
             raise NotFoundError(f"no message with page id {missing[0]:#x} ({len(missing)} missing)")
         return [found[s] for s in serials]
 
+    def last_id(self) -> int | None:
+        """The page id of the newest message, or None when empty (O(1): the rowid's b-tree)."""
+        with self._db.reading("reading the last message id") as c:
+            row = c.execute("SELECT max(id) FROM messages").fetchone()
+        return make_page_id(PageKind.MESSAGE, row[0]) if row[0] is not None else None
+
     def __len__(self) -> int:
         with self._db.reading("counting messages") as c:
             return int(c.execute("SELECT count(*) FROM messages").fetchone()[0])

@@ -126,6 +126,14 @@ class SqliteArchival(ArchivalStore):
         have = self._db.get_meta("embedder")
         if have == want:
             return
+        if self._db.read_only:
+            from vmem.storage.errors import ConfigMismatchError
+
+            if have is None:  # nothing embedded yet
+                return
+            raise ConfigMismatchError(
+                f"{self._db.path}: the passages were embedded by {have and have.get('name')!r}, not "
+                f"{want['name']!r}; a read-only open cannot re-embed them (open it with that embedder)")
         if have is None:
             with self._db.reading("counting passages") as c:
                 n = c.execute("SELECT count(*) FROM passages").fetchone()[0]
@@ -231,7 +239,7 @@ class SqliteArchival(ArchivalStore):
         """Write the index cache file atomically, if it changed since it was last written."""
         with self._db.lock:
             self._db.check_open()
-            if self._unsaved and not self._db.in_transaction:
+            if self._unsaved and not self._db.in_transaction and not self._db.read_only:
                 self.index.save(self._index_path)
                 self._unsaved = 0
 
