@@ -15,7 +15,7 @@ import pytest
 
 from vmem import PagedContext, Region, estimate_tokens_many
 from vmem._vmcore import lib
-from vmem.reference import ReferenceContext, reference_estimate_tokens
+from reference_model import ReferenceContext, reference_estimate_tokens
 
 VARIANTS = {"core": PagedContext, "reference": ReferenceContext}
 

@@ -61,24 +61,27 @@ from typing import Any, Callable, Generator, Iterator, Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # figures.py
+sys.path.insert(0, str(HERE.parent / "tests"))  # reference_model.py (the pure-Python rules)
 
 from figures import Figure, emit  # noqa: E402
+from reference_model import reference_estimate_tokens  # noqa: E402
 
-from kernel import Agent, AgentConfig, read_trace  # noqa: E402
-from kernel.agent import ALERT, MESSAGE_OVERHEAD, SUMMARIZER_PROMPT  # noqa: E402
-from kernel.builtins import BUILTINS  # noqa: E402
-from kernel.drivers import Completion, ContextOverflowError, Driver, ScriptedDriver, ToolCall  # noqa: E402
-from kernel.functions import FunctionError, check_arguments  # noqa: E402
 from vmem import Region  # noqa: E402
-from vmem.reference import reference_estimate_tokens  # noqa: E402
+from vmem.kernel import Agent, Memory, MemoryConfig, StepRules, read_trace  # noqa: E402
+from vmem.kernel.builtins import BUILTINS  # noqa: E402
+from vmem.kernel.drivers import Completion, ContextOverflowError, Driver, ScriptedDriver, ToolCall  # noqa: E402
+from vmem.kernel.functions import FunctionError, check_arguments  # noqa: E402
+from vmem.kernel.pressure import ALERT  # noqa: E402
+from vmem.kernel.summary import SUMMARIZER_PROMPT  # noqa: E402
+from vmem.kernel.tokens import MESSAGE_OVERHEAD  # noqa: E402
 from vmem.storage import MemoryDir  # noqa: E402
 
 TARGET_P50_MS = 1.0
 TARGET_P99_MS = 5.0
-CONFIG = AgentConfig(window=131_072, reserve_output=4_096, max_steps=4)
+CONFIG = MemoryConfig(window=131_072, reserve_output=4_096)
+RULES = StepRules(max_steps=4)
 SYSTEM = ("You are a helpful assistant with a long memory. Core memory holds what matters about the user; "
           "archival memory holds notes you saved; recall storage holds the whole conversation. Answer with "
           "send_message; save durable facts with core_memory_append or archival_memory_insert.")
@@ -205,18 +208,20 @@ def timed_generator(gen: Generator[Any, Any, Any], box: list[float]) -> Generato
         box[0] += clock() - t
 
 
-#: The step's phases: label -> the Agent methods that do them, first one present wins (the kernel
-#: is refactored under this bench; a phase whose methods are all gone reads 0). "store.transaction"
-#: names MemoryDir.transaction: BEGIN/COMMIT of the transactions the step opens itself.
+#: The step's phases: label -> the methods (dotted paths from the Agent) that do them, first one
+#: present wins (a phase whose methods are all gone reads 0). "memory.store.transaction" is
+#: MemoryDir.transaction: BEGIN/COMMIT; "memory.transaction" the rollback marks around it.
 PHASES: dict[str, tuple[str, ...]] = {
-    "trace: request digest + record": ("_trace_exchange",),
-    "compile the context (+ its digest)": ("_compile", "compile"),
-    "recall append + queue accounting": ("_append",),
-    "run memory functions": ("_execute",),
+    "trace: request digest + record": ("_log",),
+    "prepare: prefetch, pressure": ("memory.prepare",),
+    "compile the context (+ its digest)": ("memory.compile",),
+    "recall append + queue accounting": ("memory._enqueue",),
+    "run memory functions": ("memory.execute",),
     "answer bookkeeping": ("_record",),
-    "persist: state + core snapshot": ("_save",),
-    "transactions: BEGIN/COMMIT": ("store.transaction",),
-    "memory statistics": ("_resize_stats",),
+    "persist: state + core snapshot": ("memory._persist",),
+    "transactions: BEGIN/COMMIT": ("memory.store.transaction",),
+    "transactions: rollback marks": ("memory.transaction",),
+    "memory statistics": ("memory._refresh_stats",),
 }
 
 
@@ -234,12 +239,14 @@ class Phases:
         self._children: list[float] = []  # time spent in nested phases, per open phase
         for label, names in PHASES.items():
             for name in names:
-                owner, _, attr = name.rpartition(".")
-                target = getattr(agent, owner) if owner else agent
+                *owners, attr = name.split(".")
+                target: Any = agent
+                for owner in owners:
+                    target = getattr(target, owner)
                 method = getattr(target, attr, None)
                 if method is None:
                     continue
-                wrap = self._wrap_cm if attr == "transaction" else self._wrap
+                wrap = self._wrap_cm if attr == "transaction" else self._wrap_gen if attr == "prepare" else self._wrap
                 setattr(target, attr, wrap(label, method))
                 break
 
@@ -258,6 +265,16 @@ class Phases:
                 return method(*args, **kwargs)
             finally:
                 self._done(label, time.perf_counter() - t)
+        return timed
+
+    def _wrap_gen(self, label: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            box = [0.0]
+            self._children.append(0.0)
+            try:
+                return (yield from timed_generator(method(*args, **kwargs), box))
+            finally:
+                self._done(label, box[0])
         return timed
 
     def _wrap_cm(self, label: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -292,34 +309,34 @@ def build_scene(path: Path, passages: int, messages: int, batch: int, progress: 
     fill = Responder([Completion(tool_calls=[ToolCall(f"f{i}", "send_message", {"message": text})])
                       for i, text in enumerate(user_messages(64, seed=2))])
     agent = Agent.create(path, system=SYSTEM, blocks={"persona": PERSONA, "human": {"value": "", "limit": HUMAN_LIMIT}},
-                         driver=ScriptedDriver(fill), config=CONFIG, durability="normal")
+                         driver=ScriptedDriver(fill), config=CONFIG, rules=RULES, durability="normal")
+    memory = agent.memory
     try:
         gen = TextGen(1)
         bar = progress_bar(passages, "archival passages", progress)
         t = time.perf_counter()
         for start in range(0, passages, batch):
             n = min(batch, passages - start)
-            agent.store.archival.insert_many([gen.text(2, start + k) for k in range(n)])
+            memory.archival_insert_many([gen.text(2, start + k) for k in range(n)])
             if bar is not None:
                 bar.update(n)
         insert_s = time.perf_counter() - t
         if bar is not None:
             bar.close()
-        agent.memory_changed()
         texts = user_messages(messages // 3 + 8, seed=3)
         bar = progress_bar(messages, "queue messages", progress)
         i = 0
-        while (queued := len(agent.ctx.pages(Region.QUEUE))) < messages:
+        while (queued := len(memory.queue)) < messages:
             agent.step(texts[i % len(texts)])
             i += 1
             if bar is not None:
-                bar.update(len(agent.ctx.pages(Region.QUEUE)) - queued)
+                bar.update(len(memory.queue) - queued)
         if bar is not None:
             bar.close()
-        status = agent.ctx.status()
-        info = {"passages": len(agent.store.archival), "queue": len(agent.ctx.pages(Region.QUEUE)),
+        status = memory.ctx.status()
+        info = {"passages": len(memory.store.archival), "queue": len(memory.queue),
                 "used": status.used, "budget": status.budget, "insert_s": insert_s,
-                "queue_tokens": agent.ctx.stats().tokens[Region.QUEUE]}
+                "queue_tokens": memory.ctx.stats().tokens[Region.QUEUE]}
     finally:
         agent.close()
     return info
@@ -358,7 +375,7 @@ def run_steps(path: Path, name: str, durability: str, steps: int, seed: int,
     driver = TimedDriver(ScriptedDriver(responder))
     texts = user_messages(steps, seed + 1000)
     out = Series(name)
-    agent = Agent.open(path, driver=driver, durability=durability)
+    agent = Agent.open(path, driver=driver, rules=RULES, durability=durability)
     try:
         agent.step("Warming up: hello again.")  # first-use costs (statement cache, page cache) out of the figures
         timer = Phases(agent) if phases is not None else None
@@ -399,16 +416,17 @@ def run_flush(path: Path, durability: str) -> FlushSample:
     """One forced flush (the provider says the prompt is too long) of the forked scene's queue."""
     responder = Responder([ContextOverflowError("prompt is too long"), *step_completions(1, 9)])
     driver = TimedDriver(ScriptedDriver(responder))
-    agent = Agent.open(path, driver=driver, durability=durability)
+    agent = Agent.open(path, driver=driver, rules=RULES, durability=durability)
     try:
         box = [0.0]
-        # the flush is timed from inside the step's generator: the instance attribute shadows the method
-        if not callable(getattr(agent, "_flush", None)):
-            raise RuntimeError("bench_kernel: Agent._flush (the flush generator this bench times) is gone; "
+        # the flush is timed from inside the queue manager: the instance attribute shadows the method
+        manager = agent.memory.pressure
+        if not callable(getattr(manager, "_flush", None)):
+            raise RuntimeError("bench_kernel: QueueManager._flush (the flush generator this bench times) is gone; "
                                "update run_flush to the kernel's new flush entry point")
-        flush = agent._flush
-        agent._flush = lambda result, forced: timed_generator(flush(result, forced), box)  # type: ignore[method-assign]
-        before = len(agent.ctx.pages(Region.QUEUE))
+        flush = manager._flush
+        manager._flush = lambda room, forced: timed_generator(flush(room, forced), box)  # type: ignore[method-assign]
+        before = len(agent.memory.queue)
         t = time.perf_counter()
         result = agent.step("Let us continue where we left off.")
         wall = time.perf_counter() - t
@@ -416,7 +434,7 @@ def run_flush(path: Path, durability: str) -> FlushSample:
             raise RuntimeError(f"expected one flush, got {result.flushes}")
     finally:
         agent.close()
-    evicted = [len(e["evicted"]) for e in read_trace(path / "trace.msgpack") if e["e"] == "flush"][-1]
+    evicted = [len(e["evicted"]) for e in read_trace(path) if e["e"] == "flush"][-1]
     return FlushSample(box[0], wall - driver.seconds, evicted, before)
 
 
@@ -436,10 +454,8 @@ class NaiveKernel:
     summary, every queued message, the tool schemas) with the pure-Python
     estimator, alerts or plans an eviction by a linear scan in Python when over
     the watermarks, compiles the context, runs the completion's memory
-    functions (the same built-ins, through the small agent interface they use)
-    and persists its state. No trace is written. It offers the attributes the
-    built-in memory functions use: ``store``, ``now``, ``config``, ``reply``,
-    ``memory_changed``, ``edit_block``.
+    functions (the same built-ins, through the Host interface they are written
+    against: vmem.kernel.host) and persists its state. No trace is written.
     """
 
     def __init__(self, path: Path, context: list[dict[str, Any]], tools: list[dict[str, Any]],
@@ -467,16 +483,35 @@ class NaiveKernel:
     def close(self) -> None:
         self.store.close()
 
-    # -- what the memory functions call
+    # -- the Host interface (what the memory functions call)
+
+    @property
+    def page_size(self) -> int:
+        return self.config.page_size
+
+    def block(self, label: str) -> Any:
+        return self.store.blocks.get(label)
+
+    def block_labels(self) -> list[str]:
+        return self.store.blocks.labels()
+
+    def set_block(self, label: str, value: str) -> Any:
+        return self.store.blocks.set(label, value)
 
     def reply(self, message: str) -> None:
         self.replies.append(message)
 
-    def memory_changed(self) -> None:
-        pass
+    def archival_insert(self, content: str, tags: Sequence[str]) -> list[int]:
+        return self.store.archival.insert(content, tags=tags, timestamp=self.now)
 
-    def edit_block(self, label: str, value: str) -> Any:
-        return self.store.blocks.set(label, value)
+    def archival_search(self, query: str, **kw: Any) -> Any:
+        return self.store.archival.search(query, mode="hybrid", page_size=self.page_size, **kw)
+
+    def conversation_search(self, query: str | None, **kw: Any) -> Any:
+        return self.store.recall.search(query, page_size=self.page_size, **kw)
+
+    def page_in(self, hits: Sequence[tuple[int, float, str]]) -> set[int]:
+        return set()
 
     # -- the step
 
@@ -573,7 +608,7 @@ class NaiveKernel:
                 if func is None:
                     raise FunctionError(f"no function {call.name!r}")
                 kwargs = check_arguments(func, call.arguments or {})
-                value = func.fn(self, **kwargs) if func.wants_agent else func.fn(**kwargs)
+                value = func.fn(self, **kwargs) if func.wants_memory else func.fn(**kwargs)
                 text = json.dumps({"status": "OK", "message": value}, ensure_ascii=False, default=str)
             except (FunctionError, ValueError, KeyError, TypeError) as exc:
                 text = json.dumps({"status": "Failed", "message": str(exc)}, ensure_ascii=False)
@@ -587,11 +622,11 @@ class NaiveKernel:
 
 def naive_scene(scene: Path, into: Path, durability: str) -> NaiveKernel:
     """A NaiveKernel holding the same context (system, queue) as the saved scene."""
-    agent = Agent.open(scene, driver=ScriptedDriver([]), durability="normal")
+    memory = Memory.open(scene, read_only=True)
     try:
-        context, tools = agent.compile(), agent.tools
+        context, tools = list(memory.compile()), memory.tools
     finally:
-        agent.close()
+        memory.close()
     if into.exists():
         shutil.rmtree(into)
     return NaiveKernel(into, context, tools, durability)

@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py and the bench helpers
 
 from figures import Figure, emit  # noqa: E402
 
@@ -194,7 +193,7 @@ def page_in_times(index: PageIndex, ids: np.ndarray, queries: np.ndarray, k: int
     """p50/p99 of a whole page-in (lookup + admission into the C core's working set)."""
     try:
         from vmem import PagedContext, Region
-        from vmem.pagein import Pager
+        from pagein import Pager
     except ImportError:  # the core is not built
         return (float("nan"), float("nan"))
     ctx = PagedContext(window=128_000, reserve=8_000, ws_budget=4_000)

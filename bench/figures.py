@@ -45,7 +45,7 @@ class Figure:
 
 def print_figures(figures: Sequence[Figure], out=sys.stdout) -> None:
     """A table: figure, value, baseline, ratio, target, met (the same table as ``vmem bench``)."""
-    from kernel.benchrun import print_table
+    from vmem.app.benchrun import print_table
 
     print_table([asdict(f) for f in figures], out)
 

@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py and the bench helpers
 
 from figures import Figure, emit  # noqa: E402
 
-from vmem.evaluation import (  # noqa: E402
+from vmem.app.evaluation import (  # noqa: E402
     BASE_MODES,
     PAPER_DRAGON,
     evaluate_locomo,

@@ -39,15 +39,15 @@ from typing import Any, Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py and the bench helpers
+sys.path.insert(0, str(ROOT / "tests"))  # nested_kv_task.py
 
 from bench_kernel import TimedDriver  # noqa: E402
 from figures import Figure, emit  # noqa: E402
 
-from kernel import Agent, AgentConfig  # noqa: E402
-from kernel.drivers import ScriptedDriver  # noqa: E402
-from kernel.nested_kv import SYSTEM_PROMPT, KVLookupPolicy, NestedKVTask, make_task  # noqa: E402
+from vmem.kernel import Agent, MemoryConfig, StepRules  # noqa: E402
+from vmem.kernel.drivers import ScriptedDriver  # noqa: E402
+from nested_kv_task import SYSTEM_PROMPT, KVLookupPolicy, NestedKVTask, make_task  # noqa: E402
 
 DEFAULT_PATH = ROOT.parent / "shared" / "data" / "nested_kv"
 RECORDS = "kv-retrieval-140_keys.jsonl.gz"
@@ -92,12 +92,12 @@ def load_orderings(data: Path, wanted: Sequence[int] | None) -> dict[int, list[l
     return out
 
 
-def run_question(task: NestedKVTask, workdir: Path, config: AgentConfig, durability: str) -> dict[str, Any]:
+def run_question(task: NestedKVTask, workdir: Path, config: MemoryConfig, durability: str) -> dict[str, Any]:
     """Ask one question of a fresh agent; return what it answered and what it cost."""
     driver = TimedDriver(ScriptedDriver(KVLookupPolicy()))
-    with Agent.create(workdir, system=SYSTEM_PROMPT, driver=driver, config=config, durability=durability) as agent:
-        agent.store.archival.insert_many(task.passages)
-        agent.memory_changed()
+    with Agent.create(workdir, system=SYSTEM_PROMPT, driver=driver, config=config, rules=StepRules(max_steps=16),
+                      durability=durability) as agent:
+        agent.memory.archival_insert_many(task.passages)
         t = time.perf_counter()
         result = agent.step(task.question)
         wall = time.perf_counter() - t
@@ -106,7 +106,7 @@ def run_question(task: NestedKVTask, workdir: Path, config: AgentConfig, durabil
             "steps": result.steps, "flushes": result.flushes, "stopped": result.stopped}
 
 
-def run(data: Path, levels: Sequence[int] | None, samples: int, config: AgentConfig, durability: str,
+def run(data: Path, levels: Sequence[int] | None, samples: int, config: MemoryConfig, durability: str,
         progress: bool) -> list[LevelResult]:
     """Every (L, ordering) question; one result per L."""
     pairs = load_record(data / RECORDS, 0)
@@ -163,7 +163,7 @@ def figures(results: Sequence[LevelResult]) -> list[Figure]:
     return out
 
 
-def report(results: Sequence[LevelResult], config: AgentConfig, durability: str) -> str:
+def report(results: Sequence[LevelResult], config: MemoryConfig, durability: str) -> str:
     """A human-readable table, per L."""
     lines = [f"nested KV (record 0, window {config.window}, durability {durability}; kernel time excludes the driver)",
              f"{'L':>2} {'questions':>9} {'accuracy':>9} {'faults/q':>9} {'steps/q':>8} {'flushes':>7} "
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             print("[]")
         return 0
     samples = min(args.samples, 10) if args.quick else args.samples
-    config = AgentConfig(window=args.window, max_steps=16)
+    config = MemoryConfig(window=args.window)
     t = time.perf_counter()
     results = run(args.path, args.levels, samples, config, args.durability, not args.no_progress)
     if not results:

@@ -801,9 +801,10 @@ int vm_plan_evict(vm_t *vm, uint64_t need, uint64_t *out, size_t cap, size_t *n,
 /* ---------------------------------------------------------------- page-in admission */
 
 /* Page candidates into the working set, most relevant (highest score) first.
- * A resident candidate is touched. A candidate in OUT is admitted if the
- * working set can make room for it by evicting its coldest pages, never a
- * pinned one and never one touched in this call; otherwise it is skipped.
+ * First every resident candidate is touched, so no candidate of the call is
+ * ever a victim; then each candidate in OUT is admitted if the working set can
+ * make room for it by evicting its coldest pages, never a pinned one and never
+ * one touched in this call; otherwise it is skipped.
  * admitted[] receives at most n ids; evicted[] at most the working set's page
  * count (cap_evicted must be at least that; else VM_EINVAL and *nevicted says
  * how many). Unknown ids or NaN scores: VM_EINVAL/VM_ENOENT, nothing done. */
@@ -838,13 +839,14 @@ int vm_admit(vm_t *vm, const uint64_t *ids, const float *scores, size_t n,
     }
     uint64_t call_start = vm->seq + 1; /* pages touched in this call have last_touch >= this */
     size_t na = 0, ne = 0;
+    for (size_t k = 0; k < n; k++) /* resident candidates first: touched, so never victims */
+        if (vm->pages[slot[order[k]]].region != VM_OUT)
+            touch(vm, slot[order[k]]);
     for (size_t k = 0; k < n; k++) {
         int32_t s = slot[order[k]];
         vm_page *p = &vm->pages[s];
-        if (p->region != VM_OUT) {
-            touch(vm, s);
+        if (p->region != VM_OUT) /* touched above, or a repeated candidate admitted above */
             continue;
-        }
         if (p->tokens > vm->cfg.ws_budget)
             continue;
         uint64_t ws = vm->tokens[VM_WORKSET];

@@ -1,22 +1,23 @@
 """The built-in memory functions (MemGPT's and Letta's set), called by the LLM.
 
-Each returns a short text for the LLM or raises FunctionError with what to fix.
-Search results are paged into the working set (a page fault); the call's
-result lists them, with the full text of any page that did not fit.
+Each is written against :class:`vmem.kernel.host.Host` only. It returns a short text for
+the LLM or raises FunctionError with what to fix. Search results are paged into the
+working set (a page fault); the call's result lists them, with the full text of any page
+that did not fit.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
+from typing import Literal
 
-from kernel.functions import FunctionError, memory_function
-from vmem.storage import BlockLimitError, NotFoundError, ReadOnlyBlockError
+from vmem.kernel.context import message_line, passage_line
+from vmem.kernel.functions import FunctionError, memory_function
+from vmem.kernel.host import Host, SearchHit
+from vmem.storage import Block, BlockLimitError, NotFoundError, ReadOnlyBlockError, SearchPage
 
-if TYPE_CHECKING:
-    from kernel.agent import Agent
-
-__all__ = ["BUILTINS"]
+__all__ = ["BUILTINS", "TERMINAL"]
 
 SNIPPET = 120
 
@@ -30,10 +31,18 @@ def _date(value: str | None, name: str) -> _dt.date | None:
         raise FunctionError(f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
 
 
-def _edit_block(agent: "Agent", label: str, new_value: str) -> str:
+def _block(memory: Host, label: str) -> Block:
+    try:
+        return memory.block(label)
+    except NotFoundError:
+        labels = ", ".join(memory.block_labels()) or "none"
+        raise FunctionError(f"no core memory block {label!r}; blocks: {labels}") from None
+
+
+def _edit_block(memory: Host, label: str, new_value: str) -> str:
     """Replace a block's value; the store enforces read-only and the limit, the core the budget."""
     try:
-        block = agent.edit_block(label, new_value)
+        block = memory.set_block(label, new_value)
     except ReadOnlyBlockError as exc:
         raise FunctionError(str(exc)) from None
     except BlockLimitError as exc:
@@ -42,31 +51,31 @@ def _edit_block(agent: "Agent", label: str, new_value: str) -> str:
 
 
 @memory_function
-def send_message(agent: "Agent", message: str) -> str:
+def send_message(memory: Host, message: str) -> str:
     """Send a message to the user. This is the only way the user sees what you write.
 
     Args:
         message: the message, in plain text or Markdown.
     """
-    agent.reply(message)
+    memory.reply(message)
     return "sent"
 
 
 @memory_function
-def core_memory_append(agent: "Agent", label: str, content: str) -> str:
+def core_memory_append(memory: Host, label: str, content: str) -> str:
     """Append text to a core memory block (always in your context).
 
     Args:
         label: the block's label (e.g. "human" or "persona").
         content: the text to append, on a new line.
     """
-    block = _block(agent, label)
+    block = _block(memory, label)
     value = f"{block.value}\n{content}" if block.value else content
-    return _edit_block(agent, label, value)
+    return _edit_block(memory, label, value)
 
 
 @memory_function
-def core_memory_replace(agent: "Agent", label: str, old_content: str, new_content: str) -> str:
+def core_memory_replace(memory: Host, label: str, old_content: str, new_content: str) -> str:
     """Replace text in a core memory block; the old text must occur exactly once.
 
     Args:
@@ -74,18 +83,18 @@ def core_memory_replace(agent: "Agent", label: str, old_content: str, new_conten
         old_content: the exact text to replace.
         new_content: the replacement (empty to delete old_content).
     """
-    block = _block(agent, label)
+    block = _block(memory, label)
     if not old_content:
         raise FunctionError("old_content must not be empty")
     n = block.value.count(old_content)
     if n != 1:
         raise FunctionError(f"old_content occurs {n} times in block {label!r}; it must occur exactly once "
                             f"(quote more of the surrounding text)")
-    return _edit_block(agent, label, block.value.replace(old_content, new_content))
+    return _edit_block(memory, label, block.value.replace(old_content, new_content))
 
 
 @memory_function
-def memory_insert(agent: "Agent", label: str, content: str, insert_line: int = -1) -> str:
+def memory_insert(memory: Host, label: str, content: str, insert_line: int = -1) -> str:
     """Insert text into a core memory block after a given line.
 
     Args:
@@ -93,38 +102,30 @@ def memory_insert(agent: "Agent", label: str, content: str, insert_line: int = -
         content: the text to insert (may span several lines).
         insert_line: insert after this line number (1-based); 0 inserts at the top, -1 at the end.
     """
-    block = _block(agent, label)
+    block = _block(memory, label)
     lines = block.value.split("\n") if block.value else []
     if insert_line == -1:
         insert_line = len(lines)
     if not 0 <= insert_line <= len(lines):
         raise FunctionError(f"insert_line must be -1 or between 0 and {len(lines)} for block {label!r}")
     lines[insert_line:insert_line] = content.split("\n")
-    return _edit_block(agent, label, "\n".join(lines))
+    return _edit_block(memory, label, "\n".join(lines))
 
 
 @memory_function
-def memory_rethink(agent: "Agent", label: str, new_memory: str) -> str:
+def memory_rethink(memory: Host, label: str, new_memory: str) -> str:
     """Rewrite a core memory block completely (to reorganise or condense it).
 
     Args:
         label: the block's label.
         new_memory: the block's new full text.
     """
-    _block(agent, label)
-    return _edit_block(agent, label, new_memory)
-
-
-def _block(agent: "Agent", label: str):
-    try:
-        return agent.store.blocks.get(label)
-    except NotFoundError:
-        labels = ", ".join(agent.store.blocks.labels()) or "none"
-        raise FunctionError(f"no core memory block {label!r}; blocks: {labels}") from None
+    _block(memory, label)
+    return _edit_block(memory, label, new_memory)
 
 
 @memory_function
-def archival_memory_insert(agent: "Agent", content: str, tags: list[str] | None = None) -> str:
+def archival_memory_insert(memory: Host, content: str, tags: list[str] | None = None) -> str:
     """Save text to archival memory (long-term, unlimited, searchable by meaning and words).
 
     Args:
@@ -133,14 +134,13 @@ def archival_memory_insert(agent: "Agent", content: str, tags: list[str] | None 
     """
     if not content.strip():
         raise FunctionError("content must not be empty")
-    ids = agent.store.archival.insert(content, tags=tags or (), timestamp=agent.now)
-    agent.memory_changed()
+    ids = memory.archival_insert(content, tags or ())
     return f"saved as {len(ids)} passage(s): {', '.join(f'{i:#x}' for i in ids)}"
 
 
 @memory_function
 def archival_memory_search(
-    agent: "Agent",
+    memory: Host,
     query: str,
     tags: list[str] | None = None,
     tags_match: Literal["any", "all"] = "any",
@@ -158,16 +158,15 @@ def archival_memory_search(
         end_date: only passages up to this date (YYYY-MM-DD).
         page: the page of results, from 0.
     """
-    found = agent.store.archival.search(
-        query, mode="hybrid", tags=tags, tags_match=tags_match, start=_date(start_date, "start_date"),
-        end=_date(end_date, "end_date"), page=page, page_size=agent.config.page_size)
-    hits = [(h.item.id, h.score, agent.passage_line(h.item)) for h in found.hits]
-    return _page_fault(agent, "archival memory", found, hits)
+    found = memory.archival_search(query, tags=tags, tags_match=tags_match, start=_date(start_date, "start_date"),
+                                   end=_date(end_date, "end_date"), page=page)
+    hits = [(h.item.id, h.score, passage_line(h.item)) for h in found.hits]
+    return _page_fault(memory, "archival memory", found, hits)
 
 
 @memory_function
 def conversation_search(
-    agent: "Agent",
+    memory: Host,
     query: str | None = None,
     roles: list[str] | None = None,
     start_date: str | None = None,
@@ -183,18 +182,17 @@ def conversation_search(
         end_date: only messages up to this date (YYYY-MM-DD).
         page: the page of results, from 0.
     """
-    found = agent.store.recall.search(
-        query, roles=roles, start=_date(start_date, "start_date"), end=_date(end_date, "end_date"),
-        page=page, page_size=agent.config.page_size)
-    hits = [(h.item.id, h.score, agent.message_line(h.item)) for h in found.hits]
-    return _page_fault(agent, "recall storage", found, hits)
+    found = memory.conversation_search(query, roles=roles, start=_date(start_date, "start_date"),
+                                       end=_date(end_date, "end_date"), page=page)
+    hits = [(h.item.id, h.score, message_line(h.item)) for h in found.hits]
+    return _page_fault(memory, "recall storage", found, hits)
 
 
-def _page_fault(agent: "Agent", tier: str, found, hits) -> str:
+def _page_fault(memory: Host, tier: str, found: SearchPage, hits: Sequence[SearchHit]) -> str:
     if not hits:
         return f"no results in {tier} (page {found.page + 1} of {max(found.pages, 1)}, {found.total} matches)"
     ranked = [(page, 1.0 / (rank + 1), line) for rank, (page, _, line) in enumerate(hits)]
-    resident = set(agent.page_in(ranked)) | agent.resident_pages([h[0] for h in hits])
+    resident = memory.page_in(ranked)
     lines = [f"page {found.page + 1} of {found.pages} ({found.total} matches) in {tier}:"]
     for page, _, line in hits:
         if page in resident:
@@ -214,3 +212,6 @@ BUILTINS = (
     archival_memory_search,
     conversation_search,
 )
+
+TERMINAL = frozenset({"send_message"})
+"""Built-ins that end the agent's turn (unless the model asks for a heartbeat and a rule allows it)."""

@@ -2,13 +2,14 @@
 
 A memory function is a plain Python function with type hints and a docstring
 in Google style (a summary, then ``Args:``). Its tool schema is generated from
-both. The first parameter may be ``agent``: the calling :class:`kernel.Agent`
-is passed there and it is not part of the schema. Every function also takes
-``request_heartbeat`` (chain another step after this one), handled by the
-kernel. Register your own with :func:`memory_function`::
+both. The first parameter may be ``memory``: the :class:`vmem.kernel.Memory` the call
+runs in is passed there (see :class:`vmem.kernel.host.Host` for what the built-ins use)
+and it is not part of the schema. Every function also takes ``request_heartbeat``
+(chain another step after this one), handled by the kernel. Register your own with
+:func:`memory_function`::
 
     @memory_function
-    def roll_dice(agent, sides: int = 6) -> str:
+    def roll_dice(sides: int = 6) -> str:
         \"\"\"Roll a die.
 
         Args:
@@ -16,27 +17,36 @@ kernel. Register your own with :func:`memory_function`::
         \"\"\"
         return str(random.randint(1, sides))
 
-A function signals a problem the LLM can fix by raising :class:`FunctionError`
-(or ValueError/KeyError from the stores); the kernel answers it to the LLM as a
-failed call and chains a step so the model can retry.
+A function signals a problem the LLM can fix by raising :class:`FunctionError`. Any
+other exception it raises (a bug, a network error) is answered to the LLM as a failed
+call too, never raised to the caller, and whatever the call changed is undone.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import inspect
+import json
 import re
 import types
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
+from vmem.errors import VmemError
+from vmem.kernel.drivers.base import ToolCall
+from vmem.kernel.drivers.toolcalls import parse_arguments
+
 __all__ = [
+    "CallRecord",
     "FunctionError",
     "MemoryFunction",
     "memory_function",
     "HEARTBEAT",
+    "as_tool_call",
     "check_arguments",
+    "invoke",
 ]
 
 HEARTBEAT = "request_heartbeat"
@@ -58,7 +68,7 @@ class MemoryFunction:
     name: str
     fn: Callable[..., Any]
     schema: dict[str, Any]
-    wants_agent: bool
+    wants_memory: bool  #: the first parameter is ``memory``: the Memory is passed there
 
     @property
     def tool(self) -> dict[str, Any]:
@@ -120,14 +130,14 @@ def memory_function(fn: Callable[..., Any] | None = None, *, name: str | None = 
         if not summary:
             raise TypeError(f"memory function {f.__name__} needs a docstring: the LLM reads it")
         params = list(sig.parameters.values())
-        wants_agent = bool(params) and params[0].name == "agent"
-        # resolve the hints of the described parameters only ("agent" may be a forward reference)
-        described = {k: v for k, v in getattr(f, "__annotations__", {}).items() if k not in ("agent", "return")}
+        wants_memory = bool(params) and params[0].name == "memory"
+        # resolve the hints of the described parameters only ("memory" may be a forward reference)
+        described = {k: v for k, v in getattr(f, "__annotations__", {}).items() if k not in ("memory", "return")}
         hints = typing.get_type_hints(types.SimpleNamespace(__annotations__=described),
                                       globalns=getattr(f, "__globals__", {}))
         properties: dict[str, Any] = {}
         required: list[str] = []
-        for p in params[1:] if wants_agent else params:
+        for p in params[1:] if wants_memory else params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TypeError(f"memory function {f.__name__}: *args/**kwargs cannot be described")
             if p.name == HEARTBEAT:
@@ -145,7 +155,7 @@ def memory_function(fn: Callable[..., Any] | None = None, *, name: str | None = 
             "parameters": {"type": "object", "properties": properties, "required": required,
                            "additionalProperties": False},
         }
-        return MemoryFunction(name or f.__name__, f, schema, wants_agent)
+        return MemoryFunction(name or f.__name__, f, schema, wants_memory)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -202,3 +212,69 @@ def check_arguments(func: MemoryFunction, arguments: dict[str, Any]) -> dict[str
     if problems:
         raise FunctionError(f"bad call to {func.name}: " + "; ".join(problems))
     return kwargs
+
+
+# ------------------------------------------------------------------ calling them
+
+
+@dataclass
+class CallRecord:
+    """One memory function call made by the LLM, and how it went."""
+
+    name: str
+    arguments: dict[str, Any] | None
+    ok: bool
+    result: str  #: the tool message's content: JSON {"status": "OK"|"Failed", "message": ...}
+    heartbeat: bool = False  #: the call asked for another step (request_heartbeat: true)
+    replies: list[str] = field(default_factory=list)  #: messages for the user it produced (send_message)
+    call_id: str = ""
+
+
+def as_tool_call(call: Any) -> ToolCall:
+    """A ToolCall from a ToolCall, an ``openai`` tool call object or its dict (arguments parsed leniently)."""
+    if isinstance(call, ToolCall):
+        return call
+    if not isinstance(call, dict):
+        dump = getattr(call, "model_dump", None)
+        if dump is None:
+            raise TypeError(f"a tool call is a ToolCall, a dict or an openai tool call object, not {type(call).__name__}")
+        call = dump()
+    fn = call.get("function") or {}
+    name = fn.get("name") if isinstance(fn, dict) else None
+    raw = fn.get("arguments") if isinstance(fn, dict) else None
+    call_id = str(call.get("id") or "")
+    if not call_id:
+        raise TypeError("a tool call needs an id")
+    if not isinstance(name, str) or not name:
+        return ToolCall(call_id, "unnamed_function", None, "the tool call names no function",
+                        raw_arguments=raw if isinstance(raw, str) else None)
+    parsed = parse_arguments(raw)
+    return ToolCall(call_id, name, parsed.arguments, parsed.error, raw_arguments=raw if isinstance(raw, str) else None)
+
+
+def invoke(functions: Mapping[str, MemoryFunction], memory: Any, call: ToolCall) -> CallRecord:
+    """Run one call: look the function up, check its arguments, call it. Never raises an
+    Exception: whatever goes wrong is the record's failure message for the LLM."""
+    heartbeat = bool(call.arguments and call.arguments.get(HEARTBEAT) is True)
+    try:
+        if call.error is not None:
+            raise FunctionError(f"could not parse the arguments of {call.name}: {call.error}")
+        func = functions.get(call.name)
+        if func is None:
+            raise FunctionError(f"no function {call.name!r}; available: {', '.join(functions)}")
+        kwargs = check_arguments(func, call.arguments or {})
+        value = func.fn(memory, **kwargs) if func.wants_memory else func.fn(**kwargs)
+        text = json.dumps({"status": "OK", "message": value if value is not None else "None"},
+                          ensure_ascii=False, default=str)
+        ok = True
+    except FunctionError as exc:
+        text, ok = _failure(str(exc)), False
+    except Exception as exc:  # noqa: BLE001 - a bug or an outage in the function: the LLM is told, the caller is not
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        known = isinstance(exc, (ValueError, KeyError, TypeError, VmemError))  # the stores' own words suffice
+        text, ok = _failure(message if known else f"{type(exc).__name__}: {message}"), False
+    return CallRecord(call.name, call.arguments, ok, text, heartbeat, call_id=call.id)
+
+
+def _failure(message: str) -> str:
+    return json.dumps({"status": "Failed", "message": message}, ensure_ascii=False)

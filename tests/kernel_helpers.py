@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kernel import Agent
-from kernel.drivers import Completion, ToolCall, Usage
-from vmem import Region
+from vmem.kernel import Agent, Memory
+from vmem.kernel.drivers import Completion, ToolCall, Usage
 
 
 def call(name: str, heartbeat: bool = False, cid: str | None = None, **arguments: Any) -> ToolCall:
@@ -54,25 +53,8 @@ class ChattyPolicy:
                           usage=usage)
 
 
-def check_agent(agent: Agent) -> None:
-    """The invariants every step must keep."""
-    agent.ctx.check()
-    context = agent.compile()
-    # no tool pair is split: each tool message follows its assistant call, and every call has its result
-    pending: set[str] = set()
-    for m in context:
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            assert not pending, f"tool calls {pending} have no result before the next assistant message"
-            pending = {c["id"] for c in m["tool_calls"]}
-        elif m["role"] == "tool":
-            assert m["tool_call_id"] in pending, f"tool result {m['tool_call_id']} has no call in the context"
-            pending.discard(m["tool_call_id"])
-        elif pending and m["role"] != "system":
-            raise AssertionError(f"tool calls {pending} are split from their results")
-    queue = agent.ctx.pages(Region.QUEUE).tolist()
-    assert len(queue) == len(set(queue))
-    # the agent's queue cache is the core's queue, in the core's order
-    assert agent._queue == [agent._cache[p] for p in queue]
-    assert agent._queue_digests == [agent._digests[p] for p in queue]
-    # every queue page is a stored message
-    assert all(agent.store.recall.get(p) for p in queue[-3:])
+def check_agent(agent: Agent | Memory) -> None:
+    """The invariants every step must keep: Memory.check(), and no call awaiting its result."""
+    memory = agent.memory if isinstance(agent, Agent) else agent
+    memory.check()
+    assert not memory.pending_calls, f"tool calls {memory.pending_calls} have no result after the step"

@@ -26,7 +26,7 @@ from vmem import (
     estimate_tokens,
     estimate_tokens_many,
 )
-from vmem.reference import reference_estimate_tokens
+from reference_model import reference_estimate_tokens
 
 
 def queue_of(ctx: PagedContext, n: int, tokens: int = 10, start: int = 100, group_of=lambda i: 0) -> list[int]:

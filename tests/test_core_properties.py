@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from vmem import MAX_PAGE_TOKENS, PagedContext, Policy, Region
 from vmem.errors import CoreError
-from vmem.reference import ReferenceContext
+from reference_model import ReferenceContext
 
 IDS = st.one_of(st.integers(0, 12), st.integers(0, 12), st.integers(0, 12), st.sampled_from([2**64 - 1, 2**63, 1 << 56 | 7]))
 TOKENS = st.one_of(st.integers(0, 300), st.integers(-3, -1), st.sampled_from([0, MAX_PAGE_TOKENS, MAX_PAGE_TOKENS + 1]))

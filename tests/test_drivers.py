@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import msgpack
 import pytest
 
-from kernel.drivers import (
+from vmem.kernel.drivers import (
     Completion,
     ContextOverflowError,
     Driver,

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from fake_openai_server import FakeOpenAIServer, Reply
 
-from kernel.drivers import (
+from vmem.kernel.drivers import (
     Completion,
     ContextOverflowError,
     DriverError,
@@ -26,7 +26,7 @@ from kernel.drivers import (
     ToolCall,
     Usage,
 )
-from kernel.drivers.openai import NO_KEY, parse_retry_after
+from vmem.kernel.drivers.openai import NO_KEY, parse_retry_after
 
 TOOLS = [
     {

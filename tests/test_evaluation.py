@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem.evaluation import (
+from vmem.app.evaluation import (
     evaluate_locomo,
     format_report,
     load_locomo,

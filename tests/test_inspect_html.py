@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel import Agent, AgentConfig
-from kernel.drivers import Completion, ScriptedDriver, ToolCall
+from vmem.kernel import Agent, MemoryConfig
+from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
 
 ROOT = Path(__file__).resolve().parents[1]
 NASTY = """<script>alert("pwned")</script> & <img src=x onerror="alert(1)"> 'q' </td></tr></table> &amp;"""
@@ -48,14 +48,14 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
 
     agent = Agent.create(base / "agent", system=f"system: {NASTY}", driver=ScriptedDriver(respond),
                          blocks={"human": NASTY, "persona": {"value": "plain", "description": NASTY}},
-                         config=AgentConfig(window=4096, reserve_output=256))
+                         config=MemoryConfig(window=4096, reserve_output=256))
     for n in range(6):
         agent.step(f"message {n}: {NASTY} " + "padding words " * 40)
-    passages = len(agent.store.archival)
-    assert agent.compile()[3]["content"].startswith("<summary of")  # a flush happened: there is a summary
+    passages = len(agent.memory.store.archival)
+    assert agent.memory.compile()[3]["content"].startswith("<summary of")  # a flush happened: there is a summary
     agent.close()
     out = base / "agent.html"
-    p = subprocess.run([sys.executable, "-m", "kernel.cli", "inspect", str(base / "agent"), "--html", str(out)],
+    p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "inspect", str(base / "agent"), "--html", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 0, p.stderr
     return out, out.read_text(encoding="utf-8"), passages

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel import Agent, AgentConfig, AgentError, ContextWindowError, memory_function, replay
-from kernel.builtins import BUILTINS
-from kernel.drivers import Completion, DriverError, DriverTimeoutError, ScriptedDriver, ToolCall
-from kernel.functions import FunctionError, check_arguments
+from vmem.kernel import (Agent, ContextWindowError, KernelError, MemoryConfig, ReadOnlyError, StepRules,
+                         memory_function, replay)
+from vmem.kernel.builtins import BUILTINS
+from vmem.kernel.drivers import Completion, DriverError, DriverTimeoutError, ScriptedDriver, ToolCall
+from vmem.kernel.functions import FunctionError, check_arguments
 from kernel_helpers import ChattyPolicy, call, check_agent
 from vmem import Region
 
@@ -23,9 +24,9 @@ BLOCKS = {"human": "", "persona": "I am a careful assistant.",
           "rules": {"value": "Never share secrets.", "read_only": True, "limit": 100}}
 
 
-def new_agent(path, script, **config):
+def new_agent(path, script, max_steps=8, **config):
     return Agent.create(path, system="You are a test agent.", blocks=BLOCKS, driver=ScriptedDriver(script),
-                        config=AgentConfig(**{"window": 4096, **config}))
+                        config=MemoryConfig(**{"window": 4096, **config}), rules=StepRules(max_steps=max_steps))
 
 
 def result_of(step, i=0):
@@ -45,12 +46,12 @@ def test_create_step_reopen_keeps_everything(tmp_path):
     result = agent.step("Hi, I'm Ana and I surf.")
     assert result.replies == ["Hi Ana!"] and result.steps == 3
     assert [c.ok for c in result.calls] == [True, True, True]
-    digest = agent.digest()
+    digest = agent.memory.digest()
     agent.close()
     again = Agent.open(tmp_path / "a", driver=ScriptedDriver([]))
-    assert again.digest() == digest
-    assert "Name: Ana" in again.store.blocks.get("human").value
-    assert again.store.archival.search("surf", mode="text").total == 1
+    assert again.memory.digest() == digest
+    assert "Name: Ana" in again.memory.store.blocks.get("human").value
+    assert again.memory.store.archival.search("surf", mode="text").total == 1
     check_agent(again)
     again.close()
 
@@ -61,13 +62,13 @@ def test_reopen_in_another_process_gives_the_same_digest(tmp_path):
         Completion(tool_calls=[call("send_message", message="noted")]),
     ])
     agent.step("I like tea")
-    digest = agent.digest()
+    digest = agent.memory.digest()
     agent.close()
     code = textwrap.dedent(f"""
-        from kernel import Agent
-        from kernel.drivers import ScriptedDriver
+        from vmem.kernel import Agent
+        from vmem.kernel.drivers import ScriptedDriver
         agent = Agent.open({str(tmp_path / "a")!r}, driver=ScriptedDriver([]))
-        print(agent.digest())
+        print(agent.memory.digest())
         agent.close()
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -76,7 +77,7 @@ def test_reopen_in_another_process_gives_the_same_digest(tmp_path):
 
 def test_create_refuses_an_existing_agent_and_open_needs_one(tmp_path):
     new_agent(tmp_path / "a", []).close()
-    with pytest.raises(AgentError, match="holds an agent already"):
+    with pytest.raises(KernelError, match="holds an agent already"):
         new_agent(tmp_path / "a", [])
     with pytest.raises(Exception, match="no vmem store"):
         Agent.open(tmp_path / "missing", driver=ScriptedDriver([]))
@@ -85,7 +86,7 @@ def test_create_refuses_an_existing_agent_and_open_needs_one(tmp_path):
 def test_system_and_core_memory_larger_than_the_window_is_a_clear_error(tmp_path):
     with pytest.raises(ContextWindowError, match="core memory alone"):
         Agent.create(tmp_path / "a", system="word " * 5000, blocks={}, driver=ScriptedDriver([]),
-                     config=AgentConfig(window=4096))
+                     config=MemoryConfig(window=4096))
 
 
 # ---------------------------------------------------------------- memory functions
@@ -115,9 +116,9 @@ def test_core_memory_edits(tmp_path):
     ])
     result = agent.step("edit")
     assert all(c.ok for c in result.calls), [c.result for c in result.calls]
-    assert agent.store.blocks.get("human").value == "line one\nline two\nline 3"
-    assert agent.store.blocks.get("persona").value == "I am terse."
-    core_text = next(m["content"] for m in agent.compile() if "<core_memory>" in m["content"])
+    assert agent.memory.store.blocks.get("human").value == "line one\nline two\nline 3"
+    assert agent.memory.store.blocks.get("persona").value == "I am terse."
+    core_text = next(m["content"] for m in agent.memory.compile() if "<core_memory>" in m["content"])
     assert "line two" in core_text and 'chars="24/2000"' in core_text
     check_agent(agent)
     agent.close()
@@ -142,12 +143,12 @@ def test_core_memory_edits(tmp_path):
 ])
 def test_bad_calls_become_function_errors_and_the_agent_goes_on(tmp_path, bad, message):
     agent = new_agent(tmp_path / "a", [Completion(tool_calls=[bad]), Completion(text="sorry, fixed")])
-    before = {b.label: b.value for b in agent.store.blocks.all()}
+    before = {b.label: b.value for b in agent.memory.store.blocks.all()}
     result = agent.step("do something")
     assert result.calls[0].ok is False
     assert message in result_of(result)["message"]
     assert result.replies == ["sorry, fixed"]  # a failed call chains a step
-    assert {b.label: b.value for b in agent.store.blocks.all()} == before
+    assert {b.label: b.value for b in agent.memory.store.blocks.all()} == before
     check_agent(agent)
     agent.close()
 
@@ -176,7 +177,7 @@ def test_user_functions_with_a_decorator(tmp_path):
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, functions=[add_numbers],
                          driver=ScriptedDriver([Completion(tool_calls=[call("add_numbers", heartbeat=True, a=2, b=3)]),
                                                 Completion(text="5")]),
-                         config=AgentConfig(window=4096))
+                         config=MemoryConfig(window=4096))
     assert add_numbers.schema["parameters"]["required"] == ["a"]
     result = agent.step("2+3?")
     assert result_of(result)["message"] == "5"
@@ -209,10 +210,10 @@ def test_archival_search_pages_results_into_the_working_set(tmp_path):
     ])
     agent.step("remember these")
     result = agent.step("what was the third code word?")
-    ws = next(m["content"] for m in agent.compile() if m["content"] and m["content"].startswith("<working_set"))
+    ws = next(m["content"] for m in agent.memory.compile() if m["content"] and m["content"].startswith("<working_set"))
     assert "w3" in ws
     assert "(in context)" in result_of(result)["message"]
-    assert agent.ctx.stats().pages[Region.WORKSET] >= 1
+    assert agent.memory.ctx.stats().pages[Region.WORKSET] >= 1
     check_agent(agent)
     agent.close()
 
@@ -226,7 +227,7 @@ def test_prefetch_pages_relevant_passages_in_without_a_call(tmp_path):
     agent.step("note this")
     result = agent.step("what is Ines allergic to?")
     assert result.paged_in
-    ws = agent.compile()[-1]["content"]
+    ws = agent.memory.compile()[-1]["content"]
     assert ws.startswith("<working_set") and "peanuts" in ws
     agent.close()
 
@@ -237,15 +238,15 @@ def test_prefetch_pages_relevant_passages_in_without_a_call(tmp_path):
 def test_a_user_message_larger_than_the_window_is_stored_and_summarized(tmp_path):
     policy = ChattyPolicy()
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(policy),
-                         config=AgentConfig(window=4096, reserve_output=512))
+                         config=MemoryConfig(window=4096, reserve_output=512))
     huge = " ".join(f"word{i}" for i in range(12000))
     result = agent.step(huge)
     assert result.replies
     assert len(policy.summary_requests) >= 2  # chunked: no summarizer input exceeds the window
     assert all(len(r) < 4096 * 4 for r in policy.summary_requests)
-    stored = agent.store.recall.search("word11999", page_size=5)
+    stored = agent.memory.store.recall.search("word11999", page_size=5)
     assert stored.total == 1 and stored.items[0].content == huge  # verbatim, not truncated
-    assert any("too large for the context window" in (m["content"] or "") for m in agent.compile())
+    assert any("too large for the context window" in (m["content"] or "") for m in agent.memory.compile())
     check_agent(agent)
     agent.close()
 
@@ -259,47 +260,52 @@ def test_astep_runs_the_same_loop(tmp_path):
         Completion(tool_calls=[call("send_message", message="done")]),
     ])
     result = asyncio.run(agent.astep("hello"))
-    assert result.replies == ["done"] and agent.store.blocks.get("human").value == "async"
+    assert result.replies == ["done"] and agent.memory.store.blocks.get("human").value == "async"
     agent.close()
 
 
 def test_replaying_the_trace_rebuilds_the_same_state(tmp_path):
     agent = Agent.create(tmp_path / "a", system="s", blocks={"human": ""}, driver=ScriptedDriver(ChattyPolicy()),
-                         config=AgentConfig(window=3072, reserve_output=128, prefetch=1))
+                         config=MemoryConfig(window=3072, reserve_output=128, prefetch=1))
     for i in range(40):
         agent.step(f"message {i}: " + "some words here " * (i % 7))
-    digest = agent.digest()
-    assert agent._state["folds"] >= 2
+    digest = agent.memory.digest()
+    assert agent.memory.state.folds >= 2
     agent.close()
-    again = replay(tmp_path / "a" / "trace.msgpack", tmp_path / "b")
-    assert again.digest() == digest
+    again = replay(tmp_path / "a", tmp_path / "b")
+    assert again.memory.digest() == digest
     again.close()
 
 
 @pytest.mark.parametrize("error", [DriverTimeoutError("timed out after 30 s"),
                                    DriverError("server error 500 after 4 attempts", status=500)])
-def test_a_driver_failure_surfaces_and_keeps_the_state(tmp_path, error):
-    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("send_message", message="hi")]), error])
+def test_a_driver_failure_surfaces_and_leaves_the_memory_as_before_the_step(tmp_path, error):
+    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("send_message", message="hi")]),
+                                       Completion(tool_calls=[call("core_memory_append", heartbeat=True,
+                                                                   label="human", content="half")]),
+                                       error])
     agent.step("first")
+    before = agent.memory.digest()
     with pytest.raises(DriverError):
-        agent.step("second")
-    agent.ctx.check()
-    digest = agent.digest()
+        agent.step("second")  # the block edit of its first LLM call is undone with the rest
+    check_agent(agent)
+    assert agent.memory.digest() == before
     agent.close()
     again = Agent.open(tmp_path / "a", driver=ScriptedDriver([Completion(text="back")]))
-    assert again.digest() == digest
-    assert [m["content"] for m in again.compile() if m["role"] == "user"] == ["first", "second"]
-    assert again.step("third").replies == ["back"]
+    assert again.memory.digest() == before
+    assert [m["content"] for m in again.memory.compile() if m["role"] == "user"] == ["first"]
+    assert again.step("second").replies == ["back"]  # the same message can be sent again
+    check_agent(again)
     again.close()
 
 
 def test_a_failed_create_leaves_nothing_behind(tmp_path):
     with pytest.raises(ContextWindowError):
         Agent.create(tmp_path / "x", system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
-                     config=AgentConfig(window=600, reserve_output=100))  # the tool schemas alone do not fit
+                     config=MemoryConfig(window=600, reserve_output=100))  # the tool schemas alone do not fit
     assert not (tmp_path / "x").exists()
     agent = Agent.create(tmp_path / "x", system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
-                         config=AgentConfig(window=4096))
+                         config=MemoryConfig(window=4096))
     agent.close()
     assert Agent.exists(tmp_path / "x") and not Agent.exists(tmp_path / "nothing")
 
@@ -307,11 +313,11 @@ def test_a_failed_create_leaves_nothing_behind(tmp_path):
 def test_read_only_open_saves_nothing_and_cannot_step(tmp_path):
     agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("send_message", message="hi")])])
     agent.step("hello")
-    digest = agent.digest()
+    digest = agent.memory.digest()
     agent.close()
     view = Agent.open(tmp_path / "a", driver=ScriptedDriver([]), read_only=True)
-    assert view.summary == "" and view.evicted == 0
-    with pytest.raises(AgentError, match="read-only"):
+    assert view.memory.summary == "" and view.memory.evicted == 0
+    with pytest.raises(ReadOnlyError, match="read-only"):
         view.step("no")
     view.close()
-    assert Agent.open(tmp_path / "a", driver=ScriptedDriver([])).digest() == digest
+    assert Agent.open(tmp_path / "a", driver=ScriptedDriver([])).memory.digest() == digest

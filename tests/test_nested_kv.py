@@ -1,7 +1,7 @@
 """The nested key-value task (MemGPT's multi-hop lookup) run through the whole kernel.
 
 140 generated UUID pairs are stored in archival memory; the scripted lookup
-policy (kernel.nested_kv.KVLookupPolicy) follows the chain by reading only the
+policy (nested_kv_task.KVLookupPolicy) follows the chain by reading only the
 compiled context, one archival search (a page fault) per lookup plus the final
 miss. No network, no shared data: the official data is the bench's
 (bench/nested_kv.py).
@@ -15,9 +15,9 @@ from typing import Callable
 
 import pytest
 
-from kernel import Agent, AgentConfig, StepResult
-from kernel.drivers import Completion, ScriptedDriver
-from kernel.nested_kv import (
+from vmem.kernel import Agent, MemoryConfig, StepResult, StepRules
+from vmem.kernel.drivers import Completion, ScriptedDriver
+from nested_kv_task import (
     PAIR_TEMPLATE,
     SYSTEM_PROMPT,
     KVLookupPolicy,
@@ -32,15 +32,15 @@ from kernel.nested_kv import (
 SEARCH = "archival_memory_search"
 
 
-def run_task(path: Path, task: NestedKVTask, config: AgentConfig,
+def run_task(path: Path, task: NestedKVTask, config: MemoryConfig,
              policy: Callable[[list, list], Completion] | None = None) -> tuple[StepResult, ScriptedDriver]:
     """Store the task's pairs in a new agent's archival memory and ask its question."""
     driver = ScriptedDriver(policy or KVLookupPolicy())
-    with Agent.create(path, system=SYSTEM_PROMPT, driver=driver, config=config, durability="normal") as agent:
-        agent.store.archival.insert_many(task.passages)
-        agent.memory_changed()
+    with Agent.create(path, system=SYSTEM_PROMPT, driver=driver, config=config, rules=StepRules(max_steps=16),
+                      durability="normal") as agent:
+        agent.memory.archival_insert_many(task.passages)
         result = agent.step(task.question)
-        agent.ctx.check()
+        agent.memory.check()
     return result, driver
 
 
@@ -96,7 +96,7 @@ def test_generated_task_has_a_chain_of_the_asked_length(levels):
 @pytest.mark.parametrize("levels", range(1, 7))
 def test_agent_follows_chains_of_1_to_6_lookups(tmp_path, levels, seed):
     task = generate_task(levels, seed)
-    result, _ = run_task(tmp_path / "agent", task, AgentConfig(window=8192, max_steps=16))
+    result, _ = run_task(tmp_path / "agent", task, MemoryConfig(window=8192))
     assert result.replies == [task.answer]
     assert result.stopped == "done" and result.flushes == 0
     # one page fault per lookup, plus the miss that shows the final value is not a key
@@ -110,7 +110,7 @@ def test_chain_survives_flushes_in_a_small_window(tmp_path, seed):
     # 5,120 tokens, about a third of them tool schemas: each lookup adds ~470 queue tokens, so
     # the queue is flushed (evicted behind a summary) in the middle of a 6-lookup chain
     task = generate_task(6, seed)
-    config = AgentConfig(window=5120, reserve_output=512, max_steps=16)
+    config = MemoryConfig(window=5120, reserve_output=512)
     result, driver = run_task(tmp_path / "agent", task, config)
     assert result.flushes >= 1
     assert any(not r.tools for r in driver.requests)  # the summarizer was called
@@ -120,7 +120,7 @@ def test_chain_survives_flushes_in_a_small_window(tmp_path, seed):
 
 def test_chain_survives_a_flush_whose_half_queue_target_is_out_of_reach(tmp_path):
     task = generate_task(6, seed=1)
-    config = AgentConfig(window=4096, reserve_output=512, max_steps=16)
+    config = MemoryConfig(window=4096, reserve_output=512)
     result, _ = run_task(tmp_path / "agent", task, config)
     assert result.flushes >= 1
     assert result.replies == [task.answer]
@@ -137,7 +137,7 @@ def test_policy_decides_from_the_context_alone(tmp_path):
         return answers[-1]
 
     task = generate_task(4, seed=5)
-    config = AgentConfig(window=5120, reserve_output=512, max_steps=16)
+    config = MemoryConfig(window=5120, reserve_output=512)
     result, driver = run_task(tmp_path / "agent", task, config, recording)
     assert result.replies == [task.answer]
     assert len(answers) == len(driver.requests)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fake_openai_server import FakeOpenAIServer, Reply
-from kernel import Agent, AgentConfig, ContextWindowError
-from kernel.drivers import OpenAIDriver, RetryPolicy, ScriptedDriver
+from vmem.kernel import Agent, ContextWindowError, MemoryConfig
+from vmem.kernel.drivers import OpenAIDriver, RetryPolicy, ScriptedDriver
 from kernel_helpers import ChattyPolicy, check_agent
 from vmem import Region, State
 
@@ -16,10 +16,10 @@ def test_long_conversations_cross_the_watermarks_many_times(tmp_path, window, us
     policy = ChattyPolicy(usage_factor)
     agent = Agent.create(tmp_path / "a", system="You are a test agent.", blocks={"human": "", "persona": "p"},
                          driver=ScriptedDriver(policy),
-                         config=AgentConfig(window=window, reserve_output=256, keep_last=4))
+                         config=MemoryConfig(window=window, reserve_output=256, keep_last=4))
 
     def under_the_flush_line() -> None:  # what the LLM is sent always fits
-        assert agent.ctx.status().state is not State.OVER
+        assert agent.memory.ctx.status().state is not State.OVER
 
     policy.on_step = under_the_flush_line
     sent = []
@@ -35,41 +35,41 @@ def test_long_conversations_cross_the_watermarks_many_times(tmp_path, window, us
     # the summary chain is recursive: each request folds the summary made before it
     for before, request in zip(policy.summaries, policy.summary_requests[1:]):
         assert f"Previous summary:\n{before}\n" in request
-    assert agent._state["summary"] == policy.summaries[-1]
+    assert agent.memory.summary == policy.summaries[-1]
     # nothing is lost: every user message is still in recall storage, findable by its words
     for i in (0, 1, 57, 119):
-        found = agent.store.recall.search(f"w{i}x3", roles=["user"], page_size=3)
+        found = agent.memory.store.recall.search(f"w{i}x3", roles=["user"], page_size=3)
         assert sent[i] in [m.content for m in found.items]
-    evicted = agent._state["evicted"]
-    assert evicted > 0 and len(agent.store.recall) >= evicted + agent.ctx.stats().pages[Region.QUEUE]
+    evicted = agent.memory.evicted
+    assert evicted > 0 and len(agent.memory.store.recall) >= evicted + agent.memory.ctx.stats().pages[Region.QUEUE]
     if usage_factor:
-        assert agent._state["calibration"] != 1.0  # the provider's usage moved the estimate
+        assert agent.memory.state.calibration != 1.0  # the provider's usage moved the estimate
     agent.close()
 
 
 def test_pinned_and_recent_messages_are_never_evicted(tmp_path):
     policy = ChattyPolicy()
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(policy),
-                         config=AgentConfig(window=3072, reserve_output=256, keep_last=6))
+                         config=MemoryConfig(window=3072, reserve_output=256, keep_last=6))
     agent.step("the first message, pinned")
-    first = int(agent.ctx.pages(Region.QUEUE)[0])
-    agent.ctx.pin(first)
+    first = int(agent.memory.ctx.pages(Region.QUEUE)[0])
+    agent.memory.ctx.pin(first)
     for i in range(60):
         agent.step(f"filler {i} " + "lorem ipsum " * 20)
-        queue = agent.ctx.pages(Region.QUEUE).tolist()
+        queue = agent.memory.ctx.pages(Region.QUEUE).tolist()
         assert first in queue
         assert len(queue) >= 6
-    assert agent._state["folds"] >= 2
+    assert agent.memory.state.folds >= 2
     agent.close()
 
 
 def test_eviction_that_cannot_get_under_budget_says_so(tmp_path):
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(ChattyPolicy()),
-                         config=AgentConfig(window=3072, reserve_output=256, keep_last=50))
+                         config=MemoryConfig(window=3072, reserve_output=256, keep_last=50))
     with pytest.raises(ContextWindowError, match="cannot make room"):
         for i in range(200):
             agent.step(f"message {i} " + "lorem ipsum " * 15)
-    agent.ctx.check()
+    agent.memory.ctx.check()
     agent.close()
     # the state on disk is intact and reopens
     Agent.open(tmp_path / "a", driver=ScriptedDriver([])).close()
@@ -80,24 +80,24 @@ def test_openai_driver_end_to_end_with_an_overflow_that_triggers_a_flush(tmp_pat
         driver = OpenAIDriver(model="test-model", base_url=server.base_url, api_key="k",
                               retry=RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002))
         agent = Agent.create(tmp_path / "a", system="You are a test agent.", blocks={"human": ""}, driver=driver,
-                             config=AgentConfig(window=8192, reserve_output=256))
+                             config=MemoryConfig(window=8192, reserve_output=256))
         server.push(Reply.tool_calls(("core_memory_append",
                                       {"label": "human", "content": "Name: Ana", "request_heartbeat": True})),
                     Reply.rate_limit(retry_after=0),
                     Reply.tool_calls(("send_message", {"message": "Hello Ana"})))
         result = agent.step("Hi, I'm Ana")
         assert result.replies == ["Hello Ana"]
-        assert agent.store.blocks.get("human").value == "Name: Ana"
+        assert agent.memory.store.blocks.get("human").value == "Name: Ana"
         for i in range(8):  # some history to flush
             server.push(Reply.tool_calls(("send_message", {"message": f"ok {i}"})))
             agent.step(f"message {i}")
-        queue_before = agent.ctx.stats().pages[Region.QUEUE]
+        queue_before = agent.memory.ctx.stats().pages[Region.QUEUE]
         server.push(Reply.context_overflow(), Reply.text("Summary: Ana said hi and sent 8 messages."),
                     Reply.tool_calls(("send_message", {"message": "still here"})))
         result = agent.step("one more")
         assert result.flushes == 1 and result.replies == ["still here"]
-        assert agent.ctx.stats().pages[Region.QUEUE] < queue_before
-        assert "Ana said hi" in agent._state["summary"]
+        assert agent.memory.ctx.stats().pages[Region.QUEUE] < queue_before
+        assert "Ana said hi" in agent.memory.summary
         summary_request = server.chat_requests[-2]
         assert not summary_request.tools
         assert "Messages to fold in" in summary_request.messages[-1]["content"]

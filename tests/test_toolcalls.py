@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kernel.drivers import ToolCall
-from kernel.drivers.toolcalls import (
+from vmem.kernel.drivers import ToolCall
+from vmem.kernel.drivers.toolcalls import (
     MAX_DEPTH,
     parse_arguments,
     parse_text_tool_calls,

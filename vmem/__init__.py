@@ -35,7 +35,6 @@ from vmem.errors import (
 from vmem.embed import Embedder, EmbedderError, HashEmbedder, OpenAIEmbedder, default_embedder
 from vmem.index import ExactIndex, IndexFormatError, IndexMismatchError, PageIndex, load_index
 from vmem.pageid import PageKind, make_page_id, page_kind, page_serial
-from vmem.pagein import Pager, PageInResult, page_in
 
 __version__ = "0.1.0"
 
@@ -61,9 +60,6 @@ __all__ = [
     "PageIndex",
     "ExactIndex",
     "load_index",
-    "Pager",
-    "PageInResult",
-    "page_in",
     "PageKind",
     "make_page_id",
     "page_kind",

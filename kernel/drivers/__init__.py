@@ -11,7 +11,7 @@ Public API::
     ReplayDriver, RecordingDriver, request_digest
     parse_arguments, parse_text_tool_calls, tool_protocol_prompt, to_text_protocol
 
-See :mod:`kernel.drivers.base` for the exception tree and how to write a driver.
+See :mod:`vmem.kernel.drivers.base` for the exception tree and how to write a driver.
 """
 
 from __future__ import annotations

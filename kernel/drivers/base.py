@@ -100,8 +100,8 @@ class ScriptExhausted(DriverError):
 
 
 class ReplayMismatch(DriverError):
-    """A :class:`~kernel.drivers.replay.ReplayDriver` received a request that differs from
-    the recorded one (compared by :func:`~kernel.drivers.replay.request_digest`).
+    """A :class:`~vmem.kernel.drivers.replay.ReplayDriver` received a request that differs from
+    the recorded one (compared by :func:`~vmem.kernel.drivers.replay.request_digest`).
 
     Attributes:
         index: position of the exchange in the recording.
@@ -148,7 +148,7 @@ class ToolCall:
     Exactly one of ``arguments`` / ``error`` is set:
 
     * ``arguments``: the parsed arguments object (possibly repaired from slightly
-      malformed JSON, see :mod:`kernel.drivers.toolcalls`);
+      malformed JSON, see :mod:`vmem.kernel.drivers.toolcalls`);
     * ``error``: why the arguments could not be parsed.  The kernel answers the call with
       a function error carrying this text instead of executing it.
 

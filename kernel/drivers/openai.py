@@ -7,7 +7,7 @@ Tool modes
 ----------
 ``native``  tools are sent as ``tools=``; calls come back in ``message.tool_calls``.
 ``json``    tools are *not* sent; the system prompt teaches the JSON-in-text protocol of
-            :mod:`kernel.drivers.toolcalls`, the history's tool calls and results are
+            :mod:`vmem.kernel.drivers.toolcalls`, the history's tool calls and results are
             rewritten as text, and calls are parsed out of the completion text.
 ``auto``    (default) native first.  If the server rejects ``tools`` (Ollama "does not
             support tools", llama.cpp "tools param requires --jinja", vLLM "tool choice

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
 if TYPE_CHECKING:
-    from kernel.agent import Agent, StepResult
+    from vmem.kernel import Agent, StepResult
 
 __all__ = ["main", "CliError", "Command", "COMMANDS", "command", "EXIT_CODES"]
 
@@ -108,15 +108,9 @@ def _agent_dir(path: str, *, must_exist: bool) -> Path:
 
 def _has_agent(path: Path) -> bool:
     """Whether ``path`` holds a vmem agent (not just a store)."""
-    from kernel.agent import Agent
+    from vmem.kernel import Memory
 
-    return Agent.exists(path)
-
-
-def _open_agent(path: Path, driver: Any, *, read_only: bool = False) -> "Agent":
-    from kernel.agent import Agent
-
-    return Agent.open(path, driver=driver, read_only=read_only)
+    return Memory.exists(path)
 
 
 # ---------------------------------------------------------------------- demo
@@ -139,7 +133,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
          "Exit code 1 if the run did not show what it should (each check is printed).",
          _demo_args)
 def _demo(args: argparse.Namespace) -> int:
-    from kernel.demo import run_demo
+    from vmem.app.demo import run_demo
 
     if args.dir is not None:
         target = Path(args.dir)
@@ -198,9 +192,9 @@ def _server(args: argparse.Namespace) -> tuple[str, str | None]:
          "each message: stop at any time and come back with the same DIR.",
          _chat_args)
 def _chat(args: argparse.Namespace) -> int:
-    from kernel.agent import Agent, AgentConfig, ContextWindowError
-    from kernel.drivers import DriverError, OpenAIDriver
     from vmem import VmemError
+    from vmem.kernel import Agent, ContextWindowError, MemoryConfig
+    from vmem.kernel.drivers import DriverError, OpenAIDriver
 
     model, base_url = _server(args)
     path = _agent_dir(args.dir, must_exist=False)
@@ -209,7 +203,7 @@ def _chat(args: argparse.Namespace) -> int:
                        EXIT_USAGE)
     try:
         window = args.window if args.window is not None else 8192
-        config = AgentConfig(window=window, reserve_output=min(1024, window // 4))
+        config = MemoryConfig(window=window, reserve_output=min(1024, window // 4))
     except ValueError as exc:
         raise CliError(f"--window: {exc}", EXIT_USAGE) from None
     driver = OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout)
@@ -256,7 +250,8 @@ def _chat(args: argparse.Namespace) -> int:
                 result = agent.step(text)
             except (DriverError, VmemError) as exc:
                 failures += 1
-                print(f"vmem: error: {type(exc).__name__}: {exc} (your message is saved)", file=sys.stderr)
+                print(f"vmem: error: {type(exc).__name__}: {exc} (nothing was changed: send it again)",
+                      file=sys.stderr)
                 continue
             _show_step(result, out, color)
             out.flush()
@@ -302,7 +297,10 @@ def _failure(result: str) -> str:
 
 def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
     """Run one slash command; "quit" to leave."""
-    from kernel.contextmap import render_map
+    from vmem.app.contextmap import render_map
+    from vmem.kernel.context import message_line, passage_line
+
+    memory = agent.memory
     name, _, rest = text.partition(" ")
     rest = rest.strip()
     if name in ("/quit", "/exit", "/q"):
@@ -310,23 +308,23 @@ def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
     if name == "/help":
         out.write(CHAT_HELP + "\n")
     elif name == "/map":
-        out.write(render_map(agent.context_map(), color=color) + "\n")
+        out.write(render_map(memory.context_map(), color=color) + "\n")
     elif name == "/core":
-        for b in agent.store.blocks.all():
+        for b in memory.store.blocks.all():
             out.write(_paint(f"[{b.label}]", "1", color) + f" {len(b.value)}/{b.limit} chars\n")
             out.write("".join(f"  {line}\n" for line in (b.value.splitlines() or ["(empty)"])))
     elif name == "/summary":
-        out.write(f"{agent.evicted} messages evicted to recall storage\n{agent.summary or '(no summary yet)'}\n")
+        out.write(f"{memory.evicted} messages evicted to recall storage\n{memory.summary or '(no summary yet)'}\n")
     elif name in ("/recall", "/archival"):
         if not rest:
             out.write(f"usage: {name} QUERY\n")
             return None
         if name == "/recall":
-            found = agent.store.recall.search(rest, page_size=10)
-            lines = [agent.message_line(m) for m in found.items]
+            found = memory.store.recall.search(rest, page_size=10)
+            lines = [message_line(m) for m in found.items]
         else:
-            found = agent.store.archival.search(rest, mode="hybrid", page_size=10)
-            lines = [agent.passage_line(p) for p in found.items]
+            found = memory.store.archival.search(rest, mode="hybrid", page_size=10)
+            lines = [passage_line(p) for p in found.items]
         out.write(f"{found.total} match(es); the best {len(lines)}:\n" if lines else "no match\n")
         out.write("".join(f"  {line}\n" for line in lines))
     else:
@@ -351,12 +349,13 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 @command("inspect", "an agent's memory on disk, without calling its LLM",
          "Show the agent in DIR: its configuration, the context map, the core memory blocks, the recursive "
-         "summary, the queue and the working set, the storage counts and the last trace events. The agent "
-         "is opened with a driver that refuses every call and is not saved, so nothing changes (the store "
-         "must not be open in another process).",
+         "summary, the queue and the working set, the storage counts and the last trace events. The memory "
+         "is opened read-only: nothing is written or locked, so it works beside a running agent (it shows "
+         "the agent's last committed step).",
          _inspect_args)
 def _inspect(args: argparse.Namespace) -> int:
-    from kernel.inspection import InspectOnlyDriver, collect, render_html, render_text
+    from vmem.app.inspection import collect, render_html, render_text
+    from vmem.kernel import Memory
 
     if args.events < 0 or args.limit < 1:
         raise CliError("--events must be >= 0 and --limit >= 1", EXIT_USAGE)
@@ -364,11 +363,11 @@ def _inspect(args: argparse.Namespace) -> int:
     html_path = Path(args.html) if args.html else None
     if html_path is not None and not html_path.parent.is_dir():
         raise CliError(f"--html: directory {html_path.parent} does not exist", EXIT_USAGE)
-    agent = _open_agent(path, InspectOnlyDriver(), read_only=True)
+    memory = Memory.open(path, read_only=True)
     try:
-        view = collect(agent, events=args.events, limit=args.limit)
+        view = collect(memory, events=args.events, limit=args.limit)
     finally:
-        agent.close()  # read-only: saves nothing
+        memory.close()
     print(render_text(view, color=_color(args.color, sys.stdout)))
     if html_path is not None:
         html_path.write_text(render_html(view), encoding="utf-8")
@@ -401,7 +400,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
          "Evaluate vmem's retrieval on a benchmark's data. The data is not part of the repository.",
          _eval_args)
 def _eval(args: argparse.Namespace) -> int:
-    from vmem.evaluation import DEFAULT_LOCOMO_PATH, PAPER_DRAGON, evaluate_locomo, format_report
+    from vmem.app.evaluation import DEFAULT_LOCOMO_PATH, PAPER_DRAGON, evaluate_locomo, format_report
 
     path = Path(args.path) if args.path else DEFAULT_LOCOMO_PATH
     if not path.is_file():
@@ -431,7 +430,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    from kernel.benchrun import SUITES
+    from vmem.app.benchrun import SUITES
 
     p.add_argument("--quick", action="store_true", help="a one-minute subset (fewer sizes and rounds)")
     p.add_argument("--json", action="store_true",
@@ -450,7 +449,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
          "run takes about 3 minutes on 2 cores; --quick under one.",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
-    from kernel.benchrun import find_bench_dir, print_table, run_suites
+    from vmem.app.benchrun import find_bench_dir, print_table, run_suites
 
     try:
         bench_dir = find_bench_dir(args.bench_dir)

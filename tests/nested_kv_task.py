@@ -16,7 +16,7 @@ Interface:
 - :class:`NestedKVTask`, :func:`make_task`, :func:`generate_task` -- one question:
   the nested pairs, the passages to store, the question, the answer.
 - :class:`KVLookupPolicy` -- a scripted policy (not a model) for
-  :class:`~kernel.drivers.ScriptedDriver` that follows the lookup protocol by
+  :class:`~vmem.kernel.drivers.ScriptedDriver` that follows the lookup protocol by
   reading only the compiled context it is given.
 
 The lookup protocol of :class:`KVLookupPolicy`, one LLM step per line::
@@ -46,7 +46,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from kernel.drivers.base import Completion, Message, Tool, ToolCall
+from vmem.kernel.drivers.base import Completion, Message, Tool, ToolCall
 
 __all__ = [
     "KVLookupPolicy",

@@ -338,10 +338,12 @@ class ReferenceContext:
         budget = self.config.ws_budget
         admitted: list[int] = []
         evicted: list[int] = []
+        resident = [pages[i] for i in order if pages[i].region != Region.OUT]
+        for p in resident:  # resident candidates first: touched, so never victims
+            self._touch(p)
         for i in order:
             p = pages[i]
-            if p.region != Region.OUT:
-                self._touch(p)
+            if p.region != Region.OUT:  # touched above, or a repeated candidate admitted above
                 continue
             if p.tokens > budget:
                 continue

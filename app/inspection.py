@@ -2,12 +2,13 @@
 
 Interface::
 
-    view = collect(agent, events=20)      # an AgentView: plain data, no live objects
+    view = collect(memory, events=20)     # an AgentView: plain data, no live objects
     print(render_text(view, color=False))
     Path("agent.html").write_text(render_html(view))
 
-:func:`collect` reads an open :class:`kernel.Agent` (and its trace) without
-calling its driver or changing its memory. :func:`render_html` writes a
+:func:`collect` reads an open :class:`vmem.kernel.Memory` (and its trace) without
+changing it; ``vmem inspect`` opens the memory read-only, so it works beside a running
+agent and writes nothing. :func:`render_html` writes a
 self-contained page: inline CSS, a little inline JavaScript (tabs also work
 without it), the context map as an inline SVG chart; no network, no external
 asset. Every text that comes from the agent is HTML-escaped.
@@ -23,16 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from kernel.contextmap import ContextMap, render_map
-from kernel.drivers import Completion, Driver, DriverError
-from kernel.trace import read_trace
 from vmem import PageKind, Region, page_kind, page_serial
+from vmem.app.contextmap import render_map
+from vmem.kernel.context import ContextMap
 
 if TYPE_CHECKING:
-    from kernel.agent import Agent
+    from vmem.kernel.memory import Memory
 
-__all__ = ["AgentView", "InspectOnlyDriver", "PageRow", "TraceRow", "collect", "render_text", "render_html",
-           "REGION_COLORS"]
+__all__ = ["AgentView", "PageRow", "TraceRow", "collect", "render_text", "render_html", "REGION_COLORS"]
 
 #: Region -> (name, fill colour) in the HTML chart (the terminal map's palette).
 REGION_COLORS: dict[str, tuple[str, str]] = {
@@ -46,14 +45,6 @@ REGION_COLORS: dict[str, tuple[str, str]] = {
 }
 _REGIONS = (("system", Region.SYSTEM), ("core", Region.CORE), ("summary", Region.SUMMARY),
             ("queue", Region.QUEUE), ("workset", Region.WORKSET))
-
-
-class InspectOnlyDriver(Driver):
-    """The driver of an agent opened for reading: it refuses every call, so nothing reaches an LLM."""
-
-    def complete(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]]) -> Completion:
-        """Refuse (always raises DriverError)."""
-        raise DriverError("this agent was opened for inspection: it cannot call an LLM", attempts=0)
 
 
 @dataclass(frozen=True)
@@ -168,15 +159,13 @@ def _event_text(e: dict[str, Any]) -> str:
     return _short({k: v for k, v in e.items() if k != "e"})
 
 
-def _trace(path: Path, events: int) -> tuple[list[TraceRow], int, dict[str, int], str]:
+def _trace(log: Iterable[dict[str, Any]], events: int) -> tuple[list[TraceRow], int, dict[str, int], str]:
     """The last ``events`` events, the total, counts per kind, and the time of the last user message."""
-    if not path.exists():
-        return [], 0, {}, ""
     tail: collections.deque[TraceRow] = collections.deque(maxlen=max(0, events))
     counts: dict[str, int] = {}
     now = ""
     total = 0
-    for total, e in enumerate(read_trace(path), 1):
+    for total, e in enumerate(log, 1):
         if not isinstance(e, dict):
             continue
         kind = str(e.get("e"))
@@ -201,28 +190,28 @@ def _newest(search: Any, limit: int) -> list[Any]:
     return out[:limit]
 
 
-def _page_label(agent: "Agent", page: int) -> str:
+def _page_label(page: int) -> str:
     kind = page_kind(page)
     if kind is PageKind.SYSTEM:
         return {1: "system instructions", 2: "memory statistics"}.get(page_serial(page), "system")
     return f"{kind.name.lower()} {page_serial(page)}"
 
 
-def collect(agent: "Agent", *, events: int = 20, limit: int = 2000) -> AgentView:
-    """Read what the agent holds, without calling its driver or changing its memory.
+def collect(memory: "Memory", *, events: int = 20, limit: int = 2000) -> AgentView:
+    """Read what the memory holds, without changing it.
 
     ``events``: trace events to keep (the last ones); ``limit``: recall
     messages and archival passages to list (the newest ones).
     """
-    ctx = agent.ctx
+    ctx = memory.ctx
     pages: list[PageRow] = []
     for name, region in _REGIONS:
         for page in ctx.pages(region).tolist():
-            pages.append(PageRow(name, page, ctx.info(page).tokens, _page_label(agent, page)))
+            pages.append(PageRow(name, page, ctx.info(page).tokens, _page_label(page)))
     blocks = [{"label": b.label, "value": b.value, "limit": b.limit, "description": b.description,
-               "read_only": b.read_only} for b in agent.store.blocks.all()]
-    evicted, summary = agent.evicted, agent.summary
-    recall = agent.store.recall
+               "read_only": b.read_only} for b in memory.store.blocks.all()]
+    evicted, summary = memory.evicted, memory.summary
+    recall = memory.store.recall
     queue_ids = ctx.pages(Region.QUEUE).tolist()
     queue = [_message_row(m) for m in recall.get_many(queue_ids)]
     workset = []
@@ -230,7 +219,7 @@ def collect(agent: "Agent", *, events: int = 20, limit: int = 2000) -> AgentView
         kind = page_kind(page)
         try:
             if kind is PageKind.PASSAGE:
-                p = agent.store.archival.get(page)
+                p = memory.store.archival.get(page)
                 workset.append({"tier": "archival", **_passage_row(p), "tokens": ctx.info(page).tokens})
             elif kind is PageKind.MESSAGE:
                 m = recall.get(page)
@@ -243,14 +232,14 @@ def collect(agent: "Agent", *, events: int = 20, limit: int = 2000) -> AgentView
     newest = _newest(lambda page, size: recall.search(None, page=page, page_size=size), limit)
     recall_rows = [_message_row(m) for m in reversed(newest)]
     archival_rows = [_passage_row(p) for p in
-                     _newest(lambda page, size: agent.store.archival.search(None, page=page, page_size=size), limit)]
-    trace, total, counts, last = _trace(agent.store.path / "trace.msgpack", events)
-    store = agent.store.stats()
+                     _newest(lambda page, size: memory.store.archival.search(None, page=page, page_size=size), limit)]
+    trace, total, counts, last = _trace(memory.store.events, events)
+    store = memory.store.stats()
     return AgentView(
-        path=str(agent.store.path), system=agent.system, config=asdict(agent.config),
-        map=agent.context_map(), pages=pages, blocks=blocks, summary=summary, evicted=evicted,
+        path=str(memory.store.path), system=memory.system, config=memory.config.to_dict(),
+        map=memory.context_map(), pages=pages, blocks=blocks, summary=summary, evicted=evicted,
         queue=queue, workset=workset, recall=recall_rows, recall_total=len(recall),
-        archival=archival_rows, archival_total=len(agent.store.archival), store=store,
+        archival=archival_rows, archival_total=len(memory.store.archival), store=store,
         trace=trace, trace_total=total, trace_counts=counts, last_step=last)
 
 

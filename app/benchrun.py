@@ -31,7 +31,7 @@ class Suite:
 
 
 SUITES = (
-    Suite("core", ("-m", "pytest", "bench/bench_core.py", "-q", "-p", "no:cacheprovider"),
+    Suite("core", ("-m", "pytest", "bench_core.py", "-q", "-p", "no:cacheprovider"),
           ("--benchmark-max-time=0.05", "--benchmark-min-rounds=3"), figures_file=True),
     Suite("page-in", ("bench/bench_pagein.py", "--json"), ("--quick",)),
     Suite("storage", ("bench/bench_storage.py", "--json"), ("--quick",)),
@@ -62,8 +62,11 @@ def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = 
                log: TextIO = sys.stderr, timeout: float = 900) -> list[dict[str, Any]]:
     """Run the suites; return their figures, names prefixed by suite. A failed suite adds one
     figure with ``met`` False (and its error goes to ``log``), so a report never hides it."""
+    # The suites import the installed vmem: the checkout's own vmem/ (which holds no compiled
+    # core after a non-editable install) must not come first, so nothing puts the checkout on
+    # sys.path: scripts run as files (their own folder is bench/), pytest runs from bench/.
     root = bench_dir.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env = dict(os.environ)
     figures: list[dict[str, Any]] = []
     suites = [s for s in SUITES if not only or s.name in only]
     for n, suite in enumerate(suites, 1):
@@ -76,14 +79,15 @@ def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = 
             if suite.figures_file:
                 args.append(f"--figures={out_file}")
             try:
-                proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+                cwd = bench_dir if suite.figures_file else root
+                proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
                 if proc.returncode != 0:
                     raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
                                        else f"exit code {proc.returncode}")
                 found = json.loads(out_file.read_text()) if suite.figures_file else _last_json_list(proc.stdout)
             except Exception as exc:  # noqa: BLE001 - reported as a failed figure, never swallowed
                 log.write(f" failed: {exc}\n")
-                figures.append({"name": f"{suite.name}: suite failed", "value": float("nan"), "unit": "",
+                figures.append({"name": f"{suite.name}: suite failed", "value": None, "unit": "",
                                 "baseline": None, "ratio": None, "target": "runs", "met": False})
                 continue
         for f in found:

@@ -10,11 +10,10 @@ schemas) is drawn at the right end. Colour is used when asked (on a TTY).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from vmem import Region, State
+from vmem.kernel.context import ContextMap
 
-from vmem import Config, Region, State, Stats
-
-__all__ = ["ContextMap", "render_map"]
+__all__ = ["render_map"]
 
 # region -> (letter, ANSI background, name)
 STYLE: dict[object, tuple[str, str, str]] = {
@@ -28,17 +27,6 @@ STYLE: dict[object, tuple[str, str, str]] = {
 }
 RESET = "\x1b[0m"
 STATE_STYLE = {State.OK: "\x1b[32m", State.WARN: "\x1b[33m", State.OVER: "\x1b[31;1m"}
-
-
-@dataclass(frozen=True)
-class ContextMap:
-    """What the map shows: the core's accounting plus the storage tiers' sizes."""
-
-    stats: Stats
-    config: Config
-    state: State
-    recall_messages: int | None = None
-    archival_passages: int | None = None
 
 
 def _cells(counts: list[tuple[object, int]], total: int, width: int) -> list[object]:

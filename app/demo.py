@@ -32,15 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from kernel.agent import SUMMARIZER_PROMPT, Agent, AgentConfig, StepResult
-from kernel.contextmap import render_map
-from kernel.drivers import Completion, Driver, ToolCall
 from vmem import PageKind, page_kind
+from vmem.app.contextmap import render_map
+from vmem.kernel import Agent, MemoryConfig, StepResult
+from vmem.kernel.drivers import Completion, Driver, ToolCall
+from vmem.kernel.summary import SUMMARIZER_PROMPT
 
 __all__ = ["DEMO_CONFIG", "CONVERSATION", "Session", "Turn", "RuleBasedPolicy", "DemoReport", "run_demo"]
 
 #: The demo agent's configuration: a small window, so memory pressure comes quickly.
-DEMO_CONFIG = AgentConfig(window=4096, reserve_output=512, keep_last=4, ws_budget=320, prefetch=2, page_size=3)
+DEMO_CONFIG = MemoryConfig(window=4096, reserve_output=512, keep_last=4, ws_budget=320, prefetch=2, page_size=3)
 
 SYSTEM_PROMPT = (
     "You are a personal assistant with a paged memory. Keep the key facts about the user in core "
@@ -679,11 +680,12 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
         say(f"agent directory: {path}" + ("" if tmp is None else " (temporary)"))
         agent = Agent.create(path, system=SYSTEM_PROMPT, blocks=BLOCKS, driver=policy, config=DEMO_CONFIG,
                              clock=clock)
-        c = agent.ctx.config
+        memory = agent.memory
+        c = memory.ctx.config
         say(f"budget {c.budget:,} tokens = window {c.window:,} - output reserve {DEMO_CONFIG.reserve_output:,} "
             f"- tool schemas {c.reserve - DEMO_CONFIG.reserve_output:,}; warn at {c.warn:.0%}, "
             f"flush at {c.flush:.0%}; prefetch {DEMO_CONFIG.prefetch} pages per message")
-        say(render_map(agent.context_map(), color=color))
+        say(render_map(memory.context_map(), color=color))
         try:
             for n, session in enumerate(CONVERSATION):
                 if n == REOPEN_BEFORE:
@@ -693,14 +695,14 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
                     + "─" * max(0, 40 - len(session.title)))
                 for turn in session.turns:
                     _step(agent, turn, policy, report, say, style, color)
-            evicted, summary = agent.evicted, agent.summary
+            evicted, summary = agent.memory.evicted, agent.memory.summary
             say()
             say(style(f"the recursive summary of the {evicted} evicted messages, as the agent sees it now:", "1"))
             say("\n".join("  " + line for line in summary.splitlines()))
             say(style("core memory (human):", "1"))
-            say("\n".join("  " + line for line in agent.store.blocks.get("human").value.splitlines()))
+            say("\n".join("  " + line for line in agent.memory.block("human").value.splitlines()))
         finally:
-            if not agent.store.closed:
+            if not agent.memory.closed:
                 agent.close()
         report.summaries = policy.summaries
         report.seconds = time.perf_counter() - started
@@ -714,13 +716,13 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
 
 def _reopen(agent: Agent, path: Path, policy: RuleBasedPolicy, clock: DemoClock,
             report: DemoReport, say: Callable[..., None], style: _Style) -> Agent:
-    report.digest_before = agent.digest()
+    report.digest_before = agent.memory.digest()
     agent.close()
     say()
     say(style("── closing the agent and reopening it from its directory (as a new process would) ", "1;35"))
     say(f"state digest before close: {report.digest_before}")
     agent = Agent.open(path, driver=policy, clock=clock)
-    report.digest_after = agent.digest()
+    report.digest_after = agent.memory.digest()
     same = "identical" if report.digest_after == report.digest_before else style("DIFFERENT", "1;31")
     say(f"state digest after open:   {report.digest_after}  ({same})")
     return agent
@@ -729,9 +731,9 @@ def _reopen(agent: Agent, path: Path, policy: RuleBasedPolicy, clock: DemoClock,
 def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy, report: DemoReport,
           say: Callable[..., None], style: _Style, color: bool) -> None:
     before_answers = len(policy.answers)
-    evicted_before = agent.evicted
+    evicted_before = agent.memory.evicted
     result: StepResult = agent.step(turn.text)
-    agent.ctx.check()  # vm_check: every invariant of the C core
+    agent.memory.check()  # every invariant of the memory (the C core's vm_check among them)
     report.checks += 1
     report.user_messages += 1
     report.llm_steps += result.steps
@@ -755,7 +757,7 @@ def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy, report: DemoReport,
         if call.name != "send_message":
             say(f"{style('call ', '2')} {_describe_call(call.name, call.arguments)} → {mark}{fault}")
     if result.flushes:
-        evicted, summary = agent.evicted, agent.summary
+        evicted, summary = agent.memory.evicted, agent.memory.summary
         items = sum(1 for line in summary.splitlines() if line.startswith("- "))
         fold = re.match(r"Running summary \(fold (\d+)", summary)
         say(f"{style('flush', '1;35')} flush watermark reached: {evicted - evicted_before} oldest queue messages "
@@ -770,7 +772,7 @@ def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy, report: DemoReport,
         say(f"{style('from ', '2')} {answer.source} {verdict}")
     if turn.expect is not None and len(policy.answers) == before_answers:
         report.answers.append((turn.text, "", "no answer", False))
-    say(render_map(agent.context_map(), color=color))
+    say(render_map(agent.memory.context_map(), color=color))
 
 
 def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> None:
@@ -791,6 +793,7 @@ def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> 
     same = "identical" if r.digest_before and r.digest_before == r.digest_after else "DIFFERENT"
     out.write(f"  persistence: digest before close {r.digest_before[:16]}… after reopen "
               f"{r.digest_after[:16]}… ({same})\n")
-    out.write(f"  invariants: vm_check passed after all {r.checks} steps; {r.seconds:.1f} s\n")
+    out.write(f"  invariants: Memory.check() (vm_check among them) passed after all {r.checks} steps; "
+              f"{r.seconds:.1f} s\n")
     for f in failures:
         out.write(style(f"  FAILED: {f}", "1;31") + "\n")

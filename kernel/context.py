@@ -1,0 +1,156 @@
+"""The compiled context: what the LLM is sent, part by part, and how each part reads.
+
+Layout (each part is a page accounted in the C core; regions in compile order)::
+
+    SYSTEM   system instructions                       page SYSTEM_PAGE, pinned
+    CORE     <core_memory>: one page per block         pinned
+    SYSTEM   <memory_statistics>                       page STATS_PAGE, pinned, resized every step
+    SUMMARY  <summary of N earlier messages>           page SUMMARY_PAGE (absent while empty)
+    QUEUE    the FIFO message queue, verbatim           one page per message (also in recall storage)
+    WORKSET  <working_set>: pages paged in              one page per search hit (a line each)
+
+A request's digest (what the trace records, what a replay verifies) is a hash of
+per-message digests: each queue message's digest is made once, with the message, so a
+request costs a hash of the few parts that change, not of the whole context.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from vmem import Config, PageKind, State, Stats, make_page_id
+from vmem.storage import Block, Message, Passage
+
+__all__ = [
+    "SYSTEM_PAGE",
+    "STATS_PAGE",
+    "SUMMARY_PAGE",
+    "ContextMap",
+    "chat_message",
+    "combine_digests",
+    "context_digest",
+    "message_digest",
+    "message_line",
+    "page_text",
+    "passage_line",
+    "render_block",
+    "render_core",
+    "render_stats",
+    "render_summary",
+    "render_workset",
+    "tools_digest",
+]
+
+SYSTEM_PAGE = make_page_id(PageKind.SYSTEM, 1)
+STATS_PAGE = make_page_id(PageKind.SYSTEM, 2)
+SUMMARY_PAGE = make_page_id(PageKind.SUMMARY, 1)
+
+
+# ------------------------------------------------------------------ how parts read
+
+
+def render_block(block: Block) -> str:
+    """One core memory block as the LLM sees it (label, size against its limit, value)."""
+    ro = " read-only" if block.read_only else ""
+    desc = f' description="{block.description}"' if block.description else ""
+    return (f'<{block.label}{desc} chars="{len(block.value)}/{block.limit}"{ro}>\n'
+            f"{block.value}\n</{block.label}>")
+
+
+def render_core(blocks: Iterable[str]) -> str:
+    """The core memory message from rendered blocks."""
+    return "<core_memory>\n" + "\n".join(blocks) + "\n</core_memory>"
+
+
+def render_stats(*, recall: int, archival: int, evicted: int, changed: str | None, now: _dt.datetime) -> str:
+    """The memory statistics message."""
+    return (f"<memory_statistics>\n{recall} messages in recall storage "
+            f"({evicted} evicted from the context; search them with conversation_search); "
+            f"{archival} passages in archival storage (archival_memory_search); "
+            f"memory last changed: {changed or 'never'}; now: {now.isoformat(timespec='seconds')}\n"
+            f"</memory_statistics>")
+
+
+def render_summary(summary: str, evicted: int) -> str:
+    """The recursive summary message."""
+    return f"<summary of {evicted} earlier messages, now in recall storage>\n{summary}\n</summary>"
+
+
+def render_workset(lines: Iterable[str]) -> str:
+    """The working set message from its pages' lines, in admission order."""
+    return "<working_set: pages paged in from storage>\n" + "\n".join(lines) + "\n</working_set>"
+
+
+def passage_line(p: Passage) -> str:
+    """An archival passage as a line of the working set or of a search result."""
+    tags = f" · tags: {', '.join(p.tags)}" if p.tags else ""
+    return f"[archival {p.id:#x} · {p.timestamp.date().isoformat()}{tags}] {p.text}"
+
+
+def message_line(m: Message) -> str:
+    """A recall message as a line of the working set or of a search result."""
+    return f"[recall {m.id:#x} · {m.timestamp.isoformat(timespec='seconds')} · {m.role}] {m.content}"
+
+
+def page_text(chat: Mapping[str, Any]) -> str:
+    """The text a message's page is counted by: its content, and its tool calls as JSON."""
+    text = chat.get("content") or ""
+    if chat.get("tool_calls"):
+        text += json.dumps(chat["tool_calls"])
+    return text
+
+
+def chat_message(msg: Message) -> dict[str, Any]:
+    """A stored message as an OpenAI chat message."""
+    out: dict[str, Any] = {"role": msg.role, "content": msg.content}
+    if msg.role == "assistant" and msg.meta.get("tool_calls"):
+        out["tool_calls"] = msg.meta["tool_calls"]
+        out["content"] = msg.content or None
+    if msg.role == "tool":
+        out["tool_call_id"] = msg.meta.get("tool_call_id", "")
+    return out
+
+
+# ------------------------------------------------------------------ digests
+
+
+def message_digest(message: Mapping[str, Any]) -> bytes:
+    """A 16-byte digest of one chat message."""
+    return hashlib.blake2b(msgpack.packb(message, use_bin_type=True), digest_size=16).digest()
+
+
+def tools_digest(tools: Sequence[Mapping[str, Any]]) -> bytes:
+    """The digest of a list of tool schemas."""
+    return message_digest({"tools": list(tools)})
+
+
+def combine_digests(parts: Sequence[bytes], tools: bytes) -> str:
+    """A request's digest from its messages' digests and its tools' digest."""
+    return hashlib.blake2b(b"".join(parts) + tools, digest_size=32).hexdigest()
+
+
+def context_digest(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> str:
+    """The digest the trace records for a driver request, computed from scratch
+    (a ReplayDriver verifies requests with it; the kernel gets the same value incrementally)."""
+    return combine_digests([message_digest(m) for m in messages], tools_digest(tools))
+
+
+# ------------------------------------------------------------------ the map
+
+
+@dataclass(frozen=True)
+class ContextMap:
+    """The core's accounting of the context, plus the storage tiers' sizes (what a context map draws)."""
+
+    stats: Stats
+    config: Config
+    state: State
+    recall_messages: int | None = None
+    archival_passages: int | None = None

@@ -1,0 +1,57 @@
+"""The host interface: what a memory function may ask of the memory it runs in.
+
+The built-in memory functions (:mod:`vmem.kernel.builtins`) are written against this
+Protocol and nothing else; :class:`vmem.kernel.Memory` implements it. A user function
+whose first parameter is named ``memory`` is passed the Memory itself (a Host, and more).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from typing import Protocol
+
+from vmem.storage import Block, Message, Passage, SearchPage
+
+__all__ = ["Host", "SearchHit"]
+
+SearchHit = tuple[int, float, str]
+"""``(page id, score, line)``: a search result as the working set shows it."""
+
+
+class Host(Protocol):
+    """The memory, as the memory functions see it."""
+
+    @property
+    def now(self) -> _dt.datetime:
+        """The time of the current turn."""
+
+    @property
+    def page_size(self) -> int:
+        """Results per page of a memory search."""
+
+    def block(self, label: str) -> Block:
+        """A core memory block (vmem.storage.NotFoundError if none)."""
+
+    def block_labels(self) -> list[str]:
+        """The core memory blocks' labels."""
+
+    def set_block(self, label: str, value: str) -> Block:
+        """Set a block's value (ReadOnlyBlockError, BlockLimitError, vmem.BudgetError refuse it)."""
+
+    def reply(self, message: str) -> None:
+        """A message for the user (what send_message does)."""
+
+    def archival_insert(self, content: str, tags: Sequence[str]) -> list[int]:
+        """Save text to archival storage; the passages' page ids."""
+
+    def archival_search(self, query: str, *, tags: Sequence[str] | None, tags_match: str,
+                        start: _dt.date | None, end: _dt.date | None, page: int) -> SearchPage[Passage]:
+        """One page of an archival search (hybrid)."""
+
+    def conversation_search(self, query: str | None, *, roles: Sequence[str] | None, start: _dt.date | None,
+                            end: _dt.date | None, page: int) -> SearchPage[Message]:
+        """One page of a recall search."""
+
+    def page_in(self, hits: Sequence[SearchHit]) -> set[int]:
+        """Page search hits into the working set; the pages among them now in the context."""

@@ -1,0 +1,92 @@
+"""Paging: search hits paged into the working set (page faults and prefetch).
+
+An explicit page fault is a memory function (archival_memory_search, conversation_search)
+whose hits are paged in; prefetch does the same before an LLM call, without one, for the
+pages most relevant to the latest user message. Both go through :meth:`WorkingSet.page_in`:
+a hit not known to the core is registered as a stored page (region OUT), then the core's
+admission (``vm_admit``) touches the resident ones and admits the rest within the working
+set's own budget, evicting by one score (LRU or LFU). Pages that end up not resident are
+dropped from the core again: storage holds them.
+
+The working set is compiled after the queue as one message of lines, in admission order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from vmem import PagedContext, Region
+from vmem.kernel.context import message_line, passage_line
+from vmem.kernel.persistence import MemoryState
+from vmem.kernel.tokens import TokenCounter
+from vmem.kernel.trace import Trace
+from vmem.storage import MemoryDir
+
+__all__ = ["Hit", "WorkingSet", "prefetch_hits"]
+
+Hit = tuple[int, float, str]
+"""A search hit to page in: ``(page id, score, the line the working set shows)``."""
+
+
+class WorkingSet:
+    """The working set's lines (``MemoryState.workset``: page -> line, in admission order)
+    beside the core's admission."""
+
+    __slots__ = ("_ctx", "_counter", "_trace", "_state")
+
+    def __init__(self, ctx: PagedContext, counter: TokenCounter, trace: Trace, state: MemoryState) -> None:
+        self._ctx = ctx
+        self._counter = counter
+        self._trace = trace
+        self._state = state
+
+    @property
+    def lines(self) -> dict[int, str]:
+        """page -> line, in admission order."""
+        return self._state.workset
+
+    def page_in(self, hits: Sequence[Hit]) -> list[int]:
+        """Page ``hits`` into the working set; return the pages admitted (resident ones are touched)."""
+        if not hits:
+            return []
+        ctx = self._ctx
+        for page, _, line in hits:
+            if page not in ctx:
+                ctx.add(page, self._counter.count(line), Region.OUT)
+        ids = np.fromiter((h[0] for h in hits), dtype=np.uint64, count=len(hits))
+        scores = np.fromiter((h[1] for h in hits), dtype=np.float32, count=len(hits))
+        admission = ctx.admit(ids, scores)
+        evicted = admission.evicted.tolist()
+        for page in evicted:
+            self.lines.pop(page, None)
+        admitted = admission.admitted.tolist()
+        lines = {h[0]: h[2] for h in hits}
+        for page in admitted:
+            self.lines[page] = lines[page]
+        out = [h[0] for h in hits if ctx.info(h[0]).region is Region.OUT] + evicted
+        if out:
+            ctx.remove_many(np.unique(np.array(out, dtype=np.uint64)))
+        self._trace.write({"e": "pagein", "admitted": admitted, "evicted": evicted})
+        return admitted
+
+    def resident(self, pages: Iterable[int]) -> set[int]:
+        """Which of ``pages`` are in the main context now (any region)."""
+        ctx = self._ctx
+        return {p for p in pages if p in ctx and ctx.info(p).region is not Region.OUT}
+
+
+
+def prefetch_hits(store: MemoryDir, text: str, k: int, queued: Iterable[int]) -> list[Hit]:
+    """The ``k`` archival passages and ``k`` recall messages (not already queued) most relevant
+    to ``text``, as hits scored by rank (archival first: 1/(r+1); recall: 0.5/(r+1))."""
+    hits: list[Hit] = []
+    for rank, hit in enumerate(store.archival.search(text, mode="hybrid", page_size=k).hits):
+        hits.append((hit.item.id, 1.0 / (rank + 1), passage_line(hit.item)))
+    queue = set(queued)
+    recall = [h for h in store.recall.search(text, page_size=k + len(queue) // 50 + 2).hits
+              if h.item.id not in queue][:k]
+    for rank, hit in enumerate(recall):
+        hits.append((hit.item.id, 0.5 / (rank + 1), message_line(hit.item)))
+    return hits

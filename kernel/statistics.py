@@ -1,0 +1,85 @@
+"""Memory statistics: the tiers' sizes, and the statistics message the context shows.
+
+The message (``<memory_statistics>``) tells the LLM how much lies outside its window:
+messages in recall storage (and how many were evicted), passages in archival storage, when
+memory last changed, and the time. Counting is kept off the step's path: recall messages
+are counted as they are appended (``max(id)`` tells whether someone else appended through
+the store's own API, and only then are they recounted), archival passages are recounted
+only after archival memory changed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from vmem import PagedContext
+from vmem.kernel.context import STATS_PAGE, render_stats
+from vmem.kernel.persistence import MemoryState
+from vmem.kernel.tokens import TokenCounter
+from vmem.storage import MemoryDir
+
+__all__ = ["MemoryStatistics"]
+
+
+class MemoryStatistics:
+    """The tiers' counts and the statistics page (its text, its tokens in the core)."""
+
+    __slots__ = ("_store", "_ctx", "_counter", "recall", "_recall_last", "_archival", "text")
+
+    def __init__(self, store: MemoryDir, ctx: PagedContext, counter: TokenCounter) -> None:
+        self._store = store
+        self._ctx = ctx
+        self._counter = counter
+        self.recall = len(store.recall)  #: messages in recall storage
+        self._recall_last = store.recall.last_id()
+        self._archival: int | None = None  # recounted when asked after a change
+        self.text = ""  #: the statistics message as the context shows it
+
+    @property
+    def archival(self) -> int:
+        """Passages in archival storage."""
+        if self._archival is None:
+            self._archival = len(self._store.archival)
+        return self._archival
+
+    def appended(self, page: int) -> None:
+        """A message was appended to recall storage (by the memory)."""
+        self.recall += 1
+        self._recall_last = page
+
+    def archival_changed(self) -> None:
+        """Passages were inserted or deleted: recount when next asked."""
+        self._archival = None
+
+    def catch_up(self) -> int:
+        """Messages appended to recall storage through the store's own API since last counted."""
+        last = self._store.recall.last_id()
+        if last == self._recall_last:
+            return 0
+        total = len(self._store.recall)
+        new, self.recall, self._recall_last = total - self.recall, total, last
+        return new
+
+    def refresh(self, state: MemoryState, now: _dt.datetime) -> bool:
+        """Re-render the message; resize its page if its tokens changed (True then)."""
+        text = render_stats(recall=self.recall, archival=self.archival, evicted=state.evicted,
+                            changed=state.changed, now=now)
+        if text == self.text:
+            return False
+        self.text = text
+        tokens = self._counter.count(text)
+        if self._ctx.info(STATS_PAGE).tokens == tokens:
+            return False
+        self._ctx.resize(STATS_PAGE, tokens)
+        return True
+
+    # ------------------------------------------------------------ transactions (a Participant)
+
+    def mark(self, level: int) -> tuple[int, int | None, int | None, str]:
+        return self.recall, self._recall_last, self._archival, self.text
+
+    def restore(self, mark: tuple[int, int | None, int | None, str]) -> None:
+        self.recall, self._recall_last, self._archival, self.text = mark
+
+    def commit(self) -> None:
+        pass

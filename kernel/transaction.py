@@ -1,0 +1,194 @@
+"""Transactions: all of a memory's effects commit together, or none does.
+
+A memory's state lives in several parts: the database (recall, archival, blocks, the event
+log, the saved image) and, in memory, the C core, the queue's chat dicts, the rendered
+blocks, the kernel's state, the pending trace events, counters. One mechanism keeps them
+together: every in-memory part is a :class:`Participant` that takes a mark when a
+transaction or savepoint opens and is restored to it when one fails, while the database
+rolls back the same span (``BEGIN``/``ROLLBACK``, ``SAVEPOINT``/``ROLLBACK TO``).
+
+Rules (the PostgreSQL model):
+
+1. ``transaction()`` opens one atomic unit; nested, it joins the enclosing one.
+2. An exception escaping any part of a transaction aborts it: it rolls back when it ends
+   (even if the exception was caught on the way), and calls made in it meanwhile raise.
+3. ``savepoint()`` marks a part that may fail alone: an exception escaping it restores
+   the part's marks, rolls its writes back, and the transaction goes on.
+4. Only the thread (and asyncio task) that opened a transaction may use it; any other gets
+   BusyError at once, never a deadlock.
+5. A rollback that itself fails never hides the error that caused it: the memory is marked
+   unusable (reopen it) and the original exception propagates with a note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from vmem import PagedContext
+from vmem.kernel.errors import BusyError, KernelError
+from vmem.storage import MemoryDir
+
+__all__ = ["CoreMarks", "Participant", "Transactions"]
+
+
+class Participant(Protocol):
+    """An in-memory part of a memory's state that transactions keep with the database."""
+
+    def mark(self, level: int) -> Any:
+        """A point to restore to (level 0: a transaction opens; 1, 2, ...: nested savepoints)."""
+
+    def restore(self, mark: Any) -> None:
+        """Go back to ``mark`` (a transaction or savepoint failed)."""
+
+    def commit(self) -> None:
+        """The outermost transaction committed."""
+
+
+class CoreMarks:
+    """The C core as a participant: a mark is a copy in a twin core (one per level, reused)."""
+
+    __slots__ = ("_ctx", "_twins")
+
+    def __init__(self, ctx: PagedContext) -> None:
+        self._ctx = ctx
+        self._twins: list[PagedContext] = []
+
+    def mark(self, level: int) -> PagedContext:
+        while len(self._twins) <= level:
+            self._twins.append(PagedContext())
+        twin = self._twins[level]
+        twin.copy_from(self._ctx)
+        return twin
+
+    def restore(self, mark: PagedContext) -> None:
+        self._ctx.copy_from(mark)
+
+    def commit(self) -> None:
+        pass
+
+
+def _owner() -> tuple[int, int]:
+    """Who is calling: the thread, and the asyncio task when there is one."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return threading.get_ident(), id(task) if task is not None else 0
+
+
+class Transactions:
+    """The transactions of one memory (see the module docstring).
+
+    ``participants`` are restored in order (the core first: others read it). ``check``
+    raises when the memory cannot change; ``begin`` runs before an outermost transaction
+    takes its marks; ``persist`` runs inside its commit.
+    """
+
+    def __init__(self, store: MemoryDir, participants: Sequence[Participant], *, check: Callable[[], None],
+                 begin: Callable[[], None], persist: Callable[[], None]) -> None:
+        self._store = store
+        self._parts = list(participants)
+        self._check = check
+        self._begin = begin
+        self._persist = persist
+        self.depth = 0  #: transaction() and savepoint() scopes open (0: none)
+        self._savepoints = 0
+        self._owner: tuple[int, int] | None = None
+        self._failed: str | None = None  # an error escaped part of the running transaction
+        self.broken: str | None = None  #: why the memory cannot go on (a rollback failed)
+
+    def _usable(self) -> None:
+        if self.broken:
+            raise KernelError(f"this memory cannot go on ({self.broken}); reopen it")
+        self._check()
+
+    def _joinable(self) -> None:
+        if self._owner != _owner():
+            raise BusyError("another step or transaction is running on this memory (in another thread or task)")
+        if self._failed is not None:
+            raise KernelError(f"this transaction was aborted by an error ({self._failed}); it rolls back when it ends")
+
+    def _mark(self, level: int) -> list[Any]:
+        return [p.mark(level) for p in self._parts]
+
+    def _restore(self, marks: list[Any], exc: BaseException) -> None:
+        try:
+            for part, mark in zip(self._parts, marks):
+                part.restore(mark)
+        except BaseException as failure:  # noqa: BLE001 - never hide exc
+            self.broken = f"a rollback failed: {type(failure).__name__}: {failure}"
+            exc.add_note(f"vmem: {self.broken}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit (rules 1, 2, 4, 5)."""
+        self._usable()
+        if self.depth:
+            self._joinable()
+            self.depth += 1
+            try:
+                yield
+            except BaseException as exc:
+                if self._failed is None:
+                    self._failed = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                self.depth -= 1
+            return
+        self._owner = _owner()
+        self._failed = None
+        try:
+            self._begin()
+            marks = self._mark(0)
+        except BaseException:
+            self._owner = None
+            raise
+        self.depth = 1
+        try:
+            with self._store.transaction():
+                yield
+                if self._failed is not None:
+                    raise KernelError(f"the transaction was aborted by an earlier error ({self._failed}) "
+                                      f"and rolled back")
+                self._persist()
+        except BaseException as exc:
+            self._restore(marks, exc)
+            raise
+        finally:
+            self.depth = 0
+            self._owner = None
+            self._failed = None
+        for part in self._parts:
+            part.commit()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part that may fail alone (rule 3); outside a transaction, one of its own."""
+        if not self.depth:
+            with self.transaction(), self.savepoint():
+                yield
+            return
+        self._usable()
+        self._joinable()
+        self._savepoints += 1
+        marks = self._mark(self._savepoints)
+        self.depth += 1
+        try:
+            with self._store.savepoint():
+                yield
+        except BaseException as exc:
+            self._restore(marks, exc)
+            self._failed = None  # the part failed alone
+            raise
+        finally:
+            self.depth -= 1
+            self._savepoints -= 1
+
+    @property
+    def failed(self) -> str | None:
+        """Why the running transaction is aborted, if it is."""
+        return self._failed
