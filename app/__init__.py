@@ -1,0 +1,1 @@
+"""The application layer above the kernel (to be installed as vmem.app)."""
