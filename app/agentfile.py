@@ -22,7 +22,8 @@ What the output promises (the tests check each):
    timestamp.
 2. In each message list, every assistant tool call is followed, contiguously and in call
    order, by exactly one tool message that answers it; a call with no recorded result gets
-   a made-up failed result (``synthetic``), reported. No tool message stands alone.
+   a made-up failed result (``synthetic``), reported. No tool message stands alone in the
+   queue; a result whose call is nowhere in the file is kept out of context, reported.
 3. ``read_agent_file(write_agent_file(af)) == af`` for what the format carries; fields
    that only say where a message came from (``letta_id``, ``dropped``, ``synthetic``)
    are left out of comparisons.
@@ -95,6 +96,7 @@ __all__ = [
 ]
 
 UTC = _dt.timezone.utc
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Files larger than this are refused before they are read (pass ``max_bytes`` to raise it).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -174,6 +176,23 @@ def _thaw(value: Any) -> Any:
 
 def _empty() -> Mapping[str, Any]:
     return _EMPTY
+
+
+def _settle(obj: Any, mappings: Sequence[str] = (), tuples: Sequence[str] = (), times: Sequence[str] = ()) -> None:
+    """In a frozen dataclass's __post_init__: freeze JSON given as dicts, make sequences
+    tuples, refuse naive timestamps (vmem's stores refuse them too)."""
+    for name in mappings:
+        v = getattr(obj, name)
+        if v is not None and not isinstance(v, types.MappingProxyType):
+            object.__setattr__(obj, name, _freeze(v))
+    for name in tuples:
+        v = getattr(obj, name)
+        if not isinstance(v, tuple):
+            object.__setattr__(obj, name, tuple(v))
+    for name in times:
+        v = getattr(obj, name)
+        if v is not None and v.tzinfo is None:
+            raise ValueError(f"{type(obj).__name__}: {name} must be timezone-aware, got {v.isoformat()}")
 
 
 # ---------------------------------------------------------------- the report
@@ -263,6 +282,10 @@ class ToolCall:
     name: str
     arguments: str = "{}"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.arguments, str):
+            object.__setattr__(self, "arguments", json.dumps(self.arguments, ensure_ascii=False))
+
     def to_openai(self) -> dict[str, Any]:
         """``{"id", "type": "function", "function": {"name", "arguments"}}``."""
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
@@ -293,6 +316,9 @@ class ChatMessage:
     letta_id: str | None = field(default=None, compare=False)
     dropped: tuple[str, ...] = field(default=(), compare=False)
     synthetic: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _settle(self, tuples=("tool_calls", "dropped"), times=("timestamp",))
 
     @property
     def kind(self) -> MessageKind:
@@ -348,6 +374,9 @@ class BlockSpec:
     id: str = ""
     shared_by: tuple[str, ...] = ()
     letta: Mapping[str, Any] = field(default_factory=_empty)
+
+    def __post_init__(self) -> None:
+        _settle(self, mappings=("letta",), tuples=("shared_by",))
 
 
 @dataclass(frozen=True)
@@ -448,6 +477,9 @@ class ToolSpec:
     id: str = ""
     letta: Mapping[str, Any] = field(default_factory=_empty)
 
+    def __post_init__(self) -> None:
+        _settle(self, mappings=("json_schema", "letta"))
+
     @property
     def parameters(self) -> tuple[str, ...] | None:
         """The declared parameter names (request_heartbeat aside), None without a schema."""
@@ -505,6 +537,9 @@ class ToolRule:
     tool_name: str
     params: Mapping[str, Any] = field(default_factory=_empty)
 
+    def __post_init__(self) -> None:
+        _settle(self, mappings=("params",))
+
 
 @dataclass(frozen=True)
 class ArchivalPassage:
@@ -512,7 +547,10 @@ class ArchivalPassage:
 
     text: str
     tags: tuple[str, ...] = ()
-    timestamp: _dt.datetime = _dt.datetime(1970, 1, 1, tzinfo=UTC)
+    timestamp: _dt.datetime = field(default_factory=lambda: _EPOCH)
+
+    def __post_init__(self) -> None:
+        _settle(self, tuples=("tags",), times=("timestamp",))
 
 
 @dataclass(frozen=True)
@@ -526,6 +564,9 @@ class GroupSpec:
     description: str = ""
     shared_block_ids: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=_empty)
+
+    def __post_init__(self) -> None:
+        _settle(self, mappings=("config",), tuples=("agent_ids", "shared_block_ids"))
 
 
 @dataclass(frozen=True)
@@ -557,6 +598,10 @@ class AgentSpec:
     id: str = ""
     letta: Mapping[str, Any] = field(default_factory=_empty)
 
+    def __post_init__(self) -> None:
+        _settle(self, mappings=("letta",),
+                tuples=("blocks", "tools", "tool_rules", "in_context", "out_of_context", "passages"))
+
     def block(self, label: str) -> BlockSpec:
         """The block called ``label`` (KeyError if none)."""
         for b in self.blocks:
@@ -574,6 +619,9 @@ class AgentFile:
     created_at: _dt.datetime | None = None
     metadata: Mapping[str, Any] = field(default_factory=_empty)
     report: ImportReport = field(default_factory=ImportReport, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _settle(self, mappings=("metadata",), tuples=("agents", "groups"), times=("created_at",))
 
     @property
     def blocks(self) -> tuple[BlockSpec, ...]:
@@ -1138,7 +1186,7 @@ class _Reader:
             self.report.add("warning", "in_context_message_ids", "empty: every message goes to recall storage only",
                             aid)
 
-        fallback = self.time(raw.get("created_at")) or _dt.datetime(1970, 1, 1, tzinfo=UTC)
+        fallback = self.time(raw.get("created_at")) or _EPOCH
         times: list[_dt.datetime] = []
         for m in msgs:
             t = self.time(m.get("created_at"))
@@ -1672,22 +1720,20 @@ def _parse_time(value: Any) -> _dt.datetime | None:
 
 class _Ids:
     """File-local ids Letta accepts (``prefix-N``, unique in the file): a valid one is kept,
-    others get the next free number."""
+    others get the lowest free number, so exporting an export gives the same ids."""
 
     def __init__(self) -> None:
         self.taken: set[str] = set()
-        self.next: dict[str, int] = {}
+        self.next: dict[str, int] = {}  # no free number below this one
 
     def reserve(self, candidates: Iterable[str | None], prefix: str) -> set[str]:
-        """Claim the valid, unique candidates; return them."""
+        """Claim the valid candidates that occur once; return them."""
         seen: dict[str, int] = {}
         for c in candidates:
             if c and _ID_RE[prefix].match(c):
                 seen[c] = seen.get(c, 0) + 1
         kept = {c for c, n in seen.items() if n == 1 and c not in self.taken}
         self.taken |= kept
-        top = max((int(_ID_RE[prefix].match(c).group(1)) for c in kept), default=-1)  # type: ignore[union-attr]
-        self.next[prefix] = max(self.next.get(prefix, 0), top + 1)
         return kept
 
     def new(self, prefix: str) -> str:
@@ -1781,7 +1827,8 @@ def write_agent_file(af: AgentFile) -> dict[str, Any]:
         config = {"manager_type": g.manager_type, **_thaw(g.config)}
         if g.manager_agent_id:
             config["manager_agent_id"] = agent_ids[g.manager_agent_id]
-        shared = [b for b in block_objs if b.id in g.shared_block_ids]
+        by_id = {b.id: b for b in block_objs if b.id}
+        shared = [by_id[b] for b in g.shared_block_ids if b in by_id]
         groups.append({"id": group_ids[g.id or id(g)], "agent_ids": [agent_ids[x] for x in g.agent_ids],
                        "description": g.description, "manager_config": config,
                        "shared_block_ids": [block_id(b) for b in shared], "project_id": None, "hidden": None})
@@ -1834,8 +1881,10 @@ def _write_messages(a: AgentSpec, aid: str, ids: _Ids, kept: set[str], af: Agent
             return m.letta_id
         return ids.new("message")
 
+    # the time of what Letta needs and vmem has not: the compiled prompt and the summary message
+    # (deterministic, so that exporting twice gives the same file)
     first = a.in_context[0].timestamp if a.in_context else (
-        a.out_of_context[-1].timestamp if a.out_of_context else af.created_at or _dt.datetime.now(UTC))
+        a.out_of_context[-1].timestamp if a.out_of_context else af.created_at or _EPOCH)
     system = {"type": "message", "id": mid(None), "role": "system", "content": [_text(a.system)],
               "agent_id": aid, "created_at": first.isoformat()}
     out = [system]
