@@ -112,7 +112,8 @@ Role = Literal["system", "user", "assistant", "tool"]
 MessageKind = Literal["message", "heartbeat", "login", "system_alert", "summary", "tool_result"]
 Category = Literal["mapped", "kept", "skipped", "warning", "note"]
 
-#: vmem's built-in memory functions and their parameters (request_heartbeat aside).
+#: vmem's built-in memory functions and their parameters (request_heartbeat aside), as
+#: kernel/builtins.py declares them; written out so that this module needs no kernel.
 VMEM_BUILTINS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "send_message": ("message",),
     "core_memory_append": ("label", "content"),
@@ -245,7 +246,9 @@ class ImportReport:
 
     def format(self) -> str:
         """The report as text: the file's entries, then each agent's, by category."""
-        lines = [f"Import report for {self.source or 'an agent file'}"]
+        n, w = len(self.agent_names), len(self.warnings)
+        lines = [f"Import report for {self.source or 'an agent file'}: {n} agent{'s' * (n != 1)}, "
+                 f"{w} warning{'s' * (w != 1)}"]
         agents: list[str | None] = [None]
         for e in self.entries:
             if e.agent is not None and e.agent not in agents:
@@ -494,13 +497,14 @@ class ToolSpec:
     def mapping(self) -> ToolMapping | None:
         """The vmem built-in this tool is, None for a tool vmem does not have.
 
-        A Letta core tool maps by name; so does a declaration with no source code. A
-        custom tool with its own source is the author's code, never a built-in.
+        A Letta core tool maps by name; so does a custom declaration with no source code.
+        A custom tool with its own source is the author's code, never a built-in; an MCP
+        or other external tool is someone else's.
         """
         entry = _LETTA_TO_VMEM.get(self.name)
         if entry is None:
             return None
-        if self.tool_type not in _CORE_TOOL_TYPES and self.source_code:
+        if self.tool_type not in _CORE_TOOL_TYPES and (self.tool_type != "custom" or self.source_code):
             return None
         builtin, renames, note = entry
         declared = self.parameters
@@ -669,7 +673,9 @@ def _envelope(text: str) -> dict[str, Any] | None:
     return None
 
 
-_HIDDEN = re.compile(r"^Note: (?:\d+ )?prior messages\b.*hidden from view", re.DOTALL)
+# "Note: prior messages (69 of 80 total messages) have been hidden from view ...",
+# "Note: 12 messages from the beginning of the conversation have been hidden from view ...", ...
+_HIDDEN = re.compile(r"^Note: (?:\d+ )?(?:prior )?messages\b.*?hidden from view", re.DOTALL)
 _SUMMARY_HEAD = re.compile(r"The following is a summary of the previous(?: \d+)? messages:\n ?")
 
 
@@ -1174,14 +1180,16 @@ class _Reader:
             by_id[mid] = j
             self.fields(m, _MESSAGE_FIELDS, "messages")
         order: list[int] = []
+        in_set: set[int] = set()
         for mid in self.str_list(raw, "in_context_message_ids", where):
             if mid not in by_id:
                 self.fail(where, f"in_context_message_ids names message {mid!r}, which the agent's messages "
                           "do not include", BrokenReference)
-            if by_id[mid] in order:
+            if by_id[mid] in in_set:
                 self.report.add("warning", f"message {mid}", "listed twice in context; used once", aid)
                 continue
             order.append(by_id[mid])
+            in_set.add(by_id[mid])
         if msgs and not order:
             self.report.add("warning", "in_context_message_ids", "empty: every message goes to recall storage only",
                             aid)
@@ -1195,7 +1203,6 @@ class _Reader:
                 t = times[-1] if times else fallback
             times.append(t)
 
-        in_set = set(order)
         ctx_items: list[_Item] = []
         for pos, j in enumerate(order):
             ctx_items += self._items(msgs[j], times[j], True, pos == 0, system, aid, f"{where}.messages[{j}]", stats)
@@ -1237,6 +1244,10 @@ class _Reader:
             content = m["text"]  # the oldest exports
         flat = self._flatten(content, where, stats)
         name = self.get(m, "name", str, where)
+        if flat.reasoning and role not in ("assistant", "approval"):
+            flat.dropped.append("reasoning outside an assistant message")
+            stats["dropped:reasoning outside an assistant message"] = stats.get(
+                "dropped:reasoning outside an assistant message", 0) + 1
         base = dict(timestamp=t, letta_id=mid, dropped=tuple(flat.dropped))
 
         if role == "system":
@@ -1259,7 +1270,8 @@ class _Reader:
                     stats[key] = stats.get(key, 0) + 1
             if role == "summary" and (env is None or _summary_body(env) is None):
                 # a summary-role message in another shape: give it the envelope its kind needs
-                text = _summary_envelope(text, t)
+                inner = env.get("message") if env is not None else None
+                text = _summary_envelope(inner if isinstance(inner, str) else text, t)
             return [_Item(ChatMessage("user", text, name=name, **base), ctx)]
         if role in ("assistant", "approval"):
             calls = self._calls(m, flat, where, aid, stats)
@@ -1509,7 +1521,9 @@ class _Reader:
                    "reasoning signature": "a provider token for sending reasoning back; not portable",
                    "encrypted reasoning": "provider-encrypted; not portable",
                    "redacted reasoning": "provider-redacted; nothing readable",
-                   "omitted reasoning": "the provider returned none"}.get(what, "not a kind of content vmem knows")
+                   "omitted reasoning": "the provider returned none",
+                   "reasoning outside an assistant message": "only assistant messages keep reasoning",
+                   }.get(what, "not a kind of content vmem knows")
             add("skipped", what, f"{st[key]} part(s): {why}", aid)
         if st.get("approval_requests") or st.get("approval_answers"):
             add("note", "approvals", f"{st.get('approval_requests', 0)} call(s) that waited for a human kept as "

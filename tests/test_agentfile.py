@@ -333,6 +333,14 @@ def test_summary_role_of_newer_letta() -> None:
     assert plain.agents[0].summary == "Just text."
 
 
+def test_sliding_window_summary() -> None:
+    body = envelope("system_alert", message="Note: 12 messages from the beginning of the conversation have been "
+                    "hidden from view due to memory constraints.\nThe following is a summary of the previous "
+                    "messages:\n They talked about boats.", compaction_stats={"messages_count_before": 30})
+    a = read(document(agent([msg("message-0", "system", "x"), msg("message-1", "summary", body)]))).agents[0]
+    assert a.summary == "They talked about boats."
+
+
 def test_hidden_messages_notice_without_a_summary() -> None:
     note = envelope("system_alert", message="Note: 12 prior messages with the user have been hidden from view due "
                     "to conversation memory constraints. Older messages are stored in Recall Memory.")
@@ -664,6 +672,15 @@ def test_builtin_tools_round_trip_to_themselves() -> None:
         builtin_tool("launch_rockets")
 
 
+def test_mcp_tool_named_like_a_builtin_is_never_mapped() -> None:
+    tools = [{"id": "tool-0", "name": "conversation_search", "tool_type": "external_mcp",
+              "json_schema": {"name": "conversation_search", "parameters": {"type": "object", "properties": {}}},
+              "metadata_": {"mcp": {"server_name": "crm"}}}]
+    af = read(document(agent(tool_ids=["tool-0"]), tools=tools))
+    assert af.agents[0].tools[0].builtin is None
+    assert "needs its MCP server" in af.report.format()
+
+
 def test_custom_tool_named_like_a_builtin_is_never_mapped() -> None:
     tools = [{"id": "tool-0", "name": "send_message", "tool_type": "custom", "source_code": "def send_message(): ...",
               "json_schema": {"name": "send_message", "parameters": {"type": "object", "properties": {}}}}]
@@ -697,9 +714,30 @@ def test_report_reads_as_one_list() -> None:
     af = read(document(agent([msg("message-0", "system", "x"),
                               msg("message-1", "assistant", "", tool_calls=[call("c", "f")])])))
     text = af.report.format()
-    assert text.splitlines()[0] == "Import report for <bytes>"
+    assert text.splitlines()[0] == "Import report for <bytes>: 1 agent, 1 warning"
     assert "agent agent-0 (sam):" in text and "  warning  message message-1: tool call f (c)" in text
     assert str(af.report) == text
+
+
+def test_vmem_builtins_match_the_kernel() -> None:
+    try:
+        from kernel.builtins import BUILTINS
+    except ImportError as exc:  # the kernel is being rewritten elsewhere; this module does not need it
+        pytest.skip(f"kernel.builtins not importable: {exc}")
+    declared = {}
+    for func in BUILTINS:
+        fn = func.tool.get("function", func.tool)
+        declared[fn["name"]] = tuple(p for p in fn["parameters"]["properties"] if p != "request_heartbeat")
+    assert declared == dict(VMEM_BUILTINS)
+
+
+def test_the_module_needs_only_the_standard_library() -> None:
+    import ast
+
+    tree = ast.parse((ROOT / "app" / "agentfile.py").read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert names <= set(sys.stdlib_module_names) | {"__future__"}, names
 
 
 # ---------------------------------------------------------------- round trip, any file
