@@ -737,6 +737,7 @@ _TOOL_SCHEMA_FIELDS = frozenset({
     "enable_parallel_execution", "created_by_id", "last_updated_by_id", "metadata_", "project_id",
 })
 _TOOL_FIELDS = _TOOL_SCHEMA_FIELDS | {"created_at", "updated_at", "module"}
+_TOOL_RETURN_FIELDS = frozenset({"tool_call_id", "status", "stdout", "stderr", "func_response", "type"})
 _GROUP_FIELDS = frozenset({"id", "agent_ids", "description", "manager_config", "project_id", "shared_block_ids",
                            "hidden"})
 _LEGACY_FIELDS = frozenset({
@@ -758,6 +759,19 @@ _AGENT_NOT_PASSED = frozenset({
 _BLOCK_PASSED = frozenset({"metadata", "hidden", "tags", "is_template", "template_name", "preserve_on_migration"})
 _TOOL_PASSED = frozenset({"tags", "args_json_schema", "return_char_limit", "pip_requirements", "npm_requirements",
                           "default_requires_approval", "enable_parallel_execution", "metadata_"})
+
+# Fields the format defines that vmem has no use for (server ids, housekeeping), by entity.
+_IGNORED: dict[str, frozenset[str]] = {
+    "agents": frozenset({"project_id", "template_id", "base_template_id", "from_template", "project", "template",
+                         "created_at", "updated_at"}),
+    "messages": frozenset({"otid", "group_id", "sender_id", "batch_item_id", "model", "step_id", "run_id",
+                           "updated_at"}),
+    "blocks": frozenset({"project_id", "template_id", "base_template_id", "deployment_id", "entity_id",
+                         "created_at", "updated_at", "created_by_id", "last_updated_by_id", "name"}),
+    "tools": frozenset({"created_by_id", "last_updated_by_id", "project_id", "created_at", "updated_at", "module"}),
+    "groups": frozenset({"project_id", "hidden"}),
+    "tool returns": frozenset({"stdout", "stderr"}),
+}
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "function", "approval", "summary"})
 _ID_RE = {p: re.compile(rf"^{p}-(\d+)$") for p in ("agent", "block", "tool", "message", "group")}
@@ -825,6 +839,7 @@ class _Reader:
         self.source = source
         self.report = report
         self.unknown: dict[str, dict[str, int]] = {}
+        self.ignored: dict[str, dict[str, int]] = {}
         self.naive_times = 0
         self.bad_times = 0
         self.legacy = False
@@ -862,9 +877,14 @@ class _Reader:
         return items
 
     def fields(self, obj: Mapping[str, Any], known: frozenset[str], entity: str) -> None:
+        """Count the fields of ``obj`` the format does not define, and the known ones vmem ignores."""
         for key in obj:
             if key not in known:
                 seen = self.unknown.setdefault(entity, {})
+                seen[key] = seen.get(key, 0) + 1
+        for key in _IGNORED.get(entity, ()):
+            if obj.get(key) not in (None, "", [], {}, False):
+                seen = self.ignored.setdefault(entity, {})
                 seen[key] = seen.get(key, 0) + 1
 
     def time(self, value: Any) -> _dt.datetime | None:
@@ -1327,6 +1347,7 @@ class _Reader:
         for k, r in enumerate(returns):
             if not isinstance(r, dict):
                 self.fail(f"{where}.tool_returns[{k}]", "must be an object")
+            self.fields(r, _TOOL_RETURN_FIELDS, "tool returns")
             tcid = r.get("tool_call_id")
             if not isinstance(tcid, str) or not tcid:
                 continue
@@ -1597,9 +1618,15 @@ class _Reader:
             self.report.add("warning", "timestamps", f"{self.bad_times} unreadable created_at value(s) replaced")
 
     def _report_unknown(self) -> None:
+        def listed(keys: Mapping[str, int]) -> str:
+            return ", ".join(f"{k} (x{n})" if n > 1 else k for k, n in sorted(keys.items()))
+
         for entity, keys in self.unknown.items():
-            listed = ", ".join(f"{k} (x{n})" if n > 1 else k for k, n in sorted(keys.items()))
-            self.report.add("warning", f"unknown fields in {entity}", f"{listed}: ignored (the format evolves)")
+            self.report.add("warning", f"unknown fields in {entity}", f"{listed(keys)}: ignored (the format evolves)")
+        if self.ignored:
+            parts = "; ".join(f"{entity}: {listed(keys)}" for entity, keys in self.ignored.items())
+            self.report.add("skipped", "Letta bookkeeping", f"{parts}: the Letta server's own ids and housekeeping, "
+                            "not imported")
 
     # -- Letta 0.6/0.7
 
@@ -1615,7 +1642,10 @@ class _Reader:
         for i, b in enumerate(self.get(doc, "core_memory", list, "", [])):
             if not isinstance(b, dict):
                 self.fail(f"core_memory[{i}]", "must be an object")
-            blocks.append({**b, "id": f"block-{i}"})
+            block = {**b, "id": f"block-{i}"}
+            if "metadata" not in block and isinstance(block.get("metadata_"), dict):
+                block["metadata"] = block.pop("metadata_")
+            blocks.append(block)
         tools = []
         for i, t in enumerate(self.get(doc, "tools", list, "", [])):
             if not isinstance(t, dict):
