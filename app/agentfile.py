@@ -1960,8 +1960,8 @@ def _message(m: ChatMessage, mid: str, aid: str) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     if m.reasoning:
         parts.append({"type": "reasoning", "is_native": True, "reasoning": m.reasoning, "signature": None})
-    if content or m.role != "assistant":
-        parts.append(_text(content))
+    if content or m.role != "assistant" or not m.tool_calls:
+        parts.append(_text(content))  # Letta refuses to send an assistant message with no text and no call
     doc: dict[str, Any] = {"type": "message", "id": mid, "role": m.role, "content": parts, "name": m.name,
                            "agent_id": aid, "created_at": m.timestamp.isoformat(),
                            "tool_calls": [c.to_openai() for c in m.tool_calls] or None,

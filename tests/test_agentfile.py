@@ -665,6 +665,19 @@ def test_export_carries_passages_and_what_letta_requires() -> None:
     assert a.block("human").read_only and a.block("persona").description == "who I am"
 
 
+def test_an_empty_assistant_message_keeps_a_text_part() -> None:
+    # Letta's Message.to_openai_dict asserts that an assistant message has text or a call
+    spec = AgentSpec("a", "s", in_context=(ChatMessage("assistant", "", T0, reasoning="hm"),
+                                           ChatMessage("assistant", "", T0, (ToolCall("c", "f"),)),
+                                           ChatMessage("tool", "ok", T0, tool_call_id="c", name="f")),
+                     context_window=1000, id="agent-0")
+    doc = write_agent_file(AgentFile((spec,)))
+    first, with_call = doc["agents"][0]["messages"][1:3]
+    assert [p["type"] for p in first["content"]] == ["reasoning", "text"] and first["content"][1]["text"] == ""
+    assert with_call["content"] == [] and with_call["tool_calls"]
+    assert read(doc) == AgentFile((spec,))
+
+
 def test_builtin_tools_round_trip_to_themselves() -> None:
     for name, params in VMEM_BUILTINS.items():
         tool = builtin_tool(name)
