@@ -28,6 +28,12 @@ What the output promises (the tests check each):
    that only say where a message came from (``letta_id``, ``dropped``, ``synthetic``)
    are left out of comparisons.
 
+vmem's extension: ``"x_vmem": {"version": 1, "agents": {"agent-0": {"passages": [{"text",
+"tags", "created_at"}], "name": ..., "generated": [...]}}}`` holds, per agent, the archival
+passages, the agent's name when Letta's name rules changed it, and which llm_config parts
+the writer made up because Letta requires them (so reading does not take them for data).
+The summary needs no extension: it travels as Letta's own summary message.
+
 How Letta stores an agent (letta/schemas/agent_file.py, message.py, system.py,
 services/summarizer, in the letta-ai/letta repository, and the published files):
 
@@ -1055,7 +1061,7 @@ class _Reader:
             shared = self.str_list(raw, "shared_block_ids", where)
             dangling = [a for a in members + ([manager] if manager else []) if a not in agent_ids]
             dangling += [b for b in shared if b not in block_ids]
-            roles = f"{mtype}" + (f", manager {manager}" if manager else "") + f", agents {', '.join(members) or 'none'}"
+            roles = mtype + (f", manager {manager}" if manager else "") + f", agents {', '.join(members) or 'none'}"
             if dangling:
                 self.report.add("warning", f"group {gid}", f"({roles}) names {', '.join(dangling)}, which the file "
                                 "does not define; group dropped")
@@ -1800,7 +1806,7 @@ def write_agent_file(af: AgentFile) -> dict[str, Any]:
     compiled system message at context position 0, its summary as Letta's summary message
     at position 1, tool results as Letta writes them, and an ``llm_config``. vmem's
     archival passages, which the format lacks, go under the top-level ``x_vmem`` key,
-    which Letta ignores.
+    which Letta ignores. A group that names an agent ``af`` does not hold is left out.
     """
     ids = _Ids()
     agent_ids = _assign(ids, "agent", af.agents)

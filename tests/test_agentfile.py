@@ -361,8 +361,8 @@ def test_letta_envelopes() -> None:
     msgs = [msg("message-0", "system", "You are Sam."),
             msg("message-1", "user", envelope("login", last_login="Never (first login)")),
             msg("message-2", "user", envelope("user_message", message="hi, I'm Sarah ", name="sarah")),
-            msg("message-3", "assistant", "She said hi.", tool_calls=[call("c1", "core_memory_append", label="human",
-                                                                              content="Sarah", request_heartbeat=True)]),
+            msg("message-3", "assistant", "She said hi.",
+                tool_calls=[call("c1", "core_memory_append", label="human", content="Sarah", request_heartbeat=True)]),
             result("message-4", "c1"),
             msg("message-5", "user", envelope("heartbeat", reason="[This is an automated system message hidden from "
                                               "the user] Function called using request_heartbeat=true")),
