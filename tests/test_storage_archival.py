@@ -257,3 +257,32 @@ def test_milvus_without_pymilvus_is_a_clear_error(tmp_path: Path, monkeypatch: p
         MemoryDir.open(tmp_path / "a", archival="milvus")
     with MemoryDir.open(tmp_path / "b"):  # nothing left locked or half-made elsewhere
         pass
+
+
+def test_a_rolled_back_insert_leaves_no_passage(store: MemoryDir) -> None:
+    kept = store.archival.insert("a passage that stays")
+    with pytest.raises(RuntimeError, match="abort"):
+        with store.transaction():
+            store.archival.insert("a passage of a transaction that fails")
+            store.archival.insert("a passage that stays", tags=["new tag"])  # a tag merge, undone too
+            raise RuntimeError("abort")
+    assert len(store.archival) == 1
+    assert store.archival.search("transaction fails", mode="text").total == 0
+    assert store.archival.get(kept[0]).tags == ()
+    assert store.archival.insert("another passage")  # the serials of the rolled-back insert are reused safely
+    assert len(store.archival) == 2
+
+
+@pytest.mark.milvus
+@pytest.mark.skipif(not HAVE_MILVUS, reason="pymilvus/milvus-lite not installed (pip install 'vmem[milvus]')")
+def test_milvus_rows_a_crash_left_uncommitted_are_removed_on_open(tmp_path: Path) -> None:
+    with MemoryDir.open(tmp_path / "a", archival="milvus") as s:
+        kept = s.archival.insert_many(["one passage", "two passages"])
+        # what a crash between Milvus's write and the rollback leaves: a row the ledger does not hold
+        s.archival._c.insert(s.archival.collection, [{"id": 99, "text": "orphan", "tags": [], "ts": 0.0,
+                                                      "hash": "0" * 32, "vec": [0.0] * s.embedder.dim}])
+        s._db.set_meta("next_passage_serial", 100)
+    with MemoryDir.open(tmp_path / "a") as s:
+        assert len(s.archival) == 2
+        assert s.archival.search("orphan", mode="text").total == 0
+        assert [p.text for p in s.archival.get_many([k[0] for k in kept])] == ["one passage", "two passages"]

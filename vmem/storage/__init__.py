@@ -38,6 +38,7 @@ from vmem.storage.errors import (
     StoreClosedError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreOwnedError,
     VmemStorageError,
 )
 from vmem.storage.memdir import MemoryDir, MilvusConfig
@@ -71,6 +72,7 @@ __all__ = [
     "StoreClosedError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreOwnedError",
     "VmemStorageError",
     "split_passages",
 ]

@@ -111,16 +111,20 @@ CREATE TABLE blocks(
 CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 
 CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL);
+
+CREATE TABLE archival_ids(id INTEGER PRIMARY KEY);
 """
 
 #: Statements that bring a store of an older schema version to the next one (run once, in a transaction).
 _MIGRATIONS = {
-    1: ["CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL)"],
+    1: ["CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL)",
+        "CREATE TABLE archival_ids(id INTEGER PRIMARY KEY)"],
 }
 
 #: Schema objects every store must have (checked at open).
 _REQUIRED = {
     "meta", "messages", "messages_fts", "passages", "passage_tags", "passages_fts", "blocks", "kv", "events",
+    "archival_ids",
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}

@@ -149,6 +149,9 @@ class ArchivalStore(abc.ABC):
         self.max_chars = max_chars
         self._fts_query = fts_query
         self._fuse = fuse
+        #: Writes made through this object (inserts and deletes), counted as they are asked for:
+        #: a cheap way for a cache of the store's size to tell that it is stale.
+        self.changes = 0
 
     # -- public API
 
@@ -181,6 +184,7 @@ class ArchivalStore(abc.ABC):
         flat = [c for cs in chunked for c in cs]
         if not flat:
             return [[] for _ in chunked]
+        self.changes += 1
         ids = self._insert(flat, [passage_hash(c) for c in flat], tag_t, ts)
         out: list[list[int]] = []
         pos = 0
@@ -205,6 +209,7 @@ class ArchivalStore(abc.ABC):
     def delete(self, page_ids: Iterable[int]) -> int:
         """Delete passages; return how many existed. Unknown ids are ignored."""
         ids = _check_page_ids(page_ids, "archival.delete")
+        self.changes += 1
         return self._delete(ids) if ids else 0
 
     def search(

@@ -9,13 +9,20 @@ counters...) that the kernel snapshots between steps.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import msgpack
 
 from vmem.storage._db import Database
-from vmem.storage.errors import BlockExistsError, BlockLimitError, NotFoundError, ReadOnlyBlockError
+from vmem.storage.errors import (
+    BlockExistsError,
+    BlockLimitError,
+    NotFoundError,
+    ReadOnlyBlockError,
+    StoreOwnedError,
+)
 from vmem.storage.records import Block
 
 __all__ = ["Blocks", "KernelState"]
@@ -41,10 +48,35 @@ def _check_value(label: str, value: str, limit: int) -> None:
 
 
 class Blocks:
-    """The core-memory blocks of one agent, in creation order. From ``MemoryDir.blocks``."""
+    """The core-memory blocks of one agent, in creation order. From ``MemoryDir.blocks``.
+
+    A block is also a page of the agent's context, so while a kernel memory holds the store
+    (:meth:`own`), writes through this object are refused with StoreOwnedError: they go
+    through the memory, which accounts them (``Memory.add_block``, ``set_block``, ...).
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._owner: str | None = None
+        self._owner_writing = 0
+
+    def own(self, owner: str) -> None:
+        """Refuse writes from anyone but ``owner`` (who writes inside :meth:`as_owner`)."""
+        self._owner = owner
+
+    @contextlib.contextmanager
+    def as_owner(self) -> Iterator[None]:
+        """The owner's writes."""
+        self._owner_writing += 1
+        try:
+            yield
+        finally:
+            self._owner_writing -= 1
+
+    def _check_writer(self, what: str) -> None:
+        if self._owner is not None and not self._owner_writing:
+            raise StoreOwnedError(f"{what}: the blocks are part of an open {self._owner}'s context; "
+                                  f"write them through it (add_block, set_block, update_block, delete_block)")
 
     def create(
         self,
@@ -56,6 +88,7 @@ class Blocks:
         read_only: bool = False,
     ) -> Block:
         """Create a block (BlockExistsError if ``label`` is taken, BlockLimitError if too long)."""
+        self._check_writer(f"creating block {label!r}")
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"block label must be a non-empty str, got {label!r}")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -81,6 +114,7 @@ class Blocks:
 
     def set(self, label: str, value: str) -> Block:
         """Replace a block's value, as the agent does: refused for read-only blocks and over the limit."""
+        self._check_writer(f"writing block {label!r}")
         with self._db.transaction(f"writing block {label!r}"):
             b = self.get(label)
             if b.read_only:
@@ -99,6 +133,7 @@ class Blocks:
         read_only: bool | None = None,
     ) -> Block:
         """Change any field of a block, as the developer does (read-only does not apply; the limit does)."""
+        self._check_writer(f"updating block {label!r}")
         with self._db.transaction(f"updating block {label!r}") as c:
             b = self.get(label)
             new = Block(
@@ -119,6 +154,7 @@ class Blocks:
 
     def delete(self, label: str) -> None:
         """Remove a block (NotFoundError if none)."""
+        self._check_writer(f"deleting block {label!r}")
         with self._db.transaction(f"deleting block {label!r}") as c:
             if not c.execute("DELETE FROM blocks WHERE label=?", (label,)).rowcount:
                 raise NotFoundError(f"no core memory block {label!r}")

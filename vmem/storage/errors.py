@@ -13,6 +13,7 @@ Bad arguments (a naive datetime, a negative page) stay ``ValueError`` /
      +-- StoreLockedError           another process has the directory open
      +-- StoreClosedError           used after close()
      +-- ReadOnlyStoreError         a write to a store opened read-only
+     +-- StoreOwnedError            a write that must go through the kernel memory that holds the store
      +-- ConfigMismatchError        reopened with a different archival backend or embedder than it can accept
      +-- BackendError               the archival backend is unavailable or failed (e.g. pymilvus missing)
      +-- NotFoundError(KeyError)    no message, passage or block with that id / label
@@ -41,6 +42,7 @@ __all__ = [
     "StoreClosedError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreOwnedError",
     "VmemStorageError",
 ]
 
@@ -67,6 +69,11 @@ class SchemaVersionError(VmemStorageError):
 
 class ReadOnlyStoreError(VmemStorageError):
     """A write to a store opened with ``read_only=True``."""
+
+
+class StoreOwnedError(VmemStorageError):
+    """A write through the store's own API to what an open kernel memory accounts (its blocks):
+    it must go through the memory."""
 
 
 class StoreLockedError(VmemStorageError):

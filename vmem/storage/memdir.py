@@ -294,6 +294,7 @@ class MemoryDir:
             index_type=cfg.index_type,
             allocate=self._allocate_passage_ids,
             next_serial=lambda: int(self._db.get_meta("next_passage_serial", 1)),
+            db=self._db,
             fts_query=fts_query,
             fuse=fuse,
             max_chars=max_chars,
@@ -307,13 +308,18 @@ class MemoryDir:
                 f"not {want_emb['name']!r} (re-embedding a Milvus collection is not supported)"
             )
         if not self.read_only:
-            with self._db.transaction("recording the archival backend"):
-                self._db.set_meta("archival", {"backend": "milvus", "uri": cfg.uri, "collection": collection})
-                self._db.set_meta("embedder", want_emb)
+            try:
+                with self._db.transaction("recording the archival backend"):
+                    self._db.set_meta("archival", {"backend": "milvus", "uri": cfg.uri, "collection": collection})
+                    self._db.set_meta("embedder", want_emb)
+                store.reconcile()  # SQLite is the truth: rows a crash left uncommitted go
+            except BaseException:
+                store.close()
+                raise
         return store
 
     def _allocate_passage_ids(self, n: int) -> int:
-        """Reserve ``n`` passage serials (committed before use, never reused); return the first."""
+        """Reserve ``n`` passage serials (in the running transaction); return the first."""
         with self._db.transaction("allocating passage ids"):
             first = int(self._db.get_meta("next_passage_serial", 1))
             self._db.set_meta("next_passage_serial", first + n)

@@ -13,9 +13,11 @@ semantics as the SQLite backend, so the kernel does not know which it has:
 - vector search uses Milvus's filtered search, which applies the filter before
   the top-k cut (so a page is full whenever enough passages match);
 - hybrid search fuses both rankings with :func:`vmem.rank.fuse`, as SQLite does;
-- page ids are allocated by the owning MemoryDir (committed in its SQLite
-  file before the insert, never reused), because Milvus auto ids do not fit
-  the 56-bit serial of a page id.
+- page ids are allocated by the owning MemoryDir in its SQLite file, because
+  Milvus auto ids do not fit the 56-bit serial of a page id;
+- the SQLite file is the truth about which passages exist (a
+  :class:`~vmem.storage.ledger.PassageLedger`): a rolled-back transaction
+  deletes its Milvus rows again, and opening deletes rows a crash left behind.
 
 Differences from the SQLite backend (stated, not hidden): the text analyzer
 is Milvus's ``standard`` one (lower-casing, no stemming; Milvus Lite knows no
@@ -37,7 +39,9 @@ import numpy as np
 
 from vmem.pageid import PageKind, make_page_id, page_serial
 from vmem.storage.archival import MAX_TAG_CHARS, MAX_TAGS, ArchivalStore, PassageFilter
+from vmem.storage._db import Database
 from vmem.storage.errors import BackendError, ConfigMismatchError
+from vmem.storage.ledger import PassageLedger
 from vmem.storage.records import Passage, from_epoch
 
 __all__ = ["MilvusArchival"]
@@ -104,6 +108,7 @@ class MilvusArchival(ArchivalStore):
         embedder: Any,
         allocate: Callable[[int], int],
         next_serial: Callable[[], int],
+        db: Database,
         fts_query: Callable[[str], str | None],
         fuse: Callable[..., list[tuple[int, float]]] | None,
         token: str | None = None,
@@ -122,6 +127,8 @@ class MilvusArchival(ArchivalStore):
         self._pm = pymilvus
         self._allocate = allocate
         self._next_serial = next_serial
+        self._db = db
+        self.ledger = PassageLedger(db)
         self.collection = collection
         self.uri = uri
         self._analyzer = analyzer or {"type": "standard"}
@@ -143,6 +150,40 @@ class MilvusArchival(ArchivalStore):
             self._c.close()
             raise
         self._closed = False
+
+    def reconcile(self) -> None:
+        """Make Milvus hold exactly the ledger's passages (see :mod:`vmem.storage.ledger`)."""
+        held = self._serials()
+        if not self.ledger.adopted:
+            self.ledger.adopt(held)
+            return
+        truth = self.ledger.serials()
+        orphans, lost = sorted(held - truth), sorted(truth - held)
+        if orphans:
+            log.warning("%s: deleting %d passage(s) a crash left in Milvus uncommitted", self.collection, len(orphans))
+            self._forget(orphans)
+        if lost:
+            log.error("%s: Milvus lost %d committed passage(s) (e.g. %s); dropping them from the ledger",
+                      self.collection, len(lost), lost[:5])
+            self.ledger.remove(lost)
+
+    def _serials(self) -> set[int]:
+        """Every serial the collection holds (read in id windows)."""
+        out: set[int] = set()
+        step = MAX_WINDOW // 2
+        for lo in range(1, self._next_serial(), step):
+            rows = self._query(f"id >= {lo} and id < {lo + step}", ["id"], limit=MAX_WINDOW)
+            out.update(int(r["id"]) for r in rows)
+        return out
+
+    def _forget(self, serials: list[int]) -> None:
+        """Delete rows from Milvus (a rollback's undo, or orphans); failures are logged."""
+        try:
+            with self._errors("deleting uncommitted passages"):
+                self._c.delete(self.collection, ids=[int(s) for s in serials])
+        except BackendError as e:
+            log.error("%s: could not delete uncommitted passages %s: %s (the next open retries)",
+                      self.collection, serials[:5], e)
 
     # -- plumbing
 
@@ -252,37 +293,52 @@ class MilvusArchival(ArchivalStore):
             if h not in known and h not in fresh:
                 fresh[h] = n
         serial: dict[str, int] = {h: int(r["id"]) for h, r in known.items()}
-        if fresh:
-            vecs = self._embed([texts[n] for n in fresh.values()])
-            first = self._allocate(len(fresh))
-            rows = []
-            for j, (h, n) in enumerate(fresh.items()):
-                serial[h] = first + j
-                rows.append(
-                    {"id": first + j, "text": texts[n], "tags": list(tags), "ts": float(ts), "hash": h,
-                     "vec": vecs[j].tolist()}
+        with self._db.transaction("inserting passages"):
+            if fresh:
+                vecs = self._embed([texts[n] for n in fresh.values()])
+                first = self._allocate(len(fresh))
+                rows = []
+                for j, (h, n) in enumerate(fresh.items()):
+                    serial[h] = first + j
+                    rows.append(
+                        {"id": first + j, "text": texts[n], "tags": list(tags), "ts": float(ts), "hash": h,
+                         "vec": vecs[j].tolist()}
+                    )
+                with self._errors("inserting passages"):
+                    self._c.insert(self.collection, rows)
+                new = [r["id"] for r in rows]
+                self._db.on_rollback(lambda: self._forget(new))
+                self.ledger.add(new)
+            merge = {h: [t for t in tags if t not in r["tags"]] for h, r in known.items()}
+            merge = {h: add for h, add in merge.items() if add}
+            if merge:  # duplicates with new tags: rewrite the rows with the union of tags
+                full = self._query(
+                    self._ids_expr([int(known[h]["id"]) for h in merge]), ["id", "text", "tags", "ts", "hash", "vec"]
                 )
-            with self._errors("inserting passages"):
-                self._c.insert(self.collection, rows)
-        merge = {h: [t for t in tags if t not in r["tags"]] for h, r in known.items()}
-        merge = {h: add for h, add in merge.items() if add}
-        if merge:  # duplicates with new tags: rewrite the rows with the union of tags
-            full = self._query(
-                self._ids_expr([int(known[h]["id"]) for h in merge]), ["id", "text", "tags", "ts", "hash", "vec"]
-            )
-            for row in full:
-                row["tags"] = list(row["tags"]) + merge[row["hash"]]
-                row["vec"] = [float(x) for x in row["vec"]]
-            with self._errors("updating passage tags"):
-                self._c.upsert(self.collection, full)
+                for row in full:
+                    row["vec"] = [float(x) for x in row["vec"]]
+                before = [dict(row, tags=list(row["tags"])) for row in full]
+                for row in full:
+                    row["tags"] = list(row["tags"]) + merge[row["hash"]]
+                with self._errors("updating passage tags"):
+                    self._c.upsert(self.collection, full)
+                self._db.on_rollback(lambda: self._upsert_quietly(before))
         return [_pid(serial[h]) for h in hexes]
+
+    def _upsert_quietly(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            with self._errors("restoring passage tags"):
+                self._c.upsert(self.collection, rows)
+        except BackendError as e:
+            log.error("%s: could not restore the tags of %d passage(s): %s", self.collection, len(rows), e)
 
     def _delete(self, page_ids: list[int]) -> int:
         serials = [page_serial(p) for p in page_ids]
         present = [int(r["id"]) for r in self._query(self._ids_expr(serials), ["id"])]
         if present:
-            with self._errors("deleting passages"):
-                self._c.delete(self.collection, ids=present)
+            with self._db.transaction("deleting passages"):
+                self.ledger.remove(present)
+                self._db.after_commit(lambda: self._forget(present))  # rows stay until the commit stands
         return len(present)
 
     def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
