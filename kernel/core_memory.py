@@ -74,13 +74,43 @@ class CoreMemory:
         old = self._ctx.info(page).tokens
         self._ctx.resize(page, self._counter.count(text))
         try:
-            block = self._blocks.set(label, value)
+            with self._blocks.as_owner():
+                block = self._blocks.set(label, value)
         except BaseException:
             self._ctx.resize(page, old)
             raise
         self.texts[page] = text
         self._trace.write({"e": "block", "label": label, "value": value})
         return block
+
+    def add(self, label: str, value: str, *, limit: int, description: str, read_only: bool) -> Block:
+        """Create a block and its page (BudgetError if it does not fit; the caller's transaction
+        undoes the store's write then)."""
+        with self._blocks.as_owner():
+            block = self._blocks.create(label, value, limit=limit, description=description, read_only=read_only)
+        self.register(block)
+        self._trace.write({"e": "block_added", "label": label})
+        return block
+
+    def update(self, label: str, **fields: object) -> Block:
+        """Change any field of a block as a developer does (read-only does not apply), re-accounting it."""
+        page = self.pages[label]
+        with self._blocks.as_owner():
+            block = self._blocks.update(label, **fields)  # type: ignore[arg-type]
+        text = render_block(block)
+        self._ctx.resize(page, self._counter.count(text))
+        self.texts[page] = text
+        self._trace.write({"e": "block_updated", "label": label})
+        return block
+
+    def delete(self, label: str) -> None:
+        """Remove a block and its page."""
+        with self._blocks.as_owner():
+            self._blocks.delete(label)
+        page = self.pages.pop(label)
+        self._ctx.remove(page)
+        self.texts.pop(page, None)
+        self._trace.write({"e": "block_deleted", "label": label})
 
     # ------------------------------------------------------------ transactions (a Participant)
 

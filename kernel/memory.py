@@ -52,7 +52,7 @@ from typing import Any
 
 import msgpack
 
-from vmem import PageKind, PagedContext, Region, make_page_id
+from vmem import BudgetError, PageKind, PagedContext, Region, make_page_id
 from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig
@@ -272,6 +272,8 @@ class Memory:
         self._tx = Transactions(store, [CoreMarks(self.ctx), state, self.queue, self.core_memory, self.trace,
                                         self.stats, self._session],
                                 check=self._writable, begin=self._catch_up, persist=self._persist)
+        if not read_only:
+            store.blocks.own("vmem Memory")
         if fresh:
             self._lay_out()
         else:
@@ -636,6 +638,36 @@ class Memory:
             block = self.core_memory.edit(label, value)
             self._memory_changed()
         return block
+
+    def add_block(self, label: str, value: str = "", *, limit: int = 2000, description: str = "",
+                  read_only: bool = False) -> Block:
+        """Add a core memory block (a pinned page of the context). ContextWindowError if the
+        window cannot hold it; BlockExistsError if the label is taken."""
+        with self.transaction():
+            try:
+                block = self.core_memory.add(label, value, limit=limit, description=description, read_only=read_only)
+            except BudgetError as exc:
+                raise ContextWindowError(f"block {label!r} does not fit in the context window: {exc}") from None
+            self._memory_changed()
+        return block
+
+    def update_block(self, label: str, *, value: str | None = None, limit: int | None = None,
+                     description: str | None = None, read_only: bool | None = None) -> Block:
+        """Change any field of a block, as its developer (read-only does not apply; the limit does)."""
+        with self.transaction():
+            try:
+                block = self.core_memory.update(label, value=value, limit=limit, description=description,
+                                                read_only=read_only)
+            except BudgetError as exc:
+                raise ContextWindowError(f"block {label!r} would not fit in the context window: {exc}") from None
+            self._memory_changed()
+        return block
+
+    def delete_block(self, label: str) -> None:
+        """Remove a core memory block (NotFoundError if none)."""
+        with self.transaction():
+            self.core_memory.delete(label)
+            self._memory_changed()
 
     def reply(self, message: str) -> None:
         """A message for the user (send_message); it reaches the caller in ``CallRecord.replies``."""

@@ -5,7 +5,7 @@ messages in recall storage (and how many were evicted), passages in archival sto
 memory last changed, and the time. Counting is kept off the step's path: recall messages
 are counted as they are appended (``max(id)`` tells whether someone else appended through
 the store's own API, and only then are they recounted), archival passages are recounted
-only after archival memory changed.
+only after archival storage changed (its write counter moved).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["MemoryStatistics"]
 class MemoryStatistics:
     """The tiers' counts and the statistics page (its text, its tokens in the core)."""
 
-    __slots__ = ("_store", "_ctx", "_counter", "recall", "_recall_last", "_archival", "text")
+    __slots__ = ("_store", "_ctx", "_counter", "recall", "_recall_last", "_archival", "_archival_seen", "text")
 
     def __init__(self, store: MemoryDir, ctx: PagedContext, counter: TokenCounter) -> None:
         self._store = store
@@ -33,13 +33,15 @@ class MemoryStatistics:
         self.recall = len(store.recall)  #: messages in recall storage
         self._recall_last = store.recall.last_id()
         self._archival: int | None = None  # recounted when asked after a change
+        self._archival_seen = -1  # store.archival.changes when it was counted
         self.text = ""  #: the statistics message as the context shows it
 
     @property
     def archival(self) -> int:
         """Passages in archival storage."""
-        if self._archival is None:
-            self._archival = len(self._store.archival)
+        changes = self._store.archival.changes  # anyone's inserts and deletes, ours or not
+        if self._archival is None or changes != self._archival_seen:
+            self._archival, self._archival_seen = len(self._store.archival), changes
         return self._archival
 
     def appended(self, page: int) -> None:
