@@ -619,7 +619,8 @@ class Memory:
             self._replies = None
             self.trace.write({"e": "call", "name": call.name, "arguments": call.arguments, "ok": record.ok,
                               "result": record.result})
-            self._append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": record.result})
+            self._append(normalise({"role": "tool", "tool_call_id": call.id, "name": call.name,
+                                    "content": record.result}))
         return record
 
     # ---------------------------------------------------------------- the Host interface

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vmem.kernel.errors import MessageError
+from vmem.text import clean_text
 from vmem.kernel.summary import cap_text
 
 __all__ = ["ROLES", "check_order", "normalise", "pending_calls", "shorten"]
@@ -45,7 +46,7 @@ def normalise(message: Mapping[str, Any] | Any) -> dict[str, Any]:
         content = ""
     if content is not None and not isinstance(content, str):
         raise MessageError(f"content must be a string, got {type(content).__name__}")
-    out: dict[str, Any] = {"role": role, "content": content}
+    out: dict[str, Any] = {"role": role, "content": clean_text(content) if content is not None else None}
     if role == "assistant" and message.get("tool_calls"):
         out["tool_calls"] = [_normalise_call(c) for c in message["tool_calls"]]
         ids = [c["id"] for c in out["tool_calls"]]
@@ -55,9 +56,9 @@ def normalise(message: Mapping[str, Any] | Any) -> dict[str, Any]:
         call_id = message.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
             raise MessageError("a tool message needs its tool_call_id")
-        out["tool_call_id"] = call_id
+        out["tool_call_id"] = clean_text(call_id)
         if isinstance(message.get("name"), str):
-            out["name"] = message["name"]
+            out["name"] = clean_text(message["name"])
     return out
 
 
@@ -82,7 +83,8 @@ def _normalise_call(call: Any) -> dict[str, Any]:
         ok = False
     if not ok:
         args = json.dumps({"unparsed": args if isinstance(args, str) else repr(args)}, ensure_ascii=False)
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+    return {"id": clean_text(call_id), "type": "function",
+            "function": {"name": clean_text(name), "arguments": clean_text(args)}}
 
 
 def pending_calls(queue: Sequence[Mapping[str, Any]]) -> list[str]:

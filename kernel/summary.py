@@ -21,6 +21,7 @@ from typing import Any
 
 from vmem.kernel.errors import ContextWindowError, KernelError
 from vmem.kernel.tokens import MESSAGE_OVERHEAD
+from vmem.text import clean_text
 
 __all__ = ["SUMMARIZER_PROMPT", "TRUNCATED", "Folded", "SummaryRequest", "asummarize", "cap_text", "fold",
            "summarize", "transcript"]
@@ -118,7 +119,7 @@ def fold(previous: str, lines: Sequence[str], *, budget: int, words: int, cap: i
                 break
         reply = yield [{"role": "system", "content": prompt},
                        {"role": "user", "content": head + "\n".join(chunk)}]
-        reply = (reply or "").strip()
+        reply = clean_text((reply or "").strip())
         result.requests += 1
         if not reply:
             raise KernelError("the summarizer returned an empty summary")

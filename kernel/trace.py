@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vmem.storage import EventLog, MemoryDir
+from vmem.text import clean_text
 
 __all__ = ["Trace", "read_trace"]
 
@@ -30,8 +31,9 @@ class Trace:
         self._pending: list[dict[str, Any]] = []
 
     def write(self, event: dict[str, Any]) -> None:
-        """Record an event (it reaches the log with the transaction's commit)."""
-        self._pending.append(event)
+        """Record an event (it reaches the log with the transaction's commit). What msgpack cannot
+        hold (an integer beyond 64 bits in a model's arguments, an object) is kept as its text."""
+        self._pending.append(_packable(event))
 
     def store(self) -> None:
         """Write the pending events into the log (inside the committing transaction)."""
@@ -49,6 +51,25 @@ class Trace:
 
     def commit(self) -> None:
         pass
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _packable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {clean_text(k) if isinstance(k, str) else k if isinstance(k, int) and not isinstance(k, bool)
+                else str(k): _packable(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_packable(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        return str(value)
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, (bytes, bool, int, float)):
+        return value
+    return repr(value)
 
 
 def read_trace(source: MemoryDir | str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["STOP_WORDS", "MAX_QUERY_TERMS", "tokenize", "content_terms", "fts_query"]
+__all__ = ["STOP_WORDS", "MAX_QUERY_TERMS", "clean_text", "content_terms", "fts_query", "tokenize"]
 
 #: Terms kept in one MATCH expression at most: a pasted document must not turn
 #: into a query with thousands of OR branches.
@@ -109,3 +109,13 @@ def fts_query(text: str) -> str | None:
     if not terms:
         return None
     return " OR ".join(f'"{t}"' for t in terms)
+
+
+def clean_text(text: str) -> str:
+    """``text`` storable as UTF-8: a lone surrogate (a model's JSON can carry one as an escape)
+    becomes U+FFFD; everything else is kept as it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text

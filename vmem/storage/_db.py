@@ -330,8 +330,7 @@ class Database:
             self._depth -= 1
             if outer:
                 try:
-                    with translate(what):
-                        self.conn.execute("COMMIT")
+                    self._commit(what)
                 except BaseException:
                     self._rollback()
                     raise
@@ -341,6 +340,10 @@ class Database:
                         hook()
                     except Exception:  # noqa: BLE001 - the commit stands; the cache is rebuilt at open
                         log.exception("%s: a post-commit hook failed (%s)", self.path, what)
+
+    def _commit(self, what: str) -> None:
+        with translate(what):
+            self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def savepoint(self, what: str = "savepoint") -> Iterator[sqlite3.Connection]:
