@@ -40,7 +40,8 @@ free-port race.  Settings (env overrides in brackets):
 - ``n_ctx`` 4096 [``VMEM_TEST_CTX``], one slot (``n_parallel=1``; concurrent requests queue),
   so the whole context is one conversation's and prompt caching is simple: a request whose
   prompt extends the previous one's re-evaluates only the new tokens;
-- threads: the CPUs this process may use, at most 4 [``VMEM_TEST_THREADS``];
+- threads: the CPUs this process may use, at most 4, fewer when other processes keep them
+  busy (see :func:`default_threads`) [``VMEM_TEST_THREADS``];
 - ``use_jinja`` (the GGUF's own chat template), ``offline`` (never download anything);
 - default sampling greedy (``temp=0``) with a fixed seed, so requests that don't choose a
   temperature are deterministic; prompt cache in RAM capped at 256 MiB.
@@ -103,6 +104,8 @@ class LLMServer:
     """The GGUF file served, when this session started the server."""
     n_ctx: int | None = None
     """The context size in tokens (of one slot), when known."""
+    threads: int | None = None
+    """The server's CPU threads, when this session started the server."""
     api_key: str = NO_KEY
     log_path: Path | None = None
     """The server's log, when this session started the server."""
@@ -221,11 +224,24 @@ def _llamacpp_n_ctx(base_url: str, api_key: str) -> int | None:
 
 
 def default_threads() -> int:
+    """The CPUs this process may use, at most 4, less those other processes keep busy.
+
+    llama.cpp's threads meet at a barrier after every operation, so one thread that another
+    process has descheduled stalls them all: on 2 cores that other work kept busy (1-minute
+    load 4-5), 2 threads generated 1-9 tokens/s where 1 thread generated 20-43.  The load
+    average counts this pytest process too, which is idle while it waits for the server, so
+    one unit of it is not held against the server.
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_THREADS, cpus))
+    threads = min(MAX_DEFAULT_THREADS, cpus)
+    try:
+        busy = max(0.0, os.getloadavg()[0] - 1.0)
+    except (AttributeError, OSError):  # no load average on this platform
+        return max(1, threads)
+    return max(1, min(threads, round(cpus - busy)))
 
 
 def _env_int(name: str, default: int) -> int:
@@ -273,6 +289,7 @@ def start_server(
         model=config["alias"],
         gguf=gguf,
         n_ctx=config["n_ctx"],
+        threads=config["threads"],
         log_path=log_path,
         process=process,
     )
