@@ -52,10 +52,13 @@ Facts about llama.cpp's server that tests can rely on (measured with this setup)
   evaluated, ``cache_n`` prompt tokens reused from the KV cache, ``predicted_n`` tokens
   generated, and their ``*_ms`` / ``*_per_second``; the openai client keeps it in
   ``completion.model_extra["timings"]``.  ``usage.prompt_tokens == prompt_n + cache_n`` and
-  ``usage.prompt_tokens_details.cached_tokens == cache_n``;
+  ``usage.prompt_tokens_details.cached_tokens == cache_n``.  Streamed, both come on the last
+  chunk (the one with ``choices == []`` when ``stream_options={"include_usage": True}``);
 - a prompt longer than ``n_ctx`` is rejected at once (before any evaluation) with HTTP 400,
   ``type`` ``exceed_context_size_error``, message ``request (N tokens) exceeds the available
-  context size (M tokens), try increasing it``;
+  context size (M tokens), try increasing it``.  A prompt that fits but leaves less room than
+  ``max_tokens`` is accepted: generation stops when the context is full (``finish_reason``
+  ``length``), no error;
 - ``tools=`` is accepted but silently ignored when the model's chat template has no tool
   support (SmolLM2's has none): use the driver's ``json`` tool mode with such a model.
 """
