@@ -1,4 +1,11 @@
-"""Shared test setup: every step of every agent in every test is followed by Memory.check()."""
+"""Shared test setup.
+
+- Every step of every agent in every test is followed by Memory.check() and a check that no
+  tool call awaits its result (the autouse fixture below).
+- ``llm_server`` (session scope): a real OpenAI-compatible LLM server; see tests/llm_server.py.
+  It is defined once here, not imported into each module, so the whole session shares one
+  server (a session fixture imported into two modules would be two fixtures, two servers).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,12 @@ import functools
 
 import pytest
 
+from llm_server import llm_server  # noqa: F401  (a fixture: pytest finds it by name)
 from vmem.kernel import Agent
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "llm: talks to a real LLM over HTTP (the llm_server fixture)")
 
 
 def _checked(step):
