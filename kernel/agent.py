@@ -221,15 +221,16 @@ class Agent:
             while True:
                 self.memory.store.checkpoint_in_background()  # the WAL is folded while the LLM thinks
                 try:
-                    completion = self.driver.complete(request.messages, request.tools)
+                    completion = _checked(self.driver.complete(request.messages, request.tools))
                 except ContextOverflowError as exc:
                     self._log(request, exc)
-                    request = gen.throw(exc)
-                    continue
-                self._log(request, completion)
-                request = gen.send(completion)
-        except StopIteration as stop:
-            return stop.value
+                    outcome = _resume(gen, throw=exc)
+                else:
+                    self._log(request, completion)
+                    outcome = _resume(gen, send=completion)
+                if isinstance(outcome, StepResult):
+                    return outcome
+                request = outcome
         finally:
             gen.close()  # an exception out here (a driver error, Ctrl-C) rolls the step back
             self._running = False
@@ -241,18 +242,34 @@ class Agent:
             while True:
                 self.memory.store.checkpoint_in_background()
                 try:
-                    completion = await self.driver.acomplete(request.messages, request.tools)
+                    completion = _checked(await self.driver.acomplete(request.messages, request.tools))
                 except ContextOverflowError as exc:
                     self._log(request, exc)
-                    request = gen.throw(exc)
-                    continue
-                self._log(request, completion)
-                request = gen.send(completion)
-        except StopIteration as stop:
-            return stop.value
+                    outcome = _resume(gen, throw=exc)
+                else:
+                    self._log(request, completion)
+                    outcome = _resume(gen, send=completion)
+                if isinstance(outcome, StepResult):
+                    return outcome
+                request = outcome
         finally:
             gen.close()
             self._running = False
+
+
+def _checked(completion: Any) -> Completion:
+    if not isinstance(completion, Completion):
+        raise DriverError(f"the driver returned {type(completion).__name__}, not a Completion", attempts=0)
+    return completion
+
+
+def _resume(gen: Generator[_Request, Completion, StepResult], *, send: Completion | None = None,
+            throw: BaseException | None = None) -> _Request | StepResult:
+    """The loop's next request, or its result when it ends (only the loop's own StopIteration ends it)."""
+    try:
+        return gen.throw(throw) if throw is not None else gen.send(send)  # type: ignore[arg-type]
+    except StopIteration as stop:
+        return stop.value
 
 
 def _unique_ids(calls: list[ToolCall]) -> list[ToolCall]:

@@ -1,13 +1,19 @@
 """The compiled context: what the LLM is sent, part by part, and how each part reads.
 
-Layout (each part is a page accounted in the C core; regions in compile order)::
+Layout, in the order it is sent (each part a page accounted in the C core)::
 
     SYSTEM   system instructions                       page SYSTEM_PAGE, pinned
     CORE     <core_memory>: one page per block         pinned
-    SYSTEM   <memory_statistics>                       page STATS_PAGE, pinned, resized every step
     SUMMARY  <summary of N earlier messages>           page SUMMARY_PAGE (absent while empty)
     QUEUE    the FIFO message queue, verbatim           one page per message (also in recall storage)
+    SYSTEM   <memory_statistics> (and the clock)       page STATS_PAGE, pinned, resized every step
     WORKSET  <working_set>: pages paged in              one page per search hit (a line each)
+
+The order is for prompt caches (llama.cpp, vLLM, OpenAI, Anthropic reuse the longest prefix
+a request shares with the previous one): what changes least comes first, the queue only
+grows at its end between flushes, and what changes every step comes last. Between two
+flushes and without a core-memory edit, each request extends the previous one's prefix but
+for those last messages.
 
 A request's digest (what the trace records, what a replay verifies) is a hash of
 per-message digests: each queue message's digest is made once, with the message, so a

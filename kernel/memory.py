@@ -565,22 +565,24 @@ class Memory:
         return self.compile()
 
     def compile(self) -> Context:
-        """The main context as chat messages, in region order, as it stands (no flush)."""
+        """The main context as chat messages, as it stands (no flush), laid out for prompt caches:
+        what changes least first (system, core memory, summary), then the queue (append-only
+        between flushes), then what changes every step (statistics and clock, working set)."""
         state = self._state
         parts = [{"role": "system", "content": state.system}]
         core = self.core_memory.render()
         if core is not None:
             parts.append({"role": "system", "content": core})
-        parts.append({"role": "system", "content": self.stats.text})
         if state.summary:
             parts.append({"role": "system", "content": render_summary(state.summary, state.evicted)})
         digests = [message_digest(m) for m in parts]
         parts += self.queue.messages
         digests += self.queue.digests
+        tail = [{"role": "system", "content": self.stats.text}]
         if state.workset:
-            ws = {"role": "system", "content": render_workset(state.workset.values())}
-            parts.append(ws)
-            digests.append(message_digest(ws))
+            tail.append({"role": "system", "content": render_workset(state.workset.values())})
+        parts += tail
+        digests += [message_digest(m) for m in tail]
         out = Context(parts)
         out.digest = combine_digests(digests, self._tools_digest)
         return out

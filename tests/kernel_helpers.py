@@ -14,6 +14,13 @@ def call(name: str, heartbeat: bool = False, cid: str | None = None, **arguments
     return ToolCall(cid or f"call-{name}-{abs(hash(str(arguments))) % 10**8}", name, arguments)
 
 
+def last_message(messages: list[dict]) -> dict:
+    """The newest message of the conversation (the statistics and working set come after it)."""
+    volatile = ("<memory_statistics>", "<working_set")
+    return next((m for m in reversed(messages) if not (m["role"] == "system" and str(m.get("content") or "")
+                                                       .startswith(volatile))), messages[-1])
+
+
 class ChattyPolicy:
     """A scripted policy for long conversations: answers every user message with send_message,
     saves every 3rd one to archival memory first (a chained call), and folds summaries so that
@@ -38,7 +45,7 @@ class ChattyPolicy:
             return Completion(text=summary)
         if self.on_step:
             self.on_step()
-        last = messages[-1]
+        last = last_message(messages)
         usage = None
         if self.usage_factor:
             usage = Usage(int(sum(len(str(m.get("content") or "")) for m in messages) / 4 * self.usage_factor), 5)
