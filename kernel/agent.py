@@ -6,8 +6,8 @@ One user message (:meth:`Agent.step`) is one transaction of the memory::
     repeat (one LLM call each, at most rules.max_steps):
         prepare the context (prefetch, alert, flush: summaries through the same driver)
         compile it and call the driver (a provider's overflow error: flush, ask once more)
-        record the answer; execute its memory function calls
-        chain another step when a call asked for a heartbeat or failed (see StepRules)
+        record the answer; execute its memory function calls (a repeated call is refused)
+        chain another step when a non-terminal call asked for a heartbeat or failed (StepRules)
 
 Every effect commits when the step returns, or none does when it raises (a driver
 error, a ContextWindowError, Ctrl-C): the memory is then exactly as before the step, and
@@ -21,6 +21,7 @@ completions; :meth:`Agent.step` drives it synchronously and :meth:`Agent.astep` 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from vmem.kernel.drivers.replay import exchange
 from vmem.kernel.errors import BusyError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction
 from vmem.kernel.memory import Memory, Prepared
-from vmem.kernel.rules import StepRules
+from vmem.kernel.rules import StepRules, TurnGuard
 
 __all__ = ["Agent", "StepResult"]
 
@@ -49,7 +50,7 @@ class StepResult:
     alerts: int = 0
     paged_in: list[int] = field(default_factory=list)  #: pages prefetched into the working set
     usage: list[Usage] = field(default_factory=list)  #: what the provider reported, per LLM call
-    stopped: str = "done"  #: why the chain ended: "done", or "max_steps" when it was cut
+    stopped: str = "done"  #: why the chain ended: "done"; "max_steps", "repeat" or "tool_cap" when a rule cut it
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Agent:
     def _run(self, user_message: str) -> Generator[_Request, Completion, StepResult]:
         memory = self.memory
         result = StepResult()
+        guard = TurnGuard(self.rules)
         with memory.transaction():
             memory.append({"role": "user", "content": user_message})
             while True:  # one LLM call per iteration
@@ -146,7 +148,7 @@ class Agent:
                 if completion.usage is not None:
                     result.usage.append(completion.usage)
                     memory.observe_usage(completion.usage.prompt_tokens)
-                chain = self._record(completion, result)
+                chain = self._record(completion, result, guard)
                 if not chain:
                     break
                 if result.steps >= self.rules.max_steps:
@@ -171,8 +173,8 @@ class Agent:
         result.paged_in.extend(prepared.paged_in)
         return prepared
 
-    def _record(self, completion: Completion, result: StepResult) -> bool:
-        """Record the answer and run its calls; True to chain another step."""
+    def _record(self, completion: Completion, result: StepResult, guard: TurnGuard) -> bool:
+        """Record the answer and run its calls (within the rules); True to chain another step."""
         memory = self.memory
         calls = _unique_ids(completion.tool_calls)
         if not calls:
@@ -183,13 +185,22 @@ class Agent:
             return False
         memory.append({"role": "assistant", "content": completion.text or None,
                        "tool_calls": [c.to_openai() for c in calls]})
-        chain = False
+        chain = refused = False
         for call in calls:
-            record = memory.execute(call)
+            why = guard.refusal(call)
+            if why is not None:  # answered, not run; the turn ends
+                refused = True
+                result.stopped = "repeat" if why.startswith("refused: this call repeats") else "tool_cap"
+                record = CallRecord(call.name, call.arguments, False, json.dumps({"status": "Failed", "message": why}),
+                                    call_id=call.id)
+                memory.log({"e": "refused", "name": call.name, "reason": result.stopped})
+                memory.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": record.result})
+            else:
+                record = memory.execute(call)
+                chain = chain or guard.chains(call, record.ok, record.heartbeat)
             result.calls.append(record)
             result.replies.extend(record.replies)
-            chain = chain or record.heartbeat or not record.ok
-        return chain
+        return chain and not refused
 
     # ------------------------------------------------------------ driving the loop
 

@@ -154,7 +154,7 @@ def test_bad_calls_become_function_errors_and_the_agent_goes_on(tmp_path, bad, m
 
 
 def test_heartbeats_chain_up_to_max_steps(tmp_path):
-    loop = [Completion(tool_calls=[call("conversation_search", heartbeat=True, query="x", cid=f"c{i}")])
+    loop = [Completion(tool_calls=[call("conversation_search", heartbeat=True, query=f"x{i}", cid=f"c{i}")])
             for i in range(3)]
     agent = new_agent(tmp_path / "a", loop, max_steps=3)
     result = agent.step("loop forever")
