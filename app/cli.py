@@ -457,7 +457,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     figures = run_suites(bench_dir, quick=args.quick, only=set(args.only or ()))
     if args.json:
-        print(json.dumps(figures, indent=1))
+        print(json.dumps(figures, indent=1, allow_nan=False))  # strict JSON: null, never NaN
     else:
         print_table(figures)
     failed = [f["name"] for f in figures if f["name"].endswith("suite failed")]
