@@ -6,6 +6,8 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem demo                      the main job: an agent on a small window, offline
     vmem chat DIR                  chat with a persistent agent over any OpenAI-compatible server
     vmem inspect DIR [--html F]    an agent's memory on disk, without calling its LLM
+    vmem import FILE.af DIR        vmem agents from a Letta agent file (a report of what was mapped)
+    vmem export DIR FILE.af        vmem agents as a Letta agent file
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
@@ -372,6 +374,96 @@ def _inspect(args: argparse.Namespace) -> int:
     if html_path is not None:
         html_path.write_text(render_html(view), encoding="utf-8")
         print(f"\nwrote {html_path} ({html_path.stat().st_size:,} bytes)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- Letta agent files
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE.af", help="a Letta agent file")
+    p.add_argument("dir", metavar="DIR", help="a new (or empty) directory: the agent's, or a directory per agent in "
+                                              "it (named after each) when the file holds several")
+    p.add_argument("--agent", metavar="NAME", help="import only this agent (its name, or its id in the file such as "
+                                                   "agent-0), into DIR itself")
+    p.add_argument("--window", type=int, metavar="TOKENS", help="the context window, instead of the file's")
+    p.add_argument("--max-mb", type=float, default=64.0, metavar="MB",
+                   help="refuse a file larger than this many MiB (default 64)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the warnings and where the agents went")
+
+
+@command("import", "create vmem agents from a Letta agent file (.af)",
+         "Create a vmem agent for each agent of a Letta agent file (github.com/letta-ai/agent-file): its system "
+         "instructions, core memory blocks (limits, descriptions, read-only), context window, the messages in its "
+         "context (into the queue and recall storage, tool calls with their results, timestamps), its older history "
+         "(recall storage, behind its summary) and its tools (Letta's memory tools are vmem's built-ins; any other "
+         "tool is kept as data: its schema and source code are stored, never run). Prints one report of what was "
+         "mapped, kept as data and skipped. Nothing is half-created: on any error DIR is left as it was.",
+         _import_args)
+def _import(args: argparse.Namespace) -> int:
+    from vmem.app.agentfile import AgentFileError
+    from vmem.app.letta_bridge import LettaBridgeError, import_agent_file
+
+    path = Path(args.file)
+    if not path.exists():
+        raise CliError(f"{path} does not exist", EXIT_USAGE)
+    if args.max_mb <= 0 or (args.window is not None and args.window < 1):
+        raise CliError("--max-mb and --window must be positive", EXIT_USAGE)
+    try:
+        result = import_agent_file(path, args.dir, agent=args.agent, window=args.window,
+                                   max_bytes=int(args.max_mb * 2**20))
+    except AgentFileError as exc:
+        raise CliError(f"cannot import {exc}") from None
+    except LettaBridgeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    report = result.report
+    if args.quiet:
+        for e in report.warnings:
+            print(f"warning: {e.subject}: {e.detail}")
+    else:
+        print(report.format())
+    names = {a.id: a.name for a in result.file.agents}
+    for aid, where in result.directories.items():
+        print(f"imported {names[aid]} ({aid}) into {where}: vmem inspect {where}")
+    return EXIT_OK
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="an agent's directory, or a directory of agents (as vmem import makes "
+                                              "for a file with several)")
+    p.add_argument("file", metavar="FILE.af", help="the agent file to write")
+    p.add_argument("--force", action="store_true", help="replace FILE.af if it exists")
+
+
+@command("export", "write vmem agents as a Letta agent file (.af)",
+         "Write the agent in DIR (or every agent in DIR's subdirectories) as a Letta agent file: system, blocks, "
+         "the queue as the context, the rest of recall storage as history, the recursive summary as Letta's "
+         "summary message, the tools (what an import kept, given back) and vmem's archival passages in the "
+         "x_vmem extension field, which Letta ignores. The agents are opened read-only (it works beside a "
+         "running agent) and the file is written atomically.",
+         _export_args)
+def _export(args: argparse.Namespace) -> int:
+    from vmem.app.letta_bridge import LettaBridgeError, export_agent_file
+
+    source = Path(args.dir)
+    if not source.is_dir():
+        raise CliError(f"{source} {'is not a directory' if source.exists() else 'does not exist'}", EXIT_USAGE)
+    target = Path(args.file)
+    if target.exists() and not args.force:
+        raise CliError(f"{target} exists; pass --force to replace it", EXIT_USAGE)
+    if not target.parent.is_dir():
+        raise CliError(f"directory {target.parent} does not exist", EXIT_USAGE)
+    try:
+        result = export_agent_file(source, target)
+    except LettaBridgeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    for note in result.notes:
+        print(f"note: {note}")
+    for a in result.file.agents:
+        print(f"{a.name}: {len(a.blocks)} blocks, {len(a.in_context)} messages in context, {len(a.out_of_context)} "
+              f"in history, summary {len(a.summary)} characters, {len(a.passages)} archival passages, "
+              f"{len(a.tools)} tools")
+    print(f"wrote {target} ({target.stat().st_size:,} bytes)")
     return EXIT_OK
 
 
