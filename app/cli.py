@@ -8,6 +8,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem inspect DIR [--html F]    an agent's memory on disk, without calling its LLM
     vmem import FILE.af DIR        vmem agents from a Letta agent file (a report of what was mapped)
     vmem export DIR FILE.af        vmem agents as a Letta agent file
+    vmem mcp DIR [--http]          an agent's memory served to MCP clients
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
@@ -464,6 +465,60 @@ def _export(args: argparse.Namespace) -> int:
               f"in history, summary {len(a.summary)} characters, {len(a.passages)} archival passages, "
               f"{len(a.tools)} tools")
     print(f"wrote {target} ({target.stat().st_size:,} bytes)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- mcp
+
+
+def _mcp_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the agent's directory (vmem import or vmem chat makes one)")
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP on the loopback interface instead of "
+                                                        "stdio (the URL is printed on stderr)")
+    p.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1", "localhost"),
+                   help="with --http: the loopback address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="with --http: the port (default 8765; 0: any free one)")
+    p.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a call waits while another writer has the memory (default 10)")
+    p.add_argument("--hold", type=float, default=2.0, metavar="SECONDS",
+                   help="keep the memory open this long after a call, for the next one (default 2; 0: close after "
+                        "each call); other writers wait meanwhile")
+
+
+@command("mcp", "serve an agent's memory to MCP clients (coding assistants, desktop apps, agent frameworks)",
+         "Serve the memory in DIR over the Model Context Protocol, on stdio (what an MCP client's configuration "
+         "launches) or with --http on streamable HTTP at http://127.0.0.1:PORT/mcp. Tools: the memory functions "
+         "(core_memory_append, core_memory_replace, memory_insert, memory_rethink, archival_memory_insert, "
+         "archival_memory_search, conversation_search); a bad call is answered as a function error and changes "
+         "nothing. Resources: the core memory blocks, vmem://blocks/LABEL. A call opens the memory for writing and "
+         "the server keeps it open while calls keep coming (--hold), so several clients (and vmem chat) take "
+         "turns as writers and see each other's writes.",
+         _mcp_args)
+def _mcp(args: argparse.Namespace) -> int:
+    path = _agent_dir(args.dir, must_exist=True)
+    if not _has_agent(path):
+        raise CliError(f"{path} holds a vmem store but no agent", EXIT_USAGE)
+    if args.lock_timeout < 0 or args.hold < 0 or not 0 <= args.port < 65536:
+        raise CliError("--lock-timeout and --hold must be >= 0, --port between 0 and 65535", EXIT_USAGE)
+    try:
+        import anyio
+
+        from vmem.app.mcp_server import MemoryService, build_server, serve_http, serve_stdio
+    except ImportError as exc:
+        raise CliError(f"vmem mcp needs the mcp package ({exc.name or exc} is missing): pip install mcp") from None
+    service = MemoryService(path, lock_timeout=args.lock_timeout, hold=args.hold)
+    server = build_server(service)
+    if not args.http:
+        anyio.run(serve_stdio, server, service)
+        return EXIT_OK
+
+    def ready(url: str) -> None:
+        print(f"vmem mcp: serving {path} at {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    try:
+        anyio.run(lambda: serve_http(server, service, host=args.host, port=args.port, ready=ready))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return EXIT_OK
 
 
