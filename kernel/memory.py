@@ -92,6 +92,10 @@ Summarizer = Callable[[SummaryRequest], Any]
 """``(messages) -> str`` (or an awaitable of it, with :meth:`Memory.acontext`); a Driver works too."""
 
 
+_REGION_NAMES = (("system", Region.SYSTEM), ("core", Region.CORE), ("summary", Region.SUMMARY),
+                 ("queue", Region.QUEUE), ("workset", Region.WORKSET))
+
+
 def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -589,6 +593,9 @@ class Memory:
                 self._session.dirty = True
             if self.stats.refresh(self._state, self.now):
                 self._session.dirty = True
+            tokens = self.ctx.stats().tokens  # what the LLM call gets, region by region (the inspector's history)
+            self.trace.write({"e": "context", "time": self.now.timestamp(), "budget": self.ctx.config.budget,
+                              "tokens": {name: int(tokens[r]) for name, r in _REGION_NAMES}})
             return prepared
 
     def context(self, summarizer: Summarizer | None = None, *, force: bool = False) -> Context:
