@@ -472,7 +472,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _mcp_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="DIR", help="the agent's directory (vmem import or vmem chat makes one)")
+    p.add_argument("dir", metavar="DIR", help="the agent's directory (made by vmem import or vmem chat); a new or empty "
+                                              "one gets a new memory with persona and human blocks")
     p.add_argument("--http", action="store_true", help="serve streamable HTTP on the loopback interface instead of "
                                                         "stdio (the URL is printed on stderr)")
     p.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1", "localhost"),
@@ -495,11 +496,17 @@ def _mcp_args(p: argparse.ArgumentParser) -> None:
          "turns as writers and see each other's writes.",
          _mcp_args)
 def _mcp(args: argparse.Namespace) -> int:
-    path = _agent_dir(args.dir, must_exist=True)
-    if not _has_agent(path):
-        raise CliError(f"{path} holds a vmem store but no agent", EXIT_USAGE)
     if args.lock_timeout < 0 or args.hold < 0 or not 0 <= args.port < 65536:
         raise CliError("--lock-timeout and --hold must be >= 0, --port between 0 and 65535", EXIT_USAGE)
+    path = _agent_dir(args.dir, must_exist=False)
+    if not path.exists() or not any(path.iterdir()):
+        from vmem.kernel import Memory
+
+        Memory.create(path, system=DEFAULT_SYSTEM, blocks=DEFAULT_BLOCKS).close()
+        print(f"vmem mcp: created a new memory in {path} (blocks: {', '.join(DEFAULT_BLOCKS)})", file=sys.stderr)
+    elif not _has_agent(path):
+        raise CliError(f"{path} is not empty and holds no vmem agent; name an agent's directory or a new one",
+                       EXIT_USAGE)
     try:
         import anyio
 

@@ -357,3 +357,9 @@ def test_published_file_imports_and_round_trips(name, tmp_path):
     again = import_agent_file(tmp_path / "again.af", second)
     for spec in af.agents:
         assert snapshot(res.directories[spec.id]) == snapshot(again.directories[spec.id])
+
+
+@pytest.mark.parametrize("command", ["import", "export"])
+def test_help(command, tmp_path):
+    p = vmem(command, "--help", cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.startswith(f"usage: vmem {command}") and "Letta" in p.stdout

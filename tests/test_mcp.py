@@ -159,10 +159,22 @@ def test_the_command_refuses_what_it_cannot_serve(tmp_path):
         return subprocess.run([sys.executable, "-m", "vmem.app.cli", "mcp", *args], capture_output=True, text=True,
                               cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
-    p = vmem(str(tmp_path / "nothing"))
-    assert p.returncode == 2 and p.stderr.startswith("vmem: error: ") and "does not exist" in p.stderr
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not an agent")
+    p = vmem(str(tmp_path / "other"))
+    assert p.returncode == 2 and p.stderr.startswith("vmem: error: ") and "holds no vmem agent" in p.stderr
     p = vmem(str(tmp_path), "--http", "--host", "0.0.0.0")
     assert p.returncode == 2 and "invalid choice" in p.stderr
+
+
+def test_a_new_directory_gets_a_new_memory(tmp_path):
+    async def session() -> None:
+        async with Client(server(tmp_path / "fresh")) as client:
+            names = {r.name for r in (await client.list_resources()).resources}
+            assert names == {"persona", "human"}
+
+    run(session)
+    assert Memory.exists(tmp_path / "fresh")
 
 
 def test_the_service_keeps_the_memory_between_calls_then_gives_it_back(agent_dir):
@@ -186,3 +198,9 @@ def test_the_service_keeps_the_memory_between_calls_then_gives_it_back(agent_dir
             assert not busy.ok and "in use by another writer" in busy.result
     finally:
         service.close()
+
+
+def test_help():
+    p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "mcp", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0 and p.stdout.startswith("usage: vmem mcp") and "Model Context Protocol" in p.stdout
