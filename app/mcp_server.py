@@ -228,7 +228,7 @@ def _message(record: CallRecord) -> str:
 def build_server(service: MemoryService) -> Any:
     """An MCP server (``mcp.server.lowlevel.Server``) over ``service``."""
     import anyio
-    import mcp_types as types
+    import mcp.types as types
     from mcp import MCPError
     from mcp.server.lowlevel import Server
 
