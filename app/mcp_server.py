@@ -48,7 +48,7 @@ from vmem.kernel.drivers import ToolCall
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
 from vmem.storage import Block, StoreLockedError
 
-__all__ = ["BLOCK_URI", "LOOPBACK", "MemoryService", "build_server", "serve_http", "serve_stdio"]
+__all__ = ["BLOCK_URI", "LOOPBACK", "MemoryService", "block_uri", "build_server", "serve_http", "serve_stdio"]
 
 #: A block's resource URI; ``{label}`` is URL-quoted (labels may hold slashes).
 BLOCK_URI = "vmem://blocks/{label}"
