@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from vmem.app.agentfile import AgentFileError, AgentFileTooLarge, BrokenReference, NotAnAgentFile, read_agent_file
+from vmem.app.agentfile import AgentFileTooLarge, BrokenReference, NotAnAgentFile, read_agent_file
 from vmem.app.letta_bridge import LettaBridgeError, export_agent_file, import_agent_file, kept_data
 from vmem import PageKind, make_page_id
 from vmem.kernel import Memory, MemoryConfig
