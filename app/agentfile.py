@@ -1568,7 +1568,7 @@ class _Reader:
             elif t.source_code:
                 lines = t.source_code.count("\n") + 1
                 add("kept", f"tool {t.name}", f"({t.tool_type}) schema and {lines} line(s) of "
-                    f"{t.source_type or 'source'} code stored as data; never run unless the user allows it", aid)
+                    f"{t.source_type or 'source'} code stored as data; never run", aid)
                 if t.name in VMEM_BUILTINS:
                     add("warning", f"tool {t.name}", "custom code under the name of a vmem built-in", aid)
             else:
@@ -1990,6 +1990,7 @@ def dump_agent_file(af: AgentFile, path: str | os.PathLike[str], *, indent: int 
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # an ordinary file, not mkstemp's owner-only one
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -2001,3 +2002,9 @@ def dump_agent_file(af: AgentFile, path: str | os.PathLike[str], *, indent: int 
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

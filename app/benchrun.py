@@ -3,11 +3,18 @@
 The package never imports bench/: each suite runs as a subprocess that prints
 its figures (the shape in bench/figures.py) as JSON, and this module merges
 them. Every figure carries its baseline measured in the same run.
+
+A suite that cannot run here (a package it needs is not installed, its data is
+absent) is reported as one ``SUITE: skipped: why`` figure with no value; one that
+fails, as ``SUITE: suite failed``. Figures are strict JSON: a value that is not a
+finite number (NaN, infinity) becomes None (``null``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["SUITES", "find_bench_dir", "run_suites", "print_table"]
+__all__ = ["SUITES", "find_bench_dir", "run_suites", "print_table", "strict"]
 
 FIELDS = ("name", "value", "unit", "baseline", "ratio", "target", "met")
 
@@ -28,11 +35,13 @@ class Suite:
     args: tuple[str, ...]  # after the interpreter
     quick: tuple[str, ...]  # added with --quick
     figures_file: bool = False  # the suite writes figures to a file (pytest), not to stdout
+    requires: tuple[str, ...] = ()  # modules it needs beyond vmem's own dependencies
 
 
 SUITES = (
     Suite("core", ("-m", "pytest", "bench_core.py", "-q", "-p", "no:cacheprovider"),
-          ("--benchmark-max-time=0.05", "--benchmark-min-rounds=3"), figures_file=True),
+          ("--benchmark-max-time=0.05", "--benchmark-min-rounds=3"), figures_file=True,
+          requires=("pytest", "pytest_benchmark")),
     Suite("page-in", ("bench/bench_pagein.py", "--json"), ("--quick",)),
     Suite("storage", ("bench/bench_storage.py", "--json"), ("--quick",)),
     Suite("retrieval", ("bench/locomo_retrieval.py", "--json", "--no-progress"), ("--quick",)),
@@ -73,6 +82,13 @@ def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = 
         log.write(f"[{n}/{len(suites)}] {suite.name} ...")
         log.flush()
         t0 = time.perf_counter()
+        missing = [m for m in suite.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            why = (f"needs {' and '.join(m.replace('_', '-') for m in missing)}, not installed "
+                   f"(pip install \".[test]\" from the checkout)")
+            log.write(f" skipped: {why}\n")
+            figures.append(_skipped(suite.name, why))
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             args = [sys.executable, *suite.args, *(suite.quick if quick else ())]
             out_file = Path(tmp) / "figures.json"
@@ -90,10 +106,26 @@ def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = 
                 figures.append({"name": f"{suite.name}: suite failed", "value": None, "unit": "",
                                 "baseline": None, "ratio": None, "target": "runs", "met": False})
                 continue
+        if not found:  # the suite ran but measured nothing: its data is absent (it says why on stderr)
+            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+            why = lines[-1] if lines else "it reported no figures"
+            log.write(f" skipped: {why}\n")
+            figures.append(_skipped(suite.name, why))
+            continue
         for f in found:
-            figures.append({k: f.get(k) for k in FIELDS} | {"name": f"{suite.name}: {f['name']}"})
+            figures.append(strict({k: f.get(k) for k in FIELDS} | {"name": f"{suite.name}: {f['name']}"}))
         log.write(f" {len(found)} figures, {time.perf_counter() - t0:.0f} s\n")
     return figures
+
+
+def _skipped(suite: str, why: str) -> dict[str, Any]:
+    return {"name": f"{suite}: skipped: {why}", "value": None, "unit": "", "baseline": None, "ratio": None,
+            "target": None, "met": None}
+
+
+def strict(figure: dict[str, Any]) -> dict[str, Any]:
+    """The figure with every number that JSON cannot carry (NaN, infinity) as None."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in figure.items()}
 
 
 def print_table(figures: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
@@ -102,7 +134,7 @@ def print_table(figures: list[dict[str, Any]], out: TextIO = sys.stdout) -> None
     for f in figures:
         unit = f" {f['unit']}" if f.get("unit") else ""
         value = f["value"]
-        rows.append((f["name"], f"{value:,.4g}{unit}" if isinstance(value, (int, float)) else str(value),
+        rows.append((f["name"], f"{value:,.4g}{unit}" if isinstance(value, (int, float)) else str(value or ""),
                      f"{f['baseline']:,.4g}{unit}" if isinstance(f.get("baseline"), (int, float)) else "",
                      f"{f['ratio']:,.1f}x" if isinstance(f.get("ratio"), (int, float)) else "",
                      f.get("target") or "", {True: "yes", False: "NO", None: ""}[f.get("met")]))

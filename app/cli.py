@@ -6,6 +6,9 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem demo                      the main job: an agent on a small window, offline
     vmem chat DIR                  chat with a persistent agent over any OpenAI-compatible server
     vmem inspect DIR [--html F]    an agent's memory on disk, without calling its LLM
+    vmem import FILE.af DIR        vmem agents from a Letta agent file (a report of what was mapped)
+    vmem export DIR FILE.af        vmem agents as a Letta agent file
+    vmem mcp DIR [--http]          an agent's memory served to MCP clients
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
@@ -375,6 +378,157 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- Letta agent files
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE.af", help="a Letta agent file")
+    p.add_argument("dir", metavar="DIR", help="a new (or empty) directory: the agent's, or a directory per agent in "
+                                              "it (named after each) when the file holds several")
+    p.add_argument("--agent", metavar="NAME", help="import only this agent (its name, or its id in the file such as "
+                                                   "agent-0), into DIR itself")
+    p.add_argument("--window", type=int, metavar="TOKENS", help="the context window, instead of the file's")
+    p.add_argument("--max-mb", type=float, default=64.0, metavar="MB",
+                   help="refuse a file larger than this many MiB (default 64)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the warnings and where the agents went")
+
+
+@command("import", "create vmem agents from a Letta agent file (.af)",
+         "Create a vmem agent for each agent of a Letta agent file (github.com/letta-ai/agent-file): its system "
+         "instructions, core memory blocks (limits, descriptions, read-only), context window, the messages in its "
+         "context (into the queue and recall storage, tool calls with their results, timestamps), its older history "
+         "(recall storage, behind its summary) and its tools (Letta's memory tools are vmem's built-ins; any other "
+         "tool is kept as data: its schema and source code are stored, never run). Prints one report of what was "
+         "mapped, kept as data and skipped. Nothing is half-created: on any error DIR is left as it was.",
+         _import_args)
+def _import(args: argparse.Namespace) -> int:
+    from vmem.app.agentfile import AgentFileError
+    from vmem.app.letta_bridge import LettaBridgeError, import_agent_file
+
+    path = Path(args.file)
+    if not path.exists():
+        raise CliError(f"{path} does not exist", EXIT_USAGE)
+    if args.max_mb <= 0 or (args.window is not None and args.window < 1):
+        raise CliError("--max-mb and --window must be positive", EXIT_USAGE)
+    try:
+        result = import_agent_file(path, args.dir, agent=args.agent, window=args.window,
+                                   max_bytes=int(args.max_mb * 2**20))
+    except AgentFileError as exc:
+        raise CliError(f"cannot import {exc}") from None
+    except LettaBridgeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    report = result.report
+    if args.quiet:
+        for e in report.warnings:
+            print(f"warning: {e.subject}: {e.detail}")
+    else:
+        print(report.format())
+    names = {a.id: a.name for a in result.file.agents}
+    for aid, where in result.directories.items():
+        print(f"imported {names[aid]} ({aid}) into {where}: vmem inspect {where}")
+    return EXIT_OK
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="an agent's directory, or a directory of agents (as vmem import makes "
+                                              "for a file with several)")
+    p.add_argument("file", metavar="FILE.af", help="the agent file to write")
+    p.add_argument("--force", action="store_true", help="replace FILE.af if it exists")
+
+
+@command("export", "write vmem agents as a Letta agent file (.af)",
+         "Write the agent in DIR (or every agent in DIR's subdirectories) as a Letta agent file: system, blocks, "
+         "the queue as the context, the rest of recall storage as history, the recursive summary as Letta's "
+         "summary message, the tools (what an import kept, given back) and vmem's archival passages in the "
+         "x_vmem extension field, which Letta ignores. The agents are opened read-only (it works beside a "
+         "running agent) and the file is written atomically.",
+         _export_args)
+def _export(args: argparse.Namespace) -> int:
+    from vmem.app.letta_bridge import LettaBridgeError, export_agent_file
+
+    source = Path(args.dir)
+    if not source.is_dir():
+        raise CliError(f"{source} {'is not a directory' if source.exists() else 'does not exist'}", EXIT_USAGE)
+    target = Path(args.file)
+    if target.exists() and not args.force:
+        raise CliError(f"{target} exists; pass --force to replace it", EXIT_USAGE)
+    if not target.parent.is_dir():
+        raise CliError(f"directory {target.parent} does not exist", EXIT_USAGE)
+    try:
+        result = export_agent_file(source, target)
+    except LettaBridgeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    for note in result.notes:
+        print(f"note: {note}")
+    for a in result.file.agents:
+        print(f"{a.name}: {len(a.blocks)} blocks, {len(a.in_context)} messages in context, {len(a.out_of_context)} "
+              f"in history, summary {len(a.summary)} characters, {len(a.passages)} archival passages, "
+              f"{len(a.tools)} tools")
+    print(f"wrote {target} ({target.stat().st_size:,} bytes)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- mcp
+
+
+def _mcp_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the agent's directory (made by vmem import or vmem chat); a new or empty "
+                                              "one gets a new memory with persona and human blocks")
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP on the loopback interface instead of "
+                                                        "stdio (the URL is printed on stderr)")
+    p.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1", "localhost"),
+                   help="with --http: the loopback address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="with --http: the port (default 8765; 0: any free one)")
+    p.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a call waits while another writer has the memory (default 10)")
+    p.add_argument("--hold", type=float, default=2.0, metavar="SECONDS",
+                   help="keep the memory open this long after a call, for the next one (default 2; 0: close after "
+                        "each call); other writers wait meanwhile")
+
+
+@command("mcp", "serve an agent's memory to MCP clients (coding assistants, desktop apps, agent frameworks)",
+         "Serve the memory in DIR over the Model Context Protocol, on stdio (what an MCP client's configuration "
+         "launches) or with --http on streamable HTTP at http://127.0.0.1:PORT/mcp. Tools: the memory functions "
+         "(core_memory_append, core_memory_replace, memory_insert, memory_rethink, archival_memory_insert, "
+         "archival_memory_search, conversation_search); a bad call is answered as a function error and changes "
+         "nothing. Resources: the core memory blocks, vmem://blocks/LABEL. A call opens the memory for writing and "
+         "the server keeps it open while calls keep coming (--hold), so several clients (and vmem chat) take "
+         "turns as writers and see each other's writes.",
+         _mcp_args)
+def _mcp(args: argparse.Namespace) -> int:
+    if args.lock_timeout < 0 or args.hold < 0 or not 0 <= args.port < 65536:
+        raise CliError("--lock-timeout and --hold must be >= 0, --port between 0 and 65535", EXIT_USAGE)
+    path = _agent_dir(args.dir, must_exist=False)
+    if not path.exists() or not any(path.iterdir()):
+        from vmem.kernel import Memory
+
+        Memory.create(path, system=DEFAULT_SYSTEM, blocks=DEFAULT_BLOCKS).close()
+        print(f"vmem mcp: created a new memory in {path} (blocks: {', '.join(DEFAULT_BLOCKS)})", file=sys.stderr)
+    elif not _has_agent(path):
+        raise CliError(f"{path} is not empty and holds no vmem agent; name an agent's directory or a new one",
+                       EXIT_USAGE)
+    try:
+        import anyio
+
+        from vmem.app.mcp_server import MemoryService, build_server, serve_http, serve_stdio
+    except ImportError as exc:
+        raise CliError(f"vmem mcp needs the mcp package ({exc.name or exc} is missing): pip install mcp") from None
+    service = MemoryService(path, lock_timeout=args.lock_timeout, hold=args.hold)
+    server = build_server(service)
+    if not args.http:
+        anyio.run(serve_stdio, server, service)
+        return EXIT_OK
+
+    def ready(url: str) -> None:
+        print(f"vmem mcp: serving {path} at {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    try:
+        anyio.run(lambda: serve_http(server, service, host=args.host, port=args.port, ready=ready))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- eval
 
 
@@ -457,7 +611,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     figures = run_suites(bench_dir, quick=args.quick, only=set(args.only or ()))
     if args.json:
-        print(json.dumps(figures, indent=1))
+        print(json.dumps(figures, indent=1, allow_nan=False))  # strict JSON: null, never NaN
     else:
         print_table(figures)
     failed = [f["name"] for f in figures if f["name"].endswith("suite failed")]

@@ -10,8 +10,9 @@ Interface::
 changing it; ``vmem inspect`` opens the memory read-only, so it works beside a running
 agent and writes nothing. :func:`render_html` writes a
 self-contained page: inline CSS, a little inline JavaScript (tabs also work
-without it), the context map as an inline SVG chart; no network, no external
-asset. Every text that comes from the agent is HTML-escaped.
+without it), the context map and the agent's history (:mod:`vmem.app.history`:
+tokens per region over the LLM calls of the trace) as inline SVG charts; no
+network, no external asset. Every text that comes from the agent is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from vmem import PageKind, Region, page_kind, page_serial
 from vmem.app.contextmap import render_map
+from vmem.app.history import History, HistoryBuilder, describe, render_history_svg
 from vmem.kernel.context import ContextMap
 
 if TYPE_CHECKING:
@@ -90,6 +92,7 @@ class AgentView:
     trace_total: int
     trace_counts: dict[str, int] = field(default_factory=dict)
     last_step: str = ""
+    history: History = field(default_factory=lambda: History([]))  #: tokens per region over the LLM calls
 
 
 def _iso(ts: _dt.datetime | float | None) -> str:
@@ -159,8 +162,11 @@ def _event_text(e: dict[str, Any]) -> str:
     return _short({k: v for k, v in e.items() if k != "e"})
 
 
-def _trace(log: Iterable[dict[str, Any]], events: int) -> tuple[list[TraceRow], int, dict[str, int], str]:
-    """The last ``events`` events, the total, counts per kind, and the time of the last user message."""
+def _trace(log: Iterable[dict[str, Any]], events: int,
+           history: HistoryBuilder) -> tuple[list[TraceRow], int, dict[str, int], str]:
+    """The last ``events`` events (the per-call context records aside: the history draws
+    them), the total, counts per kind, and the time of the last user message; every event
+    goes to ``history`` too."""
     tail: collections.deque[TraceRow] = collections.deque(maxlen=max(0, events))
     counts: dict[str, int] = {}
     now = ""
@@ -168,8 +174,11 @@ def _trace(log: Iterable[dict[str, Any]], events: int) -> tuple[list[TraceRow], 
     for total, e in enumerate(log, 1):
         if not isinstance(e, dict):
             continue
+        history.add(e)
         kind = str(e.get("e"))
         counts[kind] = counts.get(kind, 0) + 1
+        if kind == "context":
+            continue
         if "time" in e:
             now = _iso(float(e["time"]))
         tail.append(TraceRow(total, now, kind, _event_text(e)))
@@ -233,14 +242,16 @@ def collect(memory: "Memory", *, events: int = 20, limit: int = 2000) -> AgentVi
     recall_rows = [_message_row(m) for m in reversed(newest)]
     archival_rows = [_passage_row(p) for p in
                      _newest(lambda page, size: memory.store.archival.search(None, page=page, page_size=size), limit)]
-    trace, total, counts, last = _trace(memory.store.events, events)
+    builder = HistoryBuilder()
+    trace, total, counts, last = _trace(memory.store.events, events, builder)
     store = memory.store.stats()
     return AgentView(
         path=str(memory.store.path), system=memory.system, config=memory.config.to_dict(),
         map=memory.context_map(), pages=pages, blocks=blocks, summary=summary, evicted=evicted,
         queue=queue, workset=workset, recall=recall_rows, recall_total=len(recall),
         archival=archival_rows, archival_total=len(memory.store.archival), store=store,
-        trace=trace, trace_total=total, trace_counts=counts, last_step=last)
+        trace=trace, trace_total=total, trace_counts=counts, last_step=last,
+        history=builder.history(warn=memory.config.warn, flush=memory.config.flush))
 
 
 # ---------------------------------------------------------------------- text
@@ -259,6 +270,7 @@ def render_text(v: AgentView, *, color: bool = False) -> str:
            f"  {v.trace_counts.get('user', 0)} user messages, {v.trace_counts.get('llm', 0)} LLM calls, "
            f"{v.trace_counts.get('flush', 0)} flushes, {v.trace_counts.get('alert', 0)} alerts"
            + (f"; last message at {v.last_step}" if v.last_step else ""),
+           f"  history: {describe(v.history)}",
            "", head("context map"), render_map(m, color=color), "", head("core memory")]
     for b in v.blocks:
         flags = " read-only" if b["read_only"] else ""
@@ -390,6 +402,13 @@ details.block{border:1px solid var(--line);border-radius:6px;margin:0 0 8px;padd
 details.block summary{cursor:pointer;font-weight:600}
 pre{white-space:pre-wrap;word-break:break-word;margin:6px 0;font:13px ui-monospace,monospace}
 .muted{color:var(--muted)}
+#history-chart text.axis,#history-chart text.level-label{fill:#555;font-size:11px}
+#history-chart line.grid{stroke:#eee}#history-chart path.level{stroke:#888;stroke-width:1.2}
+#history-chart path.wm-warn{stroke:#d68910;stroke-dasharray:5 3}#history-chart path.wm-flush{stroke:#c0392b;stroke-dasharray:5 3}
+#history-chart path.area{stroke:none;opacity:.9}#history-chart line.mark-flush{stroke:#7d3c98;stroke-width:1.5}
+#history-chart path.mark-alert{fill:#d68910}#history-chart circle.mark-fault{fill:#2f6fd6}
+#history-chart path.mark-prefetch{fill:#b7950b}#history-chart polyline.cache{fill:none;stroke:#117a65;stroke-width:2}
+#history-chart circle.cache-point{fill:#117a65}#history-chart text.cache-axis{fill:#117a65}#history-chart rect.step:hover{fill:rgba(0,0,0,.06)}
 .filter{margin:0 0 8px;padding:5px 8px;width:320px;border:1px solid #ccc;border-radius:6px}
 .count{margin-left:8px;color:var(--muted);font-size:12px}
 """
@@ -549,6 +568,10 @@ def render_html(v: AgentView, *, title: str | None = None) -> str:
 <figure><figcaption>Context map: the main context (window {c['window']:,} tokens) by region, page by page;
 the dashed lines are the warning and flush watermarks of the {cfg.budget:,}-token budget.</figcaption>
 {_chart(v)}</figure>
+<figure id="history"><figcaption>History: tokens per region of the context at each LLM call of the trace, against
+the budget and its watermarks; flushes, memory-pressure alerts, page faults and prefetches marked, and the share of
+the prompt the LLM server served from its prompt cache where it said. {_e(describe(v.history))}.</figcaption>
+{render_history_svg(v.history)}</figure>
 <div class="tabs">{tab_html}{panels}</div>
 </main>
 <script>{_JS}</script>

@@ -15,6 +15,7 @@ bench`` runs them all and prints one table.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
@@ -53,8 +54,10 @@ def print_figures(figures: Sequence[Figure], out=sys.stdout) -> None:
 def emit(figures: Iterable[Figure], as_json: bool, out=sys.stdout) -> None:
     """Print figures as a JSON list (``--json``) or as the table."""
     figures = list(figures)
-    if as_json:
-        json.dump([asdict(f) for f in figures], out, indent=1)
+    if as_json:  # strict JSON: a value that is not a finite number is null, never NaN
+        rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(f).items()}
+                for f in figures]
+        json.dump(rows, out, indent=1, allow_nan=False)
         out.write("\n")
     else:
         print_figures(figures, out)

@@ -71,7 +71,7 @@ from vmem.kernel.context import (
     tools_digest,
 )
 from vmem.kernel.core_memory import CoreMemory
-from vmem.kernel.errors import ContextWindowError, KernelError, ReadOnlyError
+from vmem.kernel.errors import ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction, as_tool_call, invoke, memory_function
 from vmem.kernel.invariants import check as check_invariants
 from vmem.kernel.messages import check_order, normalise, pending_calls, shorten
@@ -92,8 +92,19 @@ Summarizer = Callable[[SummaryRequest], Any]
 """``(messages) -> str`` (or an awaitable of it, with :meth:`Memory.acontext`); a Driver works too."""
 
 
+_REGION_NAMES = (("system", Region.SYSTEM), ("core", Region.CORE), ("summary", Region.SUMMARY),
+                 ("queue", Region.QUEUE), ("workset", Region.WORKSET))
+
+
 def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _aware(t: _dt.datetime | None) -> _dt.datetime | None:
+    """``t`` checked: a message's time must say its time zone (MessageError if not)."""
+    if t is not None and (not isinstance(t, _dt.datetime) or t.tzinfo is None):
+        raise MessageError(f"a message's timestamp must be a timezone-aware datetime, got {t!r}")
+    return t
 
 
 class Context(list):  # type: ignore[type-arg]
@@ -444,7 +455,7 @@ class Memory:
 
     # ================================================================ the conversation
 
-    def append(self, message: Mapping[str, Any] | Any) -> int:
+    def append(self, message: Mapping[str, Any] | Any, *, timestamp: _dt.datetime | None = None) -> int:
         """Add one OpenAI chat message to recall storage and the queue; return its page id.
 
         Accepts a dict or an ``openai`` message object: roles ``user``, ``assistant`` (with
@@ -453,21 +464,28 @@ class Memory:
         large for the queue is stored whole in recall storage and represented in the queue by
         its summary (a user message, at the next :meth:`prepare`) or a shortened copy (other
         roles). Raises MessageError, changing nothing, for a message that breaks the chat protocol.
+
+        ``timestamp`` (timezone-aware): when the message was sent, for history brought from
+        elsewhere (an imported agent); it becomes the memory's current time instead of the
+        clock's (user message) or the turn's (other roles).
         """
         msg = normalise(message)
         with self.transaction():
-            return self._append(msg)
+            return self._append(msg, _aware(timestamp))
 
     def extend(self, messages: Iterable[Mapping[str, Any] | Any]) -> list[int]:
         """:meth:`append` each message, in one transaction (all or none)."""
         with self.transaction():
             return [self._append(normalise(m)) for m in messages]
 
-    def _append(self, msg: dict[str, Any]) -> int:
+    def _append(self, msg: dict[str, Any], timestamp: _dt.datetime | None = None) -> int:
         check_order(msg, self.pending_calls)
         role, state = msg["role"], self._state
+        if timestamp is not None:
+            self._session.now = timestamp
         if role == "user":
-            self._session.now = self.clock()
+            if timestamp is None:
+                self._session.now = self.clock()
             state.turns += 1
             self.trace.write({"e": "user", "text": msg["content"], "time": self.now.timestamp()})
             if self.config.prefetch:
@@ -493,6 +511,51 @@ class Memory:
         self.queue.append(page, chat)
         self._session.dirty = True
         return page
+
+    def import_history(self, history: Iterable[tuple[Mapping[str, Any] | Any, _dt.datetime]], *,
+                       summary: str = "") -> list[int]:
+        """Store an imported agent's older history: messages already out of its context window.
+
+        For a new memory, before any message: each ``(message, timestamp)`` pair goes to
+        recall storage verbatim and in order (searchable with conversation_search, never
+        queued), checked against the chat protocol as :meth:`append` checks it. With a
+        ``summary`` (the recursive summary of those messages, as the agent's previous host
+        made it) they count as evicted and the summary becomes the memory's; without one they
+        are stored-only history. Returns their page ids. All or nothing: KernelError if the
+        memory holds messages already or a summary comes without history, MessageError for
+        a message that breaks the protocol, ContextWindowError if the summary does not fit.
+        """
+        items = [(normalise(m), _aware(t)) for m, t in history]
+        if summary and not items:
+            raise KernelError("import_history: a summary needs the messages it summarises")
+        with self.transaction():
+            if self.stats.recall:
+                raise KernelError("import_history: the memory holds messages already; older history comes first")
+            done: list[dict[str, Any]] = []
+            pages = []
+            for msg, at in items:
+                check_order(msg, pending_calls(done))
+                done.append(msg)
+                meta = {k: msg[k] for k in ("tool_calls", "tool_call_id", "name") if k in msg}
+                page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=at, meta=meta or None)
+                self.stats.appended(page)
+                pages.append(page)
+            if pending_calls(done):
+                raise MessageError(f"import_history: tool call(s) {', '.join(pending_calls(done))} have no result")
+            state = self._state
+            if summary:
+                state.evicted += len(pages)
+                state.summary = summary
+                self.ctx.resize(SUMMARY_PAGE, self.pressure.summary_tokens())
+                used, budget = self.ctx.stats().used, self.ctx.config.budget
+                if used > budget:
+                    raise ContextWindowError(f"the imported summary does not fit in the context window: with it "
+                                             f"the context needs {used} tokens of a budget of {budget}")
+            else:
+                state.stored_only += len(pages)
+            self.trace.write({"e": "history", "messages": len(pages), "summary": summary})
+            self._session.dirty = True
+        return pages
 
     def _append_oversize(self, msg: dict[str, Any], meta: dict[str, Any], tokens: int, group: int) -> int:
         """Keep a message too large for the queue verbatim in recall storage only; a user message
@@ -532,6 +595,9 @@ class Memory:
                 self._session.dirty = True
             if self.stats.refresh(self._state, self.now):
                 self._session.dirty = True
+            tokens = self.ctx.stats().tokens  # what the LLM call gets, region by region (the inspector's history)
+            self.trace.write({"e": "context", "time": self.now.timestamp(), "budget": self.ctx.config.budget,
+                              "tokens": {name: int(tokens[r]) for name, r in _REGION_NAMES}})
             return prepared
 
     def context(self, summarizer: Summarizer | None = None, *, force: bool = False) -> Context:

@@ -1,7 +1,8 @@
 """The trace: every driver exchange and memory operation, in the store's event log.
 
 Each event is a msgpack map (``e``: "create", "open", "user", "llm", "call", "pagein",
-"alert", "flush", "block", "message", ...). Events are buffered while a transaction runs
+"alert", "flush", "block", "message", ...; "context": the tokens of each region of the
+context as prepared for an LLM call). Events are buffered while a transaction runs
 and written into the store's event log (:class:`vmem.storage.EventLog`) inside that
 transaction: a step's events commit or roll back with the step, with no file of their
 own to fsync or to fall behind the database.

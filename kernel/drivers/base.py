@@ -125,6 +125,7 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int | None = None  #: prompt tokens the provider served from its prompt cache, if it says
 
     @property
     def total_tokens(self) -> int:
@@ -132,13 +133,17 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def to_dict(self) -> dict[str, int]:
-        """Plain dict (msgpack/JSON-able)."""
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        """Plain dict (msgpack/JSON-able); ``cached_tokens`` only when known."""
+        d = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        if self.cached_tokens is not None:
+            d["cached_tokens"] = self.cached_tokens
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Usage:
         """Inverse of :meth:`to_dict`."""
-        return cls(int(d["prompt_tokens"]), int(d["completion_tokens"]))
+        cached = d.get("cached_tokens")
+        return cls(int(d["prompt_tokens"]), int(d["completion_tokens"]), int(cached) if cached is not None else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -470,10 +470,12 @@ class OpenAIDriver(Driver):
         usage = getattr(resp, "usage", None)
         pt = getattr(usage, "prompt_tokens", None)
         ct = getattr(usage, "completion_tokens", None)
+        cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)  # OpenAI, vLLM, llama.cpp
         return Completion(
             text=text or None,
             tool_calls=calls,
-            usage=Usage(int(pt), int(ct or 0)) if isinstance(pt, int) else None,
+            usage=Usage(int(pt), int(ct or 0), cached if isinstance(cached, int) else None)
+            if isinstance(pt, int) else None,
             finish_reason=getattr(choice, "finish_reason", None),
         )
 

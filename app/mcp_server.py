@@ -1,0 +1,331 @@
+"""``vmem mcp``: one agent's memory served over the Model Context Protocol.
+
+Interface::
+
+    from vmem.app.mcp_server import MemoryService, build_server, serve_stdio, serve_http
+    service = MemoryService("agent-dir")            # the memory's tools, calls and blocks, synchronously
+    server = build_server(service)                  # an MCP server (the official ``mcp`` SDK's low-level Server)
+    anyio.run(serve_stdio, server, service)         # or serve_http(server, service, port=8765): loopback only
+
+What a client gets:
+
+- tools: the memory functions (core memory edits, archival insert and search, conversation
+  search) with the schemas the agent's LLM sees, less ``request_heartbeat`` (an agent-loop
+  matter) and ``send_message`` (there is no user to send to). A call runs the agent's own
+  function, in a savepoint: a bad call changes nothing and is answered as the same function
+  error the LLM would read, as a tool result with ``isError``. Two differences, as the
+  caller is not the agent's LLM: search results are not paged into the agent's working set
+  (they come back whole), and "now" is the wall clock. Each call is logged in the memory's
+  trace (event ``mcp``); it is not added to the conversation.
+- resources: each core memory block, ``vmem://blocks/<label>`` (the label URL-quoted),
+  as text.
+
+One writer at a time, as the store's lock says: a call opens the memory for writing and the
+server keeps it open while calls keep coming (opening loads the archival index: tens of
+milliseconds for a small memory, more for a large one), then closes it after ``hold``
+seconds without a call. So two servers (two clients) on one directory take turns and each
+sees the other's writes; a call waits up to ``lock_timeout`` seconds for another writer (a
+running ``vmem chat``, another server holding it) to finish, then answers that the memory
+is busy. Resources are read without the lock (a read-only open) when the server does not
+hold the memory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vmem.kernel import Memory
+from vmem.kernel.drivers import ToolCall
+from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
+from vmem.storage import Block, StoreLockedError
+
+__all__ = ["BLOCK_URI", "LOOPBACK", "MemoryService", "block_uri", "build_server", "serve_http", "serve_stdio"]
+
+#: A block's resource URI; ``{label}`` is URL-quoted (labels may hold slashes).
+BLOCK_URI = "vmem://blocks/{label}"
+#: The hosts ``serve_http`` binds to: this machine only.
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+#: Memory functions that make no sense without an agent loop.
+NOT_SERVED = frozenset({"send_message"})
+
+_T = TypeVar("_T")
+
+# What a client may assume of each tool (MCP tool annotations are hints for the client).
+_READS = {"archival_memory_search", "conversation_search"}
+_REWRITES = {"core_memory_replace", "memory_rethink"}
+
+
+class _Failed(Exception):
+    def __init__(self, record: CallRecord) -> None:
+        super().__init__(record.result)
+        self.record = record
+
+
+class _ClientHost:
+    """The memory as the built-ins see it during an MCP call (a :class:`vmem.kernel.Host`).
+
+    The caller is not the agent's LLM: "now" is the wall clock (not the agent's last turn),
+    and search results are not paged into the agent's working set (so every result comes
+    back in full, and the agent's context is left as it was)."""
+
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+        self.now = _dt.datetime.now(_dt.timezone.utc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._memory, name)
+
+    def archival_insert(self, content: str, tags: Sequence[str] = ()) -> list[int]:
+        return self._memory.archival_insert_many([content], tags, self.now)[0]
+
+    def page_in(self, hits: Sequence[tuple[int, float, str]]) -> set[int]:
+        return set()
+
+
+class MemoryService:
+    """The memory in ``path`` as an MCP server uses it: tool schemas, calls, blocks.
+
+    Synchronous; safe to call from several threads (one request at a time). A call opens
+    the memory for writing, waiting up to ``lock_timeout`` seconds for another writer, and
+    keeps it open while calls keep coming: :meth:`release_if_idle` closes it once ``hold``
+    seconds pass without one (0: close after every call), so other writers get their turn.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0, hold: float = 2.0,
+                 embedder: Any = None) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        self.hold = hold
+        self.embedder = embedder
+        self._lock = threading.RLock()
+        self._memory: Memory | None = None  # open for writing while calls keep coming
+        self._used = 0.0
+        with Memory.open(self.path, read_only=True, embedder=embedder) as memory:
+            self.functions: dict[str, MemoryFunction] = {
+                name: f for name, f in memory.functions.items() if name not in NOT_SERVED}
+
+    # ------------------------------------------------------------ tools
+
+    def tools(self) -> list[dict[str, Any]]:
+        """``{"name", "description", "input_schema", "annotations"}`` per served memory function."""
+        out = []
+        for name, f in self.functions.items():
+            params = dict(f.schema["parameters"])
+            params["properties"] = {k: v for k, v in params["properties"].items() if k != HEARTBEAT}
+            params["required"] = [r for r in params.get("required", []) if r != HEARTBEAT]
+            out.append({"name": name, "description": f.schema["description"], "input_schema": params,
+                        "annotations": {"read_only_hint": name in _READS, "destructive_hint": name in _REWRITES,
+                                        "idempotent_hint": name in _READS, "open_world_hint": False}})
+        return out
+
+    def call(self, name: str, arguments: dict[str, Any] | None) -> CallRecord:
+        """Run one memory function; never raises for a bad call (the record says what failed)."""
+        cid = f"mcp-{time.time_ns()}"
+        if arguments is not None and not isinstance(arguments, dict):
+            return invoke(self.functions, None, ToolCall(cid, name, None, error="the arguments must be a JSON object"))
+        call = ToolCall(cid, name, {k: v for k, v in (arguments or {}).items() if k != HEARTBEAT})
+        if name not in self.functions:
+            return invoke(self.functions, None, call)  # the agent's own "no function ..." answer
+        with self._lock:
+            try:
+                memory = self._writer()
+            except StoreLockedError:
+                message = (f"the memory in {self.path} is in use by another writer (one at a time); waited "
+                           f"{self.lock_timeout:g} s: try again when it is free")
+                return CallRecord(name, arguments, False, json.dumps({"status": "Failed", "message": message}))
+            try:
+                with memory.transaction():
+                    try:
+                        with memory.savepoint():  # a failed call leaves nothing behind
+                            record = invoke(self.functions, _ClientHost(memory), call)
+                            if not record.ok:
+                                raise _Failed(record)
+                    except _Failed as failed:
+                        record = failed.record
+                    memory.log({"e": "mcp", "name": name, "arguments": call.arguments, "ok": record.ok,
+                                "result": record.result})
+            except BaseException:
+                self._release()  # whatever broke, the next call starts from the directory
+                raise
+            self._used = time.monotonic()
+            if self.hold <= 0:
+                self._release()
+            return record
+
+    def _writer(self) -> Memory:
+        """The memory open for writing, waiting for the lock up to lock_timeout (StoreLockedError)."""
+        if self._memory is not None:
+            return self._memory
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                self._memory = Memory.open(self.path, embedder=self.embedder)
+                return self._memory
+            except StoreLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
+    def release_if_idle(self) -> None:
+        """Close the memory if no call came for ``hold`` seconds (another writer may take it)."""
+        with self._lock:
+            if self._memory is not None and time.monotonic() - self._used >= self.hold:
+                self._release()
+
+    def close(self) -> None:
+        """Close the memory if it is open."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        memory, self._memory = self._memory, None
+        if memory is not None:
+            memory.close()
+
+    # ------------------------------------------------------------ blocks
+
+    def blocks(self) -> list[Block]:
+        """The core memory blocks, as committed now (a read-only open when not holding the memory)."""
+        with self._lock:
+            if self._memory is not None:
+                return self._memory.store.blocks.all()
+        with Memory.open(self.path, read_only=True, embedder=self.embedder) as memory:
+            return memory.store.blocks.all()
+
+    def block(self, uri: str) -> Block:
+        """The block a resource URI names (KeyError with the reason if none)."""
+        prefix = BLOCK_URI.split("{", 1)[0]
+        if not uri.startswith(prefix):
+            raise KeyError(f"unknown resource {uri!r}: blocks are {BLOCK_URI}")
+        label = urllib.parse.unquote(uri[len(prefix):])
+        blocks = {b.label: b for b in self.blocks()}
+        if label not in blocks:
+            raise KeyError(f"no core memory block {label!r}; blocks: {', '.join(blocks) or 'none'}")
+        return blocks[label]
+
+
+def block_uri(label: str) -> str:
+    """The resource URI of the block called ``label``."""
+    return BLOCK_URI.format(label=urllib.parse.quote(label, safe=""))
+
+
+def _message(record: CallRecord) -> str:
+    try:
+        return str(json.loads(record.result)["message"])
+    except (ValueError, KeyError, TypeError):
+        return record.result
+
+
+def build_server(service: MemoryService) -> Any:
+    """An MCP server (``mcp.server.lowlevel.Server``) over ``service``."""
+    import anyio
+    import mcp.types as types
+    from mcp import MCPError
+    from mcp.server.lowlevel import Server
+
+    from vmem import __version__
+
+    async def in_thread(fn: Callable[[], _T]) -> _T:
+        return await anyio.to_thread.run_sync(fn)
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[
+            types.Tool(name=t["name"], description=t["description"], input_schema=t["input_schema"],
+                       annotations=types.ToolAnnotations(**t["annotations"])) for t in service.tools()])
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        record = await in_thread(lambda: service.call(params.name, params.arguments))
+        return types.CallToolResult(content=[types.TextContent(type="text", text=_message(record))],
+                                    is_error=not record.ok)
+
+    async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+        blocks = await in_thread(service.blocks)
+        return types.ListResourcesResult(resources=[
+            types.Resource(uri=block_uri(b.label), name=b.label, mime_type="text/plain", size=len(b.value.encode()),
+                           description=(f"{b.description + ' · ' if b.description else ''}core memory block, "
+                                        f"{len(b.value)}/{b.limit} characters{', read-only' if b.read_only else ''}"))
+            for b in blocks])
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        try:
+            b = await in_thread(lambda: service.block(uri))
+        except KeyError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc.args[0]), {"uri": uri}) from None
+        return types.ReadResourceResult(contents=[types.TextResourceContents(uri=uri, mime_type="text/plain",
+                                                                             text=b.value)])
+
+    instructions = (
+        f"The memory of one vmem agent ({service.path.name}): core memory blocks (small, labelled, always worth "
+        "reading: the resources vmem://blocks/LABEL), archival memory (long-term passages: archival_memory_insert, "
+        "archival_memory_search) and the conversation history (conversation_search). Edit a block with "
+        "core_memory_append, core_memory_replace, memory_insert or memory_rethink. A failed call changes nothing.")
+    return Server("vmem", version=__version__, title=f"vmem memory: {service.path.name}", instructions=instructions,
+                  on_list_tools=list_tools, on_call_tool=call_tool, on_list_resources=list_resources,
+                  on_read_resource=read_resource)
+
+
+async def _releasing(service: MemoryService) -> None:
+    """Give the memory back to other writers once the service has been idle for its hold time."""
+    import anyio
+
+    while True:
+        await anyio.sleep(max(0.05, min(service.hold / 2, 0.5)))
+        await anyio.to_thread.run_sync(service.release_if_idle)
+
+
+async def serve_stdio(server: Any, service: MemoryService) -> None:
+    """Serve one client over this process's stdin and stdout (until stdin closes)."""
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_releasing, service)
+            async with stdio_server() as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+            tg.cancel_scope.cancel()
+    finally:
+        service.close()
+
+
+async def serve_http(server: Any, service: MemoryService, *, host: str = "127.0.0.1", port: int = 0,
+                     ready: Callable[[str], None] | None = None) -> None:
+    """Serve streamable HTTP at ``http://host:port/mcp`` on the loopback interface only
+    (``port`` 0: any free port). ``ready`` is called with the URL once it listens."""
+    import anyio
+    import uvicorn
+
+    if host not in LOOPBACK:
+        raise ValueError(f"vmem mcp serves this machine only: host must be one of {', '.join(LOOPBACK)}, not {host!r}")
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    port = sock.getsockname()[1]
+    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(host=host), log_level="warning", lifespan="on"))
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
+
+    async def announce() -> None:
+        while not web.started:
+            await anyio.sleep(0.02)
+        if ready is not None:
+            ready(url)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(announce)
+            tg.start_soon(_releasing, service)
+            await web.serve(sockets=[sock])
+            tg.cancel_scope.cancel()
+    finally:
+        service.close()
