@@ -151,7 +151,7 @@ def test_import_maps_what_vmem_has_and_keeps_the_rest_as_data(tmp_path):
         assert m.summary == "Ana has a cat called Pixel." and m.evicted == 3
         found = m.conversation_search("Pixel")
         assert found.total == 1 and found.items[0].timestamp == T0 + dt.timedelta(minutes=1)
-        assert "Ana has a cat called Pixel." in m.compile()[3]["content"]
+        assert "Ana has a cat called Pixel." in m.compile()[2]["content"]
         # the custom tool: kept as data, never offered to the model
         kept = kept_data(m)
         assert "send_email" not in m.functions

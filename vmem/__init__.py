@@ -5,13 +5,7 @@ The C core (a paged context buffer with token-budget accounting) is wrapped by
 in submodules (``vmem.storage``, ``vmem.index``, ``vmem.embed``).
 """
 
-from vmem._checkout import defer_to_installed
-
-# run from a source checkout whose core is not built here (a non-editable install): the
-# installed vmem takes this one's place, and the imports below resolve to it
-defer_to_installed(__name__, __file__)
-
-from vmem._core import (  # noqa: E402
+from vmem._core import (
     MAX_CANDIDATES,
     MAX_PAGE_TOKENS,
     Admission,

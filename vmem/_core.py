@@ -21,7 +21,13 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 import msgpack
 import numpy as np
 
-from vmem._vmcore import ffi, lib  # the C core, built by setup.py (no fallback)
+try:
+    from vmem._vmcore import ffi, lib  # the C core, built by setup.py (no fallback)
+except ImportError as _exc:  # e.g. `import vmem` in a source checkout after a non-editable install
+    raise ImportError(
+        f"vmem's C core is not built in {__file__.rsplit('/', 1)[0]}: this looks like a source checkout (run "
+        f"from another directory to use the installed vmem, or `pip install -e .` to build the core here)"
+    ) from _exc
 from vmem.errors import (
     BudgetError,
     CorruptSnapshot,
