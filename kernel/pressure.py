@@ -120,6 +120,8 @@ class QueueManager:
         self._state.truncated += folded.truncated
         if folded.truncated:
             self._trace.write({"e": "summary_cut", "times": folded.truncated, "cap": self.summary_cap})
+        if folded.empty:
+            self._trace.write({"e": "summary_empty", "times": folded.empty})
         return folded
 
     def _summarize_oversize(self, page: int, room: Room) -> Generator[SummaryRequest, str, None]:

@@ -9,6 +9,7 @@ synchronous callable, an ``async`` one, or a driver. Its rules:
 3. A line too long for one request is split, never dropped (``(continued)`` marks the rest).
 4. It always makes progress: every request folds at least one character of new text.
 5. The result never exceeds its cap: a longer reply is cut to it (and counted).
+6. An empty reply loses nothing: the previous summary stays, with a note (and it is counted).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Folded:
     text: str
     requests: int = 0
     truncated: int = 0
+    empty: int = 0  #: replies that were empty (the fold kept the previous summary and a note instead)
 
 
 def cap_text(text: str, cap: int, count: Callable[[str], int]) -> str:
@@ -87,7 +89,8 @@ def fold(previous: str, lines: Sequence[str], *, budget: int, words: int, cap: i
     ``budget``: tokens one request may use; ``cap``: tokens the summary may take (a longer
     reply is cut to it, and counted in ``Folded.truncated``); ``count``: the kernel's token
     counter. Raises ContextWindowError when the previous summary leaves no room for new
-    text, and KernelError when the summarizer returns nothing.
+    text. An empty reply keeps the previous summary with a note of what was folded (counted in
+    ``Folded.empty``): the messages are in recall storage either way.
     """
     prompt = SUMMARIZER_PROMPT.format(words=words)
     room = budget - count(prompt) - 2 * MESSAGE_OVERHEAD
@@ -121,8 +124,11 @@ def fold(previous: str, lines: Sequence[str], *, budget: int, words: int, cap: i
                        {"role": "user", "content": head + "\n".join(chunk)}]
         reply = clean_text((reply or "").strip())
         result.requests += 1
-        if not reply:
-            raise KernelError("the summarizer returned an empty summary")
+        if not reply:  # a model may answer nothing: keep what was known, say what was folded
+            result.empty += 1
+            reply = (f"{result.text}\n" if result.text else "") + (
+                f"({len(chunk)} more messages were moved to recall storage without a summary; "
+                f"search them with conversation_search.)")
         capped = cap_text(reply, cap, count)
         result.truncated += capped is not reply
         result.text = capped

@@ -320,3 +320,20 @@ def test_reopening_with_more_functions_shrinks_the_working_set_instead_of_failin
     again.memory.check()
     assert again.step("still fine?").replies == ["ok"]
     again.close()
+
+
+def test_a_summarizer_that_answers_nothing_loses_nothing(tmp_path: Path) -> None:
+    policy = ChattyPolicy()
+
+    def mute(messages, tools):
+        return Completion(text="   ") if not tools else policy(messages, tools)
+
+    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(mute),
+                         config=MemoryConfig(window=3072, reserve_output=256))
+    for i in range(40):
+        agent.step(f"turn {i}: " + "lorem ipsum dolor " * 10)
+    memory = agent.memory
+    assert memory.state.folds >= 2 and "without a summary; search them with conversation_search" in memory.summary
+    assert any(e["e"] == "summary_empty" for e in memory.store.events)
+    assert memory.conversation_search("turn 0").total >= 1
+    agent.close()
