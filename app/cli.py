@@ -18,6 +18,7 @@ Errors are one line on stderr (``vmem: error: ...``), never a traceback
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -124,6 +125,15 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", metavar="DIR", help="keep the agent in DIR (a new directory; default: a temporary "
                                                  "directory removed at the end); look at it with vmem inspect DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the summary lines")
+    real = p.add_argument_group("a real model instead of RuleBasedPolicy (any OpenAI-compatible server)")
+    real.add_argument("--base-url", help="the server's base URL, e.g. http://127.0.0.1:8080/v1")
+    real.add_argument("--model", help="the model name to send")
+    real.add_argument("--tool-mode", choices=("auto", "native", "json"), default="auto",
+                      help="how tools reach the model (json for models whose chat template has no tool calls)")
+    real.add_argument("--window", type=int, default=None,
+                      help="the agent's context window (default 4096; at most the server's)")
+    real.add_argument("--max-tokens", type=int, default=256, help="longest answer per LLM call (default 256)")
+    real.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server (default 600)")
 
 
 @command("demo", "the main job: an agent with a small window, offline (no server, no API key)",
@@ -133,7 +143,10 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
          "the kernel save facts to core and archival memory, cross the warning watermark, flush into a "
          "recursive summary, page facts back in (page faults and prefetch), and survive a close and "
          "reopen with an identical state digest. After each step: the context map and what moved. "
-         "Exit code 1 if the run did not show what it should (each check is printed).",
+         "Exit code 1 if the run did not show what it should (each check is printed). With --base-url and "
+         "--model a real model answers the same conversation through the OpenAI-compatible driver; the "
+         "report adds its answers, LLM calls per message and the server's prompt-cache ratio, and only "
+         "the kernel's own checks decide the exit code.",
          _demo_args)
 def _demo(args: argparse.Namespace) -> int:
     from vmem.app.demo import run_demo
@@ -142,7 +155,26 @@ def _demo(args: argparse.Namespace) -> int:
         target = Path(args.dir)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise CliError(f"--dir {target} exists and is not an empty directory; name a new one", EXIT_USAGE)
-    code, _ = run_demo(sys.stdout, color=_color(args.color, sys.stdout), directory=args.dir, quiet=args.quiet)
+    driver = None
+    config = None
+    if args.base_url or args.model:
+        if not (args.base_url and args.model):
+            raise CliError("a real model needs both --base-url and --model", EXIT_USAGE)
+        from vmem.app.demo import DEMO_CONFIG
+        from vmem.kernel.drivers import OpenAIDriver
+
+        try:
+            config = dataclasses.replace(DEMO_CONFIG, window=args.window) if args.window else DEMO_CONFIG
+        except ValueError as exc:
+            raise CliError(f"--window: {exc}", EXIT_USAGE) from None
+        driver = OpenAIDriver(args.model, base_url=args.base_url, tool_mode=args.tool_mode, timeout=args.timeout,
+                              params={"max_tokens": args.max_tokens})
+    try:
+        code, _ = run_demo(sys.stdout, color=_color(args.color, sys.stdout), directory=args.dir, quiet=args.quiet,
+                           driver=driver, model=args.model, **({"config": config} if config else {}))
+    finally:
+        if driver is not None:
+            driver.close()
     if args.dir is not None:
         print(f"the agent is kept in {args.dir}: vmem inspect {args.dir} (--html FILE for a page)")
     return code
@@ -287,6 +319,12 @@ def _show_step(result: "StepResult", out: TextIO, color: bool) -> None:
         out.write(_paint("agent ›", "1;32", color) + f" {reply}\n")
     if not result.replies:
         out.write(_paint("agent › (no message)", "2", color) + "\n")
+    if result.usage:
+        prompt = sum(u.prompt_tokens for u in result.usage)
+        cached = sum(u.cached_tokens or 0 for u in result.usage)
+        known = any(u.cached_tokens is not None for u in result.usage)
+        share = f", {cached:,} from the server's prompt cache ({100 * cached / prompt:.0f}%)" if known and prompt else ""
+        out.write(_paint(f"  · {len(result.usage)} LLM call(s): {prompt:,} prompt tokens{share}", "2", color) + "\n")
     if result.stopped != "done":
         out.write(_paint(f"  · stopped: {result.stopped}", "33", color) + "\n")
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 from vmem import PageKind, page_kind
 from vmem.app.contextmap import render_map
-from vmem.kernel import Agent, MemoryConfig, StepResult
+from vmem.kernel import Agent, MemoryConfig, StepResult, read_trace
 from vmem.kernel.drivers import Completion, Driver, ToolCall
 from vmem.kernel.summary import SUMMARIZER_PROMPT
 
@@ -602,9 +602,18 @@ class DemoReport:
     digest_after: str = ""
     checks: int = 0
     seconds: float = 0.0
+    model: str | None = None  #: the real model's name, when a server answered (not RuleBasedPolicy)
+    prompt_tokens: int = 0  #: step calls after a step call with no flush between: tokens sent ...
+    cached_tokens: int = 0  #: ... and those the server said it served from its prompt cache
+    model_seconds: float = 0.0
 
     def failures(self) -> list[str]:
-        """What the run should have shown and did not."""
+        """What the run should have shown and did not. With a real model only what the kernel
+        owes counts (the invariants after every step, an identical state after reopening):
+        a small model answering badly is reported, not a failure."""
+        if self.model is not None:
+            same = self.digest_before and self.digest_before == self.digest_after
+            return [] if same else ["the digest after reopening differs from the one before closing"]
         out = []
         wrong = [q for q, _, _, ok in self.answers if not ok]
         if wrong:
@@ -651,14 +660,16 @@ def _page_names(pages: Sequence[int]) -> str:
 
 
 def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None = None,
-             quiet: bool = False) -> tuple[int, DemoReport]:
+             quiet: bool = False, driver: Driver | None = None, model: str | None = None,
+             config: MemoryConfig = DEMO_CONFIG) -> tuple[int, DemoReport]:
     """Run the demo, writing to ``out``; return (exit code, report).
 
     ``directory``: where the agent lives (kept afterwards; must not hold an
-    agent); None for a temporary directory removed at the end.
+    agent); None for a temporary directory removed at the end. ``driver``: a real
+    model's driver (named ``model`` in the report) instead of RuleBasedPolicy.
     """
     style = _Style(color)
-    report = DemoReport()
+    report = DemoReport(model=model if driver is not None else None)
     started = time.perf_counter()
     tmp = None
     if directory is None:
@@ -666,7 +677,8 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
         path = Path(tmp) / "agent"
     else:
         path = Path(directory)
-    policy = RuleBasedPolicy()
+    rules = RuleBasedPolicy()
+    policy: Driver = _Timed(driver, report) if driver is not None else rules
     clock = DemoClock(CONVERSATION)
 
     def say(text: str = "") -> None:
@@ -674,17 +686,22 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
             out.write(text + "\n")
 
     try:
-        say(style("vmem demo", "1") + ": a MemGPT-style agent with a " f"{DEMO_CONFIG.window:,}-token window, "
-            "driven by RuleBasedPolicy,")
-        say("a deterministic rule-based stand-in for the LLM (not a language model): no server, no API key.")
+        if driver is None:
+            say(style("vmem demo", "1") + ": a MemGPT-style agent with a " f"{config.window:,}-token window, "
+                "driven by RuleBasedPolicy,")
+            say("a deterministic rule-based stand-in for the LLM (not a language model): no server, no API key.")
+        else:
+            say(style("vmem demo", "1") + f": a MemGPT-style agent with a {config.window:,}-token window, "
+                f"answered by the model {model}")
+            say("(the same conversation; how well it answers is the model's, what the memory does is the kernel's)")
         say(f"agent directory: {path}" + ("" if tmp is None else " (temporary)"))
-        agent = Agent.create(path, system=SYSTEM_PROMPT, blocks=BLOCKS, driver=policy, config=DEMO_CONFIG,
+        agent = Agent.create(path, system=SYSTEM_PROMPT, blocks=BLOCKS, driver=policy, config=config,
                              clock=clock)
         memory = agent.memory
         c = memory.ctx.config
-        say(f"budget {c.budget:,} tokens = window {c.window:,} - output reserve {DEMO_CONFIG.reserve_output:,} "
-            f"- tool schemas {c.reserve - DEMO_CONFIG.reserve_output:,}; warn at {c.warn:.0%}, "
-            f"flush at {c.flush:.0%}; prefetch {DEMO_CONFIG.prefetch} pages per message")
+        say(f"budget {c.budget:,} tokens = window {c.window:,} - output reserve {config.reserve_output:,} "
+            f"- tool schemas {c.reserve - config.reserve_output:,}; warn at {c.warn:.0%}, "
+            f"flush at {c.flush:.0%}; prefetch {config.prefetch} pages per message")
         say(render_map(memory.context_map(), color=color))
         try:
             for n, session in enumerate(CONVERSATION):
@@ -694,7 +711,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
                 say(style(f"── session {n + 1} · {session.start:%a %-d %b %Y} · {session.title} ", "1;36")
                     + "─" * max(0, 40 - len(session.title)))
                 for turn in session.turns:
-                    _step(agent, turn, policy, report, say, style, color)
+                    _step(agent, turn, rules if driver is None else None, report, say, style, color)
             evicted, summary = agent.memory.evicted, agent.memory.summary
             say()
             say(style(f"the recursive summary of the {evicted} evicted messages, as the agent sees it now:", "1"))
@@ -704,7 +721,9 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
         finally:
             if not agent.memory.closed:
                 agent.close()
-        report.summaries = policy.summaries
+        if driver is None:
+            report.summaries = rules.summaries
+        _cache_figures(path, report)
         report.seconds = time.perf_counter() - started
         failures = report.failures()
         _summary(out, report, style, failures)
@@ -714,7 +733,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _reopen(agent: Agent, path: Path, policy: RuleBasedPolicy, clock: DemoClock,
+def _reopen(agent: Agent, path: Path, policy: Driver, clock: DemoClock,
             report: DemoReport, say: Callable[..., None], style: _Style) -> Agent:
     report.digest_before = agent.memory.digest()
     agent.close()
@@ -728,9 +747,10 @@ def _reopen(agent: Agent, path: Path, policy: RuleBasedPolicy, clock: DemoClock,
     return agent
 
 
-def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy, report: DemoReport,
+def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy | None, report: DemoReport,
           say: Callable[..., None], style: _Style, color: bool) -> None:
-    before_answers = len(policy.answers)
+    """One user message; ``policy`` None when a real model answers (its replies are checked)."""
+    before_answers = len(policy.answers) if policy is not None else 0
     evicted_before = agent.memory.evicted
     result: StepResult = agent.step(turn.text)
     agent.memory.check()  # every invariant of the memory (the C core's vm_check among them)
@@ -765,14 +785,56 @@ def _step(agent: Agent, turn: Turn, policy: RuleBasedPolicy, report: DemoReport,
             f"{items} items, {len(summary.split())} words)")
     for reply in result.replies:
         say(f"{style('agent', '1;32')} {reply}")
-    for answer in policy.answers[before_answers:]:
-        ok = turn.expect is not None and turn.expect.lower() in answer.reply.lower()
-        report.answers.append((turn.text, answer.reply, answer.source, ok))
-        verdict = "✓" if ok else style("✗ expected " + repr(turn.expect), "31")
-        say(f"{style('from ', '2')} {answer.source} {verdict}")
-    if turn.expect is not None and len(policy.answers) == before_answers:
-        report.answers.append((turn.text, "", "no answer", False))
+    if policy is None:  # a real model: does its reply hold the expected fact?
+        if turn.expect is not None:
+            reply = " ".join(result.replies)
+            ok = turn.expect.lower() in reply.lower()
+            report.answers.append((turn.text, reply, "the model" if reply else "no answer", ok))
+            say(f"{style('check', '2')} {'✓' if ok else style('✗ expected ' + repr(turn.expect), '31')}")
+    else:
+        for answer in policy.answers[before_answers:]:
+            ok = turn.expect is not None and turn.expect.lower() in answer.reply.lower()
+            report.answers.append((turn.text, answer.reply, answer.source, ok))
+            verdict = "✓" if ok else style("✗ expected " + repr(turn.expect), "31")
+            say(f"{style('from ', '2')} {answer.source} {verdict}")
+        if turn.expect is not None and len(policy.answers) == before_answers:
+            report.answers.append((turn.text, "", "no answer", False))
+    if result.usage:
+        u = result.usage[-1]
+        cached = f", {u.cached_tokens:,} from the server's prompt cache" if u.cached_tokens is not None else ""
+        say(f"{style('usage', '2')} {result.steps} LLM call(s); the last prompt {u.prompt_tokens:,} tokens{cached}")
     say(render_map(agent.memory.context_map(), color=color))
+
+
+class _Timed(Driver):
+    """A real model's driver, timed (the report splits model time from kernel time)."""
+
+    def __init__(self, inner: Driver, report: DemoReport) -> None:
+        self.inner, self.report = inner, report
+
+    def complete(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]]) -> Completion:
+        t = time.perf_counter()
+        try:
+            return self.inner.complete(messages, tools)
+        finally:
+            self.report.model_seconds += time.perf_counter() - t
+            if not tools:
+                self.report.summaries += 1
+
+
+def _cache_figures(path: Path, report: DemoReport) -> None:
+    """Prompt tokens sent and served from the server's cache, over step calls that followed a step
+    call with no flush between (a flush rewrites the prefix; a summary request displaces the cache)."""
+    previous = None
+    for e in read_trace(path):
+        if e["e"] == "flush":
+            previous = None
+        elif e["e"] == "llm":
+            usage = (e.get("completion") or {}).get("usage") or {}
+            if e.get("purpose") == "step" and previous == "step" and usage.get("cached_tokens") is not None:
+                report.prompt_tokens += usage["prompt_tokens"]
+                report.cached_tokens += usage["cached_tokens"]
+            previous = e.get("purpose")
 
 
 def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> None:
@@ -781,8 +843,9 @@ def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> 
         sources[src] = sources.get(src, 0) + 1
     right = sum(ok for *_, ok in r.answers)
     out.write("\n" + style("summary", "1") + "\n")
+    who = f"the model {r.model}" if r.model else "RuleBasedPolicy (not a language model)"
     out.write(f"  {r.user_messages} user messages in {len(CONVERSATION)} sessions; {r.llm_steps} LLM steps "
-              f"and {r.summaries} summary calls to RuleBasedPolicy (not a language model)\n")
+              f"({r.llm_steps / max(1, r.user_messages):.1f} per message) and {r.summaries} summary calls to {who}\n")
     out.write(f"  memory pressure: {r.alerts} warning alert(s), {r.flushes} flushes into a recursive summary\n")
     calls = ", ".join(f"{n} {k}" for k, n in sorted(r.calls.items()))
     out.write(f"  memory functions: {calls}\n")
@@ -793,7 +856,11 @@ def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> 
     same = "identical" if r.digest_before and r.digest_before == r.digest_after else "DIFFERENT"
     out.write(f"  persistence: digest before close {r.digest_before[:16]}… after reopen "
               f"{r.digest_after[:16]}… ({same})\n")
+    if r.prompt_tokens:
+        out.write(f"  prompt cache: {r.cached_tokens:,} of {r.prompt_tokens:,} prompt tokens between flushes served "
+                  f"from the server's cache ({100 * r.cached_tokens / r.prompt_tokens:.0f}%)\n")
+    model = f" ({r.model_seconds:.1f} s in the model, {r.seconds - r.model_seconds:.1f} s the rest)" if r.model else ""
     out.write(f"  invariants: Memory.check() (vm_check among them) passed after all {r.checks} steps; "
-              f"{r.seconds:.1f} s\n")
+              f"{r.seconds:.1f} s{model}\n")
     for f in failures:
         out.write(style(f"  FAILED: {f}", "1;31") + "\n")
