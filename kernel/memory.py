@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 
-from vmem import BudgetError, PageKind, PagedContext, Region, make_page_id
+from vmem import BudgetError, PageKind, PagedContext, Region, make_page_id, page_kind
 from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig
@@ -64,7 +65,9 @@ from vmem.kernel.context import (
     chat_message,
     combine_digests,
     message_digest,
+    message_line,
     page_text,
+    passage_line,
     render_block,
     render_summary,
     render_workset,
@@ -76,7 +79,8 @@ from vmem.kernel.functions import CallRecord, MemoryFunction, as_tool_call, invo
 from vmem.kernel.invariants import check as check_invariants
 from vmem.kernel.messages import check_order, normalise, pending_calls, shorten
 from vmem.kernel.paging import WorkingSet, prefetch_hits
-from vmem.kernel.persistence import CORE_KEY, STATE_KEY, MemoryState, load_state, save
+from vmem.kernel.journal import JournaledContext
+from vmem.kernel.persistence import STATE_KEY, MemoryState, Saver, load_core, load_state
 from vmem.kernel.pressure import QueueManager, Room
 from vmem.kernel.queue import MessageQueue
 from vmem.kernel.statistics import MemoryStatistics
@@ -84,7 +88,7 @@ from vmem.kernel.summary import SummaryRequest, asummarize, summarize
 from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.kernel.transaction import CoreMarks, Transactions
-from vmem.storage import Block, MemoryDir, Message, Passage, SearchPage, VmemStorageError
+from vmem.storage import Block, MemoryDir, Message, NotFoundError, Passage, SearchPage, VmemStorageError
 
 __all__ = ["Context", "Memory", "Prepared", "Summarizer"]
 
@@ -272,8 +276,12 @@ class Memory:
         self._session = _Session(_dt.datetime.fromtimestamp(state.now, _dt.timezone.utc) if state.now is not None
                                  else self.clock())
         self._replies: list[str] | None = None
-        self.ctx = (PagedContext(**self.budget.core_config()) if fresh
-                    else PagedContext.from_snapshot(store.state[CORE_KEY]))
+        if fresh:
+            self.ctx = JournaledContext(**self.budget.core_config())
+            self._saver = Saver(store)
+        else:
+            self.ctx, entries, size = load_core(store)
+            self._saver = Saver(store, entries=entries, size=size, summary=state.summary)
         self.queue = MessageQueue(self.ctx)
         self.stats = MemoryStatistics(store, self.ctx, self.counter)
         self.core_memory = CoreMemory(self.ctx, store.blocks, self.counter, self.trace, state)
@@ -281,7 +289,7 @@ class Memory:
         self.pressure = QueueManager(self.ctx, self.queue, state, self.config, self.counter, store.recall,
                                      self.trace, self._enqueue)
         self._tx = Transactions(store, [CoreMarks(self.ctx), state, self.queue, self.core_memory, self.trace,
-                                        self.stats, self._session],
+                                        self.stats, self._session, self._saver],
                                 check=self._writable, begin=self._catch_up, persist=self._persist)
         if not read_only:
             store.blocks.own("vmem Memory")
@@ -324,8 +332,32 @@ class Memory:
         resident = set(ctx.pages(Region.WORKSET).tolist())
         for page in [p for p in state.workset if p not in resident]:
             del state.workset[page]
+        self._render_workset()
         self._recount()
         self.stats.refresh(state, self.now)
+
+    def _render_workset(self) -> None:
+        """The working set's lines from the stores (they are saved as pages); a page whose
+        passage or message is gone leaves the working set."""
+        ws = self._state.workset
+        missing = [p for p, line in ws.items() if not line]
+        if not missing:
+            return
+        lines: dict[int, str] = {}
+        passages = [p for p in missing if page_kind(p) is PageKind.PASSAGE]
+        messages = [p for p in missing if page_kind(p) is PageKind.MESSAGE]
+        if passages:
+            lines.update({p.id: passage_line(p) for p in self.store.archival.get_many(passages, missing_ok=True)})
+        for page in messages:
+            try:
+                lines[page] = message_line(self.store.recall.get(page))
+            except NotFoundError:
+                pass
+        gone = [p for p in missing if p not in lines]
+        if gone:
+            self.ctx.remove_many(np.array(gone, dtype=np.uint64))
+            self._session.dirty = True
+        self._state.workset = {p: (line or lines.get(p, "")) for p, line in ws.items() if p not in gone}
 
     def _recount(self) -> None:
         """Resize any page whose tokens are not its text's count (a store of format 1 counted
@@ -450,7 +482,7 @@ class Memory:
         if self._session.dirty:
             self._state.calibration = self.counter.calibration
             self._state.now = self.now.timestamp()
-            save(self.store, self._state, self.ctx.snapshot())
+            self._saver.save(self._state, self.ctx)
         self.trace.store()
 
     # ================================================================ the conversation
@@ -828,7 +860,7 @@ class Memory:
             page += 1
         payload = {
             "state": self._state.to_dict(),
-            "core": self.ctx.snapshot(),
+            "core": self.ctx.canonical(),
             "blocks": [[b.label, b.value, b.limit, b.description, b.read_only] for b in self.store.blocks.all()],
             "recall": [[m.id, m.role, m.content, m.timestamp.timestamp(), m.meta] for m in messages],
             "archival": sorted(passages),

@@ -49,7 +49,8 @@ class Participant(Protocol):
 
 
 class CoreMarks:
-    """The C core as a participant: a mark is a copy in a twin core (one per level, reused)."""
+    """The C core as a participant: a mark is a copy in a twin core (one per level, reused),
+    with the operations the core has recorded and not yet saved (a journaled core's)."""
 
     __slots__ = ("_ctx", "_twins")
 
@@ -57,15 +58,19 @@ class CoreMarks:
         self._ctx = ctx
         self._twins: list[PagedContext] = []
 
-    def mark(self, level: int) -> PagedContext:
+    def mark(self, level: int) -> tuple[PagedContext, list[Any] | None]:
         while len(self._twins) <= level:
             self._twins.append(PagedContext())
         twin = self._twins[level]
         twin.copy_from(self._ctx)
-        return twin
+        ops = getattr(self._ctx, "ops", None)
+        return twin, list(ops) if ops is not None else None
 
-    def restore(self, mark: PagedContext) -> None:
-        self._ctx.copy_from(mark)
+    def restore(self, mark: tuple[PagedContext, list[Any] | None]) -> None:
+        twin, ops = mark
+        self._ctx.copy_from(twin)
+        if ops is not None:
+            self._ctx.ops = ops  # type: ignore[attr-defined]
 
     def commit(self) -> None:
         pass

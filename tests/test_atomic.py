@@ -110,12 +110,12 @@ def test_a_failing_save_raises_its_own_error_and_changes_nothing(tmp_path: Path,
     agent = new_agent(tmp_path / "a", [Completion(text="one"), Completion(text="two"), Completion(text="three")])
     agent.step("one")
     before = agent.memory.digest()
-    import vmem.kernel.memory as memory_module
+    from vmem.kernel.persistence import Saver
 
     def broken_save(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(memory_module, "save", broken_save)
+    monkeypatch.setattr(Saver, "save", broken_save)
     with pytest.raises(OSError, match="No space left"):
         agent.step("two")
     monkeypatch.undo()

@@ -506,6 +506,22 @@ class PagedContext:
             if rc:
                 _raise(self._vm, rc)
 
+    def canonical(self) -> bytes:
+        """The whole observable state in a canonical form: equal for equal cores, whatever their
+        internal layout (a restored or replayed core packs its slots differently than one that
+        lived through the same operations, so their snapshots' bytes may differ)."""
+        c = self.config
+        ids: list[int] = []
+        regions = {}
+        for r in Region:
+            pages = self.pages(r).tolist()
+            regions[int(r)] = sorted(pages) if r in (Region.OUT, Region.WORKSET) else pages
+            ids += pages
+        infos = [(p.id, p.tokens, int(p.region), p.pinned, p.group, p.last_touch, p.touches)
+                 for p in map(self.info, sorted(ids))]
+        return msgpack.packb({"config": [c.window, c.reserve, c.warn, c.flush, c.target, c.keep_last, int(c.policy),
+                                         c.ws_budget], "seq": self.stats().seq, "regions": regions, "pages": infos})
+
     def copy_from(self, other: "PagedContext") -> None:
         """Make this core an exact copy of ``other`` (a rollback point, or its restoration).
 

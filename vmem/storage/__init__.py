@@ -23,6 +23,7 @@ from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
 from vmem.storage.chunk import split_passages
 from vmem.storage.events import EventLog
+from vmem.storage.journal import Journal
 from vmem.storage.errors import (
     BackendError,
     BlockError,
@@ -58,6 +59,7 @@ __all__ = [
     "EventLog",
     "ForeignFileError",
     "Hit",
+    "Journal",
     "KernelState",
     "MemoryDir",
     "Message",

@@ -113,18 +113,21 @@ CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL);
 
 CREATE TABLE archival_ids(id INTEGER PRIMARY KEY);
+
+CREATE TABLE journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 """
 
 #: Statements that bring a store of an older schema version to the next one (run once, in a transaction).
 _MIGRATIONS = {
     1: ["CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL)",
-        "CREATE TABLE archival_ids(id INTEGER PRIMARY KEY)"],
+        "CREATE TABLE archival_ids(id INTEGER PRIMARY KEY)",
+        "CREATE TABLE journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL)"],
 }
 
 #: Schema objects every store must have (checked at open).
 _REQUIRED = {
     "meta", "messages", "messages_fts", "passages", "passage_tags", "passages_fts", "blocks", "kv", "events",
-    "archival_ids",
+    "archival_ids", "journal",
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}

@@ -197,14 +197,15 @@ class ArchivalStore(abc.ABC):
         """The passage with this page id (NotFoundError if none)."""
         return self.get_many([page_id])[0]
 
-    def get_many(self, page_ids: Iterable[int]) -> list[Passage]:
-        """The passages with these ids, in the order given (NotFoundError if one is missing)."""
+    def get_many(self, page_ids: Iterable[int], *, missing_ok: bool = False) -> list[Passage]:
+        """The passages with these ids, in the order given (NotFoundError if one is missing,
+        unless ``missing_ok``: then those are left out)."""
         ids = _check_page_ids(page_ids, "archival.get")
         found = self._fetch(ids)
         missing = [i for i in ids if i not in found]
-        if missing:
+        if missing and not missing_ok:
             raise NotFoundError(f"no passage with page id {missing[0]:#x} ({len(missing)} missing)")
-        return [found[i] for i in ids]
+        return [found[i] for i in ids if i in found]
 
     def delete(self, page_ids: Iterable[int]) -> int:
         """Delete passages; return how many existed. Unknown ids are ignored."""

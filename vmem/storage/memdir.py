@@ -27,6 +27,7 @@ from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
 from vmem.storage.chunk import DEFAULT_MAX_CHARS
 from vmem.storage.events import EventLog
+from vmem.storage.journal import Journal
 from vmem.storage.errors import (
     ConfigMismatchError,
     ForeignFileError,
@@ -124,6 +125,7 @@ class MemoryDir:
     blocks: Blocks
     state: KernelState
     events: EventLog
+    journal: Journal
 
     def __init__(self) -> None:  # use MemoryDir.open()
         raise TypeError("use MemoryDir.open(path, ...)")
@@ -237,6 +239,7 @@ class MemoryDir:
         self.blocks = Blocks(self._db)
         self.state = KernelState(self._db)
         self.events = EventLog(self._db)
+        self.journal = Journal(self._db)
         self.archival = self._open_archival(archival, index, max_chars, autosave, fts_query, fuse)
         self._closed = False
 
