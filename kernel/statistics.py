@@ -3,9 +3,9 @@
 The message (``<memory_statistics>``) tells the LLM how much lies outside its window:
 messages in recall storage (and how many were evicted), passages in archival storage, when
 memory last changed, and the time. Counting is kept off the step's path: recall messages
-are counted as they are appended (``max(id)`` tells whether someone else appended through
-the store's own API, and only then are they recounted), archival passages are recounted
-only after archival storage changed (its write counter moved).
+are counted as they are appended (the store's own append counter tells whether someone else
+appended through its API), archival passages are recounted only after archival storage
+changed (its write counter moved).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ __all__ = ["MemoryStatistics"]
 class MemoryStatistics:
     """The tiers' counts and the statistics page (its text, its tokens in the core)."""
 
-    __slots__ = ("_store", "_ctx", "_counter", "recall", "_recall_last", "_archival", "_archival_seen", "text")
+    __slots__ = ("_store", "_ctx", "_counter", "recall", "_recall_seen", "_archival", "_archival_seen", "text")
 
     def __init__(self, store: MemoryDir, ctx: PagedContext, counter: TokenCounter) -> None:
         self._store = store
         self._ctx = ctx
         self._counter = counter
         self.recall = len(store.recall)  #: messages in recall storage
-        self._recall_last = store.recall.last_id()
+        self._recall_seen = store.recall.appends  # the store's append counter when last counted
         self._archival: int | None = None  # recounted when asked after a change
         self._archival_seen = -1  # store.archival.changes when it was counted
         self.text = ""  #: the statistics message as the context shows it
@@ -47,7 +47,7 @@ class MemoryStatistics:
     def appended(self, page: int) -> None:
         """A message was appended to recall storage (by the memory)."""
         self.recall += 1
-        self._recall_last = page
+        self._recall_seen += 1
 
     def archival_changed(self) -> None:
         """Passages were inserted or deleted: recount when next asked."""
@@ -55,11 +55,10 @@ class MemoryStatistics:
 
     def catch_up(self) -> int:
         """Messages appended to recall storage through the store's own API since last counted."""
-        last = self._store.recall.last_id()
-        if last == self._recall_last:
-            return 0
-        total = len(self._store.recall)
-        new, self.recall, self._recall_last = total - self.recall, total, last
+        new = self._store.recall.appends - self._recall_seen
+        if new:
+            self.recall += new
+            self._recall_seen += new
         return new
 
     def refresh(self, state: MemoryState, now: _dt.datetime) -> bool:
@@ -77,11 +76,12 @@ class MemoryStatistics:
 
     # ------------------------------------------------------------ transactions (a Participant)
 
-    def mark(self, level: int) -> tuple[int, int | None, int | None, str]:
-        return self.recall, self._recall_last, self._archival, self.text
+    def mark(self, level: int) -> tuple[int, int, int | None, str, int]:
+        return self.recall, self._recall_seen, self._archival, self.text, self._store.recall.appends
 
-    def restore(self, mark: tuple[int, int | None, int | None, str]) -> None:
-        self.recall, self._recall_last, self._archival, self.text = mark
+    def restore(self, mark: tuple[int, int, int | None, str, int]) -> None:
+        self.recall, self._recall_seen, self._archival, self.text, appends = mark
+        self._store.recall.appends = appends  # the rolled-back appends never happened
 
     def commit(self) -> None:
         pass

@@ -99,6 +99,9 @@ class RecallStore:
     def __init__(self, db: Database, fts_query: Any) -> None:
         self._db = db
         self._fts_query = fts_query
+        #: Messages appended through this object: a cheap way for a cache of the store's size to
+        #: tell that it is stale (the store's lock keeps other processes out).
+        self.appends = 0
 
     # -- writes
 
@@ -130,6 +133,7 @@ class RecallStore:
                 c.execute("INSERT INTO messages(role, content, ts, meta) VALUES (?, ?, ?, ?)", r).lastrowid
                 for r in rows
             ]
+            self.appends += len(ids)
         return [make_page_id(PageKind.MESSAGE, i) for i in ids]
 
     # -- reads
