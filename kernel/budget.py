@@ -2,8 +2,9 @@
 
 The core counts pages in the kernel's own tokens (:mod:`vmem.kernel.tokens`). The model's
 window and output reserve are in the model's tokens, so the core's window and reserve are
-those divided by the calibration factor; the tool schemas' tokens are reserved too (they
-are sent with every request). Reconfiguring (a new calibration, or other tools at reopen)
+those divided by the calibration factor; what every request carries besides the context
+(the tools as the driver sends them: learned, or their schemas' calibrated count) is
+reserved too. Reconfiguring (a new calibration, or other tools at reopen)
 first evicts the coldest working-set pages if the working set's budget shrank; a budget that
 cannot hold the pinned pages keeps the old configuration (and says so in the trace).
 """
@@ -38,7 +39,7 @@ class Budget:
         """The core's configuration now (ContextWindowError if the tool schemas alone fill the window)."""
         c, counter = self.config, self.counter
         window = counter.to_core(c.window)
-        reserve = counter.to_core(c.reserve_output) + self.tools_tokens
+        reserve = window - counter.to_core(c.window - c.reserve_output - counter.fixed_tokens(self.tools_tokens))
         budget = window - reserve
         if budget <= 0:
             raise ContextWindowError(f"the tool schemas alone need {self.tools_tokens} tokens of a "
@@ -56,7 +57,11 @@ class Budget:
 
     def apply(self, ctx: PagedContext, state: MemoryState, trace: Trace) -> bool:
         """Configure ``ctx`` as :meth:`core_config` says; False if it already was."""
-        want = self.core_config()
+        try:
+            want = self.core_config()
+        except ContextWindowError as exc:  # a calibration that leaves no budget: keep the one there is
+            trace.write({"e": "reconfigure_refused", "reason": str(exc)})
+            return False
         if want == self.configured(ctx):
             return False
         if ctx.stats().tokens[Region.WORKSET] > want["ws_budget"]:

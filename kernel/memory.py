@@ -270,7 +270,7 @@ class Memory:
             self.functions[f.name] = f
         self.tools = [f.tool for f in self.functions.values()]
         self._tools_digest = tools_digest(self.tools)
-        self.counter = TokenCounter(state.calibration)
+        self.counter = TokenCounter(state.calibration, state.calibration_fixed, state.calibration_sums)
         self.budget = Budget(self.config, self.counter, self.tools)
         self.trace = Trace(store.events)
         self._session = _Session(_dt.datetime.fromtimestamp(state.now, _dt.timezone.utc) if state.now is not None
@@ -480,7 +480,7 @@ class Memory:
         if self.stats.refresh(self._state, self.now):
             self._session.dirty = True
         if self._session.dirty:
-            self._state.calibration = self.counter.calibration
+            self._sync_calibration()
             self._state.now = self.now.timestamp()
             self._saver.save(self._state, self.ctx)
         self.trace.store()
@@ -688,10 +688,9 @@ class Memory:
     def observe_usage(self, prompt_tokens: int) -> None:
         """The provider counted ``prompt_tokens`` for the context as it stands (the last
         :meth:`compile`, with the tools): calibrate the budget to the model's tokenizer."""
-        counted = self.ctx.stats().used + self.budget.tools_tokens
-        if self.counter.observe(prompt_tokens, counted):
+        if self.counter.observe(prompt_tokens, self.ctx.stats().used, self.budget.tools_tokens):
             with self.transaction():
-                self._state.calibration = self.counter.calibration
+                self._sync_calibration()
                 self.budget.apply(self.ctx, self._state, self.trace)
                 self._session.dirty = True
 
@@ -823,6 +822,10 @@ class Memory:
             if hits:
                 self._session.dirty = True
         return admitted
+
+    def _sync_calibration(self) -> None:
+        c, state = self.counter, self._state
+        state.calibration, state.calibration_fixed, state.calibration_sums = c.calibration, c.fixed, list(c.sums)
 
     def _memory_changed(self) -> None:
         self._state.changed = self.now.isoformat(timespec="seconds")

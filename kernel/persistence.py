@@ -49,7 +49,9 @@ class MemoryState:
     stored_only: int = 0  #: messages kept in recall storage but never queued (oversize input)
     alerted: bool = False  #: a memory-pressure alert was sent in this pressure episode
     group: int = 0  #: the last atomic group id (a tool call and its results)
-    calibration: float = 1.0  #: the token counter's calibration factor
+    calibration: float = 1.0  #: the model's tokens per counted token of the context (TokenCounter)
+    calibration_fixed: float | None = None  #: the model's tokens every request carries besides the context
+    calibration_sums: list[float] = field(default_factory=list)  #: the calibration fit's weighted sums
     turns: int = 0  #: user messages received
     truncated: int = 0  #: summaries cut to their cap
     block_pages: dict[str, int] = field(default_factory=dict)  #: block label -> page id
@@ -70,6 +72,7 @@ class MemoryState:
         new = object.__new__(MemoryState)
         new.__dict__.update(self.__dict__)
         new.block_pages, new.workset, new.pending = dict(self.block_pages), dict(self.workset), list(self.pending)
+        new.calibration_sums = list(self.calibration_sums)
         return new
 
     def restore(self, mark: "MemoryState") -> None:

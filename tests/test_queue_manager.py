@@ -104,3 +104,17 @@ def test_openai_driver_end_to_end_with_an_overflow_that_triggers_a_flush(tmp_pat
         assert "message 0" in summary_request.messages[-1]["content"]
         check_agent(agent)
         agent.close()
+
+
+def test_calibration_learns_the_models_ratio_and_the_fixed_part_of_a_request() -> None:
+    from vmem.kernel.tokens import TokenCounter
+
+    counter = TokenCounter()
+    for context in range(400, 4000, 150):  # a conversation that grows; the model counts 0.8x + 900
+        counter.observe(round(0.8 * context + 900), context, tools=1700)
+    assert abs(counter.calibration - 0.8) < 0.01 and abs(counter.fixed - 900) < 10
+    assert abs(counter.estimate(5000, 1700) - (0.8 * 5000 + 900)) < 0.01 * 4900
+    same = TokenCounter()
+    for _ in range(5):  # contexts too alike to tell the parts apart: one ratio, tools included
+        same.observe(2000, 1000, tools=1000)
+    assert same.fixed is None and same.calibration == 1.0
