@@ -436,12 +436,20 @@ class Database:
             if not self._depth and not self.read_only:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def checkpoint_in_background(self) -> None:
+    def checkpoint_in_background(self, min_wal_bytes: int = 4 << 20) -> None:
         """Fold committed WAL frames into the database file on another connection and thread
-        (``wal_checkpoint(PASSIVE)``: it never blocks this connection). Call it when idle,
-        e.g. while waiting for an LLM; a call while one is running is merged into it."""
+        (``wal_checkpoint(PASSIVE)``: it never blocks this connection), once the WAL holds
+        ``min_wal_bytes`` or more. Call it when idle, e.g. while waiting for an LLM; a call
+        while one is running is merged into it. (A checkpoint at every call competed with the
+        next commit for the database file and the GIL when the caller was not idle long.)"""
         self.check_open()
         if self.read_only:
+            return
+        try:
+            wal = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return
+        if wal < min_wal_bytes:
             return
         if self._checkpointer is None:
             self._checkpointer = _Checkpointer(self.path)

@@ -354,10 +354,11 @@ class MemoryDir:
         self.archival.checkpoint()
         self._db.checkpoint()
 
-    def checkpoint_in_background(self) -> None:
-        """Fold the WAL into the database file on a background thread, off the caller's path
-        (the kernel calls it while the LLM is thinking). Nothing waits for it."""
-        self._db.checkpoint_in_background()
+    def checkpoint_in_background(self, min_wal_bytes: int = 4 << 20) -> None:
+        """Fold the WAL into the database file on a background thread, off the caller's path,
+        once it holds ``min_wal_bytes`` (the kernel calls it while the LLM is thinking).
+        Nothing waits for it."""
+        self._db.checkpoint_in_background(min_wal_bytes)
 
     def stats(self) -> dict[str, Any]:
         """Counts of what the store holds."""
