@@ -39,6 +39,7 @@ __all__ = [
     "STATS_PAGE",
     "SUMMARY_PAGE",
     "ContextMap",
+    "RequestDigest",
     "chat_message",
     "combine_digests",
     "context_digest",
@@ -140,6 +141,36 @@ def tools_digest(tools: Sequence[Mapping[str, Any]]) -> bytes:
 def combine_digests(parts: Sequence[bytes], tools: bytes) -> str:
     """A request's digest from its messages' digests and its tools' digest."""
     return hashlib.blake2b(b"".join(parts) + tools, digest_size=32).hexdigest()
+
+
+class RequestDigest:
+    """:func:`context_digest` kept up to date as the queue grows: the hash state after the
+    stable prefix and the queue is kept, and each request adds only its tail and the tools
+    (the prefix or a reordered queue starts it over). Equal to computing it from scratch."""
+
+    __slots__ = ("_key", "_fed", "_hasher")
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._fed = 0
+        self._hasher: Any = None
+
+    def digest(self, prefix: Sequence[Mapping[str, Any]], queue: Sequence[bytes], queue_version: int,
+               tail: Sequence[Mapping[str, Any]], tools: bytes) -> str:
+        key = (tuple(m["content"] for m in prefix), queue_version)
+        if key != self._key or len(queue) < self._fed:
+            self._key, self._fed = key, 0
+            self._hasher = hashlib.blake2b(digest_size=32)
+            for m in prefix:
+                self._hasher.update(message_digest(m))
+        if len(queue) > self._fed:
+            self._hasher.update(b"".join(queue[self._fed:]))
+            self._fed = len(queue)
+        h = self._hasher.copy()
+        for m in tail:
+            h.update(message_digest(m))
+        h.update(tools)
+        return h.hexdigest()
 
 
 def context_digest(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> str:

@@ -62,9 +62,8 @@ from vmem.kernel.context import (
     SUMMARY_PAGE,
     SYSTEM_PAGE,
     ContextMap,
+    RequestDigest,
     chat_message,
-    combine_digests,
-    message_digest,
     message_line,
     page_text,
     passage_line,
@@ -270,6 +269,7 @@ class Memory:
             self.functions[f.name] = f
         self.tools = [f.tool for f in self.functions.values()]
         self._tools_digest = tools_digest(self.tools)
+        self._digest = RequestDigest()
         self.counter = TokenCounter(state.calibration, state.calibration_fixed, state.calibration_sums)
         self.budget = Budget(self.config, self.counter, self.tools)
         self.trace = Trace(store.events)
@@ -532,14 +532,16 @@ class Memory:
         tokens = self.counter.count(page_text(msg))
         if self.pressure.oversize(tokens):
             return self._append_oversize(msg, meta, tokens, group)
-        return self._enqueue(role, msg["content"] or "", meta, group)
+        return self._enqueue(role, msg["content"] or "", meta, group, tokens)
 
-    def _enqueue(self, role: str, content: str, meta: dict[str, Any], group: int = 0) -> int:
-        """Store a message in recall storage and append it to the queue."""
+    def _enqueue(self, role: str, content: str, meta: dict[str, Any], group: int = 0,
+                 tokens: int | None = None) -> int:
+        """Store a message in recall storage and append it to the queue (``tokens``: its count, if known)."""
         page = self.store.recall.append(role, content, timestamp=self.now, meta=meta or None)
         self.stats.appended(page)
         chat = chat_message(Message(page, role, content, self.now, dict(meta)))
-        self.ctx.add(page, self.counter.count(page_text(chat)), Region.QUEUE, group=group)
+        self.ctx.add(page, tokens if tokens is not None else self.counter.count(page_text(chat)), Region.QUEUE,
+                     group=group)
         self.queue.append(page, chat)
         self._session.dirty = True
         return page
@@ -673,16 +675,14 @@ class Memory:
             parts.append({"role": "system", "content": core})
         if state.summary:
             parts.append({"role": "system", "content": render_summary(state.summary, state.evicted)})
-        digests = [message_digest(m) for m in parts]
+        prefix = list(parts)
         parts += self.queue.messages
-        digests += self.queue.digests
         tail = [{"role": "system", "content": self.stats.text}]
         if state.workset:
             tail.append({"role": "system", "content": render_workset(state.workset.values())})
         parts += tail
-        digests += [message_digest(m) for m in tail]
         out = Context(parts)
-        out.digest = combine_digests(digests, self._tools_digest)
+        out.digest = self._digest.digest(prefix, self.queue.digests, self.queue.version, tail, self._tools_digest)
         return out
 
     def observe_usage(self, prompt_tokens: int) -> None:

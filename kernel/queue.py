@@ -24,7 +24,7 @@ __all__ = ["MessageQueue"]
 class MessageQueue:
     """Chat dicts and digests of the queued messages, in the core's order."""
 
-    __slots__ = ("_ctx", "_chat", "_digest", "messages", "digests", "_journal")
+    __slots__ = ("_ctx", "_chat", "_digest", "messages", "digests", "_journal", "version")
 
     def __init__(self, ctx: PagedContext) -> None:
         self._ctx = ctx
@@ -34,6 +34,7 @@ class MessageQueue:
         self.digests: list[bytes] = []  #: their digests
         # what the running transaction did, to undo it: (page, None) appended, (page, (chat, digest)) dropped
         self._journal: list[tuple[int, tuple[dict[str, Any], bytes] | None]] | None = None
+        self.version = 0  #: changes when the lists are rebuilt (not when a message is appended)
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -74,6 +75,7 @@ class MessageQueue:
         """Rebuild the lists in the core's ``order``."""
         self.messages = list(map(self._chat.__getitem__, order))
         self.digests = list(map(self._digest.__getitem__, order))
+        self.version += 1
 
     # ------------------------------------------------------------ transactions (a Participant)
 

@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
+
 from vmem.storage import EventLog, MemoryDir
 from vmem.text import clean_text
 
@@ -25,21 +27,28 @@ __all__ = ["Trace", "read_trace"]
 class Trace:
     """The events of the running transaction, written to the event log when it commits."""
 
-    __slots__ = ("_log", "_pending")
+    __slots__ = ("_log", "_pending", "_packer")
 
     def __init__(self, log: EventLog) -> None:
         self._log = log
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[bytes] = []  # packed events
+        self._packer = msgpack.Packer(use_bin_type=True)
 
     def write(self, event: dict[str, Any]) -> None:
         """Record an event (it reaches the log with the transaction's commit). What msgpack cannot
-        hold (an integer beyond 64 bits in a model's arguments, an object) is kept as its text."""
-        self._pending.append(_packable(event))
+        hold (an integer beyond 64 bits in a model's arguments, an object, a lone surrogate) is
+        kept as its text."""
+        try:
+            packed = self._packer.pack(event)
+        except (TypeError, ValueError, OverflowError):  # UnicodeEncodeError is a ValueError
+            self._packer.reset()
+            packed = self._packer.pack(_packable(event))
+        self._pending.append(packed)
 
     def store(self) -> None:
         """Write the pending events into the log (inside the committing transaction)."""
         if self._pending:
-            self._log.extend(self._pending)
+            self._log.extend_packed(self._pending)
             self._pending.clear()
 
     # transactions (a Participant): a mark is the number of pending events

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from vmem import PagedContext
@@ -128,22 +129,16 @@ class Transactions:
             self.broken = f"a rollback failed: {type(failure).__name__}: {failure}"
             exc.add_note(f"vmem: {self.broken}")
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """One atomic unit (rules 1, 2, 4, 5)."""
         self._usable()
-        if self.depth:
+        if self.depth:  # the common case inside a step: joining is one small object, no generator
             self._joinable()
-            self.depth += 1
-            try:
-                yield
-            except BaseException as exc:
-                if self._failed is None:
-                    self._failed = f"{type(exc).__name__}: {exc}"
-                raise
-            finally:
-                self.depth -= 1
-            return
+            return _Join(self)
+        return self._outermost()
+
+    @contextlib.contextmanager
+    def _outermost(self) -> Iterator[None]:
         self._owner = _owner()
         self._failed = None
         try:
@@ -193,7 +188,31 @@ class Transactions:
             self.depth -= 1
             self._savepoints -= 1
 
+    def fail(self, exc: BaseException) -> None:
+        """An exception escaped part of the running transaction: it is aborted (rule 2)."""
+        if self._failed is None:
+            self._failed = f"{type(exc).__name__}: {exc}"
+
     @property
     def failed(self) -> str | None:
         """Why the running transaction is aborted, if it is."""
         return self._failed
+
+
+class _Join:
+    """A nested transaction() scope: it joins the running transaction, and aborts it when an
+    exception escapes (a class, not a generator: it is entered many times a step)."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    def __enter__(self) -> None:
+        self._tx.depth += 1
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        self._tx.depth -= 1
+        if exc is not None:
+            self._tx.fail(exc)
+        return False

@@ -11,6 +11,7 @@ and the k-th call to it; when the run reaches that call, it raises :class:`Injec
     archival.insert    passages written (embedding, SQLite, index)
     state.save         the kernel's state or core snapshot written
     events.write       trace events written
+    journal.write      the core's operations journaled
     commit             a transaction's COMMIT (before it runs)
     index.add          an HNSW add after a commit (a cache: its failure is logged)
     index.query        an HNSW search (a page fault or a prefetch)
@@ -53,8 +54,9 @@ from vmem.storage._db import Database  # noqa: E402
 from vmem.storage.archival import ArchivalStore  # noqa: E402
 from vmem.storage.blocks import Blocks, KernelState  # noqa: E402
 from vmem.storage.events import EventLog  # noqa: E402
+from vmem.storage.journal import Journal  # noqa: E402
 
-BOUNDARIES = ("recall.append", "blocks.set", "archival.insert", "state.save", "events.write", "commit",
+BOUNDARIES = ("recall.append", "blocks.set", "archival.insert", "state.save", "events.write", "journal.write", "commit",
               "index.add", "index.query", "driver.step", "driver.summary", "function")
 
 _METHODS: dict[str, tuple[type, str]] = {
@@ -62,7 +64,8 @@ _METHODS: dict[str, tuple[type, str]] = {
     "blocks.set": (Blocks, "set"),
     "archival.insert": (ArchivalStore, "insert_many"),
     "state.save": (KernelState, "__setitem__"),
-    "events.write": (EventLog, "extend"),
+    "events.write": (EventLog, "extend_packed"),
+    "journal.write": (Journal, "append"),
     "commit": (Database, "_commit"),
     "index.add": (BaseIndex, "add"),
     "index.query": (BaseIndex, "query"),

@@ -44,3 +44,22 @@ def test_each_request_extends_the_previous_one_between_flushes_and_core_edits(tm
     flushes = sum(1 for e in agent.memory.store.events if e["e"] == "flush")
     assert flushes >= 2 and broken <= flushes and extended >= len(steps) - 1 - flushes, (extended, broken, flushes)
     agent.close()
+
+
+def test_the_incremental_request_digest_equals_the_digest_from_scratch(tmp_path: Path) -> None:
+    from vmem.kernel.context import context_digest
+
+    policy = ChattyPolicy()
+    agent = Agent.create(tmp_path / "a", system="s", blocks={"human": ""}, driver=ScriptedDriver(policy),
+                         config=MemoryConfig(window=3072, reserve_output=256, prefetch=1))
+    memory = agent.memory
+
+    def same() -> None:
+        context = memory.compile()
+        assert context.digest == context_digest(context, memory.tools)
+
+    policy.on_step = same  # before every LLM call of every step, flushes and prefetches included
+    for i in range(30):
+        agent.step(f"turn {i}: " + "words " * (i % 9))
+        same()
+    agent.close()

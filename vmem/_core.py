@@ -204,6 +204,9 @@ def _ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array.reshape(-1))
 
 
+_REGIONS = tuple(Region)
+
+
 class PagedContext:
     """The main context as a paged buffer: page table, regions and token budget.
 
@@ -217,7 +220,8 @@ class PagedContext:
     <State.OK: 0>
     """
 
-    __slots__ = ("_vm", "_lock", "_admitted", "_evicted", "_admitted_p", "_evicted_p", "_na", "_ne")
+    __slots__ = ("_vm", "_lock", "_admitted", "_evicted", "_admitted_p", "_evicted_p", "_na", "_ne", "_config",
+                 "_stats")
 
     def __init__(
         self,
@@ -236,6 +240,8 @@ class PagedContext:
             raise MemoryError("vm_new: out of memory")
         self._vm = ffi.gc(vm, lib.vm_free)
         self._lock = threading.Lock()
+        self._config: Config | None = None  # cached until configure(), restore() or copy_from()
+        self._stats = ffi.new("vm_stats *")  # reused by stats() and status() (under the lock)
         # admission's out-parameters, reused by every call (under the lock)
         self._na = ffi.new("size_t *")
         self._ne = ffi.new("size_t *")
@@ -252,11 +258,14 @@ class PagedContext:
     @property
     def config(self) -> Config:
         """The current configuration."""
-        c = ffi.new("vm_config *")
-        with self._lock:
-            lib.vm_get_config(self._vm, c)
-        return Config(c.window, c.reserve, c.warn, c.flush, c.target, c.keep_last,
-                      Policy(c.policy), c.ws_budget)
+        config = self._config
+        if config is None:
+            c = ffi.new("vm_config *")
+            with self._lock:
+                lib.vm_get_config(self._vm, c)
+            config = self._config = Config(c.window, c.reserve, c.warn, c.flush, c.target, c.keep_last,
+                                           Policy(c.policy), c.ws_budget)
+        return config
 
     def configure(self, **changes: object) -> None:
         """Change any of the :class:`Config` fields, all or nothing.
@@ -275,6 +284,7 @@ class PagedContext:
                     setattr(c, name, value)
             except (TypeError, OverflowError) as exc:
                 raise InvalidArgument(f"configure: {exc}") from None
+            self._config = None
             rc = lib.vm_configure(self._vm, c)
             if rc:
                 _raise(self._vm, rc)
@@ -380,11 +390,11 @@ class PagedContext:
 
     def stats(self) -> Stats:
         """Tokens and pages per region, used tokens, budget, pinned tokens, access sequence."""
-        s = ffi.new("vm_stats *")
         with self._lock:
+            s = self._stats
             lib.vm_stats_get(self._vm, s)
-        return Stats({r: s.tokens[r] for r in Region}, {r: s.pages[r] for r in Region},
-                      s.used, s.budget, s.pinned, s.seq)
+            tokens, pages = list(s.tokens), list(s.pages)
+            return Stats(dict(zip(_REGIONS, tokens)), dict(zip(_REGIONS, pages)), s.used, s.budget, s.pinned, s.seq)
 
     def status(self) -> Status:
         """Memory pressure: OK; WARN above the warning watermark (``need``: tokens
@@ -502,6 +512,7 @@ class PagedContext:
                                   f"is not {_SNAPSHOT_VERSION}")
         image = envelope["image"]
         with self._lock:
+            self._config = None
             rc = lib.vm_restore(self._vm, image, len(image))
             if rc:
                 _raise(self._vm, rc)
@@ -532,6 +543,7 @@ class PagedContext:
             return
         first, second = (self, other) if id(self) < id(other) else (other, self)  # one lock order
         with first._lock, second._lock:
+            self._config = other._config
             rc = lib.vm_copy(self._vm, other._vm)
             if rc:
                 _raise(self._vm, rc)

@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -304,8 +305,7 @@ class Database:
             with translate(what):
                 yield self.conn
 
-    @contextlib.contextmanager
-    def transaction(self, what: str = "write") -> Iterator[sqlite3.Connection]:
+    def transaction(self, what: str = "write") -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction; nested calls join the outermost one.
 
         The outermost exit commits (then runs the after-commit hooks) or, on an
@@ -313,36 +313,7 @@ class Database:
         logged, not raised: the commit stands, and the caches hooks update are
         reconciled with the database when the store is next opened.
         """
-        with self.lock:
-            self.check_open()
-            if self.read_only:
-                raise ReadOnlyStoreError(f"{self.path} was opened read-only: {what} is refused")
-            outer = self._depth == 0
-            if outer:
-                with translate(what):
-                    self.conn.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                with translate(what):
-                    yield self.conn
-            except BaseException:
-                self._depth -= 1
-                if outer:
-                    self._rollback()
-                raise
-            self._depth -= 1
-            if outer:
-                try:
-                    self._commit(what)
-                except BaseException:
-                    self._rollback()
-                    raise
-                hooks, self._after_commit, self._on_rollback = self._after_commit, [], []
-                for hook in hooks:
-                    try:
-                        hook()
-                    except Exception:  # noqa: BLE001 - the commit stands; the cache is rebuilt at open
-                        log.exception("%s: a post-commit hook failed (%s)", self.path, what)
+        return _Transaction(self, what)
 
     def _commit(self, what: str) -> None:
         with translate(what):
@@ -474,6 +445,62 @@ class Database:
     def closed(self) -> bool:
         """Whether close() was called."""
         return self._closed
+
+
+class _Transaction:
+    """Database.transaction()'s scope (a class, not a generator: every store write enters one)."""
+
+    __slots__ = ("_db", "_what", "_outer")
+
+    def __init__(self, db: Database, what: str) -> None:
+        self._db = db
+        self._what = what
+        self._outer = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        db = self._db
+        db.lock.acquire()
+        try:
+            db.check_open()
+            if db.read_only:
+                raise ReadOnlyStoreError(f"{db.path} was opened read-only: {self._what} is refused")
+            self._outer = db._depth == 0
+            if self._outer:
+                try:
+                    db.conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.DatabaseError as e:
+                    raise _storage_error(e, self._what) from e
+            db._depth += 1
+        except BaseException:
+            db.lock.release()
+            raise
+        return db.conn
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        db = self._db
+        try:
+            db._depth -= 1
+            if exc is not None:
+                if self._outer:
+                    db._rollback()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise _storage_error(exc, self._what) from exc
+                return False
+            if self._outer:
+                try:
+                    db._commit(self._what)
+                except BaseException:
+                    db._rollback()
+                    raise
+                hooks, db._after_commit, db._on_rollback = db._after_commit, [], []
+                for hook in hooks:
+                    try:
+                        hook()
+                    except Exception:  # noqa: BLE001 - the commit stands; the cache is rebuilt at open
+                        log.exception("%s: a post-commit hook failed (%s)", db.path, self._what)
+            return False
+        finally:
+            db.lock.release()
 
 
 _AUTOCHECKPOINT_PAGES = 16384

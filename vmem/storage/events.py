@@ -38,6 +38,13 @@ class EventLog:
             with self._db.transaction("appending events") as c:
                 c.executemany("INSERT INTO events(event) VALUES (?)", rows)
 
+    def extend_packed(self, events: Iterable[bytes]) -> None:
+        """Append events already packed with msgpack (one transaction)."""
+        rows = [(e,) for e in events]
+        if rows:
+            with self._db.transaction("appending events") as c:
+                c.executemany("INSERT INTO events(event) VALUES (?)", rows)
+
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(seq, event)`` pairs with ``seq > after``, in order (at most ``limit``)."""
         with self._db.reading("reading events") as c:
