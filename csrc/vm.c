@@ -885,7 +885,17 @@ int vm_admit(vm_t *vm, const uint64_t *ids, const float *scores, size_t n,
         }
         relocate(vm, s, VM_WORKSET);
         touch(vm, s);
-        admitted[na++] = p->id;
+        /* a page this call evicted and now takes back was resident before and
+         * after: it neither left nor entered, so it is in neither list */
+        size_t back = 0;
+        while (back < ne && evicted[back] != p->id)
+            back++;
+        if (back < ne) {
+            memmove(&evicted[back], &evicted[back + 1], (ne - back - 1) * sizeof *evicted);
+            ne--;
+        } else {
+            admitted[na++] = p->id;
+        }
     }
     *nadmitted = na;
     *nevicted = ne;

@@ -360,7 +360,10 @@ class ReferenceContext:
                     self._place(v, Region.OUT)
                     evicted.append(v.id)
             self._place(p, Region.WORKSET)
-            admitted.append(p.id)
+            if p.id in evicted:  # evicted earlier in this call: resident before and after
+                evicted.remove(p.id)
+            else:
+                admitted.append(p.id)
         return Admission(np.array(admitted, dtype=np.uint64), np.array(evicted, dtype=np.uint64))
 
     # ------------------------------------------------------------ whole state
