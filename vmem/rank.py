@@ -181,6 +181,7 @@ def spread(
     prev_of: Neighbour | None = None,
     forward: float = 0.5,
     backward: float = 0.25,
+    expand: bool = True,
 ) -> list[tuple[int, float]]:
     """Let relevance flow to neighbouring turns of a conversation.
 
@@ -190,7 +191,8 @@ def spread(
     it) and ``backward`` times its score to ``prev_of(page)`` (the turn it
     replies to); ``next_of``/``prev_of`` are mappings or callables returning
     ``None`` where there is no neighbour. A neighbour that was not among the
-    hits becomes a candidate. Returns ``[(page_id, score), ...]`` best first.
+    hits becomes a candidate (``expand=False``: it gets nothing, so the result
+    holds exactly the hits, re-ordered). Returns ``[(page_id, score), ...]`` best first.
     See the module docstring for the reasoning behind the defaults.
     """
     if not (0.0 <= forward <= 1.0 and 0.0 <= backward <= 1.0):
@@ -204,7 +206,7 @@ def spread(
             if w == 0.0 or s == 0.0:
                 continue
             n = _lookup(rel, pid)
-            if n is not None and n != pid:
+            if n is not None and n != pid and (expand or n in base):
                 scores[n] = scores.get(n, 0.0) + w * s
     return _order(scores, first_seen)
 

@@ -44,8 +44,11 @@ log = logging.getLogger("vmem.storage")
 
 #: ``PRAGMA application_id`` of a vmem store: b"vmem" as a big-endian int.
 APPLICATION_ID = int.from_bytes(b"vmem", "big")
-#: ``PRAGMA user_version``: the schema version this code writes and reads.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version``: the schema version this code writes and reads. Version 1
+#: kept FTS5 tables (and triggers) for text search; version 2 drops them for the
+#: stores' own index caches (vmem/storage/lexical.py) and records each passage's
+#: insert call (``grp``). Version 1 stores are migrated on open.
+SCHEMA_VERSION = 2
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -61,18 +64,6 @@ CREATE TABLE messages(
 );
 CREATE INDEX messages_ts ON messages(ts);
 CREATE INDEX messages_role_ts ON messages(role, ts);
-CREATE VIRTUAL TABLE messages_fts USING fts5(
-    content, content='messages', content_rowid='id', tokenize='porter unicode61');
-CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-END;
-CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-END;
-CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-END;
 
 CREATE TABLE passages(
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,7 +71,8 @@ CREATE TABLE passages(
     hash      BLOB NOT NULL UNIQUE,
     ts        REAL NOT NULL,
     tags      BLOB,
-    embedding BLOB
+    embedding BLOB,
+    grp       INTEGER
 );
 CREATE INDEX passages_ts ON passages(ts);
 CREATE TABLE passage_tags(
@@ -89,14 +81,6 @@ CREATE TABLE passage_tags(
     PRIMARY KEY(tag, passage_id)
 ) WITHOUT ROWID;
 CREATE INDEX passage_tags_pid ON passage_tags(passage_id);
-CREATE VIRTUAL TABLE passages_fts USING fts5(
-    text, content='passages', content_rowid='id', tokenize='porter unicode61');
-CREATE TRIGGER passages_ai AFTER INSERT ON passages BEGIN
-    INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER passages_ad AFTER DELETE ON passages BEGIN
-    INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
 
 CREATE TABLE blocks(
     label       TEXT PRIMARY KEY,
@@ -111,9 +95,19 @@ CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
 
 #: Schema objects every store must have (checked at open).
-_REQUIRED = {
-    "meta", "messages", "messages_fts", "passages", "passage_tags", "passages_fts", "blocks", "kv",
-}
+_REQUIRED = {"meta", "messages", "passages", "passage_tags", "blocks", "kv"}
+
+#: Version 1 -> 2: drop the FTS5 tables and their triggers, record passage groups.
+_MIGRATE_1_2 = """
+DROP TRIGGER IF EXISTS messages_ai;
+DROP TRIGGER IF EXISTS messages_ad;
+DROP TRIGGER IF EXISTS messages_au;
+DROP TRIGGER IF EXISTS passages_ai;
+DROP TRIGGER IF EXISTS passages_ad;
+DROP TABLE IF EXISTS messages_fts;
+DROP TABLE IF EXISTS passages_fts;
+ALTER TABLE passages ADD COLUMN grp INTEGER;
+"""
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -227,6 +221,19 @@ class Database:
                 f"{self.path} is an SQLite database of another application "
                 f"(application_id {app:#010x}, expected {APPLICATION_ID:#010x})"
             )
+        if version == 1:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _split_sql(_MIGRATE_1_2):
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            log.info("%s: migrated from schema version 1 to %d", self.path, SCHEMA_VERSION)
+            version = SCHEMA_VERSION
+            names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
         if version != SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{self.path} has schema version {version}; this vmem reads version {SCHEMA_VERSION}"
