@@ -13,7 +13,8 @@
  *            largest such bound over the blocks at average length ub_avgdl.
  *
  * Scoring is FTS5's bm25() (k1 = 1.2, b = 0.75): for each query term present,
- *   idf * (tf * (k1 + 1)) / (tf + k1 * (1 - b + b * len / avgdl)),
+ *   (w * idf) * (tf * (k1 + 1)) / (tf + k1 * (1 - b + b * len / avgdl)),
+ * with w its weight (FTS5 scores a term quoted twice twice: w = 2),
  *   idf = log((N - df + 0.5) / (df + 0.5)), or 1e-6 when that is <= 0,
  * over the live documents (N, df, avgdl), summed in query-term order. Ties go
  * to the larger document id (the newer page).
@@ -294,7 +295,8 @@ int ii_add(ii_t *ii, uint32_t doc, const uint32_t *terms, const uint32_t *tfs, s
         block_put(t, at, tfs[i], (uint32_t)len);
         t->df++;
         if (t->ub_avgdl > 0.0) {
-            double x = tfpart(tfs[i], (double)len, t->ub_avgdl);
+            uint32_t b = at / II_BLOCK;
+            double x = tfpart(t->bmax[b], t->bmin[b], t->ub_avgdl);
             if (x > t->ub)
                 t->ub = x;
         }
@@ -397,7 +399,7 @@ typedef struct cursor {
     const ii_term *t;
     uint32_t pos;
     uint32_t qi;  /* position in the query (the summation order) */
-    double idf;
+    double idf;   /* times the term's weight */
     double ub;    /* idf * the term's tf-part bound */
 } cursor;
 
@@ -492,7 +494,7 @@ static void sift_up(uint32_t *docs, double *sc, size_t i)
     }
 }
 
-int ii_search(ii_t *ii, const uint32_t *terms, size_t n, const ii_filter *f, size_t k,
+int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, const ii_filter *f, size_t k,
               uint64_t exact_max, uint32_t *out_docs, double *out_scores, size_t *nout,
               uint64_t *total, int *exact)
 {
@@ -520,7 +522,10 @@ int ii_search(ii_t *ii, const uint32_t *terms, size_t n, const ii_filter *f, siz
         ii_term *t = &ii->terms[id];
         if (t->ub_avgdl < avgdl)
             term_ub(t, avgdl * (1.0 + 1.0 / 16));
-        cursor c = {t, 0, (uint32_t)i, idf_of(N, t->df), 0.0};
+        double w = weights ? weights[i] : 1.0;
+        if (!(w > 0.0) || !isfinite(w))
+            return fail(ii, II_EINVAL, "ii_search: term %u has weight %g", id, w);
+        cursor c = {t, 0, (uint32_t)i, w * idf_of(N, t->df), 0.0};
         c.ub = c.idf * t->ub;
         /* insertion sort by bound, ascending */
         size_t j = nq++;

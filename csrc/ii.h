@@ -8,9 +8,10 @@
  *                                    role and group
  *   ii_delete                        unindex a live document (the caller names its terms)
  *   ii_compact                       drop the postings of deleted documents
- *   ii_search                        the k best documents by BM25 (FTS5's formula) that
- *                                    pass a filter, and the number of matches (exact,
- *                                    or an estimate flagged as such)
+ *   ii_search                        the k best documents by BM25 (FTS5's formula; a
+ *                                    term listed w times in the query counts w times)
+ *                                    that pass a filter, and the number of matches
+ *                                    (exact, or an estimate flagged as such)
  *   ii_neighbours                    each document's previous / next document in its
  *                                    group (turn order), within a filter and a time gap
  *   ii_docs, ii_stats_get            live document ids; counts and memory
@@ -80,7 +81,7 @@ int ii_add(ii_t *ii, uint32_t doc, const uint32_t *terms, const uint32_t *tfs, s
 int ii_delete(ii_t *ii, uint32_t doc, const uint32_t *terms, size_t n);
 int ii_compact(ii_t *ii);
 
-int ii_search(ii_t *ii, const uint32_t *terms, size_t n, const ii_filter *f, size_t k,
+int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, const ii_filter *f, size_t k,
               uint64_t exact_max, uint32_t *out_docs, double *out_scores, size_t *nout,
               uint64_t *total, int *exact);
 int ii_neighbours(const ii_t *ii, const uint32_t *docs, size_t n, const ii_filter *f,

@@ -172,22 +172,33 @@ class TextIndex:
 
     def search(self, query: str | Sequence[str], k: int, *, lo: float | None = None, hi: float | None = None,
                roles: int | None = None, allow: np.ndarray | None = None,
-               exact_max: int = DEFAULT_EXACT_MAX) -> TextHits:
-        """The ``k`` best documents for ``query`` (free text, or stemmed terms) by BM25.
+               exact_max: int | None = None) -> TextHits:
+        """The ``k`` best documents for ``query`` (free text, or stemmed terms; a term
+        listed twice weighs twice, as in FTS5) by BM25.
 
         Filters: ``lo``/``hi`` inclusive timestamp bounds, ``roles`` a mask from
         :meth:`roles_mask`, ``allow`` a bitmap (uint64 words) over document ids.
+        ``exact_max``: count the matches exactly when the query's posting lists hold
+        at most this many postings (default :data:`DEFAULT_EXACT_MAX`).
         """
-        terms = query_terms(query) if isinstance(query, str) else list(dict.fromkeys(query))
-        ids = [self._vocab[t] for t in terms if t in self._vocab][: lib.II_MAX_TERMS]
+        if exact_max is None:
+            exact_max = DEFAULT_EXACT_MAX
+        weights: dict[int, float] = {}  # term id -> times listed, in first-seen order
+        vocab = self._vocab
+        for t in query_terms(query) if isinstance(query, str) else query:
+            tid = vocab.get(t)
+            if tid is not None and (tid in weights or len(weights) < lib.II_MAX_TERMS):
+                weights[tid] = weights.get(tid, 0.0) + 1.0
         docs = np.empty(max(k, 0), dtype=np.uint32)
         scores = np.empty(max(k, 0), dtype=np.float64)
-        if not ids:
+        if not weights:
             return TextHits(docs[:0], scores[:0], 0, True)
-        q = np.array(ids, dtype=np.uint32)
+        q = np.fromiter(weights, dtype=np.uint32, count=len(weights))
+        w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
         with self._lock:
             f = self._set_filter(lo, hi, roles, allow)
-            rc = lib.ii_search(self._ii, ffi.from_buffer("uint32_t[]", q), len(q), f, max(k, 0), exact_max,
+            rc = lib.ii_search(self._ii, ffi.from_buffer("uint32_t[]", q), ffi.from_buffer("double[]", w), len(q),
+                               f, max(k, 0), exact_max,
                                ffi.from_buffer("uint32_t[]", docs), ffi.from_buffer("double[]", scores),
                                self._nout, self._total, self._exact)
             if rc:

@@ -158,8 +158,9 @@ def index_terms(text: str) -> dict[str, int]:
 
 
 def query_terms(text: str) -> list[str]:
-    """The stemmed, distinct search terms of a free-text question: the terms
-    :func:`fts_query` would quote, stemmed as the index stems (empty when none)."""
+    """The stemmed search terms of a free-text question: the terms :func:`fts_query`
+    would quote, stemmed as the index stems (empty when none). Two words with one
+    stem ("go", "going") give it twice, and FTS5 scores such a stem twice."""
     if not isinstance(text, str):
         return []
-    return list(dict.fromkeys(stem(t) for t in content_terms(text)))
+    return [stem(t) for t in content_terms(text)]
