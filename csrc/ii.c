@@ -5,7 +5,7 @@
  * Data structures:
  *   docs[]   one record per document id below next_doc (ids are the caller's,
  *            dense from 1): live flag, length (tokens), distinct terms, ts,
- *            role, group. A deleted or never-added id has live = 0.
+ *            role, group, flags. A deleted or never-added id has live = 0.
  *   terms[]  one posting list per term id: doc ids ascending with their term
  *            frequencies, cut into blocks of II_BLOCK postings; per block the
  *            largest tf and the smallest document length, which bound the
@@ -60,7 +60,7 @@
 #define BB 0.75
 #define END_DOC 0xFFFFFFFFu
 #define SNAP_MAGIC 0x49494d56u /* "VMII" */
-#define SNAP_VERSION 1u
+#define SNAP_VERSION 2u
 
 typedef struct ii_doc {
     double ts;
@@ -69,7 +69,8 @@ typedef struct ii_doc {
     uint32_t nterm;
     uint8_t live;
     uint8_t role;
-    uint16_t _pad;
+    uint8_t flags;
+    uint8_t _pad;
 } ii_doc;
 
 typedef struct ii_term {
@@ -246,7 +247,7 @@ static void term_ub(ii_term *t, double avgdl)
 /* ---------------------------------------------------------------- add / delete */
 
 int ii_add(ii_t *ii, uint32_t doc, const uint32_t *terms, const uint32_t *tfs, size_t n,
-           double ts, uint32_t role, uint32_t group)
+           double ts, uint32_t role, uint32_t group, uint32_t flags)
 {
     if (doc == 0 || doc == END_DOC)
         return fail(ii, II_EINVAL, "ii_add: document id %u is out of range", doc);
@@ -257,6 +258,8 @@ int ii_add(ii_t *ii, uint32_t doc, const uint32_t *terms, const uint32_t *tfs, s
         return fail(ii, II_EINVAL, "ii_add: role %u is above %d", role, II_MAX_ROLE);
     if (!isfinite(ts))
         return fail(ii, II_EINVAL, "ii_add: timestamp is not finite");
+    if (flags & ~(uint32_t)II_FLAGS_ALL)
+        return fail(ii, II_EINVAL, "ii_add: unknown flags %#x", flags);
     uint64_t len = 0, top = 0;
     for (size_t i = 0; i < n; i++) {
         if (tfs[i] == 0)
@@ -308,6 +311,7 @@ int ii_add(ii_t *ii, uint32_t doc, const uint32_t *terms, const uint32_t *tfs, s
     d->nterm = (uint32_t)n;
     d->live = 1;
     d->role = (uint8_t)role;
+    d->flags = (uint8_t)flags;
     ii->next_doc = doc + 1;
     if (top > ii->nterms)
         ii->nterms = (uint32_t)top;
@@ -657,14 +661,18 @@ int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, 
 }
 
 int ii_neighbours(const ii_t *ii, const uint32_t *docs, size_t n, const ii_filter *f,
-                  double max_gap, uint32_t *prev, uint32_t *next)
+                  double max_gap, uint32_t *prev, uint32_t *next, uint8_t *flags)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t d = docs[i];
         prev[i] = next[i] = 0;
+        if (flags)
+            flags[i] = 0;
         if (d == 0 || d >= ii->next_doc || !ii->docs[d].live)
             continue;
         const ii_doc *x = &ii->docs[d];
+        if (flags)
+            flags[i] = x->flags;
         if (d > 1) {
             const ii_doc *y = &ii->docs[d - 1];
             if (y->live && y->group == x->group && fabs(x->ts - y->ts) <= max_gap && admits(ii, f, d - 1))
@@ -710,7 +718,7 @@ void ii_stats_get(const ii_t *ii, ii_stats *out)
  *
  * Little-endian, native layout of fixed-size fields:
  *   u32 magic "VMII", u32 version, u32 next_doc, u32 nterms,
- *   per id 1..next_doc-1: u8 live; if live: f64 ts, u32 group, u8 role
+ *   per id 1..next_doc-1: u8 live; if live: f64 ts, u32 group, u8 role, u8 flags
  *   per term 0..nterms-1: u32 count, then count x (u32 doc, u32 tf), live postings only
  * Lengths, term counts, df, blocks and totals are recomputed on restore.
  */
@@ -725,7 +733,7 @@ size_t ii_snapshot_size(const ii_t *ii)
 {
     size_t sz = 16;
     for (uint32_t d = 1; d < ii->next_doc; d++)
-        sz += ii->docs[d].live ? 14 : 1;
+        sz += ii->docs[d].live ? 15 : 1;
     for (uint32_t i = 0; i < ii->nterms; i++)
         sz += 4 + 8 * (size_t)ii->terms[i].df;
     return sz;
@@ -746,6 +754,7 @@ int ii_snapshot(const ii_t *ii, uint8_t *buf, size_t cap, size_t *written)
             put(&p, &x->ts, 8);
             put(&p, &x->group, 4);
             put(&p, &x->role, 1);
+            put(&p, &x->flags, 1);
         }
     }
     for (uint32_t i = 0; i < ii->nterms; i++) {
@@ -798,9 +807,10 @@ int ii_restore(ii_t *ii, const uint8_t *buf, size_t nbytes)
         if (!take(&p, end, &x->live, 1) || x->live > 1)
             BAD("ii_restore: truncated or bad document %u", d);
         if (x->live) {
-            if (!take(&p, end, &x->ts, 8) || !take(&p, end, &x->group, 4) || !take(&p, end, &x->role, 1))
+            if (!take(&p, end, &x->ts, 8) || !take(&p, end, &x->group, 4) || !take(&p, end, &x->role, 1) ||
+                !take(&p, end, &x->flags, 1))
                 BAD("ii_restore: truncated document %u", d);
-            if (!isfinite(x->ts) || x->role > II_MAX_ROLE)
+            if (!isfinite(x->ts) || x->role > II_MAX_ROLE || (x->flags & ~II_FLAGS_ALL))
                 BAD("ii_restore: bad document %u", d);
             tmp.ndocs++;
         }

@@ -5,7 +5,7 @@
  *   ii_new, ii_free                  create / destroy an index
  *   ii_add                           index one document (ids ascending): its term ids and
  *                                    frequencies (its length is their sum), timestamp,
- *                                    role and group
+ *                                    role, group and flags (II_ASKS: it asks a question)
  *   ii_delete                        unindex a live document (the caller names its terms)
  *   ii_compact                       drop the postings of deleted documents
  *   ii_search                        the k best documents by BM25 (FTS5's formula; a
@@ -13,7 +13,8 @@
  *                                    that pass a filter, and the number of matches
  *                                    (exact, or an estimate flagged as such)
  *   ii_neighbours                    each document's previous / next document in its
- *                                    group (turn order), within a filter and a time gap
+ *                                    group (turn order), within a filter and a time gap,
+ *                                    and its flags
  *   ii_docs, ii_stats_get            live document ids; counts and memory
  *   ii_snapshot*, ii_restore         the whole index to bytes and back
  *   ii_check                         verify every invariant
@@ -44,6 +45,8 @@ enum ii_err {
     II_ECORRUPT = -7, /* a snapshot is malformed */
     II_ECHECK = -8    /* ii_check found a broken invariant */
 };
+
+enum ii_flags { II_ASKS = 1, II_FLAGS_ALL = 1 };
 
 enum ii_limits {
     II_MAX_TERMS = 64,   /* distinct terms per query */
@@ -77,7 +80,7 @@ void ii_free(ii_t *ii);
 const char *ii_errmsg(const ii_t *ii);
 
 int ii_add(ii_t *ii, uint32_t doc, const uint32_t *terms, const uint32_t *tfs, size_t n,
-           double ts, uint32_t role, uint32_t group);
+           double ts, uint32_t role, uint32_t group, uint32_t flags);
 int ii_delete(ii_t *ii, uint32_t doc, const uint32_t *terms, size_t n);
 int ii_compact(ii_t *ii);
 
@@ -85,7 +88,7 @@ int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, 
               uint64_t exact_max, uint32_t *out_docs, double *out_scores, size_t *nout,
               uint64_t *total, int *exact);
 int ii_neighbours(const ii_t *ii, const uint32_t *docs, size_t n, const ii_filter *f,
-                  double max_gap, uint32_t *prev, uint32_t *next);
+                  double max_gap, uint32_t *prev, uint32_t *next, uint8_t *flags);
 
 int ii_is_live(const ii_t *ii, uint32_t doc);
 size_t ii_docs(const ii_t *ii, uint32_t *out, size_t cap);

@@ -117,7 +117,7 @@ def test_estimated_totals_page_through_every_match(tmp_path: Path, monkeypatch: 
 
 def test_archival_hybrid_spreads_within_one_insert_call(tmp_path: Path) -> None:
     with MemoryDir.open(tmp_path / "a") as s:
-        s.archival.context = (0.5, 0.25)  # type: ignore[attr-defined]
+        s.archival.context = (0.5, 0.0, 0.25)  # type: ignore[attr-defined]
         s.archival.insert_many(["Filler one about weather.", "Unrelated filler two."])
         call = s.archival.insert_many([
             "Melanie: How did the children take the accident?",
@@ -128,7 +128,7 @@ def test_archival_hybrid_spreads_within_one_insert_call(tmp_path: Path) -> None:
         ranked = [p.id for p in s.archival.search("How did Melanie's children handle the accident?").items]
         reply = call[1][0]
         assert ranked[0] == call[0][0] and reply in ranked[:2]  # the reply shares no word with the question
-        s.archival.context = (0.0, 0.0)  # type: ignore[attr-defined]
+        s.archival.context = (0.0, 0.0, 0.0)  # type: ignore[attr-defined]
         plain = [p.id for p in s.archival.search("How did Melanie's children handle the accident?").items]
         assert plain.index(reply) > 1
         # a filter applies to the neighbours too
@@ -138,13 +138,17 @@ def test_archival_hybrid_spreads_within_one_insert_call(tmp_path: Path) -> None:
 
 def test_recall_context_reorders_matches_only(tmp_path: Path) -> None:
     with MemoryDir.open(tmp_path / "a") as s:
+        assert s.recall.context == (0.0, 0.0, 0.0)  # off by default: it did not help on LoCoMo
+        s.recall.context = (1.0, 0.0, 0.25)
         ids = s.recall.append_many([
-            ("user", "did you feed the cat", at(0)),
+            ("user", "did you feed the cat?", at(0)),
             ("assistant", "yes, the cat had fish", at(1)),
             ("user", "cat cat cat photos", at(600)),  # 10 hours later: no context across the gap
             ("assistant", "nice photos", at(601)),
         ])
         page = s.recall.search("cat")
         assert page.total == 3 and {m.id for m in page.items} == set(ids[:3])
-        s.recall.context = (0.0, 0.0)
-        assert {m.id for m in s.recall.search("cat").items} == set(ids[:3])
+        assert page.items[0].id == ids[1]  # the answer inherits the question's relevance
+        s.recall.context = (0.0, 0.0, 0.0)
+        plain = s.recall.search("cat").items
+        assert {m.id for m in plain} == set(ids[:3]) and plain[0].id == ids[2]

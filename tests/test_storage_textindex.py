@@ -40,7 +40,7 @@ class Ref:
     def add(self, doc: int, text: str, ts: float, role: str, group: int) -> None:
         if doc < self.next_doc:
             raise PageExists(doc)
-        self.docs[doc] = {"terms": index_terms(text), "ts": ts, "role": role, "group": group}
+        self.docs[doc] = {"terms": index_terms(text), "ts": ts, "role": role, "group": group, "asks": "?" in text}
         self.next_doc = doc + 1
 
     def delete(self, doc: int) -> None:
@@ -85,19 +85,20 @@ class Ref:
         scored.sort(key=lambda x: (-x[1], -x[0]))
         return scored[:k], len(scored)
 
-    def neighbours(self, doc: int, gap: float, lo, hi, roles, allow) -> tuple[int, int]:
+    def neighbours(self, doc: int, gap: float, lo, hi, roles, allow) -> tuple[int, int, bool]:
         d = self.docs.get(doc)
         if d is None:
-            return 0, 0
+            return 0, 0, False
         out = []
         for o in (doc - 1, doc + 1):
             e = self.docs.get(o)
             ok = e is not None and e["group"] == d["group"] and abs(e["ts"] - d["ts"]) <= gap
             out.append(o if ok and self.admits(o, lo, hi, roles, allow) else 0)
-        return out[0], out[1]
+        return out[0], out[1], d["asks"]
 
 
-texts = st.lists(st.sampled_from(WORDS), min_size=0, max_size=12).map(" ".join)
+texts = st.tuples(st.lists(st.sampled_from(WORDS), min_size=0, max_size=12).map(" ".join),
+                  st.sampled_from(["", "?", "!"])).map("".join)
 filters = st.fixed_dictionaries({
     "lo": st.one_of(st.none(), st.integers(0, 10).map(float)),
     "hi": st.one_of(st.none(), st.integers(5, 20).map(float)),
@@ -183,9 +184,9 @@ class IndexMachine(RuleBasedStateMachine):
         roles = f["roles"]
         mask = self.ix.roles_mask(roles) if roles is not None else None
         allow = _bitmap(f["allow"]) if f["allow"] is not None else None
-        prev, nxt = self.ix.neighbours(docs, max_gap=gap, lo=f["lo"], hi=f["hi"], roles=mask, allow=allow)
-        for d, p, n in zip(docs.tolist(), prev.tolist(), nxt.tolist()):
-            assert (p, n) == self.ref.neighbours(d, gap, f["lo"], f["hi"], roles, f["allow"])
+        prev, nxt, asks = self.ix.neighbours(docs, max_gap=gap, lo=f["lo"], hi=f["hi"], roles=mask, allow=allow)
+        for d, p, n, a in zip(docs.tolist(), prev.tolist(), nxt.tolist(), asks.tolist()):
+            assert (p, n, a) == self.ref.neighbours(d, gap, f["lo"], f["hi"], roles, f["allow"])
 
     @invariant()
     def consistent(self) -> None:

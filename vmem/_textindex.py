@@ -128,12 +128,15 @@ class TextIndex:
     # ------------------------------------------------------------ writes
 
     def add(self, doc: int, text: str, ts: float, role: str = "", group: int = 0) -> None:
-        """Index ``text`` as document ``doc`` (larger than every document added before)."""
+        """Index ``text`` as document ``doc`` (larger than every document added before).
+
+        A text with a question mark is flagged as asking (see :meth:`neighbours`)."""
         code = self.role_code(role)
         ids, tfs = self._ids(index_terms(text))
+        flags = lib.II_ASKS if "?" in text else 0
         with self._lock:
             rc = lib.ii_add(self._ii, doc, ffi.from_buffer("uint32_t[]", ids), ffi.from_buffer("uint32_t[]", tfs),
-                            len(ids), ts, code, group)
+                            len(ids), ts, code, group, flags)
         if rc:
             _raise(self._ii, rc)
 
@@ -208,17 +211,20 @@ class TextIndex:
 
     def neighbours(self, docs: np.ndarray, *, max_gap: float = math.inf, lo: float | None = None,
                    hi: float | None = None, roles: int | None = None,
-                   allow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   allow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each document's previous and next document in its group (0: none), both
-        admitted by the filters and within ``max_gap`` seconds of it."""
+        admitted by the filters and within ``max_gap`` seconds of it, and whether
+        the document itself asks a question (bool array)."""
         d = np.ascontiguousarray(docs, dtype=np.uint32)
         prev = np.zeros(len(d), dtype=np.uint32)
         nxt = np.zeros(len(d), dtype=np.uint32)
+        flags = np.zeros(len(d), dtype=np.uint8)
         with self._lock:
             f = self._set_filter(lo, hi, roles, allow)
             lib.ii_neighbours(self._ii, ffi.from_buffer("uint32_t[]", d), len(d), f, max_gap,
-                              ffi.from_buffer("uint32_t[]", prev), ffi.from_buffer("uint32_t[]", nxt))
-        return prev, nxt
+                              ffi.from_buffer("uint32_t[]", prev), ffi.from_buffer("uint32_t[]", nxt),
+                              ffi.from_buffer("uint8_t[]", flags))
+        return prev, nxt, (flags & lib.II_ASKS).astype(bool)
 
     def __len__(self) -> int:
         return int(self.stats()["docs"])

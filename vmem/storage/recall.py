@@ -6,14 +6,17 @@ page_size)``: ranked when a query is given, newest first otherwise.
 
 Ranking: BM25 (FTS5's formula and ``porter unicode61`` matching) over the
 store's text index (:class:`~vmem.storage.lexical.LexicalCache`, exact top-k
-in C), then *conversation context* among the matches: each match passes a
-share of its relevance to the matching message after it (``forward``) and
-before it (``backward``) when they are at most ``CONTEXT_GAP`` seconds apart
+in C), then, when ``context`` is set (off by default: it did not help
+conversation search on LoCoMo), *conversation context* among the matches: each match passes a
+share of its relevance to the matching message after it (``forward``, more
+from a question) and before it (``backward``) when they are at most
+``CONTEXT_GAP`` seconds apart
 (:func:`vmem.rank.spread` with ``expand=False``): a reply is about what it
 replies to. Only matches are returned (conversation_search is a word search:
 ``total`` counts matching messages). Role and date filters apply inside the
-index, before the top-k cut. Pages are ranked ``PAGE_BUCKET`` results at a
-time, so the pages of one search are disjoint and complete. ``total`` is exact
+index, before the top-k cut. With context, pages are ranked ``PAGE_BUCKET``
+results at a time, so the pages of one search are disjoint and complete
+(without, the exact top-k is the same at every depth). ``total`` is exact
 when counting it was cheap (``SearchPage.total_is_exact``), else an estimate.
 """
 
@@ -48,9 +51,11 @@ __all__ = ["MessageInput", "RecallStore", "CONTEXT_GAP", "DEFAULT_CONTEXT", "PAG
 
 #: Neighbouring messages further apart than this (seconds) pass no relevance.
 CONTEXT_GAP = 3600.0
-#: (forward, backward) shares of :func:`vmem.rank.spread` for recall search
-#: (chosen by leave-one-conversation-out on LoCoMo: vmem/evaluation.py).
-DEFAULT_CONTEXT = (0.5, 0.25)
+#: (forward from a question, forward from a statement, backward) shares of
+#: :func:`vmem.rank.spread` for recall search: off. Re-ranking matches by their
+#: neighbours did not pass leave-one-conversation-out on LoCoMo (5 of 7 folds chose
+#: off under the no-category-worse rule; select_context_loco(target="recall")).
+DEFAULT_CONTEXT = (0.0, 0.0, 0.0)
 #: Ranked searches are computed this many results at a time (see the module docstring).
 PAGE_BUCKET = 100
 
@@ -116,10 +121,12 @@ def _norm_message(item: MessageInput) -> tuple[str, str, float, bytes | None]:
 class RecallStore:
     """Every message, verbatim (the "swap" tier). Obtained from ``MemoryDir.recall``."""
 
-    def __init__(self, db: Database, lexical: LexicalCache, *, context: tuple[float, float] = DEFAULT_CONTEXT) -> None:
+    def __init__(self, db: Database, lexical: LexicalCache, *,
+                 context: tuple[float, float, float] = DEFAULT_CONTEXT) -> None:
         self._db = db
         self._lex = lexical
-        #: (forward, backward) relevance shares passed to neighbouring messages; (0, 0) turns it off.
+        #: (forward from a question, forward from a statement, backward) relevance
+        #: shares passed between neighbouring matches; zeros turn it off.
         self.context = context
 
     # -- writes
@@ -243,17 +250,20 @@ class RecallStore:
             if mask is None:  # a role beyond the index's 63 filter bits: filter by SQL
                 allow = self._role_bitmap(roles)
         depth = (page + 1) * page_size
-        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET
+        # exact BM25 top-k is the same at any depth; context re-ranking needs a fixed one
+        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) else depth
         with self._db.lock:
             self._db.check_open()
             found = index.search(query, deep, lo=lo, hi=hi, roles=mask, allow=allow)
             ranked = [(int(d), float(s)) for d, s in zip(found.docs, found.scores)]
             total, exact = found.total, found.exact
-            fwd, bwd = self.context
-            if ranked and (fwd or bwd):
-                prev, nxt = index.neighbours(found.docs, max_gap=CONTEXT_GAP, lo=lo, hi=hi, roles=mask, allow=allow)
+            fq, fs, bwd = self.context
+            if ranked and (fq or fs or bwd):
+                prev, nxt, asks = index.neighbours(found.docs, max_gap=CONTEXT_GAP, lo=lo, hi=hi, roles=mask,
+                                                   allow=allow)
                 ranked = spread(ranked, next_of=_links(found.docs, nxt), prev_of=_links(found.docs, prev),
-                                forward=fwd, backward=bwd, expand=False)
+                                forward=fq, backward=bwd, expand=False, statement_forward=fs,
+                                asks={int(d) for d, a in zip(found.docs, asks) if a})
         window = ranked[page * page_size : depth]
         found_msgs = self._fetch([d for d, _ in window])
         hits = [Hit(found_msgs[d], s) for d, s in window if d in found_msgs]

@@ -31,8 +31,9 @@ Invariants:
 
 Conversation context: passages stored by one insert call (a conversation's
 turns, or the chunks of one long text) keep their order, and hybrid search
-passes a share of each hit's relevance to the passage after it and the one
-before it in the same call (:func:`vmem.rank.spread`, weights ``context``).
+passes a share of each hit's relevance to the passage after it (more when the
+hit asks a question) and the one before it in the same call
+(:func:`vmem.rank.spread`, shares ``context``).
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ from vmem.storage.records import Passage, from_epoch
 
 __all__ = ["DEFAULT_CONTEXT", "EXACT_MAX", "SqliteArchival"]
 
-#: (forward, backward) shares of :func:`vmem.rank.spread` in hybrid search
-#: (chosen by leave-one-conversation-out on LoCoMo: vmem/evaluation.py).
-DEFAULT_CONTEXT = (0.5, 0.25)
+#: (forward from a question, forward from a statement, backward) shares of
+#: :func:`vmem.rank.spread` in hybrid search: what 6 of the 7 leave-one-conversation-out
+#: folds on the LoCoMo dev split chose (select_context_loco in vmem/evaluation.py;
+#: the seventh chose 0.75/0.25/0.25), each fold on the other six conversations only.
+DEFAULT_CONTEXT = (0.75, 0.0, 0.25)
 
 log = logging.getLogger("vmem.storage")
 
@@ -122,14 +125,14 @@ class SqliteArchival(ArchivalStore):
         fuse: Callable[..., list[tuple[int, float]]] | None,
         index_errors: tuple[type[BaseException], ...] = (ValueError,),
         autosave: int = 50_000,
-        context: tuple[float, float] = DEFAULT_CONTEXT,
+        context: tuple[float, float, float] = DEFAULT_CONTEXT,
         **kw: Any,
     ) -> None:
         super().__init__(embedder, fts_query=fts_query, fuse=fuse, **kw)
         self._db = db
         self.lexical = lexical
-        #: (forward, backward) relevance shares passed to neighbouring passages in
-        #: hybrid search; (0, 0) turns it off.
+        #: (forward from a question, forward from a statement, backward) relevance
+        #: shares passed to neighbouring passages in hybrid search; zeros turn it off.
         self.context = context
         self._index_path = Path(index_path)
         self._index_cls = index_cls
@@ -406,16 +409,18 @@ class SqliteArchival(ArchivalStore):
         return bitmap(ids) if len(ids) else np.zeros(1, dtype=np.uint64)
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
-        fwd, bwd = self.context
-        if not ranked or not (fwd or bwd):
+        fq, fs, bwd = self.context
+        if not ranked or not (fq or fs or bwd):
             return ranked
         allow = self._tag_bitmap(f) if f.tags else None
         docs = np.array([page_serial(p) for p, _ in ranked], dtype=np.uint32)
         with self._db.lock:
-            prev, nxt = self.lexical.index.neighbours(docs, lo=f.lo, hi=f.hi, allow=allow)
+            prev, nxt, asks = self.lexical.index.neighbours(docs, lo=f.lo, hi=f.hi, allow=allow)
         next_of = {p: _pid(int(o)) for (p, _), o in zip(ranked, nxt) if o}
         prev_of = {p: _pid(int(o)) for (p, _), o in zip(ranked, prev) if o}
-        return spread(ranked, next_of=next_of, prev_of=prev_of, forward=fwd, backward=bwd)
+        asking = {p for (p, _), a in zip(ranked, asks) if a}
+        return spread(ranked, next_of=next_of, prev_of=prev_of, forward=fq, backward=bwd, asks=asking,
+                      statement_forward=fs)
 
     def _vector_hits(self, vector: np.ndarray, f: PassageFilter, k: int) -> list[tuple[int, float]]:
         with self._db.lock:
