@@ -687,6 +687,191 @@ int ii_neighbours(const ii_t *ii, const uint32_t *docs, size_t n, const ii_filte
     return II_OK;
 }
 
+/* ---------------------------------------------------------------- hybrid ranking
+ *
+ * Candidates live in parallel arrays carved from the caller's scratch, found by
+ * doc through an open-addressing table (load <= 1/2). Every float operation
+ * happens in the order vmem.rank performs it, so the two agree bit for bit:
+ *   fuse:   t = text score / best text score (ranks (n-r)/n if no usable best),
+ *           v = similarity clipped to [0, 1]; score = 0 + wt * t, then + wv * v;
+ *           order: score desc, first rank in either list asc, doc asc.
+ *   spread: base = score / best (same fallback); each candidate in that order
+ *           adds share * base to its next, then to its previous neighbour;
+ *           a neighbour new to the list ranks after every listed tie.
+ */
+
+typedef struct fcand {
+    double score;
+    double base;
+    uint64_t first; /* first rank seen; FIRST_NONE for neighbours brought in */
+    uint32_t doc;
+    uint32_t _pad;  /* 1: in the text hits, 2: in the vector hits */
+} fcand;
+
+#define FIRST_NONE (1ull << 62)
+
+size_t ii_fuse_scratch(size_t nt, size_t nv)
+{
+    size_t maxc = 3 * (nt + nv) + 1, h = 16;
+    while (h < 2 * maxc)
+        h *= 2;
+    return (maxc * sizeof(fcand) + h * sizeof(uint32_t)) / sizeof(uint64_t) + 2;
+}
+
+static int fcand_cmp(const void *a, const void *b)
+{
+    const fcand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    if (x->first != y->first)
+        return x->first < y->first ? -1 : 1;
+    return (x->doc > y->doc) - (x->doc < y->doc);
+}
+
+typedef struct ftable {
+    fcand *c;
+    uint32_t *slot; /* index + 1 into c; 0 empty */
+    uint32_t mask, n;
+} ftable;
+
+static fcand *ft_get(ftable *t, uint32_t doc, int add)
+{
+    uint32_t i = (uint32_t)(doc * 0x9E3779B1u) & t->mask;
+    for (;;) {
+        uint32_t e = t->slot[i];
+        if (!e)
+            break;
+        if (t->c[e - 1].doc == doc)
+            return &t->c[e - 1];
+        i = (i + 1) & t->mask;
+    }
+    if (!add)
+        return NULL;
+    fcand *c = &t->c[t->n];
+    memset(c, 0, sizeof *c);
+    c->doc = doc;
+    c->first = FIRST_NONE;
+    t->slot[i] = ++t->n;
+    return c;
+}
+
+static void ft_rehash(ftable *t)
+{
+    memset(t->slot, 0, ((size_t)t->mask + 1) * sizeof *t->slot);
+    for (uint32_t k = 0; k < t->n; k++) {
+        uint32_t i = (uint32_t)(t->c[k].doc * 0x9E3779B1u) & t->mask;
+        while (t->slot[i])
+            i = (i + 1) & t->mask;
+        t->slot[i] = k + 1;
+    }
+}
+
+/* list[i] / best when every value is finite and best > 0, else (n - rank) / n */
+static int usable_best(const double *v, size_t n, double *best)
+{
+    double top = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(v[i]))
+            return 0;
+        if (v[i] > top)
+            top = v[i];
+    }
+    *best = top;
+    return n && top > 0.0;
+}
+
+int ii_fuse(const ii_t *ii, const uint32_t *tdocs, const double *tscores, size_t nt,
+            const uint32_t *vdocs, const double *vsims, size_t nv, const ii_filter *f,
+            const ii_fuse_params *p, uint32_t *out_docs, double *out_scores, size_t cap,
+            size_t *nout, uint64_t *scratch, size_t nscratch)
+{
+    *nout = 0;
+    if (!(p->text_weight >= 0.0 && p->text_weight <= 1.0))
+        return fail(ii, II_EINVAL, "ii_fuse: text weight %g is outside [0, 1]", p->text_weight);
+    if (!(p->fwd_ask >= 0.0 && p->fwd_ask <= 1.0 && p->fwd_stmt >= 0.0 && p->fwd_stmt <= 1.0 && p->bwd >= 0.0 &&
+          p->bwd <= 1.0))
+        return fail(ii, II_EINVAL, "ii_fuse: spread shares must be in [0, 1]");
+    if (nscratch < ii_fuse_scratch(nt, nv))
+        return fail(ii, II_EINVAL, "ii_fuse: scratch of %zu words, %zu needed", nscratch, ii_fuse_scratch(nt, nv));
+    size_t maxc = 3 * (nt + nv) + 1, h = 16;
+    while (h < 2 * maxc)
+        h *= 2;
+    if (cap < maxc - 1)
+        return fail(ii, II_EINVAL, "ii_fuse: output of %zu, up to %zu results", cap, maxc - 1);
+    ftable t = {(fcand *)scratch, (uint32_t *)((fcand *)scratch + maxc), (uint32_t)(h - 1), 0};
+    memset(t.slot, 0, h * sizeof *t.slot);
+    const double wt = p->text_weight, wv = 1.0 - p->text_weight;
+
+    /* fuse: the text side first (normalised), then the vector side (clipped) */
+    double best = 0.0;
+    int scaled = usable_best(tscores, nt, &best);
+    for (size_t r = 0; r < nt; r++) {
+        if (ft_get(&t, tdocs[r], 0))
+            return fail(ii, II_EINVAL, "ii_fuse: doc %u is listed twice in the text hits", tdocs[r]);
+        fcand *c = ft_get(&t, tdocs[r], 1);
+        double x = scaled ? (tscores[r] > 0.0 ? tscores[r] : 0.0) / best : (double)(nt - r) / (double)nt;
+        c->score = 0.0 + wt * x;
+        c->first = r;
+        c->_pad = 1;
+    }
+    for (size_t r = 0; r < nv; r++) {
+        fcand *c = ft_get(&t, vdocs[r], 0);
+        if (c && (c->_pad & 2))
+            return fail(ii, II_EINVAL, "ii_fuse: doc %u is listed twice in the vector hits", vdocs[r]);
+        double v = isfinite(vsims[r]) ? (vsims[r] < 0.0 ? 0.0 : vsims[r] > 1.0 ? 1.0 : vsims[r]) : 0.0;
+        if (!c) {
+            c = ft_get(&t, vdocs[r], 1);
+            c->first = r;
+        } else if (r < c->first) {
+            c->first = r;
+        }
+        c->_pad |= 2;
+        c->score = c->score + wv * v;
+    }
+    qsort(t.c, t.n, sizeof *t.c, fcand_cmp);
+    const int spread_on = p->fwd_ask > 0.0 || p->fwd_stmt > 0.0 || p->bwd > 0.0;
+    if (spread_on && t.n) {
+        ft_rehash(&t);
+        size_t n0 = t.n;
+        double top = t.c[0].score;
+        int ok = 1;
+        for (size_t i = 0; i < n0; i++)
+            ok &= isfinite(t.c[i].score);
+        int sc = ok && top > 0.0;
+        for (size_t i = 0; i < n0; i++) {
+            t.c[i].base = sc ? (t.c[i].score > 0.0 ? t.c[i].score : 0.0) / top : (double)(n0 - i) / (double)n0;
+            t.c[i].score = t.c[i].base;
+            t.c[i].first = i; /* spread's own first-seen: the rank in the fused list */
+        }
+        for (size_t i = 0; i < n0; i++) {
+            uint32_t d = t.c[i].doc;
+            double s = t.c[i].base;
+            if (s == 0.0 || d == 0 || d >= ii->next_doc || !ii->docs[d].live)
+                continue;
+            const ii_doc *x = &ii->docs[d];
+            double fw = (x->flags & II_ASKS) ? p->fwd_ask : p->fwd_stmt;
+            for (int side = 0; side < 2; side++) {
+                double w = side ? p->bwd : fw;
+                uint32_t nb = side ? d - 1 : d + 1;
+                if (w == 0.0 || nb == 0 || nb >= ii->next_doc)
+                    continue;
+                const ii_doc *y = &ii->docs[nb];
+                if (!y->live || y->group != x->group || fabs(y->ts - x->ts) > p->max_gap || !admits(ii, f, nb))
+                    continue;
+                fcand *c = ft_get(&t, nb, 1);
+                c->score = c->score + w * s;
+            }
+        }
+        qsort(t.c, t.n, sizeof *t.c, fcand_cmp);
+    }
+    for (size_t i = 0; i < t.n; i++) {
+        out_docs[i] = t.c[i].doc;
+        out_scores[i] = t.c[i].score;
+    }
+    *nout = t.n;
+    return II_OK;
+}
+
 /* ---------------------------------------------------------------- queries */
 
 int ii_is_live(const ii_t *ii, uint32_t doc) { return doc < ii->next_doc && ii->docs[doc].live; }

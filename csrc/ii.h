@@ -12,6 +12,8 @@
  *                                    term listed w times in the query counts w times)
  *                                    that pass a filter, and the number of matches
  *                                    (exact, or an estimate flagged as such)
+ *   ii_fuse                          hybrid ranking: text and vector top-k fused, then
+ *                                    relevance spread to neighbours (turn order)
  *   ii_neighbours                    each document's previous / next document in its
  *                                    group (turn order), within a filter and a time gap,
  *                                    and its flags
@@ -89,6 +91,23 @@ int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, 
               uint64_t *total, int *exact);
 int ii_neighbours(const ii_t *ii, const uint32_t *docs, size_t n, const ii_filter *f,
                   double max_gap, uint32_t *prev, uint32_t *next, uint8_t *flags);
+
+/* Hybrid ranking (ii_fuse): a convex fusion of a text and a vector top-k, then
+ * conversation context. Mirrors vmem.rank.fuse(method="convex") followed by
+ * vmem.rank.spread(asks=...), score for score. */
+typedef struct ii_fuse_params {
+    double text_weight; /* the text side's weight; the vector side gets the rest */
+    double fwd_ask;     /* share a question passes to the next document */
+    double fwd_stmt;    /* share any other document passes to the next one */
+    double bwd;         /* share every document passes to the previous one */
+    double max_gap;     /* neighbours further apart (ts) pass nothing */
+} ii_fuse_params;
+
+size_t ii_fuse_scratch(size_t nt, size_t nv);
+int ii_fuse(const ii_t *ii, const uint32_t *tdocs, const double *tscores, size_t nt,
+            const uint32_t *vdocs, const double *vsims, size_t nv, const ii_filter *f,
+            const ii_fuse_params *p, uint32_t *out_docs, double *out_scores, size_t cap,
+            size_t *nout, uint64_t *scratch, size_t nscratch);
 
 int ii_is_live(const ii_t *ii, uint32_t doc);
 size_t ii_docs(const ii_t *ii, uint32_t *out, size_t cap);

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -298,3 +298,54 @@ def test_damaged_files_are_refused(tmp_path: Path, damage: str) -> None:
         path.write_bytes(bytes(data))
     with pytest.raises(IndexFormatError):
         TextIndex.load(path, "someone else" if damage == "owner" else "me")
+
+
+# ---------------------------------------------------------------- hybrid ranking in C
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    n_docs=st.integers(1, 30),
+    wt=st.sampled_from([0.0, 0.25, 0.75, 1.0]),
+    context=st.tuples(*[st.sampled_from([0.0, 0.25, 0.5, 1.0])] * 3),
+    gap=st.sampled_from([0.0, 2.0, math.inf]),
+)
+def test_fuse_in_c_equals_rank_fuse_then_spread(data: st.DataObject, n_docs: int, wt: float,
+                                                context: tuple[float, float, float], gap: float) -> None:
+    from vmem.rank import fuse, spread
+
+    ix = TextIndex()
+    meta = {}
+    doc = 0
+    for _ in range(n_docs):
+        doc += data.draw(st.integers(1, 2))
+        text = data.draw(st.sampled_from(["aa", "bb?", "cc", "dd?"]))
+        ts, group = float(data.draw(st.integers(0, 4))), data.draw(st.integers(0, 1))
+        ix.add(doc, text, ts, "user", group)
+        meta[doc] = (ts, group, "?" in text)
+    ids = st.integers(1, doc + 2)
+    tdocs = data.draw(st.lists(ids, unique=True, max_size=12))
+    tscores = sorted(data.draw(st.lists(st.sampled_from([0.5, 1.0, 2.0, 3.25, 7.0]), min_size=len(tdocs),
+                                        max_size=len(tdocs))), reverse=True)
+    vdocs = data.draw(st.lists(ids, unique=True, max_size=12))
+    vsims = data.draw(st.lists(st.sampled_from([-0.5, 0.0, 0.25, 0.5, 0.9, 1.0, 1.5]), min_size=len(vdocs),
+                               max_size=len(vdocs)))
+    allow = data.draw(st.one_of(st.none(), st.sets(st.integers(1, doc + 2))))
+    got = ix.fuse(np.array(tdocs), np.array(tscores), np.array(vdocs), np.array(vsims), text_weight=wt,
+                  context=context, max_gap=gap, allow=_bitmap(allow) if allow is not None else None)
+    want = fuse(list(zip(tdocs, tscores)), list(zip(vdocs, vsims)), text_weight=wt)
+    if any(context):
+        def admitted(d: int) -> bool:
+            return d in meta and (allow is None or d in allow)
+
+        def link(d: int, o: int) -> int | None:
+            if not (d in meta and admitted(o)):
+                return None
+            (t1, g1, _), (t2, g2, _) = meta[d], meta[o]
+            return o if g1 == g2 and abs(t1 - t2) <= gap else None
+
+        want = spread(want, next_of=lambda d: link(d, d + 1), prev_of=lambda d: link(d, d - 1),
+                      forward=context[0], statement_forward=context[1], backward=context[2],
+                      asks={d for d in meta if meta[d][2]})
+    assert [(int(d), float(s)) for d, s in zip(*got)] == want

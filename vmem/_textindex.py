@@ -43,8 +43,9 @@ _FORMAT = 1
 #: Distinct roles with their own filter bit; later roles share the last one.
 MAX_ROLES = lib.II_MAX_ROLE + 1
 _OTHER_ROLE = lib.II_MAX_ROLE
-#: Up to this many postings in a query's lists, totals are counted exactly.
-DEFAULT_EXACT_MAX = 20_000
+#: Up to this many postings in a query's lists, totals are counted exactly (by
+#: scoring every match: ~10 ns a posting); beyond, estimated and flagged.
+DEFAULT_EXACT_MAX = 5_000
 _ALL_ROLES = (1 << 64) - 1
 
 _ERRORS = {
@@ -225,6 +226,37 @@ class TextIndex:
                               ffi.from_buffer("uint32_t[]", prev), ffi.from_buffer("uint32_t[]", nxt),
                               ffi.from_buffer("uint8_t[]", flags))
         return prev, nxt, (flags & lib.II_ASKS).astype(bool)
+
+    def fuse(self, tdocs: np.ndarray, tscores: np.ndarray, vdocs: np.ndarray, vsims: np.ndarray, *,
+             text_weight: float, context: tuple[float, float, float] = (0.0, 0.0, 0.0),
+             max_gap: float = math.inf, lo: float | None = None, hi: float | None = None,
+             roles: int | None = None, allow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Hybrid ranking in C: :func:`vmem.rank.fuse` (convex, ``text_weight``) of a text
+        and a vector top-k (unique document ids each), then :func:`vmem.rank.spread` with
+        ``context`` = (forward from a question, forward from a statement, backward) over
+        the neighbours the filters admit. Returns (docs, scores), best first."""
+        td = np.ascontiguousarray(tdocs, dtype=np.uint32)
+        ts = np.ascontiguousarray(tscores, dtype=np.float64)
+        vd = np.ascontiguousarray(vdocs, dtype=np.uint32)
+        vs = np.ascontiguousarray(vsims, dtype=np.float64)
+        if len(td) != len(ts) or len(vd) != len(vs):
+            raise InvalidArgument("fuse: ids and scores differ in length")
+        cap = 3 * (len(td) + len(vd))
+        docs = np.empty(cap, dtype=np.uint32)
+        scores = np.empty(cap, dtype=np.float64)
+        scratch = np.empty(lib.ii_fuse_scratch(len(td), len(vd)), dtype=np.uint64)
+        p = ffi.new("ii_fuse_params *", {"text_weight": text_weight, "fwd_ask": context[0], "fwd_stmt": context[1],
+                                         "bwd": context[2], "max_gap": max_gap})
+        with self._lock:
+            f = self._set_filter(lo, hi, roles, allow)
+            rc = lib.ii_fuse(self._ii, ffi.from_buffer("uint32_t[]", td), ffi.from_buffer("double[]", ts), len(td),
+                             ffi.from_buffer("uint32_t[]", vd), ffi.from_buffer("double[]", vs), len(vd), f, p,
+                             ffi.from_buffer("uint32_t[]", docs), ffi.from_buffer("double[]", scores), cap,
+                             self._nout, ffi.from_buffer("uint64_t[]", scratch), len(scratch))
+            if rc:
+                _raise(self._ii, rc)
+            n = self._nout[0]
+        return docs[:n], scores[:n]
 
     def __len__(self) -> int:
         return int(self.stats()["docs"])

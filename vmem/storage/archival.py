@@ -271,12 +271,7 @@ class ArchivalStore(abc.ABC):
             ranked = self._vector_hits(vec, f, deep)[offset:]
             return self._page(ranked, page, page_size, total)
 
-        match = self._fts_query(q)
-        text_ranked = self._text_hits(q, match, f, 0, deep)[0] if match is not None else []
-        vec_ranked = self._vector_hits(vec, f, deep)
-        if self._fuse is None:
-            raise RuntimeError("hybrid search needs vmem.rank.fuse")
-        fused = self._context([(int(i), float(s)) for i, s in self._fuse(text_ranked, vec_ranked)], f)
+        fused = self._hybrid(q, vec, f, deep, depth)
         return self._page(fused[offset:], page, page_size, total)
 
     def close(self) -> None:
@@ -310,6 +305,16 @@ class ArchivalStore(abc.ABC):
         found = self._fetch([i for i, _ in ranked])
         hits = [Hit(found[i], s) for i, s in ranked if i in found]
         return SearchPage(hits, page, page_count(total, page_size), total, exact)
+
+    def _hybrid(self, q: str, vec: np.ndarray, f: PassageFilter, deep: int, depth: int) -> list[tuple[int, float]]:
+        """The hybrid ranking of ``deep`` text and ``deep`` vector hits, best first
+        (at least its first ``depth`` entries, when there are that many)."""
+        match = self._fts_query(q)
+        text_ranked = self._text_hits(q, match, f, 0, deep)[0] if match is not None else []
+        vec_ranked = self._vector_hits(vec, f, deep)
+        if self._fuse is None:
+            raise RuntimeError("hybrid search needs vmem.rank.fuse")
+        return self._context([(int(i), float(s)) for i, s in self._fuse(text_ranked, vec_ranked)], f)
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
         """Re-rank a hybrid ranking with conversation context (backends that know the order)."""

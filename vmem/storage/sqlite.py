@@ -49,7 +49,7 @@ import numpy as np
 
 from vmem.pageid import PageKind, make_page_id, page_serial
 from vmem.storage._db import Database, fsync_dir
-from vmem.rank import spread
+from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
 from vmem.storage.archival import ArchivalStore, PassageFilter
 from vmem.storage.lexical import LexicalCache
 from vmem.storage.recall import bitmap
@@ -73,6 +73,7 @@ _BATCH = 4096
 _F32 = np.dtype("<f4")
 
 _PCOLS = "p.id, p.text, p.tags, p.ts"
+_SERIAL_MASK = (1 << 56) - 1
 
 
 def _pid(serial: int) -> int:
@@ -134,6 +135,7 @@ class SqliteArchival(ArchivalStore):
         #: (forward from a question, forward from a statement, backward) relevance
         #: shares passed to neighbouring passages in hybrid search; zeros turn it off.
         self.context = context
+        self._text_weight = DEFAULT_TEXT_WEIGHT
         self._index_path = Path(index_path)
         self._index_cls = index_cls
         self._index_errors = index_errors
@@ -364,14 +366,15 @@ class SqliteArchival(ArchivalStore):
 
     def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
         out: dict[int, Passage] = {}
-        serials = [page_serial(p) for p in page_ids]
+        serials = [p & _SERIAL_MASK for p in page_ids]  # callers checked the kind
+        base = int(PageKind.PASSAGE) << 56
         with self._db.reading("reading passages") as c:
             for lo in range(0, len(serials), 500):
                 chunk = serials[lo : lo + 500]
                 q = f"SELECT {_PCOLS} FROM passages p WHERE p.id IN ({','.join('?' * len(chunk))})"
                 for sid, text, tg, ts in c.execute(q, chunk):
                     tags = tuple(msgpack.unpackb(tg, raw=False)) if tg else ()
-                    out[_pid(sid)] = Passage(_pid(sid), text, tags, from_epoch(ts))
+                    out[base | sid] = Passage(base | sid, text, tags, from_epoch(ts))
         return out
 
     def _list(self, f: PassageFilter, offset: int, limit: int) -> list[int]:
@@ -407,6 +410,31 @@ class SqliteArchival(ArchivalStore):
         with self._db.reading("filtering passages by tag") as c:
             ids = np.fromiter((r[0] for r in c.execute(q, args)), dtype=np.int64)
         return bitmap(ids) if len(ids) else np.zeros(1, dtype=np.uint64)
+
+    def _hybrid(self, q: str, vec: np.ndarray, f: PassageFilter, deep: int, depth: int) -> list[tuple[int, float]]:
+        """Fusion and context in C (TextIndex.fuse), the same ranking as vmem.rank's."""
+        allow = self._tag_bitmap(f) if f.tags else None
+        if allow is not None and not allow.any():
+            return []
+        index = self.lexical.index
+        with self._db.lock:
+            self._db.check_open()
+            text = index.search(q, deep, lo=f.lo, hi=f.hi, allow=allow)
+            if f.empty:
+                ids, sims = self.index.query(vec[None, :], deep)
+                ids, sims = ids[0], sims[0]
+                keep = np.isfinite(sims)
+                vdocs = (ids[keep] & np.uint64(_SERIAL_MASK)).astype(np.uint32)
+                vsims = sims[keep].astype(np.float64)
+            else:
+                hits = self._vector_hits(vec, f, deep)
+                vdocs = np.array([page_serial(i) for i, _ in hits], dtype=np.uint32)
+                vsims = np.array([s for _, s in hits], dtype=np.float64)
+            w = self._text_weight
+            docs, scores = index.fuse(text.docs, text.scores, vdocs, vsims, text_weight=w, context=self.context,
+                                      lo=f.lo, hi=f.hi, allow=allow)
+        base = int(PageKind.PASSAGE) << 56
+        return [(base | d, s) for d, s in zip(docs[:depth].tolist(), scores[:depth].tolist())]
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
         fq, fs, bwd = self.context
