@@ -1,6 +1,6 @@
 """cffi build script for the C core (out-of-line API mode): ``vmem._vmcore``.
 
-The cdef is ``vm.h`` and ``ii.h`` themselves, less their preprocessor lines;
+The cdef is ``vm.h``, ``ii.h`` and ``fhash.h`` themselves, less their preprocessor lines;
 setup.py names this file in ``cffi_modules`` so ``pip install .`` compiles the core.
 """
 
@@ -9,8 +9,8 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["vm.c", "tokest.c", "ii.c"]
-HEADERS = ["vm.h", "ii.h"]
+SOURCES = ["vm.c", "tokest.c", "ii.c", "fhash.c"]
+HEADERS = ["vm.h", "ii.h", "fhash.h"]
 
 
 def _cdef() -> str:
@@ -22,7 +22,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "vmem._vmcore",
-    '#include "vm.h"\n#include "ii.h"',
+    '#include "vm.h"\n#include "ii.h"\n#include "fhash.h"',
     sources=[f"csrc/{name}" for name in SOURCES],  # relative to the project root, where pip builds
     include_dirs=["csrc"],
     extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-fno-strict-aliasing",
