@@ -47,6 +47,9 @@
  * exact; the match count is exact when no list was ever skipped (always when
  * the lists hold at most exact_max postings), else estimated from the
  * documents' frequencies assuming independence and flagged approximate.
+ * Once the top k are full, a range of documents up to the first end of the
+ * essential lists' current blocks is skipped whole when those blocks' bounds
+ * plus the non-essential bounds fall below theta (block-max skipping).
  */
 #include "ii.h"
 
@@ -405,7 +408,20 @@ typedef struct cursor {
     uint32_t qi;  /* position in the query (the summation order) */
     double idf;   /* times the term's weight */
     double ub;    /* idf * the term's tf-part bound */
+    uint32_t blk; /* the block bub belongs to (UINT32_MAX: none yet) */
+    double bub;   /* idf * the bound of block blk */
 } cursor;
+
+/* idf times the bound of the block holding c's current posting (cached per block) */
+static inline double block_bound(cursor *c, double avgdl)
+{
+    uint32_t b = c->pos / II_BLOCK;
+    if (b != c->blk) {
+        c->blk = b;
+        c->bub = c->idf * tfpart(c->t->bmax[b], c->t->bmin[b], avgdl);
+    }
+    return c->bub;
+}
 
 static inline uint32_t cur_doc(const cursor *c) { return c->pos < c->t->n ? c->t->doc[c->pos] : END_DOC; }
 
@@ -529,7 +545,7 @@ int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, 
         double w = weights ? weights[i] : 1.0;
         if (!(w > 0.0) || !isfinite(w))
             return fail(ii, II_EINVAL, "ii_search: term %u has weight %g", id, w);
-        cursor c = {t, 0, (uint32_t)i, w * idf_of(N, t->df), 0.0};
+        cursor c = {t, 0, (uint32_t)i, w * idf_of(N, t->df), 0.0, UINT32_MAX, 0.0};
         c.ub = c.idf * t->ub;
         /* insertion sort by bound, ascending */
         size_t j = nq++;
@@ -560,6 +576,28 @@ int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, 
         }
         if (d == END_DOC)
             break;
+        if (heap == k && !exhaustive) {
+            /* block skipping: every essential posting in [d, end] lies in its cursor's
+             * current block, end being the first of those blocks to finish; if their
+             * bounds and the non-essential bounds cannot reach theta, skip the range */
+            double bound = e ? ps[e - 1] : 0.0;
+            uint32_t end = END_DOC;
+            for (size_t i = e; i < nq; i++) {
+                cursor *c = &cur[i];
+                if (c->pos >= c->t->n)
+                    continue;
+                bound += block_bound(c, avgdl);
+                uint32_t last = block_last(c->t, c->pos / II_BLOCK);
+                if (last < end)
+                    end = last;
+            }
+            if (bound < theta - tol) {
+                for (size_t i = e; i < nq; i++)
+                    seek(&cur[i], end == END_DOC ? END_DOC : end + 1);
+                skipped = 1;
+                continue;
+            }
+        }
         if (!ii->docs[d].live || !admits(ii, f, d)) {
             examined += ii->docs[d].live;
             for (size_t i = e; i < nq; i++)
