@@ -94,17 +94,15 @@ class TextIndex:
 
     # ------------------------------------------------------------ analysis
 
-    def _ids(self, terms: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _ids(self, terms: dict[str, int]) -> list[int]:
         vocab = self._vocab
-        ids = np.empty(len(terms), dtype=np.uint32)
-        tfs = np.empty(len(terms), dtype=np.uint32)
-        for i, (t, f) in enumerate(terms.items()):
+        ids = []
+        for t in terms:
             tid = vocab.get(t)
             if tid is None:
                 tid = vocab[t] = len(vocab)
-            ids[i] = tid
-            tfs[i] = f
-        return ids, tfs
+            ids.append(tid)
+        return ids
 
     def role_code(self, role: str) -> int:
         """The filter code of ``role`` (assigned on first sight; the 64th and later share one)."""
@@ -133,11 +131,11 @@ class TextIndex:
 
         A text with a question mark is flagged as asking (see :meth:`neighbours`)."""
         code = self.role_code(role)
-        ids, tfs = self._ids(index_terms(text))
+        terms = index_terms(text)
+        ids = self._ids(terms)  # small lists: cffi's own conversion beats building numpy arrays
         flags = lib.II_ASKS if "?" in text else 0
         with self._lock:
-            rc = lib.ii_add(self._ii, doc, ffi.from_buffer("uint32_t[]", ids), ffi.from_buffer("uint32_t[]", tfs),
-                            len(ids), ts, code, group, flags)
+            rc = lib.ii_add(self._ii, doc, ids, list(terms.values()), len(ids), ts, code, group, flags)
         if rc:
             _raise(self._ii, rc)
 
