@@ -152,7 +152,7 @@ def fts5_side_db(path: Path, rows_sql: str, store_db: Path) -> sqlite3.Connectio
     a table ``r(id, ts)`` and an external-content FTS5 ``porter unicode61`` table ``t``
     over the texts (built once). ``rows_sql`` selects (id, ts, text) from the store."""
     con = sqlite3.connect(path)
-    if not con.execute("SELECT name FROM sqlite_master WHERE name='t'").fetchone():
+    if not con.execute("SELECT name FROM sqlite_master WHERE name='r'").fetchone():
         con.execute("CREATE TABLE r(id INTEGER PRIMARY KEY, ts REAL NOT NULL, body TEXT NOT NULL)")
         con.execute("CREATE VIRTUAL TABLE t USING fts5(body, content='r', content_rowid='id', tokenize='porter unicode61')")
         src = sqlite3.connect(store_db)

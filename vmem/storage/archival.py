@@ -353,7 +353,8 @@ class ArchivalStore(abc.ABC):
         """BM25 ranking of passages passing ``f``: ((id, score) best first, sliced; total
         matches; whether that total is exact).
 
-        ``match`` is the FTS5 expression of ``query`` (backends without FTS5 use ``query``).
+        ``match`` is the FTS5-style expression of ``query`` (:func:`vmem.text.fts_query`;
+        the SQLite backend analyses ``query`` itself).
         """
 
     @abc.abstractmethod

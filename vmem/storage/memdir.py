@@ -156,8 +156,8 @@ class MemoryDir:
         every commit, survives power loss) or ``"normal"`` (survives a process
         crash; the last commits may be lost on power loss). ``index``:
         ``"hnsw"`` or ``"exact"`` (brute force). ``verify``: run SQLite's
-        ``quick_check`` (reads the whole file). ``index_autosave``: rewrite the
-        index file after this many unsaved changes (0: only at checkpoint/close).
+        ``quick_check`` (reads the whole file). ``index_autosave``: rewrite an
+        index file (vectors, or a text index) after this many unsaved changes to it (0: only at checkpoint/close).
 
         Raises StoreNotFoundError (create=False, nothing there),
         ForeignFileError, CorruptStoreError, SchemaVersionError,

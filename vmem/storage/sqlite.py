@@ -110,7 +110,7 @@ def _where(f: PassageFilter) -> tuple[str, list[Any]]:
 
 
 class SqliteArchival(ArchivalStore):
-    """Archival storage in SQLite (FTS5 BM25) plus a vector index cache (HNSW by default).
+    """Archival storage in SQLite plus two index caches: text (BM25, C) and vectors (HNSW by default).
 
     Made by :meth:`MemoryDir.open`; ``index_cls`` is :class:`vmem.index.PageIndex`
     or :class:`vmem.index.ExactIndex` (anything with their interface).
