@@ -17,10 +17,7 @@ Invariants:
    database does not are deleted from it, and a sample of its vectors is
    compared with the database's.
 2. In memory, the index holds exactly the committed passages: rows are added
-   to it after ``COMMIT`` (a post-commit hook), never before. The HNSW add
-   itself runs on a background thread (it costs as much as the commit's
-   fsync, which it overlaps); every read of ``index`` first moves what is
-   pending into it, so no reader sees the index behind the database.
+   to it after ``COMMIT`` (a post-commit hook), never before.
 3. Every stored embedding was made by the embedder named in meta
    ``embedder``; opening with another embedder re-embeds every passage (in
    one transaction) before anything else.
@@ -43,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,51 +141,10 @@ class SqliteArchival(ArchivalStore):
         self._index_errors = index_errors
         self._autosave = autosave
         self._unsaved = 0  # index changes since the file was last written
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # committed, not yet in the index
-        self._pending_lock = threading.Lock()  # guards _pending
-        self._add_lock = threading.Lock()  # held while a batch moves from _pending into the index
-        self._wake = threading.Event()
-        self._worker: threading.Thread | None = None
-        self._stopping = False
         self._reembed_if_needed()
         #: How the index was obtained at open: "loaded", "caught-up", "rebuilt".
         self.index_status = ""
-        self._index = self._open_index()
-
-    @property
-    def index(self) -> Any:
-        """The vector index, holding every committed passage (pending adds are applied first)."""
-        if self._pending:
-            self._drain()
-        return self._index
-
-    def _drain(self) -> None:
-        with self._add_lock:
-            with self._pending_lock:
-                batch, self._pending = self._pending, []
-            if batch:
-                ids = np.concatenate([b[0] for b in batch])
-                vecs = np.concatenate([b[1] for b in batch]) if len(batch) > 1 else batch[0][1]
-                self._index.add(ids, vecs)
-
-    def _run_worker(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                self._drain()
-            except Exception:  # the next reader drains again and raises in its own thread
-                log.exception("%s: adding passages to the vector index", self._index_path)
-
-    def _stop_worker(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            self._stopping = True
-            self._wake.set()
-            worker.join()
-            self._stopping = False
+        self.index = self._open_index()
 
     # -- the embedder and the index cache
 
@@ -315,7 +270,6 @@ class SqliteArchival(ArchivalStore):
 
     def close(self) -> None:
         """Save the index cache (the database is closed by the MemoryDir)."""
-        self._stop_worker()
         if not self._db.closed:
             self.checkpoint()
 
@@ -392,12 +346,7 @@ class SqliteArchival(ArchivalStore):
 
     def _after_insert(self, ids: np.ndarray, vecs: Any, rows: list[tuple[int, str, float, str, int]]) -> None:
         self.lexical.added(rows)
-        with self._pending_lock:
-            self._pending.append((ids, vecs))
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._run_worker, name="vmem-index-add", daemon=True)
-            self._worker.start()
-        self._wake.set()
+        self.index.add(ids, vecs)
         self._index_changed(len(ids))
 
     def _delete(self, page_ids: list[int]) -> int:
