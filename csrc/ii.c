@@ -31,6 +31,7 @@
  *      nterm postings.
  *   5. dead = the number of postings of documents that are not live;
  *      postings = the sum of the lists' lengths.
+ *   6. Between searches every accumulator of the exhaustive search is 0.
  *
  * Why the bounds stay valid without maintenance: the score of a posting grows
  * with tf and with avgdl and falls with the length, so (max tf, min length) of a
@@ -44,12 +45,13 @@
  * only the other lists are walked, and a candidate is looked up in the
  * non-essential lists (skipping whole blocks by their last doc) only while its
  * score plus their remaining bounds can still reach theta. The top k are
- * exact; the match count is exact when no list was ever skipped (always when
- * the lists hold at most exact_max postings), else estimated from the
+ * exact; the match count is exact when no list was ever skipped, else estimated from the
  * documents' frequencies assuming independence and flagged approximate.
  * Once the top k are full, a range of documents up to the first end of the
  * essential lists' current blocks is skipped whole when those blocks' bounds
  * plus the non-essential bounds fall below theta (block-max skipping).
+ * When the query's lists hold at most exact_max postings, the search is
+ * exhaustive instead, term at a time (search_taat), and its count exact.
  */
 #include "ii.h"
 
@@ -88,6 +90,8 @@ typedef struct ii_term {
 
 struct ii {
     ii_doc *docs;
+    double *acc;       /* exhaustive search: score accumulators, all 0 between searches */
+    uint32_t *touched; /* exhaustive search: the documents whose accumulator is set */
     uint32_t dcap;
     uint32_t next_doc;
     ii_term *terms;
@@ -149,7 +153,15 @@ static int reserve_docs(ii_t *ii, uint64_t want)
     if (!d)
         return fail(ii, II_ENOMEM, "ii_add: out of memory for %llu documents", (unsigned long long)ncap);
     ii->docs = d;
-    ii->dcap = (uint32_t)ncap;
+    double *acc = grow(ii, ii->acc, (size_t)ii->dcap * sizeof *acc, (size_t)ncap * sizeof *acc);
+    if (!acc)
+        return fail(ii, II_ENOMEM, "ii_add: out of memory for %llu documents", (unsigned long long)ncap);
+    ii->acc = acc;
+    uint32_t *touched = grow(ii, ii->touched, (size_t)ii->dcap * sizeof *touched, (size_t)ncap * sizeof *touched);
+    if (!touched)
+        return fail(ii, II_ENOMEM, "ii_add: out of memory for %llu documents", (unsigned long long)ncap);
+    ii->touched = touched;
+    ii->dcap = (uint32_t)ncap; /* only now: a failure above left every array at least dcap long */
     return II_OK;
 }
 
@@ -198,6 +210,8 @@ static void free_contents(ii_t *ii)
     }
     free(ii->terms);
     free(ii->docs);
+    free(ii->acc);
+    free(ii->touched);
 }
 
 void ii_free(ii_t *ii)
@@ -514,6 +528,78 @@ static void sift_up(uint32_t *docs, double *sc, size_t i)
     }
 }
 
+/* Heap sort of out[0..heap): each pass moves the worst left to the end, so the array ends best first. */
+static void heap_sort(uint32_t *docs, double *sc, size_t heap)
+{
+    for (size_t m = heap; m > 1; m--) {
+        double ts = sc[0];
+        sc[0] = sc[m - 1];
+        sc[m - 1] = ts;
+        uint32_t td = docs[0];
+        docs[0] = docs[m - 1];
+        docs[m - 1] = td;
+        sift_down(docs, sc, m - 1, 0);
+    }
+}
+
+/* Exhaustive search, term at a time: every posting of every query term adds its
+ * contribution to its document's accumulator, terms in query order (so each sum is
+ * the one the pruned path computes); then the admitted documents compete for the k
+ * places. Cheaper per posting than walking the lists side by side, and the count of
+ * matches comes out exact. */
+static void search_taat(ii_t *ii, cursor *cur, size_t nq, const ii_filter *f, size_t k, double avgdl,
+                        uint32_t *out_docs, double *out_scores, size_t *nout, uint64_t *total)
+{
+    cursor *byq[II_MAX_TERMS];
+    for (size_t i = 0; i < nq; i++) { /* query order */
+        size_t j = i;
+        while (j > 0 && byq[j - 1]->qi > cur[i].qi) {
+            byq[j] = byq[j - 1];
+            j--;
+        }
+        byq[j] = &cur[i];
+    }
+    double *acc = ii->acc;
+    uint32_t *touched = ii->touched;
+    size_t nt = 0;
+    for (size_t i = 0; i < nq; i++) {
+        const cursor *c = byq[i];
+        const ii_term *t = c->t;
+        for (uint32_t r = 0; r < t->n; r++) {
+            uint32_t d = t->doc[r];
+            const ii_doc *x = &ii->docs[d];
+            if (!x->live)
+                continue;
+            if (acc[d] == 0.0) /* contributions are > 0, so 0 means untouched */
+                touched[nt++] = d;
+            acc[d] += c->idf * tfpart(t->tf[r], x->len, avgdl);
+        }
+    }
+    size_t heap = 0;
+    uint64_t counted = 0;
+    for (size_t i = 0; i < nt; i++) {
+        uint32_t d = touched[i];
+        double s = acc[d];
+        acc[d] = 0.0;
+        if (!admits(ii, f, d))
+            continue;
+        counted++;
+        if (heap < k) {
+            out_docs[heap] = d;
+            out_scores[heap] = s;
+            sift_up(out_docs, out_scores, heap);
+            heap++;
+        } else if (k && !worse(s, d, out_scores[0], out_docs[0])) {
+            out_docs[0] = d;
+            out_scores[0] = s;
+            sift_down(out_docs, out_scores, heap, 0);
+        }
+    }
+    heap_sort(out_docs, out_scores, heap);
+    *nout = heap;
+    *total = counted;
+}
+
 int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, const ii_filter *f, size_t k,
               uint64_t exact_max, uint32_t *out_docs, double *out_scores, size_t *nout,
               uint64_t *total, int *exact)
@@ -562,6 +648,10 @@ int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, 
     for (size_t i = 0; i < nq; i++)
         ps[i] = cur[i].ub + (i ? ps[i - 1] : 0.0);
     const int exhaustive = entries <= exact_max;
+    if (exhaustive) {
+        search_taat(ii, cur, nq, f, k, avgdl, out_docs, out_scores, nout, total);
+        return II_OK;
+    }
     double contrib[II_MAX_TERMS];
     size_t heap = 0, e = 0; /* cursors [0, e) are non-essential */
     double theta = -INFINITY, tol = 0.0;
@@ -665,16 +755,7 @@ int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, 
                 skipped = 1;
         }
     }
-    /* heap sort: each pass moves the worst left to the end, so the array ends best first */
-    for (size_t m = heap; m > 1; m--) {
-        double ts = out_scores[0];
-        out_scores[0] = out_scores[m - 1];
-        out_scores[m - 1] = ts;
-        uint32_t td = out_docs[0];
-        out_docs[0] = out_docs[m - 1];
-        out_docs[m - 1] = td;
-        sift_down(out_docs, out_scores, m - 1, 0);
-    }
+    heap_sort(out_docs, out_scores, heap);
     *nout = heap;
     if (!skipped) {
         *total = counted;
@@ -1162,6 +1243,9 @@ int ii_check(ii_t *ii)
         BROKEN("ii_check: %llu live docs / %llu tokens counted, %llu / %llu recorded",
                (unsigned long long)ndocs, (unsigned long long)tokens, (unsigned long long)ii->ndocs,
                (unsigned long long)ii->tokens); /* 4 */
+    for (uint32_t d = 0; d < ii->dcap; d++)
+        if (ii->acc[d] != 0.0)
+            BROKEN("ii_check: accumulator of doc %u is %g between searches", d, ii->acc[d]); /* 6 */
     if (postings != ii->postings || dead != ii->dead)
         BROKEN("ii_check: %llu postings / %llu dead counted, %llu / %llu recorded", (unsigned long long)postings,
                (unsigned long long)dead, (unsigned long long)ii->postings, (unsigned long long)ii->dead); /* 5 */

@@ -43,9 +43,13 @@ _FORMAT = 1
 #: Distinct roles with their own filter bit; later roles share the last one.
 MAX_ROLES = lib.II_MAX_ROLE + 1
 _OTHER_ROLE = lib.II_MAX_ROLE
-#: Up to this many postings in a query's lists, totals are counted exactly (by
-#: scoring every match: ~10 ns a posting); beyond, estimated and flagged.
-DEFAULT_EXACT_MAX = 5_000
+#: Up to this many postings in a query's lists the search is exhaustive, term at a
+#: time (~5 ns a posting; totals exact); beyond, MaxScore with block skipping
+#: (totals estimated and flagged). On LoCoMo questions over LoCoMo-like turns the
+#: exhaustive search was as fast as MaxScore at 1M documents (1.46 against 1.38 ms
+#: p50 at k=10, 2.03 ms at k=100) and twice as fast at 100k: common words leave
+#: MaxScore little to skip. 200,000 covers 1,385 of the 1,396 questions at 1M.
+DEFAULT_EXACT_MAX = 200_000
 _ALL_ROLES = (1 << 64) - 1
 
 _ERRORS = {
