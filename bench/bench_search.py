@@ -129,7 +129,7 @@ def build_archival(path: Path, n: int, gen: TurnGen, *, session: int = 20, progr
             texts = gen.turns(min(10_000, n - have))
             for lo in range(0, len(texts), session):
                 s.archival.insert_many(texts[lo : lo + session], timestamp=T0 + dt.timedelta(hours=(have + lo) // session))
-            have += len(texts)
+            have = len(s.archival)  # repeated turns are stored once: count what is there
             if progress:
                 print(f"  archival {have}/{n} ({time.perf_counter() - t:.0f}s)", file=sys.stderr)
 
