@@ -7,6 +7,8 @@ Interface:
 - :func:`load_locomo` -- the conversations, turns and questions of a LoCoMo file.
 - :func:`parse_session_date` -- ``"1:56 pm on 8 May, 2023"`` to an aware UTC datetime.
 - :func:`normalise_evidence` -- clean the few malformed evidence ids.
+- :func:`select_context_loco` -- choose the stores' conversation-context weights
+  by leave-one-conversation-out, and score each choice on its held-out conversation.
 
 Protocol. Each conversation gets its own empty memory; every turn is stored as
 one page (``"Speaker: text"``, with the shared image's caption appended when
@@ -63,6 +65,9 @@ __all__ = [
     "normalise_evidence",
     "evaluate_locomo",
     "format_report",
+    "CONTEXT_GRID",
+    "select_context_loco",
+    "format_loco_report",
 ]
 
 #: Question categories as the official LoCoMo scorer numbers them.
@@ -474,4 +479,200 @@ def format_report(result: dict[str, Any], *, reference: dict[int, float] | None 
             row = res["by_category"].get(cat)
             if row:
                 lines.append(name.ljust(18) + "".join(f"{100 * row[k]:.1f}".rjust(8) for k in ks))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- context weights, leave one conversation out
+
+#: (forward from a question, forward from a statement, backward) shares tried for
+#: the stores' conversation context: round values from none to all of a turn's
+#: relevance, a 5 x 3 x 4 grid.
+CONTEXT_GRID: tuple[tuple[float, float, float], ...] = tuple(
+    (fq, fs, b) for fq in (0.0, 0.25, 0.5, 0.75, 1.0) for fs in (0.0, 0.25, 0.5) for b in (0.0, 0.125, 0.25, 0.5)
+)
+_OFF = (0.0, 0.0, 0.0)
+
+
+def _conversation_store(conv: Conversation, embedder: Embedder, speaker: bool) -> tuple[Any, Any, dict[str, int], dict[str, int]]:
+    """A temporary MemoryDir holding a conversation twice: each session's turns as one
+    archival ``insert_many`` (passages) and as recall messages (the first speaker as
+    "user"). Returns (store, tmpdir, dia_id -> passage id, dia_id -> message id)."""
+    from vmem.storage import MemoryDir
+
+    tmp = tempfile.TemporaryDirectory(prefix="vmem-loco-")
+    store = MemoryDir.open(Path(tmp.name) / "agent", embedder=embedder, create=True, durability="normal")
+    first = conv.turns[0].speaker if conv.turns else ""
+    passage_of: dict[str, int] = {}
+    message_of: dict[str, int] = {}
+    start = 0
+    turns = conv.turns
+    while start < len(turns):
+        end = start
+        while end < len(turns) and turns[end].session == turns[start].session:
+            end += 1
+        chunk = turns[start:end]
+        texts = [t.page_text(speaker=speaker) for t in chunk]
+        for t, got in zip(chunk, store.archival.insert_many(texts, timestamp=chunk[0].timestamp)):
+            passage_of[t.dia_id] = int(got[0])
+        mids = store.recall.append_many(
+            [("user" if t.speaker == first else "assistant", text, t.timestamp) for t, text in zip(chunk, texts)])
+        for t, mid in zip(chunk, mids):
+            message_of[t.dia_id] = int(mid)
+        start = end
+    return store, tmp, passage_of, message_of
+
+
+def select_context_loco(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    target: str = "archival",
+    grid: Sequence[tuple[float, float, float]] = CONTEXT_GRID,
+    ks: Sequence[int] = (10, 25),
+    embedder: Embedder | None = None,
+    speaker: bool = True,
+    progress: bool = True,
+    keep_categories: bool = True,
+) -> dict[str, Any]:
+    """Choose conversation-context weights by leave-one-conversation-out (LOCO).
+
+    ``target``: ``"archival"`` (the store's default search, hybrid) or
+    ``"recall"`` (conversation_search). For every conversation and every
+    ``(forward, backward)`` of ``grid``, each question is asked through the
+    store's default search with those shares (see :data:`CONTEXT_GRID`). Fold i picks the weights with
+    the best mean of R@10 and R@25 over the questions of the *other*
+    conversations (ties: the smaller weights) and is scored on conversation i
+    alone; the weights are never chosen on the conversation they are scored on.
+    ``keep_categories``: only weights under which no question category's R@10
+    or R@25 on the training conversations falls below context off are eligible
+    (off itself always is): the issue's "no category worse" as part of the rule.
+
+    Returns ``{"target", "grid", "folds": [{"held_out", "questions", "chosen",
+    "train": {k: r}, "test": {k: r}, "test_without": {k: r}}], "mean": {k: r},
+    "std": {k: r}, "mean_without": {k: r}, "by_category": {name: {k: r}},
+    "by_category_without": {...}, "chosen_counts": {"f/b": n}}``, recalls as
+    fractions; ``*_without`` is the same search with context off (0, 0, 0).
+    """
+    if target not in ("archival", "recall"):
+        raise ValueError(f"target must be 'archival' or 'recall', got {target!r}")
+    ks = sorted({int(k) for k in ks})
+    if 10 not in ks or 25 not in ks:
+        ks = sorted(set(ks) | {10, 25})
+    grid = [tuple(map(float, w)) for w in grid]
+    if _OFF not in grid:
+        grid.append(_OFF)
+    convs = load_locomo(path if path is not None else DEFAULT_LOCOMO_PATH)
+    embedder = embedder if embedder is not None else default_embedder()
+    top = ks[-1]
+    # rows[conv][w] -> list of (category, [recall@k for k in ks])
+    rows: list[dict[tuple[float, ...], list[tuple[int, list[float]]]]] = []
+    with _progress(len(grid) * sum(len(c.questions) for c in convs), progress) as bar:
+        for conv in convs:
+            store, tmp, passage_of, message_of = _conversation_store(conv, embedder, speaker)
+            per_w: dict[tuple[float, ...], list[tuple[int, list[float]]]] = {}
+            try:
+                for w in grid:
+                    if target == "archival":
+                        store.archival.context = w
+                        search, page_of = (lambda q: store.archival.search(q, page_size=top)), passage_of
+                    else:
+                        store.recall.context = w
+                        search, page_of = (lambda q: store.recall.search(q, page_size=top)), message_of
+                    out = per_w[w] = []
+                    for q in conv.questions:
+                        evidence = {page_of[d] for d in q.evidence}
+                        got = [int(h.item.id) for h in search(q.question).hits]
+                        out.append((q.category, [len(evidence.intersection(got[:k])) / len(evidence) for k in ks]))
+                        if bar is not None:
+                            bar.update(1)
+            finally:
+                store.close()
+                tmp.cleanup()
+            rows.append(per_w)
+
+    def mean(items: list[tuple[int, list[float]]]) -> list[float]:
+        return [float(x) for x in np.mean([r for _, r in items], axis=0)] if items else [0.0] * len(ks)
+
+    i10, i25 = ks.index(10), ks.index(25)
+    folds = []
+    pooled: list[tuple[int, list[float]]] = []
+    pooled_without: list[tuple[int, list[float]]] = []
+    def cat_means(items: list[tuple[int, list[float]]]) -> dict[int, list[float]]:
+        return {c: mean([x for x in items if x[0] == c]) for c in {c for c, _ in items}}
+
+    for i, conv in enumerate(convs):
+        def train_score(w: tuple[float, ...]) -> tuple[float, ...]:
+            m = mean([r for j, per in enumerate(rows) if j != i for r in per[w]])
+            return ((m[i10] + m[i25]) / 2, *(-x for x in w))
+
+        eligible = list(grid)
+        if keep_categories:
+            off = cat_means([r for j, per in enumerate(rows) if j != i for r in per[_OFF]])
+
+            def keeps(w: tuple[float, ...]) -> bool:
+                got = cat_means([r for j, per in enumerate(rows) if j != i for r in per[w]])
+                return all(got[c][i10] >= off[c][i10] and got[c][i25] >= off[c][i25] for c in off)
+
+            eligible = [w for w in grid if w == _OFF or keeps(w)]
+        chosen = max(eligible, key=train_score)
+        train = mean([r for j, per in enumerate(rows) if j != i for r in per[chosen]])
+        test = mean(rows[i][chosen])
+        without = mean(rows[i][_OFF])
+        pooled += rows[i][chosen]
+        pooled_without += rows[i][_OFF]
+        folds.append({
+            "held_out": conv.sample_id, "questions": len(rows[i][chosen]), "chosen": list(chosen),
+            "train": dict(zip(map(str, ks), train)), "test": dict(zip(map(str, ks), test)),
+            "test_without": dict(zip(map(str, ks), without)),
+        })
+
+    def by_cat(items: list[tuple[int, list[float]]]) -> dict[str, dict[str, float]]:
+        cats = sorted({c for c, _ in items})
+        return {CATEGORIES.get(c, str(c)): dict(zip(map(str, ks), mean([x for x in items if x[0] == c]))) for c in cats}
+
+    tests = np.array([[f["test"][str(k)] for k in ks] for f in folds])
+    withouts = np.array([[f["test_without"][str(k)] for k in ks] for f in folds])
+    counts: dict[str, int] = {}
+    for f in folds:
+        key = "/".join(f"{x:g}" for x in f["chosen"])
+        counts[key] = counts.get(key, 0) + 1
+    grid_scores = {}  # descriptive only: every grid point over every question (never used to choose)
+    for w in grid:
+        every = [r for per in rows for r in per[w]]
+        grid_scores["/".join(f"{x:g}" for x in w)] = {"overall": dict(zip(map(str, ks), mean(every))), "by_category": by_cat(every)}
+    return {
+        "target": target,
+        "keep_categories": keep_categories,
+        "grid": [list(w) for w in grid],
+        "grid_scores": grid_scores,
+        "folds": folds,
+        "mean": dict(zip(map(str, ks), map(float, tests.mean(axis=0)))),
+        "std": dict(zip(map(str, ks), map(float, tests.std(axis=0)))),
+        "min": dict(zip(map(str, ks), map(float, tests.min(axis=0)))),
+        "max": dict(zip(map(str, ks), map(float, tests.max(axis=0)))),
+        "mean_without": dict(zip(map(str, ks), map(float, withouts.mean(axis=0)))),
+        "by_category": by_cat(pooled),
+        "by_category_without": by_cat(pooled_without),
+        "chosen_counts": counts,
+    }
+
+
+def format_loco_report(res: dict[str, Any]) -> str:
+    """A plain-text table of :func:`select_context_loco`'s result (percent)."""
+    ks = list(res["mean"])
+    lines = [f"LOCO selection of context weights, {res['target']} store's default search "
+             f"({len(res['grid'])} grid points); each fold scored on its held-out conversation",
+             "held out     questions  chosen (fq/fs/b)  " + "".join(f"R@{k} ctx".rjust(10) + f"R@{k} off".rjust(10) for k in ks)]
+    for f in res["folds"]:
+        lines.append(f"{f['held_out']:12} {f['questions']:>9}  {'/'.join(f'{x:g}' for x in f['chosen']):17} "
+                     + "".join(f"{100 * f['test'][k]:10.1f}{100 * f['test_without'][k]:10.1f}" for k in ks))
+    lines.append("mean over folds" + " " * 30 + "".join(
+        f"{100 * res['mean'][k]:10.1f}{100 * res['mean_without'][k]:10.1f}" for k in ks))
+    lines.append("std / min / max over folds: " + ", ".join(
+        f"R@{k} {100 * res['std'][k]:.1f} / {100 * res['min'][k]:.1f} / {100 * res['max'][k]:.1f}" for k in ks))
+    lines.append("chosen by folds: " + ", ".join(f"{w} x{n}" for w, n in res["chosen_counts"].items()))
+    lines.append("")
+    lines.append("per category (each question with its fold's weights; 'off' = context 0/0/0)")
+    for cat, row in res["by_category"].items():
+        off = res["by_category_without"][cat]
+        lines.append(f"  {cat:14}" + "".join(f"   R@{k} {100 * row[k]:5.1f} (off {100 * off[k]:5.1f})" for k in ks))
     return "\n".join(lines)

@@ -5,11 +5,13 @@ Every turn of each conversation in the LoCoMo dev split becomes one page of a
 fresh memory (by default the real archival store, vmem.storage.MemoryDir);
 each question with evidence is asked, and recall@k of its evidence turns is
 reported per mode, overall and per category, beside the LoCoMo paper's DRAGON
-figures. The logic lives in vmem.evaluation (evaluate_locomo), which the CLI
+figures. The logic lives in vmem.app.evaluation (evaluate_locomo), which the CLI
 calls too; this script only parses arguments and prints.
 
     .venv/bin/python bench/locomo_retrieval.py
     .venv/bin/python bench/locomo_retrieval.py --modes text hybrid hybrid+context --json
+    .venv/bin/python bench/locomo_retrieval.py --loco            # context weights, leave one conversation out
+    .venv/bin/python bench/locomo_retrieval.py --loco recall     # the same for conversation_search
 
 The data (CC BY-NC 4.0) is read from ../shared/data/locomo/locomo_dev.json or
 --path; when it is absent the script says so and exits 0.
@@ -32,7 +34,9 @@ from vmem.app.evaluation import (  # noqa: E402
     BASE_MODES,
     PAPER_DRAGON,
     evaluate_locomo,
+    format_loco_report,
     format_report,
+    select_context_loco,
     store_available,
 )
 
@@ -83,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw", action="store_true", help="print the whole result (per category too) as JSON")
     p.add_argument("--quick", action="store_true", help="only the modes " + ", ".join(QUICK_MODES))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--loco", nargs="?", const="archival", choices=["archival", "recall"], default=None,
+                   help="choose the store's conversation-context weights by leave-one-conversation-out and "
+                        "score each fold on its held-out conversation (archival: hybrid search; recall)")
+    p.add_argument("--any-category", action="store_true",
+                   help="with --loco: let a fold choose weights that lower some category on its training set")
     args = p.parse_args(argv)
     if args.quick:
         args.modes = QUICK_MODES
@@ -103,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         from vmem.embed import default_embedder
 
         embedder = default_embedder()
+    if args.loco:
+        res = select_context_loco(args.path, target=args.loco, embedder=embedder, speaker=not args.no_speaker,
+                                  progress=not (args.no_progress or args.json or args.raw),
+                                  keep_categories=not args.any_category)
+        print(json.dumps(res, indent=1) if (args.json or args.raw) else format_loco_report(res))
+        return 0
     backend = args.backend if args.backend != "auto" else ("store" if store_available() else "memory")
     t0 = time.perf_counter()
     result = evaluate_locomo(

@@ -3,8 +3,8 @@
 The child (tests/crash_writer.py) prints one line per write after it
 returned, i.e. after COMMIT. After each kill the store must open cleanly
 (``PRAGMA quick_check`` included), hold every acknowledged message and
-passage with the exact content, and its vector index must hold exactly the
-passages in SQLite. The rounds go on in the same directory, so later rounds
+passage with the exact content, and its vector and text indexes must hold
+exactly the passages (and messages) in SQLite. The rounds go on in the same directory, so later rounds
 also recover from the earlier kills (stale index files, a WAL to replay).
 """
 
@@ -115,6 +115,9 @@ def check_store(path: Path, seed: int, rounds: dict[int, list[tuple[str, int, li
         # the index cache agrees with the database, and answers
         assert s.archival.verify_index()  # type: ignore[attr-defined]
         assert len(s.archival.index) == len(s.archival)  # type: ignore[attr-defined]
+        assert s.archival.verify_text_index() and s.recall._lex.verify()  # type: ignore[attr-defined]
+        s.archival.lexical.index.check()  # type: ignore[attr-defined]
+        s.recall._lex.index.check()
         if last_passage is not None:
             hit = s.archival.search(vector=s.embedder.embed([last_passage[1]])[0], mode="vector", page_size=1)
             assert hit.items[0].id == last_passage[0]

@@ -1,4 +1,4 @@
-"""vmem.evaluation on a tiny LoCoMo-shaped file made here (never the shared data)."""
+"""vmem.app.evaluation on a tiny LoCoMo-shaped file made here (never the shared data)."""
 
 from __future__ import annotations
 
@@ -121,3 +121,25 @@ def test_evaluate_locomo_rejects_bad_arguments(locomo: Path) -> None:
         evaluate_locomo(locomo, ks=(0,), progress=False)
     with pytest.raises(FileNotFoundError):
         evaluate_locomo(locomo.parent / "absent.json", progress=False)
+
+
+@pytest.mark.skipif(not store_available(), reason="needs vmem.storage")
+def test_select_context_loco_scores_each_fold_on_its_held_out_conversation(locomo: Path) -> None:
+    from vmem.app.evaluation import format_loco_report, select_context_loco
+
+    data = json.loads(locomo.read_text())
+    twin = json.loads(json.dumps(data[0]))
+    twin["sample_id"] = "conv-twin"
+    locomo.write_text(json.dumps([data[0], twin]))
+    grid = [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)]
+    res = select_context_loco(locomo, grid=grid, progress=False, speaker=False)
+    assert [f["held_out"] for f in res["folds"]] == ["conv-test", "conv-twin"]
+    # the dinosaur answer shares no word with its question but follows one: forward context finds it
+    for f in res["folds"]:
+        assert tuple(f["chosen"]) in grid and f["questions"] == 3
+        assert f["test"]["10"] >= f["test_without"]["10"]
+    assert res["mean"]["10"] == pytest.approx(sum(f["test"]["10"] for f in res["folds"]) / 2)
+    assert set(res["by_category"]) == {"multi-hop", "single-hop", "adversarial"}
+    assert "held out" in format_loco_report(res)
+    with pytest.raises(ValueError, match="target"):
+        select_context_loco(locomo, target="blocks", progress=False)

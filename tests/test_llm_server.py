@@ -15,7 +15,7 @@ import uuid
 import openai
 import pytest
 
-from kernel.drivers.openai import is_context_overflow
+from vmem.kernel.drivers.openai import is_context_overflow
 from llm_server import SMOLLM2_FILE, LLMServer, _unavailable
 
 pytestmark = pytest.mark.llm

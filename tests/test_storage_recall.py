@@ -1,4 +1,4 @@
-"""Recall storage: verbatim messages, FTS5 BM25 search, role/date filters, paging."""
+"""Recall storage: verbatim messages, BM25 search (FTS5's rules, the C index), role/date filters, paging."""
 
 from __future__ import annotations
 

@@ -148,7 +148,12 @@ class EvictionPlan(NamedTuple):
 
 
 class Admission(NamedTuple):
-    """What a page-in admitted into the working set and what it evicted (coldest first)."""
+    """What a page-in admitted into the working set and what it evicted (coldest first).
+
+    The two are disjoint: a page evicted for an earlier candidate and taken back
+    by a later one in the same call was resident before and after, so it is in
+    neither.
+    """
 
     admitted: np.ndarray
     evicted: np.ndarray

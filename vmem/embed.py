@@ -21,7 +21,7 @@ Exceptions::
 from __future__ import annotations
 
 import abc
-import hashlib
+import functools
 import math
 import os
 from collections import Counter
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vmem._fhash import blake2b64_many
 from vmem.errors import VmemError
 
 from vmem.text import STOP_WORDS, tokenize
@@ -89,6 +90,7 @@ def _normalise_rows(m: np.ndarray, fallback: np.ndarray | None = None) -> np.nda
 # ---------------------------------------------------------------- hashing
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _light_stem(word: str) -> str:
     """Strip the commonest English inflections so that word features of
     "paint", "paints", "painted" and "painting" coincide. Crude on purpose:
@@ -173,7 +175,7 @@ class HashEmbedder(Embedder):
         self.seed = int(seed)
         self._cache_size = int(cache_size)
         self._key = self.seed.to_bytes(8, "little", signed=False)
-        self._pairs: dict[str, tuple[int, float]] = {}
+        self._pairs: dict[tuple[str, str], tuple[int, float]] = {}
         self._reset_vocab()
         self.name = (
             f"hash-v1/d{dim}/c{lo}-{hi}/w{self.word_weight:g}/ch{self.char_weight:g}"
@@ -187,14 +189,10 @@ class HashEmbedder(Embedder):
 
     def _features(self, feats: list[str], weights: list[float]) -> tuple[np.ndarray, np.ndarray]:
         """Hash features to (bucket indices, signed weights)."""
-        idx = np.empty(len(feats), dtype=np.int64)
-        val = np.empty(len(feats), dtype=np.float32)
-        key, dim = self._key, self.dim
-        for i, (f, w) in enumerate(zip(feats, weights)):
-            h = int.from_bytes(hashlib.blake2b(f.encode("utf-8", "surrogatepass"), digest_size=8, key=key).digest(), "little")
-            idx[i] = (h >> 1) % dim
-            val[i] = -w if h & 1 else w
-        return idx, val
+        hv = blake2b64_many(self._key, feats)  # keyed BLAKE2b-64 in C, one call for them all
+        idx = ((hv >> np.uint64(1)) % np.uint64(self.dim)).astype(np.int64)
+        w = np.asarray(weights, dtype=np.float32)
+        return idx, np.where((hv & np.uint64(1)).astype(bool), -w, w)
 
     def _reset_vocab(self) -> None:
         """Forget every cached word (their features live in flat, growable arrays)."""
@@ -254,19 +252,19 @@ class HashEmbedder(Embedder):
         self._vocab[token] = wid
         return wid
 
-    def _pair(self, a: str, b: str) -> tuple[int, float]:
-        key = a + " " + b
-        hit = self._pairs.get(key)
-        if hit is not None:
-            return hit
-        if self.stem:
-            a, b = _light_stem(a), _light_stem(b)
-        idx, val = self._features(["b\x1f" + a + " " + b], [1.0])
-        entry = (int(idx[0]), float(val[0]))
-        if len(self._pairs) >= self._cache_size:
-            self._pairs.clear()
-        self._pairs[key] = entry
-        return entry
+    def _pairs_of(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, float]]:
+        """(bucket, sign) of each word pair, from the cache or hashed in one batch."""
+        cache = self._pairs
+        found = {k: cache[k] for k in keys if k in cache}
+        new = [k for k in dict.fromkeys(keys) if k not in found]
+        if new:
+            stem = _light_stem if self.stem else (lambda w: w)
+            idx, val = self._features(["b\x1f" + stem(a) + " " + stem(b) for a, b in new], [1.0] * len(new))
+            if len(cache) + len(new) > self._cache_size:
+                cache.clear()
+            for k, i, v in zip(new, idx.tolist(), val.tolist()):
+                found[k] = cache[k] = (i, v)
+        return found
 
     def _terms(self, text: str) -> list[str]:
         tokens = tokenize(text)
@@ -290,7 +288,9 @@ class HashEmbedder(Embedder):
         prow: list[int] = []
         pcol: list[int] = []
         pval: list[float] = []
-        word_id, pair, bw = self._word_id, self._pair, self.bigram_weight
+        word_id, bw = self._word_id, self.bigram_weight
+        pkeys: list[tuple[str, str]] = []
+        ptf: list[int] = []
         for r, text in enumerate(texts):
             terms = self._terms(text)
             if not terms:
@@ -300,11 +300,16 @@ class HashEmbedder(Embedder):
                 words.append(word_id(token))
                 tfs.append(tf)
             if bw > 0 and len(terms) > 1:
-                for (a, b), tf in Counter(zip(terms, terms[1:])).items():
-                    col, sign = pair(a, b)
+                for pair_key, tf in Counter(zip(terms, terms[1:])).items():
                     prow.append(r)
-                    pcol.append(col)
-                    pval.append(sign * bw * (1.0 + math.log(tf)))
+                    pkeys.append(pair_key)
+                    ptf.append(tf)
+        if pkeys:
+            entries = self._pairs_of(pkeys)
+            for pair_key, tf in zip(pkeys, ptf):
+                col, sign = entries[pair_key]
+                pcol.append(col)
+                pval.append(sign * bw * (1.0 + math.log(tf)))
         # pass 2 (numpy): expand every (text, word) entry into the word's feature slots
         out = np.zeros(n * dim, dtype=np.float64)
         if words:

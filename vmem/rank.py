@@ -46,14 +46,17 @@ pages are turns of a conversation, :func:`spread` passes half of each page's
 (normalised) score to the turn that follows it and a quarter to the turn before
 it: a turn's relevance is evidence, weaker than a direct match, that its reply
 is relevant (question -> answer is the commonest adjacency pair), and weaker
-still for the turn that prompted it. Both weights are round "half as sure"
-steps, not fitted values.
+still for the turn that prompted it. Given which turns ask a question
+(``asks``), the forward share flows only from those: a statement's
+neighbour is no more likely to be relevant than any turn (on LoCoMo, spreading
+from every turn displaced direct matches of temporal questions). The stores
+choose their shares by leave-one-conversation-out (vmem/evaluation.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 __all__ = ["fuse", "spread", "as_hits", "DEFAULT_TEXT_WEIGHT", "DEFAULT_RRF_K"]
@@ -181,6 +184,9 @@ def spread(
     prev_of: Neighbour | None = None,
     forward: float = 0.5,
     backward: float = 0.25,
+    expand: bool = True,
+    asks: Container[int] | None = None,
+    statement_forward: float = 0.0,
 ) -> list[tuple[int, float]]:
     """Let relevance flow to neighbouring turns of a conversation.
 
@@ -190,21 +196,26 @@ def spread(
     it) and ``backward`` times its score to ``prev_of(page)`` (the turn it
     replies to); ``next_of``/``prev_of`` are mappings or callables returning
     ``None`` where there is no neighbour. A neighbour that was not among the
-    hits becomes a candidate. Returns ``[(page_id, score), ...]`` best first.
+    hits becomes a candidate (``expand=False``: it gets nothing, so the result
+    holds exactly the hits, re-ordered). With ``asks`` (the pages that ask a
+    question), only those pass ``forward`` to their reply, and the others
+    ``statement_forward``: question -> answer is the adjacency pair that makes
+    a reply relevant. Returns ``[(page_id, score), ...]`` best first.
     See the module docstring for the reasoning behind the defaults.
     """
-    if not (0.0 <= forward <= 1.0 and 0.0 <= backward <= 1.0):
-        raise ValueError(f"spread: forward and backward must be in [0, 1], got {forward!r}, {backward!r}")
+    if not (0.0 <= forward <= 1.0 and 0.0 <= backward <= 1.0 and 0.0 <= statement_forward <= 1.0):
+        raise ValueError(f"spread: shares must be in [0, 1], got {forward!r}, {backward!r}, {statement_forward!r}")
     h = _clean(hits, "spread(hits)", None)
     base = _normalise(h)
     first_seen = {pid: r for r, (pid, _) in enumerate(h)}
     scores: dict[int, float] = dict(base)
     for pid, s in base.items():
-        for rel, w in ((next_of, forward), (prev_of, backward)):
+        fwd = forward if asks is None or pid in asks else statement_forward
+        for rel, w in ((next_of, fwd), (prev_of, backward)):
             if w == 0.0 or s == 0.0:
                 continue
             n = _lookup(rel, pid)
-            if n is not None and n != pid:
+            if n is not None and n != pid and (expand or n in base):
                 scores[n] = scores.get(n, 0.0) + w * s
     return _order(scores, first_seen)
 

@@ -46,7 +46,11 @@ log = logging.getLogger("vmem.storage")
 
 #: ``PRAGMA application_id`` of a vmem store: b"vmem" as a big-endian int.
 APPLICATION_ID = int.from_bytes(b"vmem", "big")
-#: ``PRAGMA user_version``: the schema version this code writes and reads.
+#: ``PRAGMA user_version``: the schema version this code writes and reads. Version 1
+#: kept FTS5 tables (and triggers) for text search; version 2 drops them for the
+#: stores' own index caches (vmem/storage/lexical.py), records each passage's insert
+#: call (``grp``), and adds the event log, the passage ledger and the journal.
+#: Version 1 stores are migrated on open.
 SCHEMA_VERSION = 2
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -63,18 +67,6 @@ CREATE TABLE messages(
 );
 CREATE INDEX messages_ts ON messages(ts);
 CREATE INDEX messages_role_ts ON messages(role, ts);
-CREATE VIRTUAL TABLE messages_fts USING fts5(
-    content, content='messages', content_rowid='id', tokenize='porter unicode61');
-CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-END;
-CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-END;
-CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-END;
 
 CREATE TABLE passages(
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -82,7 +74,8 @@ CREATE TABLE passages(
     hash      BLOB NOT NULL UNIQUE,
     ts        REAL NOT NULL,
     tags      BLOB,
-    embedding BLOB
+    embedding BLOB,
+    grp       INTEGER
 );
 CREATE INDEX passages_ts ON passages(ts);
 CREATE TABLE passage_tags(
@@ -91,14 +84,6 @@ CREATE TABLE passage_tags(
     PRIMARY KEY(tag, passage_id)
 ) WITHOUT ROWID;
 CREATE INDEX passage_tags_pid ON passage_tags(passage_id);
-CREATE VIRTUAL TABLE passages_fts USING fts5(
-    text, content='passages', content_rowid='id', tokenize='porter unicode61');
-CREATE TRIGGER passages_ai AFTER INSERT ON passages BEGIN
-    INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER passages_ad AFTER DELETE ON passages BEGIN
-    INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
 
 CREATE TABLE blocks(
     label       TEXT PRIMARY KEY,
@@ -118,17 +103,24 @@ CREATE TABLE archival_ids(id INTEGER PRIMARY KEY);
 CREATE TABLE journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 """
 
+#: Schema objects every store must have (checked at open).
+_REQUIRED = {"meta", "messages", "passages", "passage_tags", "blocks", "kv", "events", "archival_ids", "journal"}
+
 #: Statements that bring a store of an older schema version to the next one (run once, in a transaction).
 _MIGRATIONS = {
-    1: ["CREATE TABLE events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL)",
-        "CREATE TABLE archival_ids(id INTEGER PRIMARY KEY)",
-        "CREATE TABLE journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL)"],
-}
-
-#: Schema objects every store must have (checked at open).
-_REQUIRED = {
-    "meta", "messages", "messages_fts", "passages", "passage_tags", "passages_fts", "blocks", "kv", "events",
-    "archival_ids", "journal",
+    1: [
+        "DROP TRIGGER IF EXISTS messages_ai",
+        "DROP TRIGGER IF EXISTS messages_ad",
+        "DROP TRIGGER IF EXISTS messages_au",
+        "DROP TRIGGER IF EXISTS passages_ai",
+        "DROP TRIGGER IF EXISTS passages_ad",
+        "DROP TABLE IF EXISTS messages_fts",
+        "DROP TABLE IF EXISTS passages_fts",
+        "ALTER TABLE passages ADD COLUMN grp INTEGER",
+        "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS archival_ids(id INTEGER PRIMARY KEY)",
+        "CREATE TABLE IF NOT EXISTS journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL)",
+    ],
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}

@@ -15,11 +15,14 @@ id is returned, and the new tags are added to it (its timestamp is kept).
 
 Search semantics, the same for every backend:
 
-- ``text``: BM25 over the passages' words; ``total`` counts matching passages.
+- ``text``: BM25 over the passages' words; ``total`` counts matching passages
+  (exact when cheap, else an estimate: ``SearchPage.total_is_exact``).
 - ``vector``: cosine similarity to ``vector`` (or to the embedded ``query``);
   every passage that passes the filters is a candidate, so ``total`` is their count.
-- ``hybrid``: text and vector rankings fused by :func:`vmem.rank.fuse`; without
-  a searchable query it is a vector search. ``total`` as for vector.
+- ``hybrid``: text and vector rankings fused by :func:`vmem.rank.fuse`, then,
+  where the backend knows the passages' order (SQLite), conversation context
+  (:func:`vmem.rank.spread`); without a searchable query it is a vector
+  search. ``total`` as for vector.
 - neither a query nor a vector: the filtered passages, newest first (score 0.0).
 
 Filters (``tags`` with ``tags_match``, ``start``/``end``) restrict the candidate
@@ -258,8 +261,8 @@ class ArchivalStore(abc.ABC):
             match = self._fts_query(q)  # type: ignore[arg-type]
             if match is None:
                 return SearchPage([], page, 0, 0)
-            ranked, total = self._text_hits(q, match, f, offset, page_size)  # type: ignore[arg-type]
-            return self._page(ranked, page, page_size, total)
+            ranked, total, exact = self._text_hits(q, match, f, offset, page_size)  # type: ignore[arg-type]
+            return self._page(ranked, page, page_size, total, exact)
 
         total = self._count(f)
         if total == 0:
@@ -274,13 +277,8 @@ class ArchivalStore(abc.ABC):
             ranked = self._vector_hits(vec, f, deep)[offset:]
             return self._page(ranked, page, page_size, total)
 
-        match = self._fts_query(q)
-        text_ranked = self._text_hits(q, match, f, 0, deep)[0] if match is not None else []
-        vec_ranked = self._vector_hits(vec, f, deep)
-        if self._fuse is None:
-            raise RuntimeError("hybrid search needs vmem.rank.fuse")
-        fused = self._fuse(text_ranked, vec_ranked)
-        return self._page([(int(i), float(s)) for i, s in fused][offset:], page, page_size, total)
+        fused = self._hybrid(q, vec, f, deep, depth)
+        return self._page(fused[offset:], page, page_size, total)
 
     def close(self) -> None:
         """Release the backend's resources (idempotent)."""
@@ -307,11 +305,26 @@ class ArchivalStore(abc.ABC):
             )
         return np.ascontiguousarray(vecs)
 
-    def _page(self, ranked: list[tuple[int, float]], page: int, page_size: int, total: int) -> SearchPage[Passage]:
+    def _page(self, ranked: list[tuple[int, float]], page: int, page_size: int, total: int,
+              exact: bool = True) -> SearchPage[Passage]:
         ranked = ranked[:page_size]
         found = self._fetch([i for i, _ in ranked])
         hits = [Hit(found[i], s) for i, s in ranked if i in found]
-        return SearchPage(hits, page, page_count(total, page_size), total)
+        return SearchPage(hits, page, page_count(total, page_size), total, exact)
+
+    def _hybrid(self, q: str, vec: np.ndarray, f: PassageFilter, deep: int, depth: int) -> list[tuple[int, float]]:
+        """The hybrid ranking of ``deep`` text and ``deep`` vector hits, best first
+        (at least its first ``depth`` entries, when there are that many)."""
+        match = self._fts_query(q)
+        text_ranked = self._text_hits(q, match, f, 0, deep)[0] if match is not None else []
+        vec_ranked = self._vector_hits(vec, f, deep)
+        if self._fuse is None:
+            raise RuntimeError("hybrid search needs vmem.rank.fuse")
+        return self._context([(int(i), float(s)) for i, s in self._fuse(text_ranked, vec_ranked)], f)
+
+    def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
+        """Re-rank a hybrid ranking with conversation context (backends that know the order)."""
+        return ranked
 
     # -- backend primitives
 
@@ -342,10 +355,12 @@ class ArchivalStore(abc.ABC):
     @abc.abstractmethod
     def _text_hits(
         self, query: str, match: str, f: PassageFilter, offset: int, limit: int
-    ) -> tuple[list[tuple[int, float]], int]:
-        """BM25 ranking of passages passing ``f``: ((id, score) best first, sliced; total matches).
+    ) -> tuple[list[tuple[int, float]], int, bool]:
+        """BM25 ranking of passages passing ``f``: ((id, score) best first, sliced; total
+        matches; whether that total is exact).
 
-        ``match`` is the FTS5 expression of ``query`` (backends without FTS5 use ``query``).
+        ``match`` is the FTS5-style expression of ``query`` (:func:`vmem.text.fts_query`;
+        the SQLite backend analyses ``query`` itself).
         """
 
     @abc.abstractmethod

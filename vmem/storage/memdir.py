@@ -4,6 +4,8 @@ Layout::
 
     <dir>/vmem.db (+ -wal, -shm)   SQLite, WAL mode: messages, passages, blocks, state, meta
     <dir>/archival.idx             the vector index: a cache, rebuilt from vmem.db when stale
+    <dir>/recall.tix               the text index of the messages: a cache, likewise
+    <dir>/archival.tix             the text index of the passages (SQLite archival): likewise
     <dir>/archival.milvus.db       Milvus Lite data, when archival="milvus" (local)
     <dir>/lock                     flock'ed while the store is open
 
@@ -43,12 +45,15 @@ try:  # POSIX advisory locks; elsewhere the store is unlocked
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["DB_NAME", "INDEX_NAME", "MILVUS_LITE_NAME", "MemoryDir", "MilvusConfig"]
+__all__ = ["DB_NAME", "INDEX_NAME", "RECALL_TEXT_NAME", "ARCHIVAL_TEXT_NAME", "MILVUS_LITE_NAME", "MemoryDir",
+           "MilvusConfig"]
 
 log = logging.getLogger("vmem.storage")
 
 DB_NAME = "vmem.db"
 INDEX_NAME = "archival.idx"
+RECALL_TEXT_NAME = "recall.tix"
+ARCHIVAL_TEXT_NAME = "archival.tix"
 MILVUS_LITE_NAME = "archival.milvus.db"
 _LOCK_NAME = "lock"
 
@@ -156,11 +161,12 @@ class MemoryDir:
         every commit, survives power loss) or ``"normal"`` (survives a process
         crash; the last commits may be lost on power loss). ``index``:
         ``"hnsw"`` or ``"exact"`` (brute force). ``verify``: run SQLite's
-        ``quick_check`` (reads the whole file). ``index_autosave``: rewrite the
-        index file after this many unsaved changes (0: only at checkpoint/close).
-        ``read_only``: open beside a writer (another process may hold the store):
-        no lock is taken, nothing is written (the index is reconciled in memory
-        only), reads see the last commit, and every write raises ReadOnlyStoreError.
+        ``quick_check`` (reads the whole file). ``index_autosave``: rewrite an
+        index file (vectors, or a text index) after this many unsaved changes to it
+        (0: only at checkpoint/close). ``read_only``: open beside a writer (another
+        process may hold the store): no lock is taken, nothing is written (the index
+        caches are reconciled in memory only), reads see the last commit, and every
+        write raises ReadOnlyStoreError.
 
         Raises StoreNotFoundError (create=False, nothing there),
         ForeignFileError, CorruptStoreError, SchemaVersionError,
@@ -235,7 +241,11 @@ class MemoryDir:
 
             embedder = default_embedder()
         self.embedder = embedder
-        self.recall = RecallStore(self._db, fts_query)
+        from vmem.storage.lexical import LexicalCache
+
+        self.recall = RecallStore(
+            self._db, LexicalCache(self._db, self.path / RECALL_TEXT_NAME, "messages", self.store_id, autosave=autosave)
+        )
         self.blocks = Blocks(self._db)
         self.state = KernelState(self._db)
         self.events = EventLog(self._db)
@@ -269,13 +279,17 @@ class MemoryDir:
                 from vmem.index import ExactIndex as index_cls
             else:
                 raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
+            from vmem.storage.lexical import LexicalCache
             from vmem.storage.sqlite import SqliteArchival
 
+            lexical = LexicalCache(self._db, self.path / ARCHIVAL_TEXT_NAME, "passages", self.store_id,
+                                   autosave=autosave)
             return SqliteArchival(
                 self._db,
                 self.embedder,
                 self.path / INDEX_NAME,
                 index_cls=index_cls,
+                lexical=lexical,
                 index_errors=(IndexFormatError, IndexMismatchError, OSError, EOFError, ValueError),
                 fts_query=fts_query,
                 fuse=fuse,
@@ -349,9 +363,10 @@ class MemoryDir:
             yield self
 
     def checkpoint(self) -> None:
-        """Write the index cache and fold the WAL into the database file."""
+        """Write the index caches and fold the WAL into the database file."""
         self._db.check_open()
         self.archival.checkpoint()
+        self.recall._lex.save()
         self._db.checkpoint()
 
     def checkpoint_in_background(self, min_wal_bytes: int = 4 << 20) -> None:
@@ -381,6 +396,10 @@ class MemoryDir:
                 self.archival.close()
             except VmemStorageError as e:
                 log.warning("%s: closing archival storage: %s", self.path, e)
+            try:
+                self.recall._lex.save()
+            except (VmemStorageError, OSError) as e:
+                log.warning("%s: saving the recall text index: %s", self.path, e)
             try:
                 self._db.checkpoint()
             except VmemStorageError as e:

@@ -370,7 +370,7 @@ class MilvusArchival(ArchivalStore):
 
     def _text_hits(
         self, query: str, match: str, f: PassageFilter, offset: int, limit: int
-    ) -> tuple[list[tuple[int, float]], int]:
+    ) -> tuple[list[tuple[int, float]], int, bool]:
         terms = " ".join(_terms(match)) or query
         expr = _expr(f)
         text_expr = f"TEXT_MATCH(text, {_lit(terms)})"
@@ -378,7 +378,7 @@ class MilvusArchival(ArchivalStore):
         total = int(total_rows[0]["count(*)"]) if total_rows else 0
         window = min(offset + limit, total, MAX_WINDOW)
         if window <= offset:
-            return [], total
+            return [], total, True
         with self._errors("searching passages by text"):
             res = self._c.search(
                 self.collection, data=[terms], anns_field="sparse", limit=window, filter=expr,
@@ -388,7 +388,7 @@ class MilvusArchival(ArchivalStore):
         # ascending), a server positive (descending): either way the list is
         # best first and abs() is the score
         hits = [(_pid(int(h["id"])), abs(float(h["distance"]))) for h in res[0]]
-        return hits[offset:], total
+        return hits[offset:], total, True
 
     def _vector_hits(self, vector: np.ndarray, f: PassageFilter, k: int) -> list[tuple[int, float]]:
         if k <= 0:

@@ -2,10 +2,22 @@
 
 Interface: ``append`` / ``append_many`` (one transaction), ``get`` /
 ``get_many``, ``len()``, and ``search(query, roles, start, end, page,
-page_size)``: ranked by SQLite FTS5 BM25 (``porter unicode61``) when a query
-is given, newest first otherwise. Role and date filters are part of the SQL
-statement, so they apply before the page is cut and ``total`` counts only
-matching messages.
+page_size)``: ranked when a query is given, newest first otherwise.
+
+Ranking: BM25 (FTS5's formula and ``porter unicode61`` matching) over the
+store's text index (:class:`~vmem.storage.lexical.LexicalCache`, exact top-k
+in C), then, when ``context`` is set (off by default: it did not help
+conversation search on LoCoMo), *conversation context* among the matches: each match passes a
+share of its relevance to the matching message after it (``forward``, more
+from a question) and before it (``backward``) when they are at most
+``CONTEXT_GAP`` seconds apart
+(:func:`vmem.rank.spread` with ``expand=False``): a reply is about what it
+replies to. Only matches are returned (conversation_search is a word search:
+``total`` counts matching messages). Role and date filters apply inside the
+index, before the top-k cut. With context, pages are ranked ``PAGE_BUCKET``
+results at a time, so the pages of one search are disjoint and complete
+(without, the exact top-k is the same at every depth). ``total`` is exact
+when counting it was cheap (``SearchPage.total_is_exact``), else an estimate.
 """
 
 from __future__ import annotations
@@ -15,10 +27,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from vmem.pageid import PageKind, make_page_id, page_kind, page_serial
 from vmem.storage._db import Database
 from vmem.storage.errors import NotFoundError
+from vmem.storage.lexical import LexicalCache
+from vmem.rank import spread
 from vmem.storage.records import (
     Hit,
     Message,
@@ -32,7 +47,17 @@ from vmem.storage.records import (
     utcnow,
 )
 
-__all__ = ["MessageInput", "RecallStore"]
+__all__ = ["MessageInput", "RecallStore", "CONTEXT_GAP", "DEFAULT_CONTEXT", "PAGE_BUCKET"]
+
+#: Neighbouring messages further apart than this (seconds) pass no relevance.
+CONTEXT_GAP = 3600.0
+#: (forward from a question, forward from a statement, backward) shares of
+#: :func:`vmem.rank.spread` for recall search: off. Re-ranking matches by their
+#: neighbours did not pass leave-one-conversation-out on LoCoMo (5 of 7 folds chose
+#: off under the no-category-worse rule; select_context_loco(target="recall")).
+DEFAULT_CONTEXT = (0.0, 0.0, 0.0)
+#: Ranked searches are computed this many results at a time (see the module docstring).
+PAGE_BUCKET = 100
 
 #: What ``append_many`` accepts per message: a mapping with ``role``, ``content``
 #: and optional ``timestamp``/``meta``, or a ``(role, content[, timestamp[, meta]])`` tuple.
@@ -96,9 +121,13 @@ def _norm_message(item: MessageInput) -> tuple[str, str, float, bytes | None]:
 class RecallStore:
     """Every message, verbatim (the "swap" tier). Obtained from ``MemoryDir.recall``."""
 
-    def __init__(self, db: Database, fts_query: Any) -> None:
+    def __init__(self, db: Database, lexical: LexicalCache, *,
+                 context: tuple[float, float, float] = DEFAULT_CONTEXT) -> None:
         self._db = db
-        self._fts_query = fts_query
+        self._lex = lexical
+        #: (forward from a question, forward from a statement, backward) relevance
+        #: shares passed between neighbouring matches; zeros turn it off.
+        self.context = context
         #: Messages appended through this object: a cheap way for a cache of the store's size to
         #: tell that it is stale (the store's lock keeps other processes out).
         self.appends = 0
@@ -133,6 +162,8 @@ class RecallStore:
                 c.execute("INSERT INTO messages(role, content, ts, meta) VALUES (?, ?, ?, ?)", r).lastrowid
                 for r in rows
             ]
+            added = [(i, r[1], r[2], r[0], 0) for i, r in zip(ids, rows)]
+            self._db.after_commit(lambda: self._lex.added(added))
             self.appends += len(ids)
         return [make_page_id(PageKind.MESSAGE, i) for i in ids]
 
@@ -218,17 +249,60 @@ class RecallStore:
                 ).fetchall()
             hits = [Hit(_row_to_message(r), 0.0) for r in rows]
             return SearchPage(hits, page, page_count(total, page_size), total)
-        match = self._fts_query(query)
-        if match is None:
-            return SearchPage([], page, 0, 0)
-        cond = " AND ".join(["messages_fts MATCH ?", *where])
-        frm = "messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-        with self._db.reading("searching messages") as c:
-            total = c.execute(f"SELECT count(*) FROM {frm} WHERE {cond}", [match, *args]).fetchone()[0]
-            rows = c.execute(
-                f"SELECT {_COLS}, messages_fts.rank FROM {frm} WHERE {cond} "
-                "ORDER BY messages_fts.rank, m.id DESC LIMIT ? OFFSET ?",
-                [match, *args, page_size, offset],
-            ).fetchall()
-        hits = [Hit(_row_to_message(r[:5]), -float(r[5])) for r in rows]
-        return SearchPage(hits, page, page_count(total, page_size), total)
+        return self._ranked(query, role_list if roles is not None else None, lo, hi, page, page_size)
+
+    def _ranked(self, query: str, roles: list[str] | None, lo: float | None, hi: float | None,
+                page: int, page_size: int) -> SearchPage[Message]:
+        index = self._lex.index
+        mask = allow = None
+        if roles is not None:
+            mask = index.roles_mask(roles)
+            if mask is None:  # a role beyond the index's 63 filter bits: filter by SQL
+                allow = self._role_bitmap(roles)
+        depth = (page + 1) * page_size
+        # exact BM25 top-k is the same at any depth; context re-ranking needs a fixed one
+        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) else depth
+        with self._db.lock:
+            self._db.check_open()
+            found = index.search(query, deep, lo=lo, hi=hi, roles=mask, allow=allow)
+            ranked = [(int(d), float(s)) for d, s in zip(found.docs, found.scores)]
+            total, exact = found.total, found.exact
+            fq, fs, bwd = self.context
+            if ranked and (fq or fs or bwd):
+                prev, nxt, asks = index.neighbours(found.docs, max_gap=CONTEXT_GAP, lo=lo, hi=hi, roles=mask,
+                                                   allow=allow)
+                ranked = spread(ranked, next_of=_links(found.docs, nxt), prev_of=_links(found.docs, prev),
+                                forward=fq, backward=bwd, expand=False, statement_forward=fs,
+                                asks={int(d) for d, a in zip(found.docs, asks) if a})
+        window = ranked[page * page_size : depth]
+        found_msgs = self._fetch([d for d, _ in window])
+        hits = [Hit(found_msgs[d], s) for d, s in window if d in found_msgs]
+        return SearchPage(hits, page, page_count(total, page_size), total, exact)
+
+    def _role_bitmap(self, roles: list[str]) -> np.ndarray:
+        with self._db.reading("filtering messages") as c:
+            ids = np.fromiter((r[0] for r in c.execute(
+                f"SELECT id FROM messages WHERE role IN ({','.join('?' * len(roles))})", roles)), dtype=np.int64)
+        return bitmap(ids)
+
+    def _fetch(self, serials: list[int]) -> dict[int, Message]:
+        out: dict[int, Message] = {}
+        if not serials:
+            return out
+        with self._db.reading("reading messages") as c:
+            q = f"SELECT {_COLS} FROM messages m WHERE m.id IN ({','.join('?' * len(serials))})"
+            for row in c.execute(q, serials):
+                out[row[0]] = _row_to_message(row)
+        return out
+
+
+def _links(docs: np.ndarray, other: np.ndarray) -> dict[int, int]:
+    return {int(d): int(o) for d, o in zip(docs, other) if o}
+
+
+def bitmap(ids: np.ndarray) -> np.ndarray:
+    """A uint64 bitmap with the bits of ``ids`` (non-negative ints) set."""
+    ids = np.asarray(ids, dtype=np.int64)
+    words = np.zeros(int(ids.max()) // 64 + 1 if len(ids) else 1, dtype=np.uint64)
+    np.bitwise_or.at(words, ids >> 6, np.left_shift(np.uint64(1), (ids & 63).astype(np.uint64)))
+    return words

@@ -88,12 +88,17 @@ class Hit(Generic[T]):
 
 @dataclass(frozen=True)
 class SearchPage(Generic[T]):
-    """Page ``page`` (0-based) of ``pages`` of a search that matched ``total`` records."""
+    """Page ``page`` (0-based) of ``pages`` of a search that matched ``total`` records.
+
+    ``total_is_exact`` is False when ``total`` (and so ``pages``) is an estimate:
+    ranked searches stop before enumerating every match of a common word.
+    """
 
     hits: list[Hit[T]]
     page: int
     pages: int
     total: int
+    total_is_exact: bool = True
 
     @property
     def items(self) -> list[T]:

@@ -1,9 +1,11 @@
 """Archival storage in the MemoryDir's SQLite file, with an HNSW index file as a cache.
 
-Layout: table ``passages`` (text, content hash UNIQUE, epoch ts, tags, and the
-embedding as a little-endian float32 blob), ``passage_tags`` for filtering,
-and the FTS5 table ``passages_fts`` (BM25). The vector index lives in
-``<dir>/archival.idx`` (:class:`vmem.index.PageIndex` format).
+Layout: table ``passages`` (text, content hash UNIQUE, epoch ts, tags, the
+embedding as a little-endian float32 blob, and ``grp``: the id of the first
+passage its insert call stored), ``passage_tags`` for filtering. Two caches
+of it: the vector index in ``<dir>/archival.idx`` (:class:`vmem.index.PageIndex`
+format) and the text index in ``<dir>/archival.tix`` (BM25 in C,
+:mod:`vmem.storage.lexical`).
 
 Invariants:
 
@@ -23,6 +25,15 @@ Invariants:
    (dot products) when it is small, else by HNSW with a membership filter,
    which falls back to exact scoring itself when the graph comes up short,
    so ``min(k, candidates)`` results are always returned.
+5. The text index follows the same rules as the vector index (1, 2); text
+   search filters dates inside the index and tags through a bitmap of the
+   tagged passages, before the top-k cut.
+
+Conversation context: passages stored by one insert call (a conversation's
+turns, or the chunks of one long text) keep their order, and hybrid search
+passes a share of each hit's relevance to the passage after it (more when the
+hit asks a question) and the one before it in the same call
+(:func:`vmem.rank.spread`, shares ``context``).
 """
 
 from __future__ import annotations
@@ -38,10 +49,19 @@ import numpy as np
 
 from vmem.pageid import PageKind, make_page_id, page_serial
 from vmem.storage._db import Database, fsync_dir
+from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
 from vmem.storage.archival import ArchivalStore, PassageFilter
+from vmem.storage.lexical import LexicalCache
+from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
 
-__all__ = ["EXACT_MAX", "SqliteArchival"]
+__all__ = ["DEFAULT_CONTEXT", "EXACT_MAX", "SqliteArchival"]
+
+#: (forward from a question, forward from a statement, backward) shares of
+#: :func:`vmem.rank.spread` in hybrid search: what 6 of the 7 leave-one-conversation-out
+#: folds on the LoCoMo dev split chose (select_context_loco in vmem/evaluation.py;
+#: the seventh chose 0.75/0.25/0.25), each fold on the other six conversations only.
+DEFAULT_CONTEXT = (0.75, 0.0, 0.25)
 
 log = logging.getLogger("vmem.storage")
 
@@ -53,6 +73,7 @@ _BATCH = 4096
 _F32 = np.dtype("<f4")
 
 _PCOLS = "p.id, p.text, p.tags, p.ts"
+_SERIAL_MASK = (1 << 56) - 1
 
 
 def _pid(serial: int) -> int:
@@ -85,7 +106,7 @@ def _where(f: PassageFilter) -> tuple[str, list[Any]]:
 
 
 class SqliteArchival(ArchivalStore):
-    """Archival storage in SQLite (FTS5 BM25) plus a vector index cache (HNSW by default).
+    """Archival storage in SQLite plus two index caches: text (BM25, C) and vectors (HNSW by default).
 
     Made by :meth:`MemoryDir.open`; ``index_cls`` is :class:`vmem.index.PageIndex`
     or :class:`vmem.index.ExactIndex` (anything with their interface).
@@ -100,14 +121,21 @@ class SqliteArchival(ArchivalStore):
         index_path: Path,
         *,
         index_cls: type,
+        lexical: LexicalCache,
         fts_query: Callable[[str], str | None],
         fuse: Callable[..., list[tuple[int, float]]] | None,
         index_errors: tuple[type[BaseException], ...] = (ValueError,),
         autosave: int = 50_000,
+        context: tuple[float, float, float] = DEFAULT_CONTEXT,
         **kw: Any,
     ) -> None:
         super().__init__(embedder, fts_query=fts_query, fuse=fuse, **kw)
         self._db = db
+        self.lexical = lexical
+        #: (forward from a question, forward from a statement, backward) relevance
+        #: shares passed to neighbouring passages in hybrid search; zeros turn it off.
+        self.context = context
+        self._text_weight = DEFAULT_TEXT_WEIGHT
         self._index_path = Path(index_path)
         self._index_cls = index_cls
         self._index_errors = index_errors
@@ -242,6 +270,11 @@ class SqliteArchival(ArchivalStore):
             if self._unsaved and not self._db.in_transaction and not self._db.read_only:
                 self.index.save(self._index_path)
                 self._unsaved = 0
+            self.lexical.save()
+
+    def verify_text_index(self) -> bool:
+        """Whether the text index holds exactly the stored passages' ids."""
+        return self.lexical.verify()
 
     def close(self) -> None:
         """Save the index cache (the database is closed by the MemoryDir)."""
@@ -258,6 +291,14 @@ class SqliteArchival(ArchivalStore):
     def __len__(self) -> int:
         with self._db.reading("counting passages") as c:
             return int(c.execute("SELECT count(*) FROM passages").fetchone()[0])
+
+    def _count(self, f: PassageFilter) -> int:
+        self._db.check_open()
+        if f.empty and not self._db.in_transaction:
+            return len(self.lexical.index)  # the committed passages, without a scan
+        cond, args = _where(f)
+        with self._db.reading("counting passages") as c:
+            return int(c.execute(f"SELECT count(*) FROM passages p WHERE {cond}", args).fetchone()[0])
 
     def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
         with self._db.lock:
@@ -278,10 +319,15 @@ class SqliteArchival(ArchivalStore):
             tag_blob = msgpack.packb(list(tags), use_bin_type=True) if tags else None
             serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
             with self._db.transaction("inserting passages") as c:
+                grp = None
+                if fresh:  # the id the first new passage will get (AUTOINCREMENT)
+                    grp = c.execute(
+                        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name='passages'), 0) + 1"
+                    ).fetchone()[0]
                 for (h, n), v in zip(fresh.items(), vecs if vecs is not None else []):
                     cur = c.execute(
-                        "INSERT INTO passages(text, hash, ts, tags, embedding) VALUES (?, ?, ?, ?, ?)",
-                        (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes()),
+                        "INSERT INTO passages(text, hash, ts, tags, embedding, grp) VALUES (?, ?, ?, ?, ?, ?)",
+                        (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes(), grp),
                     )
                     serial[h] = cur.lastrowid
                     if tags:
@@ -302,10 +348,12 @@ class SqliteArchival(ArchivalStore):
                         )
                 if fresh:
                     new_ids = np.array([_pid(serial[h]) for h in fresh], dtype=np.uint64)
-                    self._db.after_commit(lambda: self._after_insert(new_ids, vecs))
+                    rows = [(serial[h], texts[n], ts, "", grp) for h, n in fresh.items()]
+                    self._db.after_commit(lambda: self._after_insert(new_ids, vecs, rows))
             return [_pid(serial[h]) for h in hashes]
 
-    def _after_insert(self, ids: np.ndarray, vecs: Any) -> None:
+    def _after_insert(self, ids: np.ndarray, vecs: Any, rows: list[tuple[int, str, float, str, int]]) -> None:
+        self.lexical.added(rows)
         self.index.add(ids, vecs)
         self._index_changed(len(ids))
 
@@ -313,29 +361,29 @@ class SqliteArchival(ArchivalStore):
         serials = [page_serial(p) for p in page_ids]
         with self._db.transaction("deleting passages") as c:
             gone: list[int] = []
+            texts: list[tuple[int, str]] = []
             for s in serials:
-                if c.execute("DELETE FROM passages WHERE id=?", (s,)).rowcount:
+                row = c.execute("DELETE FROM passages WHERE id=? RETURNING text", (s,)).fetchone()
+                if row is not None:
                     gone.append(_pid(s))
+                    texts.append((s, row[0]))
             if gone:
-                self._db.after_commit(lambda: (self.index.delete(gone), self._index_changed(len(gone))))
+                self._db.after_commit(
+                    lambda: (self.lexical.deleted(texts), self.index.delete(gone), self._index_changed(len(gone))))
         return len(gone)
 
     def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
         out: dict[int, Passage] = {}
-        serials = [page_serial(p) for p in page_ids]
+        serials = [p & _SERIAL_MASK for p in page_ids]  # callers checked the kind
+        base = int(PageKind.PASSAGE) << 56
         with self._db.reading("reading passages") as c:
             for lo in range(0, len(serials), 500):
                 chunk = serials[lo : lo + 500]
                 q = f"SELECT {_PCOLS} FROM passages p WHERE p.id IN ({','.join('?' * len(chunk))})"
                 for sid, text, tg, ts in c.execute(q, chunk):
                     tags = tuple(msgpack.unpackb(tg, raw=False)) if tg else ()
-                    out[_pid(sid)] = Passage(_pid(sid), text, tags, from_epoch(ts))
+                    out[base | sid] = Passage(base | sid, text, tags, from_epoch(ts))
         return out
-
-    def _count(self, f: PassageFilter) -> int:
-        cond, args = _where(f)
-        with self._db.reading("counting passages") as c:
-            return int(c.execute(f"SELECT count(*) FROM passages p WHERE {cond}", args).fetchone()[0])
 
     def _list(self, f: PassageFilter, offset: int, limit: int) -> list[int]:
         cond, args = _where(f)
@@ -348,18 +396,67 @@ class SqliteArchival(ArchivalStore):
 
     def _text_hits(
         self, query: str, match: str, f: PassageFilter, offset: int, limit: int
-    ) -> tuple[list[tuple[int, float]], int]:
-        cond, args = _where(f)
-        frm = "passages_fts JOIN passages p ON p.id = passages_fts.rowid"
-        where = f"passages_fts MATCH ? AND {cond}"
-        with self._db.reading("searching passages") as c:
-            total = c.execute(f"SELECT count(*) FROM {frm} WHERE {where}", [match, *args]).fetchone()[0]
-            rows = c.execute(
-                f"SELECT p.id, passages_fts.rank FROM {frm} WHERE {where} "
-                "ORDER BY passages_fts.rank, p.id DESC LIMIT ? OFFSET ?",
-                [match, *args, limit, offset],
-            ).fetchall()
-        return [(_pid(i), -float(r)) for i, r in rows], int(total)
+    ) -> tuple[list[tuple[int, float]], int, bool]:
+        allow = self._tag_bitmap(f) if f.tags else None
+        if allow is not None and not allow.any():
+            return [], 0, True
+        with self._db.lock:
+            self._db.check_open()
+            found = self.lexical.index.search(query, offset + limit, lo=f.lo, hi=f.hi, allow=allow)
+        ranked = [(_pid(int(d)), float(s)) for d, s in zip(found.docs[offset:], found.scores[offset:])]
+        return ranked, found.total, found.exact
+
+    def _tag_bitmap(self, f: PassageFilter) -> np.ndarray:
+        """The passages with ``f``'s tags (any or all) as a bitmap over serials."""
+        marks = ",".join("?" * len(f.tags or ()))
+        if f.match_all and len(f.tags or ()) > 1:
+            q = f"SELECT passage_id FROM passage_tags WHERE tag IN ({marks}) GROUP BY passage_id HAVING count(*) = ?"
+            args: list[Any] = [*f.tags, len(f.tags)]  # type: ignore[misc]
+        else:
+            q = f"SELECT passage_id FROM passage_tags WHERE tag IN ({marks})"
+            args = list(f.tags or ())
+        with self._db.reading("filtering passages by tag") as c:
+            ids = np.fromiter((r[0] for r in c.execute(q, args)), dtype=np.int64)
+        return bitmap(ids) if len(ids) else np.zeros(1, dtype=np.uint64)
+
+    def _hybrid(self, q: str, vec: np.ndarray, f: PassageFilter, deep: int, depth: int) -> list[tuple[int, float]]:
+        """Fusion and context in C (TextIndex.fuse), the same ranking as vmem.rank's."""
+        allow = self._tag_bitmap(f) if f.tags else None
+        if allow is not None and not allow.any():
+            return []
+        index = self.lexical.index
+        with self._db.lock:
+            self._db.check_open()
+            text = index.search(q, deep, lo=f.lo, hi=f.hi, allow=allow)
+            if f.empty:
+                ids, sims = self.index.query(vec[None, :], deep)
+                ids, sims = ids[0], sims[0]
+                keep = np.isfinite(sims)
+                vdocs = (ids[keep] & np.uint64(_SERIAL_MASK)).astype(np.uint32)
+                vsims = sims[keep].astype(np.float64)
+            else:
+                hits = self._vector_hits(vec, f, deep)
+                vdocs = np.array([page_serial(i) for i, _ in hits], dtype=np.uint32)
+                vsims = np.array([s for _, s in hits], dtype=np.float64)
+            w = self._text_weight
+            docs, scores = index.fuse(text.docs, text.scores, vdocs, vsims, text_weight=w, context=self.context,
+                                      lo=f.lo, hi=f.hi, allow=allow)
+        base = int(PageKind.PASSAGE) << 56
+        return [(base | d, s) for d, s in zip(docs[:depth].tolist(), scores[:depth].tolist())]
+
+    def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
+        fq, fs, bwd = self.context
+        if not ranked or not (fq or fs or bwd):
+            return ranked
+        allow = self._tag_bitmap(f) if f.tags else None
+        docs = np.array([page_serial(p) for p, _ in ranked], dtype=np.uint32)
+        with self._db.lock:
+            prev, nxt, asks = self.lexical.index.neighbours(docs, lo=f.lo, hi=f.hi, allow=allow)
+        next_of = {p: _pid(int(o)) for (p, _), o in zip(ranked, nxt) if o}
+        prev_of = {p: _pid(int(o)) for (p, _), o in zip(ranked, prev) if o}
+        asking = {p for (p, _), a in zip(ranked, asks) if a}
+        return spread(ranked, next_of=next_of, prev_of=prev_of, forward=fq, backward=bwd, asks=asking,
+                      statement_forward=fs)
 
     def _vector_hits(self, vector: np.ndarray, f: PassageFilter, k: int) -> list[tuple[int, float]]:
         with self._db.lock:
