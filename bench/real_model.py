@@ -81,7 +81,7 @@ class Measured(Driver):
         counted = None
         if tools and self.memory is not None:
             m = self.memory
-            counted = (m.ctx.stats().used + m.budget.tools_tokens) * m.counter.calibration
+            counted = m.counter.estimate(m.ctx.stats().used, m.budget.tools_tokens)  # the kernel's affine model
         t = time.perf_counter()
         try:
             completion = self.inner.complete(messages, tools)

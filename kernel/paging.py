@@ -52,9 +52,11 @@ class WorkingSet:
         if not hits:
             return []
         ctx = self._ctx
-        for page, _, line in hits:
-            if page not in ctx:
-                ctx.add(page, self._counter.count(line), Region.OUT)
+        new = {page: self._counter.count(line)
+               for (page, _, line), region in zip(hits, ctx.regions(h[0] for h in hits)) if region is None}
+        if new:
+            ctx.add_many(np.fromiter(new, dtype=np.uint64, count=len(new)),
+                         np.fromiter(new.values(), dtype=np.uint32, count=len(new)), Region.OUT)
         ids = np.fromiter((h[0] for h in hits), dtype=np.uint64, count=len(hits))
         scores = np.fromiter((h[1] for h in hits), dtype=np.float32, count=len(hits))
         admission = ctx.admit(ids, scores)
@@ -65,7 +67,8 @@ class WorkingSet:
         lines = {h[0]: h[2] for h in hits}
         for page in admitted:
             self.lines[page] = lines[page]
-        out = [h[0] for h in hits if ctx.info(h[0]).region is Region.OUT] + evicted
+        pages = [h[0] for h in hits]
+        out = [p for p, region in zip(pages, ctx.regions(pages)) if region is Region.OUT] + evicted
         if out:
             ctx.remove_many(np.unique(np.array(out, dtype=np.uint64)))
         self._trace.write({"e": "pagein", "admitted": admitted, "evicted": evicted})
@@ -73,8 +76,8 @@ class WorkingSet:
 
     def resident(self, pages: Iterable[int]) -> set[int]:
         """Which of ``pages`` are in the main context now (any region)."""
-        ctx = self._ctx
-        return {p for p in pages if p in ctx and ctx.info(p).region is not Region.OUT}
+        pages = list(pages)
+        return {p for p, region in zip(pages, self._ctx.regions(pages)) if region is not None and region is not Region.OUT}
 
 
 

@@ -189,6 +189,13 @@ def test_admission_touches_resident_and_evicts_coldest_lru():
     ctx.check()
 
 
+def test_regions_answer_for_many_pages_and_none_for_unknown_ones():
+    ctx = setup_ws(Policy.LRU)
+    ctx.admit([1, 2], [0.9, 0.8])
+    assert ctx.regions([1, 2, 3, 999]) == [Region.WORKSET, Region.WORKSET, Region.OUT, None]
+    assert ctx.regions([1])[0] is Region.WORKSET and ctx.regions([]) == []
+
+
 def test_admission_lfu_keeps_frequently_used_pages():
     ctx = setup_ws(Policy.LFU)
     ctx.admit([1, 2, 3], [0.9, 0.8, 0.7])

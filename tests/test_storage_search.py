@@ -152,3 +152,16 @@ def test_recall_context_reorders_matches_only(tmp_path: Path) -> None:
         s.recall.context = (0.0, 0.0, 0.0)
         plain = s.recall.search("cat").items
         assert {m.id for m in plain} == set(ids[:3]) and plain[0].id == ids[2]
+
+
+def test_a_ranked_search_inside_a_transaction_counts_what_it_can_return(tmp_path: Path) -> None:
+    fill(tmp_path / "a")
+    with MemoryDir.open(tmp_path / "a") as s:
+        with s.transaction():  # a kernel step: the indexes change after COMMIT
+            s.archival.insert("subject1 written in this transaction")
+            inside = s.archival.search("subject1", page_size=100)
+            assert inside.total == 30 and len(inside.hits) <= inside.total
+            assert all("this transaction" not in h.item.text for h in inside.hits)
+            assert s.archival.search(None).total == 31  # a listing reads SQLite, uncommitted rows included
+        after = s.archival.search("subject1 transaction", page_size=100)
+        assert after.total == 31 and any("this transaction" in h.item.text for h in after.hits)

@@ -372,6 +372,13 @@ class PagedContext:
         return PageInfo(out.id, out.tokens, Region(out.region), bool(out.flags & lib.VM_PINNED),
                         out.group, out.last_touch, out.touches)
 
+    def regions(self, page_ids: Iterable[int]) -> list[Region | None]:
+        """Each page's region, None for a page the table does not hold (one lock for all)."""
+        out = ffi.new("vm_page_info *")
+        info, vm = lib.vm_info, self._vm
+        with self._lock:
+            return [Region(out.region) if info(vm, int(p), out) == 0 else None for p in page_ids]
+
     def __contains__(self, page_id: object) -> bool:
         if not isinstance(page_id, (int, np.integer)) or not 0 <= int(page_id) < 1 << 64:
             return False

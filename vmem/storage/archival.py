@@ -264,7 +264,7 @@ class ArchivalStore(abc.ABC):
             ranked, total, exact = self._text_hits(q, match, f, offset, page_size)  # type: ignore[arg-type]
             return self._page(ranked, page, page_size, total, exact)
 
-        total = self._count(f)
+        total = self._ranked_count(f)
         if total == 0:
             return SearchPage([], page, 0, 0)
         if vec is None:
@@ -347,6 +347,10 @@ class ArchivalStore(abc.ABC):
     @abc.abstractmethod
     def _count(self, f: PassageFilter) -> int:
         """Number of passages passing ``f``."""
+
+    def _ranked_count(self, f: PassageFilter) -> int:
+        """Number of passages passing ``f`` that a ranked search can return."""
+        return self._count(f)
 
     @abc.abstractmethod
     def _list(self, f: PassageFilter, offset: int, limit: int) -> list[int]:

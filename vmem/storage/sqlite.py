@@ -300,6 +300,15 @@ class SqliteArchival(ArchivalStore):
         with self._db.reading("counting passages") as c:
             return int(c.execute(f"SELECT count(*) FROM passages p WHERE {cond}", args).fetchone()[0])
 
+    def _ranked_count(self, f: PassageFilter) -> int:
+        # The indexes hold the committed passages (they change after COMMIT), so a ranked
+        # search inside a transaction sees those: count them without a scan. (A kernel
+        # step is a transaction: this is the count behind every page fault.)
+        if f.empty:
+            self._db.check_open()
+            return len(self.lexical.index)
+        return self._count(f)
+
     def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
         with self._db.lock:
             self._db.check_open()
