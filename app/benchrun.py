@@ -36,12 +36,16 @@ class Suite:
     quick: tuple[str, ...]  # added with --quick
     figures_file: bool = False  # the suite writes figures to a file (pytest), not to stdout
     requires: tuple[str, ...] = ()  # modules it needs beyond vmem's own dependencies
+    shares_stores: bool = False  # takes --dir: the stores it builds serve the other such suites of the run
+    timeout: float = 900  # seconds
 
 
 SUITES = (
     Suite("core", ("-m", "pytest", "bench_core.py", "-q", "-p", "no:cacheprovider"),
           ("--benchmark-max-time=0.05", "--benchmark-min-rounds=3"), figures_file=True,
           requires=("pytest", "pytest_benchmark")),
+    Suite("search", ("bench/bench_search.py", "--json"), ("--quick",), shares_stores=True, timeout=1800),
+    Suite("page-fault", ("bench/bench_pagefault.py", "--json"), ("--quick",), shares_stores=True, timeout=1800),
     Suite("page-in", ("bench/bench_pagein.py", "--json"), ("--quick",)),
     Suite("storage", ("bench/bench_storage.py", "--json"), ("--quick",)),
     Suite("retrieval", ("bench/locomo_retrieval.py", "--json", "--no-progress"), ("--quick",)),
@@ -68,9 +72,16 @@ def _last_json_list(text: str) -> list[dict[str, Any]]:
 
 
 def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = None,
-               log: TextIO = sys.stderr, timeout: float = 900) -> list[dict[str, Any]]:
+               log: TextIO = sys.stderr, timeout: float | None = None) -> list[dict[str, Any]]:
     """Run the suites; return their figures, names prefixed by suite. A failed suite adds one
-    figure with ``met`` False (and its error goes to ``log``), so a report never hides it."""
+    figure with ``met`` False (and its error goes to ``log``), so a report never hides it.
+    ``timeout``: seconds per suite (default: each suite's own)."""
+    with tempfile.TemporaryDirectory(prefix="vmem-bench-stores-") as stores:
+        return _run(bench_dir, quick, only, log, timeout, Path(stores))
+
+
+def _run(bench_dir: Path, quick: bool, only: set[str] | None, log: TextIO, timeout: float | None,
+         stores: Path) -> list[dict[str, Any]]:
     # The suites import the installed vmem: the checkout's own vmem/ (which holds no compiled
     # core after a non-editable install) must not come first, so nothing puts the checkout on
     # sys.path: scripts run as files (their own folder is bench/), pytest runs from bench/.
@@ -94,9 +105,12 @@ def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = 
             out_file = Path(tmp) / "figures.json"
             if suite.figures_file:
                 args.append(f"--figures={out_file}")
+            if suite.shares_stores:
+                args += ["--dir", str(stores)]
             try:
                 cwd = bench_dir if suite.figures_file else root
-                proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+                proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                                      timeout=timeout or suite.timeout)
                 if proc.returncode != 0:
                     raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
                                        else f"exit code {proc.returncode}")

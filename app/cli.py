@@ -130,6 +130,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     real.add_argument("--model", help="the model name to send")
     real.add_argument("--tool-mode", choices=("auto", "native", "json"), default="auto",
                       help="how tools reach the model (json for models whose chat template has no tool calls)")
+    real.add_argument("--merge-system", action="store_true",
+                      help="send the system messages as one (for models that take one; costs prompt caching)")
     real.add_argument("--window", type=int, default=None,
                       help="the agent's context window (default 4096; at most the server's)")
     real.add_argument("--max-tokens", type=int, default=256, help="longest answer per LLM call (default 256)")
@@ -168,7 +170,7 @@ def _demo(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(f"--window: {exc}", EXIT_USAGE) from None
         driver = OpenAIDriver(args.model, base_url=args.base_url, tool_mode=args.tool_mode, timeout=args.timeout,
-                              params={"max_tokens": args.max_tokens})
+                              params={"max_tokens": args.max_tokens}, merge_system=args.merge_system)
     try:
         code, _ = run_demo(sys.stdout, color=_color(args.color, sys.stdout), directory=args.dir, quiet=args.quiet,
                            driver=driver, model=args.model, **({"config": config} if config else {}))
@@ -191,6 +193,8 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
                                       "an API key is set); the key comes from $VMEM_API_KEY or $OPENAI_API_KEY")
     p.add_argument("--tool-mode", choices=("auto", "native", "json"), default=None,
                    help="how tools reach the model (default: $VMEM_TOOL_MODE or auto)")
+    p.add_argument("--merge-system", action="store_true",
+                   help="send the system messages as one (for models that take one; costs prompt caching)")
     p.add_argument("--system", help="system instructions for a new agent (ignored when DIR holds one)")
     p.add_argument("--window", type=int, default=None,
                    help="context window of a new agent, tokens (default 8192; ignored when DIR holds one)")
@@ -241,7 +245,8 @@ def _chat(args: argparse.Namespace) -> int:
         config = MemoryConfig(window=window, reserve_output=min(1024, window // 4))
     except ValueError as exc:
         raise CliError(f"--window: {exc}", EXIT_USAGE) from None
-    driver = OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout)
+    driver = OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout,
+                          merge_system=args.merge_system)
     out = sys.stdout
     color = _color(args.color, out)
     if (path / "vmem.db").exists() and _has_agent(path):

@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gguf", type=Path, help="serve this GGUF file instead of the bundled SmolLM2")
     p.add_argument("--tool-mode", choices=("auto", "native", "json"), default="json",
                    help="json (default: SmolLM2's template has no tool calls), native, or auto")
+    p.add_argument("--merge-system", action="store_true",
+                   help="send the system messages as one (OpenAIDriver(merge_system=True))")
     p.add_argument("--layout", choices=("cache-friendly", "stats-first", "both"), default="cache-friendly")
     p.add_argument("--window", type=int, default=None, help="the agent's window (default the demo's 4,096)")
     p.add_argument("--max-tokens", type=int, default=96, help="longest answer per LLM call (default 96)")
@@ -243,12 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         layouts = ["cache-friendly", "stats-first"] if args.layout == "both" else [args.layout]
         for layout in layouts:
             driver = OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=900,
-                                  params={"max_tokens": args.max_tokens, "temperature": 0})
+                                  params={"max_tokens": args.max_tokens, "temperature": 0},
+                                  merge_system=args.merge_system)
             with tempfile.TemporaryDirectory(prefix="vmem-real-") as tmp:
                 run = run_conversation(driver, Path(tmp), layout=layout, window=args.window)
             driver.close()
-            print(report(run, model, layout), file=log)
-            out += figures(run, model, layout)
+            label = f"{layout}, {args.tool_mode} tools" + (", one system message" if args.merge_system else "")
+            print(report(run, model, label), file=log)
+            out += figures(run, model, label)
     finally:
         if server is not None:
             llm_server.stop_server(server)

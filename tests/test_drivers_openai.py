@@ -144,6 +144,19 @@ def test_no_tools_means_no_tools_parameter(server: FakeOpenAIServer, ask: Ask) -
     assert "tools" not in body and "tool_choice" not in body
 
 
+@pytest.mark.parametrize("mode", ["native", "json"])
+def test_merge_system_sends_one_system_message_first(server: FakeOpenAIServer, ask: Ask, mode: str) -> None:
+    driver, _ = make(server, tool_mode=mode, merge_system=True)
+    server.push(Reply.text("ok"))
+    messages = [{"role": "system", "content": "Instructions."}, {"role": "system", "content": "<core_memory/>"},
+                {"role": "user", "content": "Hello."}, {"role": "system", "content": "<memory_statistics/>"}]
+    ask(driver, messages=messages)
+    sent = server.chat_requests[0].messages
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert sent[0]["content"].startswith("Instructions.\n\n<core_memory/>\n\n<memory_statistics/>")
+    assert sent[1]["content"] == "Hello." and len(messages) == 4  # the caller's list is unchanged
+
+
 # --------------------------------------------------------------------------- json fallback
 
 

@@ -58,7 +58,10 @@ from .base import (
 )
 from .toolcalls import new_call_id, parse_arguments, parse_text_tool_calls, to_text_protocol
 
-__all__ = ["OpenAIDriver", "RetryEvent", "RetryPolicy", "ToolMode", "is_context_overflow", "parse_retry_after"]
+__all__ = [
+    "OpenAIDriver", "RetryEvent", "RetryPolicy", "ToolMode", "is_context_overflow", "merge_system_messages",
+    "parse_retry_after",
+]
 
 ToolMode = Literal["native", "json", "auto"]
 
@@ -202,6 +205,14 @@ def _attempts(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
+def merge_system_messages(messages: Sequence[Message]) -> list[Message]:
+    """The system messages' texts joined (blank line between) into one system message, first;
+    the other messages after it, in order. The input is not modified."""
+    system = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
+    rest = [m for m in messages if m.get("role") != "system"]
+    return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + rest
+
+
 class _SwitchToJson(Exception):
     """Internal: the server rejected native tools; re-send in json mode."""
 
@@ -226,6 +237,11 @@ class OpenAIDriver(Driver):
         client / async_client: pre-built ``openai.OpenAI`` / ``openai.AsyncOpenAI`` clients
             to use instead (their retries are turned off in the copies this driver uses).
         default_headers: extra HTTP headers on every request.
+        merge_system: send all system messages as one, first, in their order. For chat
+            templates and small models that take one system message (measured: Qwen2.5-0.5B
+            echoes a later system message instead of answering). The cost: the parts that
+            change every step (statistics, working set) then come before the conversation, so
+            a server's prompt cache is reused only up to them.
     """
 
     def __init__(
@@ -243,6 +259,7 @@ class OpenAIDriver(Driver):
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
         default_headers: Mapping[str, str] | None = None,
+        merge_system: bool = False,
     ) -> None:
         model = model or os.environ.get("VMEM_MODEL")
         if not model:
@@ -272,6 +289,7 @@ class OpenAIDriver(Driver):
         self.tool_choice = tool_choice
         self.params: dict[str, Any] = dict(params or {})
         self.on_retry = on_retry
+        self.merge_system = bool(merge_system)
         self.fell_back_to_json = False
         """True once an ``auto`` driver has switched to the json protocol."""
         self._api_key = api_key
@@ -334,6 +352,8 @@ class OpenAIDriver(Driver):
         req: dict[str, Any] = dict(self.params)
         req["model"] = self.model
         req["timeout"] = self.timeout
+        if self.merge_system:
+            messages = merge_system_messages(messages)
         if mode == "json":
             req["messages"] = to_text_protocol(messages, tools)
         else:
