@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py and the b
 from bench_kernel import PERSONA, RULES, SYSTEM, Responder, TimedDriver, step_completions  # noqa: E402
 from bench_search import (  # noqa: E402
     LOCOMO, TurnGen, build_archival, build_recall, fts5_search, fts5_side_db, locomo_questions,
+    percentile_figures,
 )
 from figures import Figure, emit  # noqa: E402
 
@@ -156,16 +157,7 @@ def fault(memory: Memory, function: str, timings: list[float], failures: list[st
 
 
 def _figures(name: str, lat: np.ndarray, base: np.ndarray | None, key: tuple[str, int] | None) -> list[Figure]:
-    p50, p99 = float(np.median(lat)), float(np.percentile(lat, 99))
-    b50 = float(np.median(base)) if base is not None else None
-    b99 = float(np.percentile(base, 99)) if base is not None else None
-    t50, t99 = TARGETS.get(key, (None, None)) if key else (None, None)
-    return [
-        Figure.timed(f"{name} p50", p50, b50, unit="ms", target=f"<= {t50 * 1e3:g} ms" if t50 else None,
-                     met=(p50 <= t50) if t50 else None),
-        Figure.timed(f"{name} p99", p99, b99, unit="ms", target=f"<= {t99 * 1e3:g} ms" if t99 else None,
-                     met=(p99 <= t99) if t99 else None),
-    ]
+    return percentile_figures(name, lat, base, TARGETS.get(key) if key else None)
 
 
 def faults(path: Path, n: int, base: Path, questions: list[str]) -> list[Figure]:

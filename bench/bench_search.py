@@ -25,8 +25,8 @@ of 10 as the kernel asks for):
     .venv/bin/python bench/bench_search.py --quick --json
 
 Importable: :func:`locomo_questions`, :class:`TurnGen`, :func:`build_archival`,
-:func:`build_recall` and :func:`latencies` are meant for the kernel-level
-benchmark too. The LoCoMo data is read from ``../shared/data/locomo`` (never
+:func:`build_recall`, :func:`fts5_side_db`, :func:`fts5_search`, :func:`latencies` and
+:func:`percentile_figures` serve the kernel-level benchmark (bench_pagefault.py) too. The LoCoMo data is read from ``../shared/data/locomo`` (never
 copied); without it the script says so and exits 0.
 """
 
@@ -187,17 +187,23 @@ def latencies(fn: Callable[[str], Any], queries: Sequence[str], warmup: int = 20
     return out
 
 
-def _figure(name: str, lat: np.ndarray, base: np.ndarray | None, key: tuple[str, int] | None) -> list[Figure]:
+def percentile_figures(name: str, lat: np.ndarray, base: np.ndarray | None,
+                       target: tuple[float | None, float | None] | None = None) -> list[Figure]:
+    """p50 and p99 of ``lat`` (seconds), in ms, beside ``base``'s; ``target``: (p50, p99) bounds in seconds."""
     p50, p99 = float(np.median(lat)), float(np.percentile(lat, 99))
     b50 = float(np.median(base)) if base is not None else None
     b99 = float(np.percentile(base, 99)) if base is not None else None
-    t50, t99 = TARGETS.get(key, (None, None)) if key else (None, None)
+    t50, t99 = target or (None, None)
     return [
         Figure.timed(f"{name} p50", p50, b50, unit="ms", target=f"<= {t50 * 1e3:g} ms" if t50 else None,
                      met=(p50 <= t50) if t50 else None),
         Figure.timed(f"{name} p99", p99, b99, unit="ms", target=f"<= {t99 * 1e3:g} ms" if t99 else None,
                      met=(p99 <= t99) if t99 else None),
     ]
+
+
+def _figure(name: str, lat: np.ndarray, base: np.ndarray | None, key: tuple[str, int] | None) -> list[Figure]:
+    return percentile_figures(name, lat, base, TARGETS.get(key) if key else None)
 
 
 def run_size(n: int, base: Path, gen: TurnGen, questions: list[str], progress: bool) -> list[Figure]:
