@@ -14,6 +14,7 @@ The working set is compiled after the queue as one message of lines, in admissio
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,15 +82,27 @@ class WorkingSet:
 
 
 
+#: How deep prefetch's hybrid search looks (vector and text candidates each) for its few pages:
+#: one short page is all it reads, so it need not rank the 100 that keep a search's pages disjoint.
+PREFETCH_DEPTH = 20
+#: Pages of recall matches prefetch reads at most to find messages that are not queued already.
+PREFETCH_RECALL_PAGES = 8
+
+
 def prefetch_hits(store: MemoryDir, text: str, k: int, queued: Iterable[int]) -> list[Hit]:
     """The ``k`` archival passages and ``k`` recall messages (not already queued) most relevant
     to ``text``, as hits scored by rank (archival first: 1/(r+1); recall: 0.5/(r+1))."""
     hits: list[Hit] = []
-    for rank, hit in enumerate(store.archival.search(text, mode="hybrid", page_size=k).hits):
+    for rank, hit in enumerate(store.archival.search(text, mode="hybrid", page_size=k, depth=PREFETCH_DEPTH).hits):
         hits.append((hit.item.id, 1.0 / (rank + 1), passage_line(hit.item)))
     queue = set(queued)
-    recall = [h for h in store.recall.search(text, page_size=k + len(queue) // 50 + 2).hits
-              if h.item.id not in queue][:k]
-    for rank, hit in enumerate(recall):
+    recall: list[Any] = []
+    size = 2 * k + 2  # most matches are not queued: one short page is the usual cost
+    for page in range(PREFETCH_RECALL_PAGES):
+        found = store.recall.search(text, page=page, page_size=size)
+        recall += [h for h in found.hits if h.item.id not in queue]
+        if len(recall) >= k or page + 1 >= found.pages:
+            break
+    for rank, hit in enumerate(recall[:k]):
         hits.append((hit.item.id, 0.5 / (rank + 1), message_line(hit.item)))
     return hits

@@ -165,3 +165,15 @@ def test_a_ranked_search_inside_a_transaction_counts_what_it_can_return(tmp_path
             assert s.archival.search(None).total == 31  # a listing reads SQLite, uncommitted rows included
         after = s.archival.search("subject1 transaction", page_size=100)
         assert after.total == 31 and any("this transaction" in h.item.text for h in after.hits)
+
+
+def test_a_shallow_search_ranks_fewer_candidates_for_one_short_page(tmp_path: Path) -> None:
+    fill(tmp_path / "a")
+    with MemoryDir.open(tmp_path / "a") as s:
+        full = s.archival.search("passage 7 on subject2", page_size=2)
+        shallow = s.archival.search("passage 7 on subject2", page_size=2, depth=4)
+        assert len(shallow.hits) == 2 and shallow.total == full.total
+        assert shallow.hits[0].item.text == full.hits[0].item.text == "passage 7 on subject2"
+        for bad in (0, -1, 2.5):
+            with pytest.raises(ValueError, match="depth"):
+                s.archival.search("passage", depth=bad)  # type: ignore[arg-type]

@@ -228,6 +228,7 @@ class ArchivalStore(abc.ABC):
         end: TimeBound = None,
         page: int = 0,
         page_size: int = 10,
+        depth: int | None = None,
     ) -> SearchPage[Passage]:
         """Search the passages (see the module docstring for the semantics of each mode).
 
@@ -235,8 +236,14 @@ class ArchivalStore(abc.ABC):
         ``hybrid``), used instead of embedding ``query``. ``tags``: keep
         passages with any (``tags_match="any"``) or all (``"all"``) of them;
         None or empty means no tag filter. ``start``/``end``: inclusive bounds.
+        ``depth``: how many results the vector and hybrid rankings look at (default:
+        ``PAGE_BUCKET`` at a time, which keeps the pages of one search disjoint and
+        complete); a caller that wants one short page and no other (the kernel's
+        prefetch) may look less deep, and faster.
         """
         check_paging(page, page_size)
+        if depth is not None and (not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"depth must be a positive int, got {depth!r}")
         if mode not in ("hybrid", "text", "vector"):
             raise ValueError(f"mode must be 'hybrid', 'text' or 'vector', got {mode!r}")
         if tags_match not in ("any", "all"):
@@ -250,7 +257,7 @@ class ArchivalStore(abc.ABC):
         vec = self._query_vector(vector) if vector is not None else None
         if mode == "text" and vec is not None:
             raise ValueError("mode='text' takes a query, not a vector")
-        offset, depth = page * page_size, (page + 1) * page_size
+        offset, stop = page * page_size, (page + 1) * page_size
 
         if q is None and vec is None:  # filter-only listing, newest first
             total = self._count(f)
@@ -272,12 +279,12 @@ class ArchivalStore(abc.ABC):
         # Rank a whole bucket of results at once: approximate (HNSW) searches
         # and the hybrid fusion depend on how deep they look, so pages of one
         # search must all come from the same depth to be disjoint and complete.
-        deep = min(total, -(-depth // PAGE_BUCKET) * PAGE_BUCKET)
+        deep = min(total, -(-stop // PAGE_BUCKET) * PAGE_BUCKET if depth is None else max(stop, depth))
         if mode == "vector" or q is None:
             ranked = self._vector_hits(vec, f, deep)[offset:]
             return self._page(ranked, page, page_size, total)
 
-        fused = self._hybrid(q, vec, f, deep, depth)
+        fused = self._hybrid(q, vec, f, deep, stop)
         return self._page(fused[offset:], page, page_size, total)
 
     def close(self) -> None:
