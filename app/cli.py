@@ -131,7 +131,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     real.add_argument("--tool-mode", choices=("auto", "native", "json"), default="auto",
                       help="how tools reach the model (json for models whose chat template has no tool calls)")
     real.add_argument("--merge-system", action="store_true",
-                      help="send the system messages as one (for models that take one; costs prompt caching)")
+                      help="one leading system message and the user's turn last (for small models; see OpenAIDriver)")
     real.add_argument("--window", type=int, default=None,
                       help="the agent's context window (default 4096; at most the server's)")
     real.add_argument("--max-tokens", type=int, default=256, help="longest answer per LLM call (default 256)")
@@ -194,7 +194,7 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tool-mode", choices=("auto", "native", "json"), default=None,
                    help="how tools reach the model (default: $VMEM_TOOL_MODE or auto)")
     p.add_argument("--merge-system", action="store_true",
-                   help="send the system messages as one (for models that take one; costs prompt caching)")
+                   help="one leading system message and the user's turn last (for small models; see OpenAIDriver)")
     p.add_argument("--system", help="system instructions for a new agent (ignored when DIR holds one)")
     p.add_argument("--window", type=int, default=None,
                    help="context window of a new agent, tokens (default 8192; ignored when DIR holds one)")

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tool-mode", choices=("auto", "native", "json"), default="json",
                    help="json (default: SmolLM2's template has no tool calls), native, or auto")
     p.add_argument("--merge-system", action="store_true",
-                   help="send the system messages as one (OpenAIDriver(merge_system=True))")
+                   help="one leading system message and the user's turn last (OpenAIDriver(merge_system=True))")
     p.add_argument("--layout", choices=("cache-friendly", "stats-first", "both"), default="cache-friendly")
     p.add_argument("--window", type=int, default=None, help="the agent's window (default the demo's 4,096)")
     p.add_argument("--max-tokens", type=int, default=96, help="longest answer per LLM call (default 96)")

@@ -78,7 +78,8 @@ class WorkingSet:
     def resident(self, pages: Iterable[int]) -> set[int]:
         """Which of ``pages`` are in the main context now (any region)."""
         pages = list(pages)
-        return {p for p, region in zip(pages, self._ctx.regions(pages)) if region is not None and region is not Region.OUT}
+        regions = self._ctx.regions(pages)
+        return {p for p, region in zip(pages, regions) if region is not None and region is not Region.OUT}
 
 
 

@@ -145,16 +145,31 @@ def test_no_tools_means_no_tools_parameter(server: FakeOpenAIServer, ask: Ask) -
 
 
 @pytest.mark.parametrize("mode", ["native", "json"])
-def test_merge_system_sends_one_system_message_first(server: FakeOpenAIServer, ask: Ask, mode: str) -> None:
+def test_merge_system_sends_one_leading_system_message_and_ends_with_the_user(
+        server: FakeOpenAIServer, ask: Ask, mode: str) -> None:
     driver, _ = make(server, tool_mode=mode, merge_system=True)
     server.push(Reply.text("ok"))
     messages = [{"role": "system", "content": "Instructions."}, {"role": "system", "content": "<core_memory/>"},
-                {"role": "user", "content": "Hello."}, {"role": "system", "content": "<memory_statistics/>"}]
+                {"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."},
+                {"role": "user", "content": "Again."}, {"role": "system", "content": "<memory_statistics/>"}]
     ask(driver, messages=messages)
     sent = server.chat_requests[0].messages
-    assert [m["role"] for m in sent] == ["system", "user"]
-    assert sent[0]["content"].startswith("Instructions.\n\n<core_memory/>\n\n<memory_statistics/>")
-    assert sent[1]["content"] == "Hello." and len(messages) == 4  # the caller's list is unchanged
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "system", "user"]
+    assert sent[0]["content"].startswith("Instructions.\n\n<core_memory/>")
+    assert sent[3]["content"] == "<memory_statistics/>" and sent[4]["content"] == "Again."
+    assert len(messages) == 6 and messages[-1]["role"] == "system"  # the caller's list is unchanged
+
+
+def test_merge_system_keeps_a_chain_after_the_user_turn() -> None:
+    from vmem.kernel.drivers.openai import merge_system_messages
+
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                  "function": {"name": "f", "arguments": "{}"}}]}
+    result = {"role": "tool", "tool_call_id": "c", "content": "done"}
+    out = merge_system_messages([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, call, result,
+                                 {"role": "system", "content": "V"}])
+    assert [m["role"] for m in out] == ["system", "system", "user", "assistant", "tool"]
+    assert merge_system_messages([{"role": "user", "content": "U"}]) == [{"role": "user", "content": "U"}]
 
 
 # --------------------------------------------------------------------------- json fallback

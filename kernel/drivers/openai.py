@@ -206,11 +206,21 @@ def _attempts(n: int) -> str:
 
 
 def merge_system_messages(messages: Sequence[Message]) -> list[Message]:
-    """The system messages' texts joined (blank line between) into one system message, first;
-    the other messages after it, in order. The input is not modified."""
-    system = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
-    rest = [m for m in messages if m.get("role") != "system"]
-    return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + rest
+    """The leading system messages joined (blank line between) into one; a system message after
+    the newest user message moved to just before it, so the request ends with the user's turn.
+    Everything else keeps its order. The input is not modified."""
+    lead = 0
+    while lead < len(messages) and messages[lead].get("role") == "system":
+        lead += 1
+    head = [{"role": "system", "content": "\n\n".join(str(m.get("content") or "") for m in messages[:lead])}]
+    rest = list(messages[lead:])
+    users = [i for i, m in enumerate(rest) if m.get("role") == "user"]
+    if users:
+        u = users[-1]
+        tail = rest[u + 1:]
+        rest = (rest[:u] + [m for m in tail if m.get("role") == "system"] + [rest[u]]
+                + [m for m in tail if m.get("role") != "system"])
+    return (head if lead else []) + rest
 
 
 class _SwitchToJson(Exception):
@@ -237,11 +247,12 @@ class OpenAIDriver(Driver):
         client / async_client: pre-built ``openai.OpenAI`` / ``openai.AsyncOpenAI`` clients
             to use instead (their retries are turned off in the copies this driver uses).
         default_headers: extra HTTP headers on every request.
-        merge_system: send all system messages as one, first, in their order. For chat
-            templates and small models that take one system message (measured: Qwen2.5-0.5B
-            echoes a later system message instead of answering). The cost: the parts that
-            change every step (statistics, working set) then come before the conversation, so
-            a server's prompt cache is reused only up to them.
+        merge_system: send the leading system messages (instructions, core memory, summary)
+            as one, and the later ones (statistics, working set) just before the newest user
+            message, so that the request ends with the user's turn. For chat templates and
+            small models that expect that shape (measured: Qwen2.5-0.5B echoes a trailing
+            system message instead of answering). The prompt cache then serves the prefix up to
+            the latest turn, no longer the latest turn itself.
     """
 
     def __init__(
