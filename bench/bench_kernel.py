@@ -216,10 +216,9 @@ PHASES: dict[str, tuple[str, ...]] = {
     "recall append + queue accounting": ("memory._enqueue",),
     "run memory functions": ("memory.execute",),
     "answer bookkeeping": ("_record",),
-    "persist: state + core snapshot": ("memory._persist",),
+    "persist: state + core journal": ("memory._tx._persist",),
     "transactions: BEGIN/COMMIT": ("memory.store.transaction",),
     "transactions: rollback marks": ("memory.transaction",),
-    "memory statistics": ("memory._refresh_stats",),
 }
 
 
@@ -276,16 +275,29 @@ class Phases:
         return timed
 
     def _wrap_cm(self, label: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        @contextlib.contextmanager
+        """Times entering and leaving the context manager (BEGIN, COMMIT, marks), not its body."""
         def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            cm = method(*args, **kwargs)
             self._children.append(0.0)
             t = time.perf_counter()
+            value = cm.__enter__()
+            self._done(label, time.perf_counter() - t)
             try:
-                with method(*args, **kwargs) as value:
-                    yield value
-            finally:
+                yield value
+            except BaseException:
+                self._children.append(0.0)
+                t = time.perf_counter()
+                try:
+                    if not cm.__exit__(*sys.exc_info()):
+                        raise
+                finally:
+                    self._done(label, time.perf_counter() - t)
+            else:
+                self._children.append(0.0)
+                t = time.perf_counter()
+                cm.__exit__(None, None, None)
                 self._done(label, time.perf_counter() - t)
-        return timed
+        return contextlib.contextmanager(timed)
 
     def start_step(self) -> None:
         self.step = {label: 0.0 for label in PHASES}
