@@ -24,10 +24,14 @@ import numpy as np
 try:
     from vmem._vmcore import ffi, lib  # the C core, built by setup.py (no fallback)
 except ImportError as _exc:  # e.g. `import vmem` in a source checkout after a non-editable install
-    raise ImportError(
+    _missing = isinstance(_exc, ModuleNotFoundError) and _exc.name == "vmem._vmcore"
+    _error = ImportError(
         f"vmem's C core is not built in {__file__.rsplit('/', 1)[0]}: this looks like a source checkout (run "
         f"from another directory to use the installed vmem, or `pip install -e .` to build the core here)"
-    ) from _exc
+        if _missing else f"vmem's C core failed to load: {_exc}"
+    )
+    # a core that is simply absent needs no second traceback; one that fails to load keeps its cause
+    raise _error from (None if _missing else _exc)
 from vmem.errors import (
     BudgetError,
     CorruptSnapshot,
