@@ -18,10 +18,10 @@ This times what an agent's user waits for, through the kernel's own calls:
 
 Beside each fault, in the same process and interleaved question by question (in a seeded
 random order per question, so that no path always runs first or always follows the same
-one): the store's search alone, raw hnswlib
-(``knn_query`` of the embedded question over the store's own graph, k = the page size)
-and the FTS5 path the stores ran before their own text index (``count(*)`` over every
-match, then a ranked page, on an FTS5 ``porter unicode61`` table over the same texts).
+one): the store's search alone, raw hnswlib (``knn_query`` of the embedded question over
+the store's own graph, k = the page size) and the FTS5 path the stores ran before their
+own text index (``count(*)`` over every match, then a ranked page, on an FTS5
+``porter unicode61`` table over the same texts).
 
 Scene per size N: a 128k-token agent whose archival storage holds N LoCoMo-like passages
 and whose recall storage holds N LoCoMo-like messages, its older history
