@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 from vmem import PageKind, page_kind
 from vmem.app.contextmap import render_map
-from vmem.kernel import Agent, MemoryConfig, StepResult, read_trace
+from vmem.kernel import Agent, MemoryConfig, StepResult, prefix_cache, read_trace
 from vmem.kernel.drivers import Completion, Driver, ToolCall
 from vmem.kernel.summary import SUMMARIZER_PROMPT
 
@@ -823,18 +823,9 @@ class _Timed(Driver):
 
 
 def _cache_figures(path: Path, report: DemoReport) -> None:
-    """Prompt tokens sent and served from the server's cache, over step calls that followed a step
-    call with no flush between (a flush rewrites the prefix; a summary request displaces the cache)."""
-    previous = None
-    for e in read_trace(path):
-        if e["e"] == "flush":
-            previous = None
-        elif e["e"] == "llm":
-            usage = (e.get("completion") or {}).get("usage") or {}
-            if e.get("purpose") == "step" and previous == "step" and usage.get("cached_tokens") is not None:
-                report.prompt_tokens += usage["prompt_tokens"]
-                report.cached_tokens += usage["cached_tokens"]
-            previous = e.get("purpose")
+    """Prompt tokens sent and served from the server's cache where the prefix should be stable."""
+    tally = prefix_cache(read_trace(path))
+    report.prompt_tokens, report.cached_tokens = tally.prompt_tokens, tally.cached_tokens
 
 
 def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> None:

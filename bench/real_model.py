@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # llm_server.py (the bundled mod
 from figures import Figure, emit  # noqa: E402
 
 from vmem.app.demo import BLOCKS, CONVERSATION, DEMO_CONFIG, SYSTEM_PROMPT, DemoClock  # noqa: E402
-from vmem.kernel import Agent, Memory, read_trace  # noqa: E402
+from vmem.kernel import Agent, Memory, prefix_cache, read_trace  # noqa: E402
 from vmem.kernel.drivers import Completion, Driver, OpenAIDriver  # noqa: E402
 from vmem.kernel.drivers.toolcalls import parse_arguments  # noqa: E402
 
@@ -136,11 +136,11 @@ def run_conversation(driver: Driver, workdir: Path, *, layout: str, window: int 
         run.summary_tokens = agent.memory.counter.count(agent.memory.summary) if agent.memory.summary else 0
     finally:
         agent.close()
-    previous = None
-    for e in read_trace(workdir / "agent"):
-        if e["e"] == "flush":
-            previous = None
-        elif e["e"] == "refused":
+    events = list(read_trace(workdir / "agent"))
+    stable = prefix_cache(events)
+    run.stable_prompt_tokens, run.stable_cached_tokens = stable.prompt_tokens, stable.cached_tokens
+    for e in events:
+        if e["e"] == "refused":
             run.refused += 1
         elif e["e"] == "llm":
             completion = e.get("completion") or {}
@@ -150,9 +150,6 @@ def run_conversation(driver: Driver, workdir: Path, *, layout: str, window: int 
                 run.cached_tokens += usage.get("cached_tokens") or 0
             if e["purpose"] == "summary":
                 run.summary_calls += 1
-            elif previous == "step" and usage.get("cached_tokens") is not None:
-                run.stable_prompt_tokens += usage["prompt_tokens"]
-                run.stable_cached_tokens += usage["cached_tokens"]
             for call in completion.get("tool_calls") or ():
                 if call.get("error"):
                     run.tool_calls["failed"] += 1
@@ -160,7 +157,6 @@ def run_conversation(driver: Driver, workdir: Path, *, layout: str, window: int 
                     run.tool_calls["repaired"] += 1
                 else:
                     run.tool_calls["valid"] += 1
-            previous = e["purpose"]
     return run
 
 

@@ -32,7 +32,7 @@ from vmem.kernel.host import Host
 from vmem.kernel.memory import Context, Memory, Prepared
 from vmem.kernel.replay import replay
 from vmem.kernel.rules import StepRules
-from vmem.kernel.trace import read_trace
+from vmem.kernel.trace import PrefixCache, prefix_cache, read_trace
 
 __all__ = [
     "Agent",
@@ -47,11 +47,13 @@ __all__ = [
     "MemoryConfig",
     "MemoryFunction",
     "MessageError",
+    "PrefixCache",
     "Prepared",
     "ReadOnlyError",
     "StepResult",
     "StepRules",
     "memory_function",
+    "prefix_cache",
     "read_trace",
     "replay",
 ]

@@ -13,15 +13,15 @@ own to fsync or to fall behind the database.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import msgpack
 
 from vmem.storage import EventLog, MemoryDir
 from vmem.text import clean_text
 
-__all__ = ["Trace", "read_trace"]
+__all__ = ["PrefixCache", "Trace", "prefix_cache", "read_trace"]
 
 
 class Trace:
@@ -89,3 +89,35 @@ def read_trace(source: MemoryDir | str | os.PathLike[str]) -> Iterator[dict[str,
         return
     with MemoryDir.open(source, create=False, read_only=True) as store:
         yield from list(store.events)
+
+
+class PrefixCache(NamedTuple):
+    """The prompt cache over the calls whose prefix should be stable: step calls that follow a
+    step call with no flush between (a flush rewrites the prefix; a summary request displaces
+    the server's cache). Only calls whose provider reported cached tokens count."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    calls: int
+
+    @property
+    def ratio(self) -> float | None:
+        """Cached / prompt tokens, or None when no call counted."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+
+def prefix_cache(events: Iterable[dict[str, Any]]) -> PrefixCache:
+    """:class:`PrefixCache` of a trace's events (:func:`read_trace`)."""
+    prompt = cached = calls = 0
+    previous = None
+    for e in events:
+        if e["e"] == "flush":
+            previous = None
+        elif e["e"] == "llm":
+            usage = (e.get("completion") or {}).get("usage") or {}
+            if e.get("purpose") == "step" and previous == "step" and usage.get("cached_tokens") is not None:
+                prompt += usage["prompt_tokens"]
+                cached += usage["cached_tokens"]
+                calls += 1
+            previous = e.get("purpose")
+    return PrefixCache(prompt, cached, calls)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem.kernel import Agent, MemoryConfig, read_trace
+from vmem.kernel import Agent, MemoryConfig, prefix_cache, read_trace
 from vmem.kernel.drivers import OpenAIDriver
 
 pytestmark = pytest.mark.llm
@@ -26,24 +26,6 @@ FACTS = ["Hi! I'm Ana. I live in Porto, near the river, and I work as a nurse at
          "I am learning the cello. My teacher says my bowing is too tense, so I practise slowly.",
          "What is my cat called, and where do I live?",
          "Remind me what I still need to buy for June."]
-
-
-def cache_ratio(path: Path) -> tuple[float, int]:
-    """Cached / prompt tokens over step calls whose previous LLM call was a step with no flush
-    between (a flush rewrites the prefix, and a summary request displaces the server's cache)."""
-    cached = prompt = n = 0
-    previous = None
-    for e in read_trace(path):
-        if e["e"] == "flush":
-            previous = None
-        elif e["e"] == "llm":
-            usage = (e.get("completion") or {}).get("usage") or {}
-            if e["purpose"] == "step" and previous == "step" and usage.get("cached_tokens") is not None:
-                cached += usage["cached_tokens"]
-                prompt += usage["prompt_tokens"]
-                n += 1
-            previous = e["purpose"]
-    return (cached / prompt if prompt else 0.0), n
 
 
 def test_an_agent_with_a_real_model_over_http(llm_server, tmp_path: Path) -> None:
@@ -64,7 +46,7 @@ def test_an_agent_with_a_real_model_over_http(llm_server, tmp_path: Path) -> Non
     assert flushes and summaries and memory.summary
     assert memory.evicted > 0 and memory.conversation_search("Pixel").total >= 1  # evicted, not lost
     # the layout keeps the server's prompt cache warm between flushes
-    ratio, calls = cache_ratio(tmp_path / "a")
-    assert calls >= 2 and ratio >= 0.5, (ratio, calls)
+    cache = prefix_cache(trace)
+    assert cache.calls >= 2 and cache.ratio >= 0.5, cache
     assert memory.counter.calibration != 1.0  # the provider's counts calibrated the budget
     agent.close()

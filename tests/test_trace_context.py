@@ -5,7 +5,7 @@ from __future__ import annotations
 from fake_openai_server import FakeOpenAIServer, Reply
 
 from vmem import Region
-from vmem.kernel import Agent, Memory, MemoryConfig
+from vmem.kernel import Agent, Memory, MemoryConfig, PrefixCache, prefix_cache
 from vmem.kernel.drivers import Completion, OpenAIDriver, ScriptedDriver, ToolCall, Usage
 
 
@@ -46,3 +46,28 @@ def test_usage_keeps_cached_tokens_when_the_provider_reports_them():
             assert driver.complete([{"role": "user", "content": "hi"}], []).usage == Usage(10, 5, None)
         finally:
             driver.close()
+
+
+def _llm(purpose, prompt, cached=None):
+    usage = {"prompt_tokens": prompt, "completion_tokens": 1}
+    if cached is not None:
+        usage["cached_tokens"] = cached
+    return {"e": "llm", "purpose": purpose, "completion": {"usage": usage}}
+
+
+def test_prefix_cache_counts_step_calls_that_follow_a_step_with_no_flush_between():
+    events = [
+        _llm("step", 100, 0),  # first call: nothing before it
+        _llm("step", 120, 90),  # counted
+        {"e": "flush"},
+        _llm("step", 80, 10),  # after a flush: the prefix was rewritten
+        _llm("step", 90, 70),  # counted
+        _llm("summary", 50, 0),  # a summary request displaces the server's cache
+        _llm("step", 95, 5),
+        _llm("step", 100),  # the provider said nothing about its cache
+        _llm("step", 110, 100),  # counted
+    ]
+    tally = prefix_cache(events)
+    assert tally == PrefixCache(prompt_tokens=320, cached_tokens=260, calls=3)
+    assert tally.ratio == 260 / 320
+    assert prefix_cache([_llm("step", 10, 0)]).ratio is None
