@@ -795,6 +795,10 @@ class Memory:
             self._memory_changed()
         return ids
 
+    def archival_get(self, page_id: int) -> Passage:
+        """The archival passage with this page id, with its interval (NotFoundError if none)."""
+        return self.store.archival.get(page_id)
+
     def supersede(self, old_ids: Sequence[int], by: int | None = None, *,
                   at: _dt.datetime | None = None) -> list[int]:
         """Mark the archival passages ``old_ids`` as no longer holding from ``at`` (default: the
