@@ -138,6 +138,49 @@ def archival_memory_insert(memory: Host, content: str, tags: list[str] | None = 
     return f"saved as {len(ids)} passage(s): {', '.join(f'{i:#x}' for i in ids)}"
 
 
+def _passage_id(value: str) -> int:
+    """A passage id as the model writes it: ``0x...`` as shown in search results, or decimal."""
+    text = str(value).strip()
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        raise FunctionError(f"old_id must be a passage id as shown in search results (like 0x1000000000000a3), "
+                            f"got {value!r}") from None
+
+
+@memory_function
+def archival_memory_update(memory: Host, old_id: str, new_content: str, tags: list[str] | None = None) -> str:
+    """Replace a fact in archival memory that is no longer true (the user changed job, moved, updated a
+    number) by the fact that holds now. The old passage is kept, marked as replaced from today.
+
+    Args:
+        old_id: the id of the passage that is no longer true, as shown in search results (0x...).
+        new_content: the fact as it is now, stated in full.
+        tags: optional tags for the new passage.
+    """
+    if not new_content.strip():
+        raise FunctionError("new_content must not be empty")
+    pid = _passage_id(old_id)
+    try:
+        old = memory.archival_get(pid)
+    except (NotFoundError, ValueError):
+        raise FunctionError(f"no archival passage {old_id!r}; search archival memory for the passage to replace "
+                            "and use its id") from None
+    if not old.current:
+        by = f" by {old.superseded_by:#x}" if old.superseded_by is not None else ""
+        raise FunctionError(f"passage {pid:#x} was already replaced{by} on "
+                            f"{old.invalid_at.date().isoformat() if old.invalid_at else '?'}; "
+                            "update the passage that holds now")
+    ids = memory.archival_insert(new_content, tags or ())
+    if pid in ids:
+        raise FunctionError(f"new_content is the text of passage {pid:#x} itself; state the fact as it is now")
+    try:
+        memory.supersede([pid], ids[0])
+    except ValueError as exc:  # e.g. a passage dated after today
+        raise FunctionError(str(exc)) from None
+    return f"passage {pid:#x} replaced by {', '.join(f'{i:#x}' for i in ids)} (the old one is kept, marked replaced)"
+
+
 @memory_function
 def archival_memory_search(
     memory: Host,
@@ -209,6 +252,7 @@ BUILTINS = (
     memory_insert,
     memory_rethink,
     archival_memory_insert,
+    archival_memory_update,
     archival_memory_search,
     conversation_search,
 )
