@@ -44,7 +44,7 @@ from figures import Figure, emit  # noqa: E402
 from vmem.app.demo import BLOCKS, CONVERSATION, DEMO_CONFIG, SYSTEM_PROMPT, DemoClock  # noqa: E402
 from vmem.kernel import Agent, Memory, prefix_cache, read_trace  # noqa: E402
 from vmem.kernel.drivers import Completion, Driver, OpenAIDriver  # noqa: E402
-from vmem.kernel.drivers.toolcalls import parse_arguments  # noqa: E402
+from vmem.kernel.drivers.lenient_json import parse_arguments  # noqa: E402
 
 
 @dataclass

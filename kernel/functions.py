@@ -61,7 +61,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from vmem.errors import VmemError
 from vmem.kernel.drivers.base import ToolCall
-from vmem.kernel.drivers.toolcalls import parse_arguments
+from vmem.kernel.drivers.lenient_json import parse_arguments
 
 __all__ = [
     "CallRecord",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from .base import Completion, Driver, Message, ScriptExhausted, Tool, ToolCall, Usage
-from .toolcalls import parse_arguments
+from .lenient_json import parse_arguments
 
 __all__ = ["Response", "Responder", "ScriptedDriver", "ScriptedRequest", "as_completion"]
 
