@@ -2,7 +2,7 @@
 
 - Every step of every agent in every test is followed by Memory.check() and a check that no
   tool call awaits its result (the autouse fixture below).
-- ``llm_server`` (session scope): a real OpenAI-compatible LLM server; see tests/llm_server.py.
+- ``llm_server`` (session scope): a real OpenAI-compatible LLM server; see bench/llm_server.py.
   It is defined once here, not imported into each module, so the whole session shares one
   server (a session fixture imported into two modules would be two fixtures, two servers).
 """
