@@ -10,6 +10,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem export DIR FILE.af        vmem agents as a Letta agent file
     vmem mcp DIR [--http]          an agent's memory served to MCP clients
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
+    vmem bench [--quick]           every benchmark suite of a checkout, one table (figure, baseline, target)
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
 (``VMEM_DEBUG=1`` shows it), with the exit codes of :data:`EXIT_CODES`.

@@ -29,7 +29,8 @@ public API. This class only wires the parts together, one concept per module:
 ``functions``       @memory_function, schemas, argument checks, calls;
                     ``host``: what functions may ask; ``builtins``
 ``transaction``     all effects commit together, or none
-``persistence``     the saved image; ``trace``: the event log
+``persistence``     the saved image; ``journal``: the core's operations since
+                    the last snapshot; ``trace``: the event log
 ``invariants``      what :meth:`Memory.check` verifies
 ==================  ===========================================================
 

@@ -1,7 +1,10 @@
-"""The Python face of the C core: the only module that imports the ffi.
+"""The Python face of the C core's page table (``csrc/vm.c``).
 
-``PagedContext`` owns one ``vm_t`` (freed by ``ffi.gc``). C return codes become
-exceptions in one place, :func:`_raise`. Page-id batches cross the boundary as
+``PagedContext`` owns one ``vm_t`` (freed by ``ffi.gc``). The ``vm_*`` return codes
+become exceptions in one place, :func:`_raise`. Two other private modules use the same
+extension's ffi, each for its own C file and with its own ``_raise`` where it has return
+codes: :mod:`vmem._textindex` (``csrc/ii.c``, the inverted index) and :mod:`vmem._fhash`
+(``csrc/fhash.c``, keyed hashing, which cannot fail). Page-id batches cross the boundary as
 numpy arrays, never as Python lists per element.
 
 Thread safety: every method takes the instance's lock, so one PagedContext may
@@ -175,7 +178,7 @@ _ERRORS = {
 
 
 def _raise(vm, rc: int) -> None:
-    """Turn a C return code into an exception: the one place this happens."""
+    """Turn a ``vm_*`` return code into an exception: the one place this happens."""
     message = ffi.string(lib.vm_errmsg(vm)).decode("utf-8", "replace")
     if rc == lib.VM_ENOMEM:
         raise MemoryError(message)

@@ -3,7 +3,7 @@
 Interface::
 
     from vmem.app.agentfile.legacy import from_legacy
-    doc = from_legacy(reader, doc)   # reader: the file's reading.\_Reader
+    doc = from_legacy(reader, doc)   # reader: the _Reader reading the file
 """
 
 from __future__ import annotations
