@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vmem.rank import fuse
 from vmem.storage._db import Database
 from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
@@ -223,10 +224,6 @@ class MemoryDir:
     ) -> None:
         from vmem.text import fts_query
 
-        try:
-            from vmem.rank import fuse
-        except ImportError:  # hybrid search needs it; the rest works without
-            fuse = None
         self._db = Database(self.path / DB_NAME, create=create, durability=durability, read_only=self.read_only)
         if verify:
             self._db.quick_check()
@@ -366,7 +363,7 @@ class MemoryDir:
         """Write the index caches and fold the WAL into the database file."""
         self._db.check_open()
         self.archival.checkpoint()
-        self.recall._lex.save()
+        self.recall.checkpoint()
         self._db.checkpoint()
 
     def checkpoint_in_background(self, min_wal_bytes: int = 4 << 20) -> None:
@@ -397,7 +394,7 @@ class MemoryDir:
             except VmemStorageError as e:
                 log.warning("%s: closing archival storage: %s", self.path, e)
             try:
-                self.recall._lex.save()
+                self.recall.checkpoint()
             except (VmemStorageError, OSError) as e:
                 log.warning("%s: saving the recall text index: %s", self.path, e)
             try:

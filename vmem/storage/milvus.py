@@ -110,7 +110,7 @@ class MilvusArchival(ArchivalStore):
         next_serial: Callable[[], int],
         db: Database,
         fts_query: Callable[[str], str | None],
-        fuse: Callable[..., list[tuple[int, float]]] | None,
+        fuse: Callable[..., list[tuple[int, float]]],
         token: str | None = None,
         db_name: str | None = None,
         analyzer: dict[str, Any] | None = None,

@@ -1,8 +1,10 @@
 """Recall storage: every message of the conversation, verbatim and searchable.
 
 Interface: ``append`` / ``append_many`` (one transaction), ``get`` /
-``get_many``, ``len()``, and ``search(query, roles, start, end, page,
-page_size)``: ranked when a query is given, newest first otherwise.
+``get_many``, ``len()``, ``search(query, roles, start, end, page,
+page_size)``: ranked when a query is given, newest first otherwise; and
+``checkpoint()``: write the text index's cache file (the store does, at its
+checkpoints and on close).
 
 Ranking: BM25 (FTS5's formula and ``porter unicode61`` matching) over the
 store's text index (:class:`~vmem.storage.lexical.LexicalCache`, exact top-k
@@ -131,6 +133,11 @@ class RecallStore:
         #: Messages appended through this object: a cheap way for a cache of the store's size to
         #: tell that it is stale (the store's lock keeps other processes out).
         self.appends = 0
+
+    def checkpoint(self) -> None:
+        """Write the text index's cache file if it changed since it was last written (never inside
+        a transaction, never from a read-only open); the messages themselves are always durable."""
+        self._lex.save()
 
     # -- writes
 

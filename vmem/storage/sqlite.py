@@ -123,7 +123,7 @@ class SqliteArchival(ArchivalStore):
         index_cls: type,
         lexical: LexicalCache,
         fts_query: Callable[[str], str | None],
-        fuse: Callable[..., list[tuple[int, float]]] | None,
+        fuse: Callable[..., list[tuple[int, float]]],
         index_errors: tuple[type[BaseException], ...] = (ValueError,),
         autosave: int = 50_000,
         context: tuple[float, float, float] = DEFAULT_CONTEXT,
