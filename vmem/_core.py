@@ -60,10 +60,15 @@ __all__ = [
     "estimate_tokens_many",
     "MAX_PAGE_TOKENS",
     "MAX_CANDIDATES",
+    "DEBUG_BUILD",
 ]
 
 MAX_PAGE_TOKENS: int = lib.VM_MAX_PAGE_TOKENS
 MAX_CANDIDATES: int = lib.VM_MAX_CANDIDATES
+#: The loaded core is a debug build (``VMEM_CORE_DEBUG=1`` at build time, see
+#: csrc/build_vmcore.py): every change to a page table checks every invariant, and a
+#: broken one aborts the process. For tests; O(pages) per change.
+DEBUG_BUILD: bool = bool(lib.vm_debug_build())
 _SNAPSHOT_FORMAT = "vmem.core"
 _SNAPSHOT_VERSION = 1
 
