@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from vmem.kernel.context import message_line, passage_line
 from vmem.kernel.functions import FunctionError, memory_function
@@ -181,7 +181,7 @@ def conversation_search(
     return _page_fault(memory, "recall storage", found, hits)
 
 
-def _page_fault(memory: Host, tier: str, found: SearchPage, hits: Sequence[SearchHit]) -> str:
+def _page_fault(memory: Host, tier: str, found: SearchPage[Any], hits: Sequence[SearchHit]) -> str:
     if not hits:
         return f"no results in {tier} (page {found.page + 1} of {max(found.pages, 1)}, {found.total} matches)"
     ranked = [(page, 1.0 / (rank + 1), line) for rank, (page, _, line) in enumerate(hits)]

@@ -57,7 +57,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 import docstring_parser
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from vmem.errors import VmemError
 from vmem.kernel.drivers.base import ToolCall
@@ -129,7 +129,8 @@ def _as_json_schema_says(hint: Any) -> Any:
     if origin is None or origin is Literal or not args:
         return hint
     if origin is Annotated:
-        return Annotated[(_as_json_schema_says(args[0]), *hint.__metadata__)]
+        params = (_as_json_schema_says(args[0]), *hint.__metadata__)
+        return Annotated[params]
     new = tuple(_as_json_schema_says(a) for a in args)
     if new == args:
         return hint
@@ -244,9 +245,8 @@ def check_arguments(func: MemoryFunction, arguments: Mapping[str, Any]) -> dict[
         model = func.model.model_validate_json(text)
     except ValidationError as exc:
         raise FunctionError(f"bad call to {func.name}: " + "; ".join(_problems(func, exc, given))) from None
-    names = type(model).model_fields
-    return {names[k].alias: getattr(model, k) for k in model.model_fields_set
-            if names[k].alias != HEARTBEAT}  # type: ignore[misc]
+    aliases = {name: f.alias or name for name, f in type(model).model_fields.items()}  # every field has one
+    return {aliases[k]: getattr(model, k) for k in model.model_fields_set if aliases[k] != HEARTBEAT}
 
 
 def _problems(func: MemoryFunction, error: ValidationError, given: Mapping[str, Any]) -> list[str]:
@@ -254,7 +254,7 @@ def _problems(func: MemoryFunction, error: ValidationError, given: Mapping[str, 
     props = func.schema["parameters"]["properties"]
     unknown: list[str] = []
     missing: list[str] = []
-    wrong: dict[str, list[dict[str, Any]]] = {}
+    wrong: dict[str, list[ErrorDetails]] = {}
     for e in error.errors(include_url=False):
         arg = str(e["loc"][0]) if e["loc"] else ""
         if e["type"] == "extra_forbidden":

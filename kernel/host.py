@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from vmem.storage import Block, Message, Passage, SearchPage
 
@@ -45,7 +45,7 @@ class Host(Protocol):
     def archival_insert(self, content: str, tags: Sequence[str]) -> list[int]:
         """Save text to archival storage; the passages' page ids."""
 
-    def archival_search(self, query: str, *, tags: Sequence[str] | None, tags_match: str,
+    def archival_search(self, query: str, *, tags: Sequence[str] | None, tags_match: Literal["any", "all"],
                         start: _dt.date | None, end: _dt.date | None, page: int) -> SearchPage[Passage]:
         """One page of an archival search (hybrid)."""
 

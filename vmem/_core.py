@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 import msgpack
 import numpy as np
@@ -62,6 +62,8 @@ __all__ = [
     "MAX_CANDIDATES",
     "DEBUG_BUILD",
 ]
+
+_Context = TypeVar("_Context", bound="PagedContext")
 
 MAX_PAGE_TOKENS: int = lib.VM_MAX_PAGE_TOKENS
 MAX_CANDIDATES: int = lib.VM_MAX_CANDIDATES
@@ -579,7 +581,7 @@ class PagedContext:
         return twin
 
     @classmethod
-    def from_snapshot(cls, data: bytes) -> "PagedContext":
+    def from_snapshot(cls: type[_Context], data: bytes) -> _Context:
         """A new PagedContext holding a snapshot's state."""
         ctx = cls()
         ctx.restore(data)

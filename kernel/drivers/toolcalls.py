@@ -86,7 +86,8 @@ def _call_from_dict(
         if not is_call:
             return None
     raw = body.get(arg_key) if arg_key is not None else None
-    call_id = d.get("id") if isinstance(d.get("id"), str) and d.get("id") else make_id()
+    given_id = d.get("id")
+    call_id = given_id if isinstance(given_id, str) and given_id else make_id()
     if isinstance(raw, str):
         parsed = parse_arguments(raw)
         return ToolCall(call_id, name, parsed.arguments, parsed.error, raw_arguments=raw)

@@ -132,6 +132,12 @@ class MemoryDir:
     state: KernelState
     events: EventLog
     journal: Journal
+    path: Path  #: the directory
+    _closed: bool
+    _lock_fd: int | None
+    read_only: bool
+    store_id: str  #: a unique id of this store (made at creation)
+    embedder: Any
 
     def __init__(self) -> None:  # use MemoryDir.open()
         raise TypeError("use MemoryDir.open(path, ...)")
@@ -176,7 +182,7 @@ class MemoryDir:
         self = object.__new__(cls)
         self.path = Path(path)
         self._closed = True
-        self._lock_fd: int | None = None
+        self._lock_fd = None
         db_path = self.path / DB_NAME
         if self.path.exists() and not self.path.is_dir():
             raise ForeignFileError(f"{self.path} is a file, not a memory directory")
@@ -232,7 +238,7 @@ class MemoryDir:
                 self._db.set_meta("store_id", uuid.uuid4().hex)
                 self._db.set_meta("created", utcnow().timestamp())
         #: A unique id of this store (made at creation).
-        self.store_id: str = self._db.get_meta("store_id")
+        self.store_id = self._db.get_meta("store_id")
         if embedder is None:
             from vmem.embed import default_embedder
 
