@@ -54,7 +54,7 @@ from typing import Any, Literal
 import msgpack
 import numpy as np
 
-from vmem import BudgetError, PageKind, PagedContext, Region, make_page_id, page_kind
+from vmem import BudgetError, PageKind, Region, make_page_id, page_kind
 from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig

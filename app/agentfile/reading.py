@@ -510,9 +510,8 @@ class _Reader:
         summary = ""
         if ctx_items and ctx_items[0].msg.kind == "summary":
             env = _envelope(ctx_items[0].msg.content)
-            summary = _summary_body(env) if env is not None else None
-            if summary is None:  # role summary, plain text
-                summary = ctx_items[0].msg.content
+            body = _summary_body(env) if env is not None else None
+            summary = body if body is not None else ctx_items[0].msg.content  # else: role summary, plain text
             self.report.add("mapped", f"summary message {ctx_items[0].msg.letta_id}",
                             f"Letta's summary -> vmem summary ({len(summary)} characters)" if summary else
                             "Letta's note that older messages were hidden, with no summary text -> empty summary", aid)

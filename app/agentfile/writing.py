@@ -192,7 +192,8 @@ def _llm_config(a: AgentSpec) -> tuple[dict[str, Any], list[str]]:
     return cfg, made_up
 
 
-def _write_messages(a: AgentSpec, aid: str, ids: _Ids, kept: set[str], af: AgentFile) -> tuple[list, list[str]]:
+def _write_messages(a: AgentSpec, aid: str, ids: _Ids, kept: set[str], af: AgentFile
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
     """Letta message dicts (history order) and the in-context ids (context order)."""
     used: set[str] = set()
 
@@ -206,8 +207,8 @@ def _write_messages(a: AgentSpec, aid: str, ids: _Ids, kept: set[str], af: Agent
     # (deterministic, so that exporting twice gives the same file)
     first = a.in_context[0].timestamp if a.in_context else (
         a.out_of_context[-1].timestamp if a.out_of_context else af.created_at or _EPOCH)
-    system = {"type": "message", "id": mid(None), "role": "system", "content": [_text(a.system)],
-              "agent_id": aid, "created_at": first.isoformat()}
+    system: dict[str, Any] = {"type": "message", "id": mid(None), "role": "system", "content": [_text(a.system)],
+                              "agent_id": aid, "created_at": first.isoformat()}
     out = [system]
     out += [_message(m, mid(m), aid) for m in a.out_of_context]
     ctx = [system["id"]]

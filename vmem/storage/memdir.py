@@ -274,12 +274,13 @@ class MemoryDir:
         if want["backend"] == "sqlite":
             if have is None:
                 self._db.set_meta("archival", {"backend": "sqlite"})
-            from vmem.index import IndexFormatError, IndexMismatchError
+            from vmem.index import ExactIndex, IndexFormatError, IndexMismatchError, PageIndex
 
+            index_cls: type[PageIndex] | type[ExactIndex]
             if index == "hnsw":
-                from vmem.index import PageIndex as index_cls
+                index_cls = PageIndex
             elif index == "exact":
-                from vmem.index import ExactIndex as index_cls
+                index_cls = ExactIndex
             else:
                 raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
             from vmem.storage.lexical import LexicalCache

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -194,7 +194,7 @@ class MilvusArchival(ArchivalStore):
         def __enter__(self) -> None:
             return None
 
-        def __exit__(self, et: Any, e: Any, tb: Any) -> bool:
+        def __exit__(self, et: Any, e: Any, tb: Any) -> Literal[False]:
             if e is not None and isinstance(e, self.outer._pm.MilvusException):
                 raise BackendError(f"{self.what}: {e}") from e
             return False

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
@@ -166,7 +166,7 @@ class RecallStore:
             return []
         with self._db.transaction("appending messages") as c:
             ids = [
-                c.execute("INSERT INTO messages(role, content, ts, meta) VALUES (?, ?, ?, ?)", r).lastrowid
+                cast(int, c.execute("INSERT INTO messages(role, content, ts, meta) VALUES (?, ?, ?, ?)", r).lastrowid)
                 for r in rows
             ]
             added = [(i, r[1], r[2], r[0], 0) for i, r in zip(ids, rows)]
