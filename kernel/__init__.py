@@ -25,6 +25,11 @@ Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step lo
 ``host`` (what functions may ask), ``builtins``, ``transaction`` (all or nothing),
 ``persistence`` (the saved image), ``journal`` (the core's operations between
 snapshots), ``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``.
+
+The public API is what ``__all__`` lists here and in ``vmem.kernel.drivers``, with
+``vmem.storage`` and ``vmem`` below (tests/test_docs.py checks that each name resolves and
+is documented). The modules are importable, but what they hold beyond that is
+implementation and may change.
 """
 
 from vmem.kernel.agent import Agent, StepResult
