@@ -92,17 +92,13 @@ class MemoryFunction:
     schema: dict[str, Any]
     wants_memory: bool  #: the first parameter is ``memory``: the Memory is passed there
     model: type[BaseModel]  #: the arguments (request_heartbeat included), as pydantic validates them
+    optional: frozenset[str]  #: the arguments a call may leave out (given empty, they are left out)
+    arguments: Mapping[str, str]  #: the model's field -> the argument's name
 
     @property
     def tool(self) -> dict[str, Any]:
         """The OpenAI tool schema."""
         return {"type": "function", "function": self.schema}
-
-    @property
-    def optional(self) -> frozenset[str]:
-        """The arguments a call may leave out (given empty, they are left out)."""
-        params = self.schema["parameters"]
-        return frozenset(params["properties"]) - frozenset(params["required"])
 
 
 # ------------------------------------------------------------------ describing them
@@ -206,7 +202,9 @@ def memory_function(fn: Callable[..., Any] | None = None, *, name: str | None = 
         if "$defs" in made:
             parameters["$defs"] = made["$defs"]
         schema = {"name": name or f.__name__, "description": summary, "parameters": parameters}
-        return MemoryFunction(name or f.__name__, f, schema, wants_memory, model)
+        optional = frozenset(parameters["properties"]) - frozenset(parameters["required"])
+        arguments = types.MappingProxyType({k: v.alias or k for k, v in model.model_fields.items()})
+        return MemoryFunction(name or f.__name__, f, schema, wants_memory, model, optional, arguments)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -220,8 +218,8 @@ def _empty(value: Any) -> bool:
 
 def _json_number(value: Any) -> Any:
     """JSON has one number type: ``2.0`` is the integer 2 (JSON Schema agrees)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
     if isinstance(value, list):
         return [_json_number(v) for v in value]
     if isinstance(value, dict):
@@ -236,7 +234,9 @@ def check_arguments(func: MemoryFunction, arguments: Mapping[str, Any]) -> dict[
     validated as JSON. Raises FunctionError naming every problem (unknown, missing or
     mistyped arguments), so the LLM can correct the call.
     """
-    given = {k: _json_number(v) for k, v in arguments.items() if not (k in func.optional and _empty(v))}
+    optional = func.optional
+    given = {k: v if isinstance(v, str) else _json_number(v) for k, v in arguments.items()
+             if not (k in optional and _empty(v))}
     try:
         text = json.dumps(given, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
@@ -245,8 +245,8 @@ def check_arguments(func: MemoryFunction, arguments: Mapping[str, Any]) -> dict[
         model = func.model.model_validate_json(text)
     except ValidationError as exc:
         raise FunctionError(f"bad call to {func.name}: " + "; ".join(_problems(func, exc, given))) from None
-    aliases = {name: f.alias or name for name, f in type(model).model_fields.items()}  # every field has one
-    return {aliases[k]: getattr(model, k) for k in model.model_fields_set if aliases[k] != HEARTBEAT}
+    names = func.arguments
+    return {names[k]: getattr(model, k) for k in model.model_fields_set if names[k] != HEARTBEAT}
 
 
 def _problems(func: MemoryFunction, error: ValidationError, given: Mapping[str, Any]) -> list[str]:
