@@ -10,6 +10,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem export DIR FILE.af        vmem agents as a Letta agent file
     vmem mcp DIR [--http]          an agent's memory served to MCP clients
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
+    vmem bench [--quick]           every benchmark suite of a checkout, one table (figure, baseline, target)
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
 (``VMEM_DEBUG=1`` shows it), with the exit codes of :data:`EXIT_CODES`.
@@ -366,12 +367,12 @@ def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
             out.write(f"usage: {name} QUERY\n")
             return None
         if name == "/recall":
-            found = memory.store.recall.search(rest, page_size=10)
-            lines = [message_line(m) for m in found.items]
+            messages = memory.store.recall.search(rest, page_size=10)
+            total, lines = messages.total, [message_line(m) for m in messages.items]
         else:
-            found = memory.store.archival.search(rest, mode="hybrid", page_size=10)
-            lines = [passage_line(p) for p in found.items]
-        out.write(f"{found.total} match(es); the best {len(lines)}:\n" if lines else "no match\n")
+            passages = memory.store.archival.search(rest, mode="hybrid", page_size=10)
+            total, lines = passages.total, [passage_line(p) for p in passages.items]
+        out.write(f"{total} match(es); the best {len(lines)}:\n" if lines else "no match\n")
         out.write("".join(f"  {line}\n" for line in lines))
     else:
         out.write(f"unknown command {name}: /help lists the commands\n")

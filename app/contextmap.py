@@ -10,6 +10,7 @@ schemas) is drawn at the right end. Colour is used when asked (on a TTY).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from vmem import Region, State
 from vmem.kernel.context import ContextMap
 
@@ -29,7 +30,7 @@ RESET = "\x1b[0m"
 STATE_STYLE = {State.OK: "\x1b[32m", State.WARN: "\x1b[33m", State.OVER: "\x1b[31;1m"}
 
 
-def _cells(counts: list[tuple[object, int]], total: int, width: int) -> list[object]:
+def _cells(counts: Sequence[tuple[object, int]], total: int, width: int) -> list[object]:
     """Apportion ``width`` cells to (key, tokens) parts by largest remainder; nonzero parts get one."""
     exact = [(key, tokens * width / total if total else 0.0) for key, tokens in counts]
     cells = {key: int(x) for key, x in exact}
@@ -43,7 +44,7 @@ def _cells(counts: list[tuple[object, int]], total: int, width: int) -> list[obj
         cells[key] += 1
         spare -= 1
     while spare < 0:  # the one-cell minimums overflowed: shrink the largest part
-        big = max(cells, key=cells.get)
+        big = max(cells, key=lambda k: cells[k])
         cells[big] -= 1
         spare += 1
     return [key for key, _ in counts for _ in range(cells[key])]
@@ -53,7 +54,8 @@ def render_map(m: ContextMap, *, width: int = 64, color: bool = False) -> str:
     """The context map as text: the bar, the watermarks, tokens per region, tier sizes."""
     s, c = m.stats, m.config
     free = max(0, c.budget - s.used)
-    parts = [(r, s.tokens[r]) for r in (Region.SYSTEM, Region.CORE, Region.SUMMARY, Region.QUEUE, Region.WORKSET)]
+    parts: list[tuple[Region | str, int]] = [
+        (r, s.tokens[r]) for r in (Region.SYSTEM, Region.CORE, Region.SUMMARY, Region.QUEUE, Region.WORKSET)]
     parts += [("free", free), ("reserve", c.reserve)]
     total = max(c.window, s.used + c.reserve)
     bar = _cells(parts, total, width)

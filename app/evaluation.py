@@ -44,7 +44,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -291,7 +291,7 @@ class StoreBackend:
             start = end
         return ids
 
-    def _search(self, query: str, mode: str, k: int) -> list[tuple[int, float]]:
+    def _search(self, query: str, mode: Literal["hybrid", "text", "vector"], k: int) -> list[tuple[int, float]]:
         page = self.store.archival.search(query, mode=mode, page_size=k)
         return [(int(h.item.id), float(h.score)) for h in page.hits]
 
@@ -557,7 +557,7 @@ def select_context_loco(
     ks = sorted({int(k) for k in ks})
     if 10 not in ks or 25 not in ks:
         ks = sorted(set(ks) | {10, 25})
-    grid = [tuple(map(float, w)) for w in grid]
+    grid = [(float(w[0]), float(w[1]), float(w[2])) for w in grid]
     if _OFF not in grid:
         grid.append(_OFF)
     convs = load_locomo(path if path is not None else DEFAULT_LOCOMO_PATH)
@@ -593,7 +593,7 @@ def select_context_loco(
         return [float(x) for x in np.mean([r for _, r in items], axis=0)] if items else [0.0] * len(ks)
 
     i10, i25 = ks.index(10), ks.index(25)
-    folds = []
+    folds: list[dict[str, Any]] = []
     pooled: list[tuple[int, list[float]]] = []
     pooled_without: list[tuple[int, list[float]]] = []
     def cat_means(items: list[tuple[int, list[float]]]) -> dict[int, list[float]]:

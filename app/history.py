@@ -96,7 +96,8 @@ class HistoryBuilder:
             return
         kind = e.get("e")
         if kind == "context":
-            tokens = e.get("tokens") if isinstance(e.get("tokens"), dict) else {}
+            raw_tokens = e.get("tokens")
+            tokens = raw_tokens if isinstance(raw_tokens, dict) else {}
             if self._pagein:
                 self._pending.append("prefetch")
             self._pagein = False

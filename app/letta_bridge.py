@@ -41,7 +41,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from vmem.app.agentfile import (
     DEFAULT_CONTEXT_WINDOW,
@@ -60,6 +60,7 @@ from vmem.app.agentfile import (
     dump_agent_file,
     read_agent_file,
 )
+from vmem.app.agentfile.model import Role
 from vmem import PageKind, make_page_id, page_serial
 from vmem.kernel import ContextWindowError, Memory, MemoryConfig
 from vmem.storage import Message
@@ -116,8 +117,8 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
         try:
             agents = [af.agent(agent)]
         except KeyError:
-            names = ", ".join(f"{a.id} ({a.name})" for a in af.agents)
-            raise LettaBridgeError(f"no agent {agent!r} in the file; it holds {names}") from None
+            held = ", ".join(f"{a.id} ({a.name})" for a in af.agents)
+            raise LettaBridgeError(f"no agent {agent!r} in the file; it holds {held}") from None
     if not agents:
         raise LettaBridgeError("the file holds no agent")
     target = Path(target)
@@ -341,7 +342,7 @@ def export_agent_file(source: str | os.PathLike[str], target: str | os.PathLike[
     specs = _share_blocks(specs, notes)
     groups = _groups(specs, kept_all, notes)
     created = max((m.timestamp for s in specs for m in (*s.out_of_context, *s.in_context)), default=None)
-    meta = next((k["file"]["metadata"] for k in kept_all if k and isinstance(k["file"].get("metadata"), dict)), {})
+    meta: Mapping[str, Any] = next((k["file"]["metadata"] for k in kept_all if k and isinstance(k["file"].get("metadata"), dict)), {})
     af = AgentFile(tuple(specs), tuple(groups), created_at=created, metadata=meta)
     if target is not None:
         dump_agent_file(af, target)
@@ -364,7 +365,7 @@ def _all_message_ids(memory: Memory) -> list[int]:
 def _chat(m: Message, reasoning: Mapping[str, str]) -> ChatMessage:
     calls = tuple(ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
                   for c in m.meta.get("tool_calls") or ())
-    return ChatMessage(role=m.role, content=m.content, timestamp=m.timestamp.astimezone(_UTC), tool_calls=calls,
+    return ChatMessage(role=cast(Role, m.role), content=m.content, timestamp=m.timestamp.astimezone(_UTC), tool_calls=calls,
                        tool_call_id=m.meta.get("tool_call_id"), name=m.meta.get("name"),
                        reasoning=reasoning.get(str(m.id), ""))
 
@@ -394,7 +395,7 @@ def _agent_spec(memory: Memory, kept: dict[str, Any] | None, dirname: str) -> Ag
         tools = [builtin_tool(f.name, f.schema) for f in memory.functions.values()]
         rules, settings = [], {}
         name, agent_type, model, description, aid = dirname, "memgpt_agent", None, "", ""
-    passages = []
+    passages: list[ArchivalPassage] = []
     page = 0
     while True:
         found = memory.store.archival.search(None, page=page, page_size=500)

@@ -26,7 +26,7 @@ Series:
   inside the kernel's flush (eviction planning, transcript and chunking,
   removal, bookkeeping); the summary call is the scripted driver's and is
   excluded.
-- baseline: :class:`PythonKernel`, written here, does the same step as a
+- baseline: ``PythonKernel`` (python_kernel.py) does the same step as a
   competent Python programmer would without the C core: counts cached per
   message (the same estimator), a running total, a linear eviction scan that
   stops when enough is freed, the same memory functions on the same kind of
@@ -46,18 +46,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import datetime as _dt
 import io
-import json
 import pstats
-import random
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator
 
 import numpy as np
 
@@ -65,115 +62,35 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # figures.py
 
 from figures import Figure, emit  # noqa: E402
+from python_kernel import (  # noqa: E402
+    naive_scene,
+    run_naive_flush,
+    run_naive_steps,
+)
+from vmem.kernel import Agent, read_trace  # noqa: E402
+from vmem.kernel.drivers import (  # noqa: E402
+    Completion,
+    ContextOverflowError,
+    ScriptedDriver,
+    ToolCall,
+)
+from workload import (  # noqa: E402
+    CONFIG,
+    HUMAN_LIMIT,
+    PERSONA,
+    RULES,
+    SYSTEM,
+    Responder,
+    TextGen,
+    TimedDriver,
+    step_completions,
+    user_messages,
+)
 
-from vmem import Region, estimate_tokens  # noqa: E402
-from vmem.kernel import Agent, Memory, MemoryConfig, StepRules, read_trace  # noqa: E402
-from vmem.kernel.builtins import BUILTINS  # noqa: E402
-from vmem.kernel.drivers import Completion, ContextOverflowError, Driver, ScriptedDriver, ToolCall  # noqa: E402
-from vmem.kernel.functions import FunctionError, check_arguments  # noqa: E402
-from vmem.kernel.pressure import ALERT  # noqa: E402
-from vmem.kernel.summary import SUMMARIZER_PROMPT  # noqa: E402
-from vmem.kernel.tokens import MESSAGE_OVERHEAD  # noqa: E402
-from vmem.storage import MemoryDir  # noqa: E402
+from vmem import Region  # noqa: E402
 
 TARGET_P50_MS = 1.0
 TARGET_P99_MS = 5.0
-CONFIG = MemoryConfig(window=131_072, reserve_output=4_096)
-RULES = StepRules(max_steps=4)
-SYSTEM = ("You are a helpful assistant with a long memory. Core memory holds what matters about the user; "
-          "archival memory holds notes you saved; recall storage holds the whole conversation. Answer with "
-          "send_message; save durable facts with core_memory_append or archival_memory_insert.")
-PERSONA = "I am a patient, precise assistant. I keep notes on what the user tells me and I use them."
-HUMAN_LIMIT = 50_000
-
-# --------------------------------------------------------------------------- generated text
-
-_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kemal", "Lena"]
-_VERBS = ["visited", "planned", "cooked", "repaired", "painted", "booked", "studied", "sold", "found", "ordered"]
-_THINGS = ["the garden shed", "a trip to Lisbon", "her grandmother's recipe", "the old bicycle", "a pottery class",
-           "the quarterly report", "a birthday dinner", "the violin lessons", "a new laptop", "the camping gear",
-           "the apartment lease", "a chess tournament", "the marathon training", "a jazz concert"]
-_WHEN = ["yesterday", "last week", "on Sunday", "after work", "in May", "before the holidays", "with friends",
-         "for the first time", "again", "at night"]
-
-
-class TextGen:
-    """Deterministic, varied English text (user messages, replies, notes, passages)."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def sentence(self) -> str:
-        r = self.rng
-        return (f"{r.choice(_NAMES)} {r.choice(_VERBS)} {r.choice(_THINGS)} {r.choice(_WHEN)} and "
-                f"{r.choice(_VERBS)} {r.choice(_THINGS)}.")
-
-    def text(self, sentences: int, tag: int) -> str:
-        return " ".join(self.sentence() for _ in range(sentences)) + f" (#{tag})"
-
-
-# --------------------------------------------------------------------------- drivers and timing
-
-
-class TimedDriver(Driver):
-    """Wraps a driver; :attr:`seconds` accumulates the time spent in its ``complete``."""
-
-    def __init__(self, inner: Driver) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-
-    def complete(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]]) -> Completion:
-        t = time.perf_counter()
-        try:
-            return self.inner.complete(messages, tools)
-        finally:
-            self.seconds += time.perf_counter() - t
-
-
-def step_completions(n: int, seed: int, start: int = 0) -> list[Completion]:
-    """``n`` precomputed completions: send_message; every 10th step also archival_memory_insert,
-    another 10th core_memory_append (all calls in one completion: one LLM call per step)."""
-    gen = TextGen(seed)
-    out = []
-    for i in range(start, start + n):
-        calls = []
-        if i % 10 == 3:
-            calls.append(ToolCall(f"s{i}-a", "archival_memory_insert", {"content": "Note: " + gen.text(2, i)}))
-        elif i % 10 == 7:
-            calls.append(ToolCall(f"s{i}-c", "core_memory_append",
-                                  {"label": "human", "content": f"Fact {i}: {gen.sentence()}"}))
-        calls.append(ToolCall(f"s{i}-m", "send_message", {"message": gen.text(1, i)}))
-        out.append(Completion(tool_calls=calls, finish_reason="tool_calls"))
-    return out
-
-
-def user_messages(n: int, seed: int) -> list[str]:
-    """``n`` precomputed user messages of one sentence."""
-    gen = TextGen(seed)
-    return [gen.text(1, i) for i in range(n)]
-
-
-class Responder:
-    """A ScriptedDriver responder over precomputed completions: step requests get the next
-    completion (an exception instance is raised by the driver), summary requests (no tools)
-    get a fixed summary at once."""
-
-    SUMMARY = "The user and the assistant talked about everyday plans; facts are in core memory."
-
-    def __init__(self, completions: Sequence[Completion | BaseException]) -> None:
-        self.completions = list(completions)
-        self.next = 0
-        self.summaries = 0
-
-    def __call__(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion | BaseException:
-        if not tools:
-            self.summaries += 1
-            return Completion(text=self.SUMMARY, finish_reason="stop")
-        item = self.completions[self.next % len(self.completions)]
-        self.next += 1
-        return item
-
-
 def timed_generator(gen: Generator[Any, Any, Any], box: list[float]) -> Generator[Any, Any, Any]:
     """Re-yield ``gen``'s requests and pass answers back, adding the time spent running
     ``gen`` itself (not its caller, not the driver) to ``box[0]``; returns ``gen``'s value."""
@@ -446,230 +363,6 @@ def run_flush(path: Path, durability: str) -> FlushSample:
         agent.close()
     evicted = [len(e["evicted"]) for e in read_trace(path) if e["e"] == "flush"][-1]
     return FlushSample(box[0], wall - driver.seconds, evicted, before)
-
-
-# --------------------------------------------------------------------------- the baseline: a pure-Python kernel
-
-
-class PythonKernel:
-    """The same step, written as a competent Python programmer would without the C core.
-
-    The fair competitor: each message's tokens are counted once, when it is appended, with
-    the same estimator (vmem.estimate_tokens), and the context's total is kept as messages
-    come and go, so the pressure check is O(1); eviction planning is a linear scan from the
-    oldest message that stops as soon as enough is freed, keeping a tool call with its
-    results; the compiled context is a list copy of chat dicts made once per message. It
-    writes what the kernel writes in one transaction per step: recall rows, its state and
-    one trace event per LLM exchange and memory call. It runs the same built-in memory
-    functions, through the Host interface they are written against (vmem.kernel.host).
-
-    What it does not do is what the C core and the kernel add: transactional rollback of
-    the in-memory state, numbered invariants, a working set with admission, journaled
-    core state. So the ratio (kernel / this) is the price, or the gain, of those.
-    """
-
-    def __init__(self, path: Path, context: list[dict[str, Any]], tools: list[dict[str, Any]],
-                 durability: str) -> None:
-        self.store = MemoryDir.open(path, durability=durability)
-        self.config = CONFIG
-        self.tools = tools
-        self.tools_tokens = count_tokens(json.dumps(tools))
-        self.functions = {f.name: f for f in BUILTINS}
-        self.system = context[0]["content"]
-        self.summary = ""
-        self.now = _dt.datetime.now(_dt.timezone.utc)
-        self.replies: list[str] = []
-        self.store.blocks.create("persona", PERSONA, limit=2000)
-        self.store.blocks.create("human", "", limit=HUMAN_LIMIT)
-        self.blocks = {b.label: b.value for b in self.store.blocks.all()}
-        queue = [m for m in context[1:] if m["role"] != "system"]
-        ids = self.store.recall.append_many(
-            [{"role": m["role"], "content": m.get("content") or "", "timestamp": self.now,
-              "meta": {k: v for k, v in m.items() if k in ("tool_calls", "tool_call_id")}} for m in queue])
-        # the queue: (page, chat dict, tokens, group), oldest first; the running total beside it
-        self.queue: list[tuple[int, dict[str, Any], int, int]] = [
-            (p, m, count_tokens(_text(m)), 0) for p, m in zip(ids, queue)]
-        self.queue_tokens = sum(t for _, _, t, _ in self.queue)
-        self.fixed_tokens = count_tokens(self.system) + self._core_tokens() + 40  # + statistics
-        self.group = 0
-        self.budget = CONFIG.window - CONFIG.reserve_output - self.tools_tokens
-        self.alerted = False
-        self.events: list[dict[str, Any]] = []
-
-    def close(self) -> None:
-        self.store.close()
-
-    def _core_tokens(self) -> int:
-        return count_tokens("\n".join(f"<{k}>\n{v}\n</{k}>" for k, v in self.blocks.items()))
-
-    # -- the Host interface (what the memory functions call)
-
-    @property
-    def page_size(self) -> int:
-        return self.config.page_size
-
-    def block(self, label: str) -> Any:
-        return self.store.blocks.get(label)
-
-    def block_labels(self) -> list[str]:
-        return list(self.blocks)
-
-    def set_block(self, label: str, value: str) -> Any:
-        block = self.store.blocks.set(label, value)
-        self.blocks[label] = value
-        self.fixed_tokens = count_tokens(self.system) + self._core_tokens() + 40
-        return block
-
-    def reply(self, message: str) -> None:
-        self.replies.append(message)
-
-    def archival_insert(self, content: str, tags: Sequence[str]) -> list[int]:
-        return self.store.archival.insert(content, tags=tags, timestamp=self.now)
-
-    def archival_search(self, query: str, **kw: Any) -> Any:
-        return self.store.archival.search(query, mode="hybrid", page_size=self.page_size, **kw)
-
-    def conversation_search(self, query: str | None, **kw: Any) -> Any:
-        return self.store.recall.search(query, page_size=self.page_size, **kw)
-
-    def page_in(self, hits: Sequence[tuple[int, float, str]]) -> set[int]:
-        return set()
-
-    # -- the step
-
-    def _append(self, role: str, content: str, meta: dict[str, Any] | None = None, group: int = 0) -> None:
-        page = self.store.recall.append(role, content, timestamp=self.now, meta=meta)
-        msg: dict[str, Any] = {"role": role, "content": content}
-        if meta and "tool_calls" in meta:
-            msg["tool_calls"] = meta["tool_calls"]
-        if meta and "tool_call_id" in meta:
-            msg["tool_call_id"] = meta["tool_call_id"]
-        tokens = count_tokens(_text(msg))
-        self.queue.append((page, msg, tokens, group))
-        self.queue_tokens += tokens
-
-    def compile(self) -> list[dict[str, Any]]:
-        core = "\n".join(f"<{k}>\n{v}\n</{k}>" for k, v in self.blocks.items())
-        parts = [{"role": "system", "content": self.system},
-                 {"role": "system", "content": f"<core_memory>\n{core}\n</core_memory>"}]
-        if self.summary:
-            parts.append({"role": "system", "content": f"<summary>\n{self.summary}\n</summary>"})
-        parts.extend(m for _, m, _, _ in self.queue)
-        parts.append({"role": "system", "content": f"<memory_statistics>\n{self.now.isoformat()}\n</memory_statistics>"})
-        return parts
-
-    def plan_eviction(self, need: int) -> int:
-        """How many of the oldest queue messages to evict to free ``need`` tokens: a linear scan
-        that stops when enough is freed, never splitting a group, never the last keep_last."""
-        freed, k, limit = 0, 0, len(self.queue) - self.config.keep_last
-        while k < limit and freed < need:
-            group = self.queue[k][3]
-            end = k + 1
-            while group and end < len(self.queue) and self.queue[end][3] == group:
-                end += 1
-            if end > limit:
-                break
-            freed += sum(t for _, _, t, _ in self.queue[k:end])
-            k = end
-        return k
-
-    def used(self) -> int:
-        return self.fixed_tokens + self.queue_tokens
-
-    def step(self, user_text: str, completion: Completion) -> list[str]:
-        self.replies = []
-        with self.store.transaction():
-            self._append("user", user_text)
-            used = self.used()
-            if used > self.config.warn * self.budget and not self.alerted:
-                self.alerted = True
-                self._append("system", ALERT.format(pct=100 * used / self.budget))
-            if self.used() > self.config.flush * self.budget:
-                self.flush(self.used() - self.budget)
-            self.compile()  # what goes to the LLM (the call itself is not timed)
-            self.events.append({"e": "llm", "completion": completion.to_dict()})
-            self._record(completion)
-            self.save()
-
-    def flush(self, need: int, summary: str = Responder.SUMMARY) -> int:
-        """Evict at least ``need`` tokens and half the queue, fold them into the summary."""
-        n = self.plan_eviction(max(need, self.queue_tokens - int(self.config.target * self.queue_tokens)))
-        transcript = [f"{m['role']}: {m.get('content') or ''}" for _, m, _, _ in self.queue[:n]]
-        room = self.budget - count_tokens(SUMMARIZER_PROMPT)
-        used = 0
-        for line in transcript:  # chunking the summarizer's input
-            used += count_tokens(line)
-            if used > room:
-                used = 0
-        self.summary = summary
-        self.queue_tokens -= sum(t for _, _, t, _ in self.queue[:n])
-        del self.queue[:n]
-        self.alerted = False
-        return n
-
-    def _record(self, completion: Completion) -> None:
-        self.group += 1
-        calls = completion.tool_calls
-        self._append("assistant", completion.text or "", {"tool_calls": [c.to_openai() for c in calls]}, self.group)
-        for call in calls:
-            func = self.functions.get(call.name)
-            try:
-                if func is None:
-                    raise FunctionError(f"no function {call.name!r}")
-                kwargs = check_arguments(func, call.arguments or {})
-                value = func.fn(self, **kwargs) if func.wants_memory else func.fn(**kwargs)
-                text = json.dumps({"status": "OK", "message": value}, ensure_ascii=False, default=str)
-            except (FunctionError, ValueError, KeyError, TypeError) as exc:
-                text = json.dumps({"status": "Failed", "message": str(exc)}, ensure_ascii=False)
-            self.events.append({"e": "call", "name": call.name, "arguments": call.arguments})
-            self._append("tool", text, {"tool_call_id": call.id}, self.group)
-
-    def save(self) -> None:
-        self.store.state["python_kernel"] = {"queue": [p for p, _, _, _ in self.queue], "summary": self.summary,
-                                             "group": self.group, "alerted": self.alerted}
-        self.store.events.extend(self.events)
-        self.events.clear()
-
-
-def _text(m: dict[str, Any]) -> str:
-    return (m.get("content") or "") + (json.dumps(m["tool_calls"]) if m.get("tool_calls") else "")
-
-
-def count_tokens(text: str) -> int:
-    """A message's tokens: the same estimator the kernel uses, plus the chat overhead."""
-    return estimate_tokens(text) + MESSAGE_OVERHEAD
-
-
-def naive_scene(scene: Path, into: Path, durability: str) -> PythonKernel:
-    """A PythonKernel holding the same context (system, queue) as the saved scene."""
-    memory = Memory.open(scene, read_only=True)
-    try:
-        context, tools = list(memory.compile()), memory.tools
-    finally:
-        memory.close()
-    if into.exists():
-        shutil.rmtree(into)
-    return PythonKernel(into, context, tools, durability)
-
-
-def run_naive_steps(kernel: PythonKernel, steps: int, seed: int) -> list[float]:
-    completions = step_completions(steps, seed)
-    texts = user_messages(steps, seed + 1000)
-    out = []
-    for text, completion in zip(texts, completions):
-        t = time.perf_counter()
-        kernel.step(text, completion)
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def run_naive_flush(kernel: PythonKernel) -> float:
-    """One flush of half the queue: linear plan, transcript, removal, save."""
-    t = time.perf_counter()
-    with kernel.store.transaction():
-        kernel.flush(0)
-        kernel.save()
-    return time.perf_counter() - t
 
 
 # --------------------------------------------------------------------------- report

@@ -59,7 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py and the bench helpers
 
-from bench_kernel import PERSONA, RULES, SYSTEM, Responder, TimedDriver, step_completions  # noqa: E402
+from workload import PERSONA, RULES, SYSTEM, Responder, TimedDriver, step_completions  # noqa: E402
 from bench_search import (  # noqa: E402
     LOCOMO, TurnGen, build_archival, build_recall, fts5_search, fts5_side_db, locomo_questions,
     percentile_figures,

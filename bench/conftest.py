@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-# the pure-Python reference model (the baseline of the core's micro benchmarks) lives with the tests
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 DATA = Path(os.environ.get("VMEM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

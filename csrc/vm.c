@@ -13,9 +13,12 @@
  *            working-set page .prev holds its heap position.
  *   OUT      not resident: no list, only counted.
  *
- * Invariants (vm_check verifies each):
+ * Invariants (vm_check verifies each; its message names the one that broke,
+ * "vm_check: invariant 3: ..."; a debug build asserts them all after every
+ * call that changes the table, see VM_CHECKED below):
  *   1. Every live page is in exactly one region; per-region page counts and
- *      token sums equal what the records say; used = sum over regions 1..5.
+ *      token sums, and the resident pinned tokens, equal what the records say;
+ *      used = sum over regions 1..5.
  *   2. Each list is consistent: head.prev = -1, tail.next = -1, x.next.prev = x,
  *      and it holds exactly the pages of its region.
  *   3. heap[i] is a working-set page whose .prev = i, and no child is colder
@@ -23,6 +26,9 @@
  *   4. Every live page is found by its id in hash[]; hash[] holds nothing else.
  *   5. Resident pinned tokens <= budget; working-set tokens <= ws_budget.
  *   6. No page was touched after the sequence counter (last_touch <= seq).
+ *   7. The free-slot chain holds exactly the slots below hiwater that are not
+ *      live, each once (free + live = hiwater).
+ *   8. A page's flags are known flags only (VM_FLAGS_ALL).
  *
  * Atomic groups: a run of consecutive queue pages sharing a nonzero group id
  * (a tool call and its results). Eviction takes a run whole or not at all.
@@ -93,6 +99,47 @@ static int fail(vm_t *vm, int code, const char *fmt, ...)
 }
 
 const char *vm_errmsg(const vm_t *vm) { return vm->err; }
+
+/* ---------------------------------------------------------------- debug build
+ *
+ * Compiled with -DVM_DEBUG (VMEM_CORE_DEBUG=1 when the extension is built, see
+ * csrc/build_vmcore.py), every public call that can change the table checks every
+ * invariant on its way out, whichever return it takes: SQLite's
+ * assert( assert_pager_state(p) ), here a cleanup handler declared by VM_CHECKED at
+ * the top of the call. A broken invariant aborts the process with the call's name and
+ * vm_check's message ("vm_check: invariant 2: ..."); the caller's error message, if
+ * the call failed, is left as it was. O(pages) per call: for tests, not production.
+ */
+#ifdef VM_DEBUG
+typedef struct {
+    vm_t *vm;
+    const char *fn;
+} vm_guard;
+
+static void vm_guard_check(const vm_guard *g)
+{
+    char saved[sizeof g->vm->err];
+    memcpy(saved, g->vm->err, sizeof saved);
+    if (vm_check(g->vm) != VM_OK) {
+        fprintf(stderr, "vmem core (debug build): %s left the page table broken: %s\n", g->fn, g->vm->err);
+        abort();
+    }
+    memcpy(g->vm->err, saved, sizeof saved);
+}
+#define VM_CHECKED(t) \
+    vm_guard vm_guard_ __attribute__((cleanup(vm_guard_check), unused)) = {(t), __func__}
+#else
+#define VM_CHECKED(t) ((void)0)
+#endif
+
+int vm_debug_build(void)
+{
+#ifdef VM_DEBUG
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 /* ---------------------------------------------------------------- hash */
 
@@ -437,6 +484,7 @@ void vm_free(vm_t *vm)
 
 int vm_configure(vm_t *vm, const vm_config *c)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_configure";
     if (c->window == 0 || c->window > ((uint64_t)1 << 40))
         return fail(vm, VM_EINVAL, "%s: window %llu is outside 1..2^40", fn, (unsigned long long)c->window);
@@ -494,6 +542,7 @@ static void drop(vm_t *vm, int32_t s)
 
 int vm_add(vm_t *vm, uint64_t id, int64_t tokens, int region, uint32_t flags, uint32_t group)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_add";
     int rc;
     if ((rc = check_tokens(vm, fn, tokens)) || (rc = check_region(vm, fn, region)))
@@ -516,6 +565,7 @@ int vm_add(vm_t *vm, uint64_t id, int64_t tokens, int region, uint32_t flags, ui
 
 int vm_add_many(vm_t *vm, const uint64_t *ids, const uint32_t *tokens, size_t n, int region)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_add_many";
     int rc;
     if ((rc = check_region(vm, fn, region)))
@@ -547,6 +597,7 @@ int vm_add_many(vm_t *vm, const uint64_t *ids, const uint32_t *tokens, size_t n,
 
 int vm_remove(vm_t *vm, uint64_t id)
 {
+    VM_CHECKED(vm);
     int32_t s;
     int rc;
     if ((rc = lookup(vm, "vm_remove", id, &s)))
@@ -579,6 +630,7 @@ static int check_batch(vm_t *vm, const char *fn, const uint64_t *ids, size_t n)
 
 int vm_remove_many(vm_t *vm, const uint64_t *ids, size_t n)
 {
+    VM_CHECKED(vm);
     int rc = check_batch(vm, "vm_remove_many", ids, n);
     if (rc)
         return rc;
@@ -589,6 +641,7 @@ int vm_remove_many(vm_t *vm, const uint64_t *ids, size_t n)
 
 int vm_move(vm_t *vm, uint64_t id, int region)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_move";
     int32_t s;
     int rc;
@@ -610,6 +663,7 @@ int vm_move(vm_t *vm, uint64_t id, int region)
 
 int vm_move_many(vm_t *vm, const uint64_t *ids, size_t n, int region)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_move_many";
     int rc;
     if ((rc = check_region(vm, fn, region)))
@@ -642,6 +696,7 @@ int vm_move_many(vm_t *vm, const uint64_t *ids, size_t n, int region)
 
 int vm_resize(vm_t *vm, uint64_t id, int64_t tokens)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_resize";
     int32_t s;
     int rc;
@@ -662,6 +717,7 @@ int vm_resize(vm_t *vm, uint64_t id, int64_t tokens)
 
 int vm_set_flags(vm_t *vm, uint64_t id, uint32_t flags)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_set_flags";
     int32_t s;
     int rc;
@@ -681,6 +737,7 @@ int vm_set_flags(vm_t *vm, uint64_t id, uint32_t flags)
 
 int vm_touch(vm_t *vm, uint64_t id)
 {
+    VM_CHECKED(vm);
     int32_t s;
     int rc;
     if ((rc = lookup(vm, "vm_touch", id, &s)))
@@ -812,6 +869,7 @@ int vm_admit(vm_t *vm, const uint64_t *ids, const float *scores, size_t n,
              uint64_t *admitted, size_t *nadmitted,
              uint64_t *evicted, size_t cap_evicted, size_t *nevicted)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_admit";
     int32_t slot[VM_MAX_CANDIDATES];
     uint16_t order[VM_MAX_CANDIDATES];
@@ -932,6 +990,7 @@ size_t vm_memory(const vm_t *vm)
  * not allocate; on VM_ENOMEM dst is unchanged. */
 int vm_copy(vm_t *dst, const vm_t *src)
 {
+    VM_CHECKED(dst);
     if (dst == src)
         return VM_OK;
     size_t hsize = (size_t)src->hmask + 1;
@@ -1081,6 +1140,7 @@ int vm_snapshot(vm_t *vm, uint8_t *buf, size_t cap, size_t *written)
 
 int vm_restore(vm_t *vm, const uint8_t *buf, size_t n)
 {
+    VM_CHECKED(vm);
     const char *fn = "vm_restore";
     if (n < SNAP_HEAD + 5 * 8 + 8 || memcmp(buf, SNAP_MAGIC, 8) != 0)
         return fail(vm, VM_ECORRUPT, "%s: not a vmem core snapshot", fn);
@@ -1203,10 +1263,12 @@ int vm_restore(vm_t *vm, const uint8_t *buf, size_t n)
 
 /* ---------------------------------------------------------------- invariants */
 
-#define CHECK(cond, ...)                              \
-    do {                                              \
-        if (!(cond))                                  \
-            return fail(vm, VM_ECHECK, __VA_ARGS__);  \
+/* CHECK(n, cond, fmt, ...): invariant n of this file's header holds, or vm_check fails
+ * with "vm_check: invariant n: <what broke>". */
+#define CHECK(n, cond, ...)                                                        \
+    do {                                                                           \
+        if (!(cond))                                                               \
+            return fail(vm, VM_ECHECK, "vm_check: invariant " #n ": " __VA_ARGS__); \
     } while (0)
 
 int vm_check(vm_t *vm)
@@ -1216,13 +1278,13 @@ int vm_check(vm_t *vm)
         const vm_page *p = &vm->pages[s];
         if (p->region == VM_FREE)
             continue;
-        CHECK(p->region < VM_NREGIONS, "vm_check: page %llu has region %u", (unsigned long long)p->id,
+        CHECK(1, p->region < VM_NREGIONS, "page %llu has region %u", (unsigned long long)p->id,
               p->region);
-        CHECK(find(vm, p->id) == (int32_t)s, "vm_check: page %llu is not found by its id",
+        CHECK(4, find(vm, p->id) == (int32_t)s, "page %llu is not found by its id",
               (unsigned long long)p->id);
-        CHECK(p->last_touch <= vm->seq, "vm_check: page %llu touched in the future",
+        CHECK(6, p->last_touch <= vm->seq, "page %llu touched in the future",
               (unsigned long long)p->id);
-        CHECK(!(p->flags & ~VM_FLAGS_ALL), "vm_check: page %llu has stray flags",
+        CHECK(8, !(p->flags & ~VM_FLAGS_ALL), "page %llu has stray flags",
               (unsigned long long)p->id);
         tok[p->region] += p->tokens;
         cnt[p->region]++;
@@ -1230,52 +1292,52 @@ int vm_check(vm_t *vm)
             pinned += p->tokens;
         live++;
     }
-    CHECK(live == vm->npages, "vm_check: %llu live pages, counted %u", (unsigned long long)live,
+    CHECK(1, live == vm->npages, "%llu live pages, counted %u", (unsigned long long)live,
           vm->npages);
     for (int r = 0; r < VM_NREGIONS; r++) {
-        CHECK(tok[r] == vm->tokens[r], "vm_check: region %d holds %llu tokens, accounted %llu", r,
+        CHECK(1, tok[r] == vm->tokens[r], "region %d holds %llu tokens, accounted %llu", r,
               (unsigned long long)tok[r], (unsigned long long)vm->tokens[r]);
-        CHECK(cnt[r] == vm->count[r], "vm_check: region %d holds %llu pages, accounted %llu", r,
+        CHECK(1, cnt[r] == vm->count[r], "region %d holds %llu pages, accounted %llu", r,
               (unsigned long long)cnt[r], (unsigned long long)vm->count[r]);
     }
-    CHECK(pinned == vm->pinned, "vm_check: pinned tokens %llu, accounted %llu",
+    CHECK(1, pinned == vm->pinned, "pinned tokens %llu, accounted %llu",
           (unsigned long long)pinned, (unsigned long long)vm->pinned);
-    CHECK(pinned <= vm->budget, "vm_check: pinned tokens %llu exceed the budget %llu",
+    CHECK(5, pinned <= vm->budget, "pinned tokens %llu exceed the budget %llu",
           (unsigned long long)pinned, (unsigned long long)vm->budget);
-    CHECK(vm->tokens[VM_WORKSET] <= vm->cfg.ws_budget, "vm_check: working set over its budget");
+    CHECK(5, vm->tokens[VM_WORKSET] <= vm->cfg.ws_budget, "working set over its budget");
     for (int r = VM_SYSTEM; r <= VM_QUEUE; r++) {
         uint64_t k = 0;
         int32_t prev = -1;
         for (int32_t s = vm->head[r]; s >= 0; prev = s, s = vm->pages[s].next, k++) {
-            CHECK(k < cnt[r], "vm_check: region %d list is longer than the region (a cycle?)", r);
-            CHECK(vm->pages[s].region == r, "vm_check: region %d list holds a page of region %u", r,
+            CHECK(2, k < cnt[r], "region %d list is longer than the region (a cycle?)", r);
+            CHECK(2, vm->pages[s].region == r, "region %d list holds a page of region %u", r,
                   vm->pages[s].region);
-            CHECK(vm->pages[s].prev == prev, "vm_check: region %d list has a broken back link", r);
+            CHECK(2, vm->pages[s].prev == prev, "region %d list has a broken back link", r);
         }
-        CHECK(k == cnt[r], "vm_check: region %d list holds %llu of its %llu pages", r,
+        CHECK(2, k == cnt[r], "region %d list holds %llu of its %llu pages", r,
               (unsigned long long)k, (unsigned long long)cnt[r]);
-        CHECK(vm->tail[r] == prev, "vm_check: region %d tail is not the last page", r);
+        CHECK(2, vm->tail[r] == prev, "region %d tail is not the last page", r);
     }
-    CHECK(vm->nheap == cnt[VM_WORKSET], "vm_check: heap holds %u of the working set's %llu pages",
+    CHECK(3, vm->nheap == cnt[VM_WORKSET], "heap holds %u of the working set's %llu pages",
           vm->nheap, (unsigned long long)cnt[VM_WORKSET]);
     for (uint32_t i = 0; i < vm->nheap; i++) {
         const vm_page *p = &vm->pages[vm->heap[i]];
-        CHECK(p->region == VM_WORKSET && p->prev == (int32_t)i,
-              "vm_check: heap entry %u is not a working-set page at its position", i);
-        CHECK(i == 0 || !colder(vm, p, &vm->pages[vm->heap[(i - 1) / 2]]),
-              "vm_check: heap entry %u is colder than its parent", i);
+        CHECK(3, p->region == VM_WORKSET && p->prev == (int32_t)i,
+              "heap entry %u is not a working-set page at its position", i);
+        CHECK(3, i == 0 || !colder(vm, p, &vm->pages[vm->heap[(i - 1) / 2]]),
+              "heap entry %u is colder than its parent", i);
     }
     uint64_t used_entries = 0;
     for (uint32_t i = 0; i <= vm->hmask; i++)
         used_entries += vm->hash[i] != 0;
-    CHECK(used_entries == vm->npages, "vm_check: hash holds %llu entries for %u pages",
+    CHECK(4, used_entries == vm->npages, "hash holds %llu entries for %u pages",
           (unsigned long long)used_entries, vm->npages);
     uint32_t nfree = 0;
     for (int32_t s = vm->free_head; s >= 0; s = vm->pages[s].next, nfree++) {
-        CHECK(nfree < vm->hiwater, "vm_check: free-slot chain has a cycle");
-        CHECK(vm->pages[s].region == VM_FREE, "vm_check: free-slot chain holds a live page");
+        CHECK(7, nfree < vm->hiwater, "free-slot chain has a cycle");
+        CHECK(7, vm->pages[s].region == VM_FREE, "free-slot chain holds a live page");
     }
-    CHECK(nfree + vm->npages == vm->hiwater, "vm_check: %u free + %u live slots != %u used", nfree,
+    CHECK(7, nfree + vm->npages == vm->hiwater, "%u free + %u live slots != %u used", nfree,
           vm->npages, vm->hiwater);
     return VM_OK;
 }

@@ -14,7 +14,8 @@
  *   vm_list                          a region's page ids in region order
  *   vm_snapshot*, vm_restore         the whole state to bytes and back, exactly
  *   vm_copy                          one core's whole state into another (rollback)
- *   vm_check                         verify every invariant
+ *   vm_check                         verify every invariant (the message names it)
+ *   vm_debug_build                   1 if every change is checked (a VM_DEBUG build)
  *   vm_estimate_tokens               a fast token estimate of UTF-8 text
  *
  * Every function that can fail returns VM_OK (0) or a negative vm_err code and
@@ -138,6 +139,7 @@ int vm_restore(vm_t *vm, const uint8_t *buf, size_t n);
 int vm_copy(vm_t *dst, const vm_t *src);
 
 int vm_check(vm_t *vm);
+int vm_debug_build(void); /* 1: built with VM_DEBUG, every change checked (see vm.c) */
 
 uint64_t vm_estimate_tokens(const char *text, size_t n);
 void vm_estimate_tokens_many(const char *text, const uint64_t *offsets, size_t n, uint32_t *out);

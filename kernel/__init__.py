@@ -18,10 +18,18 @@ Two levels, use either::
 
 Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step loop),
 ``rules`` (when a turn ends), ``config``, ``context`` (the compiled context's layout),
-``queue``, ``tokens``, ``pressure`` (watermarks and flushes), ``summary`` (the recursive
-summary), ``paging`` (page faults, prefetch), ``core_memory`` (blocks), ``functions``
-(@memory_function), ``host`` (what functions may ask), ``builtins``, ``persistence``,
-``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``.
+``queue``, ``messages`` (chat messages checked against the protocol), ``tokens``,
+``budget`` (the core's configuration), ``statistics`` (the memory statistics message),
+``pressure`` (watermarks and flushes), ``summary`` (the recursive summary), ``paging``
+(page faults, prefetch), ``core_memory`` (blocks), ``functions`` (@memory_function),
+``host`` (what functions may ask), ``builtins``, ``transaction`` (all or nothing),
+``persistence`` (the saved image), ``journal`` (the core's operations between
+snapshots), ``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``.
+
+The public API is what ``__all__`` lists here and in ``vmem.kernel.drivers``, with
+``vmem.storage`` and ``vmem`` below (tests/test_docs.py checks that each name resolves and
+is documented). The modules are importable, but what they hold beyond that is
+implementation and may change.
 """
 
 from vmem.kernel.agent import Agent, StepResult

@@ -280,7 +280,8 @@ def _resume(gen: Generator[_Request, Completion, StepResult], *, send: Completio
     try:
         return gen.throw(throw) if throw is not None else gen.send(send)  # type: ignore[arg-type]
     except StopIteration as stop:
-        return stop.value
+        result: _Request | StepResult = stop.value
+        return result
 
 
 def _unique_ids(calls: list[ToolCall]) -> list[ToolCall]:

@@ -1,7 +1,9 @@
 """The built-in memory functions (MemGPT's and Letta's set), called by the LLM.
 
 Each is written against :class:`vmem.kernel.host.Host` only. It returns a short text for
-the LLM or raises FunctionError with what to fix. Search results are paged into the
+the LLM or raises FunctionError with what to fix. Its arguments arrive validated and typed
+(dates as ``datetime.date``), optional ones left out when the model sent them empty: see
+:mod:`vmem.kernel.functions`. Search results are paged into the
 working set (a page fault); the call's result lists them, with the full text of any page
 that did not fit.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from vmem.kernel.context import message_line, passage_line
 from vmem.kernel.functions import FunctionError, memory_function
@@ -20,15 +22,6 @@ from vmem.storage import Block, BlockLimitError, NotFoundError, ReadOnlyBlockErr
 __all__ = ["BUILTINS", "TERMINAL"]
 
 SNIPPET = 120
-
-
-def _date(value: str | None, name: str) -> _dt.date | None:
-    if value is None:
-        return None
-    try:
-        return _dt.date.fromisoformat(value)
-    except ValueError:
-        raise FunctionError(f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
 
 
 def _block(memory: Host, label: str) -> Block:
@@ -187,8 +180,8 @@ def archival_memory_search(
     query: str,
     tags: list[str] | None = None,
     tags_match: Literal["any", "all"] = "any",
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: _dt.date | None = None,
+    end_date: _dt.date | None = None,
     page: int = 0,
 ) -> str:
     """Search archival memory; the passages found are paged into your working set.
@@ -201,8 +194,8 @@ def archival_memory_search(
         end_date: only passages up to this date (YYYY-MM-DD).
         page: the page of results, from 0.
     """
-    found = memory.archival_search(query, tags=tags, tags_match=tags_match, start=_date(start_date, "start_date"),
-                                   end=_date(end_date, "end_date"), page=page)
+    found = memory.archival_search(query, tags=tags, tags_match=tags_match, start=start_date,
+                                   end=end_date, page=page)
     hits = [(h.item.id, h.score, passage_line(h.item)) for h in found.hits]
     return _page_fault(memory, "archival memory", found, hits)
 
@@ -212,8 +205,8 @@ def conversation_search(
     memory: Host,
     query: str | None = None,
     roles: list[str] | None = None,
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: _dt.date | None = None,
+    end_date: _dt.date | None = None,
     page: int = 0,
 ) -> str:
     """Search the whole conversation history (recall storage), including evicted messages.
@@ -225,13 +218,13 @@ def conversation_search(
         end_date: only messages up to this date (YYYY-MM-DD).
         page: the page of results, from 0.
     """
-    found = memory.conversation_search(query, roles=roles, start=_date(start_date, "start_date"),
-                                       end=_date(end_date, "end_date"), page=page)
+    found = memory.conversation_search(query, roles=roles, start=start_date,
+                                       end=end_date, page=page)
     hits = [(h.item.id, h.score, message_line(h.item)) for h in found.hits]
     return _page_fault(memory, "recall storage", found, hits)
 
 
-def _page_fault(memory: Host, tier: str, found: SearchPage, hits: Sequence[SearchHit]) -> str:
+def _page_fault(memory: Host, tier: str, found: SearchPage[Any], hits: Sequence[SearchHit]) -> str:
     if not hits:
         return f"no results in {tier} (page {found.page + 1} of {max(found.pages, 1)}, {found.total} matches)"
     ranked = [(page, 1.0 / (rank + 1), line) for rank, (page, _, line) in enumerate(hits)]

@@ -164,7 +164,7 @@ class RequestDigest:
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
         self._fed = 0
-        self._hasher: Any = None
+        self._hasher: Any = None  # hashlib's blake2b once fed
 
     def digest(self, prefix: Sequence[Mapping[str, Any]], queue: Sequence[bytes], queue_version: int,
                tail: Sequence[Mapping[str, Any]], tools: bytes) -> str:
@@ -181,7 +181,8 @@ class RequestDigest:
         for m in tail:
             h.update(message_digest(m))
         h.update(tools)
-        return h.hexdigest()
+        digest: str = h.hexdigest()
+        return digest
 
 
 def context_digest(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> str:

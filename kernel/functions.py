@@ -17,6 +17,26 @@ and it is not part of the schema. Every function also takes ``request_heartbeat`
         \"\"\"
         return str(random.randint(1, sides))
 
+Interface::
+
+    from vmem.kernel.functions import memory_function, check_arguments, invoke, FunctionError
+    func = memory_function(fn)                # MemoryFunction: .name, .schema (OpenAI), .tool, .model
+    kwargs = check_arguments(func, {"sides": 20})   # validated keyword arguments, or FunctionError
+    record = invoke(functions, memory, call)  # CallRecord: never raises
+
+Arguments are typed by pydantic, not by hand: :func:`memory_function` builds one pydantic
+model from the signature (``strict``, extra arguments forbidden) and the JSON schema the
+model reads is that model's. A call is validated as the JSON it is, so the schema and the
+check cannot disagree: ``datetime.date`` is a ``YYYY-MM-DD`` string (format ``date``),
+``datetime.datetime`` an RFC 3339 one (format ``date-time``), ``int | str`` either and nothing
+else, ``Literal`` one of its values; a number with no fraction (``2.0``) is the integer
+it is in JSON. Types pydantic cannot describe as JSON are refused at registration.
+
+An optional parameter (one with a default, or ``X | None``) given ``null``, ``""`` or ``[]``
+is *not given*: it takes its default. Models fill optional fields with empty values all
+the time, and refusing ``"start_date": ""`` helps no one. A required parameter's value is
+taken as given, empty or not.
+
 A function signals a problem the LLM can fix by raising :class:`FunctionError`. Any
 other exception it raises (a bug, a network error) is answered to the LLM as a failed
 call too, never raised to the caller, and whatever the call changed is undone.
@@ -32,11 +52,16 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Callable, Literal, Union
+
+import docstring_parser
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from vmem.errors import VmemError
 from vmem.kernel.drivers.base import ToolCall
-from vmem.kernel.drivers.toolcalls import parse_arguments
+from vmem.kernel.drivers.lenient_json import parse_arguments
 
 __all__ = [
     "CallRecord",
@@ -50,11 +75,8 @@ __all__ = [
 ]
 
 HEARTBEAT = "request_heartbeat"
-_HEARTBEAT_SCHEMA = {
-    "type": "boolean",
-    "description": "Request an immediate heartbeat after this call: set it to true to chain "
-                   "another step (to use the result, or to call another function).",
-}
+_HEARTBEAT_DESCRIPTION = ("Request an immediate heartbeat after this call: set it to true to chain "
+                          "another step (to use the result, or to call another function).")
 
 
 class FunctionError(Exception):
@@ -63,12 +85,15 @@ class FunctionError(Exception):
 
 @dataclass(frozen=True)
 class MemoryFunction:
-    """A function the LLM may call: the callable, its name and its tool schema."""
+    """A function the LLM may call: the callable, its name, its tool schema and its arguments' model."""
 
     name: str
     fn: Callable[..., Any]
     schema: dict[str, Any]
     wants_memory: bool  #: the first parameter is ``memory``: the Memory is passed there
+    model: type[BaseModel]  #: the arguments (request_heartbeat included), as pydantic validates them
+    optional: frozenset[str]  #: the arguments a call may leave out (given empty, they are left out)
+    arguments: Mapping[str, str]  #: the model's field -> the argument's name
 
     @property
     def tool(self) -> dict[str, Any]:
@@ -76,142 +101,209 @@ class MemoryFunction:
         return {"type": "function", "function": self.schema}
 
 
-def _json_type(hint: Any) -> tuple[dict[str, Any], bool]:
-    """JSON Schema for a type hint, and whether None is allowed."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        non_none = [a for a in args if a is not type(None)]
-        schema, _ = _json_type(non_none[0]) if len(non_none) == 1 else ({}, False)
-        return schema, type(None) in args
-    if origin is Literal:
-        return {"type": "string" if all(isinstance(a, str) for a in args) else "integer", "enum": list(args)}, False
-    if origin in (list, Sequence, tuple) or hint in (list, tuple):
-        item = _json_type(args[0])[0] if args else {}
-        return {"type": "array", "items": item}, False
-    simple = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
-              _dt.date: "string", _dt.datetime: "string"}
-    if hint in simple:
-        schema = {"type": simple[hint]}
-        if hint in (_dt.date, _dt.datetime):
-            schema["format"] = "date"
-        return schema, False
-    if hint is Any or hint is inspect.Parameter.empty:
-        return {}, False
-    raise TypeError(f"memory functions take JSON types; cannot describe {hint!r}")
+# ------------------------------------------------------------------ describing them
 
 
-def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The summary (text before ``Args:``) and each argument's description."""
-    doc = inspect.cleandoc(doc or "")
-    parts = re.split(r"^\s*(?:Args|Arguments|Parameters):\s*$", doc, maxsplit=1, flags=re.M)
-    summary = parts[0].strip()
-    params: dict[str, str] = {}
-    if len(parts) == 2:
-        current = None
-        for line in parts[1].splitlines():
-            if re.match(r"^\s*(Returns|Raises|Examples?):\s*$", line):
-                break
-            m = re.match(r"^\s{0,8}(\w+)\s*(?:\([^)]*\))?:\s*(.*)$", line)
-            if m:
-                current = m.group(1)
-                params[current] = m.group(2).strip()
-            elif current and line.strip():
-                params[current] += " " + line.strip()
-    return summary, params
+_STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+def _date_text(value: Any) -> Any:
+    """A date or datetime argument is a string, and not a number: pydantic would read a Unix
+    time in a string of digits, and the ``date`` and ``date-time`` formats have none."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("date_type", "a date is a string")
+    if re.fullmatch(r"\s*[-+]?\d+(\.\d*)?\s*", value):
+        raise PydanticCustomError("date_parsing", "a number is not a date")
+    return value  # pydantic parses it (lax: from a Python string, as from JSON text)
+
+
+def _as_json_schema_says(hint: Any) -> Any:
+    """``hint`` with every date and datetime in it read from text only (see :func:`_date_text`)."""
+    if hint in (_dt.date, _dt.datetime):
+        return Annotated[hint, Strict(False), BeforeValidator(_date_text)]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is None or origin is Literal or not args:
+        return hint
+    if origin is Annotated:
+        params = (_as_json_schema_says(args[0]), *hint.__metadata__)
+        return Annotated[params]
+    new = tuple(_as_json_schema_says(a) for a in args)
+    if new == args:
+        return hint
+    return Union[new] if origin is types.UnionType else origin[new]  # noqa: UP007 - the runtime form
+
+
+class _ModelSchema(GenerateJsonSchema):
+    """pydantic's JSON schema as the LLM reads it: no titles, no defaults, keys in the order made."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
+        return value
+
+
+def _without_none(hint: Any) -> tuple[Any, bool]:
+    """``hint`` less ``None``, and whether it allowed ``None``."""
+    if typing.get_origin(hint) in (Union, types.UnionType) and type(None) in typing.get_args(hint):
+        rest = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        return (rest[0] if len(rest) == 1 else Union[rest]), True  # noqa: UP007
+    return hint, hint is None or hint is type(None)
+
+
+def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """The summary (all text before ``Args:``) and each argument's description, on one line each."""
+    doc = docstring_parser.parse(inspect.cleandoc(fn.__doc__ or ""), style=docstring_parser.DocstringStyle.GOOGLE)
+    summary = "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
+    return summary.strip(), {p.arg_name: " ".join((p.description or "").split()) for p in doc.params}
 
 
 def memory_function(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-    """Make a Python function callable by the LLM (usable as ``@memory_function`` or with ``name=``)."""
+    """Make a Python function callable by the LLM (usable as ``@memory_function`` or with ``name=``).
+
+    Raises TypeError if the function has no docstring, takes ``*args``/``**kwargs``, or has
+    a parameter whose type has no JSON form.
+    """
 
     def wrap(f: Callable[..., Any]) -> MemoryFunction:
-        sig = inspect.signature(f)
-        summary, docs = _parse_docstring(f.__doc__ or "")
+        summary, docs = _docstring(f)
         if not summary:
             raise TypeError(f"memory function {f.__name__} needs a docstring: the LLM reads it")
-        params = list(sig.parameters.values())
+        params = list(inspect.signature(f).parameters.values())
         wants_memory = bool(params) and params[0].name == "memory"
         # resolve the hints of the described parameters only ("memory" may be a forward reference)
         described = {k: v for k, v in getattr(f, "__annotations__", {}).items() if k not in ("memory", "return")}
         hints = typing.get_type_hints(types.SimpleNamespace(__annotations__=described),
-                                      globalns=getattr(f, "__globals__", {}))
-        properties: dict[str, Any] = {}
-        required: list[str] = []
-        for p in params[1:] if wants_memory else params:
+                                      globalns=getattr(f, "__globals__", {}), include_extras=True)
+        fields: dict[str, Any] = {}
+        for i, p in enumerate(params[1:] if wants_memory else params):
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TypeError(f"memory function {f.__name__}: *args/**kwargs cannot be described")
             if p.name == HEARTBEAT:
                 continue
-            schema, nullable = _json_type(hints.get(p.name, Any))
-            if p.name in docs:
-                schema = {**schema, "description": docs[p.name]}
-            properties[p.name] = schema
-            if p.default is inspect.Parameter.empty and not nullable:
-                required.append(p.name)
-        properties[HEARTBEAT] = _HEARTBEAT_SCHEMA
-        schema = {
-            "name": name or f.__name__,
-            "description": summary,
-            "parameters": {"type": "object", "properties": properties, "required": required,
-                           "additionalProperties": False},
-        }
-        return MemoryFunction(name or f.__name__, f, schema, wants_memory)
+            hint, nullable = _without_none(hints.get(p.name, Any))
+            hint = _as_json_schema_says(hint)
+            try:
+                TypeAdapter(hint, config=_STRICT).json_schema()
+            except Exception as exc:  # noqa: BLE001 - pydantic's several "cannot do this type" errors
+                raise TypeError(f"memory functions take JSON types; cannot describe parameter {p.name} "
+                                f"of {f.__name__}: {hints.get(p.name)!r}") from exc
+            default = p.default if p.default is not p.empty else (None if nullable else ...)
+            # fields are named by position, the parameter is the alias: any name works, even "schema"
+            fields[f"p{i}"] = (hint, Field(default, alias=p.name, description=docs.get(p.name)))
+        fields["heartbeat"] = (bool, Field(False, alias=HEARTBEAT, description=_HEARTBEAT_DESCRIPTION))
+        model = create_model(f"{f.__name__}_arguments", __config__=_STRICT, **fields)
+        made = model.model_json_schema(schema_generator=_ModelSchema)
+        parameters = {"type": "object", "properties": made["properties"], "required": made.get("required", []),
+                      "additionalProperties": False}
+        if "$defs" in made:
+            parameters["$defs"] = made["$defs"]
+        schema = {"name": name or f.__name__, "description": summary, "parameters": parameters}
+        optional = frozenset(parameters["properties"]) - frozenset(parameters["required"])
+        arguments = types.MappingProxyType({k: v.alias or k for k, v in model.model_fields.items()})
+        return MemoryFunction(name or f.__name__, f, schema, wants_memory, model, optional, arguments)
 
     return wrap(fn) if fn is not None else wrap
 
 
-_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
+# ------------------------------------------------------------------ checking a call
 
 
-def check_arguments(func: MemoryFunction, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Validate arguments against the schema; return the keyword arguments to call with.
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (str, list)) and not value)
 
-    Raises FunctionError naming every problem (unknown, missing or mistyped
-    arguments), so the LLM can correct the call.
+
+def _json_number(value: Any) -> Any:
+    """JSON has one number type: ``2.0`` is the integer 2 (JSON Schema agrees)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [_json_number(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_number(v) for k, v in value.items()}
+    return value
+
+
+def check_arguments(func: MemoryFunction, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate arguments against the function's model; return the keyword arguments to call with.
+
+    Optional arguments given empty are left out (see the module's docstring), the rest is
+    validated as JSON. Raises FunctionError naming every problem (unknown, missing or
+    mistyped arguments), so the LLM can correct the call.
     """
-    params = func.schema["parameters"]
-    props: dict[str, Any] = params["properties"]
+    optional = func.optional
+    given = {k: v if isinstance(v, str) else _json_number(v) for k, v in arguments.items()
+             if not (k in optional and _empty(v))}
+    try:
+        text = json.dumps(given, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise FunctionError(f"bad call to {func.name}: the arguments are not JSON ({exc})") from None
+    try:
+        model = func.model.model_validate_json(text)
+    except ValidationError as exc:
+        raise FunctionError(f"bad call to {func.name}: " + "; ".join(_problems(func, exc, given))) from None
+    names = func.arguments
+    return {names[k]: getattr(model, k) for k in model.model_fields_set if names[k] != HEARTBEAT}
+
+
+def _problems(func: MemoryFunction, error: ValidationError, given: Mapping[str, Any]) -> list[str]:
+    """pydantic's errors as one short phrase per argument, in the schema's order."""
+    props = func.schema["parameters"]["properties"]
+    unknown: list[str] = []
+    missing: list[str] = []
+    wrong: dict[str, list[ErrorDetails]] = {}
+    for e in error.errors(include_url=False):
+        arg = str(e["loc"][0]) if e["loc"] else ""
+        if e["type"] == "extra_forbidden":
+            unknown.append(arg)
+        elif e["type"] == "missing":
+            missing.append(arg)
+        else:
+            wrong.setdefault(arg, []).append(e)
     problems = []
-    unknown = sorted(set(arguments) - set(props))
     if unknown:
-        problems.append(f"unknown argument(s) {', '.join(unknown)} (allowed: {', '.join(props)})")
-    missing = [p for p in params["required"] if p not in arguments]
+        problems.append(f"unknown argument(s) {', '.join(sorted(unknown))} (allowed: {', '.join(props)})")
     if missing:
         problems.append(f"missing required argument(s) {', '.join(missing)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in arguments.items():
-        if key not in props or key == HEARTBEAT:
-            continue
-        spec = props[key]
-        if value is None and key not in params["required"]:
-            continue
-        kind = spec.get("type")
-        if kind == "integer" and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if kind and not _CHECKS[kind](value):
-            problems.append(f"argument {key} must be a {kind}, got {type(value).__name__} {value!r:.40}")
-            continue
-        if kind == "array" and spec.get("items", {}).get("type"):
-            item_kind = spec["items"]["type"]
-            if not all(_CHECKS[item_kind](v) for v in value):
-                problems.append(f"argument {key} must be an array of {item_kind}s")
-                continue
-        if "enum" in spec and value not in spec["enum"]:
-            problems.append(f"argument {key} must be one of {spec['enum']}, got {value!r}")
-            continue
-        kwargs[key] = value
-    if HEARTBEAT in arguments and not isinstance(arguments[HEARTBEAT], bool):
-        problems.append(f"argument {HEARTBEAT} must be a boolean")
-    if problems:
-        raise FunctionError(f"bad call to {func.name}: " + "; ".join(problems))
-    return kwargs
+    for arg in props:
+        if arg in wrong:
+            value = given[arg]
+            mistyped = [e for e in wrong[arg] if e["type"].endswith(("_type", "_parsing")) or e["type"] in _TYPE_ERRORS]
+            if mistyped or len(wrong[arg]) > 1:
+                problems.append(f"argument {arg} must be {_expected(props[arg])}, got {type(value).__name__} "
+                                f"{value!r:.40}")
+            else:  # a constraint of the type (a range, a length): pydantic's own words
+                problems.append(f"argument {arg}: {wrong[arg][0]['msg'][:1].lower()}{wrong[arg][0]['msg'][1:]}")
+    return problems
+
+
+_TYPE_ERRORS = frozenset({"literal_error", "enum", "union_tag_invalid", "int_from_float", "date_from_datetime_inexact",
+                          "datetime_from_date_parsing", "is_instance_of"})
+
+_KINDS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean",
+          "array": "an array", "object": "an object", "null": "null"}
+
+
+def _expected(schema: Mapping[str, Any]) -> str:
+    """What a JSON schema (as :func:`memory_function` makes them) allows, in words."""
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    if "anyOf" in schema:
+        return " or ".join(_expected(s) for s in schema["anyOf"])
+    if schema.get("format") == "date":
+        return "a date as YYYY-MM-DD"
+    if schema.get("format") == "date-time":
+        return "a date and time as YYYY-MM-DDTHH:MM:SS (RFC 3339)"
+    kind = schema.get("type")
+    if kind == "array" and schema.get("items"):
+        item = _expected(schema["items"])
+        plural = item.split(" ", 1)[1] + "s" if item.startswith(("a ", "an ")) and " " not in item.split(" ", 1)[1] \
+            else f"items each {item}"
+        return f"an array of {plural}"
+    return _KINDS.get(kind, "a JSON value") if isinstance(kind, str) else "a JSON value"
 
 
 # ------------------------------------------------------------------ calling them

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from vmem.storage import Block, Message, Passage, SearchPage
 
@@ -54,7 +54,7 @@ class Host(Protocol):
         """Mark archival passages as no longer holding from ``at`` (default: now), replaced by
         ``by``; the ids changed (ValueError, NotFoundError refuse bad ids or times)."""
 
-    def archival_search(self, query: str, *, tags: Sequence[str] | None, tags_match: str,
+    def archival_search(self, query: str, *, tags: Sequence[str] | None, tags_match: Literal["any", "all"],
                         start: _dt.date | None, end: _dt.date | None, page: int) -> SearchPage[Passage]:
         """One page of an archival search (hybrid)."""
 

@@ -4,7 +4,7 @@ After every committed transaction (every step of an agent) these hold; :meth:`Me
 verifies each and raises :class:`vmem.InvariantError` naming the first one broken
 ("invariant N: reason"). The tests run it after every step.
 
-1. The core is sound: the C core's ``vm_check`` (its own six invariants) passes.
+1. The core is sound: the C core's ``vm_check`` (its own eight invariants, csrc/vm.c) passes.
 2. The regions hold exactly what the compiled context shows: SYSTEM = {the system
    instructions, the memory statistics}; CORE = one page per stored block; SUMMARY = {the
    summary page}; QUEUE = the queued messages, in the same order; WORKSET = the pages of

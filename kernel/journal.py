@@ -101,7 +101,8 @@ class JournaledContext(PagedContext):
 
 def pack(ops: list[list[Any]]) -> bytes:
     """One journal entry."""
-    return msgpack.packb(ops, use_bin_type=True)
+    entry: bytes = msgpack.packb(ops, use_bin_type=True)
+    return entry
 
 
 def replay(ctx: PagedContext, entries: Sequence[bytes]) -> None:

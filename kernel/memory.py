@@ -29,7 +29,8 @@ public API. This class only wires the parts together, one concept per module:
 ``functions``       @memory_function, schemas, argument checks, calls;
                     ``host``: what functions may ask; ``builtins``
 ``transaction``     all effects commit together, or none
-``persistence``     the saved image; ``trace``: the event log
+``persistence``     the saved image; ``journal``: the core's operations since
+                    the last snapshot; ``trace``: the event log
 ``invariants``      what :meth:`Memory.check` verifies
 ==================  ===========================================================
 
@@ -48,12 +49,12 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import numpy as np
 
-from vmem import BudgetError, PageKind, PagedContext, Region, make_page_id, page_kind
+from vmem import BudgetError, PageKind, Region, make_page_id, page_kind
 from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig
@@ -151,12 +152,28 @@ class Memory:
     """
 
     store: MemoryDir  #: the directory: recall, archival, blocks, event log
-    ctx: PagedContext  #: the C core: page table and token accounting of the main context
+    ctx: JournaledContext  #: the C core: page table and token accounting of the main context (journaled)
     config: MemoryConfig
     functions: dict[str, MemoryFunction]  #: what the LLM may call, by name
     tools: list[dict[str, Any]]  #: their OpenAI tool schemas
     read_only: bool
     clock: Callable[[], _dt.datetime]
+    # the parts, wired by _assemble (one concept per module, see the table above)
+    counter: TokenCounter
+    budget: Budget
+    trace: Trace
+    queue: MessageQueue
+    stats: MemoryStatistics
+    core_memory: CoreMemory
+    workset: WorkingSet
+    pressure: QueueManager
+    _state: MemoryState
+    _session: _Session
+    _saver: Saver
+    _tx: Transactions
+    _tools_digest: bytes
+    _digest: RequestDigest
+    _replies: list[str] | None
 
     def __init__(self) -> None:  # use create() or open()
         raise TypeError("use Memory.create(path, ...) or Memory.open(path, ...)")
@@ -275,7 +292,7 @@ class Memory:
         self.trace = Trace(store.events)
         self._session = _Session(_dt.datetime.fromtimestamp(state.now, _dt.timezone.utc) if state.now is not None
                                  else self.clock())
-        self._replies: list[str] | None = None
+        self._replies = None
         if fresh:
             self.ctx = JournaledContext(**self.budget.core_config())
             self._saver = Saver(store)
@@ -528,7 +545,7 @@ class Memory:
             group = state.group
         elif role == "tool":
             group = state.group
-        meta = {k: msg[k] for k in ("tool_calls", "tool_call_id", "name") if k in msg}
+        meta: dict[str, Any] = {k: msg[k] for k in ("tool_calls", "tool_call_id", "name") if k in msg}
         tokens = self.counter.count(page_text(msg))
         if self.pressure.oversize(tokens):
             return self._append_oversize(msg, meta, tokens, group)
@@ -570,7 +587,7 @@ class Memory:
             for msg, at in items:
                 check_order(msg, pending_calls(done))
                 done.append(msg)
-                meta = {k: msg[k] for k in ("tool_calls", "tool_call_id", "name") if k in msg}
+                meta: dict[str, Any] = {k: msg[k] for k in ("tool_calls", "tool_call_id", "name") if k in msg}
                 page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=at, meta=meta or None)
                 self.stats.appended(page)
                 pages.append(page)
@@ -819,7 +836,8 @@ class Memory:
                     self.workset.rewrite({p.id: passage_line(p) for p in self.store.archival.get_many(resident)})
         return changed
 
-    def archival_search(self, query: str, *, tags: Sequence[str] | None = None, tags_match: str = "any",
+    def archival_search(self, query: str, *, tags: Sequence[str] | None = None,
+                        tags_match: Literal["any", "all"] = "any",
                         start: _dt.date | None = None, end: _dt.date | None = None,
                         as_of: _dt.datetime | None = None, page: int = 0) -> SearchPage[Passage]:
         """One page of a hybrid archival search (``page_size`` results): current facts first, or
@@ -883,7 +901,7 @@ class Memory:
         """A digest of the whole memory state: equal digests, equal memories."""
         messages = self.store.recall.get_many(make_page_id(PageKind.MESSAGE, i)
                                               for i in range(1, self.stats.recall + 1))
-        passages = []
+        passages: list[tuple[int, str, list[str], float]] = []
         page = 0
         while True:
             found = self.store.archival.search(None, page=page, page_size=500)

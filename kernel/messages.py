@@ -66,9 +66,12 @@ def _normalise_call(call: Any) -> dict[str, Any]:
     if not isinstance(call, Mapping):
         to_openai = getattr(call, "to_openai", None)  # a vmem ToolCall
         dump = getattr(call, "model_dump", None)  # an openai object
-        if to_openai is None and dump is None:
+        if to_openai is not None:
+            call = to_openai()
+        elif dump is not None:
+            call = dump()
+        else:
             raise MessageError(f"a tool call is a dict or an openai tool call object, not {type(call).__name__}")
-        call = to_openai() if to_openai is not None else dump()
     fn = call.get("function") or {}
     call_id, name, args = call.get("id"), fn.get("name"), fn.get("arguments")
     if not isinstance(call_id, str) or not call_id:
@@ -78,10 +81,10 @@ def _normalise_call(call: Any) -> dict[str, Any]:
     if isinstance(args, Mapping):
         args = json.dumps(args, ensure_ascii=False)
     try:
-        ok = isinstance(json.loads(args), dict) if isinstance(args, str) else False
+        ok = isinstance(args, str) and isinstance(json.loads(args), dict)
     except ValueError:
         ok = False
-    if not ok:
+    if not isinstance(args, str) or not ok:
         args = json.dumps({"unparsed": args if isinstance(args, str) else repr(args)}, ensure_ascii=False)
     return {"id": clean_text(call_id), "type": "function",
             "function": {"name": clean_text(name), "arguments": clean_text(args)}}

@@ -64,7 +64,7 @@ class WorkingSet:
         evicted = admission.evicted.tolist()
         for page in evicted:
             self.lines.pop(page, None)
-        admitted = admission.admitted.tolist()
+        admitted: list[int] = admission.admitted.tolist()
         lines = {h[0]: h[2] for h in hits}
         for page in admitted:
             self.lines[page] = lines[page]

@@ -53,7 +53,8 @@ class StepRules:
     def from_dict(cls, d: dict[str, Any]) -> "StepRules":
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: (frozenset(v) if k == "terminal" else v) for k, v in d.items() if k in known})
+        given: dict[str, Any] = {k: (frozenset(v) if k == "terminal" else v) for k, v in d.items() if k in known}
+        return cls(**given)
 
 
 @dataclass

@@ -153,7 +153,8 @@ def summarize(summarizer: Any, request: SummaryRequest) -> str:
         if close is not None:
             close()  # never leak a coroutine that was not awaited
         raise TypeError("an async summarizer needs acontext()")
-    return text
+    summary: str = text
+    return summary
 
 
 async def asummarize(summarizer: Any, request: SummaryRequest) -> str:
@@ -166,4 +167,5 @@ async def asummarize(summarizer: Any, request: SummaryRequest) -> str:
     text = summarizer(request)
     if inspect.isawaitable(text):
         text = await text
-    return text
+    summary: str = text
+    return summary

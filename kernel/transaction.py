@@ -27,7 +27,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from vmem import PagedContext
 from vmem.kernel.errors import BusyError, KernelError
@@ -127,7 +127,9 @@ class Transactions:
                 part.restore(mark)
         except BaseException as failure:  # noqa: BLE001 - never hide exc
             self.broken = f"a rollback failed: {type(failure).__name__}: {failure}"
-            exc.add_note(f"vmem: {self.broken}")
+            add_note = getattr(exc, "add_note", None)  # Python 3.11 and later; self.broken says it anyway
+            if add_note is not None:
+                add_note(f"vmem: {self.broken}")
 
     def transaction(self) -> AbstractContextManager[None]:
         """One atomic unit (rules 1, 2, 4, 5)."""
@@ -211,7 +213,7 @@ class _Join:
     def __enter__(self) -> None:
         self._tx.depth += 1
 
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
         self._tx.depth -= 1
         if exc is not None:
             self._tx.fail(exc)

@@ -2,14 +2,18 @@
 
 - Every step of every agent in every test is followed by Memory.check() and a check that no
   tool call awaits its result (the autouse fixture below).
-- ``llm_server`` (session scope): a real OpenAI-compatible LLM server; see tests/llm_server.py.
+- ``llm_server`` (session scope): a real OpenAI-compatible LLM server; see bench/llm_server.py.
   It is defined once here, not imported into each module, so the whole session shares one
   server (a session fixture imported into two modules would be two fixtures, two servers).
+- ``VMEM_CORE_DEBUG=1`` (a run against the debug build of the C core, see
+  csrc/build_vmcore.py): the session stops at once if the loaded core is not that build,
+  so a run meant to assert every invariant at every change cannot pass on the release core.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 
@@ -19,6 +23,20 @@ from vmem.kernel import Agent
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "llm: talks to a real LLM over HTTP (the llm_server fixture)")
+    if os.environ.get("VMEM_CORE_DEBUG") == "1":
+        import vmem._core
+
+        if not vmem._core.DEBUG_BUILD:
+            pytest.exit(f"VMEM_CORE_DEBUG=1 but {vmem._core.__file__} loads the release core: build the debug "
+                        "one (VMEM_CORE_DEBUG=1 pip install .) and run pytest from that install", returncode=4)
+
+
+def pytest_report_header(config):
+    import vmem._core
+
+    if vmem._core.DEBUG_BUILD:
+        return "vmem core: debug build (every invariant asserted after every change)"
+    return None
 
 
 def _checked(step):

@@ -23,7 +23,7 @@ CLEAN_ENV = {k: v for k, v in os.environ.items()
 
 def vmem(*args: str, stdin: str | None = None, cwd: Path | None = None, env: dict[str, str] | None = None,
          timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m kernel.cli ARGS`` and capture its output."""
+    """Run ``python -m vmem.app.cli ARGS`` and capture its output."""
     return subprocess.run([sys.executable, "-m", "vmem.app.cli", *args], input=stdin, capture_output=True,
                           text=True, cwd=cwd or ROOT, env={**CLEAN_ENV, **(env or {}), "PYTHONPATH": str(ROOT)},
                           timeout=timeout)

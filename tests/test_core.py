@@ -340,3 +340,27 @@ def test_estimator_examples():
     assert estimate_tokens("1234567") == 3  # 123 456 7
     assert estimate_tokens("日本語") == 3
     assert estimate_tokens_many(["hello", "", "a b c"]).tolist() == [1, 0, 3]
+
+
+def _fnv1a(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & (2**64 - 1)
+    return h
+
+
+def test_a_broken_invariant_is_named_by_its_number_in_vm_c():
+    """vm_check's messages cite csrc/vm.c's numbered invariants: here 3, the working set's heap
+    order, broken by a snapshot whose saved heap order was swapped (the rest of it is valid)."""
+    ctx = PagedContext(window=5000, reserve=500, ws_budget=300)
+    ctx.add_many(np.array([10, 11], dtype=np.uint64), np.array([5, 5], dtype=np.uint32))
+    ctx.admit([10, 11], [1.0, 0.5])
+    for _ in range(3):
+        ctx.touch(11)  # 11 warmer, so 10 heads the heap (coldest first)
+    envelope = msgpack.unpackb(ctx.snapshot())
+    body = envelope["image"][:-8]  # the image ends with its FNV-1a checksum; before it, the working set's list
+    body = body[:-8] + body[-4:] + body[-8:-4]
+    swapped = body + _fnv1a(body).to_bytes(8, "little")
+    with pytest.raises(CorruptSnapshot, match=r"vm_check: invariant 3: heap entry 1 is colder than its parent"):
+        ctx.restore(msgpack.packb({**envelope, "image": swapped}))
+    ctx.check()

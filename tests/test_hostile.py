@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from vmem.kernel import Agent, Memory, MemoryConfig
 from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
-from vmem.kernel.drivers.toolcalls import parse_arguments
+from vmem.kernel.drivers.lenient_json import parse_arguments
 
 NAMES = st.sampled_from(["send_message", "core_memory_append", "core_memory_replace", "memory_insert",
                          "memory_rethink", "archival_memory_insert", "archival_memory_search",

@@ -68,6 +68,10 @@ def test_a_client_session_lists_inserts_searches_edits_and_reads_back(agent_dir)
             assert not r.is_error and "saved as 1 passage" in text(r)
             r = await client.call_tool("archival_memory_search", {"query": "what colour is the cat", "tags": ["pets"]})
             assert not r.is_error and "Ana's cat Pixel is a grey tabby." in text(r)  # whole, not a snippet
+            # what the OpenAI Agents SDK sends (issue 19): optional fields given empty are not given
+            r = await client.call_tool("archival_memory_search", {"query": "grey cat", "tags": [], "tags_match": "any",
+                                                                  "start_date": "", "end_date": "", "page": 0})
+            assert not r.is_error and "Pixel" in text(r), text(r)
 
             r = await client.call_tool("core_memory_append", {"label": "human", "content": "Lives in Porto"})
             assert not r.is_error and "now holds" in text(r)
@@ -99,7 +103,7 @@ def test_a_client_session_lists_inserts_searches_edits_and_reads_back(agent_dir)
         memory.check()
         assert memory.block("human").value == "Name: Ana\nLives in Porto"
         events = [e for e in memory.store.events if e.get("e") == "mcp"]
-        assert len(events) == 3 + 5 and [e["ok"] for e in events[:3]] == [True, True, True]
+        assert len(events) == 4 + 5 and [e["ok"] for e in events[:4]] == [True, True, True, True]
         assert len(memory.queue) == 0  # MCP calls are not part of the conversation
 
 

@@ -1,5 +1,5 @@
 """The kernel under a real model: SmolLM2-135M behind llama.cpp's OpenAI-compatible server
-(tests/llm_server.py), through OpenAIDriver and the real ``openai`` client, in the JSON tool
+(bench/llm_server.py), through OpenAIDriver and the real ``openai`` client, in the JSON tool
 mode (the model's chat template has no tool calls).
 
 These tests assert the kernel's behaviour, never the model's wisdom: the invariants after

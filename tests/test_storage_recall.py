@@ -151,3 +151,20 @@ def test_messages_survive_reopen(tmp_path: Path) -> None:
     with MemoryDir.open(tmp_path / "a", create=False) as s:
         assert s.recall.get(mid).content == "remember the milk"
         assert s.recall.search("milk").items[0].meta == {"x": 1}
+
+
+def test_checkpoint_writes_the_text_index_file_once_it_changed(tmp_path: Path) -> None:
+    from vmem.storage.memdir import RECALL_TEXT_NAME
+
+    with MemoryDir.open(tmp_path / "agent") as s:
+        index = tmp_path / "agent" / RECALL_TEXT_NAME
+        s.recall.checkpoint()
+        before = index.stat().st_mtime_ns if index.exists() else None
+        s.recall.append("user", "the bike lock code is 4711", timestamp=T0)
+        s.recall.checkpoint()
+        written = index.stat().st_mtime_ns
+        assert written != before
+        s.recall.checkpoint()  # nothing changed: not written again
+        assert index.stat().st_mtime_ns == written
+    with MemoryDir.open(tmp_path / "agent", read_only=True) as again:
+        assert again.recall.search("lock code").total == 1

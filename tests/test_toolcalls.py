@@ -12,9 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vmem.kernel.drivers import ToolCall
+from vmem.kernel.drivers.lenient_json import MAX_DEPTH, parse_arguments
 from vmem.kernel.drivers.toolcalls import (
-    MAX_DEPTH,
-    parse_arguments,
     parse_text_tool_calls,
     render_call,
     to_text_protocol,

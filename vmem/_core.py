@@ -1,7 +1,10 @@
-"""The Python face of the C core: the only module that imports the ffi.
+"""The Python face of the C core's page table (``csrc/vm.c``).
 
-``PagedContext`` owns one ``vm_t`` (freed by ``ffi.gc``). C return codes become
-exceptions in one place, :func:`_raise`. Page-id batches cross the boundary as
+``PagedContext`` owns one ``vm_t`` (freed by ``ffi.gc``). The ``vm_*`` return codes
+become exceptions in one place, :func:`_raise`. Two other private modules use the same
+extension's ffi, each for its own C file and with its own ``_raise`` where it has return
+codes: :mod:`vmem._textindex` (``csrc/ii.c``, the inverted index) and :mod:`vmem._fhash`
+(``csrc/fhash.c``, keyed hashing, which cannot fail). Page-id batches cross the boundary as
 numpy arrays, never as Python lists per element.
 
 Thread safety: every method takes the instance's lock, so one PagedContext may
@@ -16,7 +19,7 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 import msgpack
 import numpy as np
@@ -57,10 +60,17 @@ __all__ = [
     "estimate_tokens_many",
     "MAX_PAGE_TOKENS",
     "MAX_CANDIDATES",
+    "DEBUG_BUILD",
 ]
+
+_Context = TypeVar("_Context", bound="PagedContext")
 
 MAX_PAGE_TOKENS: int = lib.VM_MAX_PAGE_TOKENS
 MAX_CANDIDATES: int = lib.VM_MAX_CANDIDATES
+#: The loaded core is a debug build (``VMEM_CORE_DEBUG=1`` at build time, see
+#: csrc/build_vmcore.py): every change to a page table checks every invariant, and a
+#: broken one aborts the process. For tests; O(pages) per change.
+DEBUG_BUILD: bool = bool(lib.vm_debug_build())
 _SNAPSHOT_FORMAT = "vmem.core"
 _SNAPSHOT_VERSION = 1
 
@@ -175,7 +185,7 @@ _ERRORS = {
 
 
 def _raise(vm, rc: int) -> None:
-    """Turn a C return code into an exception: the one place this happens."""
+    """Turn a ``vm_*`` return code into an exception: the one place this happens."""
     message = ffi.string(lib.vm_errmsg(vm)).decode("utf-8", "replace")
     if rc == lib.VM_ENOMEM:
         raise MemoryError(message)
@@ -571,7 +581,7 @@ class PagedContext:
         return twin
 
     @classmethod
-    def from_snapshot(cls, data: bytes) -> "PagedContext":
+    def from_snapshot(cls: type[_Context], data: bytes) -> _Context:
         """A new PagedContext holding a snapshot's state."""
         ctx = cls()
         ctx.restore(data)

@@ -4,7 +4,8 @@
 (stemmed term -> term id) and a role table (role name -> 0..63). Texts are
 analysed by :func:`vmem.text.index_terms` / :func:`vmem.text.query_terms`
 (FTS5's ``porter unicode61`` rules); ranking is FTS5's BM25, exact top-k by
-MaxScore in C. C return codes become exceptions in one place, :func:`_raise`.
+MaxScore in C. The ``ii_*`` return codes become exceptions in one place, :func:`_raise`
+(the page table's are :mod:`vmem._core`'s: the two C files have their own codes).
 
 It is a cache: the stores rebuild it from SQLite when its file is missing,
 damaged, foreign or behind (see ``vmem/storage/lexical.py``).
@@ -62,7 +63,7 @@ _ERRORS = {
 
 
 def _raise(ii: Any, rc: int) -> None:
-    """Turn a C return code into an exception: the one place this happens."""
+    """Turn an ``ii_*`` return code into an exception: the one place this happens."""
     message = ffi.string(lib.ii_errmsg(ii)).decode("utf-8", "replace")
     if rc == lib.II_ENOMEM:
         raise MemoryError(message)

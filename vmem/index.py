@@ -55,7 +55,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar, cast
 
 import hnswlib
 import msgpack
@@ -384,7 +384,7 @@ class BaseIndex(abc.ABC):
                 raise IndexFormatError(f"{path}: cannot restore index: {e}") from e
             if len(index) != header["count"]:
                 raise IndexFormatError(f"{path}: expected {header['count']} live pages, found {len(index)}")
-            return index
+            return cast(_I, index)  # _restore makes an instance of the class load() was called on
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} dim={self.dim} space={self.space} live={len(self)} name={self.name!r}>"
@@ -686,7 +686,7 @@ class ExactIndex(BaseIndex):
     def _live_ids(self) -> np.ndarray:
         return self._ids[: self._n][self._alive[: self._n]].copy()
 
-    def _search(self, q: np.ndarray, k: int, filter: Filter | None) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignore[override]
+    def _search(self, q: np.ndarray, k: int, filter: Filter | None) -> list[tuple[np.ndarray, np.ndarray]]:
         n = self._n
         if self.space == "cosine":
             q = q / np.linalg.norm(q, axis=1, keepdims=True)

@@ -9,7 +9,8 @@ Public API::
                                 ``openai`` package loads only when first used)
     ScriptedDriver              scripted completions for tests and offline runs
     ReplayDriver, RecordingDriver, request_digest
-    parse_arguments, parse_text_tool_calls, tool_protocol_prompt, to_text_protocol
+    parse_arguments             lenient JSON: a tool call's arguments text (.lenient_json)
+    parse_text_tool_calls, tool_protocol_prompt, to_text_protocol   the text tool protocol (.toolcalls)
 
 See :mod:`vmem.kernel.drivers.base` for the exception tree and how to write a driver.
 """
@@ -33,7 +34,8 @@ from .base import (
 )
 from .replay import RecordingDriver, ReplayDriver, request_digest
 from .scripted import ScriptedDriver
-from .toolcalls import parse_arguments, parse_text_tool_calls, to_text_protocol, tool_protocol_prompt
+from .lenient_json import parse_arguments
+from .toolcalls import parse_text_tool_calls, to_text_protocol, tool_protocol_prompt
 
 if TYPE_CHECKING:
     from .openai import OpenAIDriver, RetryEvent, RetryPolicy

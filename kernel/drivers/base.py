@@ -153,7 +153,7 @@ class ToolCall:
     Exactly one of ``arguments`` / ``error`` is set:
 
     * ``arguments``: the parsed arguments object (possibly repaired from slightly
-      malformed JSON, see :mod:`vmem.kernel.drivers.toolcalls`);
+      malformed JSON, see :mod:`vmem.kernel.drivers.lenient_json`);
     * ``error``: why the arguments could not be parsed.  The kernel answers the call with
       a function error carrying this text instead of executing it.
 

@@ -56,7 +56,8 @@ from .base import (
     ToolCall,
     Usage,
 )
-from .toolcalls import new_call_id, parse_arguments, parse_text_tool_calls, to_text_protocol
+from .lenient_json import parse_arguments
+from .toolcalls import new_call_id, parse_text_tool_calls, to_text_protocol
 
 __all__ = [
     "OpenAIDriver", "RetryEvent", "RetryPolicy", "ToolMode", "is_context_overflow", "merge_system_messages",

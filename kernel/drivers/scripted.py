@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from .base import Completion, Driver, Message, ScriptExhausted, Tool, ToolCall, Usage
-from .toolcalls import parse_arguments
+from .lenient_json import parse_arguments
 
 __all__ = ["Response", "Responder", "ScriptedDriver", "ScriptedRequest", "as_completion"]
 
@@ -123,9 +123,9 @@ class ScriptedDriver(Driver):
         self._responder: Responder | None = None
         self._script: deque[Any] = deque()
         if callable(script) and not isinstance(script, (list, tuple, deque)):
-            self._responder = script  # type: ignore[assignment]
+            self._responder = script
         else:
-            self._script.extend(script)  # type: ignore[arg-type]
+            self._script.extend(script)
         self._usage = usage
         self.requests: list[ScriptedRequest] = []
         self._served = 0

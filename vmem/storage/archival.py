@@ -169,7 +169,7 @@ class ArchivalStore(abc.ABC):
         embedder: Any,
         *,
         fts_query: Callable[[str], str | None],
-        fuse: Callable[..., list[tuple[int, float]]] | None,
+        fuse: Callable[..., list[tuple[int, float]]],
         max_chars: int = DEFAULT_MAX_CHARS,
     ) -> None:
         self.embedder = embedder
@@ -436,8 +436,6 @@ class ArchivalStore(abc.ABC):
         match = self._fts_query(q)
         text_ranked = self._text_hits(q, match, f, 0, deep)[0] if match is not None else []
         vec_ranked = self._vector_hits(vec, f, deep)
-        if self._fuse is None:
-            raise RuntimeError("hybrid search needs vmem.rank.fuse")
         return self._context([(int(i), float(s)) for i, s in self._fuse(text_ranked, vec_ranked)], f)
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:

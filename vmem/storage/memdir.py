@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vmem.rank import fuse
 from vmem.storage._db import Database
 from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
@@ -131,6 +132,12 @@ class MemoryDir:
     state: KernelState
     events: EventLog
     journal: Journal
+    path: Path  #: the directory
+    _closed: bool
+    _lock_fd: int | None
+    read_only: bool
+    store_id: str  #: a unique id of this store (made at creation)
+    embedder: Any
 
     def __init__(self) -> None:  # use MemoryDir.open()
         raise TypeError("use MemoryDir.open(path, ...)")
@@ -175,7 +182,7 @@ class MemoryDir:
         self = object.__new__(cls)
         self.path = Path(path)
         self._closed = True
-        self._lock_fd: int | None = None
+        self._lock_fd = None
         db_path = self.path / DB_NAME
         if self.path.exists() and not self.path.is_dir():
             raise ForeignFileError(f"{self.path} is a file, not a memory directory")
@@ -223,10 +230,6 @@ class MemoryDir:
     ) -> None:
         from vmem.text import fts_query
 
-        try:
-            from vmem.rank import fuse
-        except ImportError:  # hybrid search needs it; the rest works without
-            fuse = None
         self._db = Database(self.path / DB_NAME, create=create, durability=durability, read_only=self.read_only)
         if verify:
             self._db.quick_check()
@@ -235,7 +238,7 @@ class MemoryDir:
                 self._db.set_meta("store_id", uuid.uuid4().hex)
                 self._db.set_meta("created", utcnow().timestamp())
         #: A unique id of this store (made at creation).
-        self.store_id: str = self._db.get_meta("store_id")
+        self.store_id = self._db.get_meta("store_id")
         if embedder is None:
             from vmem.embed import default_embedder
 
@@ -271,12 +274,13 @@ class MemoryDir:
         if want["backend"] == "sqlite":
             if have is None:
                 self._db.set_meta("archival", {"backend": "sqlite"})
-            from vmem.index import IndexFormatError, IndexMismatchError
+            from vmem.index import ExactIndex, IndexFormatError, IndexMismatchError, PageIndex
 
+            index_cls: type[PageIndex] | type[ExactIndex]
             if index == "hnsw":
-                from vmem.index import PageIndex as index_cls
+                index_cls = PageIndex
             elif index == "exact":
-                from vmem.index import ExactIndex as index_cls
+                index_cls = ExactIndex
             else:
                 raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
             from vmem.storage.lexical import LexicalCache
@@ -366,7 +370,7 @@ class MemoryDir:
         """Write the index caches and fold the WAL into the database file."""
         self._db.check_open()
         self.archival.checkpoint()
-        self.recall._lex.save()
+        self.recall.checkpoint()
         self._db.checkpoint()
 
     def checkpoint_in_background(self, min_wal_bytes: int = 4 << 20) -> None:
@@ -397,7 +401,7 @@ class MemoryDir:
             except VmemStorageError as e:
                 log.warning("%s: closing archival storage: %s", self.path, e)
             try:
-                self.recall._lex.save()
+                self.recall.checkpoint()
             except (VmemStorageError, OSError) as e:
                 log.warning("%s: saving the recall text index: %s", self.path, e)
             try:

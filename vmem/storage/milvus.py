@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class MilvusArchival(ArchivalStore):
         next_serial: Callable[[], int],
         db: Database,
         fts_query: Callable[[str], str | None],
-        fuse: Callable[..., list[tuple[int, float]]] | None,
+        fuse: Callable[..., list[tuple[int, float]]],
         token: str | None = None,
         db_name: str | None = None,
         analyzer: dict[str, Any] | None = None,
@@ -204,7 +204,7 @@ class MilvusArchival(ArchivalStore):
         def __enter__(self) -> None:
             return None
 
-        def __exit__(self, et: Any, e: Any, tb: Any) -> bool:
+        def __exit__(self, et: Any, e: Any, tb: Any) -> Literal[False]:
             if e is not None and isinstance(e, self.outer._pm.MilvusException):
                 raise BackendError(f"{self.what}: {e}") from e
             return False

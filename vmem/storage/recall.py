@@ -1,8 +1,10 @@
 """Recall storage: every message of the conversation, verbatim and searchable.
 
 Interface: ``append`` / ``append_many`` (one transaction), ``get`` /
-``get_many``, ``len()``, and ``search(query, roles, start, end, page,
-page_size)``: ranked when a query is given, newest first otherwise.
+``get_many``, ``len()``, ``search(query, roles, start, end, page,
+page_size)``: ranked when a query is given, newest first otherwise; and
+``checkpoint()``: write the text index's cache file (the store does, at its
+checkpoints and on close).
 
 Ranking: BM25 (FTS5's formula and ``porter unicode61`` matching) over the
 store's text index (:class:`~vmem.storage.lexical.LexicalCache`, exact top-k
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
@@ -141,6 +143,11 @@ class RecallStore:
         #: tell that it is stale (the store's lock keeps other processes out).
         self.appends = 0
 
+    def checkpoint(self) -> None:
+        """Write the text index's cache file if it changed since it was last written (never inside
+        a transaction, never from a read-only open); the messages themselves are always durable."""
+        self._lex.save()
+
     # -- writes
 
     def append(
@@ -168,7 +175,7 @@ class RecallStore:
             return []
         with self._db.transaction("appending messages") as c:
             ids = [
-                c.execute("INSERT INTO messages(role, content, ts, meta) VALUES (?, ?, ?, ?)", r).lastrowid
+                cast(int, c.execute("INSERT INTO messages(role, content, ts, meta) VALUES (?, ?, ?, ?)", r).lastrowid)
                 for r in rows
             ]
             added = [(i, r[1], r[2], r[0], 0) for i, r in zip(ids, rows)]

@@ -48,7 +48,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import numpy as np
@@ -62,6 +62,9 @@ from vmem.storage.errors import NotFoundError
 from vmem.storage.lexical import LexicalCache
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
+
+if TYPE_CHECKING:
+    from vmem.index import ExactIndex, PageIndex
 
 __all__ = ["DEFAULT_CONTEXT", "EXACT_MAX", "SqliteArchival"]
 
@@ -154,10 +157,10 @@ class SqliteArchival(ArchivalStore):
         embedder: Any,
         index_path: Path,
         *,
-        index_cls: type,
+        index_cls: type[PageIndex] | type[ExactIndex],
         lexical: LexicalCache,
         fts_query: Callable[[str], str | None],
-        fuse: Callable[..., list[tuple[int, float]]] | None,
+        fuse: Callable[..., list[tuple[int, float]]],
         index_errors: tuple[type[BaseException], ...] = (ValueError,),
         autosave: int = 50_000,
         context: tuple[float, float, float] = DEFAULT_CONTEXT,
@@ -367,7 +370,7 @@ class SqliteArchival(ArchivalStore):
             tag_blob = msgpack.packb(list(tags), use_bin_type=True) if tags else None
             serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
             with self._db.transaction("inserting passages") as c:
-                grp = None
+                grp = 0  # no new passage: no group
                 if fresh:  # the id the first new passage will get (AUTOINCREMENT)
                     grp = c.execute(
                         "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name='passages'), 0) + 1"
@@ -378,7 +381,7 @@ class SqliteArchival(ArchivalStore):
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes(), grp, valid_from[n]),
                     )
-                    serial[h] = cur.lastrowid
+                    serial[h] = cast(int, cur.lastrowid)
                     if tags:
                         c.executemany(
                             "INSERT INTO passage_tags(tag, passage_id) VALUES (?, ?)",
@@ -417,8 +420,12 @@ class SqliteArchival(ArchivalStore):
                     gone.append(_pid(s))
                     texts.append((s, row[0]))
             if gone:
-                self._db.after_commit(
-                    lambda: (self.lexical.deleted(texts), self.index.delete(gone), self._index_changed(len(gone))))
+                def forget() -> None:
+                    self.lexical.deleted(texts)
+                    self.index.delete(gone)
+                    self._index_changed(len(gone))
+
+                self._db.after_commit(forget)
         return len(gone)
 
     def _supersede(self, page_ids: list[int], by: int | None, at: float) -> list[int]:
@@ -528,10 +535,11 @@ class SqliteArchival(ArchivalStore):
 
     def _tag_bitmap(self, f: PassageFilter) -> np.ndarray:
         """The passages with ``f``'s tags (any or all) as a bitmap over serials."""
-        marks = ",".join("?" * len(f.tags or ()))
-        if f.match_all and len(f.tags or ()) > 1:
+        tags = f.tags or ()
+        marks = ",".join("?" * len(tags))
+        if f.match_all and len(tags) > 1:
             q = f"SELECT passage_id FROM passage_tags WHERE tag IN ({marks}) GROUP BY passage_id HAVING count(*) = ?"
-            args: list[Any] = [*f.tags, len(f.tags)]  # type: ignore[misc]
+            args: list[Any] = [*tags, len(tags)]
         else:
             q = f"SELECT passage_id FROM passage_tags WHERE tag IN ({marks})"
             args = list(f.tags or ())
