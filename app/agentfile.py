@@ -128,7 +128,7 @@ VMEM_BUILTINS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "memory_rethink": ("label", "new_memory"),
     "archival_memory_insert": ("content", "tags"),
     "archival_memory_update": ("old_id", "new_content", "tags"),
-    "archival_memory_search": ("query", "tags", "tags_match", "start_date", "end_date", "page"),
+    "archival_memory_search": ("query", "tags", "tags_match", "start_date", "end_date", "as_of", "page"),
     "conversation_search": ("query", "roles", "start_date", "end_date", "page"),
 })
 

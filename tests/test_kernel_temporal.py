@@ -183,3 +183,18 @@ def test_archival_memory_update_refuses_and_leaves_nothing(memory: Memory, clock
     assert not ok and error in result
     assert len(memory.store.archival) == before and memory.store.archival.get(old).current
     memory.check()
+
+
+def test_the_model_can_ask_what_held_on_a_date(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("The user's team makes 60 calls a day.")
+    turn(memory, clock, 69)
+    [new] = memory.archival_insert("The user's team makes 1,200 calls a day.")
+    memory.supersede([old], new)
+    ok, then = _call(memory, "archival_memory_search", query="calls a day", as_of="2023-05-20")
+    assert ok and f"[archival {old:#x}" in then and f"[archival {new:#x}" not in then and "(1 matches)" in then
+    ok, now = _call(memory, "archival_memory_search", query="calls a day")
+    assert ok and now.index(f"[archival {new:#x}") < now.index(f"[archival {old:#x}")
+    ok, bad = _call(memory, "archival_memory_search", query="calls", as_of="May 20")
+    assert not ok and "as_of must be a date" in bad
+    memory.check()
