@@ -143,13 +143,12 @@ def _passage_id(value: str) -> int:
 
 @memory_function
 def archival_memory_update(memory: Host, old_id: str, new_content: str, tags: list[str] | None = None) -> str:
-    """Replace a fact in archival memory that is no longer true (the user changed job, moved, updated a
-    number) by the fact that holds now. The old passage is kept, marked as replaced from today.
+    """Replace an archival fact that no longer holds by the fact as it is now (the old one is kept, marked replaced).
 
     Args:
-        old_id: the id of the passage that is no longer true, as shown in search results (0x...).
-        new_content: the fact as it is now, stated in full.
-        tags: optional tags for the new passage.
+        old_id: the replaced passage's id (0x...).
+        new_content: the fact as it is now.
+        tags: tags for the new passage.
     """
     if not new_content.strip():
         raise FunctionError("new_content must not be empty")
@@ -182,9 +181,10 @@ def archival_memory_search(
     tags_match: Literal["any", "all"] = "any",
     start_date: _dt.date | None = None,
     end_date: _dt.date | None = None,
+    as_of: _dt.date | None = None,
     page: int = 0,
 ) -> str:
-    """Search archival memory; the passages found are paged into your working set.
+    """Search archival memory; the passages found are paged into your working set (replaced facts last).
 
     Args:
         query: what to look for (words or a description).
@@ -192,10 +192,13 @@ def archival_memory_search(
         tags_match: "any" (at least one tag) or "all".
         start_date: only passages from this date on (YYYY-MM-DD).
         end_date: only passages up to this date (YYYY-MM-DD).
+        as_of: only facts true on this date (YYYY-MM-DD).
         page: the page of results, from 0.
     """
-    found = memory.archival_search(query, tags=tags, tags_match=tags_match, start=start_date,
-                                   end=end_date, page=page)
+    found = memory.archival_search(query, tags=tags, tags_match=tags_match, start=start_date, end=end_date,
+                                   page=page,
+                                   as_of=None if as_of is None else _dt.datetime(as_of.year, as_of.month, as_of.day,
+                                                                                 23, 59, 59, tzinfo=_dt.timezone.utc))
     hits = [(h.item.id, h.score, passage_line(h.item)) for h in found.hits]
     return _page_fault(memory, "archival memory", found, hits)
 

@@ -55,8 +55,10 @@ class Host(Protocol):
         ``by``; the ids changed (ValueError, NotFoundError refuse bad ids or times)."""
 
     def archival_search(self, query: str, *, tags: Sequence[str] | None, tags_match: Literal["any", "all"],
-                        start: _dt.date | None, end: _dt.date | None, page: int) -> SearchPage[Passage]:
-        """One page of an archival search (hybrid)."""
+                        start: _dt.date | None, end: _dt.date | None, page: int,
+                        as_of: _dt.datetime | None = None) -> SearchPage[Passage]:
+        """One page of an archival search (hybrid): current facts first, or with ``as_of`` only
+        the facts that held then."""
 
     def conversation_search(self, query: str | None, *, roles: Sequence[str] | None, start: _dt.date | None,
                             end: _dt.date | None, page: int) -> SearchPage[Message]:

@@ -183,3 +183,48 @@ def test_archival_memory_update_refuses_and_leaves_nothing(memory: Memory, clock
     assert not ok and error in result
     assert len(memory.store.archival) == before and memory.store.archival.get(old).current
     memory.check()
+
+
+def test_the_model_can_ask_what_held_on_a_date(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("The user's team makes 60 calls a day.")
+    turn(memory, clock, 69)
+    [new] = memory.archival_insert("The user's team makes 1,200 calls a day.")
+    memory.supersede([old], new)
+    ok, then = _call(memory, "archival_memory_search", query="calls a day", as_of="2023-05-20")
+    assert ok and f"[archival {old:#x}" in then and f"[archival {new:#x}" not in then and "(1 matches)" in then
+    ok, now = _call(memory, "archival_memory_search", query="calls a day")
+    assert ok and now.index(f"[archival {new:#x}") < now.index(f"[archival {old:#x}")
+    ok, bad = _call(memory, "archival_memory_search", query="calls", as_of="May 20")
+    assert not ok and "as_of must be a date" in bad
+    memory.check()
+
+
+def test_an_aborted_transaction_undoes_the_supersede_and_the_rewritten_line(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("Ana makes 60 calls a day.")
+    memory.prefetch("how many calls does Ana make a day?")
+    turn(memory, clock, 10)
+    [new] = memory.archival_insert("Ana makes 90 calls a day.")
+    line, before = memory.workset.lines[old], memory.digest()
+    with pytest.raises(RuntimeError):
+        with memory.transaction():
+            assert memory.supersede(iter([old]), new) == [old]
+            assert "replaced by" in memory.workset.lines[old]
+            raise RuntimeError("abort")
+    assert memory.workset.lines[old] == line and memory.store.archival.get(old).current
+    assert memory.digest() == before
+    memory.check()
+
+
+def test_a_read_only_memory_refuses_to_supersede(tmp_path: Path, clock: Clock) -> None:
+    from vmem.kernel import ReadOnlyError
+
+    m = Memory.create(tmp_path / "a", system="s", blocks={}, clock=clock)
+    [a] = m.archival_insert("fact a")
+    [b] = m.archival_insert("fact b")
+    m.close()
+    with Memory.open(tmp_path / "a", read_only=True, clock=clock) as ro:
+        with pytest.raises(ReadOnlyError):
+            ro.supersede([a], b)
+        assert ro.store.archival.get(a).current

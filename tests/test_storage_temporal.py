@@ -280,6 +280,10 @@ def test_a_big_store_uses_the_unfiltered_index_past_the_superseded(tmp_path: Pat
                      for n in range(4)]
             first = s.archival.search("note about topic 3", mode=mode, page_size=100).items  # type: ignore[arg-type]
             assert [p.id for page in pages for p in page] == [p.id for p in first]
+            # as_of: what held on day 0.5 (all 300), and on day 2 (all but the 5 superseded)
+            for t, want in ((0.5, set(ids)), (2, set(ids[5:]))):
+                got = s.archival.search("note about topic 3", mode=mode, as_of=day(t), page_size=300).items  # type: ignore[arg-type]
+                assert {p.id for p in got} == want
 
 
 # ---------------------------------------------------------------- property: against a reference

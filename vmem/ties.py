@@ -53,7 +53,7 @@ archival search (14); LoCoMo dev R@10 and R@25 unchanged, R@1 31.4 -> 30.3
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,38 +97,51 @@ class TieBreak:
         return not (self.past and self.past.intersection(tokenize(query)))
 
     def apply(self, ranked: Sequence[tuple[int, float]], masks: Sequence[int] | np.ndarray,
-              times: Sequence[float] | np.ndarray, idf: Sequence[float] | np.ndarray) -> list[tuple[int, float]]:
+              times: Sequence[float] | np.ndarray | Callable[[], Sequence[float] | np.ndarray],
+              idf: Sequence[float] | np.ndarray) -> list[tuple[int, float]]:
         """Re-order ``ranked`` (``(id, score)``, best first): hit ``i`` matched the query terms
         whose bits are set in ``masks[i]`` (bit t = term t, weighed ``idf[t]``) and was said at
-        ``times[i]`` (epoch seconds; NaN: unknown, never tied). Only the first
-        :data:`TIE_WINDOW` hits move."""
+        ``times[i]`` (epoch seconds; NaN: unknown, never tied). ``times`` may be a function
+        returning them, called only when some pair is about the same thing and near-tied (a
+        store reads them from its database). Only the first :data:`TIE_WINDOW` hits move."""
         n = min(len(ranked), TIE_WINDOW)
-        if n < 2 or len(masks) < n or len(times) < n:
+        if n < 2 or len(masks) < n or len(idf) == 0:
             return list(ranked)
-        nq = len(idf)
-        if nq == 0:
+        w = [float(x) for x in idf]
+        weights: dict[int, float] = {}
+
+        def weight(mask: int) -> float:
+            got = weights.get(mask)
+            if got is None:
+                got = weights[mask] = sum(x for b, x in enumerate(w) if mask >> b & 1)
+            return got
+
+        m = [int(x) for x in masks[:n]]
+        s = [float(sc) for _, sc in ranked[:n]]
+        keep = 1.0 - self.margin
+        # pairs (i, j), i ranked below j, about the same thing and near-tied: time may decide
+        pairs = []
+        for i in range(1, n):
+            if not m[i]:
+                continue
+            for j in range(i):
+                if not m[j] or s[i] < keep * s[j]:
+                    continue
+                shared = weight(m[i] & m[j])
+                if shared > 0 and shared >= self.cover * max(weight(m[i]), weight(m[j])):
+                    pairs.append((i, j))
+        if not pairs:
             return list(ranked)
-        m = np.asarray(masks[:n], dtype=np.uint64)
-        bits = ((m[:, None] >> np.arange(nq, dtype=np.uint64)[None, :]) & np.uint64(1)).astype(np.float64)
-        w = np.asarray(idf, dtype=np.float64)
-        own = bits @ w                         # each hit's matched weight
-        shared = (bits * w) @ bits.T            # weight of the terms both hold
-        t = np.asarray(times[:n], dtype=np.float64)
-        s = np.array([sc for _, sc in ranked[:n]], dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            same = (shared > 0) & (shared >= self.cover * np.maximum(own[:, None], own[None, :]))
-            newer = t[:, None] > t[None, :] + self.gap              # [i, j]: i said after j
-            near = s[:, None] >= (1.0 - self.margin) * s[None, :]    # [i, j]: i within the margin of j
-        tie = same & newer & near                                     # [i, j]: i goes above j
-        if not tie.any():
+        t = [float(x) for x in (times() if callable(times) else times)[:n]]
+        if len(t) < n:
+            return list(ranked)
+        tie = {(i, j) for i, j in pairs if t[i] > t[j] + self.gap}  # NaN compares false: never tied
+        if not tie:
             return list(ranked)
         order = list(range(n))
         for i in range(1, n):
-            row = tie[i]
-            if not row.any():
-                continue
             pos = order.index(i)
-            above = [p for p in range(pos) if row[order[p]]]
+            above = [p for p in range(pos) if (i, order[p]) in tie]
             if above:
                 order.insert(above[0], order.pop(pos))
         return [ranked[k] for k in order] + list(ranked[n:])

@@ -582,10 +582,13 @@ class SqliteArchival(ArchivalStore):
         _, masks, _, idf = self.lexical.index.explain(q, np.array(head, dtype=np.uint32))
         if not masks.any():
             return ranked
-        with self._db.reading("reading passage times") as c:
-            since = dict(c.execute(f"SELECT id, coalesce(valid_from, ts) FROM passages WHERE id IN "
-                                   f"({','.join('?' * len(head))})", head).fetchall())
-        times = np.array([since.get(d, np.nan) for d in head], dtype=np.float64)
+
+        def times() -> list[float]:  # read only when some pair is near-tied about the same thing
+            with self._db.reading("reading passage times") as c:
+                since = dict(c.execute(f"SELECT id, coalesce(valid_from, ts) FROM passages WHERE id IN "
+                                       f"({','.join('?' * len(head))})", head).fetchall())
+            return [since.get(d, np.nan) for d in head]
+
         return self.tie_break.apply(ranked, masks, times, idf)  # type: ignore[union-attr]
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
