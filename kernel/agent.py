@@ -50,7 +50,7 @@ class StepResult:
     alerts: int = 0
     paged_in: list[int] = field(default_factory=list)  #: pages prefetched into the working set
     usage: list[Usage] = field(default_factory=list)  #: what the provider reported, per LLM call
-    stopped: str = "done"  #: why the chain ended: "done"; "max_steps", "repeat" or "tool_cap" when a rule cut it
+    stopped: str = "done"  #: why the chain ended: "done"; "max_steps", "repeat", "tool_cap" or "call_cap" when a rule cut it
 
 
 @dataclass
@@ -183,6 +183,8 @@ class Agent:
             if text:
                 result.replies.append(text)
             return False
+        cap = min(self.rules.max_calls_per_answer, memory.config.max_calls)
+        calls, over = calls[:cap], calls[cap:]
         memory.append({"role": "assistant", "content": completion.text or None,
                        "tool_calls": [c.to_openai() for c in calls]})
         chain = refused = False
@@ -200,6 +202,16 @@ class Agent:
                 chain = chain or guard.chains(call, record.ok, record.heartbeat)
             result.calls.append(record)
             result.replies.extend(record.replies)
+        if over:  # not run, not in the recorded answer (the trace's llm event has all of it): refused in a note
+            result.stopped = "call_cap"
+            why = (f"refused: this answer made {len(calls) + len(over)} tool calls; at most {cap} run per answer, "
+                   f"so the other {len(over)} ({_names(over)}) were not run. Make fewer calls per answer.")
+            for call in over:
+                result.calls.append(CallRecord(call.name, call.arguments, False,
+                                               json.dumps({"status": "Failed", "message": why}), call_id=call.id))
+            memory.log({"e": "refused", "name": _names(over), "reason": "call_cap", "calls": len(over)})
+            memory.append({"role": "system", "content": why})
+            return False
         return chain and not refused
 
     # ------------------------------------------------------------ driving the loop
@@ -281,6 +293,14 @@ def _resume(gen: Generator[_Request, Completion, StepResult], *, send: Completio
         return gen.throw(throw) if throw is not None else gen.send(send)  # type: ignore[arg-type]
     except StopIteration as stop:
         return stop.value
+
+
+def _names(calls: list[ToolCall]) -> str:
+    """``archival_memory_insert x92, send_message x1``: what a list of calls called."""
+    counts: dict[str, int] = {}
+    for call in calls:
+        counts[call.name] = counts.get(call.name, 0) + 1
+    return ", ".join(f"{name} x{n}" for name, n in counts.items())
 
 
 def _unique_ids(calls: list[ToolCall]) -> list[ToolCall]:

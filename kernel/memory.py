@@ -95,6 +95,8 @@ Summarizer = Callable[[SummaryRequest], Any]
 """``(messages) -> str`` (or an awaitable of it, with :meth:`Memory.acontext`); a Driver works too."""
 
 
+_NOTE_TOKENS = 48  # a result that does not fit beside its answer's others: its start and where it is
+
 _REGION_NAMES = (("system", Region.SYSTEM), ("core", Region.CORE), ("summary", Region.SUMMARY),
                  ("queue", Region.QUEUE), ("workset", Region.WORKSET))
 
@@ -512,6 +514,9 @@ class Memory:
 
     def _append(self, msg: dict[str, Any], timestamp: _dt.datetime | None = None) -> int:
         check_order(msg, self.pending_calls)
+        if len(msg.get("tool_calls") or ()) > self.config.max_calls:
+            raise MessageError(f"an assistant message may hold at most {self.config.max_calls} tool calls "
+                               f"(MemoryConfig.max_calls), this one holds {len(msg['tool_calls'])}")
         role, state = msg["role"], self._state
         if timestamp is not None:
             self._session.now = timestamp
@@ -532,7 +537,22 @@ class Memory:
         tokens = self.counter.count(page_text(msg))
         if self.pressure.oversize(tokens):
             return self._append_oversize(msg, meta, tokens, group)
+        if role == "tool" and self.pressure.group_overflows(self._group_tokens(), tokens):
+            # the answer's results so far fill its share of the window: this one is kept whole in
+            # recall storage, and its start with a note takes its place in the queue
+            return self._append_oversize(msg, meta, tokens, group, quota=_NOTE_TOKENS)
         return self._enqueue(role, msg["content"] or "", meta, group, tokens)
+
+    def _group_tokens(self) -> int:
+        """Tokens of the newest answer's group in the queue: its assistant message and the results so far."""
+        messages = self.queue.messages
+        answered = 0
+        for chat in reversed(messages):
+            if chat["role"] != "tool":
+                break
+            answered += 1
+        pages = self.ctx.pages(Region.QUEUE).tolist()[-(answered + 1):] if messages else []
+        return sum(self.ctx.info(p).tokens for p in pages)
 
     def _enqueue(self, role: str, content: str, meta: dict[str, Any], group: int = 0,
                  tokens: int | None = None) -> int:
@@ -591,9 +611,11 @@ class Memory:
             self._session.dirty = True
         return pages
 
-    def _append_oversize(self, msg: dict[str, Any], meta: dict[str, Any], tokens: int, group: int) -> int:
+    def _append_oversize(self, msg: dict[str, Any], meta: dict[str, Any], tokens: int, group: int,
+                         quota: int | None = None) -> int:
         """Keep a message too large for the queue verbatim in recall storage only; a user message
-        is summarised into the queue at the next prepare(), any other is queued shortened now."""
+        is summarised into the queue at the next prepare(), any other is queued shortened now
+        (to about ``quota`` tokens: by default an eighth of the budget)."""
         page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=self.now,
                                         meta={**meta, "kind": "oversize"})
         self.stats.appended(page)
@@ -603,7 +625,7 @@ class Memory:
         if msg["role"] == "user":
             self._state.pending.append(page)
             return page
-        short = shorten(msg, max(64, self.ctx.config.budget // 8), self.counter.count, page)
+        short = shorten(msg, quota or max(64, self.ctx.config.budget // 8), self.counter.count, page)
         meta = {k: short[k] for k in ("tool_calls", "tool_call_id", "name") if k in short}
         meta.update(kind="shortened", page=page)
         return self._enqueue(msg["role"], short["content"] or "", meta, group)

@@ -82,12 +82,21 @@ class QueueManager:
         """Tokens the summary may take (its share of the budget, with slack for the wording)."""
         return max(64, int(1.5 * self._config.summary_share * self._ctx.config.budget))
 
+    def room(self) -> int:
+        """Tokens the queue and the working set may use (the budget less system, core memory, summary)."""
+        t = self._ctx.stats().tokens
+        return self._ctx.config.budget - t[Region.SYSTEM] - t[Region.CORE] - t[Region.SUMMARY]
+
     def oversize(self, tokens: int) -> bool:
         """Whether a message of ``tokens`` is too large for the queue (over half of what the
         queue and working set may use), so it is stored whole and summarised instead."""
-        t = self._ctx.stats().tokens
-        room = self._ctx.config.budget - t[Region.SYSTEM] - t[Region.CORE] - t[Region.SUMMARY]
-        return tokens > room // 2
+        return tokens > self.room() // 2
+
+    def group_overflows(self, group: int, tokens: int) -> bool:
+        """Whether adding ``tokens`` to an answer's atomic group of ``group`` tokens takes it over
+        the bound one message has (half the room): a flush never splits a group, so one answer
+        must leave room for the rest of the queue."""
+        return group + tokens > self.room() // 2
 
     def make_room(self, force: bool = False) -> Generator[SummaryRequest, str, Room]:
         """Queue pending oversize summaries, alert at the warning line, flush over the flush line
