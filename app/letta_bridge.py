@@ -215,31 +215,34 @@ def _messages(memory: Memory, spec: AgentSpec, report: ImportReport) -> dict[str
     aid = spec.id
     reasoning: dict[str, str] = {}
     history = [(m.to_openai(), m.timestamp) for m in spec.out_of_context]
-    if history:
-        try:
-            pages = memory.import_history(history, summary=spec.summary)
-            reasoning.update((str(page), m.reasoning) for page, m in zip(pages, spec.out_of_context) if m.reasoning)
-        except ContextWindowError as exc:
-            raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
-        how = "behind the summary" if spec.summary else "with no summary in the file: stored-only history"
-        report.add("mapped", "history", f"{len(history)} out-of-context message(s) -> recall storage, {how}", aid)
-    elif spec.summary:
+    recent = [(m.to_openai(), m.timestamp) for m in spec.in_context]
+    messages = list(spec.out_of_context) + list(spec.in_context)
+    if spec.summary and not history:
         first = spec.in_context[0].timestamp if spec.in_context else None
-        memory.append({"role": "system", "content": "Summary of the earlier conversation (the messages it covers "
-                       f"were not in the imported file):\n{spec.summary}"}, timestamp=first)
+        recent.insert(0, ({"role": "system", "content": "Summary of the earlier conversation (the messages it "
+                           f"covers were not in the imported file):\n{spec.summary}"}, first))
+        messages.insert(0, None)
         report.add("warning", "summary", "the file holds none of the messages it summarises: kept as a queued "
                    "system message, not as vmem's recursive summary", aid)
+    try:
+        pages = memory.import_history(history, summary=spec.summary if history else "", recent=recent)
+    except ContextWindowError as exc:
+        raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
+    reasoning.update((str(page), m.reasoning) for page, m in zip(pages, messages) if m is not None and m.reasoning)
+    if history:
+        how = "behind the summary" if spec.summary else "with no summary in the file: stored-only history"
+        report.add("mapped", "history", f"{len(history)} out-of-context message(s) -> recall storage, {how}", aid)
     if spec.summary and history:
         report.add("mapped", "summary", f"{len(spec.summary)} characters -> the recursive summary", aid)
-    stored_only = memory.state.stored_only
-    for m in spec.in_context:
-        page = memory.append(m.to_openai(), timestamp=m.timestamp)
-        if m.reasoning:
-            reasoning[str(page)] = m.reasoning
-    oversize = memory.state.stored_only - stored_only
-    if oversize:
-        report.add("note", "large messages", f"{oversize} too large for the queue: stored whole in recall storage, "
-                   "a shortened copy or a summary queued", aid)
+    pending = len(memory.state.pending)  # oversize user messages, summarised at the next step
+    shortened = sum(1 for m in memory.store.recall.get_many(memory.queue.pages()) if m.meta.get("kind") == "shortened")
+    folded = len(recent) - len(memory.queue) - pending
+    if folded > 0:
+        report.add("note", "context", f"{folded} in-context message(s) do not fit in a {memory.config.window}-token "
+                   "window: stored in recall storage behind the summary, the newest queued", aid)
+    if pending + shortened:
+        report.add("note", "large messages", f"{pending + shortened} too large for the queue: stored whole in recall "
+                   "storage, a shortened copy or a summary queued", aid)
     return reasoning
 
 

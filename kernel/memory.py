@@ -40,11 +40,12 @@ marks a part that may fail alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ from vmem.kernel.context import (
     page_text,
     passage_line,
     render_block,
+    render_stats,
     render_summary,
     render_workset,
     tools_digest,
@@ -80,10 +82,10 @@ from vmem.kernel.messages import check_order, normalise, pending_calls, shorten
 from vmem.kernel.paging import WorkingSet, prefetch_hits
 from vmem.kernel.journal import JournaledContext
 from vmem.kernel.persistence import STATE_KEY, MemoryState, Saver, load_core, load_state
-from vmem.kernel.pressure import QueueManager, Room
+from vmem.kernel.pressure import MIN_QUEUE, QueueManager, Room, minimum_budget, summary_cap
 from vmem.kernel.queue import MessageQueue
 from vmem.kernel.statistics import MemoryStatistics
-from vmem.kernel.summary import SummaryRequest, asummarize, summarize
+from vmem.kernel.summary import SummaryRequest, asummarize, cap_text, summarize
 from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.kernel.transaction import CoreMarks, Transactions
@@ -305,12 +307,19 @@ class Memory:
         """A new memory's pinned pages: system, statistics, one per block; and the summary's."""
         ctx, count = self.ctx, self.counter.count
         blocks = self.store.blocks.all()
-        need = count(self.system) + sum(count(render_block(b)) for b in blocks)
-        if need > ctx.config.budget:
+        system, core = count(self.system), sum(count(render_block(b)) for b in blocks)
+        stats = count(render_stats(recall=10**12, archival=10**12, evicted=10**12, changed=self.now.isoformat(
+            timespec="seconds"), now=self.now))  # at its longest
+        budget = ctx.config.budget
+        least = minimum_budget(system + core + stats, self.config.summary_share)
+        if budget < least:
+            c = self.config
             raise ContextWindowError(
-                f"the system instructions and core memory alone need {need} tokens; the window's "
-                f"budget is {ctx.config.budget} (window {self.config.window} - output reserve "
-                f"{self.config.reserve_output} - tool schemas {self.budget.tools_tokens})")
+                f"a window of {c.window} tokens is too small to work: the output reserve ({c.reserve_output}), "
+                f"the tool schemas ({self.budget.tools_tokens}), the system instructions ({system}), core memory "
+                f"({core}), the statistics ({stats}), the summary at its cap "
+                f"({summary_cap(least, c.summary_share)}) and a minimal queue ({MIN_QUEUE}) need a window of at "
+                f"least {c.window + least - budget} tokens")
         ctx.add(SYSTEM_PAGE, count(self.system), Region.SYSTEM, pinned=True)
         ctx.add(STATS_PAGE, 0, Region.SYSTEM, pinned=True)
         for block in blocks:
@@ -567,39 +576,62 @@ class Memory:
         return page
 
     def import_history(self, history: Iterable[tuple[Mapping[str, Any] | Any, _dt.datetime]], *,
-                       summary: str = "") -> list[int]:
-        """Store an imported agent's older history: messages already out of its context window.
+                       summary: str = "",
+                       recent: Iterable[tuple[Mapping[str, Any] | Any, _dt.datetime | None]] = ()) -> list[int]:
+        """Bring an imported agent's history in: its older messages, its summary, its context.
 
-        For a new memory, before any message: each ``(message, timestamp)`` pair goes to
-        recall storage verbatim and in order (searchable with conversation_search, never
-        queued), checked against the chat protocol as :meth:`append` checks it. With a
-        ``summary`` (the recursive summary of those messages, as the agent's previous host
-        made it) they count as evicted and the summary becomes the memory's; without one they
-        are stored-only history. Returns their page ids. All or nothing: KernelError if the
-        memory holds messages already or a summary comes without history, MessageError for
-        a message that breaks the protocol, ContextWindowError if the summary does not fit.
+        For a new memory, before any message. ``history``: ``(message, timestamp)`` pairs already
+        out of the agent's context window: they go to recall storage verbatim and in order
+        (searchable with conversation_search, never queued), checked against the chat protocol as
+        :meth:`append` checks it. ``summary``: the recursive summary of those messages as the
+        agent's previous host made it; with one they count as evicted and it becomes the
+        memory's (a summary over its cap is kept whole in recall storage and cut, with a note
+        saying where), without one they are stored-only history. ``recent``: the agent's
+        in-context messages, oldest first: the newest of them that fit in half of what the queue
+        may use (whole tool-call groups) are queued as :meth:`append` queues them; the older
+        ones join the history in recall storage, counted as evicted, and a line of the summary
+        says so (no LLM runs here: they are not summarised). So the next step runs whatever
+        the imported context's size.
+
+        Returns the page ids of the history's and then the recent messages, in order. All or
+        nothing: KernelError if the memory holds messages already or a summary comes without
+        history, MessageError for a message that breaks the protocol, ContextWindowError if
+        the summary's note alone does not fit.
         """
         items = [(normalise(m), _aware(t)) for m, t in history]
+        recents = [(normalise(m), _aware(t)) for m, t in recent]
         if summary and not items:
             raise KernelError("import_history: a summary needs the messages it summarises")
         with self.transaction():
             if self.stats.recall:
                 raise KernelError("import_history: the memory holds messages already; older history comes first")
+            cut = self._fitting(recents)
+            folded, recents = recents[:cut], recents[cut:]
             done: list[dict[str, Any]] = []
             pages = []
-            for msg, at in items:
+            for msg, at in items + folded:
                 check_order(msg, pending_calls(done))
                 done.append(msg)
+                if len(msg.get("tool_calls") or ()) > self.config.max_calls:
+                    raise MessageError(f"import_history: an assistant message holds {len(msg['tool_calls'])} tool "
+                                       f"calls, more than MemoryConfig.max_calls ({self.config.max_calls})")
                 meta = {k: msg[k] for k in ("tool_calls", "tool_call_id", "name") if k in msg}
-                page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=at, meta=meta or None)
+                page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=at or self.now,
+                                                meta=meta or None)
                 self.stats.appended(page)
                 pages.append(page)
             if pending_calls(done):
                 raise MessageError(f"import_history: tool call(s) {', '.join(pending_calls(done))} have no result")
             state = self._state
+            if folded:
+                first, last = folded[0][1], folded[-1][1]
+                when = f" ({first.date().isoformat()} to {last.date().isoformat()})" if first and last else ""
+                note = (f"{len(folded)} more messages{when} were in the imported agent's context window but do not "
+                        f"fit in this one: they are in recall storage (conversation_search), not in this summary.")
+                summary = f"{summary}\n\n{note}" if summary else note
             if summary:
                 state.evicted += len(pages)
-                state.summary = summary
+                state.summary = self._imported_summary(summary)
                 self.ctx.resize(SUMMARY_PAGE, self.pressure.summary_tokens())
                 used, budget = self.ctx.stats().used, self.ctx.config.budget
                 if used > budget:
@@ -607,9 +639,40 @@ class Memory:
                                              f"the context needs {used} tokens of a budget of {budget}")
             else:
                 state.stored_only += len(pages)
-            self.trace.write({"e": "history", "messages": len(pages), "summary": summary})
+            self.trace.write({"e": "history", "messages": len(pages), "summary": summary, "folded": len(folded)})
             self._session.dirty = True
+            for msg, at in recents:
+                pages.append(self._append(msg, at))
         return pages
+
+    def _fitting(self, recents: list[tuple[dict[str, Any], _dt.datetime | None]]) -> int:
+        """Where to cut imported context messages so that those after the cut fit in half of what the
+        queue may use (the summary at its cap), at a message that is not a tool result."""
+        room = (self.ctx.config.budget - int(self.ctx.stats().tokens[Region.SYSTEM])
+                - int(self.ctx.stats().tokens[Region.CORE]) - self.pressure.summary_cap) // 2
+        short = max(64, self.ctx.config.budget // 8)  # what an oversize message is queued as, about
+        total, cut = 0, len(recents)
+        for i in range(len(recents) - 1, -1, -1):
+            msg = recents[i][0]
+            total += min(self.counter.count(page_text(msg)), short)
+            if total > room:
+                break
+            if msg["role"] != "tool":
+                cut = i
+        return cut
+
+    def _imported_summary(self, summary: str) -> str:
+        """An imported summary within its cap: a longer one is kept whole in recall storage (a
+        stored-only message) and cut, with a note saying where."""
+        cap = self.pressure.summary_cap
+        if self.counter.count(render_summary(summary, max(self._state.evicted, 1))) <= cap:
+            return summary
+        page = self.store.recall.append("system", f"The imported agent's summary, whole:\n{summary}",
+                                        timestamp=self.now, meta={"kind": "imported_summary"})
+        self.stats.appended(page)
+        self._state.stored_only += 1
+        note = f"\n[cut: the whole imported summary is {page:#x} in recall storage]"
+        return cap_text(summary, cap - self.counter.count(note) - 32, self.counter.count) + note
 
     def _append_oversize(self, msg: dict[str, Any], meta: dict[str, Any], tokens: int, group: int,
                          quota: int | None = None) -> int:
@@ -756,7 +819,7 @@ class Memory:
 
     def set_block(self, label: str, value: str) -> Block:
         """Set a block's value, as the agent does (read-only and the limit apply), all or nothing."""
-        with self.transaction():
+        with self.transaction(), self._keeping_room(label):
             block = self.core_memory.edit(label, value)
             self._memory_changed()
         return block
@@ -765,7 +828,7 @@ class Memory:
                   read_only: bool = False) -> Block:
         """Add a core memory block (a pinned page of the context). ContextWindowError if the
         window cannot hold it; BlockExistsError if the label is taken."""
-        with self.transaction():
+        with self.transaction(), self._keeping_room(label):
             try:
                 block = self.core_memory.add(label, value, limit=limit, description=description, read_only=read_only)
             except BudgetError as exc:
@@ -776,7 +839,7 @@ class Memory:
     def update_block(self, label: str, *, value: str | None = None, limit: int | None = None,
                      description: str | None = None, read_only: bool | None = None) -> Block:
         """Change any field of a block, as its developer (read-only does not apply; the limit does)."""
-        with self.transaction():
+        with self.transaction(), self._keeping_room(label):
             try:
                 block = self.core_memory.update(label, value=value, limit=limit, description=description,
                                                 read_only=read_only)
@@ -784,6 +847,21 @@ class Memory:
                 raise ContextWindowError(f"block {label!r} would not fit in the context window: {exc}") from None
             self._memory_changed()
         return block
+
+    @contextlib.contextmanager
+    def _keeping_room(self, label: str) -> Iterator[None]:
+        """ContextWindowError (the transaction rolls back) if a block change grows the pinned
+        pages so far that the queue keeps less than a step needs (:data:`MIN_QUEUE`)."""
+        def pinned() -> int:
+            t = self.ctx.stats().tokens
+            return int(t[Region.SYSTEM] + t[Region.CORE])
+        before = pinned()
+        yield
+        after, budget = pinned(), self.ctx.config.budget
+        left = budget - after - summary_cap(budget, self.config.summary_share)
+        if after > before and left < MIN_QUEUE:
+            raise ContextWindowError(f"block {label!r} would leave the queue {max(left, 0)} tokens of the context "
+                                     f"window; a step needs at least {MIN_QUEUE}")
 
     def delete_block(self, label: str) -> None:
         """Remove a core memory block (NotFoundError if none)."""

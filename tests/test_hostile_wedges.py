@@ -142,10 +142,23 @@ def test_a_window_too_small_to_work_is_refused_at_create_with_the_minimum(tmp_pa
 def test_the_smallest_window_create_accepts_can_step(tmp_path):
     with pytest.raises(ContextWindowError) as info:
         Memory.create(tmp_path / "m", system="You are under test.", blocks={"human": ""},
-                      config=MemoryConfig(window=1000, reserve_output=200))
+                      config=MemoryConfig(window=2200, reserve_output=200))
     minimum = int(str(info.value).split("at least ")[1].split(" tokens")[0])
     agent = Agent.create(tmp_path / "a", system="You are under test.", driver=looping_driver(40),
                          blocks={"human": ""}, config=MemoryConfig(window=minimum, reserve_output=200))
     for i in range(8):
         agent.step(f"message {i} " + "with some words " * 10)
     agent.close()
+
+
+def test_a_block_that_would_leave_too_little_room_is_refused(tmp_path):
+    from vmem.kernel.pressure import MIN_QUEUE
+    with Memory.create(tmp_path / "m", system="s", config=MemoryConfig(window=4096, reserve_output=256)) as memory:
+        room = memory.pressure.room()
+        with pytest.raises(ContextWindowError, match=f"at least {MIN_QUEUE}"):
+            memory.add_block("notes", "word " * (room - 300), limit=10 * room)
+        assert memory.block_labels() == []
+        memory.add_block("notes", "a few words", limit=10 * room)
+        with pytest.raises(ContextWindowError, match=f"at least {MIN_QUEUE}"):
+            memory.set_block("notes", "word " * (room - 300))
+        memory.check()
