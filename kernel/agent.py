@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,7 @@ class Agent:
         self.memory = memory
         self.driver = driver
         self.rules = rules or StepRules()
-        self._running = False
+        self._running = threading.Lock()  # held while a step runs (one at a time, any thread or task)
         if not memory.read_only:
             memory.log({"e": "rules", "rules": self.rules.to_dict()})
 
@@ -221,14 +222,13 @@ class Agent:
             raise ReadOnlyError("this agent was opened read-only (for inspection): it cannot step")
         if not isinstance(user_message, str):
             raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
-        if self._running:
+        if not self._running.acquire(blocking=False):
             raise BusyError("a step is already running on this agent (one at a time)")
-        self._running = True
         try:
             gen = self._run(user_message)
             return gen, next(gen)
         except BaseException:
-            self._running = False
+            self._running.release()
             raise
 
     def _log(self, request: _Request, outcome: Completion | DriverError) -> None:
@@ -256,7 +256,7 @@ class Agent:
                 request = outcome
         finally:
             gen.close()  # an exception out here (a driver error, Ctrl-C) rolls the step back
-            self._running = False
+            self._running.release()
 
     async def astep(self, user_message: str) -> StepResult:
         """Handle one user message with ``await`` (no thread blocks on the LLM); as :meth:`step`."""
@@ -277,7 +277,7 @@ class Agent:
                 request = outcome
         finally:
             gen.close()
-            self._running = False
+            self._running.release()
 
 
 def _checked(completion: Any) -> Completion:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import os
 import shutil
@@ -49,7 +50,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import numpy as np
@@ -114,6 +115,19 @@ def _aware(t: _dt.datetime | None) -> _dt.datetime | None:
     return t
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _one_caller(method: _F) -> _F:
+    """A public read taken under the memory's gate: BusyError while another thread or task runs a
+    step or call on it (it would read half-done state), re-entered freely by the one running."""
+    @functools.wraps(method)
+    def guarded(self: "Memory", *args: Any, **kwargs: Any) -> Any:
+        with self._tx.gate:
+            return method(self, *args, **kwargs)
+    return guarded  # type: ignore[return-value]
+
+
 class Context(list):  # type: ignore[type-arg]
     """The compiled context: a list of OpenAI chat messages, with the request's ``digest``."""
 
@@ -150,8 +164,9 @@ class Memory:
     """One agent's memory: its main context (the C core) over its directory.
 
     Create with :meth:`create`, reopen in any process with :meth:`open`; close with
-    :meth:`close` (or use it as a context manager). Not thread-safe: one caller at a time
-    (another thread or task gets :class:`BusyError`).
+    :meth:`close` (or use it as a context manager). One caller at a time: a public call made
+    while a step or another call runs in another thread or task gets :class:`BusyError`, at
+    once (see :class:`vmem.kernel.transaction.Gate`); calls are never interleaved.
     """
 
     store: MemoryDir  #: the directory: recall, archival, blocks, event log
@@ -405,6 +420,7 @@ class Memory:
                     raise ContextWindowError(f"block {label!r} does not fit in the context window: {exc}") from None
                 self._session.dirty = True
 
+    @_one_caller
     def close(self) -> None:
         """Release the directory (everything was saved as each change committed)."""
         if not self.store.closed:
@@ -749,6 +765,7 @@ class Memory:
             gen.close()
         return self.compile()
 
+    @_one_caller
     def compile(self) -> Context:
         """The main context as chat messages, as it stands (no flush), laid out for prompt caches:
         what changes least first (system, core memory, summary), then the queue (append-only
@@ -809,10 +826,12 @@ class Memory:
 
     # ---------------------------------------------------------------- the Host interface
 
+    @_one_caller
     def block(self, label: str) -> Block:
         """A core memory block (vmem.storage.NotFoundError if none)."""
         return self.core_memory.get(label)
 
+    @_one_caller
     def block_labels(self) -> list[str]:
         """The core memory blocks' labels, in creation order."""
         return self.core_memory.labels()
@@ -890,6 +909,7 @@ class Memory:
             self._memory_changed()
         return ids
 
+    @_one_caller
     def archival_search(self, query: str, *, tags: Sequence[str] | None = None, tags_match: str = "any",
                         start: _dt.date | None = None, end: _dt.date | None = None,
                         page: int = 0) -> SearchPage[Passage]:
@@ -897,6 +917,7 @@ class Memory:
         return self.store.archival.search(query, mode="hybrid", tags=tags, tags_match=tags_match, start=start,
                                           end=end, page=page, page_size=self.config.page_size)
 
+    @_one_caller
     def conversation_search(self, query: str | None, *, roles: Sequence[str] | None = None,
                             start: _dt.date | None = None, end: _dt.date | None = None,
                             page: int = 0) -> SearchPage[Message]:
@@ -939,16 +960,19 @@ class Memory:
 
     # ================================================================ inspection
 
+    @_one_caller
     def context_map(self) -> ContextMap:
         """What a context map draws: the core's accounting and the tiers' sizes."""
         return ContextMap(self.ctx.stats(), self.ctx.config, self.ctx.status().state,
                           recall_messages=self.stats.recall, archival_passages=self.stats.archival)
 
+    @_one_caller
     def check(self) -> None:
         """Verify every invariant of the memory (:mod:`vmem.kernel.invariants`); raises
         InvariantError naming the broken one."""
         check_invariants(self)
 
+    @_one_caller
     def digest(self) -> str:
         """A digest of the whole memory state: equal digests, equal memories."""
         messages = self.store.recall.get_many(make_page_id(PageKind.MESSAGE, i)
