@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -45,10 +46,11 @@ from typing import Any, TypeVar
 
 from vmem.kernel import Memory
 from vmem.kernel.drivers import ToolCall
+from vmem.kernel.drivers.toolcalls import MAX_DEPTH, checked_call, text_too_deep
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
 from vmem.storage import Block, StoreLockedError
 
-__all__ = ["BLOCK_URI", "LOOPBACK", "MemoryService", "block_uri", "build_server", "serve_http", "serve_stdio"]
+__all__ = ["BLOCK_URI", "LOOPBACK", "MESSAGE_DEPTH", "MemoryService", "rejection", "block_uri", "build_server", "serve_http", "serve_stdio"]
 
 #: A block's resource URI; ``{label}`` is URL-quoted (labels may hold slashes).
 BLOCK_URI = "vmem://blocks/{label}"
@@ -132,7 +134,9 @@ class MemoryService:
         cid = f"mcp-{time.time_ns()}"
         if arguments is not None and not isinstance(arguments, dict):
             return invoke(self.functions, None, ToolCall(cid, name, None, error="the arguments must be a JSON object"))
-        call = ToolCall(cid, name, {k: v for k, v in (arguments or {}).items() if k != HEARTBEAT})
+        call = checked_call(ToolCall(cid, name, {k: v for k, v in (arguments or {}).items() if k != HEARTBEAT}))
+        if call.arguments is None:  # nested too deep, or not JSON: the function error the LLM would read
+            return invoke(self.functions, None, call)
         if name not in self.functions:
             return invoke(self.functions, None, call)  # the agent's own "no function ..." answer
         with self._lock:
@@ -283,15 +287,99 @@ async def _releasing(service: MemoryService) -> None:
         await anyio.to_thread.run_sync(service.release_if_idle)
 
 
+#: Deepest nesting of a JSON-RPC message the server reads: the tool arguments' limit and the envelope.
+MESSAGE_DEPTH = MAX_DEPTH + 8
+_ID = re.compile(r'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,18})')
+
+
+def rejection(line: str) -> Any:
+    """The JSON-RPC error answering a message line the SDK's reader would drop without a word
+    (it logs the failure and answers nothing: the client waits for its timeout): a line that is
+    not JSON, nested deeper than :data:`MESSAGE_DEPTH`, holding a lone surrogate, or not a
+    JSON-RPC message. None for a line the SDK takes. The request's id is kept when it can be read."""
+    import mcp.types as types
+
+    if not line.strip():
+        return None
+    deep = text_too_deep(line, MESSAGE_DEPTH)
+    if not deep:
+        try:
+            types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure is the client's to hear about
+            failure = str(exc).strip().splitlines()
+            why = "; ".join(failure[:3])[:300]
+    parsed: Any = None
+    if not deep:
+        try:
+            parsed = json.loads(line)
+        except (ValueError, RecursionError):
+            parsed = None
+    rid = parsed.get("id") if isinstance(parsed, dict) else None
+    if rid is None:
+        m = _ID.search(line[:4096])
+        if m:
+            try:
+                rid = json.loads(m.group(1))
+            except ValueError:
+                rid = None
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        rid = None
+    elif isinstance(rid, str):
+        rid = rid.encode("utf-8", "replace").decode("utf-8")
+    if deep:
+        code, message = types.INVALID_REQUEST, f"the message is nested more than {MESSAGE_DEPTH} levels deep"
+    elif parsed is None:
+        code, message = types.PARSE_ERROR, f"the message is not JSON: {why}"
+    else:
+        code, message = types.INVALID_REQUEST, f"not a valid JSON-RPC message (or not valid Unicode): {why}"
+    return types.JSONRPCError(jsonrpc="2.0", id=rid, error=types.ErrorData(code=code, message=message))
+
+
+class _CheckedLines:
+    """stdin's lines as the SDK's reader takes them: a line it would drop is answered here with
+    :func:`rejection`'s error (sent on ``errors``) and not passed on."""
+
+    def __init__(self, lines: Any, errors: Any) -> None:
+        self._lines = lines
+        self._errors = errors
+
+    def __aiter__(self) -> Any:
+        return self._checked()
+
+    async def _checked(self) -> Any:
+        async for line in self._lines:
+            error = rejection(line)
+            if error is None:
+                yield line
+            else:
+                await self._errors.send(error)
+
+
 async def serve_stdio(server: Any, service: MemoryService) -> None:
-    """Serve one client over this process's stdin and stdout (until stdin closes)."""
+    """Serve one client over this process's stdin and stdout (until stdin closes). Every request
+    gets an answer: a line the SDK cannot read is answered with a JSON-RPC error."""
+    import io
+    import sys
+
     import anyio
     from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+
+    errors_in, errors_out = anyio.create_memory_object_stream[Any](16)
+    stdin = _CheckedLines(anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace",
+                                                          newline=None)), errors_in)
+
+    async def answer_errors(write: Any) -> None:
+        async with errors_out:
+            async for error in errors_out:
+                await write.send(SessionMessage(error))
 
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_releasing, service)
-            async with stdio_server() as (read, write):
+            async with stdio_server(stdin=stdin) as (read, write):  # type: ignore[arg-type]
+                tg.start_soon(answer_errors, write)
                 await server.run(read, write, server.create_initialization_options())
             tg.cancel_scope.cancel()
     finally:

@@ -32,6 +32,7 @@ from vmem.kernel.config import MemoryConfig
 from vmem.kernel.context import context_digest
 from vmem.kernel.drivers import Completion, ContextOverflowError, Driver, DriverError, ToolCall, Usage
 from vmem.kernel.drivers.replay import exchange
+from vmem.kernel.drivers.toolcalls import checked_call
 from vmem.kernel.errors import BusyError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction
 from vmem.kernel.memory import Memory, Prepared
@@ -177,7 +178,7 @@ class Agent:
     def _record(self, completion: Completion, result: StepResult, guard: TurnGuard) -> bool:
         """Record the answer and run its calls (within the rules); True to chain another step."""
         memory = self.memory
-        calls = _unique_ids(completion.tool_calls)
+        calls = [checked_call(c) for c in _unique_ids(completion.tool_calls)]
         if not calls:
             text = (completion.text or "").strip()
             memory.append({"role": "assistant", "content": text})
