@@ -387,25 +387,38 @@ class MemoryDir:
         }
 
     def close(self) -> None:
-        """Save caches, close the database and release the directory (idempotent)."""
+        """Save caches, fold the WAL, close the database and release the directory (idempotent).
+
+        Every save is tried even when one fails (a full disk): the lock is released whatever
+        happens, and then the first failure is raised as a VmemStorageError naming what failed
+        (the others as notes). Nothing is lost by such a failure: the data was committed with
+        each transaction, and the caches (the index files) are rebuilt or caught up at open.
+        """
         if self._closed:
             return
         self._closed = True
+        failures: list[tuple[str, BaseException]] = []
         try:
-            try:
-                self.archival.close()
-            except VmemStorageError as e:
-                log.warning("%s: closing archival storage: %s", self.path, e)
-            try:
-                self.recall._lex.save()
-            except (VmemStorageError, OSError) as e:
-                log.warning("%s: saving the recall text index: %s", self.path, e)
-            try:
-                self._db.checkpoint()
-            except VmemStorageError as e:
-                log.warning("%s: final WAL checkpoint: %s", self.path, e)
+            for what, save in (("saving the archival storage's caches", self.archival.close),
+                               ("saving the recall text index", self.recall._lex.save),
+                               ("the final WAL checkpoint", self._db.checkpoint)):
+                try:
+                    save()
+                except Exception as exc:  # noqa: BLE001 - OSError (a full disk), VmemStorageError: raised below
+                    log.warning("%s: %s: %s", self.path, what, exc)
+                    failures.append((what, exc))
         finally:
-            self._release()
+            try:
+                self._release()
+            except Exception as exc:  # noqa: BLE001
+                failures.append(("closing the database", exc))
+        if failures:
+            what, first = failures[0]
+            error = VmemStorageError(f"{self.path}: closing: {what} failed: {first}. The directory is released and "
+                                     f"nothing committed is lost (caches are rebuilt at open)")
+            for what, exc in failures[1:]:
+                error.add_note(f"also: {what} failed: {exc}")
+            raise error from first
 
     @property
     def closed(self) -> bool:
