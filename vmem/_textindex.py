@@ -195,8 +195,9 @@ class TextIndex:
             tid = vocab.get(t)
             if tid is not None and (tid in weights or len(weights) < lib.II_MAX_TERMS):
                 weights[tid] = weights.get(tid, 0.0) + 1.0
-        docs = np.empty(max(k, 0), dtype=np.uint32)
-        scores = np.empty(max(k, 0), dtype=np.float64)
+        k = min(max(k, 0), len(self))  # never more than the documents held (a far page asks for a deep k)
+        docs = np.empty(k, dtype=np.uint32)
+        scores = np.empty(k, dtype=np.float64)
         if not weights:
             return TextHits(docs[:0], scores[:0], 0, True)
         q = np.fromiter(weights, dtype=np.uint32, count=len(weights))
@@ -204,7 +205,7 @@ class TextIndex:
         with self._lock:
             f = self._set_filter(lo, hi, roles, allow)
             rc = lib.ii_search(self._ii, ffi.from_buffer("uint32_t[]", q), ffi.from_buffer("double[]", w), len(q),
-                               f, max(k, 0), exact_max,
+                               f, k, exact_max,
                                ffi.from_buffer("uint32_t[]", docs), ffi.from_buffer("double[]", scores),
                                self._nout, self._total, self._exact)
             if rc:

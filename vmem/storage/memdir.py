@@ -176,6 +176,7 @@ class MemoryDir:
         self.path = Path(path)
         self._closed = True
         self._lock_fd: int | None = None
+        self._lock_dir_fd: int | None = None
         db_path = self.path / DB_NAME
         if self.path.exists() and not self.path.is_dir():
             raise ForeignFileError(f"{self.path} is a file, not a memory directory")
@@ -193,14 +194,28 @@ class MemoryDir:
         return self
 
     def _lock(self) -> None:
-        fd = os.open(self.path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+        """flock the directory itself (a lock file can be deleted behind a writer's back, and a
+        second writer would then lock a new one) and the ``lock`` file (what older versions lock)."""
+        lock = self.path / _LOCK_NAME
+        if lock.is_symlink() or lock.exists() and not lock.is_file():
+            raise ForeignFileError(f"{lock} is not a lock file (a directory or a link is in its place): remove it")
+        fds = []
+        try:
+            fds.append(os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+            fds.append(os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644))
+        except OSError as exc:
+            for fd in fds:
                 os.close(fd)
-                raise StoreLockedError(f"{self.path} is open in another process (or MemoryDir)") from None
-        self._lock_fd = fd
+            raise ForeignFileError(f"{self.path}: cannot take the store's lock: {exc}") from None
+        if fcntl is not None:
+            for fd in fds:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    for f in fds:
+                        os.close(f)
+                    raise StoreLockedError(f"{self.path} is open in another process (or MemoryDir)") from None
+        self._lock_fd, self._lock_dir_fd = fds[1], fds[0]
 
     def _release(self) -> None:
         db = getattr(self, "_db", None)
@@ -209,6 +224,9 @@ class MemoryDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # drops the flock
             self._lock_fd = None
+        if getattr(self, "_lock_dir_fd", None) is not None:
+            os.close(self._lock_dir_fd)
+            self._lock_dir_fd = None
 
     def _open(
         self,
