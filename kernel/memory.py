@@ -254,7 +254,9 @@ class Memory:
         ``archival``: None reopens the archival backend it was created with; pass a
         :class:`vmem.storage.MilvusConfig` to supply what is not stored (a cluster's
         token). ``read_only``: for inspection beside a running agent: nothing is locked
-        or written, and every call that would change the memory raises ReadOnlyError.
+        or written, every call that would change the memory raises ReadOnlyError, and
+        everything reads one committed version (the last when it opened: all tiers and
+        caches agree, whatever the writer commits meanwhile; reopen to see newer ones).
         """
         store = MemoryDir.open(path, embedder=embedder, archival=archival, create=False,
                                durability=durability, read_only=read_only)

@@ -65,3 +65,18 @@ def test_a_thousand_mutated_cache_files_of_each_kind(pristine, tmp_path, kind, r
     if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("VMEM_SLOW"):
         pytest.skip("1,000 mutated files of each kind: run with -m slow (or VMEM_SLOW=1)")
     run_fuzz(pristine, tmp_path, kind, 1000, seed0=10_000)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 500])
+def test_genuine_graphs_of_any_size_pass_the_validation(tmp_path, n):
+    import numpy as np
+
+    from vmem.index import PageIndex
+    rng = np.random.default_rng(n)
+    index = PageIndex(16, capacity=max(n, 1), M=8)
+    if n:
+        index.add(np.arange(1, n + 1, dtype=np.uint64), rng.standard_normal((n, 16)).astype(np.float32))
+        index.delete(np.arange(1, n + 1, 3, dtype=np.uint64))
+    index.save(tmp_path / "x.idx")
+    again = PageIndex.load(tmp_path / "x.idx")
+    assert len(again) == len(index) and sorted(again.ids().tolist()) == sorted(index.ids().tolist())

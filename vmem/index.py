@@ -633,7 +633,8 @@ def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, l
      efc) = _HNSW_HEADER.unpack(mm[: _HNSW_HEADER.size].tobytes())
     links0 = max_m0 * 4 + 4
     if (m != M or max_m != M or max_m0 != 2 * M or off0 != 0 or data_off != links0 or label_off != data_off + 4 * dim
-            or per_el != label_off + 8 or count != len(labels) or max_el < count or not 0 <= maxlevel < 64
+            or per_el != label_off + 8 or count != len(labels) or max_el < count
+            or not (0 <= maxlevel < 64 if count else maxlevel in (-1, 0))
             or not math.isfinite(mult) or mult <= 0 or not 0 < efc < 1 << 31):
         raise bad("header does not match the index's parameters")
     level0_end = _HNSW_HEADER.size + count * per_el
@@ -675,12 +676,16 @@ def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, l
             raise bad("marks other pages deleted than its id table")
         if not np.isfinite(np.ascontiguousarray(level0[:, data_off:label_off]).view("<f4")).all():
             raise bad("holds a vector that is not finite")
-        for i, start, n in upper:
+        for i, start, n in upper:  # level l's neighbours must be elements that reach level l
             block = np.asarray(mm[start:start + n]).reshape(n // per_level, per_level)
             c = np.ascontiguousarray(block[:, 0:2]).view("<u2").ravel()
             ids = np.ascontiguousarray(block[:, 4:]).view("<u4")
-            if (c > max_m).any() or (ids[np.arange(max_m)[None, :] < c[:, None]] >= count).any():
+            used = np.arange(max_m)[None, :] < c[:, None]
+            if (c > max_m).any() or (ids[used] >= count).any():
                 raise bad(f"has a bad upper-level link list for element {i}")
+            need = np.broadcast_to(np.arange(1, len(c) + 1)[:, None], ids.shape)[used]
+            if (levels[ids[used]] < need).any():
+                raise bad(f"links element {i} to a neighbour above that neighbour's top level")
     del mm
 
 

@@ -164,7 +164,7 @@ class Database:
         self.read_only = read_only
         self._check_header()
         try:
-            if read_only:  # a WAL reader: sees the last commit, never writes the database
+            if read_only:  # a WAL reader: sees the commit of its open, never writes the database
                 self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                             check_same_thread=False, cached_statements=256)
             else:
@@ -178,6 +178,10 @@ class Database:
                 if read_only:
                     self.conn.execute("PRAGMA query_only=1")
                     self.conn.execute("PRAGMA busy_timeout=5000")
+                    # one read transaction for the reader's whole life: every read sees the same commit
+                    # (WAL snapshot isolation), so the tiers, the saved state and the caches reconciled
+                    # against them agree even while a writer commits beside it; reopen to see newer ones
+                    self.conn.execute("BEGIN")
                     self._check_schema()
                 else:
                     self._configure(_SYNC[durability])

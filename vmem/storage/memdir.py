@@ -165,8 +165,9 @@ class MemoryDir:
         index file (vectors, or a text index) after this many unsaved changes to it
         (0: only at checkpoint/close). ``read_only``: open beside a writer (another
         process may hold the store): no lock is taken, nothing is written (the index
-        caches are reconciled in memory only), reads see the last commit, and every
-        write raises ReadOnlyStoreError.
+        caches are reconciled in memory only), every read sees the commit that was the
+        last when it opened (one snapshot: reopen to see newer ones), and every write
+        raises ReadOnlyStoreError.
 
         Raises StoreNotFoundError (create=False, nothing there),
         ForeignFileError, CorruptStoreError, SchemaVersionError,
