@@ -9,6 +9,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem import FILE.af DIR        vmem agents from a Letta agent file (a report of what was mapped)
     vmem export DIR FILE.af        vmem agents as a Letta agent file
     vmem mcp DIR [--http]          an agent's memory served to MCP clients
+    vmem check DIR                 verify every record, the indexes and the invariants (read-only)
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
@@ -636,6 +637,42 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="SUITE", action="append", choices=[s.name for s in SUITES],
                    help="run only this suite (repeatable): " + ", ".join(s.name for s in SUITES))
     p.add_argument("--bench-dir", metavar="DIR", help="the checkout's bench/ folder (default: ./bench)")
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the agent's directory")
+
+
+@command("check", "verify an agent's memory on disk: every record, the indexes, the invariants",
+         "Verify the agent in DIR without changing it: every message, passage, block, state and journal "
+         "record against the checksum written with it, SQLite's integrity_check, the text and vector "
+         "indexes against the database, the kernel's invariants, and whether committed transactions are "
+         "missing (a lost WAL tail). Prints what is damaged and exits 1; nothing is repaired (restore the "
+         "directory from a backup). Opened read-only: it works beside a running agent.",
+         _check_args)
+def _check(args: argparse.Namespace) -> int:
+    from vmem import InvariantError
+    from vmem.kernel import Memory
+
+    path = _agent_dir(args.dir, must_exist=True)
+    memory = Memory.open(path, read_only=True)
+    try:
+        problems = memory.store.verify()
+        try:
+            memory.check()
+        except InvariantError as exc:
+            problems.append(f"kernel: {exc}")
+        counts = f"{memory.stats.recall} messages, {memory.stats.archival} passages, " \
+                 f"{len(memory.block_labels())} blocks, {memory.store._db.commits} commits"
+    finally:
+        memory.close()
+    if not problems:
+        print(f"{path}: ok ({counts})")
+        return EXIT_OK
+    print(f"{path}: {len(problems)} problem(s) ({counts}):")
+    for problem in problems:
+        print(f"  {problem}")
+    return EXIT_FAILURE
 
 
 @command("bench", "run every benchmark and print one table (each figure beside its same-run baseline)",

@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 import msgpack
 import numpy as np
 
-from vmem import BudgetError, PageKind, PagedContext, Region, make_page_id, page_kind
+from vmem import BudgetError, InvariantError, PageKind, PagedContext, Region, make_page_id, page_kind
 from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig
@@ -969,10 +969,23 @@ class Memory:
                           recall_messages=self.stats.recall, archival_passages=self.stats.archival)
 
     @_one_caller
-    def check(self) -> None:
+    def check(self, *, deep: bool = False) -> None:
         """Verify every invariant of the memory (:mod:`vmem.kernel.invariants`); raises
-        InvariantError naming the broken one."""
+        InvariantError naming the broken one. ``deep``: also verify every stored record against
+        the checksum written with it, the database's structure and the caches against the
+        database, and that no committed transaction is missing (invariant 8; reads everything,
+        fixes nothing: the error lists what is damaged)."""
         check_invariants(self)
+        if deep:
+            problems = self.store.verify()
+            if problems:
+                raise InvariantError(f"invariant 8: {len(problems)} damaged: " + "; ".join(problems[:20]))
+
+    @property
+    def lost_commits(self) -> int:
+        """Committed transactions the store lost before this open (a WAL tail lost in a crash),
+        as far as the count kept outside the database knows; 0 when none."""
+        return self.store.lost_commits
 
     @_one_caller
     def digest(self) -> str:

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
@@ -40,7 +41,7 @@ from vmem.storage.errors import (
     VmemStorageError,
 )
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Database"]
+__all__ = ["APPLICATION_ID", "CHECKED", "SCHEMA_VERSION", "Database", "record_crc"]
 
 log = logging.getLogger("vmem.storage")
 
@@ -51,7 +52,10 @@ APPLICATION_ID = int.from_bytes(b"vmem", "big")
 #: stores' own index caches (vmem/storage/lexical.py), records each passage's insert
 #: call (``grp``), and adds the event log, the passage ledger and the journal.
 #: Version 1 stores are migrated on open.
-SCHEMA_VERSION = 2
+#: Version 3 (the *checksums* migration, ``_MIGRATIONS[2]``) adds a ``crc`` to every
+#: message, passage, block, state and journal row, kept by triggers (see :func:`record_crc`),
+#: and the ``commits`` counter.
+SCHEMA_VERSION = 3
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -103,8 +107,45 @@ CREATE TABLE archival_ids(id INTEGER PRIMARY KEY);
 CREATE TABLE journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 """
 
+# Schema 3, "checksums": every record carries a checksum of its fields, written with it by a
+# trigger (so no write can forget it), verified by MemoryDir.verify(); and a count of the
+# committed write transactions (see Database.commits).
+_CHECKSUMS = [
+    "ALTER TABLE messages ADD COLUMN crc INTEGER",
+    "ALTER TABLE passages ADD COLUMN crc INTEGER",
+    "ALTER TABLE blocks ADD COLUMN crc INTEGER",
+    "ALTER TABLE kv ADD COLUMN crc INTEGER",
+    "ALTER TABLE journal ADD COLUMN crc INTEGER",
+    "CREATE TABLE commits(n INTEGER NOT NULL)",
+    "INSERT INTO commits(n) VALUES (0)",
+]
+#: What each checksummed table's crc covers, and the key that names a row.
+CHECKED = {
+    "messages": ("id", "role, content, ts, meta"),
+    "passages": ("id", "text, hash, ts, tags, embedding, grp"),
+    "blocks": ("label", 'label, value, "limit", description, read_only'),
+    "kv": ("key", "key, value"),
+    "journal": ("seq", "seq, entry"),
+}
+for _table, (_key, _cols) in CHECKED.items():
+    _new = ", ".join(f"NEW.{c}" for c in _cols.split(", "))
+    _CHECKSUMS += [
+        f"CREATE TRIGGER {_table}_crc_i AFTER INSERT ON {_table} BEGIN "
+        f"UPDATE {_table} SET crc = vmem_crc({_new}) WHERE {_key} = NEW.{_key}; END",
+        f"CREATE TRIGGER {_table}_crc_u AFTER UPDATE OF {_cols} ON {_table} BEGIN "
+        f"UPDATE {_table} SET crc = vmem_crc({_new}) WHERE {_key} = NEW.{_key}; END",
+        f"UPDATE {_table} SET crc = vmem_crc({_cols})",
+    ]
+
+
+def record_crc(*fields: Any) -> int:
+    """A record's checksum: BLAKE2b-64 of its fields (msgpack), as SQLite's signed 64-bit integer."""
+    blob = msgpack.packb(list(fields), use_bin_type=True)
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little", signed=True)
+
 #: Schema objects every store must have (checked at open).
-_REQUIRED = {"meta", "messages", "passages", "passage_tags", "blocks", "kv", "events", "archival_ids", "journal"}
+_REQUIRED = {"meta", "messages", "passages", "passage_tags", "blocks", "kv", "events", "archival_ids", "journal",
+             "commits", *(f"{t}_crc_{w}" for t in CHECKED for w in "iu")}
 
 #: Statements that bring a store of an older schema version to the next one (run once, in a transaction).
 _MIGRATIONS = {
@@ -121,6 +162,7 @@ _MIGRATIONS = {
         "CREATE TABLE IF NOT EXISTS archival_ids(id INTEGER PRIMARY KEY)",
         "CREATE TABLE IF NOT EXISTS journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL)",
     ],
+    2: _CHECKSUMS,  # the checksums migration
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -173,6 +215,11 @@ class Database:
                 )
         except sqlite3.Error as e:
             raise _storage_error(e, f"opening {self.path}") from e
+        self.conn.create_function("vmem_crc", -1, record_crc, deterministic=True)
+        #: Write transactions committed over the store's life (the ``commits`` row; 0 before schema 3).
+        self.commits = 0
+        #: Called with :attr:`commits` after each commit (MemoryDir keeps it outside the WAL).
+        self.commit_sink: Callable[[int], None] | None = None
         try:
             with translate(f"opening {self.path}"):
                 if read_only:
@@ -186,6 +233,7 @@ class Database:
                 else:
                     self._configure(_SYNC[durability])
                     self._init_schema(create)
+                self.commits = int(self.conn.execute("SELECT n FROM commits").fetchone()[0])
         except ForeignFileError as e:
             self.conn.close()
             if self._had_magic and isinstance(e.__cause__, sqlite3.DatabaseError):
@@ -252,7 +300,7 @@ class Database:
                 raise ForeignFileError(f"{self.path} is an empty database, not a vmem store")
             c.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in _split_sql(_SCHEMA):
+                for stmt in [*_split_sql(_SCHEMA), *_CHECKSUMS]:
                     c.execute(stmt)
                 c.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -313,7 +361,14 @@ class Database:
 
     def _commit(self, what: str) -> None:
         with translate(what):
+            self.conn.execute("UPDATE commits SET n = n + 1")
             self.conn.execute("COMMIT")
+        self.commits += 1
+        if self.commit_sink is not None:
+            try:
+                self.commit_sink(self.commits)
+            except OSError as e:  # the count outside the WAL is a witness, not the data: the commit stands
+                log.warning("%s: recording the commit count: %s", self.path, e)
 
     @contextlib.contextmanager
     def savepoint(self, what: str = "savepoint") -> Iterator[sqlite3.Connection]:

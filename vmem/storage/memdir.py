@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vmem.storage._db import Database
+from vmem.storage._db import CHECKED, Database
 from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
 from vmem.storage.chunk import DEFAULT_MAX_CHARS
@@ -56,6 +57,17 @@ RECALL_TEXT_NAME = "recall.tix"
 ARCHIVAL_TEXT_NAME = "archival.tix"
 MILVUS_LITE_NAME = "archival.milvus.db"
 _LOCK_NAME = "lock"
+_WITNESS = b"vmemcmt1"  # the lock file's first 16 bytes: this, then the commit count (u64 LE)
+
+
+def _name(table: str, key: object) -> str:
+    from vmem.pageid import PageKind, make_page_id
+
+    if table == "messages":
+        return f"{make_page_id(PageKind.MESSAGE, int(key)):#x}"  # type: ignore[call-overload]
+    if table == "passages":
+        return f"{make_page_id(PageKind.PASSAGE, int(key)):#x}"  # type: ignore[call-overload]
+    return repr(key)
 
 
 class MilvusConfig:
@@ -247,6 +259,7 @@ class MemoryDir:
         except ImportError:  # hybrid search needs it; the rest works without
             fuse = None
         self._db = Database(self.path / DB_NAME, create=create, durability=durability, read_only=self.read_only)
+        self._witness_commits()
         if verify:
             self._db.quick_check()
         if self._db.get_meta("store_id") is None and not self.read_only:
@@ -438,6 +451,65 @@ class MemoryDir:
             for what, exc in failures[1:]:
                 error.add_note(f"also: {what} failed: {exc}")
             raise error from first
+
+    def _witness_commits(self) -> None:
+        """Compare the database's commit count with the one recorded outside it (in the lock
+        file, written after each commit: a torn or lost WAL cannot take it back), and keep
+        recording it. A database behind its witness lost committed transactions: how many is
+        :attr:`lost_commits` (and a warning). A witness that lags (a power loss before the
+        page cache reached the disk, a store of before schema 3) only under-counts."""
+        db = self._db
+        #: Committed write transactions the database lost (a WAL tail lost in a crash), as far
+        #: as the witness knows; 0 when none.
+        self.lost_commits = 0
+        path = self.path / _LOCK_NAME
+        try:
+            raw = os.pread(self._lock_fd, 16, 0) if self._lock_fd is not None else path.read_bytes()[:16]
+        except OSError:
+            raw = b""
+        if len(raw) == 16 and raw[:8] == _WITNESS:
+            (seen,) = struct.unpack("<Q", raw[8:])
+            if seen > db.commits:
+                self.lost_commits = seen - db.commits
+                log.warning("%s: the database is %d committed transaction(s) behind what was acknowledged "
+                            "(a lost WAL tail?)", self.path, self.lost_commits)
+        if self._lock_fd is not None:
+            fd = self._lock_fd
+            db.commit_sink = lambda n: os.pwrite(fd, _WITNESS + struct.pack("<Q", n), 0)
+            if self.lost_commits == 0:
+                os.pwrite(fd, _WITNESS + struct.pack("<Q", db.commits), 0)
+
+    def verify(self) -> list[str]:
+        """Verify every record against the checksum written with it, SQLite's own structure
+        (``integrity_check``) and the caches against the database: a list of what is damaged,
+        empty when nothing is. Reads everything; fixes nothing."""
+        problems: list[str] = []
+        db = self._db
+        with db.reading("verifying the store") as c:
+            for row in c.execute("PRAGMA integrity_check(100)"):
+                if row[0] != "ok":
+                    problems.append(f"sqlite: {row[0]}")
+            for table, (key, cols) in CHECKED.items():
+                bad = [r[0] for r in c.execute(
+                    f"SELECT {key} FROM {table} WHERE crc IS NULL OR crc != vmem_crc({cols}) ORDER BY 1")]
+                for k in bad[:50]:
+                    problems.append(f"{table} {_name(table, k)}: does not match its checksum (damaged)")
+                if len(bad) > 50:
+                    problems.append(f"{table}: {len(bad) - 50} more damaged records")
+        if self.lost_commits:
+            problems.append(f"{self.lost_commits} committed transaction(s) are missing (a lost WAL tail)")
+        for what, ok in (("the recall text index", self.recall._lex.verify),
+                         ("the archival text index", getattr(self.archival, "lexical", None) and
+                          self.archival.lexical.verify),
+                         ("the archival vector index", getattr(self.archival, "verify_index", None))):
+            if ok is None or ok is False:
+                continue
+            try:
+                if not ok():
+                    problems.append(f"{what} does not hold exactly the stored records")
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot even be asked is damaged
+                problems.append(f"{what}: {type(exc).__name__}: {exc}")
+        return problems
 
     @property
     def closed(self) -> bool:
