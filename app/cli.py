@@ -525,6 +525,12 @@ def _mcp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8765, help="with --http: the port (default 8765; 0: any free one)")
     p.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long a call waits while another writer has the memory (default 10)")
+    p.add_argument("--token", metavar="TOKEN", default=os.environ.get("VMEM_MCP_TOKEN"),
+                   help="with --http: the bearer token clients must send (default: $VMEM_MCP_TOKEN, else the one in "
+                        "DIR/mcp.token, generated with mode 0600 and printed on first use)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="with --http: serve without a token (any local user or process can then read and write the "
+                        "memory: only on a trusted machine)")
     p.add_argument("--hold", type=float, default=2.0, metavar="SECONDS",
                    help="keep the memory open this long after a call, for the next one (default 2; 0: close after "
                         "each call); other writers wait meanwhile")
@@ -563,11 +569,29 @@ def _mcp(args: argparse.Namespace) -> int:
         anyio.run(serve_stdio, server, service)
         return EXIT_OK
 
+    from vmem.app.mcp_server import TOKEN_FILE, http_token
+
+    token, how = args.token, "the token given"
+    if args.no_auth:
+        if args.token:
+            raise CliError("--no-auth and --token contradict each other", EXIT_USAGE)
+        token, how = None, "no authentication (--no-auth): any local process can use this memory"
+    elif not token:
+        try:
+            token, generated = http_token(path)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        how = (f"bearer token {token} (generated and stored in {path / TOKEN_FILE}, mode 0600; shown this once)"
+               if generated else f"the bearer token in {path / TOKEN_FILE}")
+    elif len(token) < 16:
+        raise CliError("--token: use at least 16 characters", EXIT_USAGE)
+
     def ready(url: str) -> None:
-        print(f"vmem mcp: serving {path} at {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        print(f"vmem mcp: serving {path} at {url} (Ctrl-C to stop); clients authenticate with {how}",
+              file=sys.stderr, flush=True)
 
     try:
-        anyio.run(lambda: serve_http(server, service, host=args.host, port=args.port, ready=ready))
+        anyio.run(lambda: serve_http(server, service, host=args.host, port=args.port, ready=ready, token=token))
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return EXIT_OK

@@ -50,7 +50,8 @@ from vmem.kernel.drivers.toolcalls import MAX_DEPTH, checked_call, text_too_deep
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
 from vmem.storage import Block, StoreLockedError
 
-__all__ = ["BLOCK_URI", "LOOPBACK", "MESSAGE_DEPTH", "MemoryService", "rejection", "block_uri", "build_server", "serve_http", "serve_stdio"]
+__all__ = ["BLOCK_URI", "LOOPBACK", "MESSAGE_DEPTH", "TOKEN_FILE", "BearerAuth", "MemoryService", "http_token",
+           "rejection", "block_uri", "build_server", "serve_http", "serve_stdio"]
 
 #: A block's resource URI; ``{label}`` is URL-quoted (labels may hold slashes).
 BLOCK_URI = "vmem://blocks/{label}"
@@ -386,10 +387,65 @@ async def serve_stdio(server: Any, service: MemoryService) -> None:
         service.close()
 
 
+#: The file in an agent's directory holding the HTTP server's bearer token (mode 0600).
+TOKEN_FILE = "mcp.token"
+
+
+def http_token(path: str | os.PathLike[str]) -> tuple[str, bool]:
+    """The bearer token of the memory in ``path`` for ``vmem mcp --http``: read from its
+    :data:`TOKEN_FILE`, or generated (256 random bits) and stored there with mode 0600 on
+    first use. Returns ``(token, generated)``. ValueError if the file is readable by others."""
+    import secrets
+    import stat
+
+    file = Path(path) / TOKEN_FILE
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        st = os.stat(file, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+            raise ValueError(f"{file} must be a regular file only its owner can read (chmod 600 {file})") from None
+        token = file.read_text(encoding="ascii").strip()
+        if len(token) < 16:
+            raise ValueError(f"{file} holds no usable token (delete it to have a new one generated)") from None
+        return token, False
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
+    return token, True
+
+
+class BearerAuth:
+    """ASGI middleware: an HTTP request without ``Authorization: Bearer <token>`` gets 401 (and
+    a JSON-RPC error body); the token is compared in constant time."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import hmac
+
+        if scope["type"] == "http":
+            got = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not (got[:7].lower() == b"bearer " and hmac.compare_digest(got[7:].strip(), self._token)):
+                body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                    "code": -32001, "message": "unauthorized: send the header Authorization: Bearer <token> "
+                    f"(the token is in the agent directory's {TOKEN_FILE})"}}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                                        (b"www-authenticate", b'Bearer realm="vmem"')]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 async def serve_http(server: Any, service: MemoryService, *, host: str = "127.0.0.1", port: int = 0,
-                     ready: Callable[[str], None] | None = None) -> None:
+                     ready: Callable[[str], None] | None = None, token: str | None = None) -> None:
     """Serve streamable HTTP at ``http://host:port/mcp`` on the loopback interface only
-    (``port`` 0: any free port). ``ready`` is called with the URL once it listens."""
+    (``port`` 0: any free port). ``ready`` is called with the URL once it listens. ``token``:
+    every request must carry ``Authorization: Bearer <token>`` (:class:`BearerAuth`); None
+    serves without authentication (any local process could then read and write the memory)."""
     import anyio
     import uvicorn
 
@@ -400,7 +456,8 @@ async def serve_http(server: Any, service: MemoryService, *, host: str = "127.0.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1" if host == "localhost" else host, port))
     port = sock.getsockname()[1]
-    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(host=host), log_level="warning", lifespan="on"))
+    app = server.streamable_http_app(host=host)
+    web = uvicorn.Server(uvicorn.Config(BearerAuth(app, token) if token else app, log_level="warning", lifespan="on"))
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
 
     async def announce() -> None:

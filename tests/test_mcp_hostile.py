@@ -117,8 +117,8 @@ def _id(line: str) -> object:
 
 
 def test_raw_hostile_requests_over_http_each_get_an_error(agent_dir):
-    proc = subprocess.Popen([sys.executable, "-m", "vmem.app.cli", "mcp", str(agent_dir), "--http", "--port", "0"],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    proc = subprocess.Popen([sys.executable, "-m", "vmem.app.cli", "mcp", str(agent_dir), "--http", "--port", "0",
+                             "--no-auth"], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
     try:
         line = proc.stderr.readline()
         url = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", line)
