@@ -106,6 +106,8 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Files larger than this are refused before they are read (pass ``max_bytes`` to raise it).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: A file may hold one JSON object or array per this many bytes, on average (see ``_Reader._dense``).
+BYTES_PER_CONTAINER = 32
 #: The top-level key of vmem's extension, which Letta's loader ignores.
 EXTENSION_KEY = "x_vmem"
 EXTENSION_VERSION = 1
@@ -914,8 +916,10 @@ class _Reader:
             self.fail("", f"not UTF-8 text (bad byte at offset {exc.start}): not an agent file", NotAnAgentFile)
         if not text.strip():
             self.fail("", "empty file: not an agent file", NotAnAgentFile)
+        self._dense(text)
         doc = self._json(text, "not JSON")
         if isinstance(doc, str):
+            self._dense(doc)
             doc = self._json(doc, "a JSON string that does not hold JSON")
             if isinstance(doc, str):
                 self.fail("", "JSON encoded more than twice: not an agent file", NotAnAgentFile)
@@ -925,6 +929,18 @@ class _Reader:
             self.fail("", f"expected a JSON object with 'agents', got {_JSON_NAMES.get(type(doc), 'a value')}",
                       NotAnAgentFile)
         return doc
+
+    def _dense(self, text: str) -> None:
+        """Refuse, before parsing, a text with more JSON objects and arrays than an agent file has:
+        parsed, each costs ~60-100 bytes of memory, so a file of ``{}`` (one per 3 bytes) would take
+        30 times its size. Allowed: one per :data:`BYTES_PER_CONTAINER` bytes on average (real files
+        have one per few hundred), so reading stays proportional to the file."""
+        containers = text.count("{") + text.count("[")  # brackets in strings count too: an upper bound
+        allowed = max(10_000, len(text) // BYTES_PER_CONTAINER)
+        if containers > allowed:
+            self.fail("", f"{containers} JSON objects and arrays in {len(text)} characters (at most {allowed}, one per "
+                      f"{BYTES_PER_CONTAINER} on average): not an agent file (reading it would take memory out of "
+                      "proportion to its size)", AgentFileTooLarge)
 
     def _json(self, text: str, what: str) -> Any:
         try:

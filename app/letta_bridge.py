@@ -110,6 +110,7 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
     be made; either way nothing is left behind.
     """
     af = read_agent_file(source, max_bytes=max_bytes)
+    size = len(source) if isinstance(source, (bytes, bytearray)) else os.stat(source).st_size
     report = af.report
     agents = list(af.agents)
     if agent is not None:
@@ -120,6 +121,7 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
             raise LettaBridgeError(f"no agent {agent!r} in the file; it holds {names}") from None
     if not agents:
         raise LettaBridgeError("the file holds no agent")
+    _bounded_writes(agents, size)
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise LettaBridgeError(f"{target} exists and is not an empty directory; name a new one")
@@ -145,6 +147,28 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
         return ImportResult(directories, report, af)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+#: An import writes at most this many times the file's bytes (plus 1 MB), before SQLite's own overhead.
+WRITE_FACTOR = 8
+
+
+def _bounded_writes(agents: list[AgentSpec], size: int) -> None:
+    """LettaBridgeError if importing ``agents`` would write more than :data:`WRITE_FACTOR` times
+    the file's ``size``: a block shared by many agents is copied into each one's directory (a block
+    belongs to one store) and recorded in its trace, so 60 agents sharing a 1 MB block would write
+    120 MB from a 1 MB file. Counted before anything is written."""
+    estimate = 0
+    for spec in agents:
+        blocks = sum(len(b.value.encode("utf-8", "replace")) + len(b.description) for b in spec.blocks)
+        messages = sum(len(m.content.encode("utf-8", "replace")) for m in (*spec.out_of_context, *spec.in_context))
+        estimate += 2 * blocks + 2 * messages + len(spec.system.encode("utf-8", "replace"))
+    limit = WRITE_FACTOR * size + (1 << 20)
+    if estimate > limit:
+        raise LettaBridgeError(
+            f"importing the file's {len(agents)} agent(s) would write about {estimate:,} bytes, more than "
+            f"{WRITE_FACTOR} times the file's {size:,} (its agents share large blocks, each copied per agent): "
+            f"import the agents you need one at a time with agent= (vmem import --agent NAME)")
 
 
 def _directory_names(agents: list[AgentSpec]) -> dict[str, str]:
