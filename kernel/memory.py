@@ -55,6 +55,8 @@ from typing import Any, TypeVar
 import msgpack
 import numpy as np
 
+from vmem.text import clean_text
+
 from vmem import BudgetError, InvariantError, PageKind, PagedContext, Region, make_page_id, page_kind
 from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
@@ -840,6 +842,7 @@ class Memory:
 
     def set_block(self, label: str, value: str) -> Block:
         """Set a block's value, as the agent does (read-only and the limit apply), all or nothing."""
+        label, value = _clean(label), _clean(value)  # storable as UTF-8, as a message's text is
         with self.transaction(), self._keeping_room(label):
             block = self.core_memory.edit(label, value)
             self._memory_changed()
@@ -849,6 +852,7 @@ class Memory:
                   read_only: bool = False) -> Block:
         """Add a core memory block (a pinned page of the context). ContextWindowError if the
         window cannot hold it; BlockExistsError if the label is taken."""
+        label, value, description = _clean(label), _clean(value), _clean(description)
         with self.transaction(), self._keeping_room(label):
             try:
                 block = self.core_memory.add(label, value, limit=limit, description=description, read_only=read_only)
@@ -860,6 +864,7 @@ class Memory:
     def update_block(self, label: str, *, value: str | None = None, limit: int | None = None,
                      description: str | None = None, read_only: bool | None = None) -> Block:
         """Change any field of a block, as its developer (read-only does not apply; the limit does)."""
+        label, value, description = _clean(label), _clean(value), _clean(description)
         with self.transaction(), self._keeping_room(label):
             try:
                 block = self.core_memory.update(label, value=value, limit=limit, description=description,
@@ -1009,6 +1014,11 @@ class Memory:
             "context": list(self.compile()),
         }
         return hashlib.sha256(msgpack.packb(payload, use_bin_type=True)).hexdigest()
+
+
+def _clean(text: Any) -> Any:
+    """A str made storable as UTF-8 (a lone surrogate becomes U+FFFD); anything else as it is."""
+    return clean_text(text) if isinstance(text, str) else text
 
 
 class _FailedCall(Exception):
