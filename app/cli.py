@@ -9,6 +9,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem import FILE.af DIR        vmem agents from a Letta agent file (a report of what was mapped)
     vmem export DIR FILE.af        vmem agents as a Letta agent file
     vmem mcp DIR [--http]          an agent's memory served to MCP clients
+    vmem check DIR                 verify every record, the indexes and the invariants (read-only)
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
     vmem bench [--quick]           every benchmark suite of a checkout, one table (figure, baseline, target)
 
@@ -525,6 +526,12 @@ def _mcp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8765, help="with --http: the port (default 8765; 0: any free one)")
     p.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long a call waits while another writer has the memory (default 10)")
+    p.add_argument("--token", metavar="TOKEN", default=os.environ.get("VMEM_MCP_TOKEN"),
+                   help="with --http: the bearer token clients must send (default: $VMEM_MCP_TOKEN, else the one in "
+                        "DIR/mcp.token, generated with mode 0600 and printed on first use)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="with --http: serve without a token (any local user or process can then read and write the "
+                        "memory: only on a trusted machine)")
     p.add_argument("--hold", type=float, default=2.0, metavar="SECONDS",
                    help="keep the memory open this long after a call, for the next one (default 2; 0: close after "
                         "each call); other writers wait meanwhile")
@@ -563,11 +570,29 @@ def _mcp(args: argparse.Namespace) -> int:
         anyio.run(serve_stdio, server, service)
         return EXIT_OK
 
+    from vmem.app.mcp_server import TOKEN_FILE, http_token
+
+    token, how = args.token, "the token given"
+    if args.no_auth:
+        if args.token:
+            raise CliError("--no-auth and --token contradict each other", EXIT_USAGE)
+        token, how = None, "no authentication (--no-auth): any local process can use this memory"
+    elif not token:
+        try:
+            token, generated = http_token(path)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        how = (f"bearer token {token} (generated and stored in {path / TOKEN_FILE}, mode 0600; shown this once)"
+               if generated else f"the bearer token in {path / TOKEN_FILE}")
+    elif len(token) < 16:
+        raise CliError("--token: use at least 16 characters", EXIT_USAGE)
+
     def ready(url: str) -> None:
-        print(f"vmem mcp: serving {path} at {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        print(f"vmem mcp: serving {path} at {url} (Ctrl-C to stop); clients authenticate with {how}",
+              file=sys.stderr, flush=True)
 
     try:
-        anyio.run(lambda: serve_http(server, service, host=args.host, port=args.port, ready=ready))
+        anyio.run(lambda: serve_http(server, service, host=args.host, port=args.port, ready=ready, token=token))
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return EXIT_OK
@@ -637,6 +662,42 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="SUITE", action="append", choices=[s.name for s in SUITES],
                    help="run only this suite (repeatable): " + ", ".join(s.name for s in SUITES))
     p.add_argument("--bench-dir", metavar="DIR", help="the checkout's bench/ folder (default: ./bench)")
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the agent's directory")
+
+
+@command("check", "verify an agent's memory on disk: every record, the indexes, the invariants",
+         "Verify the agent in DIR without changing it: every message, passage, block, state and journal "
+         "record against the checksum written with it, SQLite's integrity_check, the text and vector "
+         "indexes against the database, the kernel's invariants, and whether committed transactions are "
+         "missing (a lost WAL tail). Prints what is damaged and exits 1; nothing is repaired (restore the "
+         "directory from a backup). Opened read-only: it works beside a running agent.",
+         _check_args)
+def _check(args: argparse.Namespace) -> int:
+    from vmem import InvariantError
+    from vmem.kernel import Memory
+
+    path = _agent_dir(args.dir, must_exist=True)
+    memory = Memory.open(path, read_only=True)
+    try:
+        problems = memory.store.verify()
+        try:
+            memory.check()
+        except InvariantError as exc:
+            problems.append(f"kernel: {exc}")
+        counts = f"{memory.stats.recall} messages, {memory.stats.archival} passages, " \
+                 f"{len(memory.block_labels())} blocks, {memory.store._db.commits} commits"
+    finally:
+        memory.close()
+    if not problems:
+        print(f"{path}: ok ({counts})")
+        return EXIT_OK
+    print(f"{path}: {len(problems)} problem(s) ({counts}):")
+    for problem in problems:
+        print(f"  {problem}")
+    return EXIT_FAILURE
 
 
 @command("bench", "run every benchmark and print one table (each figure beside its same-run baseline)",

@@ -111,6 +111,7 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
     be made; either way nothing is left behind.
     """
     af = read_agent_file(source, max_bytes=max_bytes)
+    size = len(source) if isinstance(source, (bytes, bytearray)) else os.stat(source).st_size
     report = af.report
     agents = list(af.agents)
     if agent is not None:
@@ -121,6 +122,7 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
             raise LettaBridgeError(f"no agent {agent!r} in the file; it holds {held}") from None
     if not agents:
         raise LettaBridgeError("the file holds no agent")
+    _bounded_writes(agents, size)
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise LettaBridgeError(f"{target} exists and is not an empty directory; name a new one")
@@ -146,6 +148,28 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
         return ImportResult(directories, report, af)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+#: An import writes at most this many times the file's bytes (plus 1 MB), before SQLite's own overhead.
+WRITE_FACTOR = 8
+
+
+def _bounded_writes(agents: list[AgentSpec], size: int) -> None:
+    """LettaBridgeError if importing ``agents`` would write more than :data:`WRITE_FACTOR` times
+    the file's ``size``: a block shared by many agents is copied into each one's directory (a block
+    belongs to one store) and recorded in its trace, so 60 agents sharing a 1 MB block would write
+    120 MB from a 1 MB file. Counted before anything is written."""
+    estimate = 0
+    for spec in agents:
+        blocks = sum(len(b.value.encode("utf-8", "replace")) + len(b.description) for b in spec.blocks)
+        messages = sum(len(m.content.encode("utf-8", "replace")) for m in (*spec.out_of_context, *spec.in_context))
+        estimate += 2 * blocks + 2 * messages + len(spec.system.encode("utf-8", "replace"))
+    limit = WRITE_FACTOR * size + (1 << 20)
+    if estimate > limit:
+        raise LettaBridgeError(
+            f"importing the file's {len(agents)} agent(s) would write about {estimate:,} bytes, more than "
+            f"{WRITE_FACTOR} times the file's {size:,} (its agents share large blocks, each copied per agent): "
+            f"import the agents you need one at a time with agent= (vmem import --agent NAME)")
 
 
 def _directory_names(agents: list[AgentSpec]) -> dict[str, str]:
@@ -216,31 +240,34 @@ def _messages(memory: Memory, spec: AgentSpec, report: ImportReport) -> dict[str
     aid = spec.id
     reasoning: dict[str, str] = {}
     history = [(m.to_openai(), m.timestamp) for m in spec.out_of_context]
-    if history:
-        try:
-            pages = memory.import_history(history, summary=spec.summary)
-            reasoning.update((str(page), m.reasoning) for page, m in zip(pages, spec.out_of_context) if m.reasoning)
-        except ContextWindowError as exc:
-            raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
-        how = "behind the summary" if spec.summary else "with no summary in the file: stored-only history"
-        report.add("mapped", "history", f"{len(history)} out-of-context message(s) -> recall storage, {how}", aid)
-    elif spec.summary:
+    recent = [(m.to_openai(), m.timestamp) for m in spec.in_context]
+    messages = list(spec.out_of_context) + list(spec.in_context)
+    if spec.summary and not history:
         first = spec.in_context[0].timestamp if spec.in_context else None
-        memory.append({"role": "system", "content": "Summary of the earlier conversation (the messages it covers "
-                       f"were not in the imported file):\n{spec.summary}"}, timestamp=first)
+        recent.insert(0, ({"role": "system", "content": "Summary of the earlier conversation (the messages it "
+                           f"covers were not in the imported file):\n{spec.summary}"}, first))
+        messages.insert(0, None)
         report.add("warning", "summary", "the file holds none of the messages it summarises: kept as a queued "
                    "system message, not as vmem's recursive summary", aid)
+    try:
+        pages = memory.import_history(history, summary=spec.summary if history else "", recent=recent)
+    except ContextWindowError as exc:
+        raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
+    reasoning.update((str(page), m.reasoning) for page, m in zip(pages, messages) if m is not None and m.reasoning)
+    if history:
+        how = "behind the summary" if spec.summary else "with no summary in the file: stored-only history"
+        report.add("mapped", "history", f"{len(history)} out-of-context message(s) -> recall storage, {how}", aid)
     if spec.summary and history:
         report.add("mapped", "summary", f"{len(spec.summary)} characters -> the recursive summary", aid)
-    stored_only = memory.state.stored_only
-    for m in spec.in_context:
-        page = memory.append(m.to_openai(), timestamp=m.timestamp)
-        if m.reasoning:
-            reasoning[str(page)] = m.reasoning
-    oversize = memory.state.stored_only - stored_only
-    if oversize:
-        report.add("note", "large messages", f"{oversize} too large for the queue: stored whole in recall storage, "
-                   "a shortened copy or a summary queued", aid)
+    pending = len(memory.state.pending)  # oversize user messages, summarised at the next step
+    shortened = sum(1 for m in memory.store.recall.get_many(memory.queue.pages()) if m.meta.get("kind") == "shortened")
+    folded = len(recent) - len(memory.queue) - pending
+    if folded > 0:
+        report.add("note", "context", f"{folded} in-context message(s) do not fit in a {memory.config.window}-token "
+                   "window: stored in recall storage behind the summary, the newest queued", aid)
+    if pending + shortened:
+        report.add("note", "large messages", f"{pending + shortened} too large for the queue: stored whole in recall "
+                   "storage, a shortened copy or a summary queued", aid)
     return reasoning
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -45,10 +46,12 @@ from typing import Any, TypeVar
 
 from vmem.kernel import Memory
 from vmem.kernel.drivers import ToolCall
+from vmem.kernel.drivers.toolcalls import MAX_DEPTH, checked_call, text_too_deep
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
 from vmem.storage import Block, StoreLockedError
 
-__all__ = ["BLOCK_URI", "LOOPBACK", "MemoryService", "block_uri", "build_server", "serve_http", "serve_stdio"]
+__all__ = ["BLOCK_URI", "LOOPBACK", "MESSAGE_DEPTH", "TOKEN_FILE", "BearerAuth", "MemoryService", "http_token",
+           "rejection", "block_uri", "build_server", "serve_http", "serve_stdio"]
 
 #: A block's resource URI; ``{label}`` is URL-quoted (labels may hold slashes).
 BLOCK_URI = "vmem://blocks/{label}"
@@ -136,7 +139,9 @@ class MemoryService:
         cid = f"mcp-{time.time_ns()}"
         if arguments is not None and not isinstance(arguments, dict):
             return invoke(self.functions, None, ToolCall(cid, name, None, error="the arguments must be a JSON object"))
-        call = ToolCall(cid, name, {k: v for k, v in (arguments or {}).items() if k != HEARTBEAT})
+        call = checked_call(ToolCall(cid, name, {k: v for k, v in (arguments or {}).items() if k != HEARTBEAT}))
+        if call.arguments is None:  # nested too deep, or not JSON: the function error the LLM would read
+            return invoke(self.functions, None, call)
         if name not in self.functions:
             return invoke(self.functions, None, call)  # the agent's own "no function ..." answer
         with self._lock:
@@ -287,25 +292,164 @@ async def _releasing(service: MemoryService) -> None:
         await anyio.to_thread.run_sync(service.release_if_idle)
 
 
+#: Deepest nesting of a JSON-RPC message the server reads: the tool arguments' limit and the envelope.
+MESSAGE_DEPTH = MAX_DEPTH + 8
+_ID = re.compile(r'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,18})')
+
+
+def rejection(line: str) -> Any:
+    """The JSON-RPC error answering a message line the SDK's reader would drop without a word
+    (it logs the failure and answers nothing: the client waits for its timeout): a line that is
+    not JSON, nested deeper than :data:`MESSAGE_DEPTH`, holding a lone surrogate, or not a
+    JSON-RPC message. None for a line the SDK takes. The request's id is kept when it can be read."""
+    import mcp.types as types
+
+    if not line.strip():
+        return None
+    deep = text_too_deep(line, MESSAGE_DEPTH)
+    if not deep:
+        try:
+            types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure is the client's to hear about
+            failure = str(exc).strip().splitlines()
+            why = "; ".join(failure[:3])[:300]
+    parsed: Any = None
+    if not deep:
+        try:
+            parsed = json.loads(line)
+        except (ValueError, RecursionError):
+            parsed = None
+    rid = parsed.get("id") if isinstance(parsed, dict) else None
+    if rid is None:
+        m = _ID.search(line[:4096])
+        if m:
+            try:
+                rid = json.loads(m.group(1))
+            except ValueError:
+                rid = None
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        rid = None
+    elif isinstance(rid, str):
+        rid = rid.encode("utf-8", "replace").decode("utf-8")
+    if deep:
+        code, message = types.INVALID_REQUEST, f"the message is nested more than {MESSAGE_DEPTH} levels deep"
+    elif parsed is None:
+        code, message = types.PARSE_ERROR, f"the message is not JSON: {why}"
+    else:
+        code, message = types.INVALID_REQUEST, f"not a valid JSON-RPC message (or not valid Unicode): {why}"
+    return types.JSONRPCError(jsonrpc="2.0", id=rid, error=types.ErrorData(code=code, message=message))
+
+
+class _CheckedLines:
+    """stdin's lines as the SDK's reader takes them: a line it would drop is answered here with
+    :func:`rejection`'s error (sent on ``errors``) and not passed on."""
+
+    def __init__(self, lines: Any, errors: Any) -> None:
+        self._lines = lines
+        self._errors = errors
+
+    def __aiter__(self) -> Any:
+        return self._checked()
+
+    async def _checked(self) -> Any:
+        async for line in self._lines:
+            error = rejection(line)
+            if error is None:
+                yield line
+            else:
+                await self._errors.send(error)
+
+
 async def serve_stdio(server: Any, service: MemoryService) -> None:
-    """Serve one client over this process's stdin and stdout (until stdin closes)."""
+    """Serve one client over this process's stdin and stdout (until stdin closes). Every request
+    gets an answer: a line the SDK cannot read is answered with a JSON-RPC error."""
+    import io
+    import sys
+
     import anyio
     from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+
+    errors_in, errors_out = anyio.create_memory_object_stream[Any](16)
+    stdin = _CheckedLines(anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace",
+                                                          newline=None)), errors_in)
+
+    async def answer_errors(write: Any) -> None:
+        async with errors_out:
+            async for error in errors_out:
+                await write.send(SessionMessage(error))
 
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_releasing, service)
-            async with stdio_server() as (read, write):
+            async with stdio_server(stdin=stdin) as (read, write):  # type: ignore[arg-type]
+                tg.start_soon(answer_errors, write)
                 await server.run(read, write, server.create_initialization_options())
             tg.cancel_scope.cancel()
     finally:
         service.close()
 
 
+#: The file in an agent's directory holding the HTTP server's bearer token (mode 0600).
+TOKEN_FILE = "mcp.token"
+
+
+def http_token(path: str | os.PathLike[str]) -> tuple[str, bool]:
+    """The bearer token of the memory in ``path`` for ``vmem mcp --http``: read from its
+    :data:`TOKEN_FILE`, or generated (256 random bits) and stored there with mode 0600 on
+    first use. Returns ``(token, generated)``. ValueError if the file is readable by others."""
+    import secrets
+    import stat
+
+    file = Path(path) / TOKEN_FILE
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        st = os.stat(file, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+            raise ValueError(f"{file} must be a regular file only its owner can read (chmod 600 {file})") from None
+        token = file.read_text(encoding="ascii").strip()
+        if len(token) < 16:
+            raise ValueError(f"{file} holds no usable token (delete it to have a new one generated)") from None
+        return token, False
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
+    return token, True
+
+
+class BearerAuth:
+    """ASGI middleware: an HTTP request without ``Authorization: Bearer <token>`` gets 401 (and
+    a JSON-RPC error body); the token is compared in constant time."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import hmac
+
+        if scope["type"] == "http":
+            got = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not (got[:7].lower() == b"bearer " and hmac.compare_digest(got[7:].strip(), self._token)):
+                body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                    "code": -32001, "message": "unauthorized: send the header Authorization: Bearer <token> "
+                    f"(the token is in the agent directory's {TOKEN_FILE})"}}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                                        (b"www-authenticate", b'Bearer realm="vmem"')]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 async def serve_http(server: Any, service: MemoryService, *, host: str = "127.0.0.1", port: int = 0,
-                     ready: Callable[[str], None] | None = None) -> None:
+                     ready: Callable[[str], None] | None = None, token: str | None = None) -> None:
     """Serve streamable HTTP at ``http://host:port/mcp`` on the loopback interface only
-    (``port`` 0: any free port). ``ready`` is called with the URL once it listens."""
+    (``port`` 0: any free port). ``ready`` is called with the URL once it listens. ``token``:
+    every request must carry ``Authorization: Bearer <token>`` (:class:`BearerAuth`); None
+    serves without authentication (any local process could then read and write the memory)."""
     import anyio
     import uvicorn
 
@@ -316,7 +460,8 @@ async def serve_http(server: Any, service: MemoryService, *, host: str = "127.0.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1" if host == "localhost" else host, port))
     port = sock.getsockname()[1]
-    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(host=host), log_level="warning", lifespan="on"))
+    app = server.streamable_http_app(host=host)
+    web = uvicorn.Server(uvicorn.Config(BearerAuth(app, token) if token else app, log_level="warning", lifespan="on"))
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
 
     async def announce() -> None:

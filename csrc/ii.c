@@ -1139,6 +1139,10 @@ int ii_restore(ii_t *ii, const uint8_t *buf, size_t nbytes)
     uint32_t next_doc = hdr[2], nterms = hdr[3];
     if (next_doc == 0 || next_doc == END_DOC || nterms >= 0x7fffffffu)
         return fail(ii, II_ECORRUPT, "ii_restore: bad header");
+    /* every document takes at least a byte and every term four: counts the payload cannot hold are
+       refused before they are allocated (a hostile file must not make us reserve gigabytes) */
+    if ((uint64_t)next_doc - 1 + 4 * (uint64_t)nterms > (uint64_t)(end - p))
+        return fail(ii, II_ECORRUPT, "ii_restore: the header counts more documents or terms than the snapshot holds");
     ii_t tmp;
     memset(&tmp, 0, sizeof tmp);
     int rc = II_OK;

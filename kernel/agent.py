@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from vmem.kernel.config import MemoryConfig
 from vmem.kernel.context import context_digest
 from vmem.kernel.drivers import Completion, ContextOverflowError, Driver, DriverError, ToolCall, Usage
 from vmem.kernel.drivers.replay import exchange
+from vmem.kernel.drivers.toolcalls import checked_call
 from vmem.kernel.errors import BusyError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction
 from vmem.kernel.memory import Memory, Prepared
@@ -50,7 +52,7 @@ class StepResult:
     alerts: int = 0
     paged_in: list[int] = field(default_factory=list)  #: pages prefetched into the working set
     usage: list[Usage] = field(default_factory=list)  #: what the provider reported, per LLM call
-    stopped: str = "done"  #: why the chain ended: "done"; "max_steps", "repeat" or "tool_cap" when a rule cut it
+    stopped: str = "done"  #: why the chain ended: "done"; "max_steps", "repeat", "tool_cap" or "call_cap" when a rule cut it
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Agent:
         self.memory = memory
         self.driver = driver
         self.rules = rules or StepRules()
-        self._running = False
+        self._running = threading.Lock()  # held while a step runs (one at a time, any thread or task)
         if not memory.read_only:
             memory.log({"e": "rules", "rules": self.rules.to_dict()})
 
@@ -176,13 +178,15 @@ class Agent:
     def _record(self, completion: Completion, result: StepResult, guard: TurnGuard) -> bool:
         """Record the answer and run its calls (within the rules); True to chain another step."""
         memory = self.memory
-        calls = _unique_ids(completion.tool_calls)
+        calls = [checked_call(c) for c in _unique_ids(completion.tool_calls)]
         if not calls:
             text = (completion.text or "").strip()
             memory.append({"role": "assistant", "content": text})
             if text:
                 result.replies.append(text)
             return False
+        cap = min(self.rules.max_calls_per_answer, memory.config.max_calls)
+        calls, over = calls[:cap], calls[cap:]
         memory.append({"role": "assistant", "content": completion.text or None,
                        "tool_calls": [c.to_openai() for c in calls]})
         chain = refused = False
@@ -200,6 +204,16 @@ class Agent:
                 chain = chain or guard.chains(call, record.ok, record.heartbeat)
             result.calls.append(record)
             result.replies.extend(record.replies)
+        if over:  # not run, not in the recorded answer (the trace's llm event has all of it): refused in a note
+            result.stopped = "call_cap"
+            why = (f"refused: this answer made {len(calls) + len(over)} tool calls; at most {cap} run per answer, "
+                   f"so the other {len(over)} ({_names(over)}) were not run. Make fewer calls per answer.")
+            for call in over:
+                result.calls.append(CallRecord(call.name, call.arguments, False,
+                                               json.dumps({"status": "Failed", "message": why}), call_id=call.id))
+            memory.log({"e": "refused", "name": _names(over), "reason": "call_cap", "calls": len(over)})
+            memory.append({"role": "system", "content": why})
+            return False
         return chain and not refused
 
     # ------------------------------------------------------------ driving the loop
@@ -209,14 +223,13 @@ class Agent:
             raise ReadOnlyError("this agent was opened read-only (for inspection): it cannot step")
         if not isinstance(user_message, str):
             raise TypeError(f"user_message must be a str, got {type(user_message).__name__}")
-        if self._running:
+        if not self._running.acquire(blocking=False):
             raise BusyError("a step is already running on this agent (one at a time)")
-        self._running = True
         try:
             gen = self._run(user_message)
             return gen, next(gen)
         except BaseException:
-            self._running = False
+            self._running.release()
             raise
 
     def _log(self, request: _Request, outcome: Completion | DriverError) -> None:
@@ -244,7 +257,7 @@ class Agent:
                 request = outcome
         finally:
             gen.close()  # an exception out here (a driver error, Ctrl-C) rolls the step back
-            self._running = False
+            self._running.release()
 
     async def astep(self, user_message: str) -> StepResult:
         """Handle one user message with ``await`` (no thread blocks on the LLM); as :meth:`step`."""
@@ -265,7 +278,7 @@ class Agent:
                 request = outcome
         finally:
             gen.close()
-            self._running = False
+            self._running.release()
 
 
 def _checked(completion: Any) -> Completion:
@@ -282,6 +295,14 @@ def _resume(gen: Generator[_Request, Completion, StepResult], *, send: Completio
     except StopIteration as stop:
         result: _Request | StepResult = stop.value
         return result
+
+
+def _names(calls: list[ToolCall]) -> str:
+    """``archival_memory_insert x92, send_message x1``: what a list of calls called."""
+    counts: dict[str, int] = {}
+    for call in calls:
+        counts[call.name] = counts.get(call.name, 0) + 1
+    return ", ".join(f"{name} x{n}" for name, n in counts.items())
 
 
 def _unique_ids(calls: list[ToolCall]) -> list[ToolCall]:

@@ -23,6 +23,7 @@ class MemoryConfig:
     prefetch: int = 0  #: pages to prefetch per user message (0: off)
     page_size: int = 5  #: results per page of a memory search
     summary_share: float = 0.10  #: the summary's share of the budget (the summarizer is asked for this length)
+    max_calls: int = 16  #: tool calls one assistant message may hold (one answer's group stays bounded)
 
     def __post_init__(self) -> None:
         if self.window < 256:
@@ -35,6 +36,8 @@ class MemoryConfig:
             raise ValueError("page_size must be >= 1; prefetch, keep_last and ws_budget >= 0")
         if not 0 < self.warn <= self.flush <= 1 or not 0 <= self.target < 1:
             raise ValueError("watermarks must satisfy 0 < warn <= flush <= 1 and 0 <= target < 1")
+        if not 1 <= self.max_calls <= 256:
+            raise ValueError(f"max_calls must be in [1, 256], got {self.max_calls}")
         if not 0 < self.summary_share < 0.5:
             raise ValueError("summary_share must be in (0, 0.5)")
 

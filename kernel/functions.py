@@ -75,8 +75,7 @@ __all__ = [
 ]
 
 HEARTBEAT = "request_heartbeat"
-_HEARTBEAT_DESCRIPTION = ("Request an immediate heartbeat after this call: set it to true to chain "
-                          "another step (to use the result, or to call another function).")
+_HEARTBEAT_DESCRIPTION = "true: another step follows this call (to use its result or call another function)."
 
 
 class FunctionError(Exception):

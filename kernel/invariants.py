@@ -25,6 +25,10 @@ verifies each and raises :class:`vmem.InvariantError` naming the first one broke
    there is a summary exactly when something was evicted.
 7. The kernel's counters agree with the stores: the recall count; one block page per
    stored block label.
+8. (``check(deep=True)`` only: it reads everything) Every stored message, passage, block,
+   state and journal record matches the checksum written with it, SQLite's
+   ``integrity_check`` passes, the caches hold exactly the stored records, and no committed
+   transaction is missing (:meth:`vmem.storage.MemoryDir.verify`).
 """
 
 from __future__ import annotations

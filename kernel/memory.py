@@ -41,20 +41,24 @@ marks a part that may fail alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgpack
 import numpy as np
 
-from vmem import BudgetError, PageKind, Region, make_page_id, page_kind
+from vmem.text import clean_text
+
+from vmem import BudgetError, InvariantError, PageKind, Region, make_page_id, page_kind
 from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig
@@ -69,6 +73,7 @@ from vmem.kernel.context import (
     page_text,
     passage_line,
     render_block,
+    render_stats,
     render_summary,
     render_workset,
     tools_digest,
@@ -81,10 +86,10 @@ from vmem.kernel.messages import check_order, normalise, pending_calls, shorten
 from vmem.kernel.paging import WorkingSet, prefetch_hits
 from vmem.kernel.journal import JournaledContext
 from vmem.kernel.persistence import STATE_KEY, MemoryState, Saver, load_core, load_state
-from vmem.kernel.pressure import QueueManager, Room
+from vmem.kernel.pressure import MIN_QUEUE, QueueManager, Room, minimum_budget, summary_cap
 from vmem.kernel.queue import MessageQueue
 from vmem.kernel.statistics import MemoryStatistics
-from vmem.kernel.summary import SummaryRequest, asummarize, summarize
+from vmem.kernel.summary import SummaryRequest, asummarize, cap_text, summarize
 from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.kernel.transaction import CoreMarks, Transactions
@@ -95,6 +100,8 @@ __all__ = ["Context", "Memory", "Prepared", "Summarizer"]
 Summarizer = Callable[[SummaryRequest], Any]
 """``(messages) -> str`` (or an awaitable of it, with :meth:`Memory.acontext`); a Driver works too."""
 
+
+_NOTE_TOKENS = 48  # a result that does not fit beside its answer's others: its start and where it is
 
 _REGION_NAMES = (("system", Region.SYSTEM), ("core", Region.CORE), ("summary", Region.SUMMARY),
                  ("queue", Region.QUEUE), ("workset", Region.WORKSET))
@@ -109,6 +116,19 @@ def _aware(t: _dt.datetime | None) -> _dt.datetime | None:
     if t is not None and (not isinstance(t, _dt.datetime) or t.tzinfo is None):
         raise MessageError(f"a message's timestamp must be a timezone-aware datetime, got {t!r}")
     return t
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _one_caller(method: _F) -> _F:
+    """A public read taken under the memory's gate: BusyError while another thread or task runs a
+    step or call on it (it would read half-done state), re-entered freely by the one running."""
+    @functools.wraps(method)
+    def guarded(self: "Memory", *args: Any, **kwargs: Any) -> Any:
+        with self._tx.gate:
+            return method(self, *args, **kwargs)
+    return guarded  # type: ignore[return-value]
 
 
 class Context(list):  # type: ignore[type-arg]
@@ -147,8 +167,9 @@ class Memory:
     """One agent's memory: its main context (the C core) over its directory.
 
     Create with :meth:`create`, reopen in any process with :meth:`open`; close with
-    :meth:`close` (or use it as a context manager). Not thread-safe: one caller at a time
-    (another thread or task gets :class:`BusyError`).
+    :meth:`close` (or use it as a context manager). One caller at a time: a public call made
+    while a step or another call runs in another thread or task gets :class:`BusyError`, at
+    once (see :class:`vmem.kernel.transaction.Gate`); calls are never interleaved.
     """
 
     store: MemoryDir  #: the directory: recall, archival, blocks, event log
@@ -252,7 +273,9 @@ class Memory:
         ``archival``: None reopens the archival backend it was created with; pass a
         :class:`vmem.storage.MilvusConfig` to supply what is not stored (a cluster's
         token). ``read_only``: for inspection beside a running agent: nothing is locked
-        or written, and every call that would change the memory raises ReadOnlyError.
+        or written, every call that would change the memory raises ReadOnlyError, and
+        everything reads one committed version (the last when it opened: all tiers and
+        caches agree, whatever the writer commits meanwhile; reopen to see newer ones).
         """
         store = MemoryDir.open(path, embedder=embedder, archival=archival, create=False,
                                durability=durability, read_only=read_only)
@@ -320,12 +343,19 @@ class Memory:
         """A new memory's pinned pages: system, statistics, one per block; and the summary's."""
         ctx, count = self.ctx, self.counter.count
         blocks = self.store.blocks.all()
-        need = count(self.system) + sum(count(render_block(b)) for b in blocks)
-        if need > ctx.config.budget:
+        system, core = count(self.system), sum(count(render_block(b)) for b in blocks)
+        stats = count(render_stats(recall=10**12, archival=10**12, evicted=10**12, changed=self.now.isoformat(
+            timespec="seconds"), now=self.now))  # at its longest
+        budget = ctx.config.budget
+        least = minimum_budget(system + core + stats, self.config.summary_share)
+        if budget < least:
+            c = self.config
             raise ContextWindowError(
-                f"the system instructions and core memory alone need {need} tokens; the window's "
-                f"budget is {ctx.config.budget} (window {self.config.window} - output reserve "
-                f"{self.config.reserve_output} - tool schemas {self.budget.tools_tokens})")
+                f"a window of {c.window} tokens is too small to work: the output reserve ({c.reserve_output}), "
+                f"the tool schemas ({self.budget.tools_tokens}), the system instructions ({system}), core memory "
+                f"({core}), the statistics ({stats}), the summary at its cap "
+                f"({summary_cap(least, c.summary_share)}) and a minimal queue ({MIN_QUEUE}) need a window of at "
+                f"least {c.window + least - budget} tokens")
         ctx.add(SYSTEM_PAGE, count(self.system), Region.SYSTEM, pinned=True)
         ctx.add(STATS_PAGE, 0, Region.SYSTEM, pinned=True)
         for block in blocks:
@@ -411,6 +441,7 @@ class Memory:
                     raise ContextWindowError(f"block {label!r} does not fit in the context window: {exc}") from None
                 self._session.dirty = True
 
+    @_one_caller
     def close(self) -> None:
         """Release the directory (everything was saved as each change committed)."""
         if not self.store.closed:
@@ -529,6 +560,9 @@ class Memory:
 
     def _append(self, msg: dict[str, Any], timestamp: _dt.datetime | None = None) -> int:
         check_order(msg, self.pending_calls)
+        if len(msg.get("tool_calls") or ()) > self.config.max_calls:
+            raise MessageError(f"an assistant message may hold at most {self.config.max_calls} tool calls "
+                               f"(MemoryConfig.max_calls), this one holds {len(msg['tool_calls'])}")
         role, state = msg["role"], self._state
         if timestamp is not None:
             self._session.now = timestamp
@@ -549,7 +583,22 @@ class Memory:
         tokens = self.counter.count(page_text(msg))
         if self.pressure.oversize(tokens):
             return self._append_oversize(msg, meta, tokens, group)
+        if role == "tool" and self.pressure.group_overflows(self._group_tokens(), tokens):
+            # the answer's results so far fill its share of the window: this one is kept whole in
+            # recall storage, and its start with a note takes its place in the queue
+            return self._append_oversize(msg, meta, tokens, group, quota=_NOTE_TOKENS)
         return self._enqueue(role, msg["content"] or "", meta, group, tokens)
+
+    def _group_tokens(self) -> int:
+        """Tokens of the newest answer's group in the queue: its assistant message and the results so far."""
+        messages = self.queue.messages
+        answered = 0
+        for chat in reversed(messages):
+            if chat["role"] != "tool":
+                break
+            answered += 1
+        pages = self.ctx.pages(Region.QUEUE).tolist()[-(answered + 1):] if messages else []
+        return sum(self.ctx.info(p).tokens for p in pages)
 
     def _enqueue(self, role: str, content: str, meta: dict[str, Any], group: int = 0,
                  tokens: int | None = None) -> int:
@@ -564,39 +613,62 @@ class Memory:
         return page
 
     def import_history(self, history: Iterable[tuple[Mapping[str, Any] | Any, _dt.datetime]], *,
-                       summary: str = "") -> list[int]:
-        """Store an imported agent's older history: messages already out of its context window.
+                       summary: str = "",
+                       recent: Iterable[tuple[Mapping[str, Any] | Any, _dt.datetime | None]] = ()) -> list[int]:
+        """Bring an imported agent's history in: its older messages, its summary, its context.
 
-        For a new memory, before any message: each ``(message, timestamp)`` pair goes to
-        recall storage verbatim and in order (searchable with conversation_search, never
-        queued), checked against the chat protocol as :meth:`append` checks it. With a
-        ``summary`` (the recursive summary of those messages, as the agent's previous host
-        made it) they count as evicted and the summary becomes the memory's; without one they
-        are stored-only history. Returns their page ids. All or nothing: KernelError if the
-        memory holds messages already or a summary comes without history, MessageError for
-        a message that breaks the protocol, ContextWindowError if the summary does not fit.
+        For a new memory, before any message. ``history``: ``(message, timestamp)`` pairs already
+        out of the agent's context window: they go to recall storage verbatim and in order
+        (searchable with conversation_search, never queued), checked against the chat protocol as
+        :meth:`append` checks it. ``summary``: the recursive summary of those messages as the
+        agent's previous host made it; with one they count as evicted and it becomes the
+        memory's (a summary over its cap is kept whole in recall storage and cut, with a note
+        saying where), without one they are stored-only history. ``recent``: the agent's
+        in-context messages, oldest first: the newest of them that fit in half of what the queue
+        may use (whole tool-call groups) are queued as :meth:`append` queues them; the older
+        ones join the history in recall storage, counted as evicted, and a line of the summary
+        says so (no LLM runs here: they are not summarised). So the next step runs whatever
+        the imported context's size.
+
+        Returns the page ids of the history's and then the recent messages, in order. All or
+        nothing: KernelError if the memory holds messages already or a summary comes without
+        history, MessageError for a message that breaks the protocol, ContextWindowError if
+        the summary's note alone does not fit.
         """
         items = [(normalise(m), _aware(t)) for m, t in history]
+        recents = [(normalise(m), _aware(t)) for m, t in recent]
         if summary and not items:
             raise KernelError("import_history: a summary needs the messages it summarises")
         with self.transaction():
             if self.stats.recall:
                 raise KernelError("import_history: the memory holds messages already; older history comes first")
+            cut = self._fitting(recents)
+            folded, recents = recents[:cut], recents[cut:]
             done: list[dict[str, Any]] = []
             pages = []
-            for msg, at in items:
+            for msg, at in items + folded:
                 check_order(msg, pending_calls(done))
                 done.append(msg)
+                if len(msg.get("tool_calls") or ()) > self.config.max_calls:
+                    raise MessageError(f"import_history: an assistant message holds {len(msg['tool_calls'])} tool "
+                                       f"calls, more than MemoryConfig.max_calls ({self.config.max_calls})")
                 meta: dict[str, Any] = {k: msg[k] for k in ("tool_calls", "tool_call_id", "name") if k in msg}
-                page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=at, meta=meta or None)
+                page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=at or self.now,
+                                                meta=meta or None)
                 self.stats.appended(page)
                 pages.append(page)
             if pending_calls(done):
                 raise MessageError(f"import_history: tool call(s) {', '.join(pending_calls(done))} have no result")
             state = self._state
+            if folded:
+                first, last = folded[0][1], folded[-1][1]
+                when = f" ({first.date().isoformat()} to {last.date().isoformat()})" if first and last else ""
+                note = (f"{len(folded)} more messages{when} were in the imported agent's context window but do not "
+                        f"fit in this one: they are in recall storage (conversation_search), not in this summary.")
+                summary = f"{summary}\n\n{note}" if summary else note
             if summary:
                 state.evicted += len(pages)
-                state.summary = summary
+                state.summary = self._imported_summary(summary)
                 self.ctx.resize(SUMMARY_PAGE, self.pressure.summary_tokens())
                 used, budget = self.ctx.stats().used, self.ctx.config.budget
                 if used > budget:
@@ -604,13 +676,46 @@ class Memory:
                                              f"the context needs {used} tokens of a budget of {budget}")
             else:
                 state.stored_only += len(pages)
-            self.trace.write({"e": "history", "messages": len(pages), "summary": summary})
+            self.trace.write({"e": "history", "messages": len(pages), "summary": summary, "folded": len(folded)})
             self._session.dirty = True
+            for msg, at in recents:
+                pages.append(self._append(msg, at))
         return pages
 
-    def _append_oversize(self, msg: dict[str, Any], meta: dict[str, Any], tokens: int, group: int) -> int:
+    def _fitting(self, recents: list[tuple[dict[str, Any], _dt.datetime | None]]) -> int:
+        """Where to cut imported context messages so that those after the cut fit in half of what the
+        queue may use (the summary at its cap), at a message that is not a tool result."""
+        room = (self.ctx.config.budget - int(self.ctx.stats().tokens[Region.SYSTEM])
+                - int(self.ctx.stats().tokens[Region.CORE]) - self.pressure.summary_cap) // 2
+        short = max(64, self.ctx.config.budget // 8)  # what an oversize message is queued as, about
+        total, cut = 0, len(recents)
+        for i in range(len(recents) - 1, -1, -1):
+            msg = recents[i][0]
+            total += min(self.counter.count(page_text(msg)), short)
+            if total > room:
+                break
+            if msg["role"] != "tool":
+                cut = i
+        return cut
+
+    def _imported_summary(self, summary: str) -> str:
+        """An imported summary within its cap: a longer one is kept whole in recall storage (a
+        stored-only message) and cut, with a note saying where."""
+        cap = self.pressure.summary_cap
+        if self.counter.count(render_summary(summary, max(self._state.evicted, 1))) <= cap:
+            return summary
+        page = self.store.recall.append("system", f"The imported agent's summary, whole:\n{summary}",
+                                        timestamp=self.now, meta={"kind": "imported_summary"})
+        self.stats.appended(page)
+        self._state.stored_only += 1
+        note = f"\n[cut: the whole imported summary is {page:#x} in recall storage]"
+        return cap_text(summary, cap - self.counter.count(note) - 32, self.counter.count) + note
+
+    def _append_oversize(self, msg: dict[str, Any], meta: dict[str, Any], tokens: int, group: int,
+                         quota: int | None = None) -> int:
         """Keep a message too large for the queue verbatim in recall storage only; a user message
-        is summarised into the queue at the next prepare(), any other is queued shortened now."""
+        is summarised into the queue at the next prepare(), any other is queued shortened now
+        (to about ``quota`` tokens: by default an eighth of the budget)."""
         page = self.store.recall.append(msg["role"], msg["content"] or "", timestamp=self.now,
                                         meta={**meta, "kind": "oversize"})
         self.stats.appended(page)
@@ -620,7 +725,7 @@ class Memory:
         if msg["role"] == "user":
             self._state.pending.append(page)
             return page
-        short = shorten(msg, max(64, self.ctx.config.budget // 8), self.counter.count, page)
+        short = shorten(msg, quota or max(64, self.ctx.config.budget // 8), self.counter.count, page)
         meta = {k: short[k] for k in ("tool_calls", "tool_call_id", "name") if k in short}
         meta.update(kind="shortened", page=page)
         return self._enqueue(msg["role"], short["content"] or "", meta, group)
@@ -681,6 +786,7 @@ class Memory:
             gen.close()
         return self.compile()
 
+    @_one_caller
     def compile(self) -> Context:
         """The main context as chat messages, as it stands (no flush), laid out for prompt caches:
         what changes least first (system, core memory, summary), then the queue (append-only
@@ -741,17 +847,20 @@ class Memory:
 
     # ---------------------------------------------------------------- the Host interface
 
+    @_one_caller
     def block(self, label: str) -> Block:
         """A core memory block (vmem.storage.NotFoundError if none)."""
         return self.core_memory.get(label)
 
+    @_one_caller
     def block_labels(self) -> list[str]:
         """The core memory blocks' labels, in creation order."""
         return self.core_memory.labels()
 
     def set_block(self, label: str, value: str) -> Block:
         """Set a block's value, as the agent does (read-only and the limit apply), all or nothing."""
-        with self.transaction():
+        label, value = _clean(label), _clean(value)  # storable as UTF-8, as a message's text is
+        with self.transaction(), self._keeping_room(label):
             block = self.core_memory.edit(label, value)
             self._memory_changed()
         return block
@@ -760,7 +869,8 @@ class Memory:
                   read_only: bool = False) -> Block:
         """Add a core memory block (a pinned page of the context). ContextWindowError if the
         window cannot hold it; BlockExistsError if the label is taken."""
-        with self.transaction():
+        label, value, description = _clean(label), _clean(value), _clean(description)
+        with self.transaction(), self._keeping_room(label):
             try:
                 block = self.core_memory.add(label, value, limit=limit, description=description, read_only=read_only)
             except BudgetError as exc:
@@ -771,7 +881,8 @@ class Memory:
     def update_block(self, label: str, *, value: str | None = None, limit: int | None = None,
                      description: str | None = None, read_only: bool | None = None) -> Block:
         """Change any field of a block, as its developer (read-only does not apply; the limit does)."""
-        with self.transaction():
+        label, value, description = _clean(label), _clean(value), _clean(description)
+        with self.transaction(), self._keeping_room(label):
             try:
                 block = self.core_memory.update(label, value=value, limit=limit, description=description,
                                                 read_only=read_only)
@@ -779,6 +890,21 @@ class Memory:
                 raise ContextWindowError(f"block {label!r} would not fit in the context window: {exc}") from None
             self._memory_changed()
         return block
+
+    @contextlib.contextmanager
+    def _keeping_room(self, label: str) -> Iterator[None]:
+        """ContextWindowError (the transaction rolls back) if a block change grows the pinned
+        pages so far that the queue keeps less than a step needs (:data:`MIN_QUEUE`)."""
+        def pinned() -> int:
+            t = self.ctx.stats().tokens
+            return int(t[Region.SYSTEM] + t[Region.CORE])
+        before = pinned()
+        yield
+        after, budget = pinned(), self.ctx.config.budget
+        left = budget - after - summary_cap(budget, self.config.summary_share)
+        if after > before and left < MIN_QUEUE:
+            raise ContextWindowError(f"block {label!r} would leave the queue {max(left, 0)} tokens of the context "
+                                     f"window; a step needs at least {MIN_QUEUE}")
 
     def delete_block(self, label: str) -> None:
         """Remove a core memory block (NotFoundError if none)."""
@@ -812,6 +938,7 @@ class Memory:
             self._memory_changed()
         return ids
 
+    @_one_caller
     def archival_get(self, page_id: int) -> Passage:
         """The archival passage with this page id, with its interval (NotFoundError if none)."""
         return self.store.archival.get(page_id)
@@ -837,6 +964,7 @@ class Memory:
                     self.workset.rewrite({p.id: passage_line(p) for p in self.store.archival.get_many(resident)})
         return changed
 
+    @_one_caller
     def archival_search(self, query: str, *, tags: Sequence[str] | None = None,
                         tags_match: Literal["any", "all"] = "any",
                         start: _dt.date | None = None, end: _dt.date | None = None,
@@ -846,6 +974,7 @@ class Memory:
         return self.store.archival.search(query, mode="hybrid", tags=tags, tags_match=tags_match, start=start,
                                           end=end, as_of=as_of, page=page, page_size=self.config.page_size)
 
+    @_one_caller
     def conversation_search(self, query: str | None, *, roles: Sequence[str] | None = None,
                             start: _dt.date | None = None, end: _dt.date | None = None,
                             page: int = 0) -> SearchPage[Message]:
@@ -888,16 +1017,32 @@ class Memory:
 
     # ================================================================ inspection
 
+    @_one_caller
     def context_map(self) -> ContextMap:
         """What a context map draws: the core's accounting and the tiers' sizes."""
         return ContextMap(self.ctx.stats(), self.ctx.config, self.ctx.status().state,
                           recall_messages=self.stats.recall, archival_passages=self.stats.archival)
 
-    def check(self) -> None:
+    @_one_caller
+    def check(self, *, deep: bool = False) -> None:
         """Verify every invariant of the memory (:mod:`vmem.kernel.invariants`); raises
-        InvariantError naming the broken one."""
+        InvariantError naming the broken one. ``deep``: also verify every stored record against
+        the checksum written with it, the database's structure and the caches against the
+        database, and that no committed transaction is missing (invariant 8; reads everything,
+        fixes nothing: the error lists what is damaged)."""
         check_invariants(self)
+        if deep:
+            problems = self.store.verify()
+            if problems:
+                raise InvariantError(f"invariant 8: {len(problems)} damaged: " + "; ".join(problems[:20]))
 
+    @property
+    def lost_commits(self) -> int:
+        """Committed transactions the store lost before this open (a WAL tail lost in a crash),
+        as far as the count kept outside the database knows; 0 when none."""
+        return self.store.lost_commits
+
+    @_one_caller
     def digest(self) -> str:
         """A digest of the whole memory state: equal digests, equal memories."""
         messages = self.store.recall.get_many(make_page_id(PageKind.MESSAGE, i)
@@ -921,6 +1066,11 @@ class Memory:
             "context": list(self.compile()),
         }
         return hashlib.sha256(msgpack.packb(payload, use_bin_type=True)).hexdigest()
+
+
+def _clean(text: Any) -> Any:
+    """A str made storable as UTF-8 (a lone surrogate becomes U+FFFD); anything else as it is."""
+    return clean_text(text) if isinstance(text, str) else text
 
 
 class _FailedCall(Exception):

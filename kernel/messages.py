@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from vmem.kernel.drivers.lenient_json import text_too_deep, too_deep
 from vmem.kernel.errors import MessageError
 from vmem.text import clean_text
 from vmem.kernel.summary import cap_text
@@ -79,13 +80,16 @@ def _normalise_call(call: Any) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         name = "unnamed_function"
     if isinstance(args, Mapping):
-        args = json.dumps(args, ensure_ascii=False)
+        try:
+            args = json.dumps(args, ensure_ascii=False) if not too_deep(args) else None
+        except (TypeError, ValueError, RecursionError):
+            args = None
     try:
-        ok = isinstance(args, str) and isinstance(json.loads(args), dict)
-    except ValueError:
+        ok = isinstance(args, str) and not text_too_deep(args) and isinstance(json.loads(args), dict)
+    except (ValueError, RecursionError):
         ok = False
-    if not isinstance(args, str) or not ok:
-        args = json.dumps({"unparsed": args if isinstance(args, str) else repr(args)}, ensure_ascii=False)
+    if not ok:
+        args = json.dumps({"unparsed": args if isinstance(args, str) else "(not JSON)"}, ensure_ascii=False)
     return {"id": clean_text(call_id), "type": "function",
             "function": {"name": clean_text(name), "arguments": clean_text(args)}}
 

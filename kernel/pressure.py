@@ -13,8 +13,10 @@ Before every LLM call the kernel makes room (:meth:`QueueManager.make_room`):
    results); their transcript is folded into the previous summary through the
    summarizer (:mod:`vmem.kernel.summary`); only then are they dropped from the core.
    Recall storage keeps every one of them.
-4. Never loop: if the plan cannot free enough, or the context is still over the budget
-   after one flush, it raises ContextWindowError saying why.
+4. Never loop: if the plan cannot free enough, the protected tail shrinks (never below the
+   newest message and its group: a window too small for it was refused at create); if that
+   cannot either, or the context is still over the budget after one flush, it raises
+   ContextWindowError saying why.
 
 Written sans-IO: ``make_room`` is a generator that yields summarizer requests and is sent
 the summaries back (see :meth:`vmem.kernel.Memory.context` for the drivers of it).
@@ -37,7 +39,7 @@ from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.storage import RecallStore
 
-__all__ = ["ALERT", "OVERSIZE", "QueueManager", "Room"]
+__all__ = ["ALERT", "MIN_QUEUE", "OVERSIZE", "QueueManager", "Room", "minimum_budget", "summary_cap"]
 
 ALERT = (
     "Memory pressure: the context window is {pct:.0f}% full. Older messages will soon be evicted "
@@ -47,6 +49,25 @@ ALERT = (
 OVERSIZE = ("The user sent a message of about {tokens} tokens, too large for the context window; it is "
             "stored verbatim in recall storage ({page:#x}, find it with conversation_search). Its summary:\n"
             "{summary}")
+
+MIN_QUEUE = 512
+"""Tokens a window must leave for the queue and the working set beside the system instructions,
+core memory, the statistics and the summary at its cap: a user message, an answer and its results
+(each bounded to half of what is left), the alert; below it steps cannot be made to fit."""
+
+
+def summary_cap(budget: int, share: float) -> int:
+    """Tokens the summary may take in a ``budget``: its ``share`` with slack for the wording."""
+    return max(64, int(1.5 * share * budget))
+
+
+def minimum_budget(pinned: int, share: float) -> int:
+    """The smallest budget that holds ``pinned`` tokens, the summary at its cap and :data:`MIN_QUEUE`."""
+    budget = max(pinned + MIN_QUEUE + 64, -(-(pinned + MIN_QUEUE) * 1000 // int(1000 - 1500 * share)))
+    while budget - pinned - summary_cap(budget, share) < MIN_QUEUE:
+        budget += 1
+    return budget
+
 
 Enqueue = Callable[[str, str, dict[str, Any]], int]
 """``(role, content, meta) -> page``: append a message to recall storage and the queue."""
@@ -80,14 +101,23 @@ class QueueManager:
     @property
     def summary_cap(self) -> int:
         """Tokens the summary may take (its share of the budget, with slack for the wording)."""
-        return max(64, int(1.5 * self._config.summary_share * self._ctx.config.budget))
+        return summary_cap(self._ctx.config.budget, self._config.summary_share)
+
+    def room(self) -> int:
+        """Tokens the queue and the working set may use (the budget less system, core memory, summary)."""
+        t = self._ctx.stats().tokens
+        return self._ctx.config.budget - t[Region.SYSTEM] - t[Region.CORE] - t[Region.SUMMARY]
 
     def oversize(self, tokens: int) -> bool:
         """Whether a message of ``tokens`` is too large for the queue (over half of what the
         queue and working set may use), so it is stored whole and summarised instead."""
-        t = self._ctx.stats().tokens
-        room = self._ctx.config.budget - t[Region.SYSTEM] - t[Region.CORE] - t[Region.SUMMARY]
-        return tokens > room // 2
+        return tokens > self.room() // 2
+
+    def group_overflows(self, group: int, tokens: int) -> bool:
+        """Whether adding ``tokens`` to an answer's atomic group of ``group`` tokens takes it over
+        the bound one message has (half the room): a flush never splits a group, so one answer
+        must leave room for the rest of the queue."""
+        return group + tokens > self.room() // 2
 
     def make_room(self, force: bool = False) -> Generator[SummaryRequest, str, Room]:
         """Queue pending oversize summaries, alert at the warning line, flush over the flush line
@@ -137,18 +167,29 @@ class QueueManager:
         if forced:  # the provider says the prompt is too long, whatever our count says
             q = ctx.stats().tokens[Region.QUEUE]
             need = max(need, q - int(self._config.target * q))
-        try:
-            plan = ctx.plan_eviction(need)
-        except EvictionError as exc:
-            # half the queue is out of reach (pinned pages, a large protected tail): evicting all
-            # that can go is enough if it gets the context under the flush line
-            over = status.used - int(ctx.config.flush * status.budget)
-            enough = exc.freeable > 0 if forced else 0 < over <= exc.freeable
-            if not enough:
-                raise ContextWindowError(
-                    f"cannot make room in the context window: {exc}. Pinned pages, core memory and the "
-                    f"last {self._config.keep_last} messages must fit; raise the window or shrink them") from None
-            plan = ctx.plan_eviction(exc.freeable)
+        # the new summary may grow up to its cap: what it may take is freed too
+        headroom = max(0, self.summary_cap - self.summary_tokens()) if need else 0
+        need += headroom
+        over = status.used - int(ctx.config.flush * status.budget) + headroom
+        keep = ctx.config.keep_last
+        plan = None
+        for keep_last in range(keep, 0, -1):  # the protected tail shrinks only when it alone overflows
+            if keep_last != keep:
+                ctx.configure(keep_last=keep_last)
+            try:
+                plan = self._plan(need, over, forced)
+            finally:
+                if keep_last != keep:
+                    ctx.configure(keep_last=keep)
+            if plan is not None:
+                if keep_last != keep:
+                    self._trace.write({"e": "tail_shrunk", "keep_last": keep_last})
+                break
+        if plan is None:
+            raise ContextWindowError(
+                f"cannot make room in the context window: even evicting all but the newest message frees too "
+                f"little (need {need} tokens). Pinned pages, core memory and the newest message must fit; "
+                f"raise the window or shrink them")
         evicted = plan.ids.tolist()
         if not evicted:
             return
@@ -168,6 +209,15 @@ class QueueManager:
             raise ContextWindowError(
                 f"after evicting {len(evicted)} messages the context still needs {after.used} of "
                 f"{after.budget} tokens (the summary is {self.summary_tokens()} tokens)")
+
+    def _plan(self, need: int, over: int, forced: bool) -> Any:
+        """An eviction plan that frees ``need``, or all that can go if that gets the context under
+        the flush line (``over`` tokens above it; forced: anything); None if neither can be had."""
+        try:
+            return self._ctx.plan_eviction(need)
+        except EvictionError as exc:
+            enough = exc.freeable > 0 if forced else 0 < over <= exc.freeable
+            return self._ctx.plan_eviction(exc.freeable) if enough else None
 
     def summary_tokens(self) -> int:
         """Tokens of the summary page as compiled (0 while there is no summary)."""

@@ -11,6 +11,10 @@ tool rules), and the guards against models that loop.
   run: it is answered with a function error, and the turn ends (small models repeat
   themselves; the repeat would be answered the same way anyway).
 - A tool called more than ``max_calls_per_tool`` times in one turn is refused the same way.
+- One answer runs at most ``max_calls_per_answer`` calls (and never more than the memory's
+  ``MemoryConfig.max_calls``): the answer is recorded with the calls that run, the others are
+  refused in a note after their results, and the turn ends (a model looping inside one answer
+  could otherwise fill the window with one atomic group no flush may split).
 - ``max_steps`` LLM calls per user message are the last resort.
 """
 
@@ -35,10 +39,13 @@ class StepRules:
     terminal: frozenset[str] = frozenset({"send_message"})  #: tools whose call ends the turn
     max_calls_per_tool: int = 0  #: calls of one tool in one turn before it is refused (0: no cap but max_steps)
     refuse_repeats: bool = True  #: refuse a call identical to an earlier one of the same turn
+    max_calls_per_answer: int = 8  #: tool calls of one answer that run; the rest are refused
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_calls_per_answer < 1:
+            raise ValueError(f"max_calls_per_answer must be >= 1, got {self.max_calls_per_answer}")
         if self.max_calls_per_tool < 0:
             raise ValueError(f"max_calls_per_tool must be >= 0, got {self.max_calls_per_tool}")
         object.__setattr__(self, "terminal", frozenset(self.terminal))

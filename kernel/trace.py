@@ -66,20 +66,28 @@ class Trace:
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
-def _packable(value: Any) -> Any:
+_PACK_DEPTH = 256  # msgpack's own limit is 512; deeper values are kept as a note, not recursed into
+
+
+def _packable(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, (dict, list, tuple)) and depth >= _PACK_DEPTH:
+        return f"(nested deeper than {_PACK_DEPTH} levels: not kept)"
     if isinstance(value, dict):
         return {clean_text(k) if isinstance(k, str) else k if isinstance(k, int) and not isinstance(k, bool)
-                else str(k): _packable(v)
+                else str(k): _packable(v, depth + 1)
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_packable(v) for v in value]
+        return [_packable(v, depth + 1) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
         return str(value)
     if isinstance(value, str):
         return clean_text(value)
     if value is None or isinstance(value, (bytes, bool, int, float)):
         return value
-    return repr(value)
+    try:
+        return clean_text(repr(value)[:10_000])
+    except Exception:  # noqa: BLE001 - a repr that fails or recurses
+        return f"({type(value).__name__}: no text)"
 
 
 def read_trace(source: MemoryDir | str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,10 @@ Rules (the PostgreSQL model):
 3. ``savepoint()`` marks a part that may fail alone: an exception escaping it restores
    the part's marks, rolls its writes back, and the transaction goes on.
 4. Only the thread (and asyncio task) that opened a transaction may use it; any other gets
-   BusyError at once, never a deadlock.
+   BusyError at once, never a deadlock. One :class:`Gate` per memory makes it so: the
+   outermost transaction takes it (atomically: two threads cannot both open one) and holds it
+   to its end; the memory's public reads take it for their span, so no caller reads a
+   transaction's half-done state either.
 5. A rollback that itself fails never hides the error that caused it: the memory is marked
    unusable (reopen it) and the original exception propagates with a note.
 """
@@ -33,7 +36,7 @@ from vmem import PagedContext
 from vmem.kernel.errors import BusyError, KernelError
 from vmem.storage import MemoryDir
 
-__all__ = ["CoreMarks", "Participant", "Transactions"]
+__all__ = ["CoreMarks", "Gate", "Participant", "Transactions"]
 
 
 class Participant(Protocol):
@@ -86,6 +89,43 @@ def _owner() -> tuple[int, int]:
     return threading.get_ident(), id(task) if task is not None else 0
 
 
+class Gate:
+    """The memory's one-caller lock: held by one owner (a thread, and the asyncio task in it),
+    re-entered freely by that owner; anyone else gets BusyError at once (never blocks)."""
+
+    __slots__ = ("_lock", "owner", "_depth")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner: tuple[int, int] | None = None
+        self._depth = 0
+
+    def enter(self) -> None:
+        """Take the gate (BusyError if another owner holds it)."""
+        me = _owner()
+        if self.owner == me:
+            self._depth += 1
+            return
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("another step or transaction is running on this memory (in another thread or task); "
+                            "one caller at a time")
+        self.owner = me
+        self._depth = 1
+
+    def exit(self) -> None:
+        """Give the gate back (once per :meth:`enter`)."""
+        self._depth -= 1
+        if self._depth == 0:
+            self.owner = None
+            self._lock.release()
+
+    def __enter__(self) -> None:
+        self.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.exit()
+
+
 class Transactions:
     """The transactions of one memory (see the module docstring).
 
@@ -106,6 +146,7 @@ class Transactions:
         self._owner: tuple[int, int] | None = None
         self._failed: str | None = None  # an error escaped part of the running transaction
         self.broken: str | None = None  #: why the memory cannot go on (a rollback failed)
+        self.gate = Gate()  #: one caller at a time (rule 4)
 
     def _usable(self) -> None:
         if self.broken:
@@ -134,13 +175,14 @@ class Transactions:
     def transaction(self) -> AbstractContextManager[None]:
         """One atomic unit (rules 1, 2, 4, 5)."""
         self._usable()
-        if self.depth:  # the common case inside a step: joining is one small object, no generator
+        if self.depth and self.gate.owner == _owner():  # joining, the common case inside a step: no generator
             self._joinable()
             return _Join(self)
         return self._outermost()
 
     @contextlib.contextmanager
     def _outermost(self) -> Iterator[None]:
+        self.gate.enter()  # BusyError if another thread or task holds the memory
         self._owner = _owner()
         self._failed = None
         try:
@@ -148,6 +190,7 @@ class Transactions:
             marks = self._mark(0)
         except BaseException:
             self._owner = None
+            self.gate.exit()
             raise
         self.depth = 1
         try:
@@ -164,6 +207,7 @@ class Transactions:
             self.depth = 0
             self._owner = None
             self._failed = None
+            self.gate.exit()
         for part in self._parts:
             part.commit()
 

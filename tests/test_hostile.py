@@ -1,7 +1,10 @@
 """Hostile model output, end to end: a state machine answers the agent with random completions
 (garbage text, truncated or malformed JSON, unknown functions, wrong types, huge arguments,
-repeated identical calls, repeated or missing call ids, empty answers) and checks the memory's
-invariants after every step (tests/conftest.py) and that nothing but a function error comes of it.
+repeated identical calls, repeated or missing call ids, empty answers; issue 18: hundreds of
+calls in one answer, arguments nested past any limit, lone surrogates, values JSON cannot hold)
+and drives the Memory API with hostile values too. After every rule: check() passes and a normal
+step succeeds (the agent is never wedged). A sample runs in CI; ``-m slow`` (or VMEM_SLOW=1)
+runs 500 examples of 20 rules (10,000 rules) and prints the counts.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import sys
+
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from vmem.kernel import Agent, Memory, MemoryConfig
+from vmem.kernel import Agent, ContextWindowError, Memory, MemoryConfig
 from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
 from vmem.kernel.drivers.lenient_json import parse_arguments
 
@@ -54,7 +60,40 @@ def calls(draw) -> ToolCall:
     return ToolCall(cid, name, parsed.arguments, parsed.error, raw_arguments=raw)
 
 
+def _deep(depth: int) -> dict:
+    d: dict = {"leaf": 1}
+    for _ in range(depth):
+        d = {"k": d}
+    return d
+
+
+DEEP_ARGS = st.integers(150, 20_000).map(lambda n: {"content": "x", "tags": _deep(n)})
+DEEP_RAW = st.integers(150, 100_000).map(lambda n: '{"content": ' + "[" * n + "]" * n + "}")
+WEIRD = st.sampled_from([{"content": {1, 2}}, {"content": object()}, {"content": float("nan")},
+                         {"content": 10**400}, {"label": b"bytes", "content": "x"}, {"\ud800": "k"}])
+
+
+@st.composite
+def hostile_calls(draw) -> ToolCall:
+    name = draw(NAMES)
+    kind = draw(st.sampled_from(["deep", "deep raw", "weird"]))
+    cid = f"h{draw(st.integers(0, 10**9))}"
+    if kind == "deep raw":
+        raw = draw(DEEP_RAW)
+        parsed = parse_arguments(raw)
+        return ToolCall(cid, name, parsed.arguments, parsed.error, raw_arguments=raw)
+    return ToolCall(cid, name, draw(DEEP_ARGS if kind == "deep" else WEIRD))
+
+
+MANY = st.builds(lambda n, name, text: Completion(tool_calls=[
+    ToolCall(f"m{i}", name, {"content": f"{text} {i}", "label": "human", "query": text, "message": text})
+    for i in range(n)]), st.integers(9, 300), NAMES, st.sampled_from(["fact", "blah " * 200, "\ud800 odd"]))
+
+COUNTS = {"rules": 0, "wedges": 0, "corruptions": 0, "crashes": 0}
+
 COMPLETIONS = st.one_of(
+    MANY,
+    st.builds(lambda cs: Completion(tool_calls=cs), st.lists(hostile_calls(), min_size=1, max_size=3)),
     st.builds(lambda t: Completion(text=t), TEXT),
     st.builds(lambda t: Completion(text=t), st.none()),
     st.builds(lambda cs, t: Completion(text=t, tool_calls=cs), st.lists(calls(), min_size=1, max_size=4),
@@ -65,14 +104,14 @@ COMPLETIONS = st.one_of(
 class HostileModel(RuleBasedStateMachine):
     """One agent; every rule is a user message answered by a random chain of completions."""
 
-    @initialize()
-    def setup(self) -> None:
+    @initialize(window=st.sampled_from([4096, 4096, 3300, 8192]))
+    def setup(self, window: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vmem-hostile-"))
         self.script: list[Completion] = []
         self.driver = ScriptedDriver(self._answer)
         self.agent = Agent.create(self.dir / "agent", system="You are under test.", driver=self.driver,
                                   blocks={"human": {"value": "", "limit": 3000}, "persona": "calm"},
-                                  config=MemoryConfig(window=4096, reserve_output=256, keep_last=3, prefetch=1))
+                                  config=MemoryConfig(window=window, reserve_output=256, keep_last=3, prefetch=1))
         self.steps = 0
 
     def _answer(self, messages, tools) -> Completion:
@@ -95,6 +134,22 @@ class HostileModel(RuleBasedStateMachine):
         self.agent.step("repeat yourself")
         self.steps += 1
 
+    @rule(value=st.one_of(TEXT, st.just("\ud800" * 10)), limit=st.one_of(st.integers(-5, 10**4), st.just(10**30)),
+          page=st.one_of(st.integers(-2, 10), st.just(10**30), st.just(2**31 - 1)), label=LABELS)
+    def hostile_memory_calls(self, value: str, limit: int, page: int, label: str) -> None:
+        memory = self.agent.memory
+        from vmem import VmemError
+        for call in (lambda: memory.set_block("human", value[:3000]), lambda: memory.add_block(f"b{label}", value,
+                                                                                                  limit=limit),
+                     lambda: memory.update_block("human", limit=limit), lambda: memory.archival_insert(value or "x"),
+                     lambda: memory.conversation_search(value, page=page), lambda: memory.archival_search(value,
+                                                                                                       page=page)):
+            try:
+                call()
+            except (VmemError, ValueError, TypeError):  # a clear error, the memory as it was
+                pass
+        self.steps += 1
+
     @precondition(lambda self: self.steps and self.steps % 5 == 0)
     @rule()
     def reopen(self) -> None:
@@ -105,8 +160,24 @@ class HostileModel(RuleBasedStateMachine):
 
     @invariant()
     def sound(self) -> None:
-        if hasattr(self, "agent"):
+        if not hasattr(self, "agent"):
+            return
+        COUNTS["rules"] += 1
+        try:
             self.agent.memory.check()
+        except Exception:
+            COUNTS["corruptions"] += 1
+            raise
+        self.script = []  # a normal step: the model answers the user
+        try:
+            result = self.agent.step("a normal message")
+        except ContextWindowError:
+            COUNTS["wedges"] += 1
+            raise
+        except Exception:
+            COUNTS["crashes"] += 1
+            raise
+        assert result.replies == ["ok"] or result.calls and result.calls[-1].ok
 
     def teardown(self) -> None:
         if hasattr(self, "agent"):
@@ -119,3 +190,18 @@ class HostileModel(RuleBasedStateMachine):
 HostileModel.TestCase.settings = settings(max_examples=int(os.environ.get("VMEM_HOSTILE_EXAMPLES", "25")), stateful_step_count=12, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 test_hostile_model_output = HostileModel.TestCase
+
+
+@pytest.mark.slow
+def test_ten_thousand_hostile_rules(request):
+    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("VMEM_SLOW"):
+        pytest.skip("10,000 rules: run with -m slow (or VMEM_SLOW=1)")
+    from hypothesis import given  # noqa: F401 - the state machine runs through its TestCase
+    from hypothesis.stateful import run_state_machine_as_test
+
+    COUNTS.update(rules=0, wedges=0, corruptions=0, crashes=0)
+    run_state_machine_as_test(HostileModel, settings=settings(
+        max_examples=500, stateful_step_count=20, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))
+    print(f"hostile state machine: {COUNTS}", file=sys.stderr)
+    assert COUNTS["rules"] >= 10_000 and not (COUNTS["wedges"] or COUNTS["corruptions"] or COUNTS["crashes"])

@@ -84,7 +84,7 @@ def test_create_refuses_an_existing_agent_and_open_needs_one(tmp_path):
 
 
 def test_system_and_core_memory_larger_than_the_window_is_a_clear_error(tmp_path):
-    with pytest.raises(ContextWindowError, match="core memory alone"):
+    with pytest.raises(ContextWindowError, match=r"the system instructions \(\d+\).* need a window of at least"):
         Agent.create(tmp_path / "a", system="word " * 5000, blocks={}, driver=ScriptedDriver([]),
                      config=MemoryConfig(window=4096))
 

@@ -137,26 +137,86 @@ def test_a_call_waits_for_the_writer_then_says_the_memory_is_busy(agent_dir):
     run(session)
 
 
+def start_http(agent_dir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "vmem.app.cli", "mcp", str(agent_dir), "--http", "--port", "0",
+                             *args], stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    line = proc.stderr.readline()
+    url = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", line)
+    assert url, line
+    return proc, url.group(1), line
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+    proc.stderr.close()
+
+
 def test_streamable_http_on_loopback(agent_dir):
-    proc = subprocess.Popen([sys.executable, "-m", "vmem.app.cli", "mcp", str(agent_dir), "--http", "--port", "0"],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc, url, line = start_http(agent_dir)
     try:
-        line = proc.stderr.readline()
-        url = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", line)
-        assert url, line
+        token = (agent_dir / "mcp.token").read_text().strip()
+        assert token in line and (agent_dir / "mcp.token").stat().st_mode & 0o777 == 0o600
 
         async def session() -> None:
-            async with Client(url.group(1)) as client:
+            # the client example of the README: the official SDK with the bearer token in a header
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+            async with Client(streamable_http_client(url, http_client=http)) as client:
                 r = await client.call_tool("core_memory_append", {"label": "human", "content": "over HTTP"})
                 assert not r.is_error
                 assert "over HTTP" in (await client.read_resource("vmem://blocks/human")).contents[0].text
 
         run(session)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        proc.stderr.close()
+        stop(proc)
+
+
+def post(url: str, token: str | None) -> int:
+    import urllib.error
+    import urllib.request
+
+    body = b'{"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", ' \
+           b'"capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}'
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_http_requires_the_bearer_token_by_default(agent_dir):
+    proc, url, line = start_http(agent_dir)
+    try:
+        token = (agent_dir / "mcp.token").read_text().strip()
+        assert post(url, None) == 401 and post(url, "x" * 43) == 401 and post(url, token) == 200
+    finally:
+        stop(proc)
+    proc, url, line = start_http(agent_dir)  # the token is printed once, when it is made
+    try:
+        assert token not in line and "mcp.token" in line and post(url, token) == 200
+    finally:
+        stop(proc)
+    proc, url, _ = start_http(agent_dir, env={"VMEM_MCP_TOKEN": "a-token-from-the-environment"})
+    try:
+        assert post(url, token) == 401 and post(url, "a-token-from-the-environment") == 200
+    finally:
+        stop(proc)
+    proc, url, line = start_http(agent_dir, "--no-auth")
+    try:
+        assert "no authentication" in line and post(url, None) == 200
+    finally:
+        stop(proc)
+    (agent_dir / "mcp.token").chmod(0o644)  # a token others can read is refused
+    out = subprocess.run([sys.executable, "-m", "vmem.app.cli", "mcp", str(agent_dir), "--http", "--port", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 1 and "chmod 600" in out.stderr
 
 
 def test_the_command_refuses_what_it_cannot_serve(tmp_path):

@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 
+from vmem import PageKind, make_page_id
+
 from vmem.kernel import ContextWindowError, KernelError, Memory, MemoryConfig, MessageError
 
 UTC = dt.timezone.utc
@@ -95,9 +97,14 @@ def test_import_history_comes_before_any_message(tmp_path):
             memory.import_history([({"role": "user", "content": "old"}, at(0))], summary="s")
 
 
-def test_import_history_refuses_a_summary_larger_than_the_window(tmp_path):
-    with new_memory(tmp_path / "m", window=3072) as memory:
-        with pytest.raises(ContextWindowError, match="summary does not fit"):
-            memory.import_history([({"role": "user", "content": "old"}, at(0))], summary="word " * 2000)
+def test_an_imported_summary_over_its_cap_is_kept_whole_in_recall_and_cut(tmp_path):
+    # before issue 18 a summary that fit the budget but left no room wedged every later step
+    with new_memory(tmp_path / "m", window=4096) as memory:
+        long = "the summary goes on " * 600
+        memory.import_history([({"role": "user", "content": "old"}, at(0))], summary=long)
         memory.check()
-        assert memory.summary == "" and len(memory.store.recall) == 0
+        assert memory.pressure.summary_tokens() <= memory.pressure.summary_cap
+        whole = [m for m in memory.store.recall.get_many(
+            [make_page_id(PageKind.MESSAGE, i) for i in range(1, len(memory.store.recall) + 1)])
+            if m.meta.get("kind") == "imported_summary"]
+        assert len(whole) == 1 and long in whole[0].content and f"{whole[0].id:#x}" in memory.summary

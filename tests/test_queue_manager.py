@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from vmem import BudgetError
+
 from fake_openai_server import FakeOpenAIServer, Reply
 from vmem.kernel import Agent, ContextWindowError, MemoryConfig
 from vmem.kernel.drivers import OpenAIDriver, RetryPolicy, ScriptedDriver
@@ -63,16 +65,33 @@ def test_pinned_and_recent_messages_are_never_evicted(tmp_path):
     agent.close()
 
 
-def test_eviction_that_cannot_get_under_budget_says_so(tmp_path):
+def test_a_protected_tail_too_large_for_the_window_shrinks_instead_of_wedging(tmp_path):
+    # keep_last=50 cannot fit in this window: before issue 18 every step raised "cannot make room"
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(ChattyPolicy()),
                          config=MemoryConfig(window=3072, reserve_output=256, keep_last=50))
+    for i in range(60):
+        agent.step(f"message {i} " + "lorem ipsum " * 15)
+    assert agent.memory.evicted > 0 and agent.memory.ctx.config.keep_last == 50
+    agent.close()
+    Agent.open(tmp_path / "a", driver=ScriptedDriver([])).close()
+
+
+def test_eviction_that_cannot_get_under_budget_says_so(tmp_path):
+    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(ChattyPolicy()),
+                         config=MemoryConfig(window=3072, reserve_output=256, keep_last=4))
+    agent.step("the first message, pinned")
+    for page in agent.memory.ctx.pages(Region.QUEUE).tolist():  # pinned through the core, behind the kernel
+        agent.memory.ctx.pin(page)
     with pytest.raises(ContextWindowError, match="cannot make room"):
         for i in range(200):
             agent.step(f"message {i} " + "lorem ipsum " * 15)
+            for page in agent.memory.ctx.pages(Region.QUEUE).tolist():
+                try:
+                    agent.memory.ctx.pin(page)
+                except BudgetError:  # the core refuses pins beyond the budget
+                    break
     agent.memory.ctx.check()
     agent.close()
-    # the state on disk is intact and reopens
-    Agent.open(tmp_path / "a", driver=ScriptedDriver([])).close()
 
 
 def test_openai_driver_end_to_end_with_an_overflow_that_triggers_a_flush(tmp_path):

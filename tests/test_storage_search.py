@@ -10,7 +10,7 @@ import pytest
 
 import vmem._textindex as textindex
 from vmem.storage import MemoryDir
-from vmem.storage._db import SCHEMA_VERSION
+from vmem.storage._db import CHECKED, SCHEMA_VERSION
 from vmem.storage.memdir import ARCHIVAL_TEXT_NAME, DB_NAME, RECALL_TEXT_NAME
 
 UTC = dt.timezone.utc
@@ -80,7 +80,14 @@ def test_schema_1_store_is_migrated(tmp_path: Path) -> None:
     for name in (RECALL_TEXT_NAME, ARCHIVAL_TEXT_NAME):
         (tmp_path / "a" / name).unlink()
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)  # make it look like version 1
+    con.executescript("".join(f"DROP TRIGGER {t}_crc_i; DROP TRIGGER {t}_crc_u; ALTER TABLE {t} DROP COLUMN crc;"
+                              for t in CHECKED) + "DROP TABLE commits;")  # version 4's checksums
     con.executescript("""
+        DROP INDEX passages_valid_from;
+        DROP INDEX passages_invalid_at;
+        ALTER TABLE passages DROP COLUMN valid_from;
+        ALTER TABLE passages DROP COLUMN invalid_at;
+        ALTER TABLE passages DROP COLUMN superseded_by;
         ALTER TABLE passages DROP COLUMN grp;
         CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='id');
         CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN

@@ -40,7 +40,7 @@ from vmem.text import ANALYZER, index_terms, query_terms
 __all__ = ["TextIndex", "TextHits", "MAX_ROLES", "DEFAULT_EXACT_MAX"]
 
 _MAGIC = b"VMEMTIX1"
-_FORMAT = 1
+_FORMAT = 2  # 2: the digest covers the vocabulary and roles too (a damaged vocabulary answered wrongly)
 #: Distinct roles with their own filter bit; later roles share the last one.
 MAX_ROLES = lib.II_MAX_ROLE + 1
 _OTHER_ROLE = lib.II_MAX_ROLE
@@ -79,6 +79,13 @@ class TextHits:
     scores: np.ndarray
     total: int
     exact: bool
+
+
+def _digest(payload: bytes, vocab: list[str], roles: list[str]) -> str:
+    """The file's checksum: the snapshot and what gives its term and role ids their meaning."""
+    h = hashlib.blake2b(payload, digest_size=16)
+    h.update(msgpack.packb([vocab, roles], use_bin_type=True))
+    return h.hexdigest()
 
 
 class TextIndex:
@@ -196,8 +203,9 @@ class TextIndex:
             tid = vocab.get(t)
             if tid is not None and (tid in weights or len(weights) < lib.II_MAX_TERMS):
                 weights[tid] = weights.get(tid, 0.0) + 1.0
-        docs = np.empty(max(k, 0), dtype=np.uint32)
-        scores = np.empty(max(k, 0), dtype=np.float64)
+        k = min(max(k, 0), len(self))  # never more than the documents held (a far page asks for a deep k)
+        docs = np.empty(k, dtype=np.uint32)
+        scores = np.empty(k, dtype=np.float64)
         if not weights:
             return TextHits(docs[:0], scores[:0], 0, True)
         q = np.fromiter(weights, dtype=np.uint32, count=len(weights))
@@ -205,7 +213,7 @@ class TextIndex:
         with self._lock:
             f = self._set_filter(lo, hi, roles, allow)
             rc = lib.ii_search(self._ii, ffi.from_buffer("uint32_t[]", q), ffi.from_buffer("double[]", w), len(q),
-                               f, max(k, 0), exact_max,
+                               f, k, exact_max,
                                ffi.from_buffer("uint32_t[]", docs), ffi.from_buffer("double[]", scores),
                                self._nout, self._total, self._exact)
             if rc:
@@ -334,7 +342,7 @@ class TextIndex:
             roles = list(self._roles)
         payload = self.snapshot()
         header = {"format": _FORMAT, "analyzer": ANALYZER, "owner": owner, "vocab": vocab, "roles": roles,
-                  "payload_size": len(payload), "payload_blake2b": hashlib.blake2b(payload, digest_size=16).hexdigest()}
+                  "payload_size": len(payload), "payload_blake2b": _digest(payload, vocab, roles)}
         blob = msgpack.packb(header, use_bin_type=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -370,9 +378,14 @@ class TextIndex:
         if header.get("analyzer") != ANALYZER or header.get("owner") != owner:
             raise IndexFormatError(f"{path}: an index of {header.get('owner')!r} ({header.get('analyzer')}), not {owner!r}")
         payload = data[12 + hlen :]
-        if len(payload) != header.get("payload_size") or \
-                hashlib.blake2b(payload, digest_size=16).hexdigest() != header.get("payload_blake2b"):
+        vocab, roles = header.get("vocab"), header.get("roles")
+        if not isinstance(vocab, list) or not isinstance(roles, list) or \
+                not all(isinstance(t, str) for t in vocab) or not all(isinstance(r, str) for r in roles):
+            raise IndexFormatError(f"{path}: damaged header (vocabulary or roles)")
+        if len(payload) != header.get("payload_size") or _digest(payload, vocab, roles) != header.get("payload_blake2b"):
             raise IndexFormatError(f"{path}: checksum mismatch (damaged file)")
+        if len(set(vocab)) != len(vocab) or len(set(roles)) != len(roles):
+            raise IndexFormatError(f"{path}: the vocabulary or the roles repeat an entry")
         index = cls()
         rc = lib.ii_restore(index._ii, ffi.from_buffer("uint8_t[]", payload), len(payload))
         if rc:

@@ -568,6 +568,8 @@ class PageIndex(BaseIndex):
             raise IndexFormatError("index payload: bad id table sizes")
         live = np.frombuffer(_read_exact(f, 8 * n_live), dtype="<u8")
         labels = np.frombuffer(_read_exact(f, 8 * n_labels), dtype="<u8")
+        if len(np.unique(labels)) != n_labels or not np.isin(live, labels).all() or len(np.unique(live)) != n_live:
+            raise IndexFormatError("index payload: the id tables repeat ids, or a live id has no label")
         index = cls(
             header["dim"],
             capacity=1,  # placeholder graph, replaced by the loaded one below
@@ -589,6 +591,7 @@ class PageIndex(BaseIndex):
                     tmp.write(chunk)
                     left -= len(chunk)
                 tmp.close()
+                _check_hnsw(tmp.name, graph_size, dim=header["dim"], M=int(p["M"]), labels=labels, live=live)
                 hn = hnswlib.Index(space=header["space"], dim=header["dim"])
                 # headroom, so the first insert after opening does not resize the whole graph
                 hn.load_index(tmp.name, max_elements=max(1024, n_labels + n_labels // 4))
@@ -602,6 +605,88 @@ class PageIndex(BaseIndex):
         index._labels = set(labels.tolist())
         index._live = set(live.tolist())
         return index
+
+
+# hnswlib's saveIndex header (hnswalg.h), little-endian: offsetLevel0_, max_elements_, cur_element_count,
+# size_data_per_element_, label_offset_, offsetData_ (size_t); maxlevel_ (int); enterpoint_node_ (u32);
+# maxM_, maxM0_, M_ (size_t); mult_ (double); ef_construction_ (size_t)
+_HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+
+
+def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, live: np.ndarray) -> None:
+    """IndexFormatError unless the hnswlib graph file at ``path`` is one hnswlib can load and search
+    without reading out of bounds, and holds exactly ``labels`` (``live`` not marked deleted):
+    hnswlib trusts the offsets, sizes, counts and neighbour ids it reads, so a damaged file with a
+    recomputed checksum could crash the process (SIGSEGV) or answer with pages that are not there.
+
+    Checked against the file's length and the parameters the header says: the layout of an
+    element (offsets derived from ``dim`` and ``M``), the element count, every link list's size
+    and level, the entry point, every neighbour id (level 0 and above), the labels, the deleted
+    marks and the vectors (finite)."""
+    def bad(why: str) -> IndexFormatError:
+        return IndexFormatError(f"index payload: the HNSW graph {why}")
+
+    if size < _HNSW_HEADER.size:
+        raise bad("is truncated")
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
+    (off0, max_el, count, per_el, label_off, data_off, maxlevel, enter, max_m, max_m0, m, mult,
+     efc) = _HNSW_HEADER.unpack(mm[: _HNSW_HEADER.size].tobytes())
+    links0 = max_m0 * 4 + 4
+    if (m != M or max_m != M or max_m0 != 2 * M or off0 != 0 or data_off != links0 or label_off != data_off + 4 * dim
+            or per_el != label_off + 8 or count != len(labels) or max_el < count
+            or not (0 <= maxlevel < 64 if count else maxlevel in (-1, 0))
+            or not math.isfinite(mult) or mult <= 0 or not 0 < efc < 1 << 31):
+        raise bad("header does not match the index's parameters")
+    level0_end = _HNSW_HEADER.size + count * per_el
+    if level0_end > size:
+        raise bad("is shorter than its elements")
+    per_level = max_m * 4 + 4
+    levels = np.zeros(count, dtype=np.int64)
+    upper: list[tuple[int, int, int]] = []
+    sizes = mm[level0_end:]
+    pos = 0
+    for i in range(count):  # the link lists above level 0: a u32 size, then that many bytes
+        if pos + 4 > len(sizes):
+            raise bad("is truncated in its link lists")
+        n = int(sizes[pos]) | int(sizes[pos + 1]) << 8 | int(sizes[pos + 2]) << 16 | int(sizes[pos + 3]) << 24
+        pos += 4
+        if n:
+            if n % per_level or n // per_level > maxlevel or pos + n > len(sizes):
+                raise bad(f"has a bad link list size for element {i}")
+            levels[i] = n // per_level
+            upper.append((i, level0_end + pos, n))
+            pos += n
+    if pos != len(sizes):
+        raise bad("has bytes past its link lists")
+    if count:
+        if int(levels.max()) != maxlevel or enter >= count or levels[enter] != maxlevel:
+            raise bad("entry point or top level is inconsistent")
+        level0 = mm[_HNSW_HEADER.size:level0_end].reshape(count, per_el)
+        cnt = np.ascontiguousarray(level0[:, 0:2]).view("<u2").ravel()
+        if (cnt > max_m0).any():
+            raise bad("has a level-0 neighbour count over its maximum")
+        nb = np.ascontiguousarray(level0[:, 4:links0]).view("<u4").reshape(count, max_m0)
+        if (nb[np.arange(max_m0)[None, :] < cnt[:, None]] >= count).any():
+            raise bad("has a level-0 neighbour out of range")
+        held = np.ascontiguousarray(level0[:, label_off:per_el]).view("<u8").ravel()
+        if not np.array_equal(np.sort(held), np.sort(labels)):
+            raise bad("holds other labels than its id table")
+        deleted = (level0[:, 2] & 1) != 0
+        if not np.array_equal(np.sort(held[~deleted]), np.sort(live)):
+            raise bad("marks other pages deleted than its id table")
+        if not np.isfinite(np.ascontiguousarray(level0[:, data_off:label_off]).view("<f4")).all():
+            raise bad("holds a vector that is not finite")
+        for i, start, n in upper:  # level l's neighbours must be elements that reach level l
+            block = np.asarray(mm[start:start + n]).reshape(n // per_level, per_level)
+            c = np.ascontiguousarray(block[:, 0:2]).view("<u2").ravel()
+            ids = np.ascontiguousarray(block[:, 4:]).view("<u4")
+            used = np.arange(max_m)[None, :] < c[:, None]
+            if (c > max_m).any() or (ids[used] >= count).any():
+                raise bad(f"has a bad upper-level link list for element {i}")
+            need = np.broadcast_to(np.arange(1, len(c) + 1)[:, None], ids.shape)[used]
+            if (levels[ids[used]] < need).any():
+                raise bad(f"links element {i} to a neighbour above that neighbour's top level")
+    del mm
 
 
 def _top_k(ids: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,8 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Files larger than this are refused before they are read (pass ``max_bytes`` to raise it).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: A file may hold one JSON object or array per this many bytes, on average (see ``_Reader._dense``).
+BYTES_PER_CONTAINER = 32
 #: The top-level key of vmem's extension, which Letta's loader ignores.
 EXTENSION_KEY = "x_vmem"
 EXTENSION_VERSION = 1

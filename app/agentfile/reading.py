@@ -40,6 +40,7 @@ from vmem.app.agentfile.model import (
     _EPOCH,
     _LETTA_TO_VMEM,
     DEFAULT_BLOCK_LIMIT,
+    BYTES_PER_CONTAINER,
     DEFAULT_MAX_BYTES,
     EXTENSION_KEY,
     EXTENSION_VERSION,
@@ -184,8 +185,10 @@ class _Reader:
             self.fail("", f"not UTF-8 text (bad byte at offset {exc.start}): not an agent file", NotAnAgentFile)
         if not text.strip():
             self.fail("", "empty file: not an agent file", NotAnAgentFile)
+        self._dense(text)
         doc = self._json(text, "not JSON")
         if isinstance(doc, str):
+            self._dense(doc)
             doc = self._json(doc, "a JSON string that does not hold JSON")
             if isinstance(doc, str):
                 self.fail("", "JSON encoded more than twice: not an agent file", NotAnAgentFile)
@@ -195,6 +198,18 @@ class _Reader:
             self.fail("", f"expected a JSON object with 'agents', got {_JSON_NAMES.get(type(doc), 'a value')}",
                       NotAnAgentFile)
         return doc
+
+    def _dense(self, text: str) -> None:
+        """Refuse, before parsing, a text with more JSON objects and arrays than an agent file has:
+        parsed, each costs ~60-100 bytes of memory, so a file of ``{}`` (one per 3 bytes) would take
+        30 times its size. Allowed: one per :data:`BYTES_PER_CONTAINER` bytes on average (real files
+        have one per few hundred), so reading stays proportional to the file."""
+        containers = text.count("{") + text.count("[")  # brackets in strings count too: an upper bound
+        allowed = max(10_000, len(text) // BYTES_PER_CONTAINER)
+        if containers > allowed:
+            self.fail("", f"{containers} JSON objects and arrays in {len(text)} characters (at most {allowed}, one per "
+                      f"{BYTES_PER_CONTAINER} on average): not an agent file (reading it would take memory out of "
+                      "proportion to its size)", AgentFileTooLarge)
 
     def _json(self, text: str, what: str) -> Any:
         try:

@@ -23,10 +23,56 @@ import json
 import re
 from typing import Any, NamedTuple
 
-__all__ = ["MAX_DEPTH", "ParsedArguments", "parse_arguments"]
+__all__ = ["DEEP", "MAX_DEPTH", "ParsedArguments", "parse_arguments", "text_too_deep", "too_deep"]
 
 MAX_DEPTH = 200
-"""Deepest nesting the lenient parser follows; deeper input is an error, not a RecursionError."""
+"""Deepest nesting of tool arguments (objects and arrays) the kernel takes: deeper arguments, as
+text or as objects a driver built, are a function error, never a RecursionError."""
+
+DEEP = f"the arguments are nested more than {MAX_DEPTH} levels deep"
+
+
+def too_deep(value: object, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (dicts and lists, as parsed from JSON) nests deeper than ``limit``;
+    iterative, so any depth is safe to ask about."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def text_too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON ``text`` opens more than ``limit`` brackets at once (outside strings); only
+    scans when it holds that many brackets at all, so ordinary arguments cost two counts."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
 
 
 # --------------------------------------------------------------------------- lenient JSON
@@ -305,7 +351,12 @@ def parse_arguments(raw: object) -> ParsedArguments:
         ParsedArguments(None, error, ()) with an error that says what is wrong and where,
         worded for the LLM that produced the arguments.
     """
-    return _parse_arguments(raw, unwrap=True)
+    try:
+        if isinstance(raw, str) and text_too_deep(raw) or isinstance(raw, dict) and too_deep(raw):
+            return ParsedArguments(None, DEEP)
+        return _parse_arguments(raw, unwrap=True)
+    except Exception as exc:  # noqa: BLE001 - whatever a model wrote, the answer is a function error
+        return ParsedArguments(None, f"the arguments could not be parsed ({type(exc).__name__}: {str(exc)[:200]})")
 
 
 def _parse_arguments(raw: object, *, unwrap: bool) -> ParsedArguments:

@@ -28,16 +28,36 @@ import secrets
 from typing import Any, Callable, Collection, Iterable, NamedTuple, Sequence
 
 from .base import Message, Tool, ToolCall
-from .lenient_json import _FENCE, _Fail, _lenient_value, _type_name, parse_arguments
+from .lenient_json import (DEEP, MAX_DEPTH, _FENCE, _Fail, _lenient_value, _type_name, parse_arguments, text_too_deep,
+                           too_deep)
 
 __all__ = [
+    "MAX_DEPTH",
     "TextToolCalls",
+    "checked_call",
+    "text_too_deep",
+    "too_deep",
     "new_call_id",
     "parse_text_tool_calls",
     "render_call",
     "to_text_protocol",
     "tool_protocol_prompt",
 ]
+
+def checked_call(call: ToolCall) -> ToolCall:
+    """``call``, or the same call answered as unparseable when a driver handed over arguments
+    nested deeper than :data:`MAX_DEPTH` or that JSON cannot hold."""
+    if call.arguments is None:
+        return call
+    if too_deep(call.arguments):
+        return ToolCall(call.id, call.name, None, DEEP, call.raw_arguments)
+    try:
+        json.dumps(call.arguments, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return ToolCall(call.id, call.name, None, f"the arguments are not JSON ({type(exc).__name__}: "
+                        f"{str(exc)[:200]})", call.raw_arguments)
+    return call
+
 
 def new_call_id() -> str:
     """A fresh tool-call id in OpenAI's style (``call_`` + 24 hex digits)."""

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
@@ -40,7 +41,7 @@ from vmem.storage.errors import (
     VmemStorageError,
 )
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Database"]
+__all__ = ["APPLICATION_ID", "CHECKED", "SCHEMA_VERSION", "Database", "record_crc"]
 
 log = logging.getLogger("vmem.storage")
 
@@ -53,8 +54,10 @@ APPLICATION_ID = int.from_bytes(b"vmem", "big")
 #: Version 3 gives passages an interval: ``valid_from`` (when the fact began to hold;
 #: filled with ``ts`` for older passages), ``invalid_at`` and ``superseded_by`` (when it
 #: stopped, and the passage serial that replaced it; NULL while it holds).
-#: Older stores are migrated on open, one version at a time.
-SCHEMA_VERSION = 3
+#: Version 4 (the *checksums* migration, ``_MIGRATIONS[3]``) adds a ``crc`` to every
+#: message, passage, block, state and journal row, kept by triggers (see :func:`record_crc`),
+#: and the ``commits`` counter. Older stores are migrated on open, one version at a time.
+SCHEMA_VERSION = 4
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -111,8 +114,45 @@ CREATE TABLE archival_ids(id INTEGER PRIMARY KEY);
 CREATE TABLE journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 """
 
+# Schema 4, "checksums": every record carries a checksum of its fields, written with it by a
+# trigger (so no write can forget it), verified by MemoryDir.verify(); and a count of the
+# committed write transactions (see Database.commits).
+_CHECKSUMS = [
+    "ALTER TABLE messages ADD COLUMN crc INTEGER",
+    "ALTER TABLE passages ADD COLUMN crc INTEGER",
+    "ALTER TABLE blocks ADD COLUMN crc INTEGER",
+    "ALTER TABLE kv ADD COLUMN crc INTEGER",
+    "ALTER TABLE journal ADD COLUMN crc INTEGER",
+    "CREATE TABLE commits(n INTEGER NOT NULL)",
+    "INSERT INTO commits(n) VALUES (0)",
+]
+#: What each checksummed table's crc covers, and the key that names a row.
+CHECKED = {
+    "messages": ("id", "role, content, ts, meta"),
+    "passages": ("id", "text, hash, ts, tags, embedding, grp, valid_from, invalid_at, superseded_by"),
+    "blocks": ("label", 'label, value, "limit", description, read_only'),
+    "kv": ("key", "key, value"),
+    "journal": ("seq", "seq, entry"),
+}
+for _table, (_key, _cols) in CHECKED.items():
+    _new = ", ".join(f"NEW.{c}" for c in _cols.split(", "))
+    _CHECKSUMS += [
+        f"CREATE TRIGGER {_table}_crc_i AFTER INSERT ON {_table} BEGIN "
+        f"UPDATE {_table} SET crc = vmem_crc({_new}) WHERE {_key} = NEW.{_key}; END",
+        f"CREATE TRIGGER {_table}_crc_u AFTER UPDATE OF {_cols} ON {_table} BEGIN "
+        f"UPDATE {_table} SET crc = vmem_crc({_new}) WHERE {_key} = NEW.{_key}; END",
+        f"UPDATE {_table} SET crc = vmem_crc({_cols})",
+    ]
+
+
+def record_crc(*fields: Any) -> int:
+    """A record's checksum: BLAKE2b-64 of its fields (msgpack), as SQLite's signed 64-bit integer."""
+    blob = msgpack.packb(list(fields), use_bin_type=True)
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little", signed=True)
+
 #: Schema objects every store must have (checked at open).
-_REQUIRED = {"meta", "messages", "passages", "passage_tags", "blocks", "kv", "events", "archival_ids", "journal"}
+_REQUIRED = {"meta", "messages", "passages", "passage_tags", "blocks", "kv", "events", "archival_ids", "journal",
+             "commits", *(f"{t}_crc_{w}" for t in CHECKED for w in "iu")}
 
 def _add_columns(c: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
     """ALTER TABLE ``table`` ADD each of ``columns`` (name -> type) it does not have yet."""
@@ -144,6 +184,7 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE INDEX IF NOT EXISTS passages_valid_from ON passages(valid_from)",
         "CREATE INDEX IF NOT EXISTS passages_invalid_at ON passages(invalid_at) WHERE invalid_at IS NOT NULL",
     ],
+    3: _CHECKSUMS,  # the checksums migration
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -187,7 +228,7 @@ class Database:
         self.read_only = read_only
         self._check_header()
         try:
-            if read_only:  # a WAL reader: sees the last commit, never writes the database
+            if read_only:  # a WAL reader: sees the commit of its open, never writes the database
                 self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                             check_same_thread=False, cached_statements=256)
             else:
@@ -196,15 +237,25 @@ class Database:
                 )
         except sqlite3.Error as e:
             raise _storage_error(e, f"opening {self.path}") from e
+        self.conn.create_function("vmem_crc", -1, record_crc, deterministic=True)
+        #: Write transactions committed over the store's life (the ``commits`` row; 0 before schema 4).
+        self.commits = 0
+        #: Called with :attr:`commits` after each commit (MemoryDir keeps it outside the WAL).
+        self.commit_sink: Callable[[int], None] | None = None
         try:
             with translate(f"opening {self.path}"):
                 if read_only:
                     self.conn.execute("PRAGMA query_only=1")
                     self.conn.execute("PRAGMA busy_timeout=5000")
+                    # one read transaction for the reader's whole life: every read sees the same commit
+                    # (WAL snapshot isolation), so the tiers, the saved state and the caches reconciled
+                    # against them agree even while a writer commits beside it; reopen to see newer ones
+                    self.conn.execute("BEGIN")
                     self._check_schema()
                 else:
                     self._configure(_SYNC[durability])
                     self._init_schema(create)
+                self.commits = int(self.conn.execute("SELECT n FROM commits").fetchone()[0])
         except ForeignFileError as e:
             self.conn.close()
             if self._had_magic and isinstance(e.__cause__, sqlite3.DatabaseError):
@@ -271,7 +322,7 @@ class Database:
                 raise ForeignFileError(f"{self.path} is an empty database, not a vmem store")
             c.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in _split_sql(_SCHEMA):
+                for stmt in [*_split_sql(_SCHEMA), *_CHECKSUMS]:
                     c.execute(stmt)
                 c.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -335,7 +386,14 @@ class Database:
 
     def _commit(self, what: str) -> None:
         with translate(what):
+            self.conn.execute("UPDATE commits SET n = n + 1")
             self.conn.execute("COMMIT")
+        self.commits += 1
+        if self.commit_sink is not None:
+            try:
+                self.commit_sink(self.commits)
+            except OSError as e:  # the count outside the WAL is a witness, not the data: the commit stands
+                log.warning("%s: recording the commit count: %s", self.path, e)
 
     @contextlib.contextmanager
     def savepoint(self, what: str = "savepoint") -> Iterator[sqlite3.Connection]:

@@ -24,6 +24,7 @@ from vmem.storage.errors import (
     StoreOwnedError,
 )
 from vmem.storage.records import Block
+from vmem.text import clean_text
 
 __all__ = ["Blocks", "KernelState"]
 
@@ -36,6 +37,22 @@ _BCOLS = 'label, value, "limit", description, read_only'
 def _block(row: tuple[Any, ...]) -> Block:
     label, value, limit, description, read_only = row
     return Block(label, value, int(limit), description, bool(read_only))
+
+
+#: The largest character limit a block may have (SQLite keeps 64-bit integers; no window holds more).
+MAX_BLOCK_LIMIT = 2**31 - 1
+
+
+def _check_limit(limit: object) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_BLOCK_LIMIT:
+        raise ValueError(f"block limit must be an int in 1..{MAX_BLOCK_LIMIT}, got {limit!r}")
+
+
+def _text(value: object, label: str) -> str:
+    """A block's value storable as UTF-8 (a lone surrogate becomes U+FFFD, as in messages)."""
+    if not isinstance(value, str):
+        raise TypeError(f"block {label!r}: the value must be a str, got {type(value).__name__}")
+    return clean_text(value)
 
 
 def _check_value(label: str, value: str, limit: int) -> None:
@@ -91,8 +108,8 @@ class Blocks:
         self._check_writer(f"creating block {label!r}")
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"block label must be a non-empty str, got {label!r}")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"block limit must be an int >= 1, got {limit!r}")
+        _check_limit(limit)
+        label, value, description = clean_text(label), _text(value, label), clean_text(str(description))
         _check_value(label, value, limit)
         with self._db.transaction(f"creating block {label!r}") as c:
             if c.execute("SELECT 1 FROM blocks WHERE label=?", (label,)).fetchone():
@@ -106,6 +123,7 @@ class Blocks:
 
     def get(self, label: str) -> Block:
         """The block called ``label`` (NotFoundError if none)."""
+        label = clean_text(label) if isinstance(label, str) else label
         with self._db.reading(f"reading block {label!r}") as c:
             row = c.execute(f"SELECT {_BCOLS} FROM blocks WHERE label=?", (label,)).fetchone()
         if row is None:
@@ -114,7 +132,9 @@ class Blocks:
 
     def set(self, label: str, value: str) -> Block:
         """Replace a block's value, as the agent does: refused for read-only blocks and over the limit."""
+        label = clean_text(label) if isinstance(label, str) else label
         self._check_writer(f"writing block {label!r}")
+        value = _text(value, label)
         with self._db.transaction(f"writing block {label!r}"):
             b = self.get(label)
             if b.read_only:
@@ -133,18 +153,18 @@ class Blocks:
         read_only: bool | None = None,
     ) -> Block:
         """Change any field of a block, as the developer does (read-only does not apply; the limit does)."""
+        label = clean_text(label) if isinstance(label, str) else label
         self._check_writer(f"updating block {label!r}")
         with self._db.transaction(f"updating block {label!r}") as c:
             b = self.get(label)
             new = Block(
                 label,
-                b.value if value is None else value,
+                b.value if value is None else _text(value, label),
                 b.limit if limit is None else limit,
-                b.description if description is None else str(description),
+                b.description if description is None else clean_text(str(description)),
                 b.read_only if read_only is None else bool(read_only),
             )
-            if not isinstance(new.limit, int) or isinstance(new.limit, bool) or new.limit < 1:
-                raise ValueError(f"block limit must be an int >= 1, got {new.limit!r}")
+            _check_limit(new.limit)
             _check_value(label, new.value, new.limit)
             c.execute(
                 'UPDATE blocks SET value=?, "limit"=?, description=?, read_only=? WHERE label=?',

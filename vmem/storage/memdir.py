@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vmem.rank import fuse
-from vmem.storage._db import Database
+from vmem.storage._db import CHECKED, Database
 from vmem.storage.archival import ArchivalStore
 from vmem.storage.blocks import Blocks, KernelState
 from vmem.storage.chunk import DEFAULT_MAX_CHARS
@@ -57,6 +58,17 @@ RECALL_TEXT_NAME = "recall.tix"
 ARCHIVAL_TEXT_NAME = "archival.tix"
 MILVUS_LITE_NAME = "archival.milvus.db"
 _LOCK_NAME = "lock"
+_WITNESS = b"vmemcmt1"  # the lock file's first 16 bytes: this, then the commit count (u64 LE)
+
+
+def _name(table: str, key: object) -> str:
+    from vmem.pageid import PageKind, make_page_id
+
+    if table == "messages":
+        return f"{make_page_id(PageKind.MESSAGE, int(key)):#x}"  # type: ignore[call-overload]
+    if table == "passages":
+        return f"{make_page_id(PageKind.PASSAGE, int(key)):#x}"  # type: ignore[call-overload]
+    return repr(key)
 
 
 class MilvusConfig:
@@ -172,8 +184,9 @@ class MemoryDir:
         index file (vectors, or a text index) after this many unsaved changes to it
         (0: only at checkpoint/close). ``read_only``: open beside a writer (another
         process may hold the store): no lock is taken, nothing is written (the index
-        caches are reconciled in memory only), reads see the last commit, and every
-        write raises ReadOnlyStoreError.
+        caches are reconciled in memory only), every read sees the commit that was the
+        last when it opened (one snapshot: reopen to see newer ones), and every write
+        raises ReadOnlyStoreError.
 
         Raises StoreNotFoundError (create=False, nothing there),
         ForeignFileError, CorruptStoreError, SchemaVersionError,
@@ -182,7 +195,8 @@ class MemoryDir:
         self = object.__new__(cls)
         self.path = Path(path)
         self._closed = True
-        self._lock_fd = None
+        self._lock_fd: int | None = None
+        self._lock_dir_fd: int | None = None
         db_path = self.path / DB_NAME
         if self.path.exists() and not self.path.is_dir():
             raise ForeignFileError(f"{self.path} is a file, not a memory directory")
@@ -200,14 +214,28 @@ class MemoryDir:
         return self
 
     def _lock(self) -> None:
-        fd = os.open(self.path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+        """flock the directory itself (a lock file can be deleted behind a writer's back, and a
+        second writer would then lock a new one) and the ``lock`` file (what older versions lock)."""
+        lock = self.path / _LOCK_NAME
+        if lock.is_symlink() or lock.exists() and not lock.is_file():
+            raise ForeignFileError(f"{lock} is not a lock file (a directory or a link is in its place): remove it")
+        fds = []
+        try:
+            fds.append(os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+            fds.append(os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644))
+        except OSError as exc:
+            for fd in fds:
                 os.close(fd)
-                raise StoreLockedError(f"{self.path} is open in another process (or MemoryDir)") from None
-        self._lock_fd = fd
+            raise ForeignFileError(f"{self.path}: cannot take the store's lock: {exc}") from None
+        if fcntl is not None:
+            for fd in fds:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    for f in fds:
+                        os.close(f)
+                    raise StoreLockedError(f"{self.path} is open in another process (or MemoryDir)") from None
+        self._lock_fd, self._lock_dir_fd = fds[1], fds[0]
 
     def _release(self) -> None:
         db = getattr(self, "_db", None)
@@ -216,6 +244,9 @@ class MemoryDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # drops the flock
             self._lock_fd = None
+        if getattr(self, "_lock_dir_fd", None) is not None:
+            os.close(self._lock_dir_fd)
+            self._lock_dir_fd = None
 
     def _open(
         self,
@@ -231,6 +262,7 @@ class MemoryDir:
         from vmem.text import fts_query
 
         self._db = Database(self.path / DB_NAME, create=create, durability=durability, read_only=self.read_only)
+        self._witness_commits()
         if verify:
             self._db.quick_check()
         if self._db.get_meta("store_id") is None and not self.read_only:
@@ -391,25 +423,97 @@ class MemoryDir:
         }
 
     def close(self) -> None:
-        """Save caches, close the database and release the directory (idempotent)."""
+        """Save caches, fold the WAL, close the database and release the directory (idempotent).
+
+        Every save is tried even when one fails (a full disk): the lock is released whatever
+        happens, and then the first failure is raised as a VmemStorageError naming what failed
+        (the others as notes). Nothing is lost by such a failure: the data was committed with
+        each transaction, and the caches (the index files) are rebuilt or caught up at open.
+        """
         if self._closed:
             return
         self._closed = True
+        failures: list[tuple[str, BaseException]] = []
         try:
-            try:
-                self.archival.close()
-            except VmemStorageError as e:
-                log.warning("%s: closing archival storage: %s", self.path, e)
-            try:
-                self.recall.checkpoint()
-            except (VmemStorageError, OSError) as e:
-                log.warning("%s: saving the recall text index: %s", self.path, e)
-            try:
-                self._db.checkpoint()
-            except VmemStorageError as e:
-                log.warning("%s: final WAL checkpoint: %s", self.path, e)
+            for what, save in (("saving the archival storage's caches", self.archival.close),
+                               ("saving the recall text index", self.recall.checkpoint),
+                               ("the final WAL checkpoint", self._db.checkpoint)):
+                try:
+                    save()
+                except Exception as exc:  # noqa: BLE001 - OSError (a full disk), VmemStorageError: raised below
+                    log.warning("%s: %s: %s", self.path, what, exc)
+                    failures.append((what, exc))
         finally:
-            self._release()
+            try:
+                self._release()
+            except Exception as exc:  # noqa: BLE001
+                failures.append(("closing the database", exc))
+        if failures:
+            what, first = failures[0]
+            error = VmemStorageError(f"{self.path}: closing: {what} failed: {first}. The directory is released and "
+                                     f"nothing committed is lost (caches are rebuilt at open)")
+            for what, exc in failures[1:]:
+                error.add_note(f"also: {what} failed: {exc}")
+            raise error from first
+
+    def _witness_commits(self) -> None:
+        """Compare the database's commit count with the one recorded outside it (in the lock
+        file, written after each commit: a torn or lost WAL cannot take it back), and keep
+        recording it. A database behind its witness lost committed transactions: how many is
+        :attr:`lost_commits` (and a warning). A witness that lags (a power loss before the
+        page cache reached the disk, a store of before schema 4) only under-counts."""
+        db = self._db
+        #: Committed write transactions the database lost (a WAL tail lost in a crash), as far
+        #: as the witness knows; 0 when none.
+        self.lost_commits = 0
+        path = self.path / _LOCK_NAME
+        try:
+            raw = os.pread(self._lock_fd, 16, 0) if self._lock_fd is not None else path.read_bytes()[:16]
+        except OSError:
+            raw = b""
+        if len(raw) == 16 and raw[:8] == _WITNESS:
+            (seen,) = struct.unpack("<Q", raw[8:])
+            if seen > db.commits:
+                self.lost_commits = seen - db.commits
+                log.warning("%s: the database is %d committed transaction(s) behind what was acknowledged "
+                            "(a lost WAL tail?)", self.path, self.lost_commits)
+        if self._lock_fd is not None:
+            fd = self._lock_fd
+            db.commit_sink = lambda n: os.pwrite(fd, _WITNESS + struct.pack("<Q", n), 0)
+            if self.lost_commits == 0:
+                os.pwrite(fd, _WITNESS + struct.pack("<Q", db.commits), 0)
+
+    def verify(self) -> list[str]:
+        """Verify every record against the checksum written with it, SQLite's own structure
+        (``integrity_check``) and the caches against the database: a list of what is damaged,
+        empty when nothing is. Reads everything; fixes nothing."""
+        problems: list[str] = []
+        db = self._db
+        with db.reading("verifying the store") as c:
+            for row in c.execute("PRAGMA integrity_check(100)"):
+                if row[0] != "ok":
+                    problems.append(f"sqlite: {row[0]}")
+            for table, (key, cols) in CHECKED.items():
+                bad = [r[0] for r in c.execute(
+                    f"SELECT {key} FROM {table} WHERE crc IS NULL OR crc != vmem_crc({cols}) ORDER BY 1")]
+                for k in bad[:50]:
+                    problems.append(f"{table} {_name(table, k)}: does not match its checksum (damaged)")
+                if len(bad) > 50:
+                    problems.append(f"{table}: {len(bad) - 50} more damaged records")
+        if self.lost_commits:
+            problems.append(f"{self.lost_commits} committed transaction(s) are missing (a lost WAL tail)")
+        for what, ok in (("the recall text index", self.recall.verify_index),
+                         ("the archival text index", getattr(self.archival, "lexical", None) and
+                          self.archival.lexical.verify),
+                         ("the archival vector index", getattr(self.archival, "verify_index", None))):
+            if ok is None or ok is False:
+                continue
+            try:
+                if not ok():
+                    problems.append(f"{what} does not hold exactly the stored records")
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot even be asked is damaged
+                problems.append(f"{what}: {type(exc).__name__}: {exc}")
+        return problems
 
     @property
     def closed(self) -> bool:

@@ -150,6 +150,10 @@ class RecallStore:
 
     # -- writes
 
+    def verify_index(self) -> bool:
+        """Whether the text index holds exactly the stored messages' ids."""
+        return self._lex.verify()
+
     def append(
         self,
         role: str,

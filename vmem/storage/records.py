@@ -193,9 +193,13 @@ def page_count(total: int, page_size: int) -> int:
     return -(-total // page_size)
 
 
+#: The last page a search may ask for (pages past the results are empty; past this, an error).
+MAX_PAGE = 2**31 - 1
+
+
 def check_paging(page: int, page_size: int) -> None:
-    """Raise ValueError unless ``page >= 0`` and ``1 <= page_size <= 1000``."""
-    if not isinstance(page, int) or isinstance(page, bool) or page < 0:
-        raise ValueError(f"page must be an int >= 0, got {page!r}")
+    """Raise ValueError unless ``0 <= page <= MAX_PAGE`` and ``1 <= page_size <= 1000``."""
+    if not isinstance(page, int) or isinstance(page, bool) or not 0 <= page <= MAX_PAGE:
+        raise ValueError(f"page must be an int in 0..{MAX_PAGE}, got {page!r}")
     if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= 1000:
         raise ValueError(f"page_size must be an int in 1..1000, got {page_size!r}")
