@@ -70,6 +70,7 @@ EXACT_MAX = 4096
 #: Passages compared between the index and SQLite when an index file is loaded.
 SPOT_CHECK = 32
 _BATCH = 4096
+_PROGRESS_BATCH = 256  # rows per batch when someone watches a re-embedding
 _F32 = np.dtype("<f4")
 
 _PCOLS = "p.id, p.text, p.tags, p.ts"
@@ -127,6 +128,7 @@ class SqliteArchival(ArchivalStore):
         index_errors: tuple[type[BaseException], ...] = (ValueError,),
         autosave: int = 50_000,
         context: tuple[float, float, float] = DEFAULT_CONTEXT,
+        on_reembed: Callable[[int, int], None] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(embedder, fts_query=fts_query, fuse=fuse, **kw)
@@ -141,15 +143,17 @@ class SqliteArchival(ArchivalStore):
         self._index_errors = index_errors
         self._autosave = autosave
         self._unsaved = 0  # index changes since the file was last written
-        self._reembed_if_needed()
+        self._reembed_if_needed(on_reembed)
         #: How the index was obtained at open: "loaded", "caught-up", "rebuilt".
         self.index_status = ""
         self.index = self._open_index()
 
     # -- the embedder and the index cache
 
-    def _reembed_if_needed(self) -> None:
-        """Invariant 3: stored embeddings belong to the current embedder."""
+    def _reembed_if_needed(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Invariant 3: stored embeddings belong to the current embedder.
+
+        ``progress(done, total)`` is called after each batch of a re-embedding."""
         want = {"name": self.embedder.name, "dim": int(self.embedder.dim)}
         have = self._db.get_meta("embedder")
         if have == want:
@@ -177,13 +181,18 @@ class SqliteArchival(ArchivalStore):
         self._drop_index_file()
         with self._db.transaction("re-embedding passages") as c:
             rows = c.execute("SELECT id, text FROM passages ORDER BY id").fetchall()
-            for lo in range(0, len(rows), _BATCH):
-                chunk = rows[lo : lo + _BATCH]
+            if progress is not None:
+                progress(0, len(rows))
+            step = _BATCH if progress is None else _PROGRESS_BATCH
+            for lo in range(0, len(rows), step):
+                chunk = rows[lo : lo + step]
                 vecs = self._embed([t for _, t in chunk])
                 c.executemany(
                     "UPDATE passages SET embedding=? WHERE id=?",
                     [(v.astype(_F32).tobytes(), i) for (i, _), v in zip(chunk, vecs)],
                 )
+                if progress is not None:
+                    progress(lo + len(chunk), len(rows))
             self._db.set_meta("embedder", want)
 
     def _drop_index_file(self) -> None:
