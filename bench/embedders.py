@@ -19,11 +19,13 @@ Selection, leave one conversation out: fold i chooses the (text weight, context)
 with the best mean of R@10 and R@25 on the other six conversations, then (stage 2,
 the other levers, on the same six) a speaker bonus (a passage spoken by the one
 speaker the question names gains ``speaker`` of the best fused score) and a date
-bonus (a passage from the month or day the question names, up to 14 days after,
+bonus (a passage in the window of the date the question names, vmem.when.query_window,
 gains ``date``), and is scored on conversation i alone. Nothing is chosen on the
 conversation it is scored on. ``vector`` and ``text`` rows are the single indexes
-(no tuning). The ``hybrid (store default)`` row is the store as shipped
-(DEFAULT_TEXT_WEIGHT, DEFAULT_CONTEXT) for reference.
+(no tuning). For reference, not held out: ``hybrid (default w, context)`` is the
+store's fusion (DEFAULT_TEXT_WEIGHT, DEFAULT_CONTEXT) without the date bonus,
+``hybrid (store as shipped)`` the same with DEFAULT_DATE_BONUS, and ``today`` the
+HashEmbedder store as it was before dates counted (every fold's floor per category).
 
     .venv/bin/python bench/embedders.py --embedders hash minilm e5-small static-tokenlearn
     .venv/bin/python bench/embedders.py --quick              # hash only, a small grid, 2 conversations
@@ -37,8 +39,6 @@ absent is reported as such and skipped.
 from __future__ import annotations
 
 import argparse
-import calendar
-import datetime as dt
 import json
 import re
 import sys
@@ -57,7 +57,8 @@ from vmem.app.evaluation import CATEGORIES, Conversation, load_locomo  # noqa: E
 from vmem.embed import Embedder, EmbedderError  # noqa: E402
 from vmem.local_models import EMBEDDERS, StaticEmbedder, _package_dir  # noqa: E402
 from vmem.rank import DEFAULT_TEXT_WEIGHT  # noqa: E402
-from vmem.storage.sqlite import DEFAULT_CONTEXT  # noqa: E402
+from vmem.storage.sqlite import DEFAULT_CONTEXT, DEFAULT_DATE_BONUS  # noqa: E402
+from vmem.when import query_window  # noqa: E402
 
 #: ../shared beside the checkout, or beside the folder of worktrees it sits in
 def _tokenlearn_static() -> Embedder:
@@ -75,47 +76,9 @@ DEEP = 100  # the store's PAGE_BUCKET: how deep each side of a hybrid search loo
 TEXT_WEIGHTS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 CONTEXTS = tuple((fq, fs, b) for fq in (0.0, 0.5, 0.75, 1.0) for fs in (0.0, 0.25) for b in (0.0, 0.25, 0.5, 0.75))
 SPEAKER_BONUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
-DATE_BONUS = (0.0, 0.1, 0.25, 0.5)
+DATE_BONUS = (0.0, 0.1, 0.25, 0.5, 1.0)
 QUICK_WEIGHTS = (0.6, 0.75, 0.9)
 QUICK_CONTEXTS = ((0.0, 0.0, 0.0), DEFAULT_CONTEXT)
-
-_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_name) if m}
-_DATE_RE = re.compile(
-    r"\b(?:(\d{1,2})\s+)?(" + "|".join(_MONTHS) + r")(?:\s+(\d{1,2})(?:st|nd|rd|th)?)?,?(?:\s+(\d{4}))?\b", re.I)
-
-
-def question_window(question: str) -> tuple[float, float, int | None] | None:
-    """(lo, hi, year or None) epoch seconds of the month or day a question names, hi
-    extended 14 days (a turn tells of what happened before its session's date), or None.
-    Without a year the window is matched on month and day alone (see ``in_window``)."""
-    m = _DATE_RE.search(question)
-    if not m:
-        return None
-    day = m.group(1) or m.group(3)
-    month = _MONTHS[m.group(2).lower()]
-    year = int(m.group(4)) if m.group(4) else None
-    y = year or 2000  # leap year: any day exists
-    if day and 1 <= int(day) <= calendar.monthrange(y, month)[1]:
-        lo = dt.datetime(y, month, int(day), tzinfo=dt.timezone.utc) - dt.timedelta(days=1)
-        hi = lo + dt.timedelta(days=16)
-    else:
-        lo = dt.datetime(y, month, 1, tzinfo=dt.timezone.utc)
-        hi = lo + dt.timedelta(days=calendar.monthrange(y, month)[1] + 14)
-    return lo.timestamp(), hi.timestamp(), year
-
-
-def in_window(ts: np.ndarray, ts2000: np.ndarray, window: tuple[float, float, int | None]) -> np.ndarray:
-    """Which timestamps fall in the window (matched in year 2000 when the question names no year:
-    ``ts2000`` are the same instants moved to 2000)."""
-    lo, hi, year = window
-    t = ts if year is not None else ts2000
-    return (t >= lo) & (t < hi)
-
-
-def _to_2000(t: float) -> float:
-    d = dt.datetime.fromtimestamp(t, dt.timezone.utc)
-    return d.replace(year=2000).timestamp()
-
 
 @dataclass
 class ConvRun:
@@ -130,7 +93,6 @@ class ConvRun:
     vec: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     speaker_of: np.ndarray | None = None  # serial -> speaker index (-1 none)
     ts_of: np.ndarray | None = None  # serial -> epoch seconds
-    ts2000_of: np.ndarray | None = None  # the same instant moved to the year 2000
     named: list[int] = field(default_factory=list)  # speaker index the question names, -1 none
     window: list[Any] = field(default_factory=list)
 
@@ -162,17 +124,15 @@ def build(conv: Conversation, embedder: Embedder, speaker: bool = True) -> ConvR
     top = max(serial_of.values()) + 1
     run.speaker_of = np.full(top, -1, dtype=np.int64)
     run.ts_of = np.zeros(top, dtype=np.float64)
-    run.ts2000_of = np.zeros(top, dtype=np.float64)
     for s, i in spk.items():
         run.speaker_of[s] = i
         run.ts_of[s] = tss[s]
-        run.ts2000_of[s] = _to_2000(tss[s])
     for q in conv.questions:
         run.evidence.append({serial_of[d] for d in q.evidence})
         run.cats.append(q.category)
         hits = [i for i, n in enumerate(names) if re.search(rf"\b{re.escape(n)}\b", q.question, re.I)]
         run.named.append(hits[0] if len(hits) == 1 else -1)
-        run.window.append(question_window(q.question))
+        run.window.append(query_window(q.question))
     return run
 
 
@@ -202,7 +162,8 @@ def check_faithful(run: ConvRun, embedder: Embedder) -> None:
     arch = run.store.archival
     for i, q in enumerate(run.conv.questions):
         want = [int(h.item.id) & ((1 << 56) - 1) for h in arch.search(q.question, page_size=max(KS)).hits]
-        got = [int(d) for d in fused(run, i, arch._text_weight, arch.context)[0][: max(KS)]]
+        docs, scores = fused(run, i, arch._text_weight, arch.context)
+        got = [int(d) for d in levers(run, i, docs, scores, 0.0, arch.date_bonus)[: max(KS)]]
         if want != got:
             raise RuntimeError(f"{embedder.name}: the bench's fusion differs from the store's search on {q.question!r}")
 
@@ -210,12 +171,12 @@ def check_faithful(run: ConvRun, embedder: Embedder) -> None:
 def levers(run: ConvRun, i: int, docs: np.ndarray, scores: np.ndarray, b_spk: float, b_date: float) -> np.ndarray:
     if not len(docs) or (b_spk == 0 and b_date == 0):
         return docs
-    top = float(scores[0]) if scores[0] > 0 else 1.0
+    top = max(float(scores[0]), 0.0)  # as the store does (SqliteArchival._date_bonus)
     bonus = np.zeros(len(docs))
     if b_spk and run.named[i] >= 0:
         bonus += b_spk * top * (run.speaker_of[docs] == run.named[i])
     if b_date and run.window[i] is not None:
-        bonus += b_date * top * in_window(run.ts_of[docs], run.ts2000_of[docs], run.window[i])
+        bonus += b_date * top * run.window[i].contains(run.ts_of[docs])
     if not bonus.any():
         return docs
     return docs[np.argsort(-(scores + bonus), kind="stable")]
@@ -260,12 +221,14 @@ def cost(embedder: Embedder, convs: list[Conversation], n_query: int = 200, n_si
 
 
 def baseline_rows(convs: list[Conversation]) -> list[list[tuple[int, list[float]]]]:
-    """Today's search per conversation: the HashEmbedder through the store's default hybrid search."""
+    """Today's search per conversation: the HashEmbedder through the store's default hybrid search
+    as it was before this bench (no date bonus)."""
     out = []
     for c in convs:
         run = build(c, CANDIDATES["hash"]())
         try:
             arch = run.store.archival
+            arch.date_bonus = 0.0  # today's search: before dates in queries counted
             out.append([(q.category, recall_row(run.evidence[i], [int(h.item.id) & ((1 << 56) - 1) for h in
                                                                    arch.search(q.question, page_size=max(KS)).hits]))
                         for i, q in enumerate(c.questions)])
@@ -307,6 +270,9 @@ def evaluate(name: str, convs: list[Conversation], weights: tuple[float, ...], c
         vec_rows = [(r.cats[i], recall_row(r.evidence[i], r.vec[i][0])) for r in runs for i in range(len(r.cats))]
         d = grid.index((DEFAULT_TEXT_WEIGHT, DEFAULT_CONTEXT)) if (DEFAULT_TEXT_WEIGHT, DEFAULT_CONTEXT) in grid else None
         default_rows = [x for per in rows for x in per[d]] if d is not None else []
+        shipped_rows = [(r.cats[i], recall_row(r.evidence[i], levers(r, i, *fused(r, i, DEFAULT_TEXT_WEIGHT, DEFAULT_CONTEXT),
+                                                                     0.0, DEFAULT_DATE_BONUS)))
+                        for r in runs for i in range(len(r.cats))]
 
         def score(items: list[tuple[int, list[float]]]) -> float:
             return float(np.mean([(r[0] + r[1]) / 2 for _, r in items])) if items else 0.0
@@ -350,6 +316,7 @@ def evaluate(name: str, convs: list[Conversation], weights: tuple[float, ...], c
             "text": summarise(text_rows), "vector": summarise(vec_rows),
             "hybrid_default": summarise(default_rows) if default_rows else None,
             "today": summarise([x for per in base for x in per]),
+            "hybrid_shipped": summarise(shipped_rows),
             "hybrid_loco": summarise(pooled_a), "hybrid_loco_levers": summarise(pooled_b), "folds": folds,
         })
     finally:
@@ -372,7 +339,8 @@ def report(results: list[dict[str, Any]]) -> str:
         if "error" in res:
             lines.append(f"{res['embedder']:20}unavailable: {res['error']}")
             continue
-        for label, key in (("vector", "vector"), ("text (BM25)", "text"), ("hybrid (store default)", "hybrid_default"),
+        for label, key in (("vector", "vector"), ("text (BM25)", "text"), ("hybrid (default w, context)", "hybrid_default"),
+                           ("hybrid (store as shipped)", "hybrid_shipped"),
                            ("hybrid (LOCO re-tuned)", "hybrid_loco"), ("hybrid + speaker, date", "hybrid_loco_levers")):
             lines.append(f"{res['embedder']:20}{label:28}{fmt(res.get(key))}")
     lines += ["", "per category, hybrid LOCO re-tuned (R@10/R@25) | with speaker and date levers"]

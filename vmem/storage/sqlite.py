@@ -34,6 +34,10 @@ turns, or the chunks of one long text) keep their order, and hybrid search
 passes a share of each hit's relevance to the passage after it (more when the
 hit asks a question) and the one before it in the same call
 (:func:`vmem.rank.spread`, shares ``context``).
+
+Dates in queries: when a hybrid query names a calendar date ("in May 2023", "on
+13 October"), passages stored within its window (:func:`vmem.when.query_window`)
+gain ``date_bonus`` times the best hit's score before the cut.
 """
 
 from __future__ import annotations
@@ -54,14 +58,21 @@ from vmem.storage.archival import ArchivalStore, PassageFilter
 from vmem.storage.lexical import LexicalCache
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
+from vmem.when import query_window
 
-__all__ = ["DEFAULT_CONTEXT", "EXACT_MAX", "SqliteArchival"]
+__all__ = ["DEFAULT_CONTEXT", "DEFAULT_DATE_BONUS", "EXACT_MAX", "SqliteArchival"]
 
 #: (forward from a question, forward from a statement, backward) shares of
 #: :func:`vmem.rank.spread` in hybrid search: what 6 of the 7 leave-one-conversation-out
 #: folds on the LoCoMo dev split chose (select_context_loco in vmem/evaluation.py;
 #: the seventh chose 0.75/0.25/0.25), each fold on the other six conversations only.
 DEFAULT_CONTEXT = (0.75, 0.0, 0.25)
+#: Share of the best hit's score that hybrid search adds to passages stored within the window
+#: of a date the query names (vmem.when.query_window): what 6 of the 7 leave-one-conversation-out
+#: folds on the LoCoMo dev split chose among 0 / 0.1 / 0.25 / 0.5 / 1 (the seventh chose 1), each
+#: on the other six conversations, no category allowed below the search before it
+#: (bench/embedders.py; docs/design.md, "Embedders and dates in queries").
+DEFAULT_DATE_BONUS = 0.5
 
 log = logging.getLogger("vmem.storage")
 
@@ -137,6 +148,8 @@ class SqliteArchival(ArchivalStore):
         #: (forward from a question, forward from a statement, backward) relevance
         #: shares passed to neighbouring passages in hybrid search; zeros turn it off.
         self.context = context
+        #: Share of the best hybrid score added to passages from the date the query names (0: off).
+        self.date_bonus = DEFAULT_DATE_BONUS
         self._text_weight = DEFAULT_TEXT_WEIGHT
         self._index_path = Path(index_path)
         self._index_cls = index_cls
@@ -459,8 +472,33 @@ class SqliteArchival(ArchivalStore):
             w = self._text_weight
             docs, scores = index.fuse(text.docs, text.scores, vdocs, vsims, text_weight=w, context=self.context,
                                       lo=f.lo, hi=f.hi, allow=allow)
+            docs, scores = self._date_bonus(q, docs, scores)
         base = int(PageKind.PASSAGE) << 56
         return [(base | d, s) for d, s in zip(docs[:depth].tolist(), scores[:depth].tolist())]
+
+    def _date_bonus(self, q: str, docs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Passages stored within the window of a date ``q`` names gain ``date_bonus`` times the
+        best score, and the ranking is re-sorted (stable: ties keep the fused order)."""
+        if not self.date_bonus or not len(docs):
+            return docs, scores
+        window = query_window(q)
+        if window is None:
+            return docs, scores
+        serials = docs.tolist()
+        ts = np.zeros(len(serials), dtype=np.float64)
+        at = {s: i for i, s in enumerate(serials)}
+        with self._db.reading("reading passage times") as c:
+            for lo in range(0, len(serials), 500):
+                chunk = serials[lo : lo + 500]
+                for sid, t in c.execute(f"SELECT id, ts FROM passages WHERE id IN ({','.join('?' * len(chunk))})",
+                                        chunk):
+                    ts[at[sid]] = t
+        bonus = window.contains(ts) * (self.date_bonus * max(float(scores[0]), 0.0))
+        if not bonus.any():
+            return docs, scores
+        boosted = np.asarray(scores, dtype=np.float64) + bonus
+        order = np.argsort(-boosted, kind="stable")
+        return docs[order], boosted[order]
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
         fq, fs, bwd = self.context
