@@ -220,6 +220,39 @@ def cost(embedder: Embedder, convs: list[Conversation], n_query: int = 200, n_si
             "insert_batch_per_s": batch_rate, "insert_single_per_s": single_rate}
 
 
+class Cached(Embedder):
+    """An embedder's vectors kept in ``path`` (an .npz) between runs: the same name, dimension
+    and vectors, each text embedded once (passages and queries apart)."""
+
+    def __init__(self, inner: Embedder, path: Path) -> None:
+        self.inner, self.path = inner, path
+        self.name, self.dim = inner.name, inner.dim
+        self.memo: dict[tuple[str, str], np.ndarray] = {}
+        if path.exists():
+            z = np.load(path, allow_pickle=False)
+            for kind, text, vec in zip(z["kinds"], z["texts"], z["vecs"]):
+                self.memo[(str(kind), str(text))] = vec
+
+    def _get(self, kind: str, texts: Any, fn: Any) -> np.ndarray:
+        texts = list(texts)
+        new = [t for t in dict.fromkeys(texts) if (kind, t) not in self.memo]
+        if new:
+            for t, v in zip(new, fn(new)):
+                self.memo[(kind, t)] = v
+        return np.array([self.memo[(kind, t)] for t in texts], dtype=np.float32).reshape(len(texts), self.dim)
+
+    def embed(self, texts: Any) -> np.ndarray:
+        return self._get("p", texts, self.inner.embed)
+
+    def embed_query(self, texts: Any) -> np.ndarray:
+        return self._get("q", texts, self.inner.embed_query)
+
+    def save(self) -> None:
+        keys = list(self.memo)
+        np.savez(self.path, kinds=np.array([k for k, _ in keys]), texts=np.array([t for _, t in keys]),
+                 vecs=np.array([self.memo[k] for k in keys], dtype=np.float32))
+
+
 def baseline_rows(convs: list[Conversation]) -> list[list[tuple[int, list[float]]]]:
     """Today's search per conversation: the HashEmbedder through the store's default hybrid search
     as it was before this bench (no date bonus)."""
@@ -246,9 +279,15 @@ def _cat_means(items: list[tuple[int, list[float]]]) -> dict[int, np.ndarray]:
 
 
 def evaluate(name: str, convs: list[Conversation], weights: tuple[float, ...], contexts: tuple[tuple[float, float, float], ...],
-             progress: bool, base: list[list[tuple[int, list[float]]]], keep_categories: bool = True) -> dict[str, Any]:
+             progress: bool, base: list[list[tuple[int, list[float]]]], keep_categories: bool = True,
+             cache: Path | None = None) -> dict[str, Any]:
     embedder = CANDIDATES[name]()
     res: dict[str, Any] = {"embedder": name, "cost": cost(embedder, convs)}
+    if cache is not None:  # after the cost figures, which must time the model itself
+        import hashlib
+
+        cache.mkdir(parents=True, exist_ok=True)
+        embedder = Cached(embedder, cache / f"{hashlib.sha1(embedder.name.encode()).hexdigest()[:16]}.npz")
     res["name"] = embedder.name
     t0 = time.perf_counter()
     runs = []
@@ -262,6 +301,8 @@ def evaluate(name: str, convs: list[Conversation], weights: tuple[float, ...], c
             if progress:
                 print(f"  {name}: {c.sample_id} stored and ranked ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
         res["build_s"] = time.perf_counter() - t0
+        if isinstance(embedder, Cached):
+            embedder.save()
         grid = [(w, c) for w in weights for c in contexts]
         # rows[conv][grid point] -> [(category, [R@10, R@25])]
         rows = [[[(r.cats[i], recall_row(r.evidence[i], fused(r, i, w, c)[0])) for i in range(len(r.cats))]
@@ -277,7 +318,7 @@ def evaluate(name: str, convs: list[Conversation], weights: tuple[float, ...], c
         def score(items: list[tuple[int, list[float]]]) -> float:
             return float(np.mean([(r[0] + r[1]) / 2 for _, r in items])) if items else 0.0
 
-        folds, pooled_a, pooled_b = [], [], []
+        folds, pooled_a, pooled_b, pooled_d = [], [], [], []
         fused_cache: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
         lever_grid = [(s, dd) for s in SPEAKER_BONUS for dd in DATE_BONUS]
         for i, held in enumerate(runs):
@@ -309,15 +350,19 @@ def evaluate(name: str, convs: list[Conversation], weights: tuple[float, ...], c
             best = pick(lever_grid, lambda sd: [x for j in train for x in lever_rows(j, *sd)], lambda sd: (-sd[0], -sd[1]))
             test_b = lever_rows(i, *best)
             pooled_b += test_b
+            best_d = pick([(0.0, dd) for dd in DATE_BONUS], lambda sd: [x for j in train for x in lever_rows(j, *sd)],
+                          lambda sd: -sd[1])
+            pooled_d += lever_rows(i, *best_d)
             folds.append({"held_out": held.conv.sample_id, "text_weight": w, "context": list(c),
-                          "speaker": best[0], "date": best[1],
+                          "speaker": best[0], "date": best[1], "date_alone": best_d[1],
                           "test": summarise(rows[i][g])["overall"], "test_levers": summarise(test_b)["overall"]})
         res.update({
             "text": summarise(text_rows), "vector": summarise(vec_rows),
             "hybrid_default": summarise(default_rows) if default_rows else None,
             "today": summarise([x for per in base for x in per]),
             "hybrid_shipped": summarise(shipped_rows),
-            "hybrid_loco": summarise(pooled_a), "hybrid_loco_levers": summarise(pooled_b), "folds": folds,
+            "hybrid_loco": summarise(pooled_a), "hybrid_loco_levers": summarise(pooled_b),
+            "hybrid_loco_date": summarise(pooled_d), "folds": folds,
         })
     finally:
         for r in runs:
@@ -334,15 +379,16 @@ def fmt(r: dict[str, Any] | None) -> str:
 
 def report(results: list[dict[str, Any]]) -> str:
     lines = ["LoCoMo dev, leave one conversation out (R@10, R@25 of evidence turns, percent)", ""]
-    lines.append(f"{'embedder':20}{'mode':28}{'R@10':>8}{'R@25':>8}")
+    lines.append(f"{'embedder':20}{'mode':30}{'R@10':>8}{'R@25':>8}")
     for res in results:
         if "error" in res:
             lines.append(f"{res['embedder']:20}unavailable: {res['error']}")
             continue
         for label, key in (("vector", "vector"), ("text (BM25)", "text"), ("hybrid (default w, context)", "hybrid_default"),
                            ("hybrid (store as shipped)", "hybrid_shipped"),
-                           ("hybrid (LOCO re-tuned)", "hybrid_loco"), ("hybrid + speaker, date", "hybrid_loco_levers")):
-            lines.append(f"{res['embedder']:20}{label:28}{fmt(res.get(key))}")
+                           ("hybrid (LOCO re-tuned)", "hybrid_loco"), ("hybrid + date (LOCO)", "hybrid_loco_date"),
+                           ("hybrid + speaker, date (LOCO)", "hybrid_loco_levers")):
+            lines.append(f"{res['embedder']:20}{label:30}{fmt(res.get(key))}")
     lines += ["", "per category, hybrid LOCO re-tuned (R@10/R@25) | with speaker and date levers"]
     today = next((r["today"] for r in results if "today" in r), None)
     if today:
@@ -382,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--any-category", action="store_true",
                    help="let a fold choose settings that lower a category below today's search on its training set")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="keep each embedder's vectors of the LoCoMo texts in DIR between runs (the cost figures "
+                        "are measured anyway)")
     args = p.parse_args(argv)
     if not args.path.exists():
         print(f"LoCoMo data not found at {args.path}: skipping (pass --path)", file=sys.stderr)
@@ -398,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown embedder {name!r}: use one of {', '.join(CANDIDATES)}")
         try:
             results.append(evaluate(name, convs, weights, contexts, progress=not args.no_progress, base=base,
-                                    keep_categories=not args.any_category))
+                                    keep_categories=not args.any_category, cache=args.cache))
         except EmbedderError as e:
             results.append({"embedder": name, "error": str(e)})
     print(json.dumps(results, indent=1) if args.json else report(results))
