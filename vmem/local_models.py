@@ -20,14 +20,16 @@ Interface:
 
 None of these fetches anything: every model file is read from an installed
 package, and a missing package raises :class:`vmem.embed.EmbedderError` naming
-the extra to install. Model files are loaded on first use (constructing an
-embedder is cheap); every embedder here is deterministic (one thread of
+the extra to install. MiniLM and e5 load their model on first use (constructing
+one is cheap and names it); a StaticEmbedder reads its files when made (its
+dimension is in them). Every embedder here is deterministic (one thread of
 inference unless told otherwise) and returns L2-normalised float32 rows.
 
 Why the HashEmbedder stays the default: on LoCoMo the measured neural models
-lift hybrid recall by a few points at most, and embedding a question costs them
-several milliseconds on a small CPU, over the 2 ms budget of a whole archival page
-fault at 100k passages (bench/embedders.py, docs/design.md "Embedders").
+lift held-out hybrid recall by about 2 points, and embedding a question costs them
+8-27 ms on this 2-core machine, over the 2 ms budget of a whole archival page
+fault at 100k passages (bench/embedders.py; docs/design.md, "Embedders and dates
+in queries").
 """
 
 from __future__ import annotations
