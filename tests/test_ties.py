@@ -81,6 +81,13 @@ def test_questions_about_the_past_are_left_alone() -> None:
     assert TieBreak(past=frozenset()).applies_to("When did it happen?")
 
 
+def test_questions_that_name_a_date_are_left_alone() -> None:
+    # what held in June 2023 is asked for, not the newest statement (the date bonus ranks June first)
+    assert not RULE.applies_to("Which lake trip did we take in June 2023?")
+    assert not TieBreak(past=frozenset()).applies_to("How many calls a day on 13 October 2023?")
+    assert RULE.applies_to("How many calls a day may my team handle?")  # "may" is not a month here
+
+
 def test_bad_rules_are_refused() -> None:
     for kw in ({"margin": 1.0}, {"margin": -0.1}, {"cover": 0.0}, {"cover": 1.5}, {"gap": -1.0}):
         with pytest.raises(ValueError):

@@ -3,7 +3,8 @@
 Interface:
 
 - :class:`Embedder` -- the base class: ``dim``, ``name`` and
-  ``embed(texts) -> (n, dim) float32`` with every row L2-normalised. Subclass it
+  ``embed(texts) -> (n, dim) float32`` with every row L2-normalised, and
+  ``embed_query(texts)`` for search queries (by default the same). Subclass it
   to plug in your own model; ``name`` is stored beside an index so that an index
   built by one embedder is never queried with another's vectors.
 - :class:`HashEmbedder` -- the built-in default: feature hashing of words, word
@@ -70,6 +71,12 @@ class Embedder(abc.ABC):
     def embed_one(self, text: str) -> np.ndarray:
         """Return the ``(dim,)`` vector of a single text."""
         return self.embed([text])[0]
+
+    def embed_query(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed search queries (what the stores call for a query, :meth:`embed` for
+        what they store). The same as :meth:`embed` unless the model was trained with
+        different inputs for the two (e5's ``query: `` / ``passage: ``)."""
+        return self.embed(texts)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} dim={self.dim}>"

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vmem.text import tokenize
+from vmem.when import query_window
 
 __all__ = ["DEFAULT_TIE_BREAK", "TIE_WINDOW", "TieBreak"]
 
@@ -93,8 +94,11 @@ class TieBreak:
             raise ValueError(f"gap must be >= 0 seconds, got {self.gap!r}")
 
     def applies_to(self, query: str) -> bool:
-        """Whether ``query`` asks what holds now (it has none of the ``past`` words)."""
-        return not (self.past and self.past.intersection(tokenize(query)))
+        """Whether ``query`` asks what holds now: it has none of the ``past`` words and names no
+        date (a question about "June 2023" wants what held then, not the newest statement)."""
+        if self.past and self.past.intersection(tokenize(query)):
+            return False
+        return query_window(query) is None
 
     def apply(self, ranked: Sequence[tuple[int, float]], masks: Sequence[int] | np.ndarray,
               times: Sequence[float] | np.ndarray | Callable[[], Sequence[float] | np.ndarray],

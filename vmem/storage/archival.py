@@ -348,7 +348,7 @@ class ArchivalStore(abc.ABC):
         if total == 0:
             return SearchPage([], page, 0, 0)
         if vec is None:
-            vec = self._query_vector(self.embedder.embed([q])[0])
+            vec = self._query_vector(self.embedder.embed_query([q])[0])
         # Rank a whole bucket of results at once: approximate (HNSW) searches
         # and the hybrid fusion depend on how deep they look, so pages of one
         # search must all come from the same depth to be disjoint and complete.

@@ -21,7 +21,7 @@ import logging
 import os
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,12 +168,17 @@ class MemoryDir:
         index_autosave: int = 50_000,
         verify: bool = False,
         read_only: bool = False,
+        on_reembed: Callable[[int, int], None] | None = None,
     ) -> MemoryDir:
         """Open (or create) the store in directory ``path``.
 
-        ``embedder``: a :class:`vmem.embed.Embedder` (default
-        :func:`vmem.embed.default_embedder`); a store reopened with another
-        embedder re-embeds its passages. ``archival``: ``"sqlite"`` (the default
+        ``embedder``: a :class:`vmem.embed.Embedder`; None opens an existing store
+        with the embedder it records when that is one of
+        :data:`vmem.local_models.EMBEDDERS` (else, and for a new store,
+        :func:`vmem.embed.default_embedder`). A store opened with another embedder
+        than the one that made its vectors re-embeds every passage first, in one
+        transaction (``on_reembed(done, total)`` is called after each batch: a
+        progress bar), so vectors of two embedders never mix. ``archival``: ``"sqlite"`` (the default
         for a new store), ``"milvus"`` (Milvus Lite in the directory),
         ``"milvus:<uri>"`` or a :class:`MilvusConfig`; None reopens whatever the
         store was created with. ``durability``: ``"full"`` (default: fsync at
@@ -207,7 +212,8 @@ class MemoryDir:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock()
         try:
-            self._open(embedder, archival, durability, index, max_passage_chars, index_autosave, verify, create)
+            self._open(embedder, archival, durability, index, max_passage_chars, index_autosave, verify, create,
+                       on_reembed)
         except BaseException:
             self._release()
             raise
@@ -258,6 +264,7 @@ class MemoryDir:
         autosave: int,
         verify: bool,
         create: bool,
+        on_reembed: Callable[[int, int], None] | None = None,
     ) -> None:
         from vmem.text import fts_query
 
@@ -272,10 +279,11 @@ class MemoryDir:
         #: A unique id of this store (made at creation).
         self.store_id = self._db.get_meta("store_id")
         if embedder is None:
-            from vmem.embed import default_embedder
+            from vmem.local_models import recorded_embedder
 
-            embedder = default_embedder()
+            embedder = recorded_embedder(self._db.get_meta("embedder"))
         self.embedder = embedder
+        self._on_reembed = on_reembed
         from vmem.storage.lexical import LexicalCache
 
         self.recall = RecallStore(
@@ -331,6 +339,7 @@ class MemoryDir:
                 fuse=fuse,
                 autosave=autosave,
                 max_chars=max_chars,
+                on_reembed=self._on_reembed,
             )
         cfg: MilvusConfig = want["config"]
         collection = cfg.collection or (have or {}).get("collection") or f"vmem_{self.store_id}"
