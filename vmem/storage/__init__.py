@@ -40,6 +40,7 @@ from vmem.storage.errors import (
     StoreLockedError,
     StoreNotFoundError,
     StoreOwnedError,
+    UnsupportedError,
     VmemStorageError,
 )
 from vmem.storage.memdir import MemoryDir, MilvusConfig
@@ -75,6 +76,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "StoreOwnedError",
+    "UnsupportedError",
     "VmemStorageError",
     "split_passages",
 ]
