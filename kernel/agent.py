@@ -76,6 +76,11 @@ class Agent:
         self.memory = memory
         self.driver = driver
         self.rules = rules or StepRules()
+        #: Called with the agent, in the caller's thread, before each step starts and after it ends
+        #: (outside the step's transaction): where background work meets the memory between steps
+        #: (:class:`vmem.kernel.daemon.ConsolidationDaemon` applies its runs here). A hook must be
+        #: quick and must not raise.
+        self.between_steps: list[Callable[["Agent"], None]] = []
         self._running = False
         if not memory.read_only:
             memory.log({"e": "rules", "rules": self.rules.to_dict()})
@@ -224,9 +229,15 @@ class Agent:
         self.memory.log({"e": "llm", "purpose": request.purpose,
                          **exchange(request.messages, request.tools, outcome, digest=digest)})
 
+    def _between(self) -> None:
+        for hook in list(self.between_steps):
+            hook(self)
+
     def step(self, user_message: str) -> StepResult:
         """Handle one user message; returns the replies and what happened. All or nothing:
         if it raises, the memory is as it was before."""
+        if not self._running:
+            self._between()
         gen, request = self._start(user_message)
         try:
             while True:
@@ -245,9 +256,12 @@ class Agent:
         finally:
             gen.close()  # an exception out here (a driver error, Ctrl-C) rolls the step back
             self._running = False
+            self._between()
 
     async def astep(self, user_message: str) -> StepResult:
         """Handle one user message with ``await`` (no thread blocks on the LLM); as :meth:`step`."""
+        if not self._running:
+            self._between()
         gen, request = self._start(user_message)
         try:
             while True:
@@ -266,6 +280,7 @@ class Agent:
         finally:
             gen.close()
             self._running = False
+            self._between()
 
 
 def _checked(completion: Any) -> Completion:

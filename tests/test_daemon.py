@@ -1,0 +1,168 @@
+"""The in-process consolidation daemon (kernel/daemon.py): a step never waits for the daemon's
+LLM, its runs are applied between steps and reach the next context, idle runs, failures.
+
+No wall-clock asserts: the daemon's driver is gated by events, and the tests wait for events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmem.kernel import Agent, read_trace
+from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
+from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
+
+T0 = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone.utc)
+WAIT = 20.0  # seconds an event may take on a loaded machine (a bound, not a measurement)
+
+
+class GatedDriver(Driver):
+    """The daemon's model: each call announces itself and waits until the test opens the gate."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = list(answers)
+        self.called = threading.Event()
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def complete(self, messages: list[dict], tools: list[dict]) -> Completion:
+        self.calls += 1
+        self.called.set()
+        assert self.gate.wait(WAIT), "the test never opened the gate"
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return Completion(text=answer)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> dt.datetime:
+        self.t += dt.timedelta(hours=1)
+        return self.t
+
+
+def make_agent(path: Path) -> tuple[Agent, list[list[dict]]]:
+    seen: list[list[dict]] = []
+    n = iter(range(10_000))
+
+    def model(messages: list[dict], tools: list[dict]) -> Completion:
+        seen.append(messages)
+        return {"id": f"c{next(n)}", "name": "send_message", "arguments": {"message": "ok"}}
+
+    agent = Agent.create(path, system="sys", driver=ScriptedDriver(model), clock=Clock(),
+                         blocks={"human": "", "persona": "helpful"})
+    return agent, seen
+
+
+def until(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "the daemon never got there"
+        time.sleep(0.005)
+
+
+def test_steps_do_not_wait_for_the_daemons_llm_and_its_run_reaches_the_next_context(tmp_path: Path) -> None:
+    agent, seen = make_agent(tmp_path / "a")
+    gated = GatedDriver(['{"human": ["name: Ana", "job: nurse"], "facts": ["Ana works nights"]}', '{"facts": []}'])
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=2)) as daemon:
+        agent.step("Hi, I'm Ana.")
+        assert not gated.called.is_set()  # one turn: not due
+        agent.step("I'm a nurse, I work nights.")
+        assert gated.called.wait(WAIT)  # due after 2 turns: the worker is in the LLM call, gate closed
+        for text in ("How are you?", "Tell me a joke.", "Thanks."):
+            agent.step(text)  # each returns while the daemon's LLM call is still blocked
+        assert not gated.gate.is_set() and daemon.running and daemon.reports == []
+        assert agent.memory.block("human").value == ""
+        gated.gate.set()
+        until(daemon.ready)
+        agent.step("What do you know about me?")  # applied between steps, before this step
+        assert "job: nurse" in seen[-1][1]["content"]  # the core memory message of this step's context
+        report = daemon.reports[0]
+        assert (report.start, report.end) == (0, 6) and report.applied == 3  # 2 turns: user, call, result
+    events = [e["e"] for e in read_trace(agent.memory.store)]
+    # the run is recorded between the fifth step's end and the sixth's user message
+    users = [i for i, e in enumerate(events) if e == "user"]
+    assert users[4] < events.index("consolidate") < users[5]
+    assert agent.between_steps == [] and daemon.errors == []  # stopped: unhooked from the agent
+    agent.memory.check()
+    agent.close()
+
+
+def test_wait_finishes_the_run_in_the_callers_thread(tmp_path: Path) -> None:
+    agent, _ = make_agent(tmp_path / "a")
+    gated = GatedDriver(['{"human": ["city: Porto"]}'])
+    gated.gate.set()
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=10)) as daemon:
+        agent.step("I live in Porto.")
+        assert not gated.called.is_set()
+        assert daemon.wait(WAIT)  # not due by count: wait() starts the run and applies it
+        assert agent.memory.block("human").value == "city: Porto"
+        assert agent.memory.consolidation_cursor == agent.memory.stats.recall
+    agent.close()
+
+
+def test_an_idle_agent_is_consolidated_from_a_read_only_view(tmp_path: Path) -> None:
+    agent, seen = make_agent(tmp_path / "a")
+    gated = GatedDriver(['{"human": ["pet: a cat called Miso"]}'])
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=0, idle=0.05)) as daemon:
+        agent.step("I have a cat called Miso.")
+        assert gated.called.wait(WAIT)  # no step came for the idle time: the worker read the batch itself
+        gated.gate.set()
+        until(daemon.ready)
+        assert agent.memory.block("human").value == ""  # the worker never writes the memory
+        agent.step("Hello again")
+        assert "pet: a cat called Miso" in seen[-1][1]["content"]
+    agent.memory.check()
+    agent.close()
+
+
+def test_a_failed_llm_call_is_retried_with_the_same_turns(tmp_path: Path) -> None:
+    agent, _ = make_agent(tmp_path / "a")
+    gated = GatedDriver([DriverError("server down"), '{"human": ["name: Ana"]}'])
+    gated.gate.set()
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=1)) as daemon:
+        agent.step("I'm Ana.")
+        until(lambda: daemon.errors)
+        assert "server down" in daemon.errors[0]
+        until(lambda: not daemon.running)
+        agent.step("Hello")  # due again: the batch starts where the failed one did
+        assert daemon.wait(WAIT)
+        assert daemon.reports[0].start == 0 and agent.memory.block("human").value == "name: Ana"
+    agent.close()
+
+
+def test_a_run_that_fails_to_apply_changes_nothing_and_the_agent_goes_on(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, _ = make_agent(tmp_path / "a")
+    gated = GatedDriver(['{"facts": ["Ana likes tea"]}', '{"facts": ["Ana likes tea"]}'])
+    gated.gate.set()
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=1)) as daemon:
+        agent.step("I like tea.")
+        until(daemon.ready)
+        digest = agent.memory.digest()
+        monkeypatch.setattr(agent.memory, "archival_insert", lambda *a, **k: (_ for _ in ()).throw(OSError("full")))
+        daemon.tick()
+        assert "apply failed (OSError: full)" in daemon.errors[0] and agent.memory.digest() == digest
+        monkeypatch.undo()
+        agent.step("Still there?")  # a new run reads the same turns again
+        assert daemon.wait(WAIT)
+        assert [r.start for r in daemon.reports] == [0]
+    agent.memory.check()
+    agent.close()
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError):
+        DaemonConfig(every=0, idle=None)
+    with pytest.raises(ValueError):
+        DaemonConfig(idle=0)
+    with pytest.raises(ValueError):
+        DaemonConfig(every=-1)
