@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,11 +77,13 @@ class Agent:
         self.memory = memory
         self.driver = driver
         self.rules = rules or StepRules()
-        #: Called with the agent, in the caller's thread, before each step starts and after it ends
-        #: (outside the step's transaction): where background work meets the memory between steps
-        #: (:class:`vmem.kernel.daemon.ConsolidationDaemon` applies its runs here). A hook must be
-        #: quick and must not raise.
-        self.between_steps: list[Callable[["Agent"], None]] = []
+        #: Held while a step runs. Another thread that uses :attr:`memory` between steps holds it
+        #: meanwhile (:class:`vmem.kernel.daemon.ConsolidationDaemon` does, for its short apply): a
+        #: step that starts then waits for it to finish (never for an LLM call).
+        self.lock = threading.Lock()
+        #: Called with the agent in the stepping thread after each step ends (committed or rolled
+        #: back), outside the step and its lock. A hook must be quick and must not raise.
+        self.after_step: list[Callable[["Agent"], None]] = []
         self._running = False
         if not memory.read_only:
             memory.log({"e": "rules", "rules": self.rules.to_dict()})
@@ -120,8 +123,10 @@ class Agent:
         return Memory.exists(path)
 
     def close(self) -> None:
-        """Close the memory (everything was saved as each step committed)."""
-        self.memory.close()
+        """Close the memory (everything was saved as each step committed); waits for another
+        thread that holds :attr:`lock`."""
+        with self.lock:
+            self.memory.close()
 
     def __enter__(self) -> "Agent":
         return self
@@ -217,10 +222,12 @@ class Agent:
         if self._running:
             raise BusyError("a step is already running on this agent (one at a time)")
         self._running = True
+        self.lock.acquire()  # another thread's short use of the memory (a daemon's apply) ends first
         try:
             gen = self._run(user_message)
             return gen, next(gen)
         except BaseException:
+            self.lock.release()
             self._running = False
             raise
 
@@ -229,15 +236,15 @@ class Agent:
         self.memory.log({"e": "llm", "purpose": request.purpose,
                          **exchange(request.messages, request.tools, outcome, digest=digest)})
 
-    def _between(self) -> None:
-        for hook in list(self.between_steps):
+    def _ended(self) -> None:
+        self.lock.release()
+        self._running = False
+        for hook in list(self.after_step):
             hook(self)
 
     def step(self, user_message: str) -> StepResult:
         """Handle one user message; returns the replies and what happened. All or nothing:
         if it raises, the memory is as it was before."""
-        if not self._running:
-            self._between()
         gen, request = self._start(user_message)
         try:
             while True:
@@ -255,13 +262,10 @@ class Agent:
                 request = outcome
         finally:
             gen.close()  # an exception out here (a driver error, Ctrl-C) rolls the step back
-            self._running = False
-            self._between()
+            self._ended()
 
     async def astep(self, user_message: str) -> StepResult:
         """Handle one user message with ``await`` (no thread blocks on the LLM); as :meth:`step`."""
-        if not self._running:
-            self._between()
         gen, request = self._start(user_message)
         try:
             while True:
@@ -279,8 +283,7 @@ class Agent:
                 request = outcome
         finally:
             gen.close()
-            self._running = False
-            self._between()
+            self._ended()
 
 
 def _checked(completion: Any) -> Completion:

@@ -141,6 +141,7 @@ class RunReport:
     ops: list[dict[str, Any]] = field(default_factory=list)  #: what was applied (the trace's record)
     error: str | None = None  #: why the answer could not be read at all
     stale: bool = False  #: another run moved the cursor first: nothing was applied
+    seconds: dict[str, float] = field(default_factory=dict)  #: phase -> wall time ("read", "ask", "apply"), if timed
 
     @property
     def skipped_total(self) -> int:
@@ -207,7 +208,7 @@ def take_batch(store: MemoryDir, cursor: int, *, upto: int | None = None,
     blocks = tuple(b for b in store.blocks.all() if not b.read_only)
     known: dict[int, KnownFact] = {}
     for turn in [t for t in turns if t.role == "user"][-6:]:
-        for hit in store.archival.search(turn.text, mode="hybrid", page_size=3).items:
+        for hit in store.archival.search(turn.text, mode="text", page_size=3).items:
             if _current(hit) and hit.id not in known:
                 known[hit.id] = KnownFact(hit.id, hit.text, _valid_from(hit))
         if len(known) >= MAX_KNOWN:
@@ -322,7 +323,8 @@ def _current_facts(memory: "Memory", query: str, size: int = 10) -> list[Any]:
     return [p for p in memory.store.archival.search(query, mode="text", page_size=size).items if _current(p)]
 
 
-def _check_fact(memory: "Memory", fact: Fact, inserted: list[str]) -> str:
+def _check_fact(memory: "Memory", fact: Fact, inserted: list[str], near: dict[str, list[Any]]) -> str:
+    """The fact's text, checked; ``near[text]``: the current facts most like it (for the topic rule too)."""
     text = " ".join(fact.text.split())
     if not normal(text):
         raise _Skip("empty")
@@ -330,7 +332,8 @@ def _check_fact(memory: "Memory", fact: Fact, inserted: list[str]) -> str:
         raise _Skip("too_long")
     if any(near_duplicate(text, other) for other in inserted):
         raise _Skip("duplicate")
-    if any(near_duplicate(text, p.text) for p in _current_facts(memory, text, 5)):
+    near[text] = _current_facts(memory, text)
+    if any(near_duplicate(text, p.text) for p in near[text]):
         raise _Skip("duplicate")
     return text
 
@@ -415,9 +418,10 @@ def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunRepo
         fact_ids: dict[int, int] = {}  # fact index -> its passage id
         fact_times: dict[int, float] = {}
         inserted: list[str] = []
+        near: dict[str, list[Any]] = {}  # a fact's text -> the current facts most like it
         for index, fact in enumerate(found.facts):
             def make_fact(fact: Fact = fact) -> dict[str, Any]:
-                text = _check_fact(memory, fact, inserted)
+                text = _check_fact(memory, fact, inserted, near)
                 return {"op": "fact", "text": text, "valid_from": batch.time_of(text).timestamp(), "ids": []}
             op = attempt(make_fact)
             if op is not None:
@@ -430,12 +434,13 @@ def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunRepo
                 continue
             attempt(lambda sup=sup: {"op": "supersede", "old": _checked_old(memory, sup.old, fact_ids[sup.by]),
                                      "by": fact_ids[sup.by], "at": fact_times[sup.by], "why": sup.why})
-        for index, by in fact_ids.items():  # the same topic anywhere in the store: the new detail wins
-            key = topic(found.facts[index].text)
+        for index, by in fact_ids.items():  # the same topic in the store: the new detail wins
+            text = inserted[list(fact_ids).index(index)]
+            key = topic(text)
             if key is None:
                 continue
-            stale = [p.id for p in _current_facts(memory, key) if p.id != by and topic(p.text) == key
-                     and not near_duplicate(p.text, found.facts[index].text)]
+            done = {i for op in report.ops if op["op"] == "supersede" for i in op["old"]}
+            stale = [p.id for p in near.get(text, ()) if p.id != by and p.id not in done and topic(p.text) == key]
             if stale:
                 report.proposed += 1  # the daemon's own proposal: counted like the model's
                 attempt(lambda stale=stale, by=by, index=index: {

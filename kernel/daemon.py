@@ -3,29 +3,28 @@
 Interface::
 
     daemon = ConsolidationDaemon(agent, driver, DaemonConfig(every=5, idle=30.0))
-    agent.step("...")          # steps as usual; the daemon never makes one wait
-    daemon.wait()              # (optional) finish the run in flight and apply it now
+    agent.step("...")          # steps as usual; no step waits for the daemon's LLM
+    daemon.wait()              # (optional) run now on what waits, and return once it is applied
     daemon.stop()              # or use it as a context manager
     daemon.reports             # a RunReport per applied run; daemon.errors: what failed
 
-What runs where (the Memory is single-writer and not thread-safe, and a step must never
-wait for the daemon's LLM):
+What runs where. The Memory is single-writer and not thread-safe, and a step must never wait
+for the daemon's LLM. A step holds :attr:`vmem.kernel.Agent.lock`; the daemon's worker thread
+holds it only for the two short parts of a run, between steps:
 
-- In the agent's thread, between steps (the agent calls :meth:`tick` before a step starts
-  and after it ends: :attr:`vmem.kernel.Agent.between_steps`): a finished run is applied,
-  in one short transaction (:func:`vmem.kernel.consolidation.apply`: no LLM call in it), so
-  its writes reach the very next compiled context; and, when ``every`` user turns have come
-  since the last batch, the next batch is read (the new messages, the blocks, a few archival
-  searches: a read of committed state, once every ``every`` turns) and handed to the worker.
-- In the worker thread: the LLM calls (:func:`~vmem.kernel.consolidation.ask`), which touch
-  no memory. With ``idle`` set, when no step has come for ``idle`` seconds and messages wait,
-  the worker reads the batch itself from a read-only open of the store (committed state,
-  no lock: the agent may step meanwhile); that run is applied at the next :meth:`tick` (the
-  agent's next step, or :meth:`wait`).
+    step ends  ──notify──▶  worker: with agent.lock: due? read the batch    (ms: committed state)
+                            worker: ask the LLM, holding nothing             (seconds)
+                            worker: with agent.lock: apply, one transaction  (ms: no LLM in it)
 
-One run at a time; each starts where the previous batch ended. A run whose LLM call failed
-(a DriverError) is dropped and its turns are read again by the next one; a run whose apply
-failed changes nothing (one transaction) and is counted in :attr:`errors`.
+So a run's writes reach the agent's next compiled context, and a step that starts while the
+worker reads or applies waits for that part only (milliseconds), never for the LLM. Due: when
+``every`` user turns have come since the last batch, or, with ``idle``, when no step came for
+``idle`` seconds and messages wait; a batch that stopped short of the newest message (its text
+was full) is followed by the next at once. One run at a time; each starts where the previous
+batch ended. A run whose LLM call failed (a DriverError) or whose apply failed (it changed
+nothing: one transaction) is counted in :attr:`errors` and its turns are read again by the next
+run. Other code that uses ``agent.memory`` from another thread between steps holds
+``agent.lock`` meanwhile, as the daemon does.
 """
 
 from __future__ import annotations
@@ -33,13 +32,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from vmem.kernel.consolidation import MAX_BATCH_CHARS, Answer, RunReport, StaleBatch, apply, ask, take_batch
+from vmem.kernel.consolidation import MAX_BATCH_CHARS, RunReport, StaleBatch, apply, ask, take_batch
 from vmem.kernel.drivers import Driver
-from vmem.kernel.errors import BusyError
 from vmem.kernel.proposals import Batch
-from vmem.storage import MemoryDir
 
 if TYPE_CHECKING:
     from vmem.kernel.agent import Agent
@@ -51,7 +48,7 @@ __all__ = ["ConsolidationDaemon", "DaemonConfig"]
 class DaemonConfig:
     """When the daemon runs and how much it asks."""
 
-    every: int = 5  #: run after this many new user turns (0: never by count)
+    every: int = 5  #: run once this many new user turns wait (0: never by count)
     idle: float | None = None  #: also run once no step came for this many seconds (None: never by idleness)
     checks: int = 4  #: yes/no calls per run about facts the new ones may replace
     max_chars: int = MAX_BATCH_CHARS  #: the text of the turns one run reads
@@ -75,121 +72,71 @@ class ConsolidationDaemon:
         self.config = config or DaemonConfig()
         self.reports: list[RunReport] = []  #: the runs applied, in order
         self.errors: list[str] = []  #: runs that failed (the LLM, or an apply that rolled back)
-        memory = agent.memory
         self._cond = threading.Condition()
-        self._taken = memory.consolidation_cursor  # the last message handed to a run
-        self._turns = memory.state.turns  # user turns when the last batch was taken
-        self._seen = memory.stats.recall  # messages stored, at the last tick
-        self._last_tick = time.monotonic()
-        self._job: Batch | None = None  # a batch waiting for the worker
-        self._busy = False  # a batch is with the worker or its result waits to be applied
-        self._done: tuple[Batch, Answer] | None = None  # a finished run, to apply in the agent's thread
         self._stopping = False
-        self._full = False  # the last batch stopped short of the newest message: run again without waiting
-        self._path = memory.store.path
-        self._embedder = memory.store.embedder
-        self._thread = threading.Thread(target=self._work, name=f"vmem-consolidate:{self._path.name}", daemon=True)
-        agent.between_steps.append(self.tick)
+        self._forced = 0  # wait() calls asking for a run now
+        self._running = False  # the worker is in a run (reading, asking or applying)
+        self._full = False  # the last batch stopped short of the newest message
+        self._last_step = time.monotonic()
+        self._steps = 0  #: steps ended since the daemon started
+        self._nothing = False  # no message waited at the last look
+        self._read_seconds = 0.0
+        with agent.lock:
+            memory = agent.memory
+            self._turns = memory.state.turns  # user turns when the last batch was read
+            self._taken = memory.consolidation_cursor
+        agent.after_step.append(self._stepped)
+        self._thread = threading.Thread(target=self._work, name=f"vmem-consolidate:{memory.store.path.name}",
+                                        daemon=True)
         self._thread.start()
 
-    # ------------------------------------------------------------ the agent's thread
+    # ------------------------------------------------------------ called from other threads
 
-    def tick(self, agent: "Agent | None" = None) -> None:
-        """Between steps, in the agent's thread: apply a finished run, start the next one when
-        it is due. Never raises (a failure is recorded in :attr:`errors`)."""
-        memory = self.agent.memory
-        if memory.closed or memory.read_only:
-            return
+    def _stepped(self, agent: "Agent") -> None:
+        """After each step (in the stepping thread): wake the worker only when a run is due by
+        count. A thread woken for nothing costs the foreground a context switch, which on a busy
+        machine is milliseconds; the idle trigger needs no wake-up (the worker sleeps until then)."""
+        memory = agent.memory
         with self._cond:
-            done, self._done = self._done, None
-        if done is not None:
-            batch, answer = done
-            try:
-                self.reports.append(apply(memory, batch, answer))
-            except BusyError:  # a step runs in another thread: apply at the next tick
-                with self._cond:
-                    self._done = done
-                return
-            except StaleBatch as exc:
-                self._fail(f"stale batch dropped: {exc}", memory)
-            except Exception as exc:  # noqa: BLE001 - the run rolled back; the agent goes on
-                self._fail(f"apply failed ({type(exc).__name__}: {exc}); nothing was changed", memory)
-            else:
-                with self._cond:
-                    self._busy = False
-        with self._cond:
-            self._seen = memory.stats.recall
-            self._last_tick = time.monotonic()
-            if not self._busy:
-                self._taken = max(self._taken, memory.consolidation_cursor)  # a run applied by someone else
-            due = (not self._busy and not self._stopping and self._seen > self._taken
-                   and (self._full or (self.config.every and memory.state.turns - self._turns >= self.config.every)))
-        if due:
-            try:
-                batch = take_batch(memory.store, self._taken, max_chars=self.config.max_chars)
-            except Exception as exc:  # noqa: BLE001
-                self._fail(f"reading the batch failed ({type(exc).__name__}: {exc})", memory)
-                return
-            self._hand(batch, memory.state.turns)
-
-    def _hand(self, batch: Batch | None, turns: int) -> None:
-        with self._cond:
-            if batch is None or self._busy:
-                return
-            self._job = batch
-            self._busy = True
-            self._taken = batch.end
-            self._turns = turns
-            self._full = batch.end < self._seen
-            self._cond.notify_all()
-
-    def _fail(self, why: str, memory: Any) -> None:
-        self.errors.append(why)
-        with self._cond:
-            self._busy = False
-            self._taken = memory.consolidation_cursor if not memory.closed else self._taken
-            self._cond.notify_all()
+            self._last_step = time.monotonic()
+            self._steps += 1
+            if not self._running and self.config.every and memory.state.turns - self._turns >= self.config.every:
+                self._cond.notify_all()
+            elif self.config.idle is not None and self._nothing:  # the worker sleeps for good: set its alarm
+                self._nothing = False
+                self._cond.notify_all()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Finish the run in flight (and, if messages wait and none is in flight, start one now),
-        then apply it in the caller's thread, which must be the agent's and not inside a step.
-        True when nothing is left in flight."""
-        memory = self.agent.memory
-        with self._cond:
-            idle = not self._busy and self._taken < memory.stats.recall
-        if idle:
-            self._hand(take_batch(memory.store, self._taken, max_chars=self.config.max_chars), memory.state.turns)
+        """Run now on whatever messages wait (due or not: every batch up to the newest message),
+        and return once those runs are applied or one failed (see :attr:`errors`). Call it
+        between steps, not from inside one (the runs need :attr:`Agent.lock`). False if
+        ``timeout`` seconds passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._busy and self._done is None and not self._stopping:
+            self._forced += 1
+            self._cond.notify_all()
+            while self._forced and not self._stopping:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
                 self._cond.wait(left)
-        self.tick()
-        with self._cond:
-            return not self._busy
-
-    def ready(self) -> bool:
-        """Whether a finished run waits to be applied (by the next :meth:`tick`)."""
-        with self._cond:
-            return self._done is not None
+            return True
 
     @property
     def running(self) -> bool:
-        """Whether a run is in flight (its LLM call, or its result waiting to be applied)."""
+        """Whether a run is in flight (reading its batch, asking the LLM or applying)."""
         with self._cond:
-            return self._busy
+            return self._running
 
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the worker (a run in flight finishes its LLM call and is dropped unless applied
-        by a last :meth:`tick` of the caller's); unhook from the agent."""
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop the worker: a run in flight finishes (its LLM call, then its apply) first, unless
+        ``timeout`` seconds pass; unhook from the agent."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
-        if self.tick in self.agent.between_steps:
-            self.agent.between_steps.remove(self.tick)
+        if self._stepped in self.agent.after_step:
+            self.agent.after_step.remove(self._stepped)
 
     def __enter__(self) -> "ConsolidationDaemon":
         return self
@@ -199,59 +146,111 @@ class ConsolidationDaemon:
 
     # ------------------------------------------------------------ the worker thread
 
+    def _due(self) -> bool:
+        """Whether to read a batch now (called holding agent.lock and the condition)."""
+        memory = self.agent.memory
+        self._taken = max(self._taken, memory.consolidation_cursor)  # a run applied by someone else
+        self._nothing = memory.stats.recall <= self._taken
+        if self._nothing:
+            self._forced = 0  # nothing waits: a wait() is answered
+            return False
+        if self._forced or self._full:
+            return True
+        idle = self.config.idle
+        return bool((self.config.every and memory.state.turns - self._turns >= self.config.every)
+                    or (idle is not None and time.monotonic() - self._last_step >= idle))
+
+    def _due_by_count(self) -> bool:
+        return bool(self.config.every) and self.agent.memory.state.turns - self._turns >= self.config.every
+
+    def _sleep(self) -> float | None:
+        idle = self.config.idle
+        if idle is None or self._nothing:  # only a step brings new messages: sleep until one ends
+            return None
+        return max(0.01, idle - (time.monotonic() - self._last_step))
+
+    def ready(self) -> bool:
+        """Whether no run is in flight and no wait() is pending."""
+        with self._cond:
+            return not self._running and not self._forced
+
     def _work(self) -> None:
         while True:
             with self._cond:
-                while self._job is None and not self._stopping and not self._idle_due():
-                    self._cond.wait(self._idle_wait())
                 if self._stopping:
                     return
-                job, self._job = self._job, None
-                if job is None:  # idle: read the batch here, from committed state
-                    self._busy = True
-                    start = self._taken
-            if job is None:
-                job = self._read_idle(start)
-                if job is None:
-                    continue
+            batch = self._read()
+            if batch is None:
+                with self._cond:  # nothing due: sleep until a run is due by count, wait() asks, or idle time
+                    if not self._forced and not self._stopping and not self._due_by_count():
+                        self._cond.wait(self._sleep())
+                continue
+            read, t = self._read_seconds, time.perf_counter()
             try:
-                answer = ask(job, self.driver, checks=self.config.checks)
-            except Exception as exc:  # noqa: BLE001 - a DriverError or a bug: this run is dropped, retried later
-                self.errors.append(f"the daemon's LLM call failed ({type(exc).__name__}: {exc})")
+                answer = ask(batch, self.driver, checks=self.config.checks)
+            except Exception as exc:  # noqa: BLE001 - a DriverError or a bug: dropped, its turns read again
+                self._failed(f"the daemon's LLM call failed ({type(exc).__name__}: {exc})", batch)
                 with self._cond:
-                    self._busy = False
-                    self._taken = job.start
-                    self._cond.notify_all()
                     self._cond.wait(1.0)  # no hot loop on a server that is down
                 continue
+            asked = time.perf_counter() - t
+            with self.agent.lock:
+                if self.agent.memory.closed:
+                    return
+                t = time.perf_counter()
+                try:
+                    report = apply(self.agent.memory, batch, answer)
+                except StaleBatch as exc:
+                    self._failed(f"stale batch dropped: {exc}", batch)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - the run rolled back; the agent goes on
+                    self._failed(f"apply failed ({type(exc).__name__}: {exc}); nothing was changed", batch)
+                    continue
+            report.seconds = {"read": read, "ask": asked, "apply": time.perf_counter() - t}
             with self._cond:
-                self._done = (job, answer)
+                self.reports.append(report)
+                self._running = False
+                if self._forced and not self._full:
+                    self._forced = 0
                 self._cond.notify_all()
 
-    def _idle_due(self) -> bool:
-        idle = self.config.idle
-        return (idle is not None and not self._busy and self._seen > self._taken
-                and time.monotonic() - self._last_tick >= idle)
-
-    def _idle_wait(self) -> float | None:
-        idle = self.config.idle
-        if idle is None:
-            return None
-        return max(0.01, idle - (time.monotonic() - self._last_tick))
-
-    def _read_idle(self, start: int) -> Batch | None:
-        try:
-            with MemoryDir.open(self._path, create=False, read_only=True, embedder=self._embedder) as store:
-                batch = take_batch(store, start, max_chars=self.config.max_chars)
-        except Exception as exc:  # noqa: BLE001
-            self.errors.append(f"reading the batch failed ({type(exc).__name__}: {exc})")
-            batch = None
-        with self._cond:
+    def _read(self) -> Batch | None:
+        """The next batch if a run is due (holding agent.lock briefly), else None."""
+        with self.agent.lock:
+            memory = self.agent.memory
+            if memory.closed:
+                with self._cond:
+                    self._stopping = True
+                    self._cond.notify_all()
+                return None
+            with self._cond:
+                if not self._due():
+                    self._cond.notify_all()
+                    return None
+                start, turns = self._taken, memory.state.turns
+            t = time.perf_counter()
+            try:
+                batch = take_batch(memory.store, start, max_chars=self.config.max_chars)
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"reading the batch failed ({type(exc).__name__}: {exc})")
+                with self._cond:
+                    self._forced = 0
+                    self._cond.notify_all()
+                return None
+            self._read_seconds = time.perf_counter() - t
             if batch is None:
-                self._busy = False
-                self._last_tick = time.monotonic()  # wait another idle period before trying again
-            else:
-                self._taken = batch.end
-                self._full = batch.end < self._seen
-            self._cond.notify_all()
+                return None
+            with self._cond:
+                self._running = True
+                self._taken, self._turns = batch.end, turns
+                self._full = batch.end < memory.stats.recall
         return batch
+
+    def _failed(self, why: str, batch: Batch) -> None:
+        with self._cond:
+            self.errors.append(why)
+            self._running = False
+            self._full = False
+            self._forced = 0
+            self._taken = batch.start  # the same turns, next time
+            self._cond.notify_all()

@@ -32,6 +32,7 @@ quote the old line). Nothing here checks a proposal against the store: that is
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -98,8 +99,8 @@ class Batch:
         """When ``text`` was said: the time of the user turn that shares most words with it
         (the newest on a tie; the newest user turn when none shares any)."""
         users = [t for t in self.turns if t.role == "user"] or list(self.turns)
-        words = set(_words(text))
-        best = max(users, key=lambda t: (len(words & set(_words(t.text))), t.serial))
+        words = _words(text)
+        best = max(users, key=lambda t: (len(words & _words(t.text)), t.serial))
         return best.time
 
 
@@ -159,10 +160,12 @@ class Proposals:
 # --------------------------------------------------------------------------- text comparisons
 
 
-def _words(text: str) -> list[str]:
-    return [w for w in tokenize(text) if w not in STOP_WORDS]
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> frozenset[str]:
+    return frozenset(w for w in tokenize(text) if w not in STOP_WORDS)
 
 
+@functools.lru_cache(maxsize=4096)
 def normal(text: str) -> str:
     """``text`` compared as words: lower case, no punctuation, single spaces."""
     return " ".join(tokenize(text))
@@ -183,7 +186,7 @@ def near_duplicate(a: str, b: str) -> bool:
     """Whether two texts say the same thing: equal as words, or sharing 90% of their content words."""
     if normal(a) == normal(b):
         return True
-    wa, wb = set(_words(a)), set(_words(b))
+    wa, wb = _words(a), _words(b)
     return bool(wa and wb) and len(wa & wb) / len(wa | wb) >= 0.9
 
 
@@ -193,7 +196,7 @@ def related(a: str, b: str) -> bool:
     ta, tb = topic(a), topic(b)
     if ta is not None and ta == tb:
         return True
-    wa, wb = set(_words(a)), set(_words(b))
+    wa, wb = _words(a), _words(b)
     return bool(wa and wb) and len(wa & wb) / min(len(wa), len(wb)) >= 0.5
 
 

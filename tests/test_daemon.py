@@ -1,5 +1,6 @@
 """The in-process consolidation daemon (kernel/daemon.py): a step never waits for the daemon's
-LLM, its runs are applied between steps and reach the next context, idle runs, failures.
+LLM, its runs are applied between steps and reach the next context, a step waits at most for a
+run's short apply, idle runs, failures.
 
 No wall-clock asserts: the daemon's driver is gated by events, and the tests wait for events."""
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from vmem.kernel import Agent, read_trace
+from vmem.kernel import daemon as daemon_module
 from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
 
@@ -82,8 +84,8 @@ def test_steps_do_not_wait_for_the_daemons_llm_and_its_run_reaches_the_next_cont
         assert not gated.gate.is_set() and daemon.running and daemon.reports == []
         assert agent.memory.block("human").value == ""
         gated.gate.set()
-        until(daemon.ready)
-        agent.step("What do you know about me?")  # applied between steps, before this step
+        until(lambda: daemon.reports)  # applied by the worker between steps, under agent.lock
+        agent.step("What do you know about me?")
         assert "job: nurse" in seen[-1][1]["content"]  # the core memory message of this step's context
         report = daemon.reports[0]
         assert (report.start, report.end) == (0, 6) and report.applied == 3  # 2 turns: user, call, result
@@ -91,8 +93,35 @@ def test_steps_do_not_wait_for_the_daemons_llm_and_its_run_reaches_the_next_cont
     # the run is recorded between the fifth step's end and the sixth's user message
     users = [i for i, e in enumerate(events) if e == "user"]
     assert users[4] < events.index("consolidate") < users[5]
-    assert agent.between_steps == [] and daemon.errors == []  # stopped: unhooked from the agent
+    assert agent.after_step == [] and daemon.errors == []  # stopped: unhooked from the agent
     agent.memory.check()
+    agent.close()
+
+
+def test_a_step_waits_at_most_for_the_short_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, _ = make_agent(tmp_path / "a")
+    gated = GatedDriver(['{"human": ["name: Ana"]}'])
+    gated.gate.set()
+    applying, finish = threading.Event(), threading.Event()
+    real_apply = daemon_module.apply
+
+    def slow_apply(*args: Any, **kwargs: Any) -> Any:
+        applying.set()
+        assert finish.wait(WAIT)
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "apply", slow_apply)
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=1)) as daemon:
+        agent.step("I'm Ana.")
+        assert applying.wait(WAIT)  # the worker holds agent.lock, in its apply
+        done = threading.Event()
+        stepper = threading.Thread(target=lambda: (agent.step("Hello"), done.set()))
+        stepper.start()
+        assert not done.wait(0.2)  # the step waits for the apply (a forced switch, not a timing)
+        finish.set()
+        assert done.wait(WAIT)  # and goes on once it is applied
+        stepper.join()
+        assert daemon.reports[0].applied == 1
     agent.close()
 
 
@@ -103,23 +132,23 @@ def test_wait_finishes_the_run_in_the_callers_thread(tmp_path: Path) -> None:
     with ConsolidationDaemon(agent, gated, DaemonConfig(every=10)) as daemon:
         agent.step("I live in Porto.")
         assert not gated.called.is_set()
-        assert daemon.wait(WAIT)  # not due by count: wait() starts the run and applies it
+        assert daemon.wait(WAIT)  # not due by count: wait() runs now and returns once it is applied
         assert agent.memory.block("human").value == "city: Porto"
         assert agent.memory.consolidation_cursor == agent.memory.stats.recall
     agent.close()
 
 
-def test_an_idle_agent_is_consolidated_from_a_read_only_view(tmp_path: Path) -> None:
+def test_an_idle_agent_is_consolidated(tmp_path: Path) -> None:
     agent, seen = make_agent(tmp_path / "a")
     gated = GatedDriver(['{"human": ["pet: a cat called Miso"]}'])
     with ConsolidationDaemon(agent, gated, DaemonConfig(every=0, idle=0.05)) as daemon:
         agent.step("I have a cat called Miso.")
-        assert gated.called.wait(WAIT)  # no step came for the idle time: the worker read the batch itself
+        assert gated.called.wait(WAIT)  # no step came for the idle time: a run started
         gated.gate.set()
-        until(daemon.ready)
-        assert agent.memory.block("human").value == ""  # the worker never writes the memory
+        until(lambda: daemon.reports)
         agent.step("Hello again")
         assert "pet: a cat called Miso" in seen[-1][1]["content"]
+        assert len(daemon.reports) == 1 and gated.calls == 1  # idle again, nothing new: no second run
     agent.memory.check()
     agent.close()
 
@@ -134,7 +163,7 @@ def test_a_failed_llm_call_is_retried_with_the_same_turns(tmp_path: Path) -> Non
         assert "server down" in daemon.errors[0]
         until(lambda: not daemon.running)
         agent.step("Hello")  # due again: the batch starts where the failed one did
-        assert daemon.wait(WAIT)
+        until(lambda: daemon.reports)
         assert daemon.reports[0].start == 0 and agent.memory.block("human").value == "name: Ana"
     agent.close()
 
@@ -143,18 +172,17 @@ def test_a_run_that_fails_to_apply_changes_nothing_and_the_agent_goes_on(tmp_pat
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     agent, _ = make_agent(tmp_path / "a")
     gated = GatedDriver(['{"facts": ["Ana likes tea"]}', '{"facts": ["Ana likes tea"]}'])
+    agent.step("I like tea.")
+    digest = agent.memory.digest()
+    monkeypatch.setattr(agent.memory, "archival_insert", lambda *a, **k: (_ for _ in ()).throw(OSError("full")))
     gated.gate.set()
     with ConsolidationDaemon(agent, gated, DaemonConfig(every=1)) as daemon:
-        agent.step("I like tea.")
-        until(daemon.ready)
-        digest = agent.memory.digest()
-        monkeypatch.setattr(agent.memory, "archival_insert", lambda *a, **k: (_ for _ in ()).throw(OSError("full")))
-        daemon.tick()
-        assert "apply failed (OSError: full)" in daemon.errors[0] and agent.memory.digest() == digest
-        monkeypatch.undo()
-        agent.step("Still there?")  # a new run reads the same turns again
         assert daemon.wait(WAIT)
-        assert [r.start for r in daemon.reports] == [0]
+        assert daemon.errors == ["apply failed (OSError: full); nothing was changed"] and daemon.reports == []
+        assert agent.memory.digest() == digest
+        monkeypatch.undo()
+        assert daemon.wait(WAIT)  # a new run reads the same turns again
+        assert [r.start for r in daemon.reports] == [0] and daemon.reports[0].applied == 1
     agent.memory.check()
     agent.close()
 
