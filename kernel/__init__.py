@@ -21,11 +21,19 @@ Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step lo
 ``queue``, ``tokens``, ``pressure`` (watermarks and flushes), ``summary`` (the recursive
 summary), ``paging`` (page faults, prefetch), ``core_memory`` (blocks), ``functions``
 (@memory_function), ``host`` (what functions may ask), ``builtins``, ``persistence``,
-``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``.
+``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``; the consolidation daemon:
+``consolidation`` (one run: read the new turns, ask a model, apply checked proposals in one
+transaction), ``proposals`` (what the model may propose, read leniently), ``daemon`` (runs in a
+background thread beside an Agent)::
+
+    daemon = ConsolidationDaemon(agent, OpenAIDriver(model="qwen2.5-1.5b", base_url=...),
+                                 DaemonConfig(every=5, idle=30.0))
 """
 
 from vmem.kernel.agent import Agent, StepResult
 from vmem.kernel.config import MemoryConfig
+from vmem.kernel.consolidation import RunReport, consolidate
+from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, FunctionError, MemoryFunction, memory_function
 from vmem.kernel.host import Host
@@ -38,8 +46,10 @@ __all__ = [
     "Agent",
     "BusyError",
     "CallRecord",
+    "ConsolidationDaemon",
     "Context",
     "ContextWindowError",
+    "DaemonConfig",
     "FunctionError",
     "Host",
     "KernelError",
@@ -50,8 +60,10 @@ __all__ = [
     "PrefixCache",
     "Prepared",
     "ReadOnlyError",
+    "RunReport",
     "StepResult",
     "StepRules",
+    "consolidate",
     "memory_function",
     "prefix_cache",
     "read_trace",

@@ -301,7 +301,7 @@ def _block_value(memory: "Memory", edit: BlockEdit) -> str:
     if block.read_only:
         raise _Skip("read_only")
     new = " ".join(edit.new.split())
-    if not new:
+    if not normal(new):  # nothing but spaces and punctuation ("...": a placeholder copied from the prompt)
         raise _Skip("empty")
     lines = [line.strip() for line in block.value.splitlines()]
     if edit.old is None:

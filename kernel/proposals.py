@@ -15,8 +15,8 @@ model writes reliably::
      "persona": [],
      "facts": ["calls per day: 1200", {"fact": "moved to Porto", "replaces": 2}]}
 
-Read leniently (:func:`vmem.kernel.drivers.parse_arguments`: code fences, prose around the
-JSON, trailing commas, single quotes, Python literals...), then item by item: a string is
+Read leniently (:func:`vmem.kernel.drivers.toolcalls.parse_first_object`: code fences, prose
+around the JSON, trailing commas, single quotes, Python literals, the answer written twice...), then item by item: a string is
 one line or fact, an object may say ``old``/``new`` (a block edit) or ``fact``/``replaces``
 (``replaces``: the number of a known fact shown to the model, or a list of them); a bare
 list is taken as facts; keys are matched to block labels case-insensitively, with the
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmem.kernel.drivers import parse_arguments
+from vmem.kernel.drivers.toolcalls import parse_first_object
 from vmem.storage import Block
 from vmem.text import STOP_WORDS, tokenize
 
@@ -207,7 +208,7 @@ def _answer_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """The answer's JSON object (a bare list is taken as the facts), or why there is none."""
     if not text.strip() or text.strip() == "null":
         return None, "the answer is empty"
-    parsed = parse_arguments(text)
+    parsed = parse_first_object(text)
     if parsed.arguments is not None:
         return parsed.arguments, None
     stripped = (text or "").strip()

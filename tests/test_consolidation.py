@@ -260,3 +260,14 @@ def test_runs_between_steps_replay_to_the_same_digest(tmp_path: Path) -> None:
         assert again.memory.digest() == digest
     finally:
         again.close()
+
+
+def test_placeholders_copied_from_the_prompt_are_skipped_as_empty(tmp_path: Path) -> None:
+    memory = new_memory(tmp_path / "a")
+    talk(memory, ("hello", "hi"))
+    report = consolidate(memory, ScriptedDriver(['{"human": ["...", "…"], "facts": ["...", "name: Ana"]}\n'
+                                                 '{"human": ["..."]}']))
+    assert report.skipped == {"empty": 3} and report.applied == 1
+    assert [p.text for p in facts(memory)] == ["name: Ana"]
+    memory.check()
+    memory.close()

@@ -15,11 +15,13 @@ from vmem.kernel.proposals import (
     Supersession,
     Turn,
     near_duplicate,
+    normal,
     parse_proposals,
     parse_verdict,
     related,
     topic,
 )
+from vmem.kernel.drivers.toolcalls import parse_first_object
 from vmem.storage import Block
 
 T0 = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone.utc)
@@ -98,3 +100,19 @@ def test_a_fact_is_dated_by_the_user_turn_it_comes_from() -> None:
     assert batch.time_of("has a cat called Miso") == t1
     assert batch.time_of("runs on Mondays") == t2
     assert batch.time_of("something else entirely") == t2  # none shares a word: the newest
+
+
+def test_an_answer_written_twice_is_read_once_and_placeholders_are_left_for_the_checks() -> None:
+    # SmolLM2-135M's answer to the daemon's prompt, as it came: the schema's placeholders, three times
+    text = ('{"human": ["...", "..."], "persona": ["...", "..."], "facts": ["...", "..."]}\n\n'
+            '{"human": ["...", "..."], "persona": ["...", "..."], "facts": ["...", "..."]}\n\n{"human": ["...", "..')
+    found = parse_proposals(text, batch_of(blocks=(Block("human", "", 100), Block("persona", "", 100))))
+    assert found.error is None and len(found.edits) == 4 and len(found.facts) == 2
+    assert all(normal(e.new) == "" for e in found.edits)  # apply skips them as empty
+
+
+def test_parse_first_object() -> None:
+    assert parse_first_object('x {"a": 1} {"b": 2}').arguments == {"a": 1}
+    assert parse_first_object('```json\n{"a": [1, 2,],}\n```\nmore').arguments == {"a": [1, 2]}
+    assert parse_first_object("no json").error
+    assert parse_first_object('{"a": "cut').error  # a value cut off is never repaired

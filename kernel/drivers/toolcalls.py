@@ -37,6 +37,7 @@ __all__ = [
     "TextToolCalls",
     "new_call_id",
     "parse_arguments",
+    "parse_first_object",
     "parse_text_tool_calls",
     "render_call",
     "to_text_protocol",
@@ -329,6 +330,34 @@ def parse_arguments(raw: object) -> ParsedArguments:
         worded for the LLM that produced the arguments.
     """
     return _parse_arguments(raw, unwrap=True)
+
+
+def parse_first_object(text: str) -> ParsedArguments:
+    """The first JSON object in ``text``, read as leniently as :func:`parse_arguments` reads
+    arguments, whatever follows it (a small model that writes its answer, then writes it again,
+    or adds a second object). Never raises."""
+    parsed = parse_arguments(text)
+    if parsed.arguments is not None or not isinstance(text, str):
+        return parsed
+    body = text.strip()
+    fence = _FENCE.match(body)
+    repairs = ["Markdown code fence"] if fence is not None else []
+    if fence is not None:
+        body = fence.group(1)
+    start = body.find("{")
+    if start < 0:
+        return parsed
+    try:
+        val, end, fixes = _lenient_value(body, start, eof_closes=True)
+    except _Fail as f:
+        return ParsedArguments(None, f"invalid JSON: {f.reason} at {_where(body, f.pos)}")
+    if not isinstance(val, dict):
+        return parsed
+    if body[:start].strip():
+        repairs.append("text before the JSON")
+    if body[end:].strip():
+        repairs.append("text after the JSON")
+    return ParsedArguments(val, None, tuple(repairs + fixes))
 
 
 def _parse_arguments(raw: object, *, unwrap: bool) -> ParsedArguments:
