@@ -105,3 +105,25 @@ def test_bad_input(tmp_path: Path) -> None:
                             "--max-runs", "1"), 2, "go with --loop")
     assert_clean_error(vmem("consolidate", str(tmp_path / "a"), "--model", "m", "--base-url", "http://x", "--loop",
                             "--interval", "0"), 2, "--interval")
+
+
+def test_the_demo_with_a_daemon_beside_its_agent(tmp_path: Path) -> None:
+    import io
+
+    from vmem.app.demo import RuleBasedPolicy, run_demo
+
+    def daemon_model(messages: list[dict], tools: list[dict]) -> str:
+        said = [line for line in messages[-1]["content"].splitlines() if "] user: " in line]
+        return '{"human": ["last said: %s"], "facts": ["%s"]}' % (said[-1].split("] user: ")[1][:40].replace('"', ""),
+                                                                said[0].split("] user: ")[1][:80].replace('"', ""))
+
+    out = io.StringIO()
+    code, report = run_demo(out, driver=RuleBasedPolicy(), model="rules", directory=tmp_path / "demo",
+                            daemon=ScriptedDriver(daemon_model), daemon_every=3)
+    assert code == 0, out.getvalue()[-2000:]
+    assert report.daemon_runs >= 3 and report.daemon_applied > 0
+    assert "kswpd consolidated messages 1-" in out.getvalue()
+    with Memory.open(tmp_path / "demo", read_only=True) as memory:
+        assert "last said:" in memory.block("human").value
+        assert memory.consolidation_cursor == memory.stats.recall  # every session ends consolidated
+        memory.check()
