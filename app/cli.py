@@ -217,6 +217,15 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=None,
                    help="context window of a new agent, tokens (default 8192; ignored when DIR holds one)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)")
+    d = p.add_argument_group("the consolidation daemon (in this process, beside the agent)")
+    d.add_argument("--daemon", action="store_true",
+                   help="consolidate the memory in the background: core memory lines, dated facts, supersessions")
+    d.add_argument("--daemon-model", metavar="NAME", help="its model (default: the agent's); e.g. a smaller one")
+    d.add_argument("--daemon-base-url", metavar="URL", help="its server (default: the agent's)")
+    d.add_argument("--daemon-every", type=int, default=5, metavar="TURNS",
+                   help="a run every this many user turns (default 5)")
+    d.add_argument("--daemon-idle", type=float, default=30.0, metavar="SECONDS",
+                   help="and once no message came for this long (default 30; 0: never)")
     _add_color(p)
 
 
@@ -285,7 +294,18 @@ def _chat(args: argparse.Namespace) -> int:
             raise CliError(f"--window {config.window} is too small: {exc}", EXIT_USAGE) from None
         how = "created"
     failures = 0
+    daemon = daemon_driver = None
     try:
+        if args.daemon:
+            from vmem.kernel import ConsolidationDaemon, DaemonConfig
+
+            try:
+                dconfig = DaemonConfig(every=args.daemon_every, idle=args.daemon_idle or None)
+            except ValueError as exc:
+                raise CliError(f"--daemon-every/--daemon-idle: {exc}", EXIT_USAGE) from None
+            daemon_driver = OpenAIDriver(args.daemon_model or model, base_url=args.daemon_base_url or base_url,
+                                         timeout=max(args.timeout, 300.0))
+            daemon = ConsolidationDaemon(agent, daemon_driver, dconfig)
         out.write(f"vmem chat: agent {how} in {path} · model {model} at {base_url or 'api.openai.com'} · "
                   f"/help for commands\n")
         out.flush()
@@ -314,8 +334,14 @@ def _chat(args: argparse.Namespace) -> int:
             _show_step(result, out, color)
             out.flush()
     finally:
+        if daemon is not None:  # a run in flight finishes (its LLM call, its apply) before the agent closes
+            daemon.stop(timeout=None)
+            for error in daemon.errors:
+                print(f"vmem chat: consolidation daemon: {error}", file=sys.stderr)
         agent.close()
         driver.close()
+        if daemon_driver is not None:
+            daemon_driver.close()
     return EXIT_FAILURE if failures else EXIT_OK
 
 

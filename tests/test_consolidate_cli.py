@@ -127,3 +127,26 @@ def test_the_demo_with_a_daemon_beside_its_agent(tmp_path: Path) -> None:
         assert "last said:" in memory.block("human").value
         assert memory.consolidation_cursor == memory.stats.recall  # every session ends consolidated
         memory.check()
+
+
+def test_chat_with_the_daemon_in_process(tmp_path: Path) -> None:
+    agent = tmp_path / "agent"
+
+    def answer(req) -> Reply:
+        if req.tools:  # the agent's step
+            return Reply.tool_calls(("send_message", {"message": "ok"}))
+        assert req.body["model"] == "small"  # the daemon's own model
+        return Reply.text('{"human": ["name: Ana"], "facts": ["Ana lives in Porto"]}')
+
+    with FakeOpenAIServer(handler=answer) as server:
+        p = vmem("chat", str(agent), "--model", "big", "--base-url", server.base_url, "--daemon", "--daemon-model",
+                 "small", "--daemon-every", "2", stdin="Hi, I'm Ana.\nI live in Porto.\n")
+        assert p.returncode == 0, p.stderr
+        assert "consolidation daemon" not in p.stderr  # no run failed
+    with Memory.open(agent, read_only=True) as memory:  # the run started after 2 turns finished before exit
+        assert "name: Ana" in memory.block("human").value
+        assert memory.consolidation_cursor == memory.stats.recall
+        memory.check()
+    bad = vmem("chat", str(agent), "--model", "big", "--base-url", "http://127.0.0.1:9", "--daemon",
+               "--daemon-every", "0", "--daemon-idle", "0", stdin="")
+    assert_clean_error(bad, 2, "--daemon-every")
