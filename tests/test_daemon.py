@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from vmem.kernel import Agent, read_trace
+from vmem.kernel import Agent, read_trace, replay
 from vmem.kernel import daemon as daemon_module
 from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
@@ -194,3 +194,27 @@ def test_config_is_checked() -> None:
         DaemonConfig(idle=0)
     with pytest.raises(ValueError):
         DaemonConfig(every=-1)
+
+
+def test_the_daemons_runs_replay_to_the_same_digest(tmp_path: Path) -> None:
+    agent, _ = make_agent(tmp_path / "a")
+    gated = GatedDriver(['{"human": ["name: Ana"], "facts": ["calls per day: 60"]}',
+                         '{"human": ["city: Porto"], "facts": ["calls per day: 1200"]}'])
+    gated.gate.set()
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=2)) as daemon:
+        agent.step("I'm Ana, we take 60 calls a day.")
+        agent.step("I live in Lisbon.")
+        until(lambda: daemon.reports)
+        agent.step("Now it's 1,200 calls a day.")
+        agent.step("And I moved to Porto.")
+        until(lambda: len(daemon.reports) == 2)
+        agent.step("Bye")
+    old = [p for p in agent.memory.store.archival.search(None, page_size=10).items if not p.current]
+    assert [p.text for p in old] == ["calls per day: 60"]
+    digest = agent.memory.digest()
+    agent.close()
+    again = replay(tmp_path / "a", tmp_path / "b")
+    try:
+        assert again.memory.digest() == digest
+    finally:
+        again.close()
