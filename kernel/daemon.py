@@ -209,9 +209,7 @@ class ConsolidationDaemon:
             report.seconds = {"read": read, "ask": asked, "apply": time.perf_counter() - t}
             with self._cond:
                 self.reports.append(report)
-                self._running = False
-                if self._forced and not self._full:
-                    self._forced = 0
+                self._running = False  # a wait() is answered once the next look finds nothing waiting
                 self._cond.notify_all()
 
     def _read(self) -> Batch | None:

@@ -218,3 +218,18 @@ def test_the_daemons_runs_replay_to_the_same_digest(tmp_path: Path) -> None:
         assert again.memory.digest() == digest
     finally:
         again.close()
+
+
+def test_wait_consolidates_up_to_the_newest_message_even_past_a_run_in_flight(tmp_path: Path) -> None:
+    agent, _ = make_agent(tmp_path / "a")
+    gated = GatedDriver(['{"human": ["a: 1"]}', '{"human": ["b: 2"]}'])
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=2)) as daemon:
+        agent.step("first")
+        agent.step("second")
+        assert gated.called.wait(WAIT)  # a run over the first two turns is in its LLM call
+        agent.step("third")  # not in that batch, and one turn is not due by count
+        gated.gate.set()
+        assert daemon.wait(WAIT)
+        assert [(r.start, r.end) for r in daemon.reports] == [(0, 6), (6, 9)]
+        assert agent.memory.consolidation_cursor == agent.memory.stats.recall
+    agent.close()
