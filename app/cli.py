@@ -10,6 +10,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem export DIR FILE.af        vmem agents as a Letta agent file
     vmem mcp DIR [--http]          an agent's memory served to MCP clients
     vmem check DIR                 verify every record, the indexes and the invariants (read-only)
+    vmem consolidate DIR [--loop]  the consolidation daemon over an agent's memory, as its own process
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
     vmem bench [--quick]           every benchmark suite of a checkout, one table (figure, baseline, target)
     vmem reembed DIR [--embedder]  re-embed an agent's archival passages with another embedder
@@ -139,6 +140,10 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                       help="the agent's context window (default 4096; at most the server's)")
     real.add_argument("--max-tokens", type=int, default=256, help="longest answer per LLM call (default 256)")
     real.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server (default 600)")
+    real.add_argument("--daemon", action="store_true",
+                      help="run the consolidation daemon beside the agent, on the same server and model")
+    real.add_argument("--daemon-every", type=int, default=3, metavar="TURNS",
+                      help="with --daemon: a consolidation run every this many user turns (default 3)")
 
 
 @command("demo", "the main job: an agent with a small window, offline (no server, no API key)",
@@ -174,12 +179,25 @@ def _demo(args: argparse.Namespace) -> int:
             raise CliError(f"--window: {exc}", EXIT_USAGE) from None
         driver = OpenAIDriver(args.model, base_url=args.base_url, tool_mode=args.tool_mode, timeout=args.timeout,
                               params={"max_tokens": args.max_tokens}, merge_system=args.merge_system)
+    if args.daemon and driver is None:
+        raise CliError("--daemon needs a real model: --base-url and --model", EXIT_USAGE)
+    if args.daemon_every < 1:
+        raise CliError("--daemon-every must be >= 1", EXIT_USAGE)
+    daemon = None
+    if args.daemon:
+        from vmem.kernel.drivers import OpenAIDriver
+
+        daemon = OpenAIDriver(args.model, base_url=args.base_url, timeout=args.timeout,
+                              params={"max_tokens": 400})
     try:
         code, _ = run_demo(sys.stdout, color=_color(args.color, sys.stdout), directory=args.dir, quiet=args.quiet,
-                           driver=driver, model=args.model, **({"config": config} if config else {}))
+                           driver=driver, model=args.model, daemon=daemon, daemon_every=args.daemon_every,
+                           **({"config": config} if config else {}))
     finally:
         if driver is not None:
             driver.close()
+        if daemon is not None:
+            daemon.close()
     if args.dir is not None:
         print(f"the agent is kept in {args.dir}: vmem inspect {args.dir} (--html FILE for a page)")
     return code
@@ -202,6 +220,15 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=None,
                    help="context window of a new agent, tokens (default 8192; ignored when DIR holds one)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)")
+    d = p.add_argument_group("the consolidation daemon (in this process, beside the agent)")
+    d.add_argument("--daemon", action="store_true",
+                   help="consolidate the memory in the background: core memory lines, dated facts, supersessions")
+    d.add_argument("--daemon-model", metavar="NAME", help="its model (default: the agent's); e.g. a smaller one")
+    d.add_argument("--daemon-base-url", metavar="URL", help="its server (default: the agent's)")
+    d.add_argument("--daemon-every", type=int, default=5, metavar="TURNS",
+                   help="a run every this many user turns (default 5)")
+    d.add_argument("--daemon-idle", type=float, default=30.0, metavar="SECONDS",
+                   help="and once no message came for this long (default 30; 0: never)")
     _add_color(p)
 
 
@@ -270,7 +297,18 @@ def _chat(args: argparse.Namespace) -> int:
             raise CliError(f"--window {config.window} is too small: {exc}", EXIT_USAGE) from None
         how = "created"
     failures = 0
+    daemon = daemon_driver = None
     try:
+        if args.daemon:
+            from vmem.kernel import ConsolidationDaemon, DaemonConfig
+
+            try:
+                dconfig = DaemonConfig(every=args.daemon_every, idle=args.daemon_idle or None)
+            except ValueError as exc:
+                raise CliError(f"--daemon-every/--daemon-idle: {exc}", EXIT_USAGE) from None
+            daemon_driver = OpenAIDriver(args.daemon_model or model, base_url=args.daemon_base_url or base_url,
+                                         timeout=max(args.timeout, 300.0))
+            daemon = ConsolidationDaemon(agent, daemon_driver, dconfig)
         out.write(f"vmem chat: agent {how} in {path} · model {model} at {base_url or 'api.openai.com'} · "
                   f"/help for commands\n")
         out.flush()
@@ -299,8 +337,14 @@ def _chat(args: argparse.Namespace) -> int:
             _show_step(result, out, color)
             out.flush()
     finally:
+        if daemon is not None:  # a run in flight finishes (its LLM call, its apply) before the agent closes
+            daemon.stop(timeout=None)
+            for error in daemon.errors:
+                print(f"vmem chat: consolidation daemon: {error}", file=sys.stderr)
         agent.close()
         driver.close()
+        if daemon_driver is not None:
+            daemon_driver.close()
     return EXIT_FAILURE if failures else EXIT_OK
 
 
@@ -597,6 +641,98 @@ def _mcp(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- consolidate
+
+
+def _consolidate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the agent's directory")
+    p.add_argument("--model", help="the daemon's model (default: $VMEM_MODEL); it may be smaller than the agent's")
+    p.add_argument("--base-url", help="its OpenAI-compatible server, e.g. http://localhost:8080/v1 (default: "
+                                      "$VMEM_BASE_URL, then $OPENAI_BASE_URL); the key comes from $VMEM_API_KEY or "
+                                      "$OPENAI_API_KEY")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server (default 300)")
+    p.add_argument("--loop", action="store_true", help="keep running: consolidate whenever it is due (Ctrl-C stops)")
+    p.add_argument("--every", type=int, default=5, metavar="TURNS",
+                   help="with --loop: run once this many new user turns wait (default 5; 0: only when idle)")
+    p.add_argument("--idle", type=float, default=30.0, metavar="SECONDS",
+                   help="with --loop: also run once the store has not changed for this long (default 30; 0: never)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="with --loop: how often to look for new turns (default 1)")
+    p.add_argument("--max-runs", type=int, default=None, metavar="N", help="with --loop: stop after N runs")
+    p.add_argument("--until-idle", action="store_true",
+                   help="with --loop: run until no message waits, then stop (without it, a run waits for --every or "
+                        "--idle)")
+    p.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a run waits for another writer (vmem chat, vmem mcp) to release the memory before "
+                        "its answer is dropped and its turns wait for the next run (default 10)")
+    p.add_argument("--checks", type=int, default=4, metavar="N",
+                   help="yes/no calls per run asking whether a new fact replaces an old one (default 4)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per run instead of a line")
+
+
+def _report_line(report: Any) -> str:
+    if report.stale:
+        return "stale: another run consolidated these messages first; nothing applied"
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items()))
+    kinds: dict[str, int] = {}
+    for op in report.ops:
+        kinds[op["op"]] = kinds.get(op["op"], 0) + 1
+    applied = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "nothing"
+    line = (f"messages {report.start + 1}-{report.end}: {report.proposed} proposed, applied {applied}"
+            f"{'; skipped ' + skipped if skipped else ''}")
+    return line + (f" (the answer was unreadable: {report.error})" if report.error else "")
+
+
+@command("consolidate", "consolidate an agent's memory in the background (core memory, dated facts, supersessions)",
+         "The kernel's kswapd as its own process: read the messages of the agent in DIR since the last run, ask "
+         "the model (any OpenAI-compatible server; a small local model works) for what to keep, and apply what "
+         "passes the checks as one transaction: core memory lines about the user and the agent, archival facts "
+         "dated by the turns they come from, facts that replace older ones (the old ones are marked superseded, "
+         "never deleted), near-duplicates merged. One run by default; --loop keeps going. The model is called "
+         "without holding the memory; the run then waits up to --lock-timeout for the agent to let go of it "
+         "(a running vmem chat holds it: use the in-process daemon there).",
+         _consolidate_args)
+def _consolidate(args: argparse.Namespace) -> int:
+    from vmem.app.consolidate import run_loop, run_once
+    from vmem.kernel.drivers import OpenAIDriver
+
+    if args.lock_timeout < 0 or args.every < 0 or args.idle < 0 or args.interval <= 0 or args.checks < 0 \
+            or (args.max_runs is not None and args.max_runs < 1):
+        raise CliError("--lock-timeout, --every, --idle and --checks must be >= 0, --interval > 0, --max-runs >= 1",
+                       EXIT_USAGE)
+    if not args.loop and (args.max_runs is not None or args.until_idle):
+        raise CliError("--max-runs and --until-idle go with --loop", EXIT_USAGE)
+    path = _agent_dir(args.dir, must_exist=True)
+    if not _has_agent(path):
+        raise CliError(f"{path} holds a vmem store but no agent", EXIT_USAGE)
+    model, base_url = _server(args)
+    driver = OpenAIDriver(model, base_url=base_url, timeout=args.timeout)
+
+    def show(report: Any) -> None:
+        if args.json:
+            print(json.dumps(dataclasses.asdict(report), ensure_ascii=False, default=str), flush=True)
+        else:
+            print(f"vmem consolidate: {_report_line(report)}", flush=True)
+
+    def failed(exc: BaseException) -> None:
+        print(f"vmem consolidate: run failed, will retry: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    try:
+        if not args.loop:
+            report = run_once(path, driver, lock_timeout=args.lock_timeout, checks=args.checks)
+            if report is None:
+                print("vmem consolidate: nothing new since the last run", flush=True)
+            else:
+                show(report)
+            return EXIT_OK
+        run_loop(path, driver, every=args.every, idle=args.idle or None, interval=args.interval,
+                 max_runs=args.max_runs, until_idle=args.until_idle, lock_timeout=args.lock_timeout,
+                 checks=args.checks, on_report=show, on_error=failed)
+        return EXIT_OK
+    finally:
+        driver.close()
 
 
 # ---------------------------------------------------------------------- eval

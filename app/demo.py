@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence, TextIO
 from vmem import PageKind, page_kind
 from vmem.app.contextmap import render_map
 from vmem.kernel import Agent, MemoryConfig, StepResult, prefix_cache, read_trace
+from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.drivers import Completion, Driver, ToolCall
 from vmem.kernel.summary import SUMMARIZER_PROMPT
 
@@ -606,6 +607,8 @@ class DemoReport:
     prompt_tokens: int = 0  #: step calls after a step call with no flush between: tokens sent ...
     cached_tokens: int = 0  #: ... and those the server said it served from its prompt cache
     model_seconds: float = 0.0
+    daemon_runs: int = 0  #: consolidation runs applied (with a daemon)
+    daemon_applied: int = 0  #: their proposals applied
 
     def failures(self) -> list[str]:
         """What the run should have shown and did not. With a real model only what the kernel
@@ -661,12 +664,16 @@ def _page_names(pages: Sequence[int]) -> str:
 
 def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None = None,
              quiet: bool = False, driver: Driver | None = None, model: str | None = None,
-             config: MemoryConfig = DEMO_CONFIG) -> tuple[int, DemoReport]:
+             config: MemoryConfig = DEMO_CONFIG, daemon: Driver | None = None,
+             daemon_every: int = 3) -> tuple[int, DemoReport]:
     """Run the demo, writing to ``out``; return (exit code, report).
 
     ``directory``: where the agent lives (kept afterwards; must not hold an
     agent); None for a temporary directory removed at the end. ``driver``: a real
     model's driver (named ``model`` in the report) instead of RuleBasedPolicy.
+    ``daemon``: a driver for a consolidation daemon beside the agent
+    (:class:`vmem.kernel.daemon.ConsolidationDaemon`, every ``daemon_every`` turns; it
+    finishes its work at the end of each session, the weeks between them being idle time).
     """
     style = _Style(color)
     report = DemoReport(model=model if driver is not None else None)
@@ -697,6 +704,8 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
         say(f"agent directory: {path}" + ("" if tmp is None else " (temporary)"))
         agent = Agent.create(path, system=SYSTEM_PROMPT, blocks=BLOCKS, driver=policy, config=config,
                              clock=clock)
+        kswapd = ConsolidationDaemon(agent, daemon, DaemonConfig(every=daemon_every)) if daemon else None
+        shown = failed = 0  # the daemon's reports and errors already shown
         memory = agent.memory
         c = memory.ctx.config
         say(f"budget {c.budget:,} tokens = window {c.window:,} - output reserve {config.reserve_output:,} "
@@ -706,12 +715,28 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
         try:
             for n, session in enumerate(CONVERSATION):
                 if n == REOPEN_BEFORE:
+                    if kswapd is not None:
+                        kswapd.stop()
                     agent = _reopen(agent, path, policy, clock, report, say, style)
+                    if kswapd is not None:
+                        kswapd = ConsolidationDaemon(agent, daemon, DaemonConfig(every=daemon_every))
+                        shown = failed = 0
                 say()
                 say(style(f"── session {n + 1} · {session.start:%a %-d %b %Y} · {session.title} ", "1;36")
                     + "─" * max(0, 40 - len(session.title)))
                 for turn in session.turns:
                     _step(agent, turn, rules if driver is None else None, report, say, style, color)
+                if kswapd is not None:  # the time until the next session: the daemon finishes its run
+                    kswapd.wait()
+                    for run in kswapd.reports[shown:]:
+                        say(f"{style('kswpd', '1;33')} consolidated messages {run.start + 1}-{run.end}: "
+                            f"{run.applied} applied, {run.skipped_total} skipped of {run.proposed} proposed")
+                        report.daemon_runs += 1
+                        report.daemon_applied += run.applied
+                    shown = len(kswapd.reports)
+                    for error in kswapd.errors[failed:]:
+                        say(f"{style('kswpd', '1;31')} {error}")
+                    failed = len(kswapd.errors)
             evicted, summary = agent.memory.evicted, agent.memory.summary
             say()
             say(style(f"the recursive summary of the {evicted} evicted messages, as the agent sees it now:", "1"))
@@ -719,6 +744,8 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
             say(style("core memory (human):", "1"))
             say("\n".join("  " + line for line in agent.memory.block("human").value.splitlines()))
         finally:
+            if kswapd is not None:
+                kswapd.stop()
             if not agent.memory.closed:
                 agent.close()
         if driver is None:
@@ -844,6 +871,8 @@ def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> 
               f"by the kernel without a call\n")
     out.write(f"  answers: {right}/{len(r.answers)} with the expected fact ("
               + ", ".join(f"{n} from {s}" for s, n in sorted(sources.items())) + ")\n")
+    if r.daemon_runs:
+        out.write(f"  consolidation daemon: {r.daemon_runs} runs, {r.daemon_applied} proposals applied\n")
     same = "identical" if r.digest_before and r.digest_before == r.digest_after else "DIFFERENT"
     out.write(f"  persistence: digest before close {r.digest_before[:16]}… after reopen "
               f"{r.digest_after[:16]}… ({same})\n")

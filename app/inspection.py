@@ -157,6 +157,10 @@ def _event_text(e: dict[str, Any]) -> str:
     if kind == "flush":
         return (f"flush: {len(e.get('evicted') or ())} messages evicted ({e.get('freed', 0):,} tokens), "
                 f"summary fold {e.get('folds')}")
+    if kind == "consolidate":
+        skipped = sum((e.get("skipped") or {}).values()) if isinstance(e.get("skipped"), dict) else 0
+        return (f"consolidation of messages {int(e.get('start', 0)) + 1}-{e.get('end')}: "
+                f"{e.get('applied', 0)} applied, {skipped} skipped of {e.get('proposed', 0)} proposed")
     if kind == "block":
         return f"core memory block {e.get('label')!r} set ({len(str(e.get('value', '')))} chars)"
     return _short({k: v for k, v in e.items() if k != "e"})

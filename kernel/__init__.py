@@ -24,7 +24,13 @@ Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step lo
 (page faults, prefetch), ``core_memory`` (blocks), ``functions`` (@memory_function),
 ``host`` (what functions may ask), ``builtins``, ``transaction`` (all or nothing),
 ``persistence`` (the saved image), ``journal`` (the core's operations between
-snapshots), ``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``.
+snapshots), ``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``; the consolidation daemon:
+``consolidation`` (one run: read the new turns, ask a model, apply checked proposals in one
+transaction), ``proposals`` (what the model may propose, read leniently), ``daemon`` (runs in a
+background thread beside an Agent)::
+
+    daemon = ConsolidationDaemon(agent, OpenAIDriver(model="qwen2.5-1.5b", base_url=...),
+                                 DaemonConfig(every=5, idle=30.0))
 
 The public API is what ``__all__`` lists here and in ``vmem.kernel.drivers``, with
 ``vmem.storage`` and ``vmem`` below (tests/test_docs.py checks that each name resolves and
@@ -34,6 +40,8 @@ implementation and may change.
 
 from vmem.kernel.agent import Agent, StepResult
 from vmem.kernel.config import MemoryConfig
+from vmem.kernel.consolidation import RunReport, consolidate
+from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, FunctionError, MemoryFunction, memory_function
 from vmem.kernel.host import Host
@@ -46,8 +54,10 @@ __all__ = [
     "Agent",
     "BusyError",
     "CallRecord",
+    "ConsolidationDaemon",
     "Context",
     "ContextWindowError",
+    "DaemonConfig",
     "FunctionError",
     "Host",
     "KernelError",
@@ -58,8 +68,10 @@ __all__ = [
     "PrefixCache",
     "Prepared",
     "ReadOnlyError",
+    "RunReport",
     "StepResult",
     "StepRules",
+    "consolidate",
     "memory_function",
     "prefix_cache",
     "read_trace",

@@ -79,6 +79,13 @@ class Agent:
         self.driver = driver
         self.rules = rules or StepRules()
         self._running = threading.Lock()  # held while a step runs (one at a time, any thread or task)
+        #: Held while a step runs. Another thread that uses :attr:`memory` between steps holds it
+        #: meanwhile (:class:`vmem.kernel.daemon.ConsolidationDaemon` does, for its short apply): a
+        #: step that starts then waits for it to finish (never for an LLM call).
+        self.lock = threading.Lock()
+        #: Called with the agent in the stepping thread after each step ends (committed or rolled
+        #: back), outside the step and its lock. A hook must be quick and must not raise.
+        self.after_step: list[Callable[["Agent"], None]] = []
         if not memory.read_only:
             memory.log({"e": "rules", "rules": self.rules.to_dict()})
 
@@ -117,8 +124,10 @@ class Agent:
         return Memory.exists(path)
 
     def close(self) -> None:
-        """Close the memory (everything was saved as each step committed)."""
-        self.memory.close()
+        """Close the memory (everything was saved as each step committed); waits for another
+        thread that holds :attr:`lock`."""
+        with self.lock:
+            self.memory.close()
 
     def __enter__(self) -> "Agent":
         return self
@@ -226,9 +235,15 @@ class Agent:
         if not self._running.acquire(blocking=False):
             raise BusyError("a step is already running on this agent (one at a time)")
         try:
+            self.lock.acquire()  # another thread's short use of the memory (a daemon's apply) ends first
+        except BaseException:
+            self._running.release()
+            raise
+        try:
             gen = self._run(user_message)
             return gen, next(gen)
         except BaseException:
+            self.lock.release()
             self._running.release()
             raise
 
@@ -236,6 +251,12 @@ class Agent:
         digest = request.digest or context_digest(request.messages, request.tools)
         self.memory.log({"e": "llm", "purpose": request.purpose,
                          **exchange(request.messages, request.tools, outcome, digest=digest)})
+
+    def _ended(self) -> None:
+        self.lock.release()
+        self._running.release()
+        for hook in list(self.after_step):
+            hook(self)
 
     def step(self, user_message: str) -> StepResult:
         """Handle one user message; returns the replies and what happened. All or nothing:
@@ -257,7 +278,7 @@ class Agent:
                 request = outcome
         finally:
             gen.close()  # an exception out here (a driver error, Ctrl-C) rolls the step back
-            self._running.release()
+            self._ended()
 
     async def astep(self, user_message: str) -> StepResult:
         """Handle one user message with ``await`` (no thread blocks on the LLM); as :meth:`step`."""
@@ -278,7 +299,7 @@ class Agent:
                 request = outcome
         finally:
             gen.close()
-            self._running.release()
+            self._ended()
 
 
 def _checked(completion: Any) -> Completion:

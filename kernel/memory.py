@@ -1010,6 +1010,23 @@ class Memory:
         self.stats.archival_changed()
         self._session.dirty = True
 
+    @property
+    def consolidation_cursor(self) -> int:
+        """The last message a consolidation run has read (a recall serial; 0: none yet).
+        See :mod:`vmem.kernel.consolidation`."""
+        return self._state.consolidated
+
+    def advance_consolidation(self, serial: int) -> None:
+        """Move the consolidation cursor forward to message ``serial`` (saved with the memory;
+        a consolidation run does it in its transaction). ValueError if it would move back or
+        past the newest message."""
+        if not isinstance(serial, int) or not self._state.consolidated <= serial <= self.stats.recall:
+            raise ValueError(f"the consolidation cursor moves forward to a stored message: {serial!r} is not in "
+                             f"[{self._state.consolidated}, {self.stats.recall}]")
+        with self.transaction():
+            self._state.consolidated = serial
+            self._session.dirty = True
+
     def log(self, event: dict[str, Any]) -> None:
         """Add an event to the trace (it commits with the running transaction, or now)."""
         with self.transaction():

@@ -59,6 +59,7 @@ class MemoryState:
     pending: list[int] = field(default_factory=list)  #: oversize messages whose summary is not queued yet
     changed: str | None = None  #: when core or archival memory last changed (ISO time)
     now: float | None = None  #: the time of the last turn (epoch seconds)
+    consolidated: int = 0  #: the last message a consolidation run has read (a recall serial; 0: none)
 
     def mark(self, level: int) -> "MemoryState":
         """A copy to restore to (this is a :class:`vmem.kernel.transaction.Participant`)."""

@@ -1,7 +1,8 @@
 """Replay: rebuild an agent from its trace, answered by the recorded completions.
 
 The same user messages at the same times, the same step rules, the recorded driver
-exchanges (errors included) in order, each request verified against its recorded digest:
+exchanges (errors included) in order, each request verified against its recorded digest,
+the consolidation runs' recorded effects between the same steps:
 the replayed memory's digest equals the original's, or a kernel bug is made reproducible.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from vmem.kernel.agent import Agent
 from vmem.kernel.config import MemoryConfig
+from vmem.kernel.consolidation import replay_run
 from vmem.kernel.context import context_digest
 from vmem.kernel.drivers import ReplayDriver
 from vmem.kernel.rules import StepRules
@@ -43,4 +45,6 @@ def replay(source: MemoryDir | str | os.PathLike[str], into: str | os.PathLike[s
             agent.rules = StepRules.from_dict(event["rules"])
         elif event["e"] == "user":
             agent.step(event["text"])
+        elif event["e"] == "consolidate":  # a consolidation run: its checked ops, applied again
+            replay_run(agent.memory, event)
     return agent

@@ -23,7 +23,8 @@ import json
 import re
 from typing import Any, NamedTuple
 
-__all__ = ["DEEP", "MAX_DEPTH", "ParsedArguments", "parse_arguments", "text_too_deep", "too_deep"]
+__all__ = ["DEEP", "MAX_DEPTH", "ParsedArguments", "parse_arguments", "parse_first_object", "text_too_deep",
+           "too_deep"]
 
 MAX_DEPTH = 200
 """Deepest nesting of tool arguments (objects and arrays) the kernel takes: deeper arguments, as
@@ -357,6 +358,36 @@ def parse_arguments(raw: object) -> ParsedArguments:
         return _parse_arguments(raw, unwrap=True)
     except Exception as exc:  # noqa: BLE001 - whatever a model wrote, the answer is a function error
         return ParsedArguments(None, f"the arguments could not be parsed ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def parse_first_object(text: str) -> ParsedArguments:
+    """The first JSON object in ``text``, read as leniently as :func:`parse_arguments` reads
+    arguments, whatever follows it (a small model that writes its answer, then writes it again,
+    or adds a second object). Never raises."""
+    parsed = parse_arguments(text)
+    if parsed.arguments is not None or not isinstance(text, str):
+        return parsed
+    body = text.strip()
+    fence = _FENCE.match(body)
+    repairs = ["Markdown code fence"] if fence is not None else []
+    if fence is not None:
+        body = fence.group(1)
+    start = body.find("{")
+    if start < 0:
+        return parsed
+    try:
+        val, end, fixes = _lenient_value(body, start, eof_closes=True)
+    except _Fail as f:
+        return ParsedArguments(None, f"invalid JSON: {f.reason} at {_where(body, f.pos)}")
+    except RecursionError:
+        return ParsedArguments(None, DEEP)
+    if not isinstance(val, dict):
+        return parsed
+    if body[:start].strip():
+        repairs.append("text before the JSON")
+    if body[end:].strip():
+        repairs.append("text after the JSON")
+    return ParsedArguments(val, None, tuple(repairs + fixes))
 
 
 def _parse_arguments(raw: object, *, unwrap: bool) -> ParsedArguments:

@@ -28,8 +28,8 @@ import secrets
 from typing import Any, Callable, Collection, Iterable, NamedTuple, Sequence
 
 from .base import Message, Tool, ToolCall
-from .lenient_json import (DEEP, MAX_DEPTH, _FENCE, _Fail, _lenient_value, _type_name, parse_arguments, text_too_deep,
-                           too_deep)
+from .lenient_json import (DEEP, MAX_DEPTH, _FENCE, _Fail, _lenient_value, _type_name, parse_arguments,
+                           parse_first_object, text_too_deep, too_deep)
 
 __all__ = [
     "MAX_DEPTH",
@@ -38,6 +38,7 @@ __all__ = [
     "text_too_deep",
     "too_deep",
     "new_call_id",
+    "parse_first_object",
     "parse_text_tool_calls",
     "render_call",
     "to_text_protocol",

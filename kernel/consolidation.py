@@ -1,0 +1,483 @@
+"""Consolidation: one run of the kernel's kswapd over a memory's new turns.
+
+Interface::
+
+    batch = take_batch(memory.store, memory.consolidation_cursor)   # the turns since the last run
+    answer = ask(batch, driver)              # the model's proposals (slow; touches no memory)
+    report = apply(memory, batch, answer)    # checked and applied: ONE transaction of the memory
+    report = consolidate(memory, driver)     # the three, synchronously
+
+A run has three phases so that its slow part, the LLM, holds nothing: :func:`take_batch`
+reads committed state only (the agent's own store between steps, or a read-only open of
+it from another thread or process); :func:`ask` calls the daemon's own driver (it may be a
+cheaper model than the agent's, or the same server) and reads the answers leniently
+(:mod:`vmem.kernel.proposals`); :func:`apply` runs in the memory's owner (the agent's
+thread, between steps; or the ``vmem consolidate`` process once it holds the store's lock).
+
+What a run asks of the model (small local models included):
+
+1. One call: the core memory blocks it may write, the known facts related to the turns
+   (numbered), the turns; the answer is ``{"<block>": [lines], "facts": [...]}``.
+2. For each new fact and each known fact about the same thing (:func:`~.proposals.related`)
+   that the model did not say it replaces, one short yes/no call (at most ``checks`` per run):
+   does the new fact mean the old one is no longer true? So the daemon finds supersessions
+   the model did not state. A fact of the form ``topic: detail`` supersedes the current facts
+   with the same topic and another detail without asking (at apply, against the whole store).
+3. Known facts that say the same thing (:func:`~.proposals.near_duplicate`) are merged: the
+   older is superseded by the newer (nothing is deleted).
+
+:func:`apply` checks every proposal against the memory as it is then, and applies each one
+whole or not at all (a savepoint each): a block edit needs its block to exist and be
+writable, its old text to be there, the limit to hold, and a line that is not there yet; a
+fact must be non-empty, at most :data:`MAX_FACT_CHARS`, and not a duplicate of a current
+fact; a supersession needs current facts that exist. A bad proposal is skipped and counted
+by reason in :attr:`RunReport.skipped`. The run is one transaction: the edits, facts,
+supersessions, the cursor and the trace event ``{"e": "consolidate", ...}`` commit
+together, or (on an error that is not a bad proposal) nothing does. A batch whose cursor
+another run moved in the meantime is stale: nothing is applied.
+
+Facts are dated: ``valid_from`` is the time of the user turn they come from (not the time
+the daemon ran), so "what was true then" (``as_of``) answers with the conversation's times.
+
+:func:`replay_run` re-applies a recorded run (its event's ``ops``) in
+:func:`vmem.kernel.replay.replay`, to the same digest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vmem import BudgetError, PageKind, make_page_id
+from vmem.kernel.drivers import Completion, Driver
+from vmem.kernel.errors import ContextWindowError, KernelError
+from vmem.kernel.proposals import (
+    Batch,
+    BlockEdit,
+    Fact,
+    KnownFact,
+    Merge,
+    Proposals,
+    Supersession,
+    Turn,
+    dumps_known,
+    near_duplicate,
+    normal,
+    parse_proposals,
+    parse_verdict,
+    related,
+    topic,
+)
+from vmem.storage import BlockError, MemoryDir, NotFoundError
+
+if TYPE_CHECKING:
+    from vmem.kernel.memory import Memory
+
+__all__ = [
+    "Answer",
+    "FACT_TAG",
+    "MAX_FACT_CHARS",
+    "RunReport",
+    "StaleBatch",
+    "apply",
+    "ask",
+    "consolidate",
+    "replay_run",
+    "take_batch",
+]
+
+MAX_FACT_CHARS = 400
+"""A fact longer than this is not a fact but a transcript: skipped ("too_long")."""
+FACT_TAG = "consolidated"
+"""The tag of every fact the daemon inserts (archival searches may filter on it)."""
+MAX_BATCH_CHARS = 6000
+"""The turns one run reads, in characters (a small model's window); the rest waits for the next run."""
+MAX_TURN_CHARS = 600
+MAX_KNOWN = 8
+
+SYSTEM = """You keep the long-term memory of an AI assistant up to date. Read the new conversation \
+and answer with ONE JSON object, nothing else:
+{{{keys}, "facts": ["..."]}}
+- {labels}: short lines for that core memory block, written "topic: detail" (e.g. "name: Ana", \
+"job: nurse"). A line with the same topic as an existing line replaces it.
+- "facts": what is worth remembering later (events, plans, numbers, preferences), one short \
+"topic: detail" each. If a new fact makes a known fact untrue, write {{"fact": "...", "replaces": N}} \
+with the known fact's number N.
+Use empty lists when there is nothing new. Do not repeat what memory already holds."""
+
+CHECK_SYSTEM = """You compare two facts about the same thing. Answer with ONE JSON object, nothing \
+else: {"replaced": true} if the new fact means the old fact is no longer true, {"replaced": false} \
+if both can be true."""
+
+
+class StaleBatch(KernelError):
+    """The memory's consolidation cursor is not where the batch began (another run applied first)."""
+
+
+@dataclass
+class Answer:
+    """What the model proposed for a batch, with the exchanges that produced it."""
+
+    proposals: Proposals
+    texts: list[str] = field(default_factory=list)  #: the model's answers, in order (for the trace)
+    checks: int = 0  #: yes/no calls made
+    unclear: int = 0  #: yes/no answers that said neither
+
+
+@dataclass
+class RunReport:
+    """What one run did."""
+
+    start: int  #: the cursor before the run
+    end: int  #: the cursor after it (== start when the run was stale or had nothing to read)
+    messages: int = 0  #: messages read
+    proposed: int = 0  #: proposals made (malformed items included)
+    applied: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  #: skipped proposals by reason
+    ops: list[dict[str, Any]] = field(default_factory=list)  #: what was applied (the trace's record)
+    error: str | None = None  #: why the answer could not be read at all
+    stale: bool = False  #: another run moved the cursor first: nothing was applied
+    seconds: dict[str, float] = field(default_factory=dict)  #: phase -> wall time ("read", "ask", "apply"), if timed
+
+    @property
+    def skipped_total(self) -> int:
+        """Proposals skipped, all reasons."""
+        return sum(self.skipped.values())
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- reading the turns
+
+
+def _turn_text(role: str, content: str, meta: dict[str, Any]) -> str:
+    """What a message says: its text, or for an assistant the messages it sent with send_message."""
+    parts = [content.strip()] if content and content.strip() else []
+    if role == "assistant":
+        for call in meta.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            if fn.get("name") != "send_message":
+                continue
+            try:
+                args = json.loads(fn.get("arguments") or "{}")
+            except (TypeError, ValueError):
+                continue
+            if isinstance(args, dict) and isinstance(args.get("message"), str):
+                parts.append(args["message"].strip())
+    text = " ".join(p for p in parts if p)
+    return text if len(text) <= MAX_TURN_CHARS else text[: MAX_TURN_CHARS - 1] + "…"
+
+
+def take_batch(store: MemoryDir, cursor: int, *, upto: int | None = None,
+               max_chars: int = MAX_BATCH_CHARS) -> Batch | None:
+    """The messages after ``cursor`` (a recall serial) in ``store``, as committed now, with the
+    writable blocks and the current facts related to the user's turns; None if there is none.
+
+    Reads only (any thread or process may call it on a read-only open of the store). A
+    batch ends where ``max_chars`` of text is reached (at least one message); ``upto``
+    caps its last serial."""
+    last = len(store.recall) if upto is None else min(upto, len(store.recall))
+    if last <= cursor:
+        return None
+    turns: list[Turn] = []
+    used = 0
+    end = cursor
+    serial = cursor + 1
+    while serial <= last:
+        chunk = store.recall.get_many(make_page_id(PageKind.MESSAGE, s) for s in range(serial, min(last, serial + 31) + 1))
+        for msg in chunk:
+            text = _turn_text(msg.role, msg.content or "", msg.meta or {}) if msg.role in ("user", "assistant") else ""
+            if text and turns and used + len(text) > max_chars:
+                break
+            end = serial
+            serial += 1
+            if text:
+                turns.append(Turn(end, msg.role, text, msg.timestamp))
+                used += len(text)
+        else:
+            continue
+        break
+    blocks = tuple(b for b in store.blocks.all() if not b.read_only)
+    known: dict[int, KnownFact] = {}
+    for turn in [t for t in turns if t.role == "user"][-6:]:
+        for hit in store.archival.search(turn.text, mode="text", page_size=3).items:
+            if _current(hit) and hit.id not in known:
+                known[hit.id] = KnownFact(hit.id, hit.text, _valid_from(hit))
+        if len(known) >= MAX_KNOWN:
+            break
+    return Batch(cursor, end, tuple(turns), blocks, tuple(list(known.values())[:MAX_KNOWN]))
+
+
+def _current(passage: Any) -> bool:
+    return getattr(passage, "invalid_at", None) is None
+
+
+def _valid_from(passage: Any) -> _dt.datetime:
+    return getattr(passage, "valid_from", None) or passage.timestamp
+
+
+# --------------------------------------------------------------------------- asking the model
+
+
+def prompt(batch: Batch) -> list[dict[str, Any]]:
+    """The messages of the run's one extraction call."""
+    labels = [b.label for b in batch.blocks]
+    keys = ", ".join(f'"{label}": ["..."]' for label in labels)
+    system = SYSTEM.format(keys=keys, labels=", ".join(f'"{label}"' for label in labels) or "(no blocks)")
+    lines = ["Core memory:"]
+    for b in batch.blocks:
+        about = f" ({b.description})" if b.description else ""
+        lines.append(f"[{b.label}]{about}\n{b.value.strip() or '(empty)'}")
+    lines.append("Known facts:\n" + (dumps_known(batch.known) or "(none)"))
+    lines.append("New conversation:")
+    for t in batch.turns:
+        lines.append(f"[{t.time.strftime('%Y-%m-%d %H:%M')}] {t.role}: {t.text}")
+    lines.append("Answer with the JSON object only.")
+    if not batch.blocks:
+        system = system.replace('{, "facts"', '{"facts"')
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(lines)}]
+
+
+def _complete(driver: Driver, messages: list[dict[str, Any]]) -> str:
+    completion = driver.complete(messages, [])
+    if not isinstance(completion, Completion):
+        raise KernelError(f"the daemon's driver returned {type(completion).__name__}, not a Completion")
+    return completion.text or ""
+
+
+def ask(batch: Batch, driver: Driver, *, checks: int = 4) -> Answer:
+    """The model's proposals for ``batch``: one extraction call, then up to ``checks`` yes/no
+    calls about facts the new ones may replace. Touches no memory (any thread may run it);
+    a DriverError propagates (the run is retried later)."""
+    text = _complete(driver, prompt(batch))
+    answer = Answer(parse_proposals(text, batch), [text])
+    found = answer.proposals
+    stated = {(s.by, old) for s in found.supersessions for old in s.old}
+    for index, fact in enumerate(found.facts):
+        for known in batch.known:
+            if (index, known.id) in stated or near_duplicate(fact.text, known.text) or not related(fact.text,
+                                                                                                 known.text):
+                continue
+            t_new, t_old = topic(fact.text), topic(known.text)
+            if t_new is not None and t_new == t_old:  # same topic, another detail: no need to ask
+                found.supersessions.append(Supersession((known.id,), index, "topic"))
+                continue
+            if answer.checks >= checks:
+                continue
+            reply = _complete(driver, [{"role": "system", "content": CHECK_SYSTEM},
+                                       {"role": "user", "content": f"Old fact: {known.text}\nNew fact: {fact.text}"}])
+            answer.texts.append(reply)
+            answer.checks += 1
+            verdict = parse_verdict(reply)
+            if verdict is None:
+                answer.unclear += 1
+            elif verdict:
+                found.supersessions.append(Supersession((known.id,), index, "checked"))
+    for i, a in enumerate(batch.known):  # near-duplicates among the known facts: keep the newer
+        for b in batch.known[i + 1:]:
+            if near_duplicate(a.text, b.text):
+                keep, drop = (a, b) if (a.time, a.id) >= (b.time, b.id) else (b, a)
+                found.merges.append(Merge(keep.id, drop.id))
+    return answer
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def _block_value(memory: "Memory", edit: BlockEdit) -> str:
+    """The block's value after ``edit``, checked (raises _Skip)."""
+    try:
+        block = memory.block(edit.label)
+    except NotFoundError:
+        raise _Skip("unknown_block") from None
+    if block.read_only:
+        raise _Skip("read_only")
+    new = " ".join(edit.new.split())
+    if not normal(new):  # nothing but spaces and punctuation ("...": a placeholder copied from the prompt)
+        raise _Skip("empty")
+    lines = [line.strip() for line in block.value.splitlines()]
+    if edit.old is None:
+        if any(normal(line) == normal(new) for line in lines):
+            raise _Skip("duplicate")
+        value = block.value.rstrip("\n") + ("\n" if block.value.strip() else "") + new
+    else:
+        if edit.old not in block.value:
+            raise _Skip("old_text_missing")
+        if normal(edit.old) == normal(new):
+            raise _Skip("duplicate")
+        value = block.value.replace(edit.old, new, 1)
+    if len(value) > block.limit:
+        raise _Skip("limit")
+    return value
+
+
+def _current_facts(memory: "Memory", query: str, size: int = 10) -> list[Any]:
+    return [p for p in memory.store.archival.search(query, mode="text", page_size=size).items if _current(p)]
+
+
+def _check_fact(memory: "Memory", fact: Fact, inserted: list[str], near: dict[str, list[Any]]) -> str:
+    """The fact's text, checked; ``near[text]``: the current facts most like it (for the topic rule too)."""
+    text = " ".join(fact.text.split())
+    if not normal(text):
+        raise _Skip("empty")
+    if len(text) > MAX_FACT_CHARS:
+        raise _Skip("too_long")
+    if any(near_duplicate(text, other) for other in inserted):
+        raise _Skip("duplicate")
+    near[text] = _current_facts(memory, text)
+    if any(near_duplicate(text, p.text) for p in near[text]):
+        raise _Skip("duplicate")
+    return text
+
+
+def _checked_old(memory: "Memory", old: Sequence[int], by: int | None) -> list[int]:
+    """The ids of ``old``, checked: they exist, are current, and are not ``by``."""
+    ids = list(dict.fromkeys(int(i) for i in old))
+    if not ids or by in ids:
+        raise _Skip("not_found" if not ids else "self")
+    try:
+        found = memory.store.archival.get_many(ids, missing_ok=True)
+    except ValueError:  # not a passage's page id at all
+        raise _Skip("not_found") from None
+    if len(found) != len(ids):
+        raise _Skip("not_found")
+    if not all(_current(p) for p in found):
+        raise _Skip("not_current")
+    return ids
+
+
+def _at(ts: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+
+
+def _do(memory: "Memory", op: dict[str, Any], ids: dict[int, int]) -> None:
+    """Apply one recorded op (``ids`` maps recorded fact ids to this memory's; filled in here)."""
+    kind = op["op"]
+    if kind == "block":
+        block = memory.block(op["label"])
+        value = (block.value.replace(op["old"], op["new"], 1) if op["old"] is not None
+                 else block.value.rstrip("\n") + ("\n" if block.value.strip() else "") + op["new"])
+        memory.set_block(op["label"], value)
+    elif kind == "fact":
+        new = memory.archival_insert(op["text"], tags=(FACT_TAG,), valid_from=_at(op["valid_from"]))
+        ids.update(zip(op["ids"], new))
+        op["ids"] = op["ids"] or new
+    elif kind == "supersede":
+        by = op["by"]
+        memory.supersede([ids.get(i, i) for i in op["old"]], by=ids.get(by, by) if by is not None else None,
+                         at=_at(op["at"]))
+    else:
+        raise KernelError(f"unknown consolidation op {kind!r}")
+
+
+def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunReport:
+    """Check and apply what the model proposed for ``batch``, as ONE transaction of ``memory``
+    (see the module docstring). Raises StaleBatch (nothing applied) if the memory's cursor
+    is not ``batch.start``; any error that is not a bad proposal rolls the whole run back."""
+    if isinstance(answer, Proposals):
+        answer = Answer(answer)
+    found = answer.proposals
+    report = RunReport(batch.start, batch.end, messages=batch.end - batch.start, proposed=found.count,
+                       error=found.error)
+    skipped: Counter[str] = Counter()
+    if found.malformed:
+        skipped["malformed"] += found.malformed
+    ids: dict[int, int] = {}
+
+    def attempt(make_op: Any) -> dict[str, Any] | None:
+        """Check and apply one proposal in a savepoint: all of it, or nothing and a reason."""
+        try:
+            with memory.savepoint():
+                op = make_op()
+                _do(memory, op, ids)
+        except _Skip as skip:
+            skipped[skip.reason] += 1
+            return None
+        except (BlockError, NotFoundError, BudgetError, ContextWindowError, ValueError) as exc:
+            # refused by the memory itself (the window, the block's limit, an id)
+            skipped[f"refused: {type(exc).__name__}"] += 1
+            return None
+        report.ops.append(op)
+        return op
+
+    with memory.transaction():
+        if memory.consolidation_cursor != batch.start:
+            raise StaleBatch(f"the memory was consolidated up to message {memory.consolidation_cursor}, "
+                             f"not {batch.start}, since this batch was read")
+        for edit in found.edits:
+            attempt(lambda edit=edit: {"op": "block", "label": edit.label, "old": edit.old,
+                                       "new": " ".join(edit.new.split()), "value": _block_value(memory, edit)})
+        fact_ids: dict[int, int] = {}  # fact index -> its passage id
+        fact_times: dict[int, float] = {}
+        inserted: list[str] = []
+        near: dict[str, list[Any]] = {}  # a fact's text -> the current facts most like it
+        for index, fact in enumerate(found.facts):
+            def make_fact(fact: Fact = fact) -> dict[str, Any]:
+                text = _check_fact(memory, fact, inserted, near)
+                return {"op": "fact", "text": text, "valid_from": batch.time_of(text).timestamp(), "ids": []}
+            op = attempt(make_fact)
+            if op is not None:
+                fact_ids[index] = op["ids"][0]
+                fact_times[index] = op["valid_from"]
+                inserted.append(op["text"])
+        for sup in found.supersessions:
+            if sup.by not in fact_ids:
+                skipped["fact_skipped"] += 1
+                continue
+            attempt(lambda sup=sup: {"op": "supersede", "old": _checked_old(memory, sup.old, fact_ids[sup.by]),
+                                     "by": fact_ids[sup.by], "at": fact_times[sup.by], "why": sup.why})
+        for index, by in fact_ids.items():  # the same topic in the store: the new detail wins
+            text = inserted[list(fact_ids).index(index)]
+            key = topic(text)
+            if key is None:
+                continue
+            done = {i for op in report.ops if op["op"] == "supersede" for i in op["old"]}
+            stale = [p.id for p in near.get(text, ()) if p.id != by and p.id not in done and topic(p.text) == key]
+            if stale:
+                report.proposed += 1  # the daemon's own proposal: counted like the model's
+                attempt(lambda stale=stale, by=by, index=index: {
+                    "op": "supersede", "old": _checked_old(memory, stale, by), "by": by, "at": fact_times[index],
+                    "why": "topic"})
+        for merge in found.merges:
+            attempt(lambda merge=merge: {"op": "supersede", "old": _checked_old(memory, [merge.drop], merge.keep),
+                                         "by": merge.keep, "at": memory.now.timestamp(), "why": "merge"})
+        for op in report.ops:
+            op.pop("value", None)
+        report.applied = len(report.ops)
+        report.skipped = dict(skipped)
+        memory.advance_consolidation(batch.end)
+        memory.log({"e": "consolidate", "time": memory.now.timestamp(), "start": batch.start, "end": batch.end,
+                    "proposed": report.proposed, "applied": report.applied, "skipped": report.skipped,
+                    "error": report.error, "checks": answer.checks, "ops": report.ops,
+                    "answers": [t[:4000] for t in answer.texts]})
+    return report
+
+
+def consolidate(memory: "Memory", driver: Driver, *, checks: int = 4,
+                max_chars: int = MAX_BATCH_CHARS) -> RunReport | None:
+    """One whole run, synchronously, in the caller's thread (which must own ``memory``): the turns
+    since the cursor (up to ``max_chars``), the model's proposals, applied. None when there are
+    no new turns."""
+    batch = take_batch(memory.store, memory.consolidation_cursor, max_chars=max_chars)
+    if batch is None:
+        return None
+    return apply(memory, batch, ask(batch, driver, checks=checks))
+
+
+def replay_run(memory: "Memory", event: dict[str, Any]) -> None:
+    """Re-apply a recorded run (a ``consolidate`` trace event) to ``memory``, in one transaction."""
+    ids: dict[int, int] = {}
+    with memory.transaction():
+        ops = [dict(op) for op in event["ops"]]
+        for op in ops:
+            _do(memory, op, ids)
+        memory.advance_consolidation(event["end"])
+        memory.log(dict(event))

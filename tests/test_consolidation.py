@@ -1,0 +1,273 @@
+"""The consolidation run (kernel/consolidation.py, kernel/proposals.py): proposals read leniently,
+checked against the store, applied whole or skipped and counted; one transaction per run; the
+cursor; the trace and replay."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from vmem import PageKind, make_page_id
+
+from vmem.kernel import Agent, Memory, MemoryConfig, read_trace, replay
+from vmem.kernel.consolidation import FACT_TAG, StaleBatch, apply, ask, consolidate, take_batch
+from vmem.kernel.drivers import Completion, ScriptedDriver
+from vmem.kernel.proposals import (
+    Batch,
+    BlockEdit,
+    Fact,
+    KnownFact,
+    Merge,
+    Proposals,
+    Supersession,
+    Turn,
+    parse_proposals,
+    parse_verdict,
+)
+from vmem.storage import Block
+
+T0 = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone.utc)
+
+
+class Clock:
+    """A clock that advances an hour per reading (each user message is a new turn)."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> dt.datetime:
+        self.t += dt.timedelta(hours=1)
+        return self.t
+
+
+def new_memory(path: Path) -> Memory:
+    return Memory.create(path, system="You are Ana's assistant.", clock=Clock(),
+                         blocks={"human": {"value": "name: Bob", "limit": 120},
+                                 "persona": "I am a helpful assistant.",
+                                 "rules": {"value": "be kind", "read_only": True}})
+
+
+def talk(memory: Memory, *pairs: tuple[str, str]) -> None:
+    for user, reply in pairs:
+        memory.append({"role": "user", "content": user})
+        memory.append({"role": "assistant", "content": reply})
+
+
+def facts(memory: Memory, current: bool | None = None) -> list:
+    found = memory.store.archival.search(None, page_size=100).items
+    return [p for p in found if current is None or p.current == current]
+
+
+def batch_of(known: tuple[KnownFact, ...] = (), blocks: tuple[Block, ...] = (Block("human", "name: Bob", 120),)
+             ) -> Batch:
+    return Batch(0, 2, (Turn(1, "user", "I'm Ana and I make 60 calls a day", T0),), blocks, known)
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def test_a_run_writes_core_memory_dated_facts_and_supersessions(tmp_path: Path) -> None:
+    memory = new_memory(tmp_path / "a")
+    old = memory.archival_insert("calls per day: 60", valid_from=T0)[0]
+    talk(memory, ("Hi, I'm Ana, a nurse in Porto.", "Nice to meet you, Ana!"),
+         ("We now handle 1,200 calls a day.", "That's a lot!"))
+    call_time = memory.store.recall.search("1,200 calls", page_size=1).items[0].timestamp
+    driver = ScriptedDriver(['```json\n{"human": ["name: Ana", "job: nurse"], "persona": [], '
+                             '"facts": ["calls per day: 1200", "Ana works in Porto"]}\n```'])
+    report = consolidate(memory, driver)
+    assert report is not None and report.skipped == {} and report.applied == 5
+    assert memory.block("human").value == "name: Ana\njob: nurse"
+    new = {p.text: p for p in facts(memory)}
+    assert new["calls per day: 1200"].valid_from == call_time  # dated by the turn it comes from
+    assert FACT_TAG in new["Ana works in Porto"].tags
+    stale = memory.store.archival.get(old)
+    assert not stale.current and stale.superseded_by == new["calls per day: 1200"].id
+    assert memory.consolidation_cursor == memory.stats.recall == 4
+    # its writes reach the agent's next context: the block is a pinned page
+    assert "job: nurse" in memory.compile()[1]["content"]
+    memory.check()
+    event = [e for e in read_trace(memory.store) if e["e"] == "consolidate"][-1]
+    assert event["start"] == 0 and event["end"] == 4 and event["applied"] == 5
+    assert [op["op"] for op in event["ops"]] == ["block", "block", "fact", "fact", "supersede"]
+    memory.close()
+
+
+def test_the_daemon_asks_about_related_facts_and_merges_duplicates(tmp_path: Path) -> None:
+    memory = new_memory(tmp_path / "a")
+    tea = memory.archival_insert("Ana drinks green tea every morning", valid_from=T0)[0]
+    dup1 = memory.archival_insert("Ana has a dog named Rex", valid_from=T0)[0]
+    dup2 = memory.archival_insert("Ana has a dog named Rex.", valid_from=T0 + dt.timedelta(days=1))
+    assert dup2[0] != dup1
+    talk(memory, ("I switched from green tea to black coffee every morning. My dog Rex is fine.", "Noted."))
+    batch = take_batch(memory.store, memory.consolidation_cursor)
+    assert {k.id for k in batch.known} >= {tea, dup1, dup2[0]}
+    driver = ScriptedDriver(['{"facts": ["Ana drinks black coffee every morning"]}', '{"replaced": true}'])
+    answer = ask(batch, driver)
+    assert answer.checks == 1 and "Old fact: Ana drinks green tea every morning" in driver.requests[1].messages[1][
+        "content"]
+    report = apply(memory, batch, answer)
+    assert report.skipped == {}
+    coffee = next(p for p in facts(memory) if "coffee" in p.text)
+    assert memory.store.archival.get(tea).superseded_by == coffee.id
+    assert memory.store.archival.get(dup1).superseded_by == dup2[0]  # the older duplicate merged into the newer
+    assert memory.store.archival.get(dup2[0]).current
+    memory.check()
+    memory.close()
+
+
+def test_every_kind_of_bad_proposal_is_skipped_and_counted(tmp_path: Path) -> None:
+    memory = new_memory(tmp_path / "a")
+    kept = memory.archival_insert("Ana lives in Lisbon", valid_from=T0)[0]
+    gone = memory.archival_insert("Ana lives in Faro", valid_from=T0)[0]
+    memory.supersede([gone], by=kept)
+    talk(memory, ("I love hiking.", "Great."))
+    batch = take_batch(memory.store, 0)
+    proposals = Proposals(
+        edits=[BlockEdit("nosuch", "x"), BlockEdit("rules", "be rude"), BlockEdit("human", "a" * 200),
+               BlockEdit("human", "name: Ana", old="name: Carol"), BlockEdit("human", "name: bob"),
+               BlockEdit("human", "   "), BlockEdit("human", "likes: hiking")],
+        facts=[Fact(""), Fact("x" * 401), Fact("Ana lives in Lisbon"), Fact("Ana loves hiking"),
+               Fact("Ana loves hiking!"), Fact("Ana moved to Porto")],
+        supersessions=[Supersession((gone,), 5, "stated"), Supersession((kept, make_page_id(PageKind.PASSAGE, 99_999)), 5, "stated"),
+                       Supersession((kept,), 0, "stated")],
+        merges=[Merge(kept, gone)],
+        malformed=2)
+    before = memory.store.archival.get(kept)
+    report = apply(memory, batch, proposals)
+    assert report.skipped == {"malformed": 2, "unknown_block": 1, "read_only": 1, "limit": 1, "old_text_missing": 1,
+                              "duplicate": 1 + 2, "empty": 1 + 1, "too_long": 1, "not_current": 1 + 1,
+                              "not_found": 1, "fact_skipped": 1}
+    assert report.proposed == 7 + 6 + 3 + 1 + 2 and report.applied == 3
+    assert memory.block("human").value == "name: Bob\nlikes: hiking"
+    assert memory.block("rules").value == "be kind"
+    # nothing half applied: the supersession of [kept, missing] left kept current
+    assert memory.store.archival.get(kept) == before
+    assert sorted(p.text for p in facts(memory, current=True)) == ["Ana lives in Lisbon", "Ana loves hiking",
+                                                                    "Ana moved to Porto"]
+    memory.check()
+    memory.close()
+
+
+def test_a_block_that_would_not_fit_the_window_is_refused_not_half_written(tmp_path: Path) -> None:
+    memory = Memory.create(tmp_path / "a", system="You are Ana's assistant.", clock=Clock(),
+                           config=MemoryConfig(window=4096, reserve_output=256),
+                           blocks={"human": {"value": "", "limit": 100_000}})
+    talk(memory, ("hello", "hi"))
+    batch = take_batch(memory.store, 0)
+    report = apply(memory, batch, Proposals(edits=[BlockEdit("human", " ".join(f"word{i}" for i in range(3000)))]))
+    assert report.skipped == {"refused: BudgetError": 1} and report.applied == 0
+    assert memory.block("human").value == ""
+    memory.check()
+    memory.close()
+
+
+# --------------------------------------------------------------------------- the cursor and the transaction
+
+
+def test_the_cursor_survives_reopen_and_a_run_reads_only_new_messages(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    memory = new_memory(path)
+    talk(memory, ("first", "one"), ("second", "two"))
+    assert consolidate(memory, ScriptedDriver(['{"facts": []}'])).end == 4
+    assert consolidate(memory, ScriptedDriver([])) is None  # nothing new: no LLM call
+    memory.close()
+    memory = Memory.open(path, clock=Clock())
+    assert memory.consolidation_cursor == 4
+    talk(memory, ("third", "three"))
+    batch = take_batch(memory.store, memory.consolidation_cursor)
+    assert (batch.start, batch.end) == (4, 6) and [t.text for t in batch.turns] == ["third", "three"]
+    with pytest.raises(ValueError):
+        memory.advance_consolidation(3)  # never back
+    with pytest.raises(ValueError):
+        memory.advance_consolidation(7)  # never past the newest message
+    memory.close()
+
+
+def test_a_long_backlog_is_read_in_batches(tmp_path: Path) -> None:
+    memory = new_memory(tmp_path / "a")
+    for i in range(10):
+        talk(memory, (f"message {i} " + "x" * 80, "ok"))
+    first = take_batch(memory.store, 0, max_chars=300)
+    assert 0 < first.end < 20 and sum(len(t.text) for t in first.turns) <= 300
+    second = take_batch(memory.store, first.end, max_chars=300)
+    assert second.start == first.end and second.turns[0].serial == first.end + 1
+    memory.close()
+
+
+def test_one_transaction_a_failure_mid_apply_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    memory = new_memory(tmp_path / "a")
+    old = memory.archival_insert("calls per day: 60", valid_from=T0)[0]
+    talk(memory, ("We now handle 1,200 calls a day.", "Wow."))
+    digest, events = memory.digest(), len(list(read_trace(memory.store)))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(memory, "supersede", broken)  # after the block edit and the fact were applied
+    driver = ScriptedDriver(['{"human": ["job: nurse"], "facts": ["calls per day: 1200"]}'])
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        consolidate(memory, driver)
+    monkeypatch.undo()
+    assert memory.digest() == digest and len(list(read_trace(memory.store))) == events
+    assert memory.consolidation_cursor == 0 and memory.store.archival.get(old).current
+    memory.check()
+    assert consolidate(memory, ScriptedDriver(['{"human": ["job: nurse"], "facts": ["calls per day: 1200"]}'])
+                       ).applied == 3
+    memory.close()
+
+
+def test_a_stale_batch_applies_nothing(tmp_path: Path) -> None:
+    memory = new_memory(tmp_path / "a")
+    talk(memory, ("hello", "hi"))
+    batch = take_batch(memory.store, 0)
+    consolidate(memory, ScriptedDriver(['{"facts": ["first run"]}']))
+    digest = memory.digest()
+    with pytest.raises(StaleBatch):
+        apply(memory, batch, parse_proposals('{"facts": ["second run"]}', batch))
+    assert memory.digest() == digest
+    memory.close()
+
+
+# --------------------------------------------------------------------------- trace and replay
+
+
+def test_runs_between_steps_replay_to_the_same_digest(tmp_path: Path) -> None:
+    replies = iter(range(100))
+
+    def agent_model(messages, tools):
+        return {"id": f"c{next(replies)}", "name": "send_message", "arguments": {"message": "ok"}}
+
+    agent = Agent.create(tmp_path / "a", system="sys", driver=ScriptedDriver(agent_model), clock=Clock(),
+                         blocks={"human": "", "persona": "helpful"})
+    agent.step("I'm Ana, a nurse. We handle 60 calls a day.")
+    consolidate(agent.memory, ScriptedDriver(['{"human": ["name: Ana"], "facts": ["calls per day: 60"]}']))
+    agent.step("We handle 1,200 calls a day now.")
+    agent.step("I also moved to Porto.")
+    consolidate(agent.memory, ScriptedDriver(['{"human": ["city: Porto"], "facts": ["calls per day: 1200", '
+                                              '"Ana lives in Porto"]}']))
+    agent.step("Bye")
+    superseded = [p for p in facts(agent.memory, current=False)]
+    assert [p.text for p in superseded] == ["calls per day: 60"]
+    digest = agent.memory.digest()
+    agent.close()
+    again = replay(tmp_path / "a", tmp_path / "b")
+    try:
+        assert again.memory.consolidation_cursor > 0
+        assert again.memory.block("human").value == "name: Ana\ncity: Porto"
+        assert again.memory.digest() == digest
+    finally:
+        again.close()
+
+
+def test_placeholders_copied_from_the_prompt_are_skipped_as_empty(tmp_path: Path) -> None:
+    memory = new_memory(tmp_path / "a")
+    talk(memory, ("hello", "hi"))
+    report = consolidate(memory, ScriptedDriver(['{"human": ["...", "…"], "facts": ["...", "name: Ana"]}\n'
+                                                 '{"human": ["..."]}']))
+    assert report.skipped == {"empty": 3} and report.applied == 1
+    assert [p.text for p in facts(memory)] == ["name: Ana"]
+    memory.check()
+    memory.close()

@@ -1,0 +1,118 @@
+"""What the consolidation daemon's model may propose (kernel/proposals.py), read leniently from
+the messy answers of small models; nothing guessed, what cannot be read counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from vmem.kernel.proposals import (
+    Batch,
+    BlockEdit,
+    Fact,
+    KnownFact,
+    Supersession,
+    Turn,
+    near_duplicate,
+    normal,
+    parse_proposals,
+    parse_verdict,
+    related,
+    topic,
+)
+from vmem.kernel.drivers.lenient_json import parse_first_object
+from vmem.storage import Block
+
+T0 = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone.utc)
+
+
+def batch_of(known: tuple[KnownFact, ...] = (), blocks: tuple[Block, ...] = (Block("human", "name: Bob", 120),)
+             ) -> Batch:
+    return Batch(0, 2, (Turn(1, "user", "I'm Ana and I make 60 calls a day", T0),), blocks, known)
+
+
+# --------------------------------------------------------------------------- lenient parsing
+
+
+@pytest.mark.parametrize("text", [
+    '```json\n{"human": ["job: nurse"], "facts": ["calls per day: 60"]}\n```',
+    'Sure! Here is the JSON:\n{"human": ["job: nurse"], "facts": ["calls per day: 60"]}\nHope it helps.',
+    "{'human': ['job: nurse'], 'facts': ['calls per day: 60'],}",
+    '{"User": "job: nurse", "facts": "calls per day: 60"}',
+    '{"human": ["job: nurse"], "facts": ["calls per day: 60"',  # cut off between values
+])
+def test_messy_small_model_answers_are_read(text: str) -> None:
+    found = parse_proposals(text, batch_of())
+    assert found.error is None and found.malformed == 0
+    assert found.edits == [BlockEdit("human", "job: nurse")]
+    assert found.facts == [Fact("calls per day: 60")]
+
+
+def test_a_bare_list_is_facts_and_prose_is_an_error() -> None:
+    assert parse_proposals('["likes tea", "has a cat"]', batch_of()).facts == [Fact("likes tea"), Fact("has a cat")]
+    nothing = parse_proposals("I could not find anything worth remembering.", batch_of())
+    assert nothing.error and nothing.count == 0
+    assert parse_proposals("", batch_of()).error
+
+
+def test_a_topic_line_replaces_the_blocks_line_on_that_topic() -> None:
+    found = parse_proposals('{"human": ["Name: Ana", "city: Porto"]}', batch_of())
+    assert found.edits == [BlockEdit("human", "Name: Ana", "name: Bob"), BlockEdit("human", "city: Porto")]
+
+
+def test_unreadable_items_are_counted_not_guessed() -> None:
+    known = (KnownFact(101, "calls per day: 60", T0),)
+    found = parse_proposals('{"human": [{"x": 1}, 3.5], "nosuchblock": ["a", "b"], '
+                            '"facts": [{"fact": "calls per day: 1200", "replaces": 1}, '
+                            '{"fact": "moved", "replaces": 9}, {"fact": "x", "replaces": "one"}, null]}',
+                            batch_of(known))
+    # {"x": 1} and null cannot be read; 3.5 is a line "3.5"; two lines for an unknown block; numbers
+    # 9 (not shown) and "one" are not known facts
+    assert found.malformed == 1 + 2 + 2 + 1
+    assert found.edits == [BlockEdit("human", "3.5")]
+    assert found.facts == [Fact("calls per day: 1200", (101,))]
+    assert found.supersessions == [Supersession((101,), 0, "stated")]
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ('{"replaced": true}', True), ('{"replaced": false}', False), ("```json\n{'replaced': 'yes'}\n```", True),
+    ("Yes, the old fact is outdated.", True), ("No.", False), ("no longer true", True), ("Maybe", None),
+    ('{"something": 1}', None), ("", None),
+])
+def test_yes_no_verdicts(text: str, verdict: bool | None) -> None:
+    assert parse_verdict(text) is verdict
+
+
+def test_topics_duplicates_and_relatedness() -> None:
+    assert topic("Calls per day: 1,200") == "calls per day" and topic("no topic here") is None
+    assert topic("a very long sentence that is not a topic at all: x") is None
+    assert near_duplicate("Ana has a dog named Rex", "ana has a dog named rex.")
+    assert not near_duplicate("Ana lives in Lisbon", "Ana lives in Porto")
+    assert related("Ana lives in Lisbon", "Ana lives in Porto") and related("city: Lisbon", "City: Porto")
+    assert not related("Ana lives in Lisbon", "Bob plays chess")
+
+
+def test_a_fact_is_dated_by_the_user_turn_it_comes_from() -> None:
+    t1, t2 = T0, T0 + dt.timedelta(days=3)
+    batch = Batch(0, 4, (Turn(1, "user", "I adopted a cat called Miso", t1), Turn(2, "assistant", "cute", t1),
+                         Turn(3, "user", "I started running on Mondays", t2), Turn(4, "assistant", "good", t2)), ())
+    assert batch.time_of("has a cat called Miso") == t1
+    assert batch.time_of("runs on Mondays") == t2
+    assert batch.time_of("something else entirely") == t2  # none shares a word: the newest
+
+
+def test_an_answer_written_twice_is_read_once_and_placeholders_are_left_for_the_checks() -> None:
+    # SmolLM2-135M's answer to the daemon's prompt, as it came: the schema's placeholders, three times
+    text = ('{"human": ["...", "..."], "persona": ["...", "..."], "facts": ["...", "..."]}\n\n'
+            '{"human": ["...", "..."], "persona": ["...", "..."], "facts": ["...", "..."]}\n\n{"human": ["...", "..')
+    found = parse_proposals(text, batch_of(blocks=(Block("human", "", 100), Block("persona", "", 100))))
+    assert found.error is None and len(found.edits) == 4 and len(found.facts) == 2
+    assert all(normal(e.new) == "" for e in found.edits)  # apply skips them as empty
+
+
+def test_parse_first_object() -> None:
+    assert parse_first_object('x {"a": 1} {"b": 2}').arguments == {"a": 1}
+    assert parse_first_object('```json\n{"a": [1, 2,],}\n```\nmore').arguments == {"a": [1, 2]}
+    assert parse_first_object("no json").error
+    assert parse_first_object('{"a": "cut').error  # a value cut off is never repaired
