@@ -5,6 +5,7 @@
 - ``llm_server`` (session scope): a real OpenAI-compatible LLM server; see tests/llm_server.py.
   It is defined once here, not imported into each module, so the whole session shares one
   server (a session fixture imported into two modules would be two fixtures, two servers).
+- ``pg_server`` (session scope): a real PostgreSQL with pgvector; see tests/pg_server.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import pytest
 
 from llm_server import llm_server  # noqa: F401  (a fixture: pytest finds it by name)
+from pg_server import pg_server  # noqa: F401  (likewise, one server per session)
 from vmem.kernel import Agent
 
 
