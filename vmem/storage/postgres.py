@@ -1,0 +1,237 @@
+"""PgStore: one agent's memory in a PostgreSQL database (the interface of MemoryDir).
+
+Location: ``postgresql://user[:password]@host:5432/db?agent=NAME`` (any libpq URL parameter
+besides ``agent`` is passed on: ``sslmode=require``...). Many agents share one database; the
+tables are in schema ``vmem``, made on first use (the role needs CREATE on the database the
+first time, and pgvector must be installable: ``CREATE EXTENSION vector``). Every tier is
+there: recall, archival (pgvector column), blocks, kernel state and journal, the event log.
+
+Unlike a directory, an agent may be open in several processes at once: each transaction
+holds the agent's lock in the database (see :mod:`vmem.storage.postgres_db`), and each
+process's caches (the text and vector indexes) catch up with the others' commits.
+``read_only=True`` reads one consistent snapshot and never blocks a writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from vmem.storage.chunk import DEFAULT_MAX_CHARS
+from vmem.storage.errors import ConfigMismatchError, VmemStorageError
+from vmem.storage.postgres_db import PgDatabase, PgLocation, new_store_id
+from vmem.storage.postgres_tiers import PgBlocks, PgEventLog, PgJournal, PgKernelState, PgLexical, PgRecall
+from vmem.storage.records import utcnow
+
+__all__ = ["PgStore"]
+
+log = logging.getLogger("vmem.storage")
+
+
+class PgStore:
+    """One agent's durable memory in PostgreSQL: ``recall``, ``archival``, ``blocks``, ``state``,
+    ``events``, ``journal`` (the interface of :class:`vmem.storage.MemoryDir`). Open with
+    :meth:`open`; close with :meth:`close` or a ``with`` block."""
+
+    def __init__(self) -> None:  # use PgStore.open()
+        raise TypeError("use PgStore.open(url, ...)")
+
+    @classmethod
+    def open(cls, url: str | PgLocation, *, embedder: Any = None, create: bool = True, archival: Any = None,
+             durability: str = "full", index: str = "hnsw", max_passage_chars: int = DEFAULT_MAX_CHARS,
+             index_autosave: int = 50_000, verify: bool = False, read_only: bool = False,
+             lock_timeout_ms: int | None = None) -> "PgStore":
+        """Open (or create) the agent named by ``url``.
+
+        The arguments of :meth:`MemoryDir.open` where they apply: ``archival`` must be None or
+        ``"postgres"`` (the passages live in the same database); ``durability`` is the
+        server's (``synchronous_commit``: "full" keeps it on, "normal" turns it off for this
+        store's transactions); ``index_autosave`` and ``verify`` have nothing to do here.
+        ``lock_timeout_ms``: how long a transaction waits for the agent's lock held by another
+        process before StoreLockedError (default 5 s).
+        """
+        if archival not in (None, "postgres"):
+            raise ConfigMismatchError(f"a PostgreSQL store keeps its passages in PostgreSQL, not {archival!r}")
+        if durability not in ("full", "normal", "extra"):
+            raise ValueError(f"durability must be one of ['extra', 'full', 'normal'], got {durability!r}")
+        self = object.__new__(cls)
+        self._closed = True
+        kw = {} if lock_timeout_ms is None else {"lock_timeout_ms": lock_timeout_ms}
+        self._db = PgDatabase(url, create=create, read_only=read_only, **kw)
+        #: The location, for messages (the password is left out).
+        self.path = self._db.path
+        self.read_only = read_only
+        try:
+            self._open(embedder, index, max_passage_chars, durability)
+        except BaseException:
+            if self._db.created:
+                self._db.drop_agent()
+            self._db.close()
+            raise
+        return self
+
+    def _open(self, embedder: Any, index: str, max_chars: int, durability: str) -> None:
+        db = self._db
+        if durability == "normal" and not self.read_only:
+            with db.reading("setting durability") as c:
+                c.execute("SET synchronous_commit = off")
+        if db.get_meta("store_id") is None and not self.read_only:
+            with db.transaction("initialising the store"):
+                db.set_meta("store_id", new_store_id())
+                db.set_meta("created", utcnow().timestamp())
+                db.set_meta("archival", {"backend": "postgres"})
+        #: A unique id of this store (made at creation).
+        self.store_id: str = db.get_meta("store_id")
+        if embedder is None:
+            from vmem.embed import default_embedder
+
+            embedder = default_embedder()
+        self.embedder = embedder
+        self.recall = PgRecall(db, PgLexical(db, "messages"))
+        self.blocks = PgBlocks(db)
+        self.state = PgKernelState(db)
+        self.events = PgEventLog(db)
+        self.journal = PgJournal(db)
+        if index == "hnsw":
+            from vmem.index import PageIndex as index_cls
+        elif index == "exact":
+            from vmem.index import ExactIndex as index_cls
+        else:
+            raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
+        from vmem.text import fts_query
+
+        try:
+            from vmem.rank import fuse
+        except ImportError:  # pragma: no cover - hybrid search needs it; the rest works without
+            fuse = None
+        from vmem.storage.postgres_archival import PgArchival
+
+        self.archival = PgArchival(db, embedder, index_cls=index_cls, fts_query=fts_query, fuse=fuse,
+                                   max_chars=max_chars)
+        self._closed = False
+
+    # -- use
+
+    @property
+    def agent(self) -> str:
+        """The agent's name."""
+        return self._db.location.agent
+
+    @property
+    def created(self) -> bool:
+        """Whether this open added the agent to the database."""
+        return self._db.created
+
+    @property
+    def shared(self) -> bool:
+        """True: other processes may write this agent between this object's transactions."""
+        return True
+
+    @property
+    def strict(self) -> bool:
+        """Whether a transaction that finds the agent changed elsewhere is refused (StaleStoreError)
+        after the caches caught up, so that an owner with an in-memory image can reload it."""
+        return self._db.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._db.strict = bool(value)
+
+    @property
+    def version(self) -> int:
+        """The agent's version this object's caches reflect (committed write transactions)."""
+        return self._db.seen
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["PgStore"]:
+        """Group writes into one atomic commit holding the agent's lock (nested calls join)."""
+        with self._db.transaction("transaction"):
+            yield self
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator["PgStore"]:
+        """A nested transaction inside an open :meth:`transaction`."""
+        with self._db.savepoint():
+            yield self
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator["PgStore"]:
+        """Reads that see one consistent state: a REPEATABLE READ read-only transaction (a
+        read-only store is always in one). Not for writes."""
+        db = self._db
+        if db.read_only or db.in_transaction:
+            yield self
+            return
+        with db.lock:
+            db.check_open()
+            from vmem.storage.postgres_db import translate
+
+            with translate("opening a snapshot"):
+                db.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            db._depth += 1
+            try:
+                yield self
+            finally:
+                db._depth -= 1
+                with translate("closing a snapshot"):
+                    db.conn.execute("COMMIT")
+
+    def sync(self) -> bool:
+        """Catch the caches up with other processes' commits now (see PgDatabase.sync)."""
+        return self._db.sync()
+
+    def refresh(self) -> None:
+        """A read-only store: read a new snapshot."""
+        self._db.refresh()
+
+    def checkpoint(self) -> None:
+        """Nothing to fold: the server owns durability. Checks the store is open."""
+        self._db.check_open()
+
+    def checkpoint_in_background(self, min_wal_bytes: int = 4 << 20) -> None:
+        """Nothing to do on PostgreSQL (the server checkpoints)."""
+        self._db.check_open()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of what the store holds."""
+        return {
+            "messages": len(self.recall),
+            "passages": len(self.archival),
+            "blocks": len(self.blocks),
+            "state_keys": len(self.state),
+            "archival_backend": self.archival.backend,
+            "embedder": self.embedder.name,
+        }
+
+    def drop(self) -> None:
+        """Delete this agent and everything it holds from the database, and close."""
+        self._closed = True
+        self._db.drop_agent()
+
+    def close(self) -> None:
+        """Give the connection back (idempotent)."""
+        if self._closed:
+            self._db.close()
+            return
+        self._closed = True
+        try:
+            self.archival.close()
+        except VmemStorageError as e:
+            log.warning("%s: closing archival storage: %s", self.path, e)
+        self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    def __enter__(self) -> "PgStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PgStore {self.path!r} {'closed' if self._closed else 'open'}>"

@@ -1,0 +1,300 @@
+"""Archival passages on PostgreSQL, searched through per-process caches of the table.
+
+Table ``vmem.passages`` keyed by (agent, id): text, content hash (unique per agent), epoch ts,
+tags (msgpack, and rows of ``vmem.passage_tags`` for filtering), the embedding as a pgvector
+``vector``, ``grp`` (the first passage of its insert call), and the temporal columns
+``valid_from`` / ``invalid_at`` / ``superseded_by``.
+
+Search is the embedded store's, over the same two caches (this is what keeps the ranking
+identical to the SQLite store's, figure for figure): the C text index (BM25) and the HNSW
+vector index (hnswlib), both built from the table at open and kept current after every commit
+of this process and, through the agent's version (``PgDatabase.stale_hooks``), with every
+commit of other processes before a transaction or search uses them. The caches are not written
+to disk: a process that opens an agent builds them (see the open-cost figures in docs/design.md).
+
+Everything that is not SQL (insert rules, search, fusion, context) is inherited from
+:class:`vmem.storage.sqlite.SqliteArchival`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from vmem.pageid import PageKind, page_serial
+from vmem.storage.archival import PassageFilter
+from vmem.storage.postgres_db import PgDatabase
+from vmem.storage.postgres_tiers import PgLexical
+from vmem.storage.recall import bitmap
+from vmem.storage.records import Passage, from_epoch
+from vmem.storage.sqlite import EXACT_MAX, SqliteArchival, _pid
+
+__all__ = ["PgArchival"]
+
+log = logging.getLogger("vmem.storage")
+
+_BATCH = 4096
+_F32 = np.dtype("<f4")
+_SERIAL_MASK = (1 << 56) - 1
+
+
+def _where(f: PassageFilter, agent: int) -> tuple[str, list[Any]]:
+    """SQL condition (over alias ``p``) and arguments for a passage filter."""
+    parts = ["p.agent = %s"]
+    args: list[Any] = [agent]
+    if f.tags:
+        if f.match_all and len(f.tags) > 1:
+            parts.append("p.id IN (SELECT passage_id FROM vmem.passage_tags WHERE agent = %s AND tag = ANY(%s) "
+                         "GROUP BY passage_id HAVING count(*) = %s)")
+            args.extend([agent, list(f.tags), len(f.tags)])
+        else:
+            parts.append("p.id IN (SELECT passage_id FROM vmem.passage_tags WHERE agent = %s AND tag = ANY(%s))")
+            args.extend([agent, list(f.tags)])
+    if f.lo is not None:
+        parts.append("p.ts >= %s")
+        args.append(f.lo)
+    if f.hi is not None:
+        parts.append("p.ts <= %s")
+        args.append(f.hi)
+    return " AND ".join(parts), args
+
+
+class PgArchival(SqliteArchival):
+    """One agent's archival passages in PostgreSQL, with a text and a vector index cached in process."""
+
+    backend = "postgres"
+    _db: PgDatabase  # type: ignore[assignment]
+
+    def __init__(self, db: PgDatabase, embedder: Any, *, index_cls: type, **kw: Any) -> None:
+        super().__init__(db, embedder, "", index_cls=index_cls, lexical=PgLexical(db, "passages"), **kw)
+        db.stale_hooks.append(self._catch_up_index)
+
+    # -- the embedder and the vector cache
+
+    def _reembed_if_needed(self) -> None:
+        want = {"name": self.embedder.name, "dim": int(self.embedder.dim)}
+        have = self._db.get_meta("embedder")
+        if have == want:
+            return
+        if have is None and len(self) == 0:
+            if not self._db.read_only:
+                self._db.set_meta("embedder", want)
+            return
+        if self._db.read_only:
+            from vmem.storage.errors import ConfigMismatchError
+
+            raise ConfigMismatchError(
+                f"{self._db.path}: the passages were embedded by {have and have.get('name')!r}, not "
+                f"{want['name']!r}; a read-only open cannot re-embed them (open it with that embedder)")
+        log.warning("%s: embedder changed from %r to %r: re-embedding every passage",
+                    self._db.path, have and have.get("name"), want["name"])
+        db = self._db
+        with db.transaction("re-embedding passages") as c:
+            rows = c.execute("SELECT id, text FROM vmem.passages WHERE agent=%s ORDER BY id", (db.agent,)).fetchall()
+            for lo in range(0, len(rows), _BATCH):
+                chunk = rows[lo:lo + _BATCH]
+                vecs = self._embed([t for _, t in chunk])
+                with c.cursor() as cur:
+                    cur.executemany("UPDATE vmem.passages SET embedding=%s WHERE agent=%s AND id=%s",
+                                    [(v.astype(np.float32), db.agent, i) for (i, _), v in zip(chunk, vecs)])
+            db.set_meta("embedder", want)
+
+    def _drop_index_file(self) -> None:
+        pass
+
+    def _db_ids(self) -> np.ndarray:
+        with self._db.reading("listing passages") as c:
+            serials = np.array([r[0] for r in c.execute("SELECT id FROM vmem.passages WHERE agent=%s",
+                                                        (self._db.agent,))], dtype=np.int64)
+        return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) \
+            else np.zeros(0, np.uint64)
+
+    def _load_vectors(self, page_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        serials = [page_serial(int(p)) for p in page_ids]
+        dim = self.embedder.dim
+        ids_out: list[int] = []
+        vecs: list[np.ndarray] = []
+        with self._db.reading("reading embeddings") as c:
+            with c.cursor(binary=True) as cur:
+                cur.execute("SELECT id, embedding FROM vmem.passages WHERE agent=%s AND id = ANY(%s)",
+                            (self._db.agent, serials))
+                for sid, vec in cur:
+                    ids_out.append(_pid(sid))
+                    vecs.append(vec.to_numpy() if hasattr(vec, "to_numpy") else np.asarray(vec, dtype=np.float32))
+        if not ids_out:
+            return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
+        return np.array(ids_out, dtype=np.uint64), np.vstack(vecs).astype(np.float32)
+
+    def _open_index(self) -> Any:
+        db_ids = self._db_ids()
+        index = self._new_index(len(db_ids))
+        self._add_from_db(index, db_ids)
+        self.index_status = "rebuilt"
+        self._unsaved = 0
+        return index
+
+    def _catch_up_index(self) -> None:
+        """Another process committed: add its passages, drop the ones it deleted."""
+        db_ids = self._db_ids()
+        idx_ids = self.index.ids()
+        extra = np.setdiff1d(idx_ids, db_ids, assume_unique=True)
+        missing = np.setdiff1d(db_ids, idx_ids, assume_unique=True)
+        if len(extra):
+            self.index.delete(extra)
+        if len(missing):
+            self._add_from_db(self.index, missing)
+
+    def checkpoint(self) -> None:
+        """Nothing to write: the caches live in this process only."""
+        self._db.check_open()
+
+    def close(self) -> None:
+        """Nothing to save (the database is closed by the store)."""
+
+    def _index_changed(self, n: int) -> None:
+        pass
+
+    # -- primitives
+
+    def __len__(self) -> int:
+        with self._db.reading("counting passages") as c:
+            return int(c.execute("SELECT count(*) FROM vmem.passages WHERE agent=%s",
+                                 (self._db.agent,)).fetchone()[0])
+
+    def _count(self, f: PassageFilter) -> int:
+        self._db.check_open()
+        if f.empty and not self._db.in_transaction:
+            self._db.sync()
+            return len(self.lexical.index)
+        cond, args = _where(f, self._db.agent)
+        with self._db.reading("counting passages") as c:
+            return int(c.execute(f"SELECT count(*) FROM vmem.passages p WHERE {cond}", args).fetchone()[0])
+
+    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
+        db = self._db
+        with db.lock:
+            db.check_open()
+            with db.transaction("inserting passages") as c:
+                known: dict[bytes, tuple[int, tuple[str, ...]]] = {}
+                uniq = list(dict.fromkeys(hashes))
+                for h, i, tg in c.execute("SELECT hash, id, tags FROM vmem.passages WHERE agent=%s AND hash = ANY(%s)",
+                                          (db.agent, uniq)):
+                    known[bytes(h)] = (i, tuple(msgpack.unpackb(tg, raw=False)) if tg else ())
+                fresh: dict[bytes, int] = {}
+                for n, h in enumerate(hashes):
+                    if h not in known and h not in fresh:
+                        fresh[h] = n
+                vecs = self._embed([texts[n] for n in fresh.values()]) if fresh else None
+                tag_blob = msgpack.packb(list(tags), use_bin_type=True) if tags else None
+                serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
+                grp = None
+                if fresh:
+                    grp = db.next_serials("passage_seq", len(fresh))
+                    for k, h in enumerate(fresh):
+                        serial[h] = grp + k
+                    with c.cursor() as cur:
+                        cur.executemany(
+                            "INSERT INTO vmem.passages(agent, id, text, hash, ts, tags, embedding, grp) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                            [(db.agent, serial[h], texts[n], h, ts, tag_blob, v.astype(np.float32), grp)
+                             for (h, n), v in zip(fresh.items(), vecs)])  # type: ignore[arg-type]
+                        if tags:
+                            cur.executemany("INSERT INTO vmem.passage_tags(agent, tag, passage_id) VALUES (%s, %s, %s)",
+                                            [(db.agent, t, serial[h]) for h in fresh for t in tags])
+                for h, (i, old) in known.items():  # duplicates: merge the new tags in
+                    add = [t for t in tags if t not in old]
+                    if add:
+                        c.execute("UPDATE vmem.passages SET tags=%s WHERE agent=%s AND id=%s",
+                                  (msgpack.packb(list(old) + add, use_bin_type=True), db.agent, i))
+                        with c.cursor() as cur:
+                            cur.executemany("INSERT INTO vmem.passage_tags(agent, tag, passage_id) VALUES (%s, %s, %s) "
+                                            "ON CONFLICT DO NOTHING", [(db.agent, t, i) for t in add])
+                if fresh:
+                    new_ids = np.array([_pid(serial[h]) for h in fresh], dtype=np.uint64)
+                    rows = [(serial[h], texts[n], ts, "", grp) for h, n in fresh.items()]
+                    db.after_commit(lambda: self._after_insert(new_ids, vecs, rows))
+            return [_pid(serial[h]) for h in hashes]
+
+    def _delete(self, page_ids: list[int]) -> int:
+        serials = [page_serial(p) for p in page_ids]
+        db = self._db
+        with db.transaction("deleting passages") as c:
+            rows = c.execute("DELETE FROM vmem.passages WHERE agent=%s AND id = ANY(%s) RETURNING id, text",
+                             (db.agent, serials)).fetchall()
+            gone = [_pid(s) for s, _ in rows]
+            texts = [(s, t) for s, t in rows]
+            if gone:
+                db.after_commit(lambda: (self.lexical.deleted(texts), self.index.delete(gone)))
+        return len(gone)
+
+    def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
+        out: dict[int, Passage] = {}
+        if not page_ids:
+            return out
+        serials = [p & _SERIAL_MASK for p in page_ids]
+        base = int(PageKind.PASSAGE) << 56
+        with self._db.reading("reading passages") as c:
+            for sid, text, tg, ts in c.execute("SELECT id, text, tags, ts FROM vmem.passages "
+                                               "WHERE agent=%s AND id = ANY(%s)", (self._db.agent, serials)):
+                tags = tuple(msgpack.unpackb(tg, raw=False)) if tg else ()
+                out[base | sid] = Passage(base | sid, text, tags, from_epoch(ts))
+        return out
+
+    def _list(self, f: PassageFilter, offset: int, limit: int) -> list[int]:
+        cond, args = _where(f, self._db.agent)
+        with self._db.reading("listing passages") as c:
+            rows = c.execute(f"SELECT p.id FROM vmem.passages p WHERE {cond} ORDER BY p.ts DESC, p.id DESC "
+                             "LIMIT %s OFFSET %s", [*args, limit, offset]).fetchall()
+        return [_pid(r[0]) for r in rows]
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`ArchivalStore.search`, over caches caught up with other processes' commits first
+        (inside a transaction they were caught up when it began)."""
+        if not self._db.in_transaction:
+            self._db.sync()
+        return super().search(*args, **kwargs)
+
+    def _tag_bitmap(self, f: PassageFilter) -> np.ndarray:
+        tags = list(f.tags or ())
+        if f.match_all and len(tags) > 1:
+            q = ("SELECT passage_id FROM vmem.passage_tags WHERE agent=%s AND tag = ANY(%s) GROUP BY passage_id "
+                 "HAVING count(*) = %s")
+            args: list[Any] = [self._db.agent, tags, len(tags)]
+        else:
+            q = "SELECT passage_id FROM vmem.passage_tags WHERE agent=%s AND tag = ANY(%s)"
+            args = [self._db.agent, tags]
+        with self._db.reading("filtering passages by tag") as c:
+            ids = np.array([r[0] for r in c.execute(q, args)], dtype=np.int64)
+        return bitmap(ids) if len(ids) else np.zeros(1, dtype=np.uint64)
+
+    def _vector_hits(self, vector: np.ndarray, f: PassageFilter, k: int) -> list[tuple[int, float]]:
+        with self._db.lock:
+            self._db.check_open()
+            if k <= 0:
+                return []
+            if f.empty:
+                ids, sims = self.index.query(vector[None, :], k)
+                return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
+            cond, args = _where(f, self._db.agent)
+            with self._db.reading("filtering passages") as c:
+                cand = np.array([r[0] for r in c.execute(f"SELECT p.id FROM vmem.passages p WHERE {cond}", args)],
+                                dtype=np.int64)
+            if len(cand) == 0:
+                return []
+            cand_ids = np.uint64(int(PageKind.PASSAGE) << 56) | cand.astype(np.uint64)
+            k = min(k, len(cand_ids))
+            if len(cand_ids) <= EXACT_MAX:
+                try:
+                    vecs = self.index.get(cand_ids)
+                except KeyError:
+                    cand_ids, vecs = self._load_vectors(cand_ids)
+                    k = min(k, len(cand_ids))
+                sims = vecs @ vector
+                top = np.argsort(-sims, kind="stable")[:k]
+                return [(int(cand_ids[j]), float(sims[j])) for j in top]
+            allowed = set(cand_ids.tolist())
+            ids, sims = self.index.query(vector[None, :], k, filter=allowed.__contains__)
+            return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
