@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from vmem.kernel import Memory
 from vmem.kernel.drivers import ToolCall
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
-from vmem.storage import Block, StoreLockedError
+from vmem.storage import Block, StoreLockedError, is_url
 
 __all__ = ["BLOCK_URI", "LOOPBACK", "MemoryService", "block_uri", "build_server", "serve_http", "serve_stdio"]
 
@@ -102,7 +102,7 @@ class MemoryService:
 
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0, hold: float = 2.0,
                  embedder: Any = None) -> None:
-        self.path = Path(path)
+        self.path = path if is_url(path) else Path(path)
         self.lock_timeout = lock_timeout
         self.hold = hold
         self.embedder = embedder

@@ -51,3 +51,25 @@ def check_invariants_after_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
     """Agent.step and Agent.astep verify the memory's invariants after every step that returns."""
     monkeypatch.setattr(Agent, "step", _checked(Agent.step))
     monkeypatch.setattr(Agent, "astep", _achecked(Agent.astep))
+
+
+#: The stores a memory can live in: a directory (embedded SQLite) or an agent in PostgreSQL.
+STORES = ["dir", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Which store the test's memories live in ("dir" or "postgres"): tests that take it run on both."""
+    return request.param
+
+
+@pytest.fixture
+def place(store_kind: str, tmp_path, request: pytest.FixtureRequest):
+    """``place(name)`` -> a location for a memory called ``name`` in the store under test: a
+    directory under ``tmp_path``, or a fresh agent in the session's PostgreSQL (the same name
+    gives the same location within a test)."""
+    if store_kind == "dir":
+        return lambda name: tmp_path / name
+    server = request.getfixturevalue("pg_server")
+    made: dict[str, str] = {}
+    return lambda name: made.setdefault(name, server.agent_url(name))
