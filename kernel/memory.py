@@ -875,8 +875,19 @@ class Memory:
 
     def check(self) -> None:
         """Verify every invariant of the memory (:mod:`vmem.kernel.invariants`); raises
-        InvariantError naming the broken one."""
+        InvariantError naming the broken one. (A memory other processes write is refreshed first.)"""
+        self.refresh()
         check_invariants(self)
+
+    def refresh(self) -> bool:
+        """A memory in a shared store (PostgreSQL) that another process changed since this object
+        last saw it: reload its image now (each outermost transaction does so by itself; reads
+        between transactions show what this object saw last). Returns whether it reloaded.
+        A no-op for a directory (one writer) and for a read-only open (one snapshot)."""
+        if not self._shared or self.read_only or self._tx.depth or not self.store.sync():
+            return False
+        self._reload_image()
+        return True
 
     def digest(self) -> str:
         """A digest of the whole memory state: equal digests, equal memories."""
@@ -909,15 +920,15 @@ class _FailedCall(Exception):
         self.record = record
 
 
-#: How many times an outermost transaction reloads a shared memory that keeps changing elsewhere
-#: before it gives up with BusyError.
-_FRESH_TRIES = 8
+#: How many times an outermost transaction reloads a shared memory before it gives up with
+#: BusyError (the store keeps the agent's lock from the stale check to the retry, so one does).
+_FRESH_TRIES = 3
 
 
 class _Fresh:
     """An outermost transaction of a memory in a shared store: when its store finds (under the
     agent's lock) that another process committed since, nothing was done yet; the memory
-    reloads its image and the transaction begins again."""
+    reloads its image, still under that lock, and the transaction begins again in it."""
 
     __slots__ = ("_memory", "_cm")
 
@@ -931,8 +942,12 @@ class _Fresh:
             cm = memory._tx.transaction()
             try:
                 cm.__enter__()
-            except StaleStoreError:
-                memory._reload_image()
+            except StaleStoreError:  # the store holds the agent's lock for the reload and the retry
+                try:
+                    memory._reload_image()
+                except BaseException:
+                    memory.store.release()
+                    raise
                 continue
             self._cm = cm
             return None

@@ -178,6 +178,10 @@ class PgStore:
                 with translate("closing a snapshot"):
                     db.conn.execute("COMMIT")
 
+    def release(self) -> None:
+        """Roll back the transaction a StaleStoreError kept open (see PgDatabase._begin)."""
+        self._db.release()
+
     def sync(self) -> bool:
         """Catch the caches up with other processes' commits now (see PgDatabase.sync)."""
         return self._db.sync()

@@ -275,6 +275,10 @@ class PgDatabase:
         self.strict = False
         #: Whether this open created the agent.
         self.created = False
+        # A strict store's stale transaction: begun, locked, refused with StaleStoreError and
+        # kept open (the lock held) for the owner to reload in; the next transaction() joins it.
+        self._held = False
+        self._pending = 0
         self._pool = pool_for(self.location.dsn)
         with translate(f"connecting to {self.path}"):
             self.conn = self._pool.getconn()
@@ -318,7 +322,8 @@ class PgDatabase:
                                          f"this vmem reads version {PG_SCHEMA_VERSION}")
             return
         if not create or self.read_only:
-            raise StoreNotFoundError(f"no vmem schema in {_redact(self.location.dsn)}")
+            raise StoreNotFoundError(f"no vmem agent {self.location.agent!r} in {_redact(self.location.dsn)} "
+                                     "(no vmem schema there yet)")
         # first use of this database: one transaction, serialised between processes
         c.execute("BEGIN")
         try:
@@ -390,8 +395,8 @@ class PgDatabase:
 
     @property
     def in_transaction(self) -> bool:
-        """Whether a transaction() block is open."""
-        return self._depth > 0
+        """Whether a transaction() block is open (or one kept open by StaleStoreError)."""
+        return self._depth > 0 or self._held
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` after the current transaction commits (dropped on rollback)."""
@@ -406,7 +411,13 @@ class PgDatabase:
         self._on_rollback.append(hook)
 
     def _begin(self, what: str) -> None:
-        """BEGIN and take the agent's lock; catch the caches up when another process committed."""
+        """BEGIN and take the agent's lock; catch the caches up when another process committed
+        (and, strict, refuse with StaleStoreError, keeping the transaction and its lock open for
+        the owner to reload in: the next transaction() joins it, so no other writer gets in
+        between the reload and the retry)."""
+        if self._held:  # begun and locked already: the owner reloaded after StaleStoreError
+            self._held = False
+            return
         c = self.conn
         with translate(what):
             c.execute("BEGIN")
@@ -418,16 +429,25 @@ class PgDatabase:
                 if row is None:
                     raise StoreNotFoundError(f"{self.path}: the agent was deleted")
                 version = int(row[0])
-                if version != self.seen + 1:  # another process committed: catch up under the lock
+                stale = version != self.seen + 1
+                if stale:  # another process committed: catch up under the lock
                     for hook in self.stale_hooks:
                         hook()
                     self.seen = version - 1
-                    if self.strict:
-                        raise StaleStoreError(f"{self.path}: changed by another process")
                 self._pending = version
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+        if stale and self.strict:
+            self._held = True
+            raise StaleStoreError(f"{self.path}: changed by another process")
+
+    def release(self) -> None:
+        """Roll back a transaction kept open by StaleStoreError (the owner could not reload)."""
+        with self.lock:
+            if self._held:
+                self._held = False
+                self._rollback()
 
     def _commit(self, what: str) -> None:
         with translate(what):
@@ -448,7 +468,7 @@ class PgDatabase:
         round trip). Returns whether anything changed. A read-only store keeps its snapshot."""
         with self.lock:
             self.check_open()
-            if self._depth or self.read_only:
+            if self._depth or self._held or self.read_only:
                 return False
             with translate("reading the agent's version"):
                 version = int(self.conn.execute("SELECT version FROM vmem.agents WHERE id=%s",
@@ -516,6 +536,7 @@ class PgDatabase:
             if self._closed:
                 return
             self._closed = True
+            self._held = False
             self._give_back()
 
     def _give_back(self) -> None:
