@@ -96,9 +96,20 @@ def render_workset(lines: Iterable[str]) -> str:
 
 
 def passage_line(p: Passage) -> str:
-    """An archival passage as a line of the working set or of a search result."""
+    """An archival passage as a line of the working set or of a search result: its id, date
+    and tags, and when it is a fact that no longer holds, its interval and what replaced it
+    ("held 2023-05-01 .. 2023-07-09, replaced by 0x..."); a fact stored after it began to
+    hold says since when ("holds since 2023-05-01")."""
     tags = f" · tags: {', '.join(p.tags)}" if p.tags else ""
-    return f"[archival {p.id:#x} · {p.timestamp.date().isoformat()}{tags}] {p.text}"
+    since = p.held_from.date().isoformat()
+    if p.invalid_at is not None:
+        by = f"replaced by {p.superseded_by:#x}" if p.superseded_by is not None else "no longer true"
+        interval = f" · held {since} .. {p.invalid_at.date().isoformat()}, {by}"
+    elif p.held_from.date() != p.timestamp.date():
+        interval = f" · holds since {since}"
+    else:
+        interval = ""
+    return f"[archival {p.id:#x} · {p.timestamp.date().isoformat()}{tags}{interval}] {p.text}"
 
 
 def message_line(m: Message) -> str:

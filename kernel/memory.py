@@ -803,28 +803,54 @@ class Memory:
         if self._replies is not None:
             self._replies.append(message)
 
-    def archival_insert(self, content: str, tags: Sequence[str] = ()) -> list[int]:
-        """Save text to archival storage (split into passages); their page ids."""
+    def archival_insert(self, content: str, tags: Sequence[str] = (), *,
+                        valid_from: _dt.datetime | None = None) -> list[int]:
+        """Save text to archival storage (split into passages); their page ids. The passages are
+        stamped with the current turn's time, and hold from ``valid_from`` (default: that time)."""
         with self.transaction():
-            ids = self.store.archival.insert(content, tags=tags, timestamp=self.now)
+            ids = self.store.archival.insert(content, tags=tags, timestamp=self.now, valid_from=valid_from)
             self._memory_changed()
         return ids
 
     def archival_insert_many(self, texts: Sequence[str], tags: Sequence[str] = (),
-                             timestamp: _dt.datetime | None = None) -> list[list[int]]:
+                             timestamp: _dt.datetime | None = None, *,
+                             valid_from: _dt.datetime | Sequence[_dt.datetime] | None = None) -> list[list[int]]:
         """Save several texts at once (one transaction, one embedding batch); each one's page ids.
-        ``timestamp`` defaults to the current turn's time."""
+        ``timestamp`` defaults to the current turn's time; ``valid_from`` (one time, or one per
+        text) to ``timestamp``."""
         with self.transaction():
-            ids = self.store.archival.insert_many(texts, tags=tags, timestamp=timestamp or self.now)
+            ids = self.store.archival.insert_many(texts, tags=tags, timestamp=timestamp or self.now,
+                                                  valid_from=valid_from)
             self._memory_changed()
         return ids
 
+    def supersede(self, old_ids: Sequence[int], by: int | None = None, *,
+                  at: _dt.datetime | None = None) -> list[int]:
+        """Mark the archival passages ``old_ids`` as no longer holding from ``at`` (default: the
+        current turn's time), replaced by the passage ``by`` (None: nothing replaced them); the
+        ids changed (already superseded ones are left as they are). Nothing is deleted: they
+        stay searchable, after current facts, shown with their interval (a resident one's line
+        in the working set too). Traced as ``{"e": "supersede"}``. Raises as
+        :meth:`vmem.storage.ArchivalStore.supersede` does, changing nothing."""
+        when = at if at is not None else self.now
+        with self.transaction():
+            changed = self.store.archival.supersede(old_ids, by, when)
+            self.trace.write({"e": "supersede", "old": [int(i) for i in old_ids], "by": by, "at": when.timestamp(),
+                              "changed": changed})
+            if changed:
+                self._memory_changed()
+                resident = [p for p in changed if p in self.workset.lines]
+                if resident:
+                    self.workset.rewrite({p.id: passage_line(p) for p in self.store.archival.get_many(resident)})
+        return changed
+
     def archival_search(self, query: str, *, tags: Sequence[str] | None = None, tags_match: str = "any",
                         start: _dt.date | None = None, end: _dt.date | None = None,
-                        page: int = 0) -> SearchPage[Passage]:
-        """One page of a hybrid archival search (``page_size`` results)."""
+                        as_of: _dt.datetime | None = None, page: int = 0) -> SearchPage[Passage]:
+        """One page of a hybrid archival search (``page_size`` results): current facts first, or
+        with ``as_of`` only the facts that held then."""
         return self.store.archival.search(query, mode="hybrid", tags=tags, tags_match=tags_match, start=start,
-                                          end=end, page=page, page_size=self.config.page_size)
+                                          end=end, as_of=as_of, page=page, page_size=self.config.page_size)
 
     def conversation_search(self, query: str | None, *, roles: Sequence[str] | None = None,
                             start: _dt.date | None = None, end: _dt.date | None = None,
@@ -897,7 +923,9 @@ class Memory:
         page = 0
         while True:
             found = self.store.archival.search(None, page=page, page_size=500)
-            passages.extend((p.id, p.text, sorted(p.tags), p.timestamp.timestamp()) for p in found.items)
+            passages.extend((p.id, p.text, sorted(p.tags), p.timestamp.timestamp(), p.held_from.timestamp(),
+                             p.invalid_at.timestamp() if p.invalid_at else None, p.superseded_by)
+                            for p in found.items)
             if not found.has_next:
                 break
             page += 1

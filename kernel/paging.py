@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vmem import PagedContext, Region
+from vmem import BudgetError, PagedContext, Region
 from vmem.kernel.context import message_line, passage_line
 from vmem.kernel.persistence import MemoryState
 from vmem.kernel.tokens import TokenCounter
@@ -74,6 +74,30 @@ class WorkingSet:
             ctx.remove_many(np.unique(np.array(out, dtype=np.uint64)))
         self._trace.write({"e": "pagein", "admitted": admitted, "evicted": evicted})
         return admitted
+
+    def rewrite(self, lines: dict[int, str]) -> list[int]:
+        """Show new ``lines`` (page -> line) for those of their pages in the working set (a passage
+        superseded since it was paged in), each page re-accounted; a page whose longer line does
+        not fit the core's budget leaves the working set (storage holds it). The pages rewritten."""
+        done: list[int] = []
+        gone: list[int] = []
+        for page, line in lines.items():
+            if page not in self.lines or self.lines[page] == line:
+                continue
+            try:
+                self._ctx.resize(page, self._counter.count(line))
+            except BudgetError:
+                gone.append(page)
+                continue
+            self.lines[page] = line
+            done.append(page)
+        if gone:
+            self._ctx.remove_many(np.array(gone, dtype=np.uint64))
+            for page in gone:
+                del self.lines[page]
+        if done or gone:
+            self._trace.write({"e": "rewrite", "pages": done, "evicted": gone})
+        return done
 
     def resident(self, pages: Iterable[int]) -> set[int]:
         """Which of ``pages`` are in the main context now (any region)."""

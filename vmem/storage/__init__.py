@@ -42,6 +42,7 @@ from vmem.storage.errors import (
     StoreLockedError,
     StoreNotFoundError,
     StoreOwnedError,
+    UnsupportedError,
     VmemStorageError,
 )
 from vmem.storage.memdir import MemoryDir, MilvusConfig
@@ -78,6 +79,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "StoreOwnedError",
+    "UnsupportedError",
     "VmemStorageError",
     "display",
     "is_url",

@@ -50,8 +50,11 @@ APPLICATION_ID = int.from_bytes(b"vmem", "big")
 #: kept FTS5 tables (and triggers) for text search; version 2 drops them for the
 #: stores' own index caches (vmem/storage/lexical.py), records each passage's insert
 #: call (``grp``), and adds the event log, the passage ledger and the journal.
-#: Version 1 stores are migrated on open.
-SCHEMA_VERSION = 2
+#: Version 3 gives passages an interval: ``valid_from`` (when the fact began to hold;
+#: filled with ``ts`` for older passages), ``invalid_at`` and ``superseded_by`` (when it
+#: stopped, and the passage serial that replaced it; NULL while it holds).
+#: Older stores are migrated on open, one version at a time.
+SCHEMA_VERSION = 3
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -75,9 +78,14 @@ CREATE TABLE passages(
     ts        REAL NOT NULL,
     tags      BLOB,
     embedding BLOB,
-    grp       INTEGER
+    grp       INTEGER,
+    valid_from    REAL,
+    invalid_at    REAL,
+    superseded_by INTEGER
 );
 CREATE INDEX passages_ts ON passages(ts);
+CREATE INDEX passages_valid_from ON passages(valid_from);
+CREATE INDEX passages_invalid_at ON passages(invalid_at) WHERE invalid_at IS NOT NULL;
 CREATE TABLE passage_tags(
     tag        TEXT NOT NULL,
     passage_id INTEGER NOT NULL REFERENCES passages(id) ON DELETE CASCADE,
@@ -106,8 +114,17 @@ CREATE TABLE journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 #: Schema objects every store must have (checked at open).
 _REQUIRED = {"meta", "messages", "passages", "passage_tags", "blocks", "kv", "events", "archival_ids", "journal"}
 
-#: Statements that bring a store of an older schema version to the next one (run once, in a transaction).
-_MIGRATIONS = {
+def _add_columns(c: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """ALTER TABLE ``table`` ADD each of ``columns`` (name -> type) it does not have yet."""
+    have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+    for name, kind in columns.items():
+        if name not in have:
+            c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
+#: Statements (or functions of the connection) that bring a store of an older schema version
+#: to the next one (run once, all versions in one transaction).
+_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: [
         "DROP TRIGGER IF EXISTS messages_ai",
         "DROP TRIGGER IF EXISTS messages_ad",
@@ -120,6 +137,12 @@ _MIGRATIONS = {
         "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, event BLOB NOT NULL)",
         "CREATE TABLE IF NOT EXISTS archival_ids(id INTEGER PRIMARY KEY)",
         "CREATE TABLE IF NOT EXISTS journal(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL)",
+    ],
+    2: [
+        lambda c: _add_columns(c, "passages", {"valid_from": "REAL", "invalid_at": "REAL", "superseded_by": "INTEGER"}),
+        "UPDATE passages SET valid_from = ts WHERE valid_from IS NULL",
+        "CREATE INDEX IF NOT EXISTS passages_valid_from ON passages(valid_from)",
+        "CREATE INDEX IF NOT EXISTS passages_invalid_at ON passages(invalid_at) WHERE invalid_at IS NOT NULL",
     ],
 }
 
@@ -271,7 +294,10 @@ class Database:
             try:
                 for v in range(version, SCHEMA_VERSION):
                     for stmt in _MIGRATIONS[v]:
-                        c.execute(stmt)
+                        if callable(stmt):
+                            stmt(c)
+                        else:
+                            c.execute(stmt)
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 c.execute("COMMIT")
             except BaseException:

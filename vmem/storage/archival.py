@@ -2,16 +2,28 @@
 
 Interface (what the kernel calls)::
 
-    ids = archival.insert(text, tags=(), timestamp=None)        # page ids of its passages
-    idss = archival.insert_many(texts, tags=(), timestamp=None) # one transaction / batch
+    ids = archival.insert(text, tags=(), timestamp=None, valid_from=None)  # page ids of its passages
+    idss = archival.insert_many(texts, tags=(), timestamp=None, valid_from=None)  # one transaction
     archival.get(id); archival.get_many(ids); archival.delete(ids); len(archival)
+    archival.supersede(old_ids, by, at) -> ids changed   # facts that stopped holding
     archival.search(query=None, *, vector=None, mode="hybrid"|"text"|"vector",
-                    tags=None, tags_match="any"|"all", start=None, end=None,
+                    tags=None, tags_match="any"|"all", start=None, end=None, as_of=None,
                     page=0, page_size=10) -> SearchPage[Passage]
 
 A long text is split into bounded passages (:func:`~vmem.storage.chunk.split_passages`).
-A passage whose exact text is stored already is not stored again: its existing
-id is returned, and the new tags are added to it (its timestamp is kept).
+A passage whose exact text is stored already as a current fact is not stored
+again: its existing id is returned, and the new tags are added to it (its
+timestamp and ``valid_from`` are kept). The same text as a *superseded* passage
+is stored anew, as a fact that holds again.
+
+Facts with a time: a passage held from ``valid_from`` (default: its timestamp)
+and, once :meth:`ArchivalStore.supersede` marked it, until ``invalid_at``,
+replaced by ``superseded_by``. Nothing is deleted. Without ``as_of`` a ranked
+search (and a listing) puts every current passage that matches before every
+superseded one: it ranks the current ones first, then the superseded ones, each
+part by the mode's own scores (so scores fall within a part, not across the
+boundary), and its pages stay disjoint and complete. With ``as_of`` only the
+passages valid at that instant are candidates (a filter like the others).
 
 Search semantics, the same for every backend:
 
@@ -25,7 +37,7 @@ Search semantics, the same for every backend:
   search. ``total`` as for vector.
 - neither a query nor a vector: the filtered passages, newest first (score 0.0).
 
-Filters (``tags`` with ``tags_match``, ``start``/``end``) restrict the candidate
+Filters (``tags`` with ``tags_match``, ``start``/``end``, ``as_of``) restrict the candidate
 set *before* the top-k cut, so a page is full whenever enough passages match.
 Paging is 0-based; ``pages = ceil(total / page_size)``. Vector and hybrid
 rankings are computed ``PAGE_BUCKET`` (100) results at a time, so the pages
@@ -43,14 +55,14 @@ import abc
 import datetime as _dt
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Literal
 
 import numpy as np
 
 from vmem.pageid import PageKind, page_kind
 from vmem.storage.chunk import DEFAULT_MAX_CHARS, split_passages
-from vmem.storage.errors import NotFoundError
+from vmem.storage.errors import NotFoundError, UnsupportedError
 from vmem.storage.records import (
     Hit,
     Passage,
@@ -67,6 +79,8 @@ __all__ = ["ArchivalStore", "PassageFilter", "SearchMode", "TagsMatch", "norm_ta
 
 SearchMode = Literal["hybrid", "text", "vector"]
 TagsMatch = Literal["any", "all"]
+#: Which passages a filter keeps by their interval: current ones (not superseded), superseded ones, or any.
+Validity = Literal["current", "superseded"] | None
 
 #: Vector and hybrid searches rank results in buckets of this many (see search()).
 PAGE_BUCKET = 100
@@ -78,17 +92,27 @@ MAX_TAGS = 64
 
 @dataclass(frozen=True)
 class PassageFilter:
-    """The filters of one archival search: tags (any/all) and an inclusive epoch range."""
+    """The filters of one archival search: tags (any/all), an inclusive epoch range of the
+    passages' timestamps, and their interval: ``as_of`` (epoch seconds: only passages valid
+    then, ``valid_from <= as_of < invalid_at``) and ``state`` (only current or only
+    superseded passages)."""
 
     tags: tuple[str, ...] | None = None
     match_all: bool = False
     lo: float | None = None
     hi: float | None = None
+    as_of: float | None = None
+    state: Validity = None
 
     @property
     def empty(self) -> bool:
         """True when nothing is filtered out."""
-        return self.tags is None and self.lo is None and self.hi is None
+        return self.tags is None and self.lo is None and self.hi is None and self.as_of is None and self.state is None
+
+    @property
+    def by_validity_only(self) -> bool:
+        """True when the filter keeps passages by their interval alone (no tags, no dates)."""
+        return self.tags is None and self.lo is None and self.hi is None and not self.empty
 
 
 def norm_tags(tags: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -159,14 +183,16 @@ class ArchivalStore(abc.ABC):
     # -- public API
 
     def insert(
-        self, text: str, *, tags: Iterable[str] | str = (), timestamp: _dt.datetime | None = None
+        self, text: str, *, tags: Iterable[str] | str = (), timestamp: _dt.datetime | None = None,
+        valid_from: _dt.datetime | None = None,
     ) -> list[int]:
         """Store ``text`` (split into passages if long); return the passages' page ids.
 
-        An exact duplicate of a stored passage returns the stored id (and adds
-        ``tags`` to it). Returns once the write is durable.
+        ``valid_from``: when the fact began to hold (default: ``timestamp``). An exact
+        duplicate of a stored current passage returns the stored id (and adds ``tags`` to
+        it). Returns once the write is durable.
         """
-        return self.insert_many([text], tags=tags, timestamp=timestamp)[0]
+        return self.insert_many([text], tags=tags, timestamp=timestamp, valid_from=valid_from)[0]
 
     def insert_many(
         self,
@@ -174,21 +200,36 @@ class ArchivalStore(abc.ABC):
         *,
         tags: Iterable[str] | str = (),
         timestamp: _dt.datetime | None = None,
+        valid_from: _dt.datetime | Sequence[_dt.datetime] | None = None,
     ) -> list[list[int]]:
         """Store several texts at once (one transaction, one embedding batch).
 
-        Returns, for each text, the page ids of its passages. All or nothing.
+        ``valid_from``: when the facts began to hold: one datetime for all, one per text,
+        or None (``timestamp``). Returns, for each text, the page ids of its passages.
+        All or nothing.
         """
         if isinstance(texts, str):
             raise TypeError("insert_many() takes a sequence of texts; use insert() for one")
         tag_t = norm_tags(tags)
         ts = to_epoch(timestamp if timestamp is not None else utcnow())
+        if valid_from is None:
+            froms = [ts] * len(texts)
+        elif isinstance(valid_from, _dt.datetime):
+            froms = [to_epoch(valid_from)] * len(texts)
+        elif isinstance(valid_from, (str, bytes)) or not isinstance(valid_from, Sequence):
+            raise TypeError(f"valid_from must be a datetime, a sequence of datetimes or None, "
+                            f"got {type(valid_from).__name__}")
+        else:
+            if len(valid_from) != len(texts):
+                raise ValueError(f"valid_from has {len(valid_from)} times for {len(texts)} texts")
+            froms = [to_epoch(v) for v in valid_from]
         chunked = [split_passages(t, self.max_chars) for t in texts]
         flat = [c for cs in chunked for c in cs]
         if not flat:
             return [[] for _ in chunked]
+        flat_from = [v for cs, v in zip(chunked, froms) for _ in cs]
         self.changes += 1
-        ids = self._insert(flat, [passage_hash(c) for c in flat], tag_t, ts)
+        ids = self._insert(flat, [passage_hash(c) for c in flat], tag_t, ts, flat_from)
         out: list[list[int]] = []
         pos = 0
         for cs in chunked:
@@ -216,6 +257,29 @@ class ArchivalStore(abc.ABC):
         self.changes += 1
         return self._delete(ids) if ids else 0
 
+    def supersede(self, old_ids: Sequence[int], by: int | None, at: _dt.datetime) -> list[int]:
+        """Mark the still-current passages among ``old_ids`` as no longer holding from ``at``,
+        replaced by the passage ``by`` (None: nothing replaced them); return the ids changed,
+        in the order given (an already superseded passage is left as it is).
+
+        Nothing is deleted: a superseded passage stays searchable, after the current ones.
+        Raises NotFoundError for an id (or ``by``) that is not stored, ValueError when
+        ``by`` is among ``old_ids`` or is itself superseded, or when ``at`` is before a
+        passage's ``valid_from`` (an interval cannot end before it begins).
+        UnsupportedError on a backend that keeps no intervals (Milvus).
+        """
+        if isinstance(old_ids, (int, np.integer)):
+            raise TypeError("supersede() takes a sequence of page ids for old_ids")
+        ids = list(dict.fromkeys(_check_page_ids(old_ids, "archival.supersede")))
+        by_id = _check_page_ids([by], "archival.supersede")[0] if by is not None else None
+        if by_id is not None and by_id in ids:
+            raise ValueError(f"archival.supersede: passage {by_id:#x} cannot supersede itself")
+        at_e = to_epoch(at)
+        if not ids:
+            return []
+        self.changes += 1
+        return self._supersede(ids, by_id, at_e)
+
     def search(
         self,
         query: str | None = None,
@@ -226,6 +290,7 @@ class ArchivalStore(abc.ABC):
         tags_match: TagsMatch = "any",
         start: TimeBound = None,
         end: TimeBound = None,
+        as_of: _dt.datetime | None = None,
         page: int = 0,
         page_size: int = 10,
         depth: int | None = None,
@@ -235,7 +300,9 @@ class ArchivalStore(abc.ABC):
         ``vector``: a query embedding of the store's dimension (for ``vector`` /
         ``hybrid``), used instead of embedding ``query``. ``tags``: keep
         passages with any (``tags_match="any"``) or all (``"all"``) of them;
-        None or empty means no tag filter. ``start``/``end``: inclusive bounds.
+        None or empty means no tag filter. ``start``/``end``: inclusive bounds
+        on the passages' timestamps. ``as_of``: only the facts that held at that
+        instant (without it: all, current ones first).
         ``depth``: how many results the vector and hybrid rankings look at (default:
         ``PAGE_BUCKET`` at a time, which keeps the pages of one search disjoint and
         complete); a caller that wants one short page and no other (the kernel's
@@ -252,12 +319,18 @@ class ArchivalStore(abc.ABC):
             raise TypeError(f"query must be str or None, got {type(query).__name__}")
         lo, hi = epoch_range(start, end)
         tag_t = norm_tags(tags) if tags is not None else ()
-        f = PassageFilter(tag_t or None, tags_match == "all", lo, hi)
+        if as_of is not None and not isinstance(as_of, _dt.datetime):
+            raise TypeError(f"as_of must be a timezone-aware datetime or None, got {type(as_of).__name__}")
+        f = PassageFilter(tag_t or None, tags_match == "all", lo, hi, None if as_of is None else to_epoch(as_of))
         q = query if query is not None and query.strip() else None
         vec = self._query_vector(vector) if vector is not None else None
         if mode == "text" and vec is not None:
             raise ValueError("mode='text' takes a query, not a vector")
         offset, stop = page * page_size, (page + 1) * page_size
+        if f.as_of is None:
+            old = self._superseded_count(f)
+            if old:
+                return self._search_current_first(q, vec, mode, f, old, page, page_size, depth)
 
         if q is None and vec is None:  # filter-only listing, newest first
             total = self._count(f)
@@ -286,6 +359,44 @@ class ArchivalStore(abc.ABC):
 
         fused = self._hybrid(q, vec, f, deep, stop)
         return self._page(fused[offset:], page, page_size, total)
+
+    def _search_current_first(self, q: str | None, vec: np.ndarray | None, mode: SearchMode, f: PassageFilter,
+                              old: int, page: int, page_size: int, depth: int | None) -> SearchPage[Passage]:
+        """search() when ``old`` (> 0) superseded passages pass ``f``: the ranking of the current
+        passages, then that of the superseded ones. The first part is complete before the
+        second begins (a part shorter than the page's end holds every match of its kind),
+        so pages stay disjoint and complete."""
+        cur_f, old_f = replace(f, state="current"), replace(f, state="superseded")
+        offset, stop = page * page_size, (page + 1) * page_size
+        if q is None and vec is None:  # listing: current newest first, then superseded newest first
+            n_cur = self._count(cur_f)
+            ids = self._list(cur_f, offset, page_size) if offset < n_cur else []
+            if len(ids) < page_size:
+                ids += self._list(old_f, max(0, offset - n_cur), page_size - len(ids))
+            return self._page([(i, 0.0) for i in ids], page, page_size, n_cur + old)
+        if mode == "text":
+            match = self._fts_query(q)  # type: ignore[arg-type]
+            if match is None:
+                return SearchPage([], page, 0, 0)
+            cur, n_cur, cur_exact = self._text_hits(q, match, cur_f, 0, stop)  # type: ignore[arg-type]
+            rest, n_old, old_exact = self._text_hits(q, match, old_f, 0, max(0, stop - len(cur)))  # type: ignore[arg-type]
+            return self._page((cur + rest)[offset:], page, page_size, n_cur + n_old, cur_exact and old_exact)
+        total = self._ranked_count(f)
+        if total == 0:
+            return SearchPage([], page, 0, 0)
+        if vec is None:
+            vec = self._query_vector(self.embedder.embed([q])[0])
+        deep = min(total, -(-stop // PAGE_BUCKET) * PAGE_BUCKET if depth is None else max(stop, depth))
+        n_cur = max(0, total - old)
+        vector_only = mode == "vector" or q is None
+        parts: list[tuple[int, float]] = []
+        for part_f, n in ((cur_f, n_cur), (old_f, old)):
+            need = stop - len(parts)
+            if need <= 0 or n == 0:
+                continue
+            k = min(n, deep)
+            parts += self._vector_hits(vec, part_f, k) if vector_only else self._hybrid(q, vec, part_f, k, need)  # type: ignore[arg-type]
+        return self._page(parts[offset:], page, page_size, total)
 
     def close(self) -> None:
         """Release the backend's resources (idempotent)."""
@@ -340,8 +451,20 @@ class ArchivalStore(abc.ABC):
         """Number of stored passages."""
 
     @abc.abstractmethod
-    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
-        """Store passages (deduplicating by hash); return one page id per text, in order."""
+    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float,
+                valid_from: list[float]) -> list[int]:
+        """Store passages (deduplicating by hash among current passages), each valid from its
+        ``valid_from`` (epoch seconds); return one page id per text, in order."""
+
+    def _supersede(self, page_ids: list[int], by: int | None, at: float) -> list[int]:
+        """Mark the current passages among ``page_ids`` invalid from ``at``, replaced by ``by``;
+        the ids changed (see :meth:`supersede` for the errors)."""
+        raise UnsupportedError(f"the {self.backend} archival backend keeps no intervals of facts: "
+                               "supersede() needs the SQLite backend")
+
+    def _superseded_count(self, f: PassageFilter) -> int:
+        """Number of superseded passages passing ``f`` (0 on a backend that keeps no intervals)."""
+        return 0
 
     @abc.abstractmethod
     def _delete(self, page_ids: list[int]) -> int:

@@ -16,6 +16,7 @@ Bad arguments (a naive datetime, a negative page) stay ``ValueError`` /
      +-- StoreOwnedError            a write that must go through the kernel memory that holds the store
      +-- ConfigMismatchError        reopened with a different archival backend or embedder than it can accept
      +-- BackendError               the archival backend is unavailable or failed (e.g. pymilvus missing)
+     +-- UnsupportedError(NotImplementedError)  the archival backend cannot do this (Milvus: facts' intervals)
      +-- NotFoundError(KeyError)    no message, passage or block with that id / label
      +-- BlockError                 a core-memory block rule was broken
           +-- BlockExistsError      create() of a label that exists
@@ -43,6 +44,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "StoreOwnedError",
+    "UnsupportedError",
     "VmemStorageError",
 ]
 
@@ -90,6 +92,10 @@ class ConfigMismatchError(VmemStorageError):
 
 class BackendError(VmemStorageError):
     """The archival backend is unavailable or reported a failure."""
+
+
+class UnsupportedError(VmemStorageError, NotImplementedError):
+    """The archival backend cannot do what was asked (it says which backend can)."""
 
 
 class NotFoundError(VmemStorageError, KeyError):

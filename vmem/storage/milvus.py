@@ -26,6 +26,12 @@ query before insert, not a UNIQUE constraint (safe because one process holds
 the MemoryDir lock); a filter-only listing (no query) reads the ids and
 timestamps of every matching passage to order them, O(matches), in id
 windows of 8192.
+
+Facts with a time: this backend keeps one time per passage. A passage holds from
+its timestamp (``valid_from`` must equal it) and is never superseded:
+``supersede()`` and an explicit ``valid_from`` raise
+:class:`~vmem.storage.errors.UnsupportedError` (the SQLite backend keeps
+intervals); ``as_of`` is the filter ``ts <= as_of``, exact under that rule.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import numpy as np
 from vmem.pageid import PageKind, make_page_id, page_serial
 from vmem.storage.archival import MAX_TAG_CHARS, MAX_TAGS, ArchivalStore, PassageFilter
 from vmem.storage._db import Database
-from vmem.storage.errors import BackendError, ConfigMismatchError
+from vmem.storage.errors import BackendError, ConfigMismatchError, UnsupportedError
 from vmem.storage.ledger import PassageLedger
 from vmem.storage.records import Passage, from_epoch
 
@@ -74,6 +80,10 @@ def _expr(f: PassageFilter) -> str:
         parts.append(f"ts >= {_num(f.lo)}")
     if f.hi is not None:
         parts.append(f"ts <= {_num(f.hi)}")
+    if f.as_of is not None:  # every passage here holds from its ts, and holds still
+        parts.append(f"ts <= {_num(f.as_of)}")
+    if f.state == "superseded":  # none is
+        parts.append("id < 0")
     return " and ".join(parts)
 
 
@@ -276,7 +286,11 @@ class MilvusArchival(ArchivalStore):
     def __len__(self) -> int:
         return self._count(PassageFilter())
 
-    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
+    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float,
+                valid_from: list[float]) -> list[int]:
+        if any(v != ts for v in valid_from):
+            raise UnsupportedError("the milvus archival backend keeps one time per passage: valid_from must be "
+                                   "the passage's timestamp (the SQLite backend keeps intervals)")
         for t in texts:
             if len(t.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
                 raise ValueError(f"passage of {len(t)} characters exceeds Milvus's {MAX_TEXT_BYTES}-byte VARCHAR")
@@ -348,7 +362,8 @@ class MilvusArchival(ArchivalStore):
             chunk = serials[lo : lo + 1000]
             for r in self._query(self._ids_expr(chunk), _FIELDS):
                 pid = _pid(int(r["id"]))
-                out[pid] = Passage(pid, r["text"], tuple(r["tags"] or ()), from_epoch(float(r["ts"])))
+                ts = from_epoch(float(r["ts"]))
+                out[pid] = Passage(pid, r["text"], tuple(r["tags"] or ()), ts, valid_from=ts)
         return out
 
     def _count(self, f: PassageFilter) -> int:

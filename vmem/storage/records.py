@@ -51,12 +51,35 @@ class Message:
 
 @dataclass(frozen=True)
 class Passage:
-    """An archival passage. ``id`` is its page id (``PageKind.PASSAGE``)."""
+    """An archival passage. ``id`` is its page id (``PageKind.PASSAGE``).
+
+    A passage is a fact with a time: it held from ``valid_from`` (None: from its
+    ``timestamp``, when it was stored) until ``invalid_at`` (None: it still holds),
+    when ``superseded_by`` (a passage's page id, or None: nothing replaced it, it just
+    stopped holding) took its place. A superseded passage is kept, and searchable.
+    """
 
     id: int
     text: str
     tags: tuple[str, ...]
     timestamp: _dt.datetime
+    valid_from: _dt.datetime | None = None
+    invalid_at: _dt.datetime | None = None
+    superseded_by: int | None = None
+
+    @property
+    def current(self) -> bool:
+        """Whether the fact still holds (nothing marked it invalid)."""
+        return self.invalid_at is None
+
+    @property
+    def held_from(self) -> _dt.datetime:
+        """When the fact began to hold: ``valid_from``, or the passage's ``timestamp``."""
+        return self.valid_from if self.valid_from is not None else self.timestamp
+
+    def valid_at(self, when: _dt.datetime) -> bool:
+        """Whether the fact held at the instant ``when`` (``held_from <= when < invalid_at``)."""
+        return self.held_from <= when and (self.invalid_at is None or when < self.invalid_at)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,14 @@ Invariants:
    which falls back to exact scoring itself when the graph comes up short,
    so ``min(k, candidates)`` results are always returned.
 5. The text index follows the same rules as the vector index (1, 2); text
-   search filters dates inside the index and tags through a bitmap of the
-   tagged passages, before the top-k cut.
+   search filters dates inside the index, and tags and intervals through a
+   bitmap of the admitted passages, before the top-k cut.
+6. Intervals: ``valid_from`` is set on every row (the insert's timestamp unless
+   given); ``invalid_at`` and ``superseded_by`` are both NULL (a current fact)
+   or ``invalid_at >= valid_from``. A current passage's ``hash`` is its content
+   hash (UNIQUE, so the same text is stored once as a current fact); a
+   superseded one's is the content hash followed by its serial (8 bytes, big
+   endian), which frees the content hash for the same text stated anew.
 
 Conversation context: passages stored by one insert call (a conversation's
 turns, or the chunks of one long text) keep their order, and hybrid search
@@ -51,6 +57,7 @@ from vmem.pageid import PageKind, make_page_id, page_serial
 from vmem.storage._db import Database, fsync_dir
 from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
 from vmem.storage.archival import ArchivalStore, PassageFilter
+from vmem.storage.errors import NotFoundError
 from vmem.storage.lexical import LexicalCache
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
@@ -72,7 +79,7 @@ SPOT_CHECK = 32
 _BATCH = 4096
 _F32 = np.dtype("<f4")
 
-_PCOLS = "p.id, p.text, p.tags, p.ts"
+_PCOLS = "p.id, p.text, p.tags, p.ts, p.valid_from, p.invalid_at, p.superseded_by"
 _SERIAL_MASK = (1 << 56) - 1
 
 
@@ -102,7 +109,33 @@ def _where(f: PassageFilter) -> tuple[str, list[Any]]:
     if f.hi is not None:
         parts.append("p.ts <= ?")
         args.append(f.hi)
+    if f.as_of is not None:
+        parts.append("p.valid_from <= ? AND (p.invalid_at IS NULL OR p.invalid_at > ?)")
+        args.extend((f.as_of, f.as_of))
+    if f.state == "current":
+        parts.append("p.invalid_at IS NULL")
+    elif f.state == "superseded":
+        parts.append("p.invalid_at IS NOT NULL")
     return " AND ".join(parts) or "1", args
+
+
+def _complement(ids: np.ndarray, n: int) -> np.ndarray:
+    """A uint64 bitmap over serials ``0 .. n-1`` (and up to the largest of ``ids``) with every
+    bit set except those of ``ids``."""
+    top = max(n, int(ids.max()) + 1 if len(ids) else 0)
+    words = np.full(top // 64 + 1, np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+    if len(ids):
+        ids = ids.astype(np.int64)
+        np.bitwise_and.at(words, ids >> 6, ~np.left_shift(np.uint64(1), (ids & 63).astype(np.uint64)))
+    return words
+
+
+def _both(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The intersection of two allow bitmaps (None: allows everything)."""
+    if a is None or b is None:
+        return b if a is None else a
+    n = min(len(a), len(b))
+    return a[:n] & b[:n]
 
 
 class SqliteArchival(ArchivalStore):
@@ -309,7 +342,8 @@ class SqliteArchival(ArchivalStore):
             return len(self.lexical.index)
         return self._count(f)
 
-    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
+    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float,
+                valid_from: list[float]) -> list[int]:
         with self._db.lock:
             self._db.check_open()
             with self._db.reading("looking up passages") as c:
@@ -335,8 +369,9 @@ class SqliteArchival(ArchivalStore):
                     ).fetchone()[0]
                 for (h, n), v in zip(fresh.items(), vecs if vecs is not None else []):
                     cur = c.execute(
-                        "INSERT INTO passages(text, hash, ts, tags, embedding, grp) VALUES (?, ?, ?, ?, ?, ?)",
-                        (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes(), grp),
+                        "INSERT INTO passages(text, hash, ts, tags, embedding, grp, valid_from) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes(), grp, valid_from[n]),
                     )
                     serial[h] = cur.lastrowid
                     if tags:
@@ -381,6 +416,74 @@ class SqliteArchival(ArchivalStore):
                     lambda: (self.lexical.deleted(texts), self.index.delete(gone), self._index_changed(len(gone))))
         return len(gone)
 
+    def _supersede(self, page_ids: list[int], by: int | None, at: float) -> list[int]:
+        serials = [page_serial(p) for p in page_ids]
+        with self._db.transaction("superseding passages") as c:
+            rows: dict[int, tuple[float, float | None, bytes]] = {}
+            for lo in range(0, len(serials), 500):
+                chunk = serials[lo : lo + 500]
+                q = f"SELECT id, valid_from, invalid_at, hash FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
+                for sid, vf, inv, h in c.execute(q, chunk):
+                    rows[sid] = (vf, inv, h)
+            missing = [s for s in serials if s not in rows]
+            if missing:
+                raise NotFoundError(f"archival.supersede: no passage with page id {_pid(missing[0]):#x} "
+                                    f"({len(missing)} missing)")
+            by_serial = None
+            if by is not None:
+                by_serial = page_serial(by)
+                row = c.execute("SELECT invalid_at FROM passages WHERE id=?", (by_serial,)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"archival.supersede: no passage with page id {by:#x} (by)")
+                if row[0] is not None:
+                    raise ValueError(f"archival.supersede: passage {by:#x} (by) is itself superseded")
+            changed = [s for s in serials if rows[s][1] is None]
+            for s in changed:
+                if at < rows[s][0]:
+                    raise ValueError(
+                        f"archival.supersede: passage {_pid(s):#x} holds from {from_epoch(rows[s][0]).isoformat()}; "
+                        f"it cannot stop holding earlier, at {from_epoch(at).isoformat()}")
+            c.executemany(
+                "UPDATE passages SET invalid_at=?, superseded_by=?, hash=? WHERE id=?",
+                [(at, by_serial, bytes(rows[s][2][:16]) + s.to_bytes(8, "big"), s) for s in changed],
+            )
+        return [_pid(s) for s in changed]
+
+    def _superseded_count(self, f: PassageFilter) -> int:
+        cond, args = _where(f)
+        with self._db.reading("counting superseded passages") as c:
+            return int(c.execute(f"SELECT count(*) FROM passages p WHERE p.invalid_at IS NOT NULL AND {cond}",
+                                 args).fetchone()[0])
+
+    def _excluded(self, f: PassageFilter) -> np.ndarray | None:
+        """Serials of the passages ``f``'s interval conditions leave out (None: ``f`` keeps them
+        by a positive list, the superseded ones; see _allow). Cheap when few are left out:
+        the queries run on the partial index of superseded passages and on ``valid_from``."""
+        parts: list[str] = []
+        args: list[Any] = []
+        if f.as_of is not None:
+            parts += ["SELECT id FROM passages WHERE valid_from > ?", "SELECT id FROM passages WHERE invalid_at <= ?"]
+            args += [f.as_of, f.as_of]
+        if f.state == "current":
+            parts.append("SELECT id FROM passages WHERE invalid_at IS NOT NULL")
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        with self._db.reading("filtering passages by interval") as c:
+            return np.fromiter((r[0] for r in c.execute(" UNION ".join(parts), args)), dtype=np.int64)
+
+    def _allow(self, f: PassageFilter) -> np.ndarray | None:
+        """The passages ``f``'s tags and interval admit, as a bitmap over serials (None: all;
+        the date range is filtered inside the text index)."""
+        allow = self._tag_bitmap(f) if f.tags else None
+        if f.state == "superseded":
+            with self._db.reading("listing superseded passages") as c:
+                ids = np.fromiter((r[0] for r in c.execute("SELECT id FROM passages WHERE invalid_at IS NOT NULL")),
+                                  dtype=np.int64)
+            allow = _both(allow, bitmap(ids) if len(ids) else np.zeros(1, dtype=np.uint64))
+        if f.state == "current" or f.as_of is not None:
+            allow = _both(allow, _complement(self._excluded(f), self.lexical.index.stats()["next_doc"]))
+        return allow
+
     def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
         out: dict[int, Passage] = {}
         serials = [p & _SERIAL_MASK for p in page_ids]  # callers checked the kind
@@ -389,9 +492,12 @@ class SqliteArchival(ArchivalStore):
             for lo in range(0, len(serials), 500):
                 chunk = serials[lo : lo + 500]
                 q = f"SELECT {_PCOLS} FROM passages p WHERE p.id IN ({','.join('?' * len(chunk))})"
-                for sid, text, tg, ts in c.execute(q, chunk):
+                for sid, text, tg, ts, vf, inv, by in c.execute(q, chunk):
                     tags = tuple(msgpack.unpackb(tg, raw=False)) if tg else ()
-                    out[base | sid] = Passage(base | sid, text, tags, from_epoch(ts))
+                    out[base | sid] = Passage(base | sid, text, tags, from_epoch(ts),
+                                              from_epoch(vf if vf is not None else ts),
+                                              None if inv is None else from_epoch(inv),
+                                              None if by is None else base | by)
         return out
 
     def _list(self, f: PassageFilter, offset: int, limit: int) -> list[int]:
@@ -406,7 +512,7 @@ class SqliteArchival(ArchivalStore):
     def _text_hits(
         self, query: str, match: str, f: PassageFilter, offset: int, limit: int
     ) -> tuple[list[tuple[int, float]], int, bool]:
-        allow = self._tag_bitmap(f) if f.tags else None
+        allow = self._allow(f)
         if allow is not None and not allow.any():
             return [], 0, True
         with self._db.lock:
@@ -430,7 +536,7 @@ class SqliteArchival(ArchivalStore):
 
     def _hybrid(self, q: str, vec: np.ndarray, f: PassageFilter, deep: int, depth: int) -> list[tuple[int, float]]:
         """Fusion and context in C (TextIndex.fuse), the same ranking as vmem.rank's."""
-        allow = self._tag_bitmap(f) if f.tags else None
+        allow = self._allow(f)
         if allow is not None and not allow.any():
             return []
         index = self.lexical.index
@@ -457,7 +563,7 @@ class SqliteArchival(ArchivalStore):
         fq, fs, bwd = self.context
         if not ranked or not (fq or fs or bwd):
             return ranked
-        allow = self._tag_bitmap(f) if f.tags else None
+        allow = self._allow(f)
         docs = np.array([page_serial(p) for p, _ in ranked], dtype=np.uint32)
         with self._db.lock:
             prev, nxt, asks = self.lexical.index.neighbours(docs, lo=f.lo, hi=f.hi, allow=allow)
@@ -475,6 +581,12 @@ class SqliteArchival(ArchivalStore):
             if f.empty:
                 ids, sims = self.index.query(vector[None, :], k)
                 return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
+            if f.by_validity_only and f.state != "superseded":
+                # few passages left out (superseded, or not yet valid): look past them in
+                # the unfiltered index rather than list every admitted passage
+                out = self._vector_hits_except(vector, self._excluded(f), k)
+                if out is not None:
+                    return out
             cond, args = _where(f)
             with self._db.reading("filtering passages") as c:
                 cand = np.fromiter(
@@ -496,3 +608,17 @@ class SqliteArchival(ArchivalStore):
             allowed = set(cand_ids.tolist())
             ids, sims = self.index.query(vector[None, :], k, filter=allowed.__contains__)
             return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
+
+    def _vector_hits_except(self, vector: np.ndarray, excluded: np.ndarray, k: int) -> list[tuple[int, float]] | None:
+        """The ``k`` best passages of the index that are not ``excluded`` (serials), by an
+        unfiltered query ``len(excluded)`` deeper; None when that is not sure to hold ``k``
+        (too many excluded, or the index came up short): the caller filters exactly."""
+        if len(excluded) > EXACT_MAX:
+            return None
+        deep = min(k + len(excluded), len(self.index))
+        if deep < k:
+            return None
+        ids, sims = self.index.query(vector[None, :], deep)
+        skip = set((np.uint64(int(PageKind.PASSAGE) << 56) | excluded.astype(np.uint64)).tolist())
+        out = [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s) and int(i) not in skip]
+        return out[:k] if len(out) >= k else None

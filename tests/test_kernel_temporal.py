@@ -1,0 +1,131 @@
+"""Facts with a time in the kernel: Memory.archival_insert(valid_from=), Memory.supersede (traced,
+atomic, in the digest, the working set's lines rewritten), archival_search(as_of=), and the
+memory function the model calls to replace a fact."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vmem.kernel import Memory
+from vmem.kernel.context import passage_line
+from vmem.kernel.trace import read_trace
+from vmem.storage import NotFoundError, Passage
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2023, 5, 1, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A settable clock for the memory."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def memory(tmp_path: Path, clock: Clock) -> Iterator[Memory]:
+    m = Memory.create(tmp_path / "a", system="You are a test agent.", blocks={"human": ""}, clock=clock)
+    yield m
+    m.close()
+
+
+def turn(memory: Memory, clock: Clock, days: float, text: str = "hello") -> None:
+    clock.now = T0 + dt.timedelta(days=days)
+    memory.append({"role": "user", "content": text})
+
+
+def test_insert_holds_from_the_conversations_time(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 3)
+    [a] = memory.archival_insert("Ana makes 60 calls a day.")
+    [b] = memory.archival_insert("Ana started at Acme.", valid_from=T0)
+    [[c], [d]] = memory.archival_insert_many(["x1", "x2"], valid_from=[T0, T0 + dt.timedelta(days=1)])
+    got = {p.id: p.valid_from for p in memory.store.archival.get_many([a, b, c, d])}
+    assert got == {a: clock.now, b: T0, c: T0, d: T0 + dt.timedelta(days=1)}
+    memory.check()
+
+
+def test_supersede_is_traced_in_the_digest_and_survives_reopen(tmp_path: Path, clock: Clock) -> None:
+    memory = Memory.create(tmp_path / "a", system="s", blocks={}, clock=clock)
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("Ana makes 60 calls a day.")
+    turn(memory, clock, 60)
+    [new] = memory.archival_insert("Ana makes 1,200 calls a day.")
+    before = memory.digest()
+    assert memory.supersede([old], new) == [old]
+    after = memory.digest()
+    assert after != before  # the digest covers the interval
+    p = memory.store.archival.get(old)
+    assert (p.invalid_at, p.superseded_by) == (clock.now, new)
+    [event] = [e for e in read_trace(memory.store) if e["e"] == "supersede"]
+    assert event == {"e": "supersede", "old": [old], "by": new, "at": clock.now.timestamp(), "changed": [old]}
+    assert memory.supersede([old], new) == []  # nothing left to change: still traced, digest unchanged
+    assert memory.digest() == after
+    memory.check()
+    memory.close()
+    again = Memory.open(tmp_path / "a", clock=clock)
+    assert again.digest() == after
+    again.check()
+    again.close()
+
+
+def test_a_refused_supersede_changes_nothing(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 5)
+    [a] = memory.archival_insert("fact a")
+    [b] = memory.archival_insert("fact b")
+    before = memory.digest()
+    events = len(list(read_trace(memory.store)))
+    with pytest.raises(NotFoundError):
+        memory.supersede([a, a + 1000], b)
+    with pytest.raises(ValueError):
+        memory.supersede([a], b, at=T0)  # before a began to hold
+    assert memory.digest() == before and len(list(read_trace(memory.store))) == events
+    memory.check()
+
+
+def test_a_superseded_passage_in_the_working_set_shows_its_interval(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("Ana makes 60 calls a day.")
+    memory.prefetch("how many calls does Ana make a day?")
+    assert old in memory.workset.lines
+    turn(memory, clock, 69)
+    [new] = memory.archival_insert("Ana makes 1,200 calls a day.")
+    memory.supersede([old], new)
+    line = memory.workset.lines[old]
+    assert f"held 2023-05-01 .. 2023-07-09, replaced by {new:#x}" in line
+    assert any(line in (m["content"] or "") for m in memory.compile())
+    memory.check()  # the rewritten line is accounted at its new length
+
+
+def test_archival_search_current_first_and_as_of(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("The team makes 60 calls a day, calls calls.")
+    turn(memory, clock, 60)
+    [new] = memory.archival_insert("The team makes 1,200 calls a day.")
+    memory.supersede([old], new)
+    assert [p.id for p in memory.archival_search("calls a day").items][:2] == [new, old]
+    assert [p.id for p in memory.archival_search("calls a day", as_of=T0 + dt.timedelta(days=1)).items] == [old]
+
+
+def test_passage_line_shows_the_interval() -> None:
+    ts = T0
+    cur = Passage(0x100000000000001, "Ana makes 60 calls a day.", ("work",), ts, ts)
+    assert passage_line(cur) == "[archival 0x100000000000001 · 2023-05-01 · tags: work] Ana makes 60 calls a day."
+    dated = Passage(1, "Ana works at Acme.", (), ts, ts - dt.timedelta(days=365))
+    assert "holds since 2022-05-01" in passage_line(dated)
+    old = Passage(1, "x", (), ts, ts, ts + dt.timedelta(days=69), 0x100000000000002)
+    assert "held 2023-05-01 .. 2023-07-09, replaced by 0x100000000000002" in passage_line(old)
+    gone = Passage(1, "x", (), ts, None, ts + dt.timedelta(days=1), None)
+    assert "held 2023-05-01 .. 2023-05-02, no longer true" in passage_line(gone)
