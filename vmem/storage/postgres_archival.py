@@ -12,8 +12,9 @@ of this process and, through the agent's version (``PgDatabase.stale_hooks``), w
 commit of other processes before a transaction or search uses them. The caches are not written
 to disk: a process that opens an agent builds them (see the open-cost figures in docs/design.md).
 
-Everything that is not SQL (insert rules, search, fusion, context) is inherited from
-:class:`vmem.storage.sqlite.SqliteArchival`.
+Everything that is not SQL (insert rules, search, fusion, context, the intervals' rules:
+SqliteArchival's invariant 6, a superseded row's hash suffixed with its serial) is inherited
+from :class:`vmem.storage.sqlite.SqliteArchival`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from vmem.storage.postgres_db import PgDatabase
 from vmem.storage.postgres_tiers import PgLexical
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
-from vmem.storage.sqlite import EXACT_MAX, SqliteArchival, _pid
+from vmem.storage.errors import NotFoundError
+from vmem.storage.sqlite import EXACT_MAX, SqliteArchival, _both, _complement, _pid
 
 __all__ = ["PgArchival"]
 
@@ -59,6 +61,13 @@ def _where(f: PassageFilter, agent: int) -> tuple[str, list[Any]]:
     if f.hi is not None:
         parts.append("p.ts <= %s")
         args.append(f.hi)
+    if f.as_of is not None:
+        parts.append("p.valid_from <= %s AND (p.invalid_at IS NULL OR p.invalid_at > %s)")
+        args.extend((f.as_of, f.as_of))
+    if f.state == "current":
+        parts.append("p.invalid_at IS NULL")
+    elif f.state == "superseded":
+        parts.append("p.invalid_at IS NOT NULL")
     return " AND ".join(parts), args
 
 
@@ -173,7 +182,8 @@ class PgArchival(SqliteArchival):
         with self._db.reading("counting passages") as c:
             return int(c.execute(f"SELECT count(*) FROM vmem.passages p WHERE {cond}", args).fetchone()[0])
 
-    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float) -> list[int]:
+    def _insert(self, texts: list[str], hashes: list[bytes], tags: tuple[str, ...], ts: float,
+                valid_from: list[float]) -> list[int]:
         db = self._db
         with db.lock:
             db.check_open()
@@ -197,9 +207,9 @@ class PgArchival(SqliteArchival):
                         serial[h] = grp + k
                     with c.cursor() as cur:
                         cur.executemany(
-                            "INSERT INTO vmem.passages(agent, id, text, hash, ts, tags, embedding, grp) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                            [(db.agent, serial[h], texts[n], h, ts, tag_blob, v.astype(np.float32), grp)
+                            "INSERT INTO vmem.passages(agent, id, text, hash, ts, tags, embedding, grp, valid_from) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                            [(db.agent, serial[h], texts[n], h, ts, tag_blob, v.astype(np.float32), grp, valid_from[n])
                              for (h, n), v in zip(fresh.items(), vecs)])  # type: ignore[arg-type]
                         if tags:
                             cur.executemany("INSERT INTO vmem.passage_tags(agent, tag, passage_id) VALUES (%s, %s, %s)",
@@ -237,11 +247,84 @@ class PgArchival(SqliteArchival):
         serials = [p & _SERIAL_MASK for p in page_ids]
         base = int(PageKind.PASSAGE) << 56
         with self._db.reading("reading passages") as c:
-            for sid, text, tg, ts in c.execute("SELECT id, text, tags, ts FROM vmem.passages "
-                                               "WHERE agent=%s AND id = ANY(%s)", (self._db.agent, serials)):
+            for sid, text, tg, ts, vf, inv, by in c.execute(
+                    "SELECT id, text, tags, ts, valid_from, invalid_at, superseded_by FROM vmem.passages "
+                    "WHERE agent=%s AND id = ANY(%s)", (self._db.agent, serials)):
                 tags = tuple(msgpack.unpackb(tg, raw=False)) if tg else ()
-                out[base | sid] = Passage(base | sid, text, tags, from_epoch(ts))
+                out[base | sid] = Passage(base | sid, text, tags, from_epoch(ts),
+                                          from_epoch(vf if vf is not None else ts),
+                                          None if inv is None else from_epoch(inv),
+                                          None if by is None else base | by)
         return out
+
+    # -- facts with a time (the rules of SqliteArchival: invariant 6 there)
+
+    def _supersede(self, page_ids: list[int], by: int | None, at: float) -> list[int]:
+        serials = [page_serial(p) for p in page_ids]
+        db = self._db
+        with db.transaction("superseding passages") as c:
+            rows = {sid: (vf, inv, bytes(h)) for sid, vf, inv, h in c.execute(
+                "SELECT id, valid_from, invalid_at, hash FROM vmem.passages WHERE agent=%s AND id = ANY(%s)",
+                (db.agent, serials))}
+            missing = [s for s in serials if s not in rows]
+            if missing:
+                raise NotFoundError(f"archival.supersede: no passage with page id {_pid(missing[0]):#x} "
+                                    f"({len(missing)} missing)")
+            by_serial = None
+            if by is not None:
+                by_serial = page_serial(by)
+                row = c.execute("SELECT invalid_at FROM vmem.passages WHERE agent=%s AND id=%s",
+                                (db.agent, by_serial)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"archival.supersede: no passage with page id {by:#x} (by)")
+                if row[0] is not None:
+                    raise ValueError(f"archival.supersede: passage {by:#x} (by) is itself superseded")
+            changed = [s for s in serials if rows[s][1] is None]
+            for s in changed:
+                if at < rows[s][0]:
+                    raise ValueError(
+                        f"archival.supersede: passage {_pid(s):#x} holds from {from_epoch(rows[s][0]).isoformat()}; "
+                        f"it cannot stop holding earlier, at {from_epoch(at).isoformat()}")
+            if changed:
+                with c.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE vmem.passages SET invalid_at=%s, superseded_by=%s, hash=%s WHERE agent=%s AND id=%s",
+                        [(at, by_serial, rows[s][2][:16] + s.to_bytes(8, "big"), db.agent, s) for s in changed])
+        return [_pid(s) for s in changed]
+
+    def _superseded_count(self, f: PassageFilter) -> int:
+        cond, args = _where(f, self._db.agent)
+        with self._db.reading("counting superseded passages") as c:
+            return int(c.execute(f"SELECT count(*) FROM vmem.passages p WHERE p.invalid_at IS NOT NULL AND {cond}",
+                                 args).fetchone()[0])
+
+    def _excluded(self, f: PassageFilter) -> np.ndarray | None:
+        parts: list[str] = []
+        args: list[Any] = []
+        agent = self._db.agent
+        if f.as_of is not None:
+            parts += ["SELECT id FROM vmem.passages WHERE agent=%s AND valid_from > %s",
+                      "SELECT id FROM vmem.passages WHERE agent=%s AND invalid_at <= %s"]
+            args += [agent, f.as_of, agent, f.as_of]
+        if f.state == "current":
+            parts.append("SELECT id FROM vmem.passages WHERE agent=%s AND invalid_at IS NOT NULL")
+            args.append(agent)
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        with self._db.reading("filtering passages by interval") as c:
+            return np.array([r[0] for r in c.execute(" UNION ".join(parts), args)], dtype=np.int64)
+
+    def _allow(self, f: PassageFilter) -> np.ndarray | None:
+        allow = self._tag_bitmap(f) if f.tags else None
+        if f.state == "superseded":
+            with self._db.reading("listing superseded passages") as c:
+                ids = np.array([r[0] for r in c.execute(
+                    "SELECT id FROM vmem.passages WHERE agent=%s AND invalid_at IS NOT NULL", (self._db.agent,))],
+                    dtype=np.int64)
+            allow = _both(allow, bitmap(ids) if len(ids) else np.zeros(1, dtype=np.uint64))
+        if f.state == "current" or f.as_of is not None:
+            allow = _both(allow, _complement(self._excluded(f), self.lexical.index.stats()["next_doc"]))
+        return allow
 
     def _list(self, f: PassageFilter, offset: int, limit: int) -> list[int]:
         cond, args = _where(f, self._db.agent)
@@ -278,6 +361,10 @@ class PgArchival(SqliteArchival):
             if f.empty:
                 ids, sims = self.index.query(vector[None, :], k)
                 return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
+            if f.by_validity_only and f.state != "superseded":
+                out = self._vector_hits_except(vector, self._excluded(f), k)  # type: ignore[arg-type]
+                if out is not None:
+                    return out
             cond, args = _where(f, self._db.agent)
             with self._db.reading("filtering passages") as c:
                 cand = np.array([r[0] for r in c.execute(f"SELECT p.id FROM vmem.passages p WHERE {cond}", args)],

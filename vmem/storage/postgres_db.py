@@ -105,6 +105,8 @@ CREATE TABLE IF NOT EXISTS vmem.passages(
     UNIQUE(agent, hash)
 );
 CREATE INDEX IF NOT EXISTS passages_ts ON vmem.passages(agent, ts);
+CREATE INDEX IF NOT EXISTS passages_valid_from ON vmem.passages(agent, valid_from);
+CREATE INDEX IF NOT EXISTS passages_superseded ON vmem.passages(agent, invalid_at) WHERE invalid_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS vmem.passage_tags(
     agent      bigint NOT NULL,
     tag        text NOT NULL,
