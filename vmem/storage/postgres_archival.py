@@ -202,7 +202,7 @@ class PgArchival(SqliteArchival):
                 serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
                 grp = None
                 if fresh:
-                    grp = db.next_serials("passage_seq", len(fresh))
+                    grp = db.next_serials("passage", len(fresh))
                     for k, h in enumerate(fresh):
                         serial[h] = grp + k
                     with c.cursor() as cur:

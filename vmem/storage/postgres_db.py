@@ -27,6 +27,13 @@ Invariants:
    locks anything a writer waits for.
 4. Post-commit hooks run after COMMIT, in order; rollback hooks on rollback (as in SQLite).
 5. Every psycopg error leaving this package is a VmemStorageError.
+6. Round trips: a write transaction runs in psycopg's pipeline mode from its first statement
+   to COMMIT, so the writes of a step travel together; a statement whose result is read waits
+   for it (a sync). The ids of new rows (messages, passages, events, journal entries) come from
+   counters in the agent's row, read with the lock and written back with the COMMIT, so no
+   insert waits for a ``max(id)``. A savepoint's writes are checked at the COMMIT: an SQL error
+   inside one (not expected: the agent's lock keeps other writers out) aborts the whole
+   transaction, not just the savepoint.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ CREATE TABLE IF NOT EXISTS vmem.agents(
     version     bigint NOT NULL DEFAULT 0,
     message_seq bigint NOT NULL DEFAULT 0,
     passage_seq bigint NOT NULL DEFAULT 0,
+    event_seq   bigint NOT NULL DEFAULT 0,
+    journal_seq bigint NOT NULL DEFAULT 0,
     created     timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS vmem.meta(
@@ -144,6 +153,8 @@ CREATE TABLE IF NOT EXISTS vmem.journal(
     PRIMARY KEY(agent, seq)
 );
 """
+
+_SEQS = ("message", "passage", "event", "journal")
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,200}$")
 
@@ -281,6 +292,11 @@ class PgDatabase:
         # kept open (the lock held) for the owner to reload in; the next transaction() joins it.
         self._held = False
         self._pending = 0
+        self._pipe: Any = None
+        #: The id counters of the running transaction (None outside one): message, passage,
+        #: event and journal serials last handed out.
+        self._seq: dict[str, int] | None = None
+        self._seq_read: dict[str, int] = {}
         self._pool = pool_for(self.location.dsn)
         with translate(f"connecting to {self.path}"):
             self.conn = self._pool.getconn()
@@ -372,6 +388,7 @@ class PgDatabase:
                 raise RuntimeError("savepoint() outside a transaction")
             name = f"sp{self._depth}"
             marks = (len(self._after_commit), len(self._on_rollback))
+            seq_mark = dict(self._seq) if self._seq is not None else None
             with translate(what):
                 self.conn.execute(f"SAVEPOINT {name}")
             self._depth += 1
@@ -385,6 +402,8 @@ class PgDatabase:
                     self.conn.execute(f"RELEASE SAVEPOINT {name}")
                 except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
                     log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+                if seq_mark is not None and self._seq is not None:
+                    self._seq = seq_mark
                 undo = self._on_rollback[marks[1]:]
                 del self._after_commit[marks[0]:]
                 del self._on_rollback[marks[1]:]
@@ -422,15 +441,21 @@ class PgDatabase:
             return
         c = self.conn
         with translate(what):
-            c.execute("BEGIN")
+            # one round trip: BEGIN, the lock timeout, and the agent's row locked and bumped
+            timeout = (f"SET LOCAL lock_timeout = {self._lock_timeout_ms}; "
+                       if self._lock_timeout_ms != DEFAULT_LOCK_TIMEOUT_MS else "")
             try:
-                if self._lock_timeout_ms != DEFAULT_LOCK_TIMEOUT_MS:
-                    c.execute(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}")
-                row = c.execute("UPDATE vmem.agents SET version = version + 1 WHERE id=%s RETURNING version",
-                                (self.agent,)).fetchone()
+                cur = c.execute(f"BEGIN; {timeout}UPDATE vmem.agents SET version = version + 1 "
+                                f"WHERE id = {self.agent:d} RETURNING version, message_seq, passage_seq, event_seq, "
+                                "journal_seq")
+                while cur.description is None and cur.nextset():  # past BEGIN and SET to the UPDATE's rows
+                    pass
+                row = cur.fetchone()
                 if row is None:
                     raise StoreNotFoundError(f"{self.path}: the agent was deleted")
                 version = int(row[0])
+                self._seq_read = dict(zip(_SEQS, (int(v) for v in row[1:])))
+                self._seq = dict(self._seq_read)
                 stale = version != self.seen + 1
                 if stale:  # another process committed: catch up under the lock
                     for hook in self.stale_hooks:
@@ -438,11 +463,28 @@ class PgDatabase:
                     self.seen = version - 1
                 self._pending = version
             except BaseException:
-                c.execute("ROLLBACK")
+                self._seq = None
+                if c.info.transaction_status != 0:  # BEGIN ran: end the transaction
+                    c.execute("ROLLBACK")
                 raise
         if stale and self.strict:
             self._held = True
             raise StaleStoreError(f"{self.path}: changed by another process")
+        self._pipe = c.pipeline()
+        self._pipe.__enter__()
+
+    def _end_pipeline(self, exc: BaseException | None) -> None:
+        """Leave pipeline mode: the results of every queued statement are read (raises the first
+        error among them when ``exc`` is None)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            if exc is None:
+                pipe.__exit__(None, None, None)
+            else:
+                try:
+                    pipe.__exit__(type(exc), exc, exc.__traceback__)
+                except Exception as e:  # noqa: BLE001 - the original error is the one to report
+                    log.debug("leaving the pipeline of %s after %r: %s", self.path, exc, e)
 
     def release(self) -> None:
         """Roll back a transaction kept open by StaleStoreError (the owner could not reload)."""
@@ -453,11 +495,18 @@ class PgDatabase:
 
     def _commit(self, what: str) -> None:
         with translate(what):
+            seq, self._seq = self._seq, None
+            if seq is not None and seq != self._seq_read:
+                sets = ", ".join(f"{k}_seq = {v:d}" for k, v in seq.items() if v != self._seq_read[k])
+                self.conn.execute(f"UPDATE vmem.agents SET {sets} WHERE id = {self.agent:d}")
             self.conn.execute("COMMIT")
+            self._end_pipeline(None)
         self.seen = self._pending
 
-    def _rollback(self) -> None:
+    def _rollback(self, exc: BaseException | None = None) -> None:
         hooks, self._after_commit, self._on_rollback = self._on_rollback, [], []
+        self._seq = None
+        self._end_pipeline(exc or RuntimeError("rollback"))
         try:
             self.conn.execute("ROLLBACK")
         except Exception as e:  # noqa: BLE001 - the connection is unusable; report the original error
@@ -514,13 +563,15 @@ class PgDatabase:
             c.execute("INSERT INTO vmem.meta(agent, key, value) VALUES (%s, %s, %s) "
                       "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self.agent, key, blob))
 
-    def next_serials(self, column: str, n: int) -> int:
-        """Reserve ``n`` ids of ``column`` (message_seq, passage_seq) in the running transaction;
-        return the first (ids are never reused, like SQLite's AUTOINCREMENT)."""
-        assert column in ("message_seq", "passage_seq")
-        row = self.conn.execute(f"UPDATE vmem.agents SET {column} = {column} + %s WHERE id=%s RETURNING {column}",
-                                (n, self.agent)).fetchone()
-        return int(row[0]) - n + 1
+    def next_serials(self, kind: str, n: int) -> int:
+        """Reserve ``n`` ids of ``kind`` ("message", "passage", "event", "journal") in the running
+        transaction; return the first. Committed ids are never reused (like SQLite's
+        AUTOINCREMENT); the ids of a rolled-back savepoint or transaction are handed out again."""
+        if self._seq is None:
+            raise RuntimeError("next_serials() outside a transaction")
+        first = self._seq[kind] + 1
+        self._seq[kind] += n
+        return first
 
     def drop_agent(self) -> None:
         """Delete this agent and everything it holds (one transaction), then close."""
@@ -593,7 +644,7 @@ class _PgTransaction:
             db._depth -= 1
             if exc is not None:
                 if self._outer:
-                    db._rollback()
+                    db._rollback(exc)
                 if isinstance(exc, psycopg.Error):
                     with translate(self._what):
                         raise exc
@@ -601,8 +652,8 @@ class _PgTransaction:
             if self._outer:
                 try:
                     db._commit(self._what)
-                except BaseException:
-                    db._rollback()
+                except BaseException as e:
+                    db._rollback(e)
                     raise
                 hooks, db._after_commit, db._on_rollback = db._after_commit, [], []
                 for hook in hooks:

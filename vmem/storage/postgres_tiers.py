@@ -117,12 +117,14 @@ class PgRecall(RecallStore):
             return []
         db = self._db
         with db.transaction("appending messages") as c:
-            first = db.next_serials("message_seq", len(rows))
+            first = db.next_serials("message", len(rows))
             ids = list(range(first, first + len(rows)))
-            with c.cursor() as cur:
-                cur.executemany("INSERT INTO vmem.messages(agent, id, role, content, ts, meta) "
-                                "VALUES (%s, %s, %s, %s, %s, %s)",
-                                [(db.agent, i, *r) for i, r in zip(ids, rows)])
+            insert = "INSERT INTO vmem.messages(agent, id, role, content, ts, meta) VALUES (%s, %s, %s, %s, %s, %s)"
+            if len(rows) == 1:
+                c.execute(insert, (db.agent, first, *rows[0]))
+            else:
+                with c.cursor() as cur:
+                    cur.executemany(insert, [(db.agent, i, *r) for i, r in zip(ids, rows)])
             added = [(i, r[1], r[2], r[0], 0) for i, r in zip(ids, rows)]
             db.after_commit(lambda: self._lex.added(added))
             self.appends += len(ids)
@@ -275,7 +277,8 @@ class PgBlocks(Blocks):
         """Remove a block (NotFoundError if none)."""
         self._check_writer(f"deleting block {label!r}")
         with self._db.transaction(f"deleting block {label!r}") as c:
-            if not c.execute("DELETE FROM vmem.blocks WHERE agent=%s AND label=%s", (self._db.agent, label)).rowcount:
+            if c.execute("DELETE FROM vmem.blocks WHERE agent=%s AND label=%s RETURNING 1",
+                         (self._db.agent, label)).fetchone() is None:
                 raise NotFoundError(f"no core memory block {label!r}")
 
     def all(self) -> list[Block]:
@@ -319,7 +322,8 @@ class PgKernelState(KernelState):
 
     def __delitem__(self, key: str) -> None:
         with self._db.transaction(f"deleting state {key!r}") as c:
-            if not c.execute("DELETE FROM vmem.kv WHERE agent=%s AND key=%s", (self._db.agent, key)).rowcount:
+            if c.execute("DELETE FROM vmem.kv WHERE agent=%s AND key=%s RETURNING 1",
+                         (self._db.agent, key)).fetchone() is None:
                 raise NotFoundError(f"no kernel state {key!r}")
 
     def __iter__(self) -> Iterator[str]:
@@ -349,10 +353,13 @@ class PgEventLog(EventLog):
             return
         db = self._db
         with db.transaction("appending events") as c:
-            top = c.execute("SELECT coalesce(max(seq), 0) FROM vmem.events WHERE agent=%s", (db.agent,)).fetchone()[0]
-            with c.cursor() as cur:
-                cur.executemany("INSERT INTO vmem.events(agent, seq, event) VALUES (%s, %s, %s)",
-                                [(db.agent, top + n, b) for n, b in enumerate(blobs, 1)])
+            first = db.next_serials("event", len(blobs))
+            insert = "INSERT INTO vmem.events(agent, seq, event) VALUES (%s, %s, %s)"
+            if len(blobs) == 1:
+                c.execute(insert, (db.agent, first, blobs[0]))
+            else:
+                with c.cursor() as cur:
+                    cur.executemany(insert, [(db.agent, first + n, b) for n, b in enumerate(blobs)])
 
     def extend(self, events: Iterable[dict[str, Any]]) -> None:
         """Append several events in one transaction (TypeError if one is not msgpack-serialisable)."""
@@ -391,8 +398,8 @@ class PgJournal(Journal):
         """Append one entry (joins an open transaction)."""
         db = self._db
         with db.transaction("appending to the journal") as c:
-            c.execute("INSERT INTO vmem.journal(agent, seq, entry) SELECT %s, coalesce(max(seq), 0) + 1, %s "
-                      "FROM vmem.journal WHERE agent=%s", (db.agent, entry, db.agent))
+            c.execute("INSERT INTO vmem.journal(agent, seq, entry) VALUES (%s, %s, %s)",
+                      (db.agent, db.next_serials("journal", 1), entry))
 
     def entries(self) -> list[bytes]:
         """Every entry, oldest first."""
