@@ -540,6 +540,34 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- migrate
+
+
+def _migrate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="the agent: its directory or its postgresql://...?agent=NAME URL")
+    p.add_argument("dst", metavar="DST", help="where to copy it: a new directory or a postgresql://...?agent=NAME "
+                                              "URL that holds no agent")
+
+
+@command("migrate", "copy an agent between a directory and a PostgreSQL database (either way)",
+         "Copy the agent in SRC to DST: every message, passage (with its embedding and interval), block, the "
+         "kernel's saved state and the trace, ids kept. SRC is read in one consistent state (a directory is "
+         "locked for it; a PostgreSQL agent is read in one snapshot beside its workers). The copy stands only if "
+         "both memories have the same digest (Memory.digest()); otherwise, or on any error, nothing is left at DST.",
+         _migrate_args)
+def _migrate(args: argparse.Namespace) -> int:
+    from vmem.kernel import KernelError, migrate
+
+    src = _agent_dir(args.src, must_exist=True)
+    dst = _agent_dir(args.dst, must_exist=False)
+    try:
+        digest = migrate(src, dst)
+    except KernelError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    print(f"copied {_shown(src)} to {_shown(dst)}: digest {digest[:16]} on both")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- mcp
 
 

@@ -21,7 +21,7 @@ Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step lo
 ``queue``, ``tokens``, ``pressure`` (watermarks and flushes), ``summary`` (the recursive
 summary), ``paging`` (page faults, prefetch), ``core_memory`` (blocks), ``functions``
 (@memory_function), ``host`` (what functions may ask), ``builtins``, ``persistence``,
-``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``.
+``trace``, ``replay``, ``migrate`` (between a directory and PostgreSQL), ``invariants``, ``errors``, ``drivers/``.
 """
 
 from vmem.kernel.agent import Agent, StepResult
@@ -30,6 +30,7 @@ from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, Messa
 from vmem.kernel.functions import CallRecord, FunctionError, MemoryFunction, memory_function
 from vmem.kernel.host import Host
 from vmem.kernel.memory import Context, Memory, Prepared
+from vmem.kernel.migrate import migrate
 from vmem.kernel.replay import replay
 from vmem.kernel.rules import StepRules
 from vmem.kernel.trace import PrefixCache, prefix_cache, read_trace
@@ -55,5 +56,6 @@ __all__ = [
     "memory_function",
     "prefix_cache",
     "read_trace",
+    "migrate",
     "replay",
 ]
