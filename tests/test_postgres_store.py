@@ -262,3 +262,23 @@ def test_a_worker_killed_mid_step_loses_nothing_acknowledged(pg_server) -> None:
     finisher = _worker(url, "after", 2)
     out, err = finisher.communicate(timeout=120)
     assert finisher.returncode == 0, err[-3000:]
+
+
+def test_a_reopened_agent_takes_over_its_indexes_and_catches_them_up(pg_server) -> None:
+    url = pg_server.agent_url("cached")
+    with open_store(url) as s:
+        s.recall.append("user", "the first walrus")
+        [gone] = s.archival.insert("walrus facts that will be deleted")
+        s.archival.insert("walrus tusks are teeth")
+    code = (f"from vmem.storage import open_store\n"
+            f"with open_store({url!r}, create=False) as s:\n"
+            f"    s.recall.append('user', 'a second walrus, written by another process')\n"
+            f"    s.archival.insert('walruses sleep in water')\n"
+            f"    s.archival.delete([{gone}])\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with open_store(url, create=False) as s:
+        assert s.recall._lex.status == "cached" and s.archival.index_status == "cached"
+        assert s.recall.search("walrus").total == 2
+        found = {p.text for p in s.archival.search("walrus", mode="hybrid", page_size=10).items}
+        assert found == {"walrus tusks are teeth", "walruses sleep in water"}
+        assert s.archival.verify_index() and s.archival.verify_text_index() and s.recall._lex.verify()

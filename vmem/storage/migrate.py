@@ -129,6 +129,8 @@ def copy_store(src: Any, dst: Any) -> dict[str, int]:
             if table in ("messages", "passages", "events", "journal") and rows:
                 top[table] = max(int(r[0]) for r in rows)
         _advance(dst, top)
+    if _is_pg(dst):  # rows went in beside the tiers: the next open builds the caches from them
+        dst._db.caches_stale = True
     return counts
 
 

@@ -10,13 +10,21 @@ Unlike a directory, an agent may be open in several processes at once: each tran
 holds the agent's lock in the database (see :mod:`vmem.storage.postgres_db`), and each
 process's caches (the text and vector indexes) catch up with the others' commits.
 ``read_only=True`` reads one consistent snapshot and never blocks a writer.
+
+The text and vector indexes are built from the tables when an agent is first opened in a
+process; when it is closed they are kept (the last ``CACHED_AGENTS`` agents, an LRU) with the
+version they reflect, and the next open takes them over and catches them up with what was
+committed since (rows added after the index's last id; a rebuild when rows were deleted).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from vmem.storage.chunk import DEFAULT_MAX_CHARS
@@ -89,7 +97,9 @@ class PgStore:
 
             embedder = default_embedder()
         self.embedder = embedder
-        self.recall = PgRecall(db, PgLexical(db, "messages"))
+        kind = index
+        cached = _take_cached(self._key(), embedder.name, kind)
+        self.recall = PgRecall(db, PgLexical(db, "messages", cached.recall if cached else None))
         self.blocks = PgBlocks(db)
         self.state = PgKernelState(db)
         self.events = PgEventLog(db)
@@ -109,8 +119,16 @@ class PgStore:
         from vmem.storage.postgres_archival import PgArchival
 
         self.archival = PgArchival(db, embedder, index_cls=index_cls, fts_query=fts_query, fuse=fuse,
-                                   max_chars=max_chars)
+                                   max_chars=max_chars, text_index=cached.passages if cached else None,
+                                   vector_index=cached.vectors if cached else None)
+        self._index_kind = kind
+        if cached is not None and cached.version != db.seen:  # changed since: catch up now
+            for hook in db.stale_hooks:
+                hook()
         self._closed = False
+
+    def _key(self) -> tuple[str, str]:
+        return self._db.location.dsn, self._db.location.agent
 
     # -- use
 
@@ -212,6 +230,7 @@ class PgStore:
     def drop(self) -> None:
         """Delete this agent and everything it holds from the database, and close."""
         self._closed = True
+        _take_cached(self._key(), None, None)
         self._db.drop_agent()
 
     def close(self) -> None:
@@ -224,7 +243,11 @@ class PgStore:
             self.archival.close()
         except VmemStorageError as e:
             log.warning("%s: closing archival storage: %s", self.path, e)
-        self._db.close()
+        db = self._db
+        if not db.caches_stale and not db.in_transaction:
+            _keep_cached(self._key(), _Cached(db.seen, self.embedder.name, self._index_kind, self.recall._lex.index,
+                                              self.archival.lexical.index, self.archival.index))
+        db.close()
 
     @property
     def closed(self) -> bool:
@@ -239,3 +262,47 @@ class PgStore:
 
     def __repr__(self) -> str:
         return f"<PgStore {self.path!r} {'closed' if self._closed else 'open'}>"
+
+
+# -- this process's caches of agents it closed, for the next open (an LRU)
+
+#: Agents whose text and vector indexes a process keeps after closing them.
+CACHED_AGENTS = 64
+
+
+@dataclass
+class _Cached:
+    version: int  #: the agent's version the indexes reflect
+    embedder: str
+    kind: str  #: "hnsw" or "exact"
+    recall: Any
+    passages: Any
+    vectors: Any
+
+
+_CACHE: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _take_cached(key: tuple[str, str], embedder: str | None, kind: str | None) -> _Cached | None:
+    """The indexes kept for ``key`` if they were built for this embedder and index kind (removed
+    from the cache: one open uses them at a time)."""
+    with _CACHE_LOCK:
+        got = _CACHE.pop(key, None)
+    if got is None or got.embedder != embedder or got.kind != kind:
+        return None
+    return got
+
+
+def _keep_cached(key: tuple[str, str], cached: _Cached) -> None:
+    with _CACHE_LOCK:
+        _CACHE[key] = cached
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > CACHED_AGENTS:
+            _CACHE.popitem(last=False)
+
+
+def forget_cached() -> None:
+    """Drop every kept index (e.g. to measure a cold open)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

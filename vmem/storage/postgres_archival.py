@@ -77,8 +77,10 @@ class PgArchival(SqliteArchival):
     backend = "postgres"
     _db: PgDatabase  # type: ignore[assignment]
 
-    def __init__(self, db: PgDatabase, embedder: Any, *, index_cls: type, **kw: Any) -> None:
-        super().__init__(db, embedder, "", index_cls=index_cls, lexical=PgLexical(db, "passages"), **kw)
+    def __init__(self, db: PgDatabase, embedder: Any, *, index_cls: type, text_index: Any = None,
+                 vector_index: Any = None, **kw: Any) -> None:
+        self._cached_vectors = vector_index  # from an earlier open in this process (PgStore's cache)
+        super().__init__(db, embedder, "", index_cls=index_cls, lexical=PgLexical(db, "passages", text_index), **kw)
         db.stale_hooks.append(self._catch_up_index)
 
     # -- the embedder and the vector cache
@@ -138,6 +140,10 @@ class PgArchival(SqliteArchival):
         return np.array(ids_out, dtype=np.uint64), np.vstack(vecs).astype(np.float32)
 
     def _open_index(self) -> Any:
+        if self._cached_vectors is not None:
+            index, self._cached_vectors = self._cached_vectors, None
+            self.index_status = "cached"
+            return index
         db_ids = self._db_ids()
         index = self._new_index(len(db_ids))
         self._add_from_db(index, db_ids)

@@ -288,6 +288,9 @@ class PgDatabase:
         self.strict = False
         #: Whether this open created the agent.
         self.created = False
+        #: The caches may miss a committed change (a post-commit hook failed, or rows were
+        #: written beside the tiers): they are not kept for the next open.
+        self.caches_stale = False
         # A strict store's stale transaction: begun, locked, refused with StaleStoreError and
         # kept open (the lock held) for the owner to reload in; the next transaction() joins it.
         self._held = False
@@ -660,6 +663,7 @@ class _PgTransaction:
                     try:
                         hook()
                     except Exception:  # noqa: BLE001 - the commit stands; the caches are rebuilt at open
+                        db.caches_stale = True
                         log.exception("%s: a post-commit hook failed (%s)", db.path, self._what)
             return False
         finally:

@@ -42,18 +42,21 @@ class PgLexical:
     """The text index of one agent's ``messages`` or ``passages``: a cache of the table.
 
     The interface of :class:`vmem.storage.lexical.LexicalCache` (``index``, ``added``,
-    ``deleted``, ``save``, ``verify``) without a file: the index is built at open.
+    ``deleted``, ``save``, ``verify``) without a file: the index is built at open, or taken
+    over from an earlier open of the agent in this process (see PgStore's cache).
     """
 
-    def __init__(self, db: PgDatabase, table: str) -> None:
+    def __init__(self, db: PgDatabase, table: str, index: TextIndex | None = None) -> None:
         if table not in _SOURCES:
             raise ValueError(f"no text index for table {table!r}")
         self._db = db
         self.table = table
-        self.status = "rebuilt"
         t = time.perf_counter()
-        self.index = TextIndex()
-        self._add_after(0)
+        if index is not None:  # this process's index of the agent from an earlier open (caught up by the store)
+            self.index, self.status = index, "cached"
+        else:
+            self.index, self.status = TextIndex(), "rebuilt"
+            self._add_after(0)
         self.open_seconds = time.perf_counter() - t
         db.stale_hooks.append(self.catch_up)
 
