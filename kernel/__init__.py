@@ -21,7 +21,7 @@ Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step lo
 ``queue``, ``tokens``, ``pressure`` (watermarks and flushes), ``summary`` (the recursive
 summary), ``paging`` (page faults, prefetch), ``core_memory`` (blocks), ``functions``
 (@memory_function), ``host`` (what functions may ask), ``builtins``, ``persistence``,
-``trace``, ``replay``, ``migrate`` (between a directory and PostgreSQL), ``invariants``, ``errors``, ``drivers/``.
+``trace``, ``replay``, ``migrate`` (between a directory and PostgreSQL), ``memories`` (an LRU of open memories), ``invariants``, ``errors``, ``drivers/``.
 """
 
 from vmem.kernel.agent import Agent, StepResult
@@ -30,6 +30,7 @@ from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, Messa
 from vmem.kernel.functions import CallRecord, FunctionError, MemoryFunction, memory_function
 from vmem.kernel.host import Host
 from vmem.kernel.memory import Context, Memory, Prepared
+from vmem.kernel.memories import OpenMemories
 from vmem.kernel.migrate import migrate
 from vmem.kernel.replay import replay
 from vmem.kernel.rules import StepRules
@@ -56,6 +57,7 @@ __all__ = [
     "memory_function",
     "prefix_cache",
     "read_trace",
+    "OpenMemories",
     "migrate",
     "replay",
 ]

@@ -282,3 +282,31 @@ def test_a_reopened_agent_takes_over_its_indexes_and_catches_them_up(pg_server) 
         found = {p.text for p in s.archival.search("walrus", mode="hybrid", page_size=10).items}
         assert found == {"walrus tusks are teeth", "walruses sleep in water"}
         assert s.archival.verify_index() and s.archival.verify_text_index() and s.recall._lex.verify()
+
+
+def test_an_lru_of_open_memories_serves_many_agents_within_its_bound(pg_server) -> None:
+    from vmem.kernel import BusyError, OpenMemories
+
+    urls = [pg_server.agent_url(f"lru{i}") for i in range(5)]
+    for url in urls:
+        Memory.create(url, system="s", blocks={}).close()
+    with OpenMemories(max_open=2) as memories:
+        for round_ in range(2):
+            for i, url in enumerate(urls):
+                with memories.use(url) as m:
+                    m.append({"role": "user", "content": f"round {round_} to agent {i}"})
+                assert len(memories) <= 2
+        with memories.use(urls[4]) as m:  # the most recent one is still open
+            assert len(m.queue) == 2
+            with pytest.raises(BusyError, match="in use"):
+                with memories.use(urls[4]):
+                    pass
+            with memories.use(urls[0]):
+                with pytest.raises(BusyError, match="all 2 open memories are in use"):
+                    with memories.use(urls[1]):
+                        pass
+        assert memories.reused >= 1 and memories.opened == 11
+    for url in urls:
+        with Memory.open(url) as m:
+            m.check()
+            assert len(m.queue) == 2
