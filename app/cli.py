@@ -131,9 +131,19 @@ def _shown(location: Any) -> str:
 
 
 def _has_agent(path: Any) -> bool:
-    """Whether ``path`` holds a vmem agent (not just a store)."""
+    """Whether ``path`` holds a vmem agent (not just a store). For a PostgreSQL location a server
+    that cannot be reached is an error, not "no agent"."""
     from vmem.kernel import Memory
+    from vmem.storage import StoreNotFoundError, is_url, open_store
 
+    if is_url(path):
+        from vmem.kernel.persistence import STATE_KEY
+
+        try:
+            with open_store(path, create=False, read_only=True) as store:
+                return STATE_KEY in store.state
+        except StoreNotFoundError:
+            return False
     return Memory.exists(path)
 
 

@@ -153,6 +153,11 @@ class MemoryService:
                         record = failed.record
                     memory.log({"e": "mcp", "name": name, "arguments": call.arguments, "ok": record.ok,
                                 "result": record.result})
+            except StoreLockedError:  # a PostgreSQL agent: another worker held it beyond the wait
+                self._release()
+                message = (f"the memory in {self.path} is in use by another writer (one at a time): try again "
+                           f"when it is free")
+                return CallRecord(name, arguments, False, json.dumps({"status": "Failed", "message": message}))
             except BaseException:
                 self._release()  # whatever broke, the next call starts from the directory
                 raise

@@ -310,3 +310,16 @@ def test_an_lru_of_open_memories_serves_many_agents_within_its_bound(pg_server) 
         with Memory.open(url) as m:
             m.check()
             assert len(m.queue) == 2
+
+
+def test_an_unreachable_server_is_a_clear_error_at_once(tmp_path) -> None:
+    from vmem.storage import BackendError
+
+    url = "postgresql://nobody@127.0.0.1:1/none?agent=a"
+    t = time.monotonic()
+    with pytest.raises(BackendError, match="cannot connect to postgresql://nobody@127.0.0.1:1/none"):
+        Memory.open(url)
+    assert time.monotonic() - t < 10  # the server's refusal, not a pool's timeout
+    p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "inspect", url], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode != 0 and "cannot connect" in p.stderr and "Traceback" not in p.stderr

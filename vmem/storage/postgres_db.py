@@ -51,6 +51,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import msgpack
 
 from vmem.storage.errors import (
+    BackendError,
     ReadOnlyStoreError,
     SchemaVersionError,
     StoreClosedError,
@@ -212,6 +213,8 @@ _POOLS: dict[str, Any] = {}
 _POOLS_LOCK = threading.Lock()
 #: Most connections one process keeps to one server (an open store holds one).
 POOL_MAX = 32
+#: Seconds to wait for the server when a process first connects to it.
+CONNECT_TIMEOUT = 10
 
 
 def _configure(conn: Any) -> None:
@@ -232,10 +235,15 @@ def pool_for(dsn: str) -> Any:
         pool = _POOLS.get(dsn)
         if pool is None:
             try:
+                import psycopg
                 from psycopg_pool import ConnectionPool
             except ImportError as e:  # pragma: no cover - the postgres extra is missing
                 raise VmemStorageError("a PostgreSQL location needs the postgres extra: "
                                        "pip install 'vmem[postgres]'") from e
+            try:  # the server's own answer now, rather than a pool that waits for it in vain
+                psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
+            except psycopg.Error as e:
+                raise BackendError(f"cannot connect to {_redact(dsn)}: {e}".strip()) from e
             pool = ConnectionPool(dsn, min_size=0, max_size=POOL_MAX, configure=_configure, open=True,
                                   name=f"vmem:{_redact(dsn)}", timeout=30.0)
             _POOLS[dsn] = pool
@@ -301,8 +309,13 @@ class PgDatabase:
         self._seq: dict[str, int] | None = None
         self._seq_read: dict[str, int] = {}
         self._pool = pool_for(self.location.dsn)
-        with translate(f"connecting to {self.path}"):
+        from psycopg_pool import PoolTimeout
+
+        try:
             self.conn = self._pool.getconn()
+        except PoolTimeout as e:
+            raise StoreLockedError(f"{self.path}: all {POOL_MAX} connections of this process to the server are "
+                                   f"in use by open stores (close some)") from e
         try:
             self._open(create)
         except BaseException:
