@@ -323,3 +323,45 @@ def test_an_unreachable_server_is_a_clear_error_at_once(tmp_path) -> None:
     p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "inspect", url], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode != 0 and "cannot connect" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- the commands on a PostgreSQL agent
+
+
+def test_the_mcp_service_shares_an_agent_with_another_writer(pg_server) -> None:
+    from vmem.app.mcp_server import MemoryService
+
+    url = pg_server.agent_url("mcp")
+    Memory.create(url, system="s", blocks={"human": "Name: Ana"}).close()
+    service = MemoryService(url, hold=3600)
+    try:
+        assert service.call("core_memory_append", {"label": "human", "content": "one"}).ok
+        with Memory.open(url) as other:  # no exclusive open in PostgreSQL: both write, one at a time
+            other.append({"role": "user", "content": "hello from the other writer"})
+            assert other.block("human").value == "Name: Ana\none"
+            with other.transaction():  # while it holds the agent, a call says it is busy
+                other.append({"role": "user", "content": "holding"})
+                busy = service.call("core_memory_append", {"label": "human", "content": "two"})
+                assert not busy.ok and "in use by another writer" in busy.result
+        assert service.call("core_memory_append", {"label": "human", "content": "three"}).ok
+        found = service.call("conversation_search", {"query": "other writer"})
+        assert found.ok and "hello from the other writer" in found.result
+    finally:
+        service.close()
+    with Memory.open(url) as m:
+        m.check()
+        assert m.block("human").value == "Name: Ana\none\nthree"
+
+
+def test_demo_inspect_and_export_take_a_postgresql_location(pg_server, tmp_path) -> None:
+    url = pg_server.agent_url("demo")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "vmem.app.cli", *a], capture_output=True,  # noqa: E731
+                                    text=True, timeout=600)
+    p = run("demo", "--dir", url, "--quiet")
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = run("inspect", url)
+    assert p.returncode == 0 and "core" in p.stdout.lower(), p.stderr[-2000:]
+    p = run("export", url, str(tmp_path / "demo.af"))
+    assert p.returncode == 0 and (tmp_path / "demo.af").stat().st_size > 0, p.stderr[-2000:]
+    p = run("demo", "--dir", url, "--quiet")
+    assert p.returncode == 2 and "holds an agent already" in p.stderr
