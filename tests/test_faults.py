@@ -142,6 +142,20 @@ def test_a_sigkill_at_a_sample_of_injection_points_on_postgres(pg_calls, pg_serv
     _kill_runs(pg_calls, tmp_path, per_boundary=1, where=pg_server.agent_url)
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not SLOW, reason="every injection point: run with -m slow (or VMEM_SLOW=1)")
+def test_an_exception_at_every_injection_point_on_postgres(pg_calls, pg_server, tmp_path: Path) -> None:
+    _raise_runs(pg_calls, tmp_path, per_boundary=None, where=pg_server.agent_url)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not SLOW, reason="every injection point: run with -m slow (or VMEM_SLOW=1)")
+def test_a_sigkill_at_every_injection_point_on_postgres(pg_calls, pg_server, tmp_path: Path) -> None:
+    _kill_runs(pg_calls, tmp_path, per_boundary=None, where=pg_server.agent_url)
+
+
 def test_an_exception_at_a_sample_of_injection_points(calls, tmp_path: Path) -> None:
     _raise_runs(calls, tmp_path, per_boundary=3)
 
