@@ -452,10 +452,12 @@ class PgDatabase:
         (and, strict, refuse with StaleStoreError, keeping the transaction and its lock open for
         the owner to reload in: the next transaction() joins it, so no other writer gets in
         between the reload and the retry)."""
+        c = self.conn
         if self._held:  # begun and locked already: the owner reloaded after StaleStoreError
             self._held = False
+            self._pipe = c.pipeline()
+            self._pipe.__enter__()
             return
-        c = self.conn
         with translate(what):
             # one round trip: BEGIN, the lock timeout, and the agent's row locked and bumped
             timeout = (f"SET LOCAL lock_timeout = {self._lock_timeout_ms}; "
