@@ -365,3 +365,12 @@ def test_demo_inspect_and_export_take_a_postgresql_location(pg_server, tmp_path)
     assert p.returncode == 0 and (tmp_path / "demo.af").stat().st_size > 0, p.stderr[-2000:]
     p = run("demo", "--dir", url, "--quiet")
     assert p.returncode == 2 and "holds an agent already" in p.stderr
+
+
+def test_a_stores_session_settings_do_not_outlive_it_in_the_pool(pg_server) -> None:
+    url = pg_server.agent_url("settings")
+    with open_store(url, durability="normal") as s:
+        assert s._db.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        conn = s._db.conn
+    # back in the pool (idle: looked at directly here), the connection has the server's default again
+    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"

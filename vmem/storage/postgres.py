@@ -85,6 +85,7 @@ class PgStore:
         if durability == "normal" and not self.read_only:
             with db.reading("setting durability") as c:
                 c.execute("SET synchronous_commit = off")
+            db.session_settings.add("synchronous_commit")
         if db.get_meta("store_id") is None and not self.read_only:
             with db.transaction("initialising the store"):
                 db.set_meta("store_id", new_store_id())

@@ -43,6 +43,7 @@ import logging
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -217,16 +218,28 @@ POOL_MAX = 32
 CONNECT_TIMEOUT = 10
 
 
-def _configure(conn: Any) -> None:
-    from pgvector.psycopg import register_vector
+#: Connections that know the ``vector`` type (pgvector's adapters registered on them).
+_WITH_VECTOR: weakref.WeakSet[Any] = weakref.WeakSet()
 
+
+def _configure(conn: Any) -> None:
     conn.autocommit = True
     conn.execute(f"SET lock_timeout = {DEFAULT_LOCK_TIMEOUT_MS}")
     conn.execute("SET idle_in_transaction_session_timeout = 0")
-    try:
-        register_vector(conn)
-    except Exception:  # noqa: BLE001 - psycopg.ProgrammingError: the extension is created by the first open
-        pass
+    _register_vector(conn)
+
+
+def _register_vector(conn: Any) -> None:
+    """Register pgvector's adapters on ``conn`` once the extension exists (a connection made
+    before the first open created it gets them at its next open)."""
+    if conn in _WITH_VECTOR:
+        return
+    if conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'").fetchone() is None:
+        return
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+    _WITH_VECTOR.add(conn)
 
 
 def pool_for(dsn: str) -> Any:
@@ -296,6 +309,8 @@ class PgDatabase:
         self.strict = False
         #: Whether this open created the agent.
         self.created = False
+        #: Session settings this store changed on its connection (reset when it goes back to the pool).
+        self.session_settings: set[str] = set()
         #: The caches may miss a committed change (a post-commit hook failed, or rows were
         #: written beside the tiers): they are not kept for the next open.
         self.caches_stale = False
@@ -326,6 +341,7 @@ class PgDatabase:
         c = self.conn
         with translate(f"opening {self.path}"):
             self._ensure_schema(create)
+            _register_vector(c)
             row = c.execute("SELECT id, version FROM vmem.agents WHERE name=%s", (self.location.agent,)).fetchone()
             if row is None:
                 if not create or self.read_only:
@@ -372,9 +388,6 @@ class PgDatabase:
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        from pgvector.psycopg import register_vector
-
-        register_vector(c)
 
     # -- use
 
@@ -617,6 +630,8 @@ class PgDatabase:
         try:
             if conn.info.transaction_status != 0:  # not idle: roll back what is open
                 conn.execute("ROLLBACK")
+            if self.session_settings:  # what this store set on the session goes with it
+                conn.execute("; ".join(f"RESET {name}" for name in sorted(self.session_settings)))
         except Exception as e:  # noqa: BLE001 - the pool discards a broken connection
             log.warning("closing %s: %s", self.path, e)
         self._pool.putconn(conn)
