@@ -181,6 +181,8 @@ def test_a_read_only_open_reads_one_snapshot_and_never_blocks_the_writer(pg_serv
             m.append({"role": "user", "content": "during"})
             assert [c["content"] for c in view.queue.messages] == ["before"]
             assert len(view.store.recall) == 1
+            with Memory.open(url, read_only=True) as late:  # opening beside the lock does not wait either
+                assert [c["content"] for c in late.queue.messages] == ["before"]
         m.append({"role": "user", "content": "after"})
         assert len(view.store.recall) == 1 and view.store.recall.search("after").hits == []  # one snapshot
         view.store.refresh()
