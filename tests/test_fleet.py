@@ -29,7 +29,7 @@ def _report(counts: dict) -> None:
 
 
 def test_a_sample_fleet_with_killed_workers_loses_and_repeats_nothing(pg_server) -> None:
-    counts = fleet.run(pg_server.url, agents=10, workers=3, seconds=14, kill_every=3.0, seed=7)
+    counts = fleet.run(pg_server.url, agents=10, workers=3, seconds=18, kill_every=3.0, seed=7)
     _report(counts)
     assert counts["kills"] >= 2 and counts["acknowledged"] > 0
     assert counts["lost"] == counts["duplicated"] == counts["invariant_failures"] == 0
