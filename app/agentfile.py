@@ -127,7 +127,8 @@ VMEM_BUILTINS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "memory_insert": ("label", "content", "insert_line"),
     "memory_rethink": ("label", "new_memory"),
     "archival_memory_insert": ("content", "tags"),
-    "archival_memory_search": ("query", "tags", "tags_match", "start_date", "end_date", "page"),
+    "archival_memory_update": ("old_id", "new_content", "tags"),
+    "archival_memory_search": ("query", "tags", "tags_match", "start_date", "end_date", "as_of", "page"),
     "conversation_search": ("query", "roles", "start_date", "end_date", "page"),
 })
 
@@ -427,6 +428,7 @@ _LETTA_TO_VMEM: dict[str, tuple[str, tuple[tuple[str, str], ...], str]] = {
     "rethink_memory": ("memory_rethink", (("target_block_label", "label"),),
                        "Letta created a missing block, vmem refuses"),
     "archival_memory_insert": ("archival_memory_insert", (), ""),
+    "archival_memory_update": ("archival_memory_update", (), ""),
     "archival_memory_search": ("archival_memory_search",
                                (("tag_match_mode", "tags_match"), ("start_datetime", "start_date"),
                                 ("end_datetime", "end_date")), ""),
@@ -443,6 +445,7 @@ _LETTA_DEFAULT_ARGS: dict[str, tuple[str, ...]] = {
     "memory_rethink": ("label", "new_memory"),
     "rethink_memory": ("new_memory", "target_block_label"),
     "archival_memory_insert": ("content", "tags"),
+    "archival_memory_update": ("old_id", "new_content", "tags"),
     "archival_memory_search": ("query", "tags", "tag_match_mode", "top_k", "start_datetime", "end_datetime"),
     "conversation_search": ("query", "roles", "limit", "start_date", "end_date"),
     "conversation_search_date": ("start_date", "end_date", "page"),
@@ -455,6 +458,8 @@ _VMEM_TO_LETTA: dict[str, tuple[str, str]] = {
     "memory_insert": ("memory_insert", "letta_sleeptime_core"),
     "memory_rethink": ("memory_rethink", "letta_sleeptime_core"),
     "archival_memory_insert": ("archival_memory_insert", "letta_core"),
+    # Letta has no such tool: exported as a declared custom tool (schema, no source), which maps back
+    "archival_memory_update": ("archival_memory_update", "custom"),
     "archival_memory_search": ("archival_memory_search", "letta_core"),
     "conversation_search": ("conversation_search", "letta_core"),
 }

@@ -87,6 +87,10 @@ class _ClientHost:
     def archival_insert(self, content: str, tags: Sequence[str] = ()) -> list[int]:
         return self._memory.archival_insert_many([content], tags, self.now)[0]
 
+    def supersede(self, old_ids: Sequence[int], by: int | None = None, *,
+                  at: _dt.datetime | None = None) -> list[int]:
+        return self._memory.supersede(old_ids, by, at=at or self.now)
+
     def page_in(self, hits: Sequence[tuple[int, float, str]]) -> set[int]:
         return set()
 

@@ -600,6 +600,51 @@ static void search_taat(ii_t *ii, cursor *cur, size_t nq, const ii_filter *f, si
     *total = counted;
 }
 
+/* ---------------------------------------------------------------- explain */
+
+/* Whether term t's posting list holds doc (binary search; lists are ascending). */
+static int term_has(const ii_term *t, uint32_t doc)
+{
+    uint32_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->doc[mid] < doc)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < t->n && t->doc[lo] == doc;
+}
+
+int ii_explain(const ii_t *ii, const uint32_t *terms, size_t n, const uint32_t *docs, size_t ndocs,
+               uint64_t *out_masks, double *out_ts, double *out_idf)
+{
+    if (n > II_MAX_TERMS)
+        return fail(ii, II_EINVAL, "ii_explain: %zu terms, at most %d", n, II_MAX_TERMS);
+    const double N = (double)ii->ndocs;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t id = terms[i];
+        out_idf[i] = id < ii->nterms && ii->terms[id].df ? idf_of(N, ii->terms[id].df) : 0.0;
+    }
+    for (size_t j = 0; j < ndocs; j++) {
+        uint32_t d = docs[j];
+        uint64_t mask = 0;
+        if (d >= ii->next_doc || !ii->docs[d].live) {
+            out_masks[j] = 0;
+            out_ts[j] = NAN;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint32_t id = terms[i];
+            if (id < ii->nterms && ii->terms[id].df && term_has(&ii->terms[id], d))
+                mask |= 1ull << i;
+        }
+        out_masks[j] = mask;
+        out_ts[j] = ii->docs[d].ts;
+    }
+    return II_OK;
+}
+
 int ii_search(ii_t *ii, const uint32_t *terms, const double *weights, size_t n, const ii_filter *f, size_t k,
               uint64_t exact_max, uint32_t *out_docs, double *out_scores, size_t *nout,
               uint64_t *total, int *exact)

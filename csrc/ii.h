@@ -109,6 +109,13 @@ int ii_fuse(const ii_t *ii, const uint32_t *tdocs, const double *tscores, size_t
             const ii_fuse_params *p, uint32_t *out_docs, double *out_scores, size_t cap,
             size_t *nout, uint64_t *scratch, size_t nscratch);
 
+/* Why documents matched (ii_explain): for each of docs[0..ndocs), a bit mask of the
+ * query terms (terms[0..n), n <= II_MAX_TERMS; bit i = terms[i]) it holds, and its
+ * ts (NAN, mask 0 when it is not live); and each query term's idf as ii_search weighs
+ * it (0 for a term no live document holds). Reads only. */
+int ii_explain(const ii_t *ii, const uint32_t *terms, size_t n, const uint32_t *docs, size_t ndocs,
+               uint64_t *out_masks, double *out_ts, double *out_idf);
+
 int ii_is_live(const ii_t *ii, uint32_t doc);
 size_t ii_docs(const ii_t *ii, uint32_t *out, size_t cap);
 void ii_stats_get(const ii_t *ii, ii_stats *out);

@@ -138,6 +138,48 @@ def archival_memory_insert(memory: Host, content: str, tags: list[str] | None = 
     return f"saved as {len(ids)} passage(s): {', '.join(f'{i:#x}' for i in ids)}"
 
 
+def _passage_id(value: str) -> int:
+    """A passage id as the model writes it: ``0x...`` as shown in search results, or decimal."""
+    text = str(value).strip()
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        raise FunctionError(f"old_id must be a passage id as shown in search results (like 0x1000000000000a3), "
+                            f"got {value!r}") from None
+
+
+@memory_function
+def archival_memory_update(memory: Host, old_id: str, new_content: str, tags: list[str] | None = None) -> str:
+    """Replace an archival fact that no longer holds by the fact as it is now (the old one is kept, marked replaced).
+
+    Args:
+        old_id: the replaced passage's id (0x...).
+        new_content: the fact as it is now.
+        tags: tags for the new passage.
+    """
+    if not new_content.strip():
+        raise FunctionError("new_content must not be empty")
+    pid = _passage_id(old_id)
+    try:
+        old = memory.archival_get(pid)
+    except (NotFoundError, ValueError):
+        raise FunctionError(f"no archival passage {old_id!r}; search archival memory for the passage to replace "
+                            "and use its id") from None
+    if not old.current:
+        by = f" by {old.superseded_by:#x}" if old.superseded_by is not None else ""
+        raise FunctionError(f"passage {pid:#x} was already replaced{by} on "
+                            f"{old.invalid_at.date().isoformat() if old.invalid_at else '?'}; "
+                            "update the passage that holds now")
+    ids = memory.archival_insert(new_content, tags or ())
+    if pid in ids:
+        raise FunctionError(f"new_content is the text of passage {pid:#x} itself; state the fact as it is now")
+    try:
+        memory.supersede([pid], ids[0])
+    except ValueError as exc:  # e.g. a passage dated after today
+        raise FunctionError(str(exc)) from None
+    return f"passage {pid:#x} replaced by {', '.join(f'{i:#x}' for i in ids)} (the old one is kept, marked replaced)"
+
+
 @memory_function
 def archival_memory_search(
     memory: Host,
@@ -146,9 +188,10 @@ def archival_memory_search(
     tags_match: Literal["any", "all"] = "any",
     start_date: str | None = None,
     end_date: str | None = None,
+    as_of: str | None = None,
     page: int = 0,
 ) -> str:
-    """Search archival memory; the passages found are paged into your working set.
+    """Search archival memory; the passages found are paged into your working set (replaced facts last).
 
     Args:
         query: what to look for (words or a description).
@@ -156,10 +199,14 @@ def archival_memory_search(
         tags_match: "any" (at least one tag) or "all".
         start_date: only passages from this date on (YYYY-MM-DD).
         end_date: only passages up to this date (YYYY-MM-DD).
+        as_of: only facts true on this date (YYYY-MM-DD).
         page: the page of results, from 0.
     """
+    when = _date(as_of, "as_of")
     found = memory.archival_search(query, tags=tags, tags_match=tags_match, start=_date(start_date, "start_date"),
-                                   end=_date(end_date, "end_date"), page=page)
+                                   end=_date(end_date, "end_date"), page=page,
+                                   as_of=None if when is None else _dt.datetime(when.year, when.month, when.day, 23, 59,
+                                                                               59, tzinfo=_dt.timezone.utc))
     hits = [(h.item.id, h.score, passage_line(h.item)) for h in found.hits]
     return _page_fault(memory, "archival memory", found, hits)
 
@@ -209,6 +256,7 @@ BUILTINS = (
     memory_insert,
     memory_rethink,
     archival_memory_insert,
+    archival_memory_update,
     archival_memory_search,
     conversation_search,
 )

@@ -45,9 +45,20 @@ class Host(Protocol):
     def archival_insert(self, content: str, tags: Sequence[str]) -> list[int]:
         """Save text to archival storage; the passages' page ids."""
 
+    def archival_get(self, page_id: int) -> Passage:
+        """The archival passage with this page id (vmem.storage.NotFoundError if none, ValueError
+        if the id is not a passage's)."""
+
+    def supersede(self, old_ids: Sequence[int], by: int | None = None, *,
+                  at: _dt.datetime | None = None) -> list[int]:
+        """Mark archival passages as no longer holding from ``at`` (default: now), replaced by
+        ``by``; the ids changed (ValueError, NotFoundError refuse bad ids or times)."""
+
     def archival_search(self, query: str, *, tags: Sequence[str] | None, tags_match: str,
-                        start: _dt.date | None, end: _dt.date | None, page: int) -> SearchPage[Passage]:
-        """One page of an archival search (hybrid)."""
+                        start: _dt.date | None, end: _dt.date | None, page: int,
+                        as_of: _dt.datetime | None = None) -> SearchPage[Passage]:
+        """One page of an archival search (hybrid): current facts first, or with ``as_of`` only
+        the facts that held then."""
 
     def conversation_search(self, query: str | None, *, roles: Sequence[str] | None, start: _dt.date | None,
                             end: _dt.date | None, page: int) -> SearchPage[Message]:

@@ -824,6 +824,10 @@ class Memory:
             self._memory_changed()
         return ids
 
+    def archival_get(self, page_id: int) -> Passage:
+        """The archival passage with this page id, with its interval (NotFoundError if none)."""
+        return self.store.archival.get(page_id)
+
     def supersede(self, old_ids: Sequence[int], by: int | None = None, *,
                   at: _dt.datetime | None = None) -> list[int]:
         """Mark the archival passages ``old_ids`` as no longer holding from ``at`` (default: the
@@ -833,10 +837,11 @@ class Memory:
         in the working set too). Traced as ``{"e": "supersede"}``. Raises as
         :meth:`vmem.storage.ArchivalStore.supersede` does, changing nothing."""
         when = at if at is not None else self.now
+        old = list(old_ids) if not isinstance(old_ids, (int, str)) else old_ids
         with self.transaction():
-            changed = self.store.archival.supersede(old_ids, by, when)
-            self.trace.write({"e": "supersede", "old": [int(i) for i in old_ids], "by": by, "at": when.timestamp(),
-                              "changed": changed})
+            changed = self.store.archival.supersede(old, by, when)  # type: ignore[arg-type]
+            self.trace.write({"e": "supersede", "old": [int(i) for i in old], "by": by,  # type: ignore[union-attr]
+                              "at": when.timestamp(), "changed": changed})
             if changed:
                 self._memory_changed()
                 resident = [p for p in changed if p in self.workset.lines]

@@ -96,8 +96,8 @@ def test_system_and_core_memory_larger_than_the_window_is_a_clear_error(place):
 def test_schemas_come_from_signatures_and_docstrings():
     schemas = {f.name: f.schema for f in BUILTINS}
     assert set(schemas) == {"send_message", "core_memory_append", "core_memory_replace", "memory_insert",
-                            "memory_rethink", "archival_memory_insert", "archival_memory_search",
-                            "conversation_search"}
+                            "memory_rethink", "archival_memory_insert", "archival_memory_update",
+                            "archival_memory_search", "conversation_search"}
     search = schemas["archival_memory_search"]["parameters"]
     assert search["required"] == ["query"]
     assert search["properties"]["tags"] == {"type": "array", "items": {"type": "string"},

@@ -129,3 +129,102 @@ def test_passage_line_shows_the_interval() -> None:
     assert "held 2023-05-01 .. 2023-07-09, replaced by 0x100000000000002" in passage_line(old)
     gone = Passage(1, "x", (), ts, None, ts + dt.timedelta(days=1), None)
     assert "held 2023-05-01 .. 2023-05-02, no longer true" in passage_line(gone)
+
+
+# ---------------------------------------------------------------- the memory function
+
+
+def _call(memory: Memory, name: str, **arguments: object) -> tuple[bool, str]:
+    """The model calls ``name``: its assistant message, then the call executed."""
+    from vmem.kernel.drivers import ToolCall
+
+    cid = f"c{len(memory.queue.messages)}"
+    memory.append({"role": "assistant", "content": None, "tool_calls": [
+        {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}]})
+    record = memory.execute(ToolCall(cid, name, arguments))
+    return record.ok, json.loads(record.result)["message"]
+
+
+def test_archival_memory_update_replaces_a_fact(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0, "My team makes 60 calls a day.")
+    [old] = memory.archival_insert("The user's team makes 60 calls a day.")
+    turn(memory, clock, 69, "We grew: now it's 1,200 calls a day.")
+    ok, result = _call(memory, "archival_memory_update", old_id=f"{old:#x}",
+                       new_content="The user's team makes 1,200 calls a day.", tags=["work"])
+    assert ok, result
+    found = memory.archival_search("how many calls a day").items
+    new = found[0]
+    assert new.current and "1,200" in new.text and new.tags == ("work",) and new.valid_from == clock.now
+    stale = memory.store.archival.get(old)
+    assert stale.superseded_by == new.id and stale.invalid_at == clock.now
+    assert f"{old:#x} replaced by {new.id:#x}" in result
+    ok, listing = _call(memory, "archival_memory_search", query="calls a day")
+    assert ok and f"held 2023-05-01 .. 2023-07-09, replaced by {new.id:#x}" in listing
+    memory.check()
+
+
+@pytest.mark.parametrize("old_id, content, error", [
+    ("0x1234", "x", "no archival passage"),
+    ("abc", "x", "must be a passage id"),
+    ("{old}", "   ", "must not be empty"),
+    ("{old}", "The user's team makes 60 calls a day.", "itself"),
+    ("{gone}", "x", "already replaced"),
+])
+def test_archival_memory_update_refuses_and_leaves_nothing(memory: Memory, clock: Clock, old_id: str, content: str,
+                                                           error: str) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("The user's team makes 60 calls a day.")
+    [gone] = memory.archival_insert("The office is on floor 2.")
+    [floor3] = memory.archival_insert("The office is on floor 3.")
+    memory.supersede([gone], floor3)
+    before = len(memory.store.archival)
+    ok, result = _call(memory, "archival_memory_update", old_id=old_id.format(old=f"{old:#x}", gone=f"{gone:#x}"),
+                       new_content=content)
+    assert not ok and error in result
+    assert len(memory.store.archival) == before and memory.store.archival.get(old).current
+    memory.check()
+
+
+def test_the_model_can_ask_what_held_on_a_date(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("The user's team makes 60 calls a day.")
+    turn(memory, clock, 69)
+    [new] = memory.archival_insert("The user's team makes 1,200 calls a day.")
+    memory.supersede([old], new)
+    ok, then = _call(memory, "archival_memory_search", query="calls a day", as_of="2023-05-20")
+    assert ok and f"[archival {old:#x}" in then and f"[archival {new:#x}" not in then and "(1 matches)" in then
+    ok, now = _call(memory, "archival_memory_search", query="calls a day")
+    assert ok and now.index(f"[archival {new:#x}") < now.index(f"[archival {old:#x}")
+    ok, bad = _call(memory, "archival_memory_search", query="calls", as_of="May 20")
+    assert not ok and "as_of must be a date" in bad
+    memory.check()
+
+
+def test_an_aborted_transaction_undoes_the_supersede_and_the_rewritten_line(memory: Memory, clock: Clock) -> None:
+    turn(memory, clock, 0)
+    [old] = memory.archival_insert("Ana makes 60 calls a day.")
+    memory.prefetch("how many calls does Ana make a day?")
+    turn(memory, clock, 10)
+    [new] = memory.archival_insert("Ana makes 90 calls a day.")
+    line, before = memory.workset.lines[old], memory.digest()
+    with pytest.raises(RuntimeError):
+        with memory.transaction():
+            assert memory.supersede(iter([old]), new) == [old]
+            assert "replaced by" in memory.workset.lines[old]
+            raise RuntimeError("abort")
+    assert memory.workset.lines[old] == line and memory.store.archival.get(old).current
+    assert memory.digest() == before
+    memory.check()
+
+
+def test_a_read_only_memory_refuses_to_supersede(tmp_path: Path, clock: Clock) -> None:
+    from vmem.kernel import ReadOnlyError
+
+    m = Memory.create(tmp_path / "a", system="s", blocks={}, clock=clock)
+    [a] = m.archival_insert("fact a")
+    [b] = m.archival_insert("fact b")
+    m.close()
+    with Memory.open(tmp_path / "a", read_only=True, clock=clock) as ro:
+        with pytest.raises(ReadOnlyError):
+            ro.supersede([a], b)
+        assert ro.store.archival.get(a).current

@@ -57,7 +57,8 @@ def test_a_client_session_lists_inserts_searches_edits_and_reads_back(agent_dir)
             assert "vmem://blocks/LABEL" in (client.instructions or "")
             tools = {t.name: t for t in (await client.list_tools()).tools}
             assert set(tools) == {"core_memory_append", "core_memory_replace", "memory_insert", "memory_rethink",
-                                  "archival_memory_insert", "archival_memory_search", "conversation_search"}
+                                  "archival_memory_insert", "archival_memory_update", "archival_memory_search",
+                                  "conversation_search"}
             schema = tools["core_memory_append"].input_schema
             assert schema["required"] == ["label", "content"] and "request_heartbeat" not in schema["properties"]
             assert tools["archival_memory_search"].annotations.read_only_hint is True

@@ -376,3 +376,28 @@ def test_a_stores_session_settings_do_not_outlive_it_in_the_pool(pg_server) -> N
         conn = s._db.conn
     # back in the pool (idle: looked at directly here), the connection has the server's default again
     assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+
+
+def test_every_method_that_speaks_sqlite_has_its_postgresql_version() -> None:
+    """A guard for later changes: a tier method that runs SQL on SQLite must be overridden by
+    the PostgreSQL class (else the PostgreSQL store would run SQLite's SQL on its tables)."""
+    import inspect
+
+    from vmem.storage.blocks import Blocks, KernelState
+    from vmem.storage.events import EventLog
+    from vmem.storage.journal import Journal
+    from vmem.storage.postgres_archival import PgArchival
+    from vmem.storage.postgres_tiers import PgBlocks, PgEventLog, PgJournal, PgKernelState, PgRecall
+    from vmem.storage.recall import RecallStore
+    from vmem.storage.sqlite import SqliteArchival
+
+    missing = []
+    for base, sub in [(SqliteArchival, PgArchival), (RecallStore, PgRecall), (Blocks, PgBlocks),
+                      (KernelState, PgKernelState), (EventLog, PgEventLog), (Journal, PgJournal)]:
+        for name, fn in vars(base).items():
+            if not callable(fn):
+                continue
+            src = inspect.getsource(fn)
+            if any(k in src for k in ("execute(", ".reading(", "executemany", "sqlite_")) and name not in vars(sub):
+                missing.append(f"{base.__name__}.{name}")
+    assert not missing, missing

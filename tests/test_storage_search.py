@@ -139,6 +139,7 @@ def test_archival_hybrid_spreads_within_one_insert_call(tmp_path: Path) -> None:
 def test_recall_context_reorders_matches_only(tmp_path: Path) -> None:
     with MemoryDir.open(tmp_path / "a") as s:
         assert s.recall.context == (0.0, 0.0, 0.0)  # off by default: it did not help on LoCoMo
+        s.recall.tie_break = None  # context alone (the newest "cat" would win the near-tie: tests/test_ties.py)
         s.recall.context = (1.0, 0.0, 0.25)
         ids = s.recall.append_many([
             ("user", "did you feed the cat?", at(0)),

@@ -220,6 +220,7 @@ def _calls(store: MemoryDir) -> tuple[int, int, int]:
 @pytest.mark.parametrize("mode", ["text", "vector", "hybrid"])
 def test_current_facts_rank_above_superseded_ones(store: MemoryDir, mode: str) -> None:
     old, new, other = _calls(store)
+    store.archival.tie_break = None  # type: ignore[attr-defined]  # words alone (no near-tie rule)
     before = [p.id for p in store.archival.search("how many calls a day", mode=mode).items]  # type: ignore[arg-type]
     assert before.index(old) < before.index(new)  # the stale fact matches best by words
     store.archival.supersede([old], new, day(60))
@@ -284,6 +285,10 @@ def test_a_big_store_uses_the_unfiltered_index_past_the_superseded(place) -> Non
                      for n in range(4)]
             first = s.archival.search("note about topic 3", mode=mode, page_size=100).items  # type: ignore[arg-type]
             assert [p.id for page in pages for p in page] == [p.id for p in first]
+            # as_of: what held on day 0.5 (all 300), and on day 2 (all but the 5 superseded)
+            for t, want in ((0.5, set(ids)), (2, set(ids[5:]))):
+                got = s.archival.search("note about topic 3", mode=mode, as_of=day(t), page_size=300).items  # type: ignore[arg-type]
+                assert {p.id for p in got} == want
 
 
 # ---------------------------------------------------------------- property: against a reference

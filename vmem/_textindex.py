@@ -260,6 +260,27 @@ class TextIndex:
             n = self._nout[0]
         return docs[:n], scores[:n]
 
+    def explain(self, query: str | Sequence[str], docs: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                                          np.ndarray]:
+        """Why ``docs`` match ``query``: its distinct stemmed terms (the first
+        ``II_MAX_TERMS``), for each document a bit mask of those it holds (bit i = term
+        i; 0 for a document not indexed) and its timestamp (NaN if not indexed), and
+        each term's idf as :meth:`search` weighs it (0 for a term no document holds)."""
+        terms = list(dict.fromkeys(query_terms(query) if isinstance(query, str) else query))[: lib.II_MAX_TERMS]
+        vocab = self._vocab
+        ids = np.fromiter((vocab.get(t, 0xFFFFFFFF) for t in terms), dtype=np.uint32, count=len(terms))
+        d = np.ascontiguousarray(docs, dtype=np.uint32)
+        masks = np.zeros(len(d), dtype=np.uint64)
+        ts = np.zeros(len(d), dtype=np.float64)
+        idf = np.zeros(len(terms), dtype=np.float64)
+        with self._lock:
+            rc = lib.ii_explain(self._ii, ffi.from_buffer("uint32_t[]", ids), len(ids), ffi.from_buffer("uint32_t[]", d),
+                                len(d), ffi.from_buffer("uint64_t[]", masks), ffi.from_buffer("double[]", ts),
+                                ffi.from_buffer("double[]", idf))
+            if rc:
+                _raise(self._ii, rc)
+        return terms, masks, ts, idf
+
     def __len__(self) -> int:
         return int(self.stats()["docs"])
 

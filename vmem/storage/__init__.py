@@ -7,7 +7,9 @@ Interface::
         mid = store.recall.append("user", "hi")          # recall storage (every message)
         pids = store.archival.insert("a fact", tags=["x"])   # archival storage (passages)
         store.recall.search("hi", roles=["user"])        # -> SearchPage[Message]
-        store.archival.search("fact", mode="hybrid")     # -> SearchPage[Passage]
+        store.archival.search("fact", mode="hybrid")     # -> SearchPage[Passage], current facts first
+        store.archival.supersede([old_id], new_id, when) # the old fact stopped holding (kept, searchable)
+        store.archival.search("fact", as_of=when)        # only what held then
         store.blocks.create("persona", "I am ...")       # core memory blocks
         store.state["queue"] = [mid]                      # kernel state (msgpack values)
         store.events.append({"e": "note"})               # the append-only event log (the kernel's trace)

@@ -33,6 +33,7 @@ from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
 from vmem.storage.errors import NotFoundError
 from vmem.storage.sqlite import EXACT_MAX, SqliteArchival, _both, _complement, _pid
+from vmem.ties import TIE_WINDOW
 
 __all__ = ["PgArchival"]
 
@@ -262,6 +263,21 @@ class PgArchival(SqliteArchival):
                                           None if inv is None else from_epoch(inv),
                                           None if by is None else base | by)
         return out
+
+    def _break_ties(self, q: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """SqliteArchival's tie-break (vmem.ties) with the passages' times read from this agent's rows."""
+        head = [d for d, _ in ranked[:TIE_WINDOW]]
+        _, masks, _, idf = self.lexical.index.explain(q, np.array(head, dtype=np.uint32))
+        if not masks.any():
+            return ranked
+
+        def times() -> list[float]:  # read only when some pair is near-tied about the same thing
+            with self._db.reading("reading passage times") as c:
+                since = dict(c.execute("SELECT id, coalesce(valid_from, ts) FROM vmem.passages "
+                                       "WHERE agent=%s AND id = ANY(%s)", (self._db.agent, head)).fetchall())
+            return [since.get(d, np.nan) for d in head]
+
+        return self.tie_break.apply(ranked, masks, times, idf)  # type: ignore[union-attr]
 
     # -- facts with a time (the rules of SqliteArchival: invariant 6 there)
 

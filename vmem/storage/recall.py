@@ -18,6 +18,11 @@ index, before the top-k cut. With context, pages are ranked ``PAGE_BUCKET``
 results at a time, so the pages of one search are disjoint and complete
 (without, the exact top-k is the same at every depth). ``total`` is exact
 when counting it was cheap (``SearchPage.total_is_exact``), else an estimate.
+
+Knowledge updates: among the first :data:`vmem.ties.TIE_WINDOW` matches, a message
+near-tied with an older one about the same thing (the same query terms) and said
+later goes first (:class:`vmem.ties.TieBreak`, ``tie_break``; None turns it off).
+The window is ranked whole at every depth, so pages stay disjoint and complete.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from vmem.storage._db import Database
 from vmem.storage.errors import NotFoundError
 from vmem.storage.lexical import LexicalCache
 from vmem.rank import spread
+from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
 from vmem.storage.records import (
     Hit,
     Message,
@@ -122,12 +128,15 @@ class RecallStore:
     """Every message, verbatim (the "swap" tier). Obtained from ``MemoryDir.recall``."""
 
     def __init__(self, db: Database, lexical: LexicalCache, *,
-                 context: tuple[float, float, float] = DEFAULT_CONTEXT) -> None:
+                 context: tuple[float, float, float] = DEFAULT_CONTEXT,
+                 tie_break: TieBreak | None = DEFAULT_TIE_BREAK) -> None:
         self._db = db
         self._lex = lexical
         #: (forward from a question, forward from a statement, backward) relevance
         #: shares passed between neighbouring matches; zeros turn it off.
         self.context = context
+        #: Near-ties between statements about the same thing go to the newest (None: off).
+        self.tie_break = tie_break
         #: Messages appended through this object: a cheap way for a cache of the store's size to
         #: tell that it is stale (the store's lock keeps other processes out).
         self.appends = 0
@@ -260,8 +269,11 @@ class RecallStore:
             if mask is None:  # a role beyond the index's 63 filter bits: filter by SQL
                 allow = self._role_bitmap(roles)
         depth = (page + 1) * page_size
-        # exact BM25 top-k is the same at any depth; context re-ranking needs a fixed one
+        # exact BM25 top-k is the same at any depth; context re-ranking needs a fixed one, and
+        # the tie-break its whole window
         deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) else depth
+        if self.tie_break is not None:
+            deep = max(deep, TIE_WINDOW)
         with self._db.lock:
             self._db.check_open()
             found = index.search(query, deep, lo=lo, hi=hi, roles=mask, allow=allow)
@@ -274,6 +286,10 @@ class RecallStore:
                 ranked = spread(ranked, next_of=_links(found.docs, nxt), prev_of=_links(found.docs, prev),
                                 forward=fq, backward=bwd, expand=False, statement_forward=fs,
                                 asks={int(d) for d, a in zip(found.docs, asks) if a})
+            if len(ranked) > 1 and self.tie_break is not None and self.tie_break.applies_to(query):
+                head = np.array([d for d, _ in ranked[:TIE_WINDOW]], dtype=np.uint32)
+                _, masks, times, idf = index.explain(query, head)
+                ranked = self.tie_break.apply(ranked, masks, times, idf)
         window = ranked[page * page_size : depth]
         found_msgs = self._fetch([d for d, _ in window])
         hits = [Hit(found_msgs[d], s) for d, s in window if d in found_msgs]

@@ -56,6 +56,7 @@ import numpy as np
 from vmem.pageid import PageKind, make_page_id, page_serial
 from vmem.storage._db import Database, fsync_dir
 from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
+from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
 from vmem.storage.archival import ArchivalStore, PassageFilter
 from vmem.storage.errors import NotFoundError
 from vmem.storage.lexical import LexicalCache
@@ -160,6 +161,7 @@ class SqliteArchival(ArchivalStore):
         index_errors: tuple[type[BaseException], ...] = (ValueError,),
         autosave: int = 50_000,
         context: tuple[float, float, float] = DEFAULT_CONTEXT,
+        tie_break: TieBreak | None = DEFAULT_TIE_BREAK,
         **kw: Any,
     ) -> None:
         super().__init__(embedder, fts_query=fts_query, fuse=fuse, **kw)
@@ -168,6 +170,9 @@ class SqliteArchival(ArchivalStore):
         #: (forward from a question, forward from a statement, backward) relevance
         #: shares passed to neighbouring passages in hybrid search; zeros turn it off.
         self.context = context
+        #: Hybrid search: near-ties between passages about the same thing go to the one that
+        #: began to hold last (its ``valid_from``); None turns it off.
+        self.tie_break = tie_break
         self._text_weight = DEFAULT_TEXT_WEIGHT
         self._index_path = Path(index_path)
         self._index_cls = index_cls
@@ -556,8 +561,27 @@ class SqliteArchival(ArchivalStore):
             w = self._text_weight
             docs, scores = index.fuse(text.docs, text.scores, vdocs, vsims, text_weight=w, context=self.context,
                                       lo=f.lo, hi=f.hi, allow=allow)
+            ranked = list(zip(docs.tolist(), scores.tolist()))
+            if len(ranked) > 1 and self.tie_break is not None and self.tie_break.applies_to(q):
+                ranked = self._break_ties(q, ranked)
         base = int(PageKind.PASSAGE) << 56
-        return [(base | d, s) for d, s in zip(docs[:depth].tolist(), scores[:depth].tolist())]
+        return [(base | d, s) for d, s in ranked[:depth]]
+
+    def _break_ties(self, q: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """The tie-break (vmem.ties) over the head of a hybrid ranking of serials: matched terms
+        from the text index, times from each passage's ``valid_from``."""
+        head = [d for d, _ in ranked[:TIE_WINDOW]]
+        _, masks, _, idf = self.lexical.index.explain(q, np.array(head, dtype=np.uint32))
+        if not masks.any():
+            return ranked
+
+        def times() -> list[float]:  # read only when some pair is near-tied about the same thing
+            with self._db.reading("reading passage times") as c:
+                since = dict(c.execute(f"SELECT id, coalesce(valid_from, ts) FROM passages WHERE id IN "
+                                       f"({','.join('?' * len(head))})", head).fetchall())
+            return [since.get(d, np.nan) for d in head]
+
+        return self.tie_break.apply(ranked, masks, times, idf)  # type: ignore[union-attr]
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
         fq, fs, bwd = self.context
