@@ -14,6 +14,10 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
     vmem bench [--quick]           every benchmark suite of a checkout, one table (figure, baseline, target)
     vmem reembed DIR [--embedder]  re-embed an agent's archival passages with another embedder
+    vmem migrate SRC DST           copy an agent between a directory and a PostgreSQL URL (either way)
+
+A memory's location (DIR above) is a directory or a PostgreSQL URL naming the agent,
+``postgresql://user@host:5432/db?agent=ana``.
 
 Errors are one line on stderr (``vmem: error: ...``), never a traceback
 (``VMEM_DEBUG=1`` shows it), with the exit codes of :data:`EXIT_CODES`.
@@ -104,7 +108,20 @@ def _add_color(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- opening agents
 
 
-def _agent_dir(path: str, *, must_exist: bool) -> Path:
+def _agent_dir(path: str, *, must_exist: bool) -> Any:
+    """The agent's location: a directory (Path), or a PostgreSQL URL (str) checked for form."""
+    from vmem.storage import is_url
+
+    if is_url(path):
+        from vmem.storage.postgres_db import PgLocation
+
+        try:
+            PgLocation.parse(path)
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        if must_exist and not _has_agent(path):
+            raise CliError(f"{_shown(path)} holds no vmem agent", EXIT_USAGE)
+        return path
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CliError(f"{p} is a file, not an agent directory", EXIT_USAGE)
@@ -114,10 +131,27 @@ def _agent_dir(path: str, *, must_exist: bool) -> Path:
     return p
 
 
-def _has_agent(path: Path) -> bool:
-    """Whether ``path`` holds a vmem agent (not just a store)."""
-    from vmem.kernel import Memory
+def _shown(location: Any) -> str:
+    """A location for messages (a URL without its password)."""
+    from vmem.storage import display
 
+    return display(location)
+
+
+def _has_agent(path: Any) -> bool:
+    """Whether ``path`` holds a vmem agent (not just a store). For a PostgreSQL location a server
+    that cannot be reached is an error, not "no agent"."""
+    from vmem.kernel import Memory
+    from vmem.storage import StoreNotFoundError, is_url, open_store
+
+    if is_url(path):
+        from vmem.kernel.persistence import STATE_KEY
+
+        try:
+            with open_store(path, create=False, read_only=True) as store:
+                return STATE_KEY in store.state
+        except StoreNotFoundError:
+            return False
     return Memory.exists(path)
 
 
@@ -162,8 +196,11 @@ def _demo(args: argparse.Namespace) -> int:
     from vmem.app.demo import run_demo
 
     if args.dir is not None:
-        target = Path(args.dir)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        target = _agent_dir(args.dir, must_exist=False)
+        if isinstance(target, str):
+            if _has_agent(target):
+                raise CliError(f"--dir {_shown(target)} holds an agent already; name a new one", EXIT_USAGE)
+        elif target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise CliError(f"--dir {target} exists and is not an empty directory; name a new one", EXIT_USAGE)
     driver = None
     config = None
@@ -199,7 +236,7 @@ def _demo(args: argparse.Namespace) -> int:
         if daemon is not None:
             daemon.close()
     if args.dir is not None:
-        print(f"the agent is kept in {args.dir}: vmem inspect {args.dir} (--html FILE for a page)")
+        print(f"the agent is kept in {_shown(args.dir)}: vmem inspect {args.dir} (--html FILE for a page)")
     return code
 
 
@@ -207,7 +244,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _chat_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="DIR", help="the agent's directory (an agent is created there if it holds none)")
+    p.add_argument("dir", metavar="DIR", help="the agent's directory, or a postgresql://user@host/db?agent=NAME URL "
+                                              "(an agent is created there if it holds none)")
     p.add_argument("--model", help="model name (default: $VMEM_MODEL)")
     p.add_argument("--base-url", help="the server's OpenAI-compatible base URL, e.g. http://localhost:8080/v1 "
                                       "(default: $VMEM_BASE_URL, then $OPENAI_BASE_URL, then api.openai.com when "
@@ -267,7 +305,8 @@ def _chat(args: argparse.Namespace) -> int:
 
     model, base_url = _server(args)
     path = _agent_dir(args.dir, must_exist=False)
-    if path.exists() and any(path.iterdir()) and not (path / "vmem.db").exists():
+    url = isinstance(path, str)
+    if not url and path.exists() and any(path.iterdir()) and not (path / "vmem.db").exists():
         raise CliError(f"{path} is not empty and holds no vmem agent; name a new or an agent's directory",
                        EXIT_USAGE)
     try:
@@ -279,15 +318,15 @@ def _chat(args: argparse.Namespace) -> int:
                           merge_system=args.merge_system)
     out = sys.stdout
     color = _color(args.color, out)
-    if (path / "vmem.db").exists() and _has_agent(path):
+    if (url or (path / "vmem.db").exists()) and _has_agent(path):
         agent = Agent.open(path, driver=driver)
         how = "reopened"
         given = (("--system", args.system is not None), ("--window", args.window is not None))
         ignored = [flag for flag, was_given in given if was_given]
         if ignored:
-            print(f"note: {' and '.join(ignored)} ignored: {path} holds an agent already", file=sys.stderr)
+            print(f"note: {' and '.join(ignored)} ignored: {_shown(path)} holds an agent already", file=sys.stderr)
     else:
-        if path.exists() and any(path.iterdir()):
+        if not url and path.exists() and any(path.iterdir()):
             raise CliError(f"{path} holds a vmem store but no agent; remove it or name another directory",
                            EXIT_FAILURE)
         try:  # a failed creation leaves the directory as it found it
@@ -309,7 +348,7 @@ def _chat(args: argparse.Namespace) -> int:
             daemon_driver = OpenAIDriver(args.daemon_model or model, base_url=args.daemon_base_url or base_url,
                                          timeout=max(args.timeout, 300.0))
             daemon = ConsolidationDaemon(agent, daemon_driver, dconfig)
-        out.write(f"vmem chat: agent {how} in {path} · model {model} at {base_url or 'api.openai.com'} · "
+        out.write(f"vmem chat: agent {how} in {_shown(path)} · model {model} at {base_url or 'api.openai.com'} · "
                   f"/help for commands\n")
         out.flush()
         interactive = sys.stdin.isatty()
@@ -430,7 +469,7 @@ def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="DIR", help="the agent's directory")
+    p.add_argument("dir", metavar="DIR", help="the agent's directory, or a postgresql://user@host/db?agent=NAME URL")
     p.add_argument("--events", type=int, default=20, metavar="N", help="trace events to show (default 20)")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (no network, no "
                                                   "external assets): the context map as a chart and every "
@@ -474,7 +513,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE.af", help="a Letta agent file")
     p.add_argument("dir", metavar="DIR", help="a new (or empty) directory: the agent's, or a directory per agent in "
-                                              "it (named after each) when the file holds several")
+                                              "it (named after each) when the file holds several; or a "
+                                              "postgresql://user@host/db?agent=NAME URL for one agent (--agent)")
     p.add_argument("--agent", metavar="NAME", help="import only this agent (its name, or its id in the file such as "
                                                    "agent-0), into DIR itself")
     p.add_argument("--window", type=int, metavar="TOKENS", help="the context window, instead of the file's")
@@ -515,13 +555,13 @@ def _import(args: argparse.Namespace) -> int:
         print(report.format())
     names = {a.id: a.name for a in result.file.agents}
     for aid, where in result.directories.items():
-        print(f"imported {names[aid]} ({aid}) into {where}: vmem inspect {where}")
+        print(f"imported {names[aid]} ({aid}) into {_shown(where)}: vmem inspect {where}")
     return EXIT_OK
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="an agent's directory, or a directory of agents (as vmem import makes "
-                                              "for a file with several)")
+                                              "for a file with several), or a postgresql://user@host/db?agent=NAME URL")
     p.add_argument("file", metavar="FILE.af", help="the agent file to write")
     p.add_argument("--force", action="store_true", help="replace FILE.af if it exists")
 
@@ -536,8 +576,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from vmem.app.letta_bridge import LettaBridgeError, export_agent_file
 
-    source = Path(args.dir)
-    if not source.is_dir():
+    source = _agent_dir(args.dir, must_exist=False)
+    if isinstance(source, str):
+        if not _has_agent(source):
+            raise CliError(f"{_shown(source)} holds no vmem agent", EXIT_USAGE)
+    elif not source.is_dir():
         raise CliError(f"{source} {'is not a directory' if source.exists() else 'does not exist'}", EXIT_USAGE)
     target = Path(args.file)
     if target.exists() and not args.force:
@@ -558,11 +601,40 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- migrate
+
+
+def _migrate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="the agent: its directory or its postgresql://...?agent=NAME URL")
+    p.add_argument("dst", metavar="DST", help="where to copy it: a new directory or a postgresql://...?agent=NAME "
+                                              "URL that holds no agent")
+
+
+@command("migrate", "copy an agent between a directory and a PostgreSQL database (either way)",
+         "Copy the agent in SRC to DST: every message, passage (with its embedding and interval), block, the "
+         "kernel's saved state and the trace, ids kept. SRC is read in one consistent state (a directory is "
+         "locked for it; a PostgreSQL agent is read in one snapshot beside its workers). The copy stands only if "
+         "both memories have the same digest (Memory.digest()); otherwise, or on any error, nothing is left at DST.",
+         _migrate_args)
+def _migrate(args: argparse.Namespace) -> int:
+    from vmem.kernel import KernelError, migrate
+
+    src = _agent_dir(args.src, must_exist=True)
+    dst = _agent_dir(args.dst, must_exist=False)
+    try:
+        digest = migrate(src, dst)
+    except KernelError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    print(f"copied {_shown(src)} to {_shown(dst)}: digest {digest[:16]} on both")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- mcp
 
 
 def _mcp_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="DIR", help="the agent's directory (made by vmem import or vmem chat); a new or empty "
+    p.add_argument("dir", metavar="DIR", help="the agent's directory (made by vmem import or vmem chat) or its "
+                                              "postgresql://user@host/db?agent=NAME URL; a new or empty "
                                               "one gets a new memory with persona and human blocks")
     p.add_argument("--http", action="store_true", help="serve streamable HTTP on the loopback interface instead of "
                                                         "stdio (the URL is printed on stderr)")
@@ -595,11 +667,12 @@ def _mcp(args: argparse.Namespace) -> int:
     if args.lock_timeout < 0 or args.hold < 0 or not 0 <= args.port < 65536:
         raise CliError("--lock-timeout and --hold must be >= 0, --port between 0 and 65535", EXIT_USAGE)
     path = _agent_dir(args.dir, must_exist=False)
-    if not path.exists() or not any(path.iterdir()):
+    if (not _has_agent(path)) if isinstance(path, str) else (not path.exists() or not any(path.iterdir())):
         from vmem.kernel import Memory
 
         Memory.create(path, system=DEFAULT_SYSTEM, blocks=DEFAULT_BLOCKS).close()
-        print(f"vmem mcp: created a new memory in {path} (blocks: {', '.join(DEFAULT_BLOCKS)})", file=sys.stderr)
+        print(f"vmem mcp: created a new memory in {_shown(path)} (blocks: {', '.join(DEFAULT_BLOCKS)})",
+              file=sys.stderr)
     elif not _has_agent(path):
         raise CliError(f"{path} is not empty and holds no vmem agent; name an agent's directory or a new one",
                        EXIT_USAGE)
@@ -633,7 +706,7 @@ def _mcp(args: argparse.Namespace) -> int:
         raise CliError("--token: use at least 16 characters", EXIT_USAGE)
 
     def ready(url: str) -> None:
-        print(f"vmem mcp: serving {path} at {url} (Ctrl-C to stop); clients authenticate with {how}",
+        print(f"vmem mcp: serving {_shown(path)} at {url} (Ctrl-C to stop); clients authenticate with {how}",
               file=sys.stderr, flush=True)
 
     try:

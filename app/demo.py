@@ -38,6 +38,7 @@ from vmem.kernel import Agent, MemoryConfig, StepResult, prefix_cache, read_trac
 from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.drivers import Completion, Driver, ToolCall
 from vmem.kernel.summary import SUMMARIZER_PROMPT
+from vmem.storage import display, is_url
 
 __all__ = ["DEMO_CONFIG", "CONVERSATION", "Session", "Turn", "RuleBasedPolicy", "DemoReport", "run_demo"]
 
@@ -683,7 +684,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
         tmp = tempfile.mkdtemp(prefix="vmem-demo-")
         path = Path(tmp) / "agent"
     else:
-        path = Path(directory)
+        path = directory if is_url(directory) else Path(directory)
     rules = RuleBasedPolicy()
     policy: Driver = _Timed(driver, report) if driver is not None else rules
     clock = DemoClock(CONVERSATION)
@@ -701,7 +702,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
             say(style("vmem demo", "1") + f": a MemGPT-style agent with a {config.window:,}-token window, "
                 f"answered by the model {model}")
             say("(the same conversation; how well it answers is the model's, what the memory does is the kernel's)")
-        say(f"agent directory: {path}" + ("" if tmp is None else " (temporary)"))
+        say(f"agent directory: {display(path)}" + ("" if tmp is None else " (temporary)"))
         agent = Agent.create(path, system=SYSTEM_PROMPT, blocks=BLOCKS, driver=policy, config=config,
                              clock=clock)
         kswapd = ConsolidationDaemon(agent, daemon, DaemonConfig(every=daemon_every)) if daemon else None

@@ -41,6 +41,7 @@ import os
 import re
 import sqlite3
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,9 +270,17 @@ class StoreBackend:
     thrown away afterwards.
     """
 
-    def __init__(self, embedder: Embedder, index: str = "hnsw") -> None:
+    def __init__(self, embedder: Embedder, index: str = "hnsw", *, postgres: str | None = None) -> None:
         from vmem.storage import MemoryDir  # imported late: the evaluation also runs without it
 
+        self._tmp: Any = None
+        if postgres is not None:  # a fresh agent in that database, deleted at close
+            from vmem.storage import open_store
+
+            sep = "&" if "?" in postgres else "?"
+            self.store = open_store(f"{postgres}{sep}agent=locomo-{uuid.uuid4().hex[:12]}", embedder=embedder,
+                                    create=True, durability="normal", index=index)
+            return
         self._tmp = tempfile.TemporaryDirectory(prefix="vmem-locomo-")
         self.store = MemoryDir.open(
             Path(self._tmp.name) / "agent", embedder=embedder, create=True, durability="normal", index=index
@@ -305,6 +314,9 @@ class StoreBackend:
         return self._search(query, "hybrid", k)
 
     def close(self) -> None:
+        if self._tmp is None:
+            self.store.drop()
+            return
         with contextlib.suppress(Exception):
             self.store.close()
         self._tmp.cleanup()
@@ -324,7 +336,9 @@ def _make_backend(kind: str, embedder: Embedder) -> Any:
         return MemoryBackend(embedder)
     if kind == "store":
         return StoreBackend(embedder)
-    raise ValueError(f"backend must be 'auto', 'memory' or 'store', got {kind!r}")
+    if kind.startswith(("postgresql://", "postgres://")):
+        return StoreBackend(embedder, postgres=kind)
+    raise ValueError(f"backend must be 'auto', 'memory', 'store' or a postgresql:// URL, got {kind!r}")
 
 
 # ---------------------------------------------------------------- evaluation
@@ -371,8 +385,9 @@ def evaluate_locomo(
     absent: callers that may run without the data check first). ``modes`` are
     the module docstring's; ``embedder`` defaults to :func:`default_embedder`;
     ``backend`` is ``"store"`` (the real archival store), ``"memory"`` (FTS5 +
-    PageIndex in memory) or ``"auto"`` (the store when :mod:`vmem.storage`
-    exists). ``speaker`` prefixes each page with its speaker's name.
+    PageIndex in memory), ``"auto"`` (the store when :mod:`vmem.storage`
+    exists) or a ``postgresql://`` URL without an agent (the PostgreSQL store: one
+    fresh agent per conversation, deleted afterwards). ``speaker`` prefixes each page with its speaker's name.
     ``context_weights``: (forward, backward) of :func:`vmem.rank.spread` for
     the ``+context`` modes.
 

@@ -63,7 +63,7 @@ from vmem.app.agentfile import (
 from vmem.app.agentfile.model import Role
 from vmem import PageKind, make_page_id, page_serial
 from vmem.kernel import ContextWindowError, Memory, MemoryConfig
-from vmem.storage import Message
+from vmem.storage import Message, StoreNotFoundError, display, is_url, open_store
 from vmem.storage import NotFoundError as _StoreNotFound
 
 __all__ = ["KEPT_KEY", "ExportResult", "ImportResult", "LettaBridgeError", "export_agent_file",
@@ -123,6 +123,8 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
     if not agents:
         raise LettaBridgeError("the file holds no agent")
     _bounded_writes(agents, size)
+    if is_url(target):
+        return _import_to_url(af, agents, str(target), window=window, embedder=embedder, durability=durability)
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise LettaBridgeError(f"{target} exists and is not an empty directory; name a new one")
@@ -172,6 +174,30 @@ def _bounded_writes(agents: list[AgentSpec], size: int) -> None:
             f"import the agents you need one at a time with agent= (vmem import --agent NAME)")
 
 
+def _import_to_url(af: AgentFile, agents: list[AgentSpec], url: str, *, window: int | None, embedder: Any,
+                   durability: str) -> ImportResult:
+    """One agent into a PostgreSQL location (an agent that is not there yet); on any error the
+    agent is deleted from the database again."""
+    if len(agents) > 1:
+        names = ", ".join(f"{a.id} ({a.name})" for a in agents)
+        raise LettaBridgeError(f"a PostgreSQL location holds one agent and the file holds several ({names}): "
+                               "choose one with agent=..., once per location")
+    if Memory.exists(url):
+        raise LettaBridgeError(f"{display(url)} holds an agent already; name a new one")
+    spec = agents[0]
+    try:
+        _import_agent(spec, af, url, af.report, window=window, several=False, embedder=embedder,
+                      durability=durability)
+    except BaseException:
+        try:
+            with open_store(url, create=False, embedder=embedder) as store:
+                store.drop()
+        except StoreNotFoundError:
+            pass
+        raise
+    return ImportResult({spec.id: url}, af.report, af)
+
+
 def _directory_names(agents: list[AgentSpec]) -> dict[str, str]:
     """A directory name per agent: its name made safe for a path, unique in the file."""
     out: dict[str, str] = {}
@@ -186,7 +212,7 @@ def _directory_names(agents: list[AgentSpec]) -> dict[str, str]:
     return out
 
 
-def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportReport, *, window: int | None,
+def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: ImportReport, *, window: int | None,
                   several: bool, embedder: Any, durability: str) -> None:
     add = report.add
     aid = spec.id
@@ -343,20 +369,24 @@ def export_agent_file(source: str | os.PathLike[str], target: str | os.PathLike[
     ``target`` when given. Opens each memory read-only: it works beside a running agent.
     Archival passages go in the ``x_vmem`` extension; blocks two agents share in the file
     they came from are one block again while their copies agree."""
-    source = Path(source)
-    if not source.is_dir():
+    dirs: list[Any]
+    if is_url(source):
+        if not Memory.exists(source):
+            raise LettaBridgeError(f"{display(source)} holds no vmem agent")
+        dirs = [_Named(str(source))]
+    elif not Path(source).is_dir():
         raise LettaBridgeError(f"{source} is not a directory")
-    if Memory.exists(source):
-        dirs = [source]
+    elif Memory.exists(Path(source)):
+        dirs = [Path(source)]
     else:
-        dirs = sorted(d for d in source.iterdir() if d.is_dir() and Memory.exists(d))
+        dirs = sorted(d for d in Path(source).iterdir() if d.is_dir() and Memory.exists(d))
         if not dirs:
             raise LettaBridgeError(f"{source} holds no vmem agent (nor do its subdirectories)")
     notes: list[str] = []
     specs: list[AgentSpec] = []
     kept_all: list[dict[str, Any] | None] = []
     for d in dirs:
-        memory = Memory.open(d, read_only=True)
+        memory = Memory.open(str(d) if isinstance(d, _Named) else d, read_only=True)
         try:
             kept = kept_data(memory)
             specs.append(_agent_spec(memory, kept, d.name))
@@ -495,3 +525,13 @@ def _groups(specs: list[AgentSpec], kept_all: list[dict[str, Any] | None], notes
                                  g["description"] or "", tuple(b for b in g["shared_block_ids"] if b in blocks),
                                  g["config"] or {}))
     return out
+
+
+class _Named(str):
+    """A PostgreSQL location where the export names agents by their directory: the agent's name."""
+
+    @property
+    def name(self) -> str:
+        from vmem.storage.postgres_db import PgLocation
+
+        return PgLocation.parse(str(self)).agent

@@ -48,7 +48,7 @@ from vmem.kernel import Memory
 from vmem.kernel.drivers import ToolCall
 from vmem.kernel.drivers.toolcalls import MAX_DEPTH, checked_call, text_too_deep
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
-from vmem.storage import Block, StoreLockedError
+from vmem.storage import Block, StoreLockedError, is_url
 
 __all__ = ["BLOCK_URI", "LOOPBACK", "MESSAGE_DEPTH", "TOKEN_FILE", "BearerAuth", "MemoryService", "http_token",
            "rejection", "block_uri", "build_server", "serve_http", "serve_stdio"]
@@ -109,7 +109,7 @@ class MemoryService:
 
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0, hold: float = 2.0,
                  embedder: Any = None) -> None:
-        self.path = Path(path)
+        self.path = path if is_url(path) else Path(path)
         self.lock_timeout = lock_timeout
         self.hold = hold
         self.embedder = embedder
@@ -162,6 +162,11 @@ class MemoryService:
                         record = failed.record
                     memory.log({"e": "mcp", "name": name, "arguments": call.arguments, "ok": record.ok,
                                 "result": record.result})
+            except StoreLockedError:  # a PostgreSQL agent: another worker held it beyond the wait
+                self._release()
+                message = (f"the memory in {self.path} is in use by another writer (one at a time): try again "
+                           f"when it is free")
+                return CallRecord(name, arguments, False, json.dumps({"status": "Failed", "message": message}))
             except BaseException:
                 self._release()  # whatever broke, the next call starts from the directory
                 raise

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ks", nargs="+", type=int, default=[5, 10, 25], help="cut-offs k (default: %(default)s)")
     p.add_argument(
         "--backend",
-        choices=["auto", "store", "memory"],
         default="auto",
-        help="'store': the real archival store; 'memory': FTS5 + PageIndex in memory; 'auto': store if available",
+        help="'store': the real archival store; 'memory': FTS5 + PageIndex in memory; 'auto': store if available; "
+             "a postgresql://user@host/db URL: the PostgreSQL store (a fresh agent per conversation, dropped after)",
     )
     p.add_argument("--no-speaker", action="store_true", help="store turns without the 'Speaker: ' prefix")
     p.add_argument("--embedder", choices=list(EMBEDDERS), default="hash",
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                                   keep_categories=not args.any_category)
         print(json.dumps(res, indent=1) if (args.json or args.raw) else format_loco_report(res))
         return 0
+    if args.backend not in ("auto", "store", "memory") and not args.backend.startswith(("postgresql://", "postgres://")):
+        raise SystemExit(f"--backend: 'auto', 'store', 'memory' or a postgresql:// URL, not {args.backend!r}")
     backend = args.backend if args.backend != "auto" else ("store" if store_available() else "memory")
     t0 = time.perf_counter()
     result = evaluate_locomo(

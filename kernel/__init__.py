@@ -24,7 +24,8 @@ Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step lo
 (page faults, prefetch), ``core_memory`` (blocks), ``functions`` (@memory_function),
 ``host`` (what functions may ask), ``builtins``, ``transaction`` (all or nothing),
 ``persistence`` (the saved image), ``journal`` (the core's operations between
-snapshots), ``trace``, ``replay``, ``invariants``, ``errors``, ``drivers/``; the consolidation daemon:
+snapshots), ``trace``, ``replay``, ``migrate`` (between a directory and PostgreSQL),
+``memories`` (an LRU of open memories), ``invariants``, ``errors``, ``drivers/``; the consolidation daemon:
 ``consolidation`` (one run: read the new turns, ask a model, apply checked proposals in one
 transaction), ``proposals`` (what the model may propose, read leniently), ``daemon`` (runs in a
 background thread beside an Agent)::
@@ -46,6 +47,8 @@ from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, Messa
 from vmem.kernel.functions import CallRecord, FunctionError, MemoryFunction, memory_function
 from vmem.kernel.host import Host
 from vmem.kernel.memory import Context, Memory, Prepared
+from vmem.kernel.memories import OpenMemories
+from vmem.kernel.migrate import migrate
 from vmem.kernel.replay import replay
 from vmem.kernel.rules import StepRules
 from vmem.kernel.trace import PrefixCache, prefix_cache, read_trace
@@ -75,5 +78,7 @@ __all__ = [
     "memory_function",
     "prefix_cache",
     "read_trace",
+    "OpenMemories",
+    "migrate",
     "replay",
 ]

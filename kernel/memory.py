@@ -79,7 +79,7 @@ from vmem.kernel.context import (
     tools_digest,
 )
 from vmem.kernel.core_memory import CoreMemory
-from vmem.kernel.errors import ContextWindowError, KernelError, MessageError, ReadOnlyError
+from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction, as_tool_call, invoke, memory_function
 from vmem.kernel.invariants import check as check_invariants
 from vmem.kernel.messages import check_order, normalise, pending_calls, shorten
@@ -94,6 +94,8 @@ from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.kernel.transaction import CoreMarks, Transactions
 from vmem.storage import Block, MemoryDir, Message, NotFoundError, Passage, SearchPage, VmemStorageError
+from vmem.storage.location import display, is_url, open_store
+from vmem.storage.postgres_db import StaleStoreError
 
 __all__ = ["Context", "Memory", "Prepared", "Summarizer"]
 
@@ -224,13 +226,15 @@ class Memory:
         fit in the window; a failed create leaves the directory as it was.
         """
         config = config or MemoryConfig()
-        path = Path(path)
-        made_dir = not path.exists()
-        was_empty = made_dir or (path.is_dir() and not any(path.iterdir()))
-        store = MemoryDir.open(path, embedder=embedder, archival=archival, durability=durability)
+        url = is_url(path)
+        if not url:
+            path = Path(path)
+            made_dir = not path.exists()
+            was_empty = made_dir or (path.is_dir() and not any(path.iterdir()))
+        store = open_store(path, embedder=embedder, archival=archival, durability=durability)
         try:
             if STATE_KEY in store.state:
-                raise KernelError(f"{path} holds an agent already: use open()")
+                raise KernelError(f"{display(path)} holds an agent already: use open()")
             with store.transaction():
                 for label, spec in (blocks or {}).items():
                     spec = {"value": spec} if isinstance(spec, str) else dict(spec)
@@ -246,6 +250,11 @@ class Memory:
                 self._session.dirty = True
                 self._persist()
         except BaseException:
+            if url:  # an agent this call added to the database goes again; one that was there stays
+                if store.created and not store.closed:
+                    store.drop()
+                store.close()
+                raise
             store.close()
             if was_empty:  # leave nothing half-made behind: a retry must find the directory as it was
                 if made_dir:
@@ -277,8 +286,8 @@ class Memory:
         everything reads one committed version (the last when it opened: all tiers and
         caches agree, whatever the writer commits meanwhile; reopen to see newer ones).
         """
-        store = MemoryDir.open(path, embedder=embedder, archival=archival, create=False,
-                               durability=durability, read_only=read_only)
+        store = open_store(path, embedder=embedder, archival=archival, create=False,
+                           durability=durability, read_only=read_only)
         try:
             return cls._assemble(store, load_state(store), functions, clock, fresh=False, read_only=read_only)
         except BaseException:
@@ -289,15 +298,16 @@ class Memory:
     def exists(path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` holds a memory (read without locking or writing anything)."""
         try:
-            with MemoryDir.open(path, create=False, read_only=True) as store:
+            with open_store(path, create=False, read_only=True) as store:
                 return STATE_KEY in store.state
         except VmemStorageError:
             return False
 
     @classmethod
     def _assemble(cls, store: MemoryDir, state: MemoryState, functions: Iterable[Any],
-                  clock: Callable[[], _dt.datetime] | None, *, fresh: bool, read_only: bool = False) -> "Memory":
-        self = object.__new__(cls)
+                  clock: Callable[[], _dt.datetime] | None, *, fresh: bool, read_only: bool = False,
+                  into: "Memory | None" = None) -> "Memory":
+        self = object.__new__(cls) if into is None else into
         self.store = store
         self.read_only = read_only
         self.clock = clock or _utcnow
@@ -333,6 +343,11 @@ class Memory:
                                 check=self._writable, begin=self._catch_up, persist=self._persist)
         if not read_only:
             store.blocks.own("vmem Memory")
+        #: The store may change between transactions (an agent in PostgreSQL, served by several
+        #: processes): each outermost transaction checks, and reloads this image when it did.
+        self._shared = getattr(store, "shared", False)
+        if self._shared and not read_only:
+            store.strict = True
         if fresh:
             self._lay_out()
         else:
@@ -461,6 +476,11 @@ class Memory:
     def __repr__(self) -> str:
         return f"<Memory {str(self.store.path)!r} {len(self.queue)} queued, {self.evicted} evicted>"
 
+    @property
+    def location(self) -> str:
+        """Where the memory lives: its directory, or its PostgreSQL URL (without a password)."""
+        return str(self.store.path)
+
     # ================================================================ properties
 
     @property
@@ -504,7 +524,16 @@ class Memory:
         """One atomic unit: the calls inside commit all their effects or none (in the database
         and in memory alike). Nested, it joins; an error escaping any part aborts all of it
         (see :mod:`vmem.kernel.transaction`)."""
+        if self._shared and not self._tx.depth:
+            return _Fresh(self)
         return self._tx.transaction()
+
+    def _reload_image(self) -> None:
+        """Another process changed this agent since this object last saw it (a shared store):
+        rebuild the in-memory image from the store, as :meth:`open` does, in one snapshot."""
+        with self.store.snapshot():
+            Memory._assemble(self.store, load_state(self.store), list(self.functions.values()), self.clock,
+                             fresh=False, read_only=self.read_only, into=self)
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A part of a transaction that may fail alone: an exception escaping it undoes only
@@ -1046,12 +1075,23 @@ class Memory:
         InvariantError naming the broken one. ``deep``: also verify every stored record against
         the checksum written with it, the database's structure and the caches against the
         database, and that no committed transaction is missing (invariant 8; reads everything,
-        fixes nothing: the error lists what is damaged)."""
+        fixes nothing: the error lists what is damaged). A memory other processes write is refreshed first."""
+        self.refresh()
         check_invariants(self)
         if deep:
             problems = self.store.verify()
             if problems:
                 raise InvariantError(f"invariant 8: {len(problems)} damaged: " + "; ".join(problems[:20]))
+
+    def refresh(self) -> bool:
+        """A memory in a shared store (PostgreSQL) that another process changed since this object
+        last saw it: reload its image now (each outermost transaction does so by itself; reads
+        between transactions show what this object saw last). Returns whether it reloaded.
+        A no-op for a directory (one writer) and for a read-only open (one snapshot)."""
+        if not self._shared or self.read_only or self._tx.depth or not self.store.sync():
+            return False
+        self._reload_image()
+        return True
 
     @property
     def lost_commits(self) -> int:
@@ -1096,3 +1136,42 @@ class _FailedCall(Exception):
     def __init__(self, record: CallRecord) -> None:
         super().__init__(record.result)
         self.record = record
+
+
+#: How many times an outermost transaction reloads a shared memory before it gives up with
+#: BusyError (the store keeps the agent's lock from the stale check to the retry, so one does).
+_FRESH_TRIES = 3
+
+
+class _Fresh:
+    """An outermost transaction of a memory in a shared store: when its store finds (under the
+    agent's lock) that another process committed since, nothing was done yet; the memory
+    reloads its image, still under that lock, and the transaction begins again in it."""
+
+    __slots__ = ("_memory", "_cm")
+
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+        self._cm: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        memory = self._memory
+        for _ in range(_FRESH_TRIES):
+            cm = memory._tx.transaction()
+            try:
+                cm.__enter__()
+            except StaleStoreError:  # the store holds the agent's lock for the reload and the retry
+                try:
+                    memory._reload_image()
+                except BaseException:
+                    memory.store.release()
+                    raise
+                continue
+            self._cm = cm
+            return None
+        raise BusyError(f"{memory.location}: other processes kept changing this agent; "
+                        f"{_FRESH_TRIES} reloads did not catch up")
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool | None:
+        assert self._cm is not None
+        return self._cm.__exit__(et, exc, tb)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from vmem.storage import EventLog, MemoryDir
+from vmem.storage import EventLog, MemoryDir, open_store
 from vmem.text import clean_text
 
 __all__ = ["PrefixCache", "Trace", "prefix_cache", "read_trace"]
@@ -92,10 +92,10 @@ def _packable(value: Any, depth: int = 0) -> Any:
 
 def read_trace(source: MemoryDir | str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The trace's events, in order, from an open store or an agent's directory."""
-    if isinstance(source, MemoryDir):
+    if not isinstance(source, (str, os.PathLike)):  # an open store (a MemoryDir or a PgStore)
         yield from source.events
         return
-    with MemoryDir.open(source, create=False, read_only=True) as store:
+    with open_store(source, create=False, read_only=True) as store:
         yield from list(store.events)
 
 

@@ -8,6 +8,7 @@
 - ``VMEM_CORE_DEBUG=1`` (a run against the debug build of the C core, see
   csrc/build_vmcore.py): the session stops at once if the loaded core is not that build,
   so a run meant to assert every invariant at every change cannot pass on the release core.
+- ``pg_server`` (session scope): a real PostgreSQL with pgvector; see tests/pg_server.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import pytest
 
 from llm_server import llm_server  # noqa: F401  (a fixture: pytest finds it by name)
+from pg_server import pg_server  # noqa: F401  (likewise, one server per session)
 from vmem.kernel import Agent
 
 
@@ -67,3 +69,25 @@ def check_invariants_after_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
     """Agent.step and Agent.astep verify the memory's invariants after every step that returns."""
     monkeypatch.setattr(Agent, "step", _checked(Agent.step))
     monkeypatch.setattr(Agent, "astep", _achecked(Agent.astep))
+
+
+#: The stores a memory can live in: a directory (embedded SQLite) or an agent in PostgreSQL.
+STORES = ["dir", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Which store the test's memories live in ("dir" or "postgres"): tests that take it run on both."""
+    return request.param
+
+
+@pytest.fixture
+def place(store_kind: str, tmp_path, request: pytest.FixtureRequest):
+    """``place(name)`` -> a location for a memory called ``name`` in the store under test: a
+    directory under ``tmp_path``, or a fresh agent in the session's PostgreSQL (the same name
+    gives the same location within a test)."""
+    if store_kind == "dir":
+        return lambda name: tmp_path / name
+    server = request.getfixturevalue("pg_server")
+    made: dict[str, str] = {}
+    return lambda name: made.setdefault(name, server.agent_url(name))

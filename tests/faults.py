@@ -1,4 +1,4 @@
-"""Fault injection, the SQLite way: every boundary, every call, an exception or a SIGKILL.
+"""Fault injection: every boundary, every call, an exception or a SIGKILL (a directory or PostgreSQL).
 
 A scripted conversation (:func:`scenario`) exercises the whole kernel: memory pressure
 (alerts, flushes with recursive summaries), page faults, prefetch, archival inserts, core
@@ -55,6 +55,8 @@ from vmem.storage.archival import ArchivalStore  # noqa: E402
 from vmem.storage.blocks import Blocks, KernelState  # noqa: E402
 from vmem.storage.events import EventLog  # noqa: E402
 from vmem.storage.journal import Journal  # noqa: E402
+from vmem.storage.postgres_db import PgDatabase  # noqa: E402
+from vmem.storage.postgres_tiers import PgBlocks, PgEventLog, PgJournal, PgKernelState, PgRecall  # noqa: E402
 
 BOUNDARIES = ("recall.append", "blocks.set", "archival.insert", "state.save", "events.write", "journal.write", "commit",
               "index.add", "index.query", "driver.step", "driver.summary", "function")
@@ -69,6 +71,17 @@ _METHODS: dict[str, tuple[type, str]] = {
     "commit": (Database, "_commit"),
     "index.add": (BaseIndex, "add"),
     "index.query": (BaseIndex, "query"),
+}
+#: The same boundaries in the PostgreSQL store, whose classes override those methods (a run
+#: uses one store, so a boundary is counted once per crossing). Its COMMIT carries the
+#: pipelined writes of the transaction: the database's round trip is the commit boundary.
+_PG_METHODS: dict[str, tuple[type, str]] = {
+    "recall.append": (PgRecall, "append_many"),
+    "blocks.set": (PgBlocks, "set"),
+    "state.save": (PgKernelState, "__setitem__"),
+    "events.write": (PgEventLog, "extend_packed"),
+    "journal.write": (PgJournal, "append"),
+    "commit": (PgDatabase, "_commit"),
 }
 
 
@@ -123,7 +136,7 @@ def _hit(boundary: str) -> None:
 def injecting(injector: Injector) -> Iterator[Injector]:
     """Wrap every boundary method while the block runs."""
     saved = []
-    for boundary, (cls, name) in _METHODS.items():
+    for boundary, (cls, name) in [*_METHODS.items(), *_PG_METHODS.items()]:
         original = cls.__dict__[name]
 
         def wrapper(*args: Any, __original: Callable[..., Any] = original, __b: str = boundary, **kw: Any) -> Any:
@@ -275,11 +288,16 @@ def verify(path: Path, acked: list[int], failed: list[int], in_flight: int | Non
     return None
 
 
+def _location(text: str) -> Any:
+    """A directory (Path) or a PostgreSQL URL (str, as given)."""
+    return text if text.startswith(("postgresql://", "postgres://")) else Path(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the scenario with one fault (the child of a kill run)")
-    run.add_argument("dir", type=Path)
+    run.add_argument("dir", type=_location, help="a directory or a postgresql://...?agent=NAME URL")
     run.add_argument("--fault", type=Fault.parse, required=True)
     run.add_argument("--acked", type=Path, required=True)
     ver = sub.add_parser("verify", help="check the directories of finished runs")
@@ -294,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario(args.dir, ack)
         return 0
     cases = json.loads(args.cases.read_text())
-    problems = [r for c in cases if (r := verify(Path(c["dir"]), c["acked"], c["failed"], c.get("in_flight")))]
+    problems = [r for c in cases if (r := verify(_location(c["dir"]), c["acked"], c["failed"], c.get("in_flight")))]
     print(json.dumps(problems))
     return 0
 

@@ -52,12 +52,12 @@ def flaky_lookup(memory, key: str) -> str:
     raise RuntimeError("connection reset by peer")
 
 
-def test_a_user_function_that_raises_is_a_function_error_and_the_agent_goes_on(tmp_path: Path) -> None:
+def test_a_user_function_that_raises_is_a_function_error_and_the_agent_goes_on(place) -> None:
     script = []
     for n in range(2):
         script += [Completion(tool_calls=[call("flaky_lookup", heartbeat=True, cid=f"f{n}", key="k")]),
                    Completion(tool_calls=[call("send_message", cid=f"s{n}", message=f"answer {n}")])]
-    agent = new_agent(tmp_path / "a", script, functions=[flaky_lookup])
+    agent = new_agent(place("a"), script, functions=[flaky_lookup])
     for n in range(2):
         result = agent.step(f"question {n}")
         assert result.replies == [f"answer {n}"]
@@ -66,7 +66,7 @@ def test_a_user_function_that_raises_is_a_function_error_and_the_agent_goes_on(t
         assert agent.memory.block("human").value == ""  # the failed call's edit was undone
     digest = agent.memory.digest()
     agent.close()
-    again = Agent.open(tmp_path / "a", driver=ScriptedDriver([Completion(text="still here")]),
+    again = Agent.open(place("a"), driver=ScriptedDriver([Completion(text="still here")]),
                        functions=[flaky_lookup])
     assert again.memory.digest() == digest
     users = [m["content"] for m in again.memory.compile() if m["role"] == "user"]
@@ -86,7 +86,7 @@ def interrupted(memory) -> str:
 
 
 @pytest.mark.parametrize("where", ["user function", "driver"])
-def test_ctrl_c_leaves_the_agent_exactly_as_before_the_step(tmp_path: Path, where: str) -> None:
+def test_ctrl_c_leaves_the_agent_exactly_as_before_the_step(place, where: str) -> None:
     script = [Completion(tool_calls=[call("send_message", message="first")])]
     if where == "user function":
         script += [Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="human", content="x")]),
@@ -94,7 +94,7 @@ def test_ctrl_c_leaves_the_agent_exactly_as_before_the_step(tmp_path: Path, wher
     else:
         script += [Completion(tool_calls=[call("archival_memory_insert", heartbeat=True, content="a note")]),
                    KeyboardInterrupt()]
-    agent = new_agent(tmp_path / "a", script, functions=[interrupted])
+    agent = new_agent(place("a"), script, functions=[interrupted])
     agent.step("hello")
     before = agent.memory.digest()
     with pytest.raises(KeyboardInterrupt):
@@ -106,8 +106,8 @@ def test_ctrl_c_leaves_the_agent_exactly_as_before_the_step(tmp_path: Path, wher
     agent.close()
 
 
-def test_a_failing_save_raises_its_own_error_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
-    agent = new_agent(tmp_path / "a", [Completion(text="one"), Completion(text="two"), Completion(text="three")])
+def test_a_failing_save_raises_its_own_error_and_changes_nothing(place, monkeypatch) -> None:
+    agent = new_agent(place("a"), [Completion(text="one"), Completion(text="two"), Completion(text="three")])
     agent.step("one")
     before = agent.memory.digest()
     from vmem.kernel.persistence import Saver
@@ -124,8 +124,8 @@ def test_a_failing_save_raises_its_own_error_and_changes_nothing(tmp_path: Path,
     agent.close()
 
 
-def test_nested_transactions_join_and_an_escaped_error_aborts_the_whole(tmp_path: Path) -> None:
-    memory = Memory.create(tmp_path / "m", system="s", blocks={"human": ""})
+def test_nested_transactions_join_and_an_escaped_error_aborts_the_whole(place) -> None:
+    memory = Memory.create(place("m"), system="s", blocks={"human": ""})
     before = memory.digest()
     with pytest.raises(KernelError, match="aborted by an earlier error"):
         with memory.transaction():
@@ -148,9 +148,9 @@ def test_nested_transactions_join_and_an_escaped_error_aborts_the_whole(tmp_path
     memory.close()
 
 
-def test_an_oversize_tool_call_from_the_model_is_stored_whole_and_queued_shortened(tmp_path: Path) -> None:
+def test_an_oversize_tool_call_from_the_model_is_stored_whole_and_queued_shortened(place) -> None:
     huge = "word " * 60_000
-    agent = new_agent(tmp_path / "a", [
+    agent = new_agent(place("a"), [
         Completion(tool_calls=[call("archival_memory_insert", heartbeat=True, content=huge)]),
         Completion(tool_calls=[call("send_message", message="saved")]),
     ])
@@ -166,7 +166,7 @@ def test_an_oversize_tool_call_from_the_model_is_stored_whole_and_queued_shorten
 # ---------------------------------------------------------------- bounded
 
 
-def test_a_verbose_summarizer_is_cut_to_the_cap_and_the_agent_goes_on(tmp_path: Path) -> None:
+def test_a_verbose_summarizer_is_cut_to_the_cap_and_the_agent_goes_on(place) -> None:
     policy = ChattyPolicy()
     chatty = policy.__call__
 
@@ -176,7 +176,7 @@ def test_a_verbose_summarizer_is_cut_to_the_cap_and_the_agent_goes_on(tmp_path: 
             return Completion(text=out.text + " and more" * 3000)
         return out
 
-    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(verbose),
+    agent = Agent.create(place("a"), system="s", blocks={}, driver=ScriptedDriver(verbose),
                          config=MemoryConfig(window=3072, reserve_output=256))
     for i in range(60):
         agent.step(f"turn {i}: " + "lorem ipsum dolor " * 12)
@@ -210,7 +210,7 @@ def test_folding_always_progresses_even_when_every_character_costs_many_tokens()
 # ---------------------------------------------------------------- one at a time
 
 
-def test_a_second_concurrent_step_gets_a_clear_error(tmp_path: Path) -> None:
+def test_a_second_concurrent_step_gets_a_clear_error(place) -> None:
     started, release = threading.Event(), threading.Event()
 
     def slow(messages, tools):
@@ -218,7 +218,7 @@ def test_a_second_concurrent_step_gets_a_clear_error(tmp_path: Path) -> None:
         release.wait(10)
         return Completion(text="slow answer")
 
-    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(slow))
+    agent = Agent.create(place("a"), system="s", blocks={}, driver=ScriptedDriver(slow))
     out: list[object] = []
     worker = threading.Thread(target=lambda: out.append(agent.step("first")))
     worker.start()
@@ -233,12 +233,12 @@ def test_a_second_concurrent_step_gets_a_clear_error(tmp_path: Path) -> None:
     agent.close()
 
 
-def test_two_concurrent_asteps_one_is_refused(tmp_path: Path) -> None:
+def test_two_concurrent_asteps_one_is_refused(place) -> None:
     async def slow(messages, tools):
         await asyncio.sleep(0.05)
         return Completion(text="answer")
 
-    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(slow))
+    agent = Agent.create(place("a"), system="s", blocks={}, driver=ScriptedDriver(slow))
 
     async def both():
         return await asyncio.gather(agent.astep("one"), agent.astep("two"), return_exceptions=True)
@@ -252,19 +252,19 @@ def test_two_concurrent_asteps_one_is_refused(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- read-only beside a writer
 
 
-def test_inspection_reads_a_running_agent_and_writes_nothing(tmp_path: Path) -> None:
-    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("core_memory_append", label="human",
+def test_inspection_reads_a_running_agent_and_writes_nothing(place) -> None:
+    agent = new_agent(place("a"), [Completion(tool_calls=[call("core_memory_append", label="human",
                                                                     content="likes tea")]),
                                        Completion(text="noted")])
     agent.step("I like tea")  # the agent stays open: its process holds the directory
-    view = Memory.open(tmp_path / "a", read_only=True)
+    view = Memory.open(place("a"), read_only=True)
     assert view.compile() == agent.memory.compile()
     with pytest.raises(ReadOnlyError):
         view.append({"role": "user", "content": "no"})
     with pytest.raises(ReadOnlyStoreError):
         view.store.recall.append("user", "no")
     view.close()
-    p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "inspect", str(tmp_path / "a")],
+    p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "inspect", str(place("a"))],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "likes tea" in p.stdout
@@ -275,8 +275,8 @@ def test_inspection_reads_a_running_agent_and_writes_nothing(tmp_path: Path) -> 
 # ---------------------------------------------------------------- the store's API and the memory agree
 
 
-def test_writes_through_the_store_work_with_the_memory_or_are_refused(tmp_path: Path) -> None:
-    agent = new_agent(tmp_path / "a", [Completion(text="a"), Completion(text="b")])
+def test_writes_through_the_store_work_with_the_memory_or_are_refused(place) -> None:
+    agent = new_agent(place("a"), [Completion(text="a"), Completion(text="b")])
     memory = agent.memory
     agent.step("hello")
     memory.store.recall.append("user", "imported history, written beside the agent")
@@ -295,13 +295,13 @@ def test_writes_through_the_store_work_with_the_memory_or_are_refused(tmp_path: 
     memory.check()
     digest = memory.digest()
     agent.close()
-    with Memory.open(tmp_path / "a") as again:
+    with Memory.open(place("a")) as again:
         again.check()
         assert again.digest() == digest
 
 
-def test_reopening_with_more_functions_shrinks_the_working_set_instead_of_failing(tmp_path: Path) -> None:
-    agent = new_agent(tmp_path / "a", [Completion(text="ok")] * 12, prefetch=3, window=4096, reserve_output=256)
+def test_reopening_with_more_functions_shrinks_the_working_set_instead_of_failing(place) -> None:
+    agent = new_agent(place("a"), [Completion(text="ok")] * 12, prefetch=3, window=4096, reserve_output=256)
     agent.memory.archival_insert_many([f"fact {i}: the cat sat on mat number {i} " * 3 for i in range(30)])
     for i in range(6):
         agent.step(f"which mat did the cat sit on, {i}?")
@@ -313,7 +313,7 @@ def test_reopening_with_more_functions_shrinks_the_working_set_instead_of_failin
 
     big.__doc__ = "A tool with a long description. " + "It explains itself at length. " * 60
     fat = memory_function(big, name="verbose_tool")
-    again = Agent.open(tmp_path / "a", driver=ScriptedDriver([Completion(text="ok")]), functions=[fat])
+    again = Agent.open(place("a"), driver=ScriptedDriver([Completion(text="ok")]), functions=[fat])
     shrunk = [e for e in again.memory.store.events if e["e"] == "workset_shrunk"]
     assert shrunk and shrunk[0]["evicted"], "the scenario must overfill the smaller working set"
     assert again.memory.ctx.stats().tokens[Region.WORKSET] <= again.memory.ctx.config.ws_budget
@@ -322,13 +322,13 @@ def test_reopening_with_more_functions_shrinks_the_working_set_instead_of_failin
     again.close()
 
 
-def test_a_summarizer_that_answers_nothing_loses_nothing(tmp_path: Path) -> None:
+def test_a_summarizer_that_answers_nothing_loses_nothing(place) -> None:
     policy = ChattyPolicy()
 
     def mute(messages, tools):
         return Completion(text="   ") if not tools else policy(messages, tools)
 
-    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(mute),
+    agent = Agent.create(place("a"), system="s", blocks={}, driver=ScriptedDriver(mute),
                          config=MemoryConfig(window=3072, reserve_output=256))
     for i in range(40):
         agent.step(f"turn {i}: " + "lorem ipsum dolor " * 10)

@@ -58,9 +58,9 @@ def _points(calls: dict[str, int], per_boundary: int | None, rng: random.Random)
     return out
 
 
-def _verify(cases: list[dict]) -> list[str]:
+def _verify(cases: list[dict], base: Path) -> list[str]:
     """Check finished runs in a new process (as a restarted application would)."""
-    file = Path(cases[0]["dir"]).parent / "cases.json"
+    file = base / "cases.json"
     file.write_text(json.dumps(cases))
     p = subprocess.run([sys.executable, faults.__file__, "verify", str(file)], capture_output=True, text=True,
                        timeout=1800)
@@ -77,22 +77,22 @@ def _report(name: str, points: int, faults_fired: int, problems: list[str]) -> N
             f.write(json.dumps(line) + "\n")
 
 
-def _raise_runs(calls: dict[str, int], base: Path, per_boundary: int | None) -> None:
+def _raise_runs(calls: dict[str, int], base: Path, per_boundary: int | None, where=None) -> None:
     points = _points(calls, per_boundary, random.Random(SEED))
     cases, fired = [], 0
     for n, (boundary, k) in enumerate(points):
-        path = base / f"r{n}-{boundary}-{k}" / "agent"
+        path = base / f"r{n}-{boundary}-{k}" / "agent" if where is None else where(f"r{n}")
         with injecting(Injector(Fault(boundary, k, "raise"))) as injector:
             outcome = scenario(path)
         fired += injector.fired
         assert injector.fired, f"{boundary}:{k} never fired"
         cases.append({"dir": str(path), "acked": outcome.acked, "failed": outcome.failed})
-    problems = _verify(cases)
-    _report("exception", len(points), fired, problems)
+    problems = _verify(cases, base)
+    _report("exception" if where is None else "exception, PostgreSQL", len(points), fired, problems)
     assert not problems, problems[:5]
 
 
-def _kill_runs(calls: dict[str, int], base: Path, per_boundary: int | None) -> None:
+def _kill_runs(calls: dict[str, int], base: Path, per_boundary: int | None, where=None) -> None:
     points = _points(calls, per_boundary, random.Random(SEED + 1))
     cases = []
     n_messages = len(faults.user_messages())
@@ -100,17 +100,60 @@ def _kill_runs(calls: dict[str, int], base: Path, per_boundary: int | None) -> N
         root = base / f"k{n}-{boundary}-{k}"
         root.mkdir(parents=True)
         acked_file = root / "acked"
-        p = subprocess.run([sys.executable, faults.__file__, "run", str(root / "agent"), "--fault",
+        agent = str(root / "agent") if where is None else where(f"k{n}")
+        p = subprocess.run([sys.executable, faults.__file__, "run", agent, "--fault",
                             str(Fault(boundary, k, "kill")), "--acked", str(acked_file)],
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == -9, f"{boundary}:{k}: the child was not killed ({p.returncode}): {p.stderr[-800:]}"
         acked = [int(x) for x in acked_file.read_text().split()] if acked_file.exists() else []
         in_flight = acked[-1] + 1 if acked else 0
-        cases.append({"dir": str(root / "agent"), "acked": acked, "failed": list(range(in_flight, n_messages)),
+        cases.append({"dir": agent, "acked": acked, "failed": list(range(in_flight, n_messages)),
                       "in_flight": in_flight})
-    problems = _verify(cases)
-    _report("SIGKILL", len(points), len(points), problems)
+    problems = _verify(cases, base)
+    _report("SIGKILL" if where is None else "SIGKILL, PostgreSQL", len(points), len(points), problems)
     assert not problems, problems[:5]
+
+
+@pytest.fixture(scope="module")
+def pg_calls(pg_server) -> dict[str, int]:
+    """How many times the fault-free conversation crosses each boundary with a PostgreSQL agent."""
+    with injecting(Injector()) as injector:
+        outcome = scenario(pg_server.agent_url("dry"))
+    assert outcome.acked == list(range(len(faults.user_messages()))) and not outcome.errors
+    return dict(injector.calls)
+
+
+@pytest.mark.postgres
+def test_postgres_crosses_the_same_boundaries_as_a_directory(calls, pg_calls) -> None:
+    assert all(pg_calls[b] > 0 for b in BOUNDARIES), pg_calls
+    # the same scenario, the same crossings: the stores behave alike (creating a directory store
+    # commits its archival settings in a transaction of their own: one commit more)
+    assert {b: n for b, n in pg_calls.items() if b != "commit"} == {b: n for b, n in calls.items() if b != "commit"}
+    assert calls["commit"] - pg_calls["commit"] in (0, 1)
+
+
+@pytest.mark.postgres
+def test_an_exception_at_a_sample_of_injection_points_on_postgres(pg_calls, pg_server, tmp_path: Path) -> None:
+    _raise_runs(pg_calls, tmp_path, per_boundary=2, where=pg_server.agent_url)
+
+
+@pytest.mark.postgres
+def test_a_sigkill_at_a_sample_of_injection_points_on_postgres(pg_calls, pg_server, tmp_path: Path) -> None:
+    _kill_runs(pg_calls, tmp_path, per_boundary=1, where=pg_server.agent_url)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not SLOW, reason="every injection point: run with -m slow (or VMEM_SLOW=1)")
+def test_an_exception_at_every_injection_point_on_postgres(pg_calls, pg_server, tmp_path: Path) -> None:
+    _raise_runs(pg_calls, tmp_path, per_boundary=None, where=pg_server.agent_url)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not SLOW, reason="every injection point: run with -m slow (or VMEM_SLOW=1)")
+def test_a_sigkill_at_every_injection_point_on_postgres(pg_calls, pg_server, tmp_path: Path) -> None:
+    _kill_runs(pg_calls, tmp_path, per_boundary=None, where=pg_server.agent_url)
 
 
 def test_an_exception_at_a_sample_of_injection_points(calls, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from vmem.kernel.drivers import Completion, DriverError, DriverTimeoutError, Scr
 from vmem.kernel.functions import FunctionError, check_arguments
 from kernel_helpers import ChattyPolicy, call, check_agent
 from vmem import Region
+from vmem.storage import StoreNotFoundError, open_store
 
 BLOCKS = {"human": "", "persona": "I am a careful assistant.",
           "rules": {"value": "Never share secrets.", "read_only": True, "limit": 100}}
@@ -36,8 +37,8 @@ def result_of(step, i=0):
 # ---------------------------------------------------------------- lifecycle
 
 
-def test_create_step_reopen_keeps_everything(tmp_path):
-    agent = new_agent(tmp_path / "a", [
+def test_create_step_reopen_keeps_everything(place):
+    agent = new_agent(place("a"), [
         Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="human", content="Name: Ana")]),
         Completion(tool_calls=[call("archival_memory_insert", heartbeat=True, content="Ana surfs in Carcavelos",
                                     tags=["hobby"])]),
@@ -48,7 +49,7 @@ def test_create_step_reopen_keeps_everything(tmp_path):
     assert [c.ok for c in result.calls] == [True, True, True]
     digest = agent.memory.digest()
     agent.close()
-    again = Agent.open(tmp_path / "a", driver=ScriptedDriver([]))
+    again = Agent.open(place("a"), driver=ScriptedDriver([]))
     assert again.memory.digest() == digest
     assert "Name: Ana" in again.memory.store.blocks.get("human").value
     assert again.memory.store.archival.search("surf", mode="text").total == 1
@@ -56,8 +57,8 @@ def test_create_step_reopen_keeps_everything(tmp_path):
     again.close()
 
 
-def test_reopen_in_another_process_gives_the_same_digest(tmp_path):
-    agent = new_agent(tmp_path / "a", [
+def test_reopen_in_another_process_gives_the_same_digest(place):
+    agent = new_agent(place("a"), [
         Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="human", content="likes tea")]),
         Completion(tool_calls=[call("send_message", message="noted")]),
     ])
@@ -67,7 +68,7 @@ def test_reopen_in_another_process_gives_the_same_digest(tmp_path):
     code = textwrap.dedent(f"""
         from vmem.kernel import Agent
         from vmem.kernel.drivers import ScriptedDriver
-        agent = Agent.open({str(tmp_path / "a")!r}, driver=ScriptedDriver([]))
+        agent = Agent.open({str(place("a"))!r}, driver=ScriptedDriver([]))
         print(agent.memory.digest())
         agent.close()
     """)
@@ -75,17 +76,17 @@ def test_reopen_in_another_process_gives_the_same_digest(tmp_path):
     assert out.stdout.strip() == digest
 
 
-def test_create_refuses_an_existing_agent_and_open_needs_one(tmp_path):
-    new_agent(tmp_path / "a", []).close()
+def test_create_refuses_an_existing_agent_and_open_needs_one(place):
+    new_agent(place("a"), []).close()
     with pytest.raises(KernelError, match="holds an agent already"):
-        new_agent(tmp_path / "a", [])
-    with pytest.raises(Exception, match="no vmem store"):
-        Agent.open(tmp_path / "missing", driver=ScriptedDriver([]))
+        new_agent(place("a"), [])
+    with pytest.raises(StoreNotFoundError, match="no vmem (store|agent)"):
+        Agent.open(place("missing"), driver=ScriptedDriver([]))
 
 
-def test_system_and_core_memory_larger_than_the_window_is_a_clear_error(tmp_path):
+def test_system_and_core_memory_larger_than_the_window_is_a_clear_error(place):
     with pytest.raises(ContextWindowError, match=r"the system instructions \(\d+\).* need a window of at least"):
-        Agent.create(tmp_path / "a", system="word " * 5000, blocks={}, driver=ScriptedDriver([]),
+        Agent.create(place("a"), system="word " * 5000, blocks={}, driver=ScriptedDriver([]),
                      config=MemoryConfig(window=4096))
 
 
@@ -105,8 +106,8 @@ def test_schemas_come_from_signatures_and_docstrings():
     assert all("request_heartbeat" in s["parameters"]["properties"] for s in schemas.values())
 
 
-def test_core_memory_edits(tmp_path):
-    agent = new_agent(tmp_path / "a", [
+def test_core_memory_edits(place):
+    agent = new_agent(place("a"), [
         Completion(tool_calls=[call("core_memory_append", label="human", content="line one"),
                                call("core_memory_append", label="human", content="line three"),
                                call("memory_insert", label="human", content="line two", insert_line=1),
@@ -141,8 +142,8 @@ def test_core_memory_edits(tmp_path):
     (call("archival_memory_search", query="x", tags_match="some"), "must be one of"),
     (call("conversation_search", page=-1), "page"),
 ])
-def test_bad_calls_become_function_errors_and_the_agent_goes_on(tmp_path, bad, message):
-    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[bad]), Completion(text="sorry, fixed")])
+def test_bad_calls_become_function_errors_and_the_agent_goes_on(place, bad, message):
+    agent = new_agent(place("a"), [Completion(tool_calls=[bad]), Completion(text="sorry, fixed")])
     before = {b.label: b.value for b in agent.memory.store.blocks.all()}
     result = agent.step("do something")
     assert result.calls[0].ok is False
@@ -153,17 +154,17 @@ def test_bad_calls_become_function_errors_and_the_agent_goes_on(tmp_path, bad, m
     agent.close()
 
 
-def test_heartbeats_chain_up_to_max_steps(tmp_path):
+def test_heartbeats_chain_up_to_max_steps(place):
     loop = [Completion(tool_calls=[call("conversation_search", heartbeat=True, query=f"x{i}", cid=f"c{i}")])
             for i in range(3)]
-    agent = new_agent(tmp_path / "a", loop, max_steps=3)
+    agent = new_agent(place("a"), loop, max_steps=3)
     result = agent.step("loop forever")
     assert result.steps == 3 and result.stopped == "max_steps"
     check_agent(agent)
     agent.close()
 
 
-def test_user_functions_with_a_decorator(tmp_path):
+def test_user_functions_with_a_decorator(place):
     @memory_function
     def add_numbers(a: int, b: int = 1) -> str:
         """Add two numbers.
@@ -174,7 +175,7 @@ def test_user_functions_with_a_decorator(tmp_path):
         """
         return str(a + b)
 
-    agent = Agent.create(tmp_path / "a", system="s", blocks={}, functions=[add_numbers],
+    agent = Agent.create(place("a"), system="s", blocks={}, functions=[add_numbers],
                          driver=ScriptedDriver([Completion(tool_calls=[call("add_numbers", heartbeat=True, a=2, b=3)]),
                                                 Completion(text="5")]),
                          config=MemoryConfig(window=4096))
@@ -201,8 +202,8 @@ def test_argument_checking_never_raises_anything_but_function_errors(arguments):
 # ---------------------------------------------------------------- page faults
 
 
-def test_archival_search_pages_results_into_the_working_set(tmp_path):
-    agent = new_agent(tmp_path / "a", [
+def test_archival_search_pages_results_into_the_working_set(place):
+    agent = new_agent(place("a"), [
         Completion(tool_calls=[call("archival_memory_insert", content=f"fact {i}: the code word is w{i}",
                                     cid=f"i{i}") for i in range(5)]),  # no heartbeat: the step ends
         Completion(tool_calls=[call("archival_memory_search", heartbeat=True, query="code word w3")]),
@@ -218,8 +219,8 @@ def test_archival_search_pages_results_into_the_working_set(tmp_path):
     agent.close()
 
 
-def test_prefetch_pages_relevant_passages_in_without_a_call(tmp_path):
-    agent = new_agent(tmp_path / "a", [
+def test_prefetch_pages_relevant_passages_in_without_a_call(place):
+    agent = new_agent(place("a"), [
         Completion(tool_calls=[call("archival_memory_insert", content="Ines is allergic to peanuts")]),
         Completion(text="ok"),
         Completion(text="peanuts"),
@@ -235,9 +236,9 @@ def test_prefetch_pages_relevant_passages_in_without_a_call(tmp_path):
 # ---------------------------------------------------------------- oversize input
 
 
-def test_a_user_message_larger_than_the_window_is_stored_and_summarized(tmp_path):
+def test_a_user_message_larger_than_the_window_is_stored_and_summarized(place):
     policy = ChattyPolicy()
-    agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(policy),
+    agent = Agent.create(place("a"), system="s", blocks={}, driver=ScriptedDriver(policy),
                          config=MemoryConfig(window=4096, reserve_output=512))
     huge = " ".join(f"word{i}" for i in range(12000))
     result = agent.step(huge)
@@ -254,8 +255,8 @@ def test_a_user_message_larger_than_the_window_is_stored_and_summarized(tmp_path
 # ---------------------------------------------------------------- async, replay
 
 
-def test_astep_runs_the_same_loop(tmp_path):
-    agent = new_agent(tmp_path / "a", [
+def test_astep_runs_the_same_loop(place):
+    agent = new_agent(place("a"), [
         Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="human", content="async")]),
         Completion(tool_calls=[call("send_message", message="done")]),
     ])
@@ -264,23 +265,23 @@ def test_astep_runs_the_same_loop(tmp_path):
     agent.close()
 
 
-def test_replaying_the_trace_rebuilds_the_same_state(tmp_path):
-    agent = Agent.create(tmp_path / "a", system="s", blocks={"human": ""}, driver=ScriptedDriver(ChattyPolicy()),
+def test_replaying_the_trace_rebuilds_the_same_state(place):
+    agent = Agent.create(place("a"), system="s", blocks={"human": ""}, driver=ScriptedDriver(ChattyPolicy()),
                          config=MemoryConfig(window=3072, reserve_output=128, prefetch=1))
     for i in range(40):
         agent.step(f"message {i}: " + "some words here " * (i % 7))
     digest = agent.memory.digest()
     assert agent.memory.state.folds >= 2
     agent.close()
-    again = replay(tmp_path / "a", tmp_path / "b")
+    again = replay(place("a"), place("b"))
     assert again.memory.digest() == digest
     again.close()
 
 
 @pytest.mark.parametrize("error", [DriverTimeoutError("timed out after 30 s"),
                                    DriverError("server error 500 after 4 attempts", status=500)])
-def test_a_driver_failure_surfaces_and_leaves_the_memory_as_before_the_step(tmp_path, error):
-    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("send_message", message="hi")]),
+def test_a_driver_failure_surfaces_and_leaves_the_memory_as_before_the_step(place, error):
+    agent = new_agent(place("a"), [Completion(tool_calls=[call("send_message", message="hi")]),
                                        Completion(tool_calls=[call("core_memory_append", heartbeat=True,
                                                                    label="human", content="half")]),
                                        error])
@@ -291,7 +292,7 @@ def test_a_driver_failure_surfaces_and_leaves_the_memory_as_before_the_step(tmp_
     check_agent(agent)
     assert agent.memory.digest() == before
     agent.close()
-    again = Agent.open(tmp_path / "a", driver=ScriptedDriver([Completion(text="back")]))
+    again = Agent.open(place("a"), driver=ScriptedDriver([Completion(text="back")]))
     assert again.memory.digest() == before
     assert [m["content"] for m in again.memory.compile() if m["role"] == "user"] == ["first"]
     assert again.step("second").replies == ["back"]  # the same message can be sent again
@@ -299,25 +300,28 @@ def test_a_driver_failure_surfaces_and_leaves_the_memory_as_before_the_step(tmp_
     again.close()
 
 
-def test_a_failed_create_leaves_nothing_behind(tmp_path):
+def test_a_failed_create_leaves_nothing_behind(place, store_kind):
     with pytest.raises(ContextWindowError):
-        Agent.create(tmp_path / "x", system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
+        Agent.create(place("x"), system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
                      config=MemoryConfig(window=600, reserve_output=100))  # the tool schemas alone do not fit
-    assert not (tmp_path / "x").exists()
-    agent = Agent.create(tmp_path / "x", system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
+    with pytest.raises(StoreNotFoundError):  # not even an empty store (a directory, or the agent's row)
+        open_store(place("x"), create=False)
+    if store_kind == "dir":
+        assert not place("x").exists()
+    agent = Agent.create(place("x"), system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
                          config=MemoryConfig(window=4096))
     agent.close()
-    assert Agent.exists(tmp_path / "x") and not Agent.exists(tmp_path / "nothing")
+    assert Agent.exists(place("x")) and not Agent.exists(place("nothing"))
 
 
-def test_read_only_open_saves_nothing_and_cannot_step(tmp_path):
-    agent = new_agent(tmp_path / "a", [Completion(tool_calls=[call("send_message", message="hi")])])
+def test_read_only_open_saves_nothing_and_cannot_step(place):
+    agent = new_agent(place("a"), [Completion(tool_calls=[call("send_message", message="hi")])])
     agent.step("hello")
     digest = agent.memory.digest()
     agent.close()
-    view = Agent.open(tmp_path / "a", driver=ScriptedDriver([]), read_only=True)
+    view = Agent.open(place("a"), driver=ScriptedDriver([]), read_only=True)
     assert view.memory.summary == "" and view.memory.evicted == 0
     with pytest.raises(ReadOnlyError, match="read-only"):
         view.step("no")
     view.close()
-    assert Agent.open(tmp_path / "a", driver=ScriptedDriver([])).memory.digest() == digest
+    assert Agent.open(place("a"), driver=ScriptedDriver([])).memory.digest() == digest

@@ -36,8 +36,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def memory(tmp_path: Path, clock: Clock) -> Iterator[Memory]:
-    m = Memory.create(tmp_path / "a", system="You are a test agent.", blocks={"human": ""}, clock=clock)
+def memory(place, clock: Clock) -> Iterator[Memory]:
+    m = Memory.create(place("a"), system="You are a test agent.", blocks={"human": ""}, clock=clock)
     yield m
     m.close()
 
@@ -57,8 +57,8 @@ def test_insert_holds_from_the_conversations_time(memory: Memory, clock: Clock) 
     memory.check()
 
 
-def test_supersede_is_traced_in_the_digest_and_survives_reopen(tmp_path: Path, clock: Clock) -> None:
-    memory = Memory.create(tmp_path / "a", system="s", blocks={}, clock=clock)
+def test_supersede_is_traced_in_the_digest_and_survives_reopen(place, clock: Clock) -> None:
+    memory = Memory.create(place("a"), system="s", blocks={}, clock=clock)
     turn(memory, clock, 0)
     [old] = memory.archival_insert("Ana makes 60 calls a day.")
     turn(memory, clock, 60)
@@ -75,7 +75,7 @@ def test_supersede_is_traced_in_the_digest_and_survives_reopen(tmp_path: Path, c
     assert memory.digest() == after
     memory.check()
     memory.close()
-    again = Memory.open(tmp_path / "a", clock=clock)
+    again = Memory.open(place("a"), clock=clock)
     assert again.digest() == after
     again.check()
     again.close()

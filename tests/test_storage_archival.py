@@ -1,4 +1,4 @@
-"""Archival storage: the same suite against every backend (SQLite + HNSW, and Milvus Lite)."""
+"""Archival storage: the same suite against every backend (SQLite + HNSW, Milvus Lite, and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vmem.pageid import PageKind, make_page_id, page_kind
-from vmem.storage import MemoryDir, NotFoundError
+from vmem.storage import MemoryDir, NotFoundError, open_store
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 6, 1, 9, 0, tzinfo=UTC)
@@ -27,6 +27,7 @@ BACKENDS = [
             pytest.mark.skipif(not HAVE_MILVUS, reason="pymilvus/milvus-lite not installed (pip install 'vmem[milvus]')"),
         ],
     ),
+    pytest.param("postgres", marks=pytest.mark.postgres),  # a PgStore: its passages in the same database
 ]
 
 
@@ -36,8 +37,22 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path, backend: str) -> Iterator[MemoryDir]:
-    with MemoryDir.open(tmp_path / "agent", archival=backend, max_passage_chars=200) as s:
+def where(tmp_path: Path, backend: str, request: pytest.FixtureRequest):
+    """``where(name)``: a store location for the backend (a PostgreSQL agent URL for "postgres")."""
+    if backend == "postgres":
+        server = request.getfixturevalue("pg_server")
+        made: dict[str, str] = {}
+        return lambda name: made.setdefault(name, server.agent_url(name))
+    return lambda name: tmp_path / name
+
+
+def _open(location, backend: str | None = None, **kw):
+    return open_store(location, archival=None if backend == "postgres" else backend, **kw)
+
+
+@pytest.fixture
+def store(where, backend: str) -> Iterator[MemoryDir]:
+    with _open(where("agent"), backend, max_passage_chars=200) as s:
         yield s
 
 
@@ -213,10 +228,10 @@ def test_delete(store: MemoryDir) -> None:
     assert store.archival.delete([]) == 0
 
 
-def test_passages_survive_reopen(tmp_path: Path, backend: str) -> None:
-    with MemoryDir.open(tmp_path / "a", archival=backend) as s:
+def test_passages_survive_reopen(where, backend: str) -> None:
+    with _open(where("a"), backend) as s:
         ids = s.archival.insert_many(["Mount Everest is 8849 m high.", "K2 is 8611 m high."], tags=["peaks"], timestamp=day(1))
-    with MemoryDir.open(tmp_path / "a") as s:  # backend remembered
+    with _open(where("a")) as s:  # backend remembered
         assert s.archival.backend == backend
         assert [p.text for p in s.archival.get_many([i[0] for i in ids])] == ["Mount Everest is 8849 m high.", "K2 is 8611 m high."]
         assert s.archival.search("everest", mode="text").items[0].id == ids[0][0]

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from vmem.pageid import PageKind, make_page_id, page_kind
-from vmem.storage import MemoryDir, NotFoundError
+from vmem.storage import MemoryDir, NotFoundError, open_store
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[MemoryDir]:
-    with MemoryDir.open(tmp_path / "agent") as s:
+def store(place) -> Iterator[MemoryDir]:
+    """The recall store of a directory, or of a PostgreSQL agent (the same suite runs on both)."""
+    with open_store(place("agent")) as s:
         yield s
 
 
@@ -145,10 +146,10 @@ def test_paging_covers_every_match_once(store: MemoryDir) -> None:
         store.recall.search("x", page_size=0)
 
 
-def test_messages_survive_reopen(tmp_path: Path) -> None:
-    with MemoryDir.open(tmp_path / "a") as s:
+def test_messages_survive_reopen(place) -> None:
+    with open_store(place("a")) as s:
         mid = s.recall.append("user", "remember the milk", timestamp=T0, meta={"x": 1})
-    with MemoryDir.open(tmp_path / "a", create=False) as s:
+    with open_store(place("a"), create=False) as s:
         assert s.recall.get(mid).content == "remember the milk"
         assert s.recall.search("milk").items[0].meta == {"x": 1}
 

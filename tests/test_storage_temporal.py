@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_storage_archival import BACKENDS, HAVE_MILVUS
 
 from vmem.pageid import PageKind, make_page_id
-from vmem.storage import MemoryDir, NotFoundError, UnsupportedError
+from vmem.storage import MemoryDir, NotFoundError, UnsupportedError, open_store
 from vmem.storage._db import CHECKED, SCHEMA_VERSION
 from vmem.storage.memdir import DB_NAME
 
@@ -29,14 +29,19 @@ def day(n: float) -> dt.datetime:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[MemoryDir]:
-    with MemoryDir.open(tmp_path / "agent") as s:
+def store(place) -> Iterator[MemoryDir]:
+    """A directory or a PostgreSQL agent: the intervals' rules hold on both."""
+    with open_store(place("agent")) as s:
         yield s
 
 
 @pytest.fixture(params=BACKENDS)
 def any_store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MemoryDir]:
-    with MemoryDir.open(tmp_path / "agent", archival=request.param) as s:
+    if request.param == "postgres":
+        location, archival = request.getfixturevalue("pg_server").agent_url("agent"), None
+    else:
+        location, archival = tmp_path / "agent", request.param
+    with open_store(location, archival=archival) as s:
         yield s
 
 
@@ -147,12 +152,12 @@ def test_the_same_text_stated_again_is_a_new_current_fact(store: MemoryDir) -> N
     assert [p.id for p in store.archival.search("Paris", mode="text", as_of=day(50)).items] == [paris]
 
 
-def test_intervals_survive_reopen(tmp_path: Path) -> None:
-    with MemoryDir.open(tmp_path / "a") as s:
+def test_intervals_survive_reopen(place) -> None:
+    with open_store(place("a")) as s:
         [a] = s.archival.insert("old", timestamp=day(0), valid_from=day(-5))
         [b] = s.archival.insert("new", timestamp=day(9))
         s.archival.supersede([a], b, day(9))
-    with MemoryDir.open(tmp_path / "a") as s:
+    with open_store(place("a")) as s:
         p = s.archival.get(a)
         assert (p.valid_from, p.invalid_at, p.superseded_by) == (day(-5), day(9), b)
 
@@ -266,11 +271,11 @@ def test_as_of_with_tags_and_dates(store: MemoryDir) -> None:
     assert {p.id for p in store.archival.search(None, as_of=day(20)).items} == {b, c}
 
 
-def test_a_big_store_uses_the_unfiltered_index_past_the_superseded(tmp_path: Path) -> None:
+def test_a_big_store_uses_the_unfiltered_index_past_the_superseded(place) -> None:
     """Enough passages that the current-first vector search looks past the few superseded
     ones in the HNSW index (not an exact prefilter), and still returns every current match
     before any superseded one."""
-    with MemoryDir.open(tmp_path / "a") as s:
+    with open_store(place("a")) as s:
         ids = [i[0] for i in s.archival.insert_many([f"note {i} about topic {i % 7}" for i in range(300)],
                                                    timestamp=day(0))]
         s.archival.supersede(ids[:5], ids[5], day(1))

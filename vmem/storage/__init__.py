@@ -18,7 +18,9 @@ Modules: ``records`` (Message, Passage, Block, Hit, SearchPage, time rules),
 ``chunk`` (splitting texts into passages), ``recall``, ``archival`` (the
 backend interface), ``sqlite`` (embedded archival backend), ``milvus``
 (scale-out archival backend, needs the ``milvus`` extra), ``blocks``,
-``memdir``, ``errors`` (the exception tree is drawn there).
+``memdir``, ``errors`` (the exception tree is drawn there); ``location`` (:func:`open_store`: a
+directory or a ``postgresql://...?agent=NAME`` URL) and the PostgreSQL store: ``postgres``
+(PgStore), ``postgres_db``, ``postgres_tiers``, ``postgres_archival`` (needs the ``postgres`` extra).
 """
 
 from vmem.storage.archival import ArchivalStore
@@ -46,6 +48,7 @@ from vmem.storage.errors import (
     VmemStorageError,
 )
 from vmem.storage.memdir import MemoryDir, MilvusConfig
+from vmem.storage.location import display, is_url, open_store
 from vmem.storage.recall import RecallStore
 from vmem.storage.records import Block, Hit, Message, Passage, SearchPage
 
@@ -80,5 +83,8 @@ __all__ = [
     "StoreOwnedError",
     "UnsupportedError",
     "VmemStorageError",
+    "display",
+    "is_url",
+    "open_store",
     "split_passages",
 ]

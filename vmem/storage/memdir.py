@@ -511,17 +511,7 @@ class MemoryDir:
                     problems.append(f"{table}: {len(bad) - 50} more damaged records")
         if self.lost_commits:
             problems.append(f"{self.lost_commits} committed transaction(s) are missing (a lost WAL tail)")
-        for what, ok in (("the recall text index", self.recall.verify_index),
-                         ("the archival text index", getattr(self.archival, "lexical", None) and
-                          self.archival.lexical.verify),
-                         ("the archival vector index", getattr(self.archival, "verify_index", None))):
-            if ok is None or ok is False:
-                continue
-            try:
-                if not ok():
-                    problems.append(f"{what} does not hold exactly the stored records")
-            except Exception as exc:  # noqa: BLE001 - a cache that cannot even be asked is damaged
-                problems.append(f"{what}: {type(exc).__name__}: {exc}")
+        problems += verify_caches(self)
         return problems
 
     @property
@@ -539,3 +529,21 @@ class MemoryDir:
         state = "closed" if self._closed else "open"
         return f"<MemoryDir {str(self.path)!r} {state}>"
 
+
+def verify_caches(store: Any) -> list[str]:
+    """The in-process caches of ``store`` (a MemoryDir or a PgStore: the recall and archival text
+    indexes, the archival vector index) checked against its database: what does not hold exactly
+    the stored records. Reads everything; fixes nothing."""
+    problems: list[str] = []
+    archival = store.archival
+    for what, ok in (("the recall text index", store.recall.verify_index),
+                     ("the archival text index", getattr(archival, "lexical", None) and archival.lexical.verify),
+                     ("the archival vector index", getattr(archival, "verify_index", None))):
+        if ok is None or ok is False:
+            continue
+        try:
+            if not ok():
+                problems.append(f"{what} does not hold exactly the stored records")
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot even be asked is damaged
+            problems.append(f"{what}: {type(exc).__name__}: {exc}")
+    return problems

@@ -627,20 +627,25 @@ class SqliteArchival(ArchivalStore):
         if window is None:
             return docs, scores
         serials = docs.tolist()
-        ts = np.zeros(len(serials), dtype=np.float64)
-        at = {s: i for i, s in enumerate(serials)}
-        with self._db.reading("reading passage times") as c:
-            for lo in range(0, len(serials), 500):
-                chunk = serials[lo : lo + 500]
-                for sid, t in c.execute(f"SELECT id, ts FROM passages WHERE id IN ({','.join('?' * len(chunk))})",
-                                        chunk):
-                    ts[at[sid]] = t
-        bonus = window.contains(ts) * (self.date_bonus * max(float(scores[0]), 0.0))
+        stored = self._stored_times(serials)
+        ts = np.array([stored.get(s, np.nan) for s in serials], dtype=np.float64)
+        known = np.isfinite(ts)  # a passage the index has and the table not (never, once committed)
+        bonus = (window.contains(np.where(known, ts, 0.0)) & known) * (self.date_bonus * max(float(scores[0]), 0.0))
         if not bonus.any():
             return docs, scores
         boosted = np.asarray(scores, dtype=np.float64) + bonus
         order = np.argsort(-boosted, kind="stable")
         return docs[order], boosted[order]
+
+    def _stored_times(self, serials: list[int]) -> dict[int, float]:
+        """Each passage's timestamp (epoch seconds), by serial (those that exist)."""
+        out: dict[int, float] = {}
+        with self._db.reading("reading passage times") as c:
+            for lo in range(0, len(serials), 500):
+                chunk = serials[lo : lo + 500]
+                out.update(c.execute(f"SELECT id, ts FROM passages WHERE id IN ({','.join('?' * len(chunk))})",
+                                     chunk).fetchall())
+        return out
 
     def _context(self, ranked: list[tuple[int, float]], f: PassageFilter) -> list[tuple[int, float]]:
         fq, fs, bwd = self.context

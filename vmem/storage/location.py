@@ -1,0 +1,47 @@
+"""Where a memory lives: a directory (the embedded store) or a PostgreSQL URL naming an agent.
+
+Interface::
+
+    store = open_store("agents/ana", create=True)                               # a MemoryDir
+    store = open_store("postgresql://vmem@db:5432/app?agent=ana", create=True)  # a PgStore
+    is_url(location); display(location)
+
+Both stores have one interface (recall, archival, blocks, state, events, journal,
+transaction, savepoint, checkpoint, close...); the kernel and the commands take either
+location through :func:`open_store`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vmem.storage.memdir import MemoryDir
+from vmem.storage.postgres_db import PgLocation, is_pg_location
+
+__all__ = ["Location", "display", "is_url", "open_store"]
+
+#: A memory's location: a directory path, or a ``postgresql://...?agent=NAME`` URL.
+Location = str | os.PathLike[str]
+
+
+def is_url(location: object) -> bool:
+    """Whether ``location`` is a PostgreSQL URL rather than a directory."""
+    return is_pg_location(location)
+
+
+def display(location: Location) -> str:
+    """The location as text for messages (a URL without its password)."""
+    return str(PgLocation.parse(location)) if is_url(location) else os.fspath(location)  # type: ignore[arg-type]
+
+
+def open_store(location: Location, **kwargs: Any) -> Any:
+    """Open the store at ``location`` with :meth:`MemoryDir.open`'s arguments: a
+    :class:`~vmem.storage.postgres.PgStore` for a PostgreSQL URL, else a MemoryDir."""
+    if is_url(location):
+        from vmem.storage.postgres import PgStore
+
+        return PgStore.open(location, **kwargs)  # type: ignore[arg-type]
+    if isinstance(location, str) and "://" in location:
+        raise ValueError(f"{location!r}: a memory's location is a directory or a postgresql:// URL")
+    return MemoryDir.open(location, **kwargs)

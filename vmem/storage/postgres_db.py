@@ -1,0 +1,705 @@
+"""The PostgreSQL database behind a PgStore: locations, pools, schema, one agent's transactions.
+
+A location ``postgresql://user@host:5432/db?agent=ana`` names one agent in one database; many
+agents share the database's tables (schema ``vmem``), every row keyed by its agent's id.
+
+Interface (what the tiers in postgres_tiers.py / postgres_archival.py use; the same shape as
+:class:`vmem.storage._db.Database`, so the search code over the caches is shared)::
+
+    db = PgDatabase(location, create=True, read_only=False)
+    with db.transaction("what") as c: c.execute("... WHERE agent=%s", (db.agent, ...))
+    with db.reading("what") as c: ...            # outside a transaction: one statement, one snapshot
+    db.after_commit(hook); db.on_rollback(hook); db.savepoint(); db.get_meta(k); db.set_meta(k, v)
+
+Invariants:
+
+1. A write transaction holds its agent's row lock in ``vmem.agents`` from its first statement
+   to COMMIT/ROLLBACK (``UPDATE ... SET version = version + 1``): two processes never
+   interleave one agent's transactions; a second one waits at most ``lock_timeout`` and then
+   gets :class:`StoreLockedError`. Different agents lock different rows and run in parallel.
+2. ``version`` counts the agent's committed write transactions. The database object knows the
+   version its caches reflect (``seen``); a transaction that finds another process committed
+   in between calls the ``stale`` hooks first (the caches catch up, under the lock), and, when
+   ``strict`` is set (a kernel memory: its in-memory image is stale too), rolls back and raises
+   :class:`StaleStoreError` so the owner can reload and retry.
+3. A read-only database reads one consistent snapshot for its life (a REPEATABLE READ READ
+   ONLY transaction opened at open; :meth:`PgDatabase.refresh` takes a new one) and never
+   locks anything a writer waits for.
+4. Post-commit hooks run after COMMIT, in order; rollback hooks on rollback (as in SQLite).
+5. Every psycopg error leaving this package is a VmemStorageError.
+6. Round trips: a write transaction runs in psycopg's pipeline mode from its first statement
+   to COMMIT, so the writes of a step travel together; a statement whose result is read waits
+   for it (a sync). The ids of new rows (messages, passages, events, journal entries) come from
+   counters in the agent's row, read with the lock and written back with the COMMIT, so no
+   insert waits for a ``max(id)``. A savepoint's writes are checked at the COMMIT: an SQL error
+   inside one (not expected: the agent's lock keeps other writers out) aborts the whole
+   transaction, not just the savepoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import msgpack
+
+from vmem.storage.errors import (
+    BackendError,
+    ReadOnlyStoreError,
+    SchemaVersionError,
+    StoreClosedError,
+    StoreLockedError,
+    StoreNotFoundError,
+    VmemStorageError,
+)
+
+__all__ = ["PG_SCHEMA_VERSION", "PgDatabase", "PgLocation", "StaleStoreError", "is_pg_location", "pool_for"]
+
+log = logging.getLogger("vmem.storage")
+
+#: The version of the ``vmem`` schema this code writes and reads (table ``vmem.info``).
+PG_SCHEMA_VERSION = 1
+
+#: How long a transaction waits for its agent's lock before StoreLockedError (milliseconds).
+DEFAULT_LOCK_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vmem.info(key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS vmem.agents(
+    id          bigserial PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    version     bigint NOT NULL DEFAULT 0,
+    message_seq bigint NOT NULL DEFAULT 0,
+    passage_seq bigint NOT NULL DEFAULT 0,
+    event_seq   bigint NOT NULL DEFAULT 0,
+    journal_seq bigint NOT NULL DEFAULT 0,
+    created     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS vmem.meta(
+    agent bigint NOT NULL REFERENCES vmem.agents(id) ON DELETE CASCADE,
+    key   text NOT NULL,
+    value bytea,
+    PRIMARY KEY(agent, key)
+);
+CREATE TABLE IF NOT EXISTS vmem.messages(
+    agent   bigint NOT NULL REFERENCES vmem.agents(id) ON DELETE CASCADE,
+    id      bigint NOT NULL,
+    role    text NOT NULL,
+    content text NOT NULL,
+    ts      double precision NOT NULL,
+    meta    bytea,
+    PRIMARY KEY(agent, id)
+);
+CREATE INDEX IF NOT EXISTS messages_ts ON vmem.messages(agent, ts);
+CREATE INDEX IF NOT EXISTS messages_role_ts ON vmem.messages(agent, role, ts);
+CREATE TABLE IF NOT EXISTS vmem.passages(
+    agent         bigint NOT NULL REFERENCES vmem.agents(id) ON DELETE CASCADE,
+    id            bigint NOT NULL,
+    text          text NOT NULL,
+    hash          bytea NOT NULL,
+    ts            double precision NOT NULL,
+    tags          bytea,
+    embedding     vector,
+    grp           bigint,
+    valid_from    double precision,
+    invalid_at    double precision,
+    superseded_by bigint,
+    PRIMARY KEY(agent, id),
+    UNIQUE(agent, hash)
+);
+CREATE INDEX IF NOT EXISTS passages_ts ON vmem.passages(agent, ts);
+CREATE INDEX IF NOT EXISTS passages_valid_from ON vmem.passages(agent, valid_from);
+CREATE INDEX IF NOT EXISTS passages_superseded ON vmem.passages(agent, invalid_at) WHERE invalid_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS vmem.passage_tags(
+    agent      bigint NOT NULL,
+    tag        text NOT NULL,
+    passage_id bigint NOT NULL,
+    PRIMARY KEY(agent, tag, passage_id),
+    FOREIGN KEY(agent, passage_id) REFERENCES vmem.passages(agent, id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS passage_tags_pid ON vmem.passage_tags(agent, passage_id);
+CREATE TABLE IF NOT EXISTS vmem.blocks(
+    agent       bigint NOT NULL REFERENCES vmem.agents(id) ON DELETE CASCADE,
+    label       text NOT NULL,
+    value       text NOT NULL,
+    "limit"     integer NOT NULL,
+    description text NOT NULL DEFAULT '',
+    read_only   boolean NOT NULL DEFAULT false,
+    position    integer NOT NULL,
+    PRIMARY KEY(agent, label)
+);
+CREATE TABLE IF NOT EXISTS vmem.kv(
+    agent bigint NOT NULL REFERENCES vmem.agents(id) ON DELETE CASCADE,
+    key   text NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY(agent, key)
+);
+CREATE TABLE IF NOT EXISTS vmem.events(
+    agent bigint NOT NULL REFERENCES vmem.agents(id) ON DELETE CASCADE,
+    seq   bigint NOT NULL,
+    event bytea NOT NULL,
+    PRIMARY KEY(agent, seq)
+);
+CREATE TABLE IF NOT EXISTS vmem.journal(
+    agent bigint NOT NULL REFERENCES vmem.agents(id) ON DELETE CASCADE,
+    seq   bigint NOT NULL,
+    entry bytea NOT NULL,
+    PRIMARY KEY(agent, seq)
+);
+"""
+
+_SEQS = ("message", "passage", "event", "journal")
+
+_AGENT_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,200}$")
+
+
+class StaleStoreError(VmemStorageError):
+    """Another process committed to this agent since this object last saw it (a strict store:
+    its owner reloads what it keeps in memory, then retries; nothing was written)."""
+
+
+def is_pg_location(location: object) -> bool:
+    """Whether ``location`` is a PostgreSQL URL (``postgresql://`` or ``postgres://``)."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+@dataclass(frozen=True)
+class PgLocation:
+    """A parsed ``postgresql://...?agent=NAME`` location: the server's DSN and the agent's name."""
+
+    dsn: str  #: the connection URL without the ``agent`` parameter
+    agent: str
+
+    @classmethod
+    def parse(cls, url: str) -> "PgLocation":
+        """Split a location (ValueError when it names no agent or a malformed one)."""
+        if not is_pg_location(url):
+            raise ValueError(f"not a PostgreSQL location: {url!r} (postgresql://user@host:5432/db?agent=NAME)")
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        agents = [v for k, v in query if k == "agent"]
+        if len(agents) != 1 or not agents[0]:
+            raise ValueError(f"{_redact(url)}: a PostgreSQL location names one agent: ...?agent=NAME")
+        agent = unquote(agents[0])
+        if not _AGENT_NAME.match(agent):
+            raise ValueError(f"agent name {agent!r}: 1-200 characters of letters, digits and _ . @ : + -")
+        rest = urlencode([(k, v) for k, v in query if k != "agent"])
+        return cls(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), agent)
+
+    def __str__(self) -> str:
+        return f"{_redact(self.dsn)}?agent={self.agent}" if "?" not in self.dsn else \
+            f"{_redact(self.dsn)}&agent={self.agent}"
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# -- connection pools: one per DSN per process
+
+_POOLS: dict[str, Any] = {}
+_POOLS_LOCK = threading.Lock()
+#: Most connections one process keeps to one server (an open store holds one).
+POOL_MAX = 32
+#: Seconds to wait for the server when a process first connects to it.
+CONNECT_TIMEOUT = 10
+
+
+#: Connections that know the ``vector`` type (pgvector's adapters registered on them).
+_WITH_VECTOR: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _configure(conn: Any) -> None:
+    conn.autocommit = True
+    conn.execute(f"SET lock_timeout = {DEFAULT_LOCK_TIMEOUT_MS}")
+    conn.execute("SET idle_in_transaction_session_timeout = 0")
+    _register_vector(conn)
+
+
+def _register_vector(conn: Any) -> None:
+    """Register pgvector's adapters on ``conn`` once the extension exists (a connection made
+    before the first open created it gets them at its next open)."""
+    if conn in _WITH_VECTOR:
+        return
+    if conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'").fetchone() is None:
+        return
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+    _WITH_VECTOR.add(conn)
+
+
+def pool_for(dsn: str) -> Any:
+    """The process's connection pool to ``dsn`` (made on first use; connections in autocommit)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(dsn)
+        if pool is None:
+            try:
+                import psycopg
+                from psycopg_pool import ConnectionPool
+            except ImportError as e:  # pragma: no cover - the postgres extra is missing
+                raise VmemStorageError("a PostgreSQL location needs the postgres extra: "
+                                       "pip install 'vmem[postgres]'") from e
+            try:  # the server's own answer now, rather than a pool that waits for it in vain
+                psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
+            except psycopg.Error as e:
+                raise BackendError(f"cannot connect to {_redact(dsn)}: {e}".strip()) from e
+            pool = ConnectionPool(dsn, min_size=0, max_size=POOL_MAX, configure=_configure, open=True,
+                                  name=f"vmem:{_redact(dsn)}", timeout=30.0)
+            _POOLS[dsn] = pool
+        return pool
+
+
+def close_pools() -> None:
+    """Close every pool of this process (e.g. before os.fork, or at exit)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Re-raise psycopg errors met while doing ``what`` as VmemStorageError subclasses."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as e:
+        raise StoreLockedError(f"{what}: the agent is busy in another process (waited for its lock): {e}") from e
+    except psycopg.errors.ReadOnlySqlTransaction as e:
+        raise ReadOnlyStoreError(f"{what}: the store was opened read-only") from e
+    except psycopg.Error as e:
+        raise VmemStorageError(f"{what}: {type(e).__name__}: {e}") from e
+
+
+class PgDatabase:
+    """One agent's view of a PostgreSQL database (see the module docstring for its invariants)."""
+
+    def __init__(self, location: str | PgLocation, *, create: bool, read_only: bool = False,
+                 lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS) -> None:
+        self.location = location if isinstance(location, PgLocation) else PgLocation.parse(location)
+        #: What error messages call the store.
+        self.path = str(self.location)
+        self.read_only = read_only
+        self.lock = threading.RLock()
+        self._depth = 0
+        self._after_commit: list[Callable[[], None]] = []
+        self._on_rollback: list[Callable[[], None]] = []
+        self._closed = False
+        self._lock_timeout_ms = int(lock_timeout_ms)
+        #: Hooks run (under the agent's lock, inside the transaction) when another process
+        #: committed to the agent since this object's caches were current.
+        self.stale_hooks: list[Callable[[], None]] = []
+        #: Refuse a transaction that finds the agent changed elsewhere (StaleStoreError).
+        self.strict = False
+        #: Whether this open created the agent.
+        self.created = False
+        #: Session settings this store changed on its connection (reset when it goes back to the pool).
+        self.session_settings: set[str] = set()
+        #: The caches may miss a committed change (a post-commit hook failed, or rows were
+        #: written beside the tiers): they are not kept for the next open.
+        self.caches_stale = False
+        # A strict store's stale transaction: begun, locked, refused with StaleStoreError and
+        # kept open (the lock held) for the owner to reload in; the next transaction() joins it.
+        self._held = False
+        self._pending = 0
+        self._pipe: Any = None
+        #: The id counters of the running transaction (None outside one): message, passage,
+        #: event and journal serials last handed out.
+        self._seq: dict[str, int] | None = None
+        self._seq_read: dict[str, int] = {}
+        self._pool = pool_for(self.location.dsn)
+        from psycopg_pool import PoolTimeout
+
+        try:
+            self.conn = self._pool.getconn()
+        except PoolTimeout as e:
+            raise StoreLockedError(f"{self.path}: all {POOL_MAX} connections of this process to the server are "
+                                   f"in use by open stores (close some)") from e
+        try:
+            self._open(create)
+        except BaseException:
+            self._give_back()
+            raise
+
+    def _open(self, create: bool) -> None:
+        c = self.conn
+        with translate(f"opening {self.path}"):
+            self._ensure_schema(create)
+            _register_vector(c)
+            row = c.execute("SELECT id, version FROM vmem.agents WHERE name=%s", (self.location.agent,)).fetchone()
+            if row is None:
+                if not create or self.read_only:
+                    raise StoreNotFoundError(f"no vmem agent {self.location.agent!r} in {_redact(self.location.dsn)}")
+                row = c.execute("INSERT INTO vmem.agents(name) VALUES (%s) ON CONFLICT (name) DO NOTHING "
+                                "RETURNING id, version", (self.location.agent,)).fetchone()
+                if row is None:  # made by another process meanwhile
+                    row = c.execute("SELECT id, version FROM vmem.agents WHERE name=%s",
+                                    (self.location.agent,)).fetchone()
+                else:
+                    self.created = True
+            #: The agent's id: the key of every row of this store.
+            self.agent: int = int(row[0])
+            #: The agent's version the caches of this object reflect.
+            self.seen: int = int(row[1])
+            if self.read_only:
+                c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                self.seen = int(c.execute("SELECT version FROM vmem.agents WHERE id=%s", (self.agent,)).fetchone()[0])
+
+    def _ensure_schema(self, create: bool) -> None:
+        c = self.conn
+        have = c.execute("SELECT to_regclass('vmem.info') IS NOT NULL").fetchone()[0]
+        if have:
+            row = c.execute("SELECT value FROM vmem.info WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version != PG_SCHEMA_VERSION:
+                raise SchemaVersionError(f"{_redact(self.location.dsn)}: the vmem schema has version {version}; "
+                                         f"this vmem reads version {PG_SCHEMA_VERSION}")
+            return
+        if not create or self.read_only:
+            raise StoreNotFoundError(f"no vmem agent {self.location.agent!r} in {_redact(self.location.dsn)} "
+                                     "(no vmem schema there yet)")
+        # first use of this database: one transaction, serialised between processes
+        c.execute("BEGIN")
+        try:
+            c.execute("SELECT pg_advisory_xact_lock(hashtext('vmem schema'))")
+            if not c.execute("SELECT to_regclass('vmem.info') IS NOT NULL").fetchone()[0]:
+                c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                c.execute("CREATE SCHEMA IF NOT EXISTS vmem")
+                for stmt in [s.strip() for s in _SCHEMA.split(";") if s.strip()]:
+                    c.execute(stmt)
+                c.execute("INSERT INTO vmem.info VALUES ('schema_version', %s)", (str(PG_SCHEMA_VERSION),))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    # -- use
+
+    def check_open(self) -> None:
+        """Raise StoreClosedError if closed."""
+        if self._closed:
+            raise StoreClosedError(f"{self.path}: the store is closed")
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[Any]:
+        """Hold the lock for a read; translate errors. Yields the connection."""
+        with self.lock:
+            self.check_open()
+            with translate(what):
+                yield self.conn
+
+    def transaction(self, what: str = "write") -> "_PgTransaction":
+        """A write transaction holding the agent's lock; nested calls join the outermost one."""
+        return _PgTransaction(self, what)
+
+    @contextlib.contextmanager
+    def savepoint(self, what: str = "savepoint") -> Iterator[Any]:
+        """A nested transaction inside an open one (as :meth:`vmem.storage._db.Database.savepoint`)."""
+        with self.lock:
+            self.check_open()
+            if not self._depth:
+                raise RuntimeError("savepoint() outside a transaction")
+            name = f"sp{self._depth}"
+            marks = (len(self._after_commit), len(self._on_rollback))
+            seq_mark = dict(self._seq) if self._seq is not None else None
+            with translate(what):
+                self.conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                with translate(what):
+                    yield self.conn
+            except BaseException:
+                self._depth -= 1
+                try:
+                    self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                    self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
+                    log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+                if seq_mark is not None and self._seq is not None:
+                    self._seq = seq_mark
+                undo = self._on_rollback[marks[1]:]
+                del self._after_commit[marks[0]:]
+                del self._on_rollback[marks[1]:]
+                for hook in reversed(undo):
+                    hook()
+                raise
+            self._depth -= 1
+            with translate(what):
+                self.conn.execute(f"RELEASE SAVEPOINT {name}")
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction() block is open (or one kept open by StaleStoreError)."""
+        return self._depth > 0 or self._held
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after the current transaction commits (dropped on rollback)."""
+        if not self._depth:
+            raise RuntimeError("after_commit() outside a transaction")
+        self._after_commit.append(hook)
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` if the current transaction rolls back."""
+        if not self._depth:
+            raise RuntimeError("on_rollback() outside a transaction")
+        self._on_rollback.append(hook)
+
+    def _begin(self, what: str) -> None:
+        """BEGIN and take the agent's lock; catch the caches up when another process committed
+        (and, strict, refuse with StaleStoreError, keeping the transaction and its lock open for
+        the owner to reload in: the next transaction() joins it, so no other writer gets in
+        between the reload and the retry)."""
+        c = self.conn
+        if self._held:  # begun and locked already: the owner reloaded after StaleStoreError
+            self._held = False
+            self._pipe = c.pipeline()
+            self._pipe.__enter__()
+            return
+        with translate(what):
+            # one round trip: BEGIN, the lock timeout, and the agent's row locked and bumped
+            timeout = (f"SET LOCAL lock_timeout = {self._lock_timeout_ms}; "
+                       if self._lock_timeout_ms != DEFAULT_LOCK_TIMEOUT_MS else "")
+            try:
+                cur = c.execute(f"BEGIN; {timeout}UPDATE vmem.agents SET version = version + 1 "
+                                f"WHERE id = {self.agent:d} RETURNING version, message_seq, passage_seq, event_seq, "
+                                "journal_seq")
+                while cur.description is None and cur.nextset():  # past BEGIN and SET to the UPDATE's rows
+                    pass
+                row = cur.fetchone()
+                if row is None:
+                    raise StoreNotFoundError(f"{self.path}: the agent was deleted")
+                version = int(row[0])
+                self._seq_read = dict(zip(_SEQS, (int(v) for v in row[1:])))
+                self._seq = dict(self._seq_read)
+                stale = version != self.seen + 1
+                if stale:  # another process committed: catch up under the lock
+                    for hook in self.stale_hooks:
+                        hook()
+                    self.seen = version - 1
+                self._pending = version
+            except BaseException:
+                self._seq = None
+                if c.info.transaction_status != 0:  # BEGIN ran: end the transaction
+                    c.execute("ROLLBACK")
+                raise
+        if stale and self.strict:
+            self._held = True
+            raise StaleStoreError(f"{self.path}: changed by another process")
+        self._pipe = c.pipeline()
+        self._pipe.__enter__()
+
+    def _end_pipeline(self, exc: BaseException | None) -> None:
+        """Leave pipeline mode: the results of every queued statement are read (raises the first
+        error among them when ``exc`` is None)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            if exc is None:
+                pipe.__exit__(None, None, None)
+            else:
+                try:
+                    pipe.__exit__(type(exc), exc, exc.__traceback__)
+                except Exception as e:  # noqa: BLE001 - the original error is the one to report
+                    log.debug("leaving the pipeline of %s after %r: %s", self.path, exc, e)
+
+    def release(self) -> None:
+        """Roll back a transaction kept open by StaleStoreError (the owner could not reload)."""
+        with self.lock:
+            if self._held:
+                self._held = False
+                self._rollback()
+
+    def _commit(self, what: str) -> None:
+        with translate(what):
+            seq, self._seq = self._seq, None
+            if seq is not None and seq != self._seq_read:
+                sets = ", ".join(f"{k}_seq = {v:d}" for k, v in seq.items() if v != self._seq_read[k])
+                self.conn.execute(f"UPDATE vmem.agents SET {sets} WHERE id = {self.agent:d}")
+            self.conn.execute("COMMIT")
+            self._end_pipeline(None)
+        self.seen = self._pending
+
+    def _rollback(self, exc: BaseException | None = None) -> None:
+        hooks, self._after_commit, self._on_rollback = self._on_rollback, [], []
+        self._seq = None
+        self._end_pipeline(exc or RuntimeError("rollback"))
+        try:
+            self.conn.execute("ROLLBACK")
+        except Exception as e:  # noqa: BLE001 - the connection is unusable; report the original error
+            log.error("rollback of %s failed: %s", self.path, e)
+        for hook in hooks:
+            hook()
+
+    def sync(self) -> bool:
+        """Outside a transaction: catch the caches up if another process committed since (one
+        round trip). Returns whether anything changed. A read-only store keeps its snapshot."""
+        with self.lock:
+            self.check_open()
+            if self._depth or self._held or self.read_only:
+                return False
+            with translate("reading the agent's version"):
+                version = int(self.conn.execute("SELECT version FROM vmem.agents WHERE id=%s",
+                                                 (self.agent,)).fetchone()[0])
+                if version == self.seen:
+                    return False
+                for hook in self.stale_hooks:
+                    hook()
+                self.seen = version
+            return True
+
+    def refresh(self) -> None:
+        """A read-only store: drop the snapshot and read a new one (the caches catch up)."""
+        with self.lock:
+            self.check_open()
+            if not self.read_only:
+                self.sync()
+                return
+            with translate("refreshing the snapshot"):
+                self.conn.execute("COMMIT")
+                self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                version = int(self.conn.execute("SELECT version FROM vmem.agents WHERE id=%s",
+                                                 (self.agent,)).fetchone()[0])
+                if version != self.seen:
+                    for hook in self.stale_hooks:
+                        hook()
+                    self.seen = version
+
+    # -- meta (internal key/value, msgpack)
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The value stored under the internal meta ``key``."""
+        with self.reading(f"reading meta {key!r}") as c:
+            row = c.execute("SELECT value FROM vmem.meta WHERE agent=%s AND key=%s", (self.agent, key)).fetchone()
+        return default if row is None else msgpack.unpackb(row[0], raw=False)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store ``value`` under the internal meta ``key`` (joins an open transaction)."""
+        blob = msgpack.packb(value, use_bin_type=True)
+        with self.transaction(f"writing meta {key!r}") as c:
+            c.execute("INSERT INTO vmem.meta(agent, key, value) VALUES (%s, %s, %s) "
+                      "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self.agent, key, blob))
+
+    def next_serials(self, kind: str, n: int) -> int:
+        """Reserve ``n`` ids of ``kind`` ("message", "passage", "event", "journal") in the running
+        transaction; return the first. Committed ids are never reused (like SQLite's
+        AUTOINCREMENT); the ids of a rolled-back savepoint or transaction are handed out again."""
+        if self._seq is None:
+            raise RuntimeError("next_serials() outside a transaction")
+        first = self._seq[kind] + 1
+        self._seq[kind] += n
+        return first
+
+    def drop_agent(self) -> None:
+        """Delete this agent and everything it holds (one transaction), then close."""
+        with self.lock:
+            self.check_open()
+            with translate(f"deleting {self.path}"):
+                if self.read_only:
+                    raise ReadOnlyStoreError(f"{self.path} was opened read-only")
+                self.conn.execute("DELETE FROM vmem.agents WHERE id=%s", (self.agent,))
+            self.close()
+
+    def close(self) -> None:
+        """Give the connection back to the pool (idempotent). An open transaction is rolled back."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._held = False
+            self._give_back()
+
+    def _give_back(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is None:
+            return
+        try:
+            if conn.info.transaction_status != 0:  # not idle: roll back what is open
+                conn.execute("ROLLBACK")
+            if self.session_settings:  # what this store set on the session goes with it
+                conn.execute("; ".join(f"RESET {name}" for name in sorted(self.session_settings)))
+        except Exception as e:  # noqa: BLE001 - the pool discards a broken connection
+            log.warning("closing %s: %s", self.path, e)
+        self._pool.putconn(conn)
+        self.conn = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+
+class _PgTransaction:
+    """PgDatabase.transaction()'s scope."""
+
+    __slots__ = ("_db", "_what", "_outer")
+
+    def __init__(self, db: PgDatabase, what: str) -> None:
+        self._db = db
+        self._what = what
+        self._outer = False
+
+    def __enter__(self) -> Any:
+        db = self._db
+        db.lock.acquire()
+        try:
+            db.check_open()
+            if db.read_only:
+                raise ReadOnlyStoreError(f"{db.path} was opened read-only: {self._what} is refused")
+            self._outer = db._depth == 0
+            if self._outer:
+                db._begin(self._what)
+            db._depth += 1
+        except BaseException:
+            db.lock.release()
+            raise
+        return db.conn
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        import psycopg
+
+        db = self._db
+        try:
+            db._depth -= 1
+            if exc is not None:
+                if self._outer:
+                    db._rollback(exc)
+                if isinstance(exc, psycopg.Error):
+                    with translate(self._what):
+                        raise exc
+                return False
+            if self._outer:
+                try:
+                    db._commit(self._what)
+                except BaseException as e:
+                    db._rollback(e)
+                    raise
+                hooks, db._after_commit, db._on_rollback = db._after_commit, [], []
+                for hook in hooks:
+                    try:
+                        hook()
+                    except Exception:  # noqa: BLE001 - the commit stands; the caches are rebuilt at open
+                        db.caches_stale = True
+                        log.exception("%s: a post-commit hook failed (%s)", db.path, self._what)
+            return False
+        finally:
+            db.lock.release()
+
+
+def new_store_id() -> str:
+    """A fresh store id."""
+    return uuid.uuid4().hex
