@@ -40,12 +40,9 @@ EXIT_CODES = {
     EXIT_USAGE: "usage error: bad arguments, a missing directory or file, no model or server configured",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-DEFAULT_SYSTEM = (
-    "You are a helpful assistant with a paged, persistent memory. Keep key facts about the user in "
-    "core memory (core_memory_append / core_memory_replace), save anything else worth keeping with "
-    "archival_memory_insert, and search archival memory or the conversation history before answering "
-    "a question whose answer is not in your context. Talk to the user with send_message."
-)
+#: A new agent's system prompt: who it is. How to use its memory functions comes from the memory
+#: itself (``Memory.create``'s default instructions, sent right after this), as in any program.
+DEFAULT_SYSTEM = "You are a helpful assistant with a paged, persistent memory."
 DEFAULT_BLOCKS = {
     "persona": {"value": "I am a helpful assistant who remembers what the user tells me.", "limit": 1000},
     "human": {"value": "", "limit": 2000, "description": "what I know about the user"},

@@ -188,8 +188,9 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportRepo
             "directory: an edit here is not seen by the other agents); exporting the parent directory makes "
             "each one block again while the copies agree", aid)
     try:
+        # a Letta agent's system prompt explains its memory tools itself: no memory instructions beside it
         memory = Memory.create(path, system=spec.system, blocks=blocks, config=config, embedder=embedder,
-                               durability=durability)
+                               durability=durability, instructions=None)
     except ContextWindowError as exc:
         raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
     try:

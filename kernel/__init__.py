@@ -26,6 +26,7 @@ summary), ``paging`` (page faults, prefetch), ``core_memory`` (blocks), ``functi
 
 from vmem.kernel.agent import Agent, StepResult
 from vmem.kernel.config import MemoryConfig
+from vmem.kernel.context import MEMORY_INSTRUCTIONS
 from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, FunctionError, MemoryFunction, memory_function
 from vmem.kernel.host import Host
@@ -43,6 +44,7 @@ __all__ = [
     "FunctionError",
     "Host",
     "KernelError",
+    "MEMORY_INSTRUCTIONS",
     "Memory",
     "MemoryConfig",
     "MemoryFunction",

@@ -58,6 +58,8 @@ from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig
 from vmem.kernel.context import (
+    INSTRUCTIONS_PAGE,
+    MEMORY_INSTRUCTIONS,
     STATS_PAGE,
     SUMMARY_PAGE,
     SYSTEM_PAGE,
@@ -176,9 +178,15 @@ class Memory:
         archival: Any = None,
         clock: Callable[[], _dt.datetime] | None = None,
         durability: str = "full",
+        instructions: str | None = MEMORY_INSTRUCTIONS,
     ) -> "Memory":
         """Create a memory in directory ``path`` (which must not hold one already).
 
+        ``system``: the system instructions (who the agent is, for whom). ``instructions``: how
+        to use the memory functions, sent as a system message right after ``system``; the
+        default (:data:`vmem.kernel.context.MEMORY_INSTRUCTIONS`) is what a small model needs to
+        save facts and search its memory; pass your own text, or None to send none (a system
+        prompt that explains the functions already, as an imported Letta agent's does).
         ``blocks`` maps labels to an initial value, or to a dict with ``value``, ``limit``
         (characters), ``description`` and ``read_only``. ``functions``: memory functions
         beside the built-ins. ``clock``: what "now" is (default: UTC wall time).
@@ -186,6 +194,8 @@ class Memory:
         fit in the window; a failed create leaves the directory as it was.
         """
         config = config or MemoryConfig()
+        if instructions is not None and not isinstance(instructions, str):
+            raise TypeError(f"instructions must be text or None, got {type(instructions).__name__}")
         path = Path(path)
         made_dir = not path.exists()
         was_empty = made_dir or (path.is_dir() and not any(path.iterdir()))
@@ -199,10 +209,10 @@ class Memory:
                     store.blocks.create(label, spec.get("value", ""), limit=spec.get("limit", 2000),
                                         description=spec.get("description", ""),
                                         read_only=spec.get("read_only", False))
-                self = cls._assemble(store, MemoryState(config=config.to_dict(), system=system), functions, clock,
-                                     fresh=True)
+                state = MemoryState(config=config.to_dict(), system=system, instructions=instructions or "")
+                self = cls._assemble(store, state, functions, clock, fresh=True)
                 self.trace.write({"e": "create", "time": self.now.timestamp(), "config": config.to_dict(),
-                                  "system": system,
+                                  "system": system, "instructions": state.instructions,
                                   "blocks": [[b.label, b.value, b.limit, b.description, b.read_only]
                                              for b in store.blocks.all()]})
                 self._session.dirty = True
@@ -303,13 +313,14 @@ class Memory:
         """A new memory's pinned pages: system, statistics, one per block; and the summary's."""
         ctx, count = self.ctx, self.counter.count
         blocks = self.store.blocks.all()
-        need = count(self.system) + sum(count(render_block(b)) for b in blocks)
+        need = count(self.system) + self.instructions_tokens() + sum(count(render_block(b)) for b in blocks)
         if need > ctx.config.budget:
             raise ContextWindowError(
-                f"the system instructions and core memory alone need {need} tokens; the window's "
+                f"the system and memory instructions and core memory alone need {need} tokens; the window's "
                 f"budget is {ctx.config.budget} (window {self.config.window} - output reserve "
                 f"{self.config.reserve_output} - tool schemas {self.budget.tools_tokens})")
         ctx.add(SYSTEM_PAGE, count(self.system), Region.SYSTEM, pinned=True)
+        ctx.add(INSTRUCTIONS_PAGE, self.instructions_tokens(), Region.SYSTEM, pinned=True)
         ctx.add(STATS_PAGE, 0, Region.SYSTEM, pinned=True)
         for block in blocks:
             self.core_memory.register(block)
@@ -322,6 +333,9 @@ class Memory:
         blocks written through the store's own API, a format that counted differently."""
         ctx, state = self.ctx, self._state
         if self.budget.apply(ctx, state, self.trace):
+            self._session.dirty = True
+        if INSTRUCTIONS_PAGE not in ctx:  # a memory made before memory instructions existed: it has none
+            ctx.add(INSTRUCTIONS_PAGE, 0, Region.SYSTEM, pinned=True)
             self._session.dirty = True
         self._reconcile_blocks()
         self.core_memory.load()
@@ -373,6 +387,9 @@ class Memory:
                 except Exception as exc:  # noqa: BLE001 - BudgetError: pinned pages over the budget
                     raise ContextWindowError(f"the system instructions and core memory no longer fit: {exc}") from None
                 self._session.dirty = True
+        if self.ctx.info(INSTRUCTIONS_PAGE).tokens != self.instructions_tokens():
+            self.ctx.resize(INSTRUCTIONS_PAGE, self.instructions_tokens())
+            self._session.dirty = True
         summary = self.pressure.summary_tokens()
         if self.ctx.info(SUMMARY_PAGE).tokens != summary:
             self.ctx.resize(SUMMARY_PAGE, summary)
@@ -419,6 +436,15 @@ class Memory:
     def system(self) -> str:
         """The system instructions."""
         return self._state.system
+
+    @property
+    def instructions(self) -> str:
+        """The memory instructions sent after the system instructions ('' when none)."""
+        return self._state.instructions
+
+    def instructions_tokens(self) -> int:
+        """The memory instructions' tokens in the context (0 when there are none)."""
+        return self.counter.count(self._state.instructions) if self._state.instructions else 0
 
     @property
     def summary(self) -> str:
@@ -666,10 +692,12 @@ class Memory:
 
     def compile(self) -> Context:
         """The main context as chat messages, as it stands (no flush), laid out for prompt caches:
-        what changes least first (system, core memory, summary), then the queue (append-only
+        what changes least first (system and memory instructions, core memory, summary), then the queue (append-only
         between flushes), then what changes every step (statistics and clock, working set)."""
         state = self._state
         parts = [{"role": "system", "content": state.system}]
+        if state.instructions:
+            parts.append({"role": "system", "content": state.instructions})
         core = self.core_memory.render()
         if core is not None:
             parts.append({"role": "system", "content": core})

@@ -287,7 +287,7 @@ def test_writes_through_the_store_work_with_the_memory_or_are_refused(tmp_path: 
     agent.step("again")  # counts the history as stored-only, the passage in the statistics
     assert memory.state.stored_only == 1
     assert "1 passages in archival storage" in memory.stats.text
-    assert "kept by the developer" in memory.compile()[1]["content"]
+    assert "kept by the developer" in memory.compile()[2]["content"]  # system, memory instructions, core
     with pytest.raises(ContextWindowError):
         memory.add_block("huge", "word " * 5000, limit=100_000)
     memory.update_block("notes", value="changed", read_only=True)

@@ -118,7 +118,7 @@ def test_core_memory_edits(tmp_path):
     assert all(c.ok for c in result.calls), [c.result for c in result.calls]
     assert agent.memory.store.blocks.get("human").value == "line one\nline two\nline 3"
     assert agent.memory.store.blocks.get("persona").value == "I am terse."
-    core_text = next(m["content"] for m in agent.memory.compile() if "<core_memory>" in m["content"])
+    core_text = next(m["content"] for m in agent.memory.compile() if m["content"].startswith("<core_memory>"))
     assert "line two" in core_text and 'chars="24/2000"' in core_text
     check_agent(agent)
     agent.close()

@@ -57,7 +57,7 @@ def test_import_history_stores_evicted_messages_behind_the_summary(tmp_path):
         memory.check()
         assert len(pages) == 3 and memory.evicted == 3 and memory.summary == "The user has a cat called Pixel."
         assert [m["content"] for m in memory.queue.messages] == ["hello again"]  # history is not queued
-        assert "Pixel" in memory.compile()[2]["content"]  # the summary is in the context
+        assert "Pixel" in memory.compile()[3]["content"]  # the summary is in the context (after system, instructions, core)
         found = memory.conversation_search("Pixel")
         assert found.total == 1 and found.items[0].timestamp == at(0)
         digest = memory.digest()
