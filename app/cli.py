@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
 if TYPE_CHECKING:
+    from vmem.app.progress import Progress
     from vmem.kernel import Agent, StepResult
 
 __all__ = ["main", "CliError", "Command", "COMMANDS", "command", "EXIT_CODES"]
@@ -94,6 +95,19 @@ def _add_color(p: argparse.ArgumentParser) -> None:
                    help="colour the output: auto (default) when writing to a terminal")
 
 
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="while the model thinks, a live line on stderr with the elapsed time, then the call's "
+                        "seconds, tokens and tokens/s: auto (default) when stderr is a terminal, never when piped")
+
+
+def _progress(choice: str) -> "Progress":
+    from vmem.app.progress import Progress
+
+    enabled = choice == "always" or (choice == "auto" and Progress.auto(sys.stderr))
+    return Progress(sys.stderr, enabled=enabled)
+
+
 # ---------------------------------------------------------------------- opening agents
 
 
@@ -133,6 +147,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                       help="the agent's context window (default 4096; at most the server's)")
     real.add_argument("--max-tokens", type=int, default=256, help="longest answer per LLM call (default 256)")
     real.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server (default 600)")
+    _add_progress(real)
 
 
 @command("demo", "the main job: an agent with a small window, offline (no server, no API key)",
@@ -170,7 +185,8 @@ def _demo(args: argparse.Namespace) -> int:
                               params={"max_tokens": args.max_tokens}, merge_system=args.merge_system)
     try:
         code, _ = run_demo(sys.stdout, color=_color(args.color, sys.stdout), directory=args.dir, quiet=args.quiet,
-                           driver=driver, model=args.model, **({"config": config} if config else {}))
+                           driver=driver, model=args.model, progress=_progress(args.progress) if driver else None,
+                           **({"config": config} if config else {}))
     finally:
         if driver is not None:
             driver.close()
@@ -197,6 +213,7 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
                    help="context window of a new agent, tokens (default 8192; ignored when DIR holds one)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)")
     _add_color(p)
+    _add_progress(p)
 
 
 CHAT_HELP = """commands:
@@ -242,8 +259,11 @@ def _chat(args: argparse.Namespace) -> int:
         config = MemoryConfig(window=window, reserve_output=min(1024, window // 4))
     except ValueError as exc:
         raise CliError(f"--window: {exc}", EXIT_USAGE) from None
-    driver = OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout,
-                          merge_system=args.merge_system)
+    from vmem.app.activity import activity, session_start
+
+    progress = _progress(args.progress)
+    driver = progress.wrap(OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout,
+                                        merge_system=args.merge_system))
     out = sys.stdout
     color = _color(args.color, out)
     if (path / "vmem.db").exists() and _has_agent(path):
@@ -264,6 +284,8 @@ def _chat(args: argparse.Namespace) -> int:
             raise CliError(f"--window {config.window} is too small: {exc}", EXIT_USAGE) from None
         how = "created"
     failures = 0
+    start = session_start(agent.memory.store)
+    messages = 0
     try:
         out.write(f"vmem chat: agent {how} in {path} · model {model} at {base_url or 'api.openai.com'} · "
                   f"/help for commands\n")
@@ -283,6 +305,8 @@ def _chat(args: argparse.Namespace) -> int:
                 if _slash(agent, text.strip(), out, color) == "quit":
                     break
                 continue
+            messages += 1
+            progress.stage = f"message {messages}"
             try:
                 result = agent.step(text)
             except (DriverError, VmemError) as exc:
@@ -292,6 +316,9 @@ def _chat(args: argparse.Namespace) -> int:
                 continue
             _show_step(result, out, color)
             out.flush()
+        if messages:  # what the memory did in this session: is the model using it at all?
+            out.write(_paint("session:", "1", color) + "\n")
+            out.write("".join(f"  {line}\n" for line in activity(agent.memory.store.events.read(after=start)).lines()))
     finally:
         agent.close()
         driver.close()
