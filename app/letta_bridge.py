@@ -161,6 +161,12 @@ def _directory_names(agents: list[AgentSpec]) -> dict[str, str]:
     return out
 
 
+def editable_limit(length: int) -> int:
+    """The limit an imported block over its own gets: its value's length and room to edit it
+    (a tenth more, at least 100 characters), so that the agent's next append is not refused."""
+    return length + max(100, length // 10)
+
+
 def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportReport, *, window: int | None,
                   several: bool, embedder: Any, durability: str) -> None:
     add = report.add
@@ -178,9 +184,10 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportRepo
     for b in spec.blocks:
         limit = b.limit
         if len(b.value) > limit:
-            limit = len(b.value)
-            add("warning", f"block {b.label}", f"limit raised from {b.limit} to {limit} characters to hold its "
-                "value (vmem refuses a block over its limit)", aid)
+            limit = editable_limit(len(b.value))
+            add("warning", f"block {b.label}", f"limit raised from {b.limit} to {limit} characters: its value holds "
+                f"{len(b.value)} and vmem refuses a block over its limit, so the block keeps room for "
+                f"{limit - len(b.value)} more to stay editable", aid)
         blocks[b.label] = {"value": b.value, "limit": limit, "description": b.description, "read_only": b.read_only}
     shared = [b.label for b in spec.blocks if set(b.shared_by) - {aid}]
     if shared and several:

@@ -139,7 +139,7 @@ def test_import_maps_what_vmem_has_and_keeps_the_rest_as_data(tmp_path):
         assert m.system == "You are Sam." and m.config.window == 16000
         blocks = {b.label: b for b in m.store.blocks.all()}
         assert (blocks["human"].value, blocks["human"].description) == ("Ana.", "the human block")
-        assert blocks["persona"].read_only and blocks["notes"].limit == 30   # raised to hold the value
+        assert blocks["persona"].read_only and blocks["notes"].limit == 130  # raised to hold the value, and more
         # the queue: the context after the summary, calls followed by their results, the file's times
         q = m.queue.messages
         assert [x["role"] for x in q] == ["user", "assistant", "tool", "user", "assistant", "tool"]
@@ -161,9 +161,30 @@ def test_import_maps_what_vmem_has_and_keeps_the_rest_as_data(tmp_path):
     text = res.report.format()
     for line in ("mapped   block human", "mapped   summary", "mapped   messages: 6 in context",
                  "mapped   history: 3 out-of-context", "mapped   tool core_memory_append",
-                 "kept     tool send_email", "kept     tool rules", "warning  block notes: limit raised from 20 to 30",
+                 "kept     tool send_email", "kept     tool rules", "warning  block notes: limit raised from 20 to 130",
                  "warning  message message-9", "never run"):
         assert line in text, line
+
+
+def test_an_imported_block_over_its_limit_stays_editable(tmp_path):
+    """Issue 19, item 6: ezra.af's block over its limit was raised to exactly its length, so the
+    agent's next core_memory_append was refused."""
+    big = "fact. " * 4000  # 24,000 characters, over the file's limit of 20,000
+    doc = document(blocks=[block("block-0", "human", big, limit=20_000), block("block-1", "persona", "I am Sam."),
+                           block("block-2", "notes", "x" * 30, limit=20)])
+    res = import_agent_file(write(tmp_path, doc), tmp_path / "sam", window=32_000)
+    with Memory.open(tmp_path / "sam") as m:
+        human = m.block("human")
+        assert human.limit == 24_000 + 2_400 and m.block("notes").limit == 30 + 100
+        for label in ("human", "notes"):
+            c = call(f"c-{label}", "core_memory_append", label=label, content="one more fact")
+            m.append({"role": "user", "content": f"remember this in {label}"})
+            m.append({"role": "assistant", "content": None, "tool_calls": [c]})
+            record = m.execute(c)
+            assert record.ok, record.result
+        m.check()
+    assert ("limit raised from 20000 to 26400 characters: its value holds 24000 and vmem refuses a block over its "
+            "limit, so the block keeps room for 2400 more to stay editable") in res.report.format()
 
 
 def test_round_trip_export_then_import_gives_the_same_agent(tmp_path):
