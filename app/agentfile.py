@@ -29,9 +29,11 @@ What the output promises (the tests check each):
    are left out of comparisons.
 
 vmem's extension: ``"x_vmem": {"version": 1, "agents": {"agent-0": {"passages": [{"text",
-"tags", "created_at"}], "name": ..., "generated": [...]}}}`` holds, per agent, the archival
-passages, the agent's name when Letta's name rules changed it, and which llm_config parts
-the writer made up because Letta requires them (so reading does not take them for data).
+"tags", "created_at"}], "name": ..., "generated": [...], "memory": {"config": {...},
+"instructions": ...}}}}`` holds, per agent, the archival passages, the agent's name when
+Letta's name rules changed it, which llm_config parts the writer made up because Letta
+requires them (so reading does not take them for data), and how a vmem agent's memory was
+set up (its MemoryConfig and memory instructions).
 The summary needs no extension: it travels as Letta's own summary message.
 
 How Letta stores an agent (letta/schemas/agent_file.py, message.py, system.py,
@@ -589,7 +591,9 @@ class AgentSpec:
     ``agent_type`` is Letta's (``memgpt_agent``: replies through send_message;
     ``letta_v1_agent``: replies in the assistant text); set it when exporting a vmem agent.
     ``letta`` keeps Letta settings vmem does not use (llm_config, embedding_config, tags,
-    timezone, ...) so an export can give them back.
+    timezone, ...) so an export can give them back. ``memory``: how a vmem agent's memory was
+    set up (``config``: its MemoryConfig as a dict; ``instructions``: its memory instructions),
+    carried in vmem's extension so that export then import keeps it; empty for Letta's own agents.
     """
 
     name: str
@@ -607,9 +611,10 @@ class AgentSpec:
     description: str = ""
     id: str = ""
     letta: Mapping[str, Any] = field(default_factory=_empty)
+    memory: Mapping[str, Any] = field(default_factory=_empty)
 
     def __post_init__(self) -> None:
-        _settle(self, mappings=("letta",),
+        _settle(self, mappings=("letta", "memory"),
                 tuples=("blocks", "tools", "tool_rules", "in_context", "out_of_context", "passages"))
 
     def block(self, label: str) -> BlockSpec:
@@ -1103,7 +1108,11 @@ class _Reader:
                 tags = self.str_list(p, "tags", pw)
                 passages.append(ArchivalPassage(self.get(p, "text", str, pw, required=True), tuple(tags), t))
             made_up = self.str_list(entry, "generated", w)
-            out[aid] = {"passages": tuple(passages), "name": self.get(entry, "name", str, w), "generated": made_up}
+            memory = self.get(entry, "memory", dict, w, {})
+            for key, kind in (("config", dict), ("instructions", str)):
+                self.get(memory, key, kind, f"{w}.memory")
+            out[aid] = {"passages": tuple(passages), "name": self.get(entry, "name", str, w), "generated": made_up,
+                        "memory": memory}
         return out
 
     # -- agents
@@ -1140,7 +1149,8 @@ class _Reader:
             passed["llm_config"] = rest  # model and window live in the AgentSpec's own fields
         spec = AgentSpec(name, system, tuple(blocks), tuple(tools), tuple(rules), tuple(in_ctx), tuple(out_ctx),
                          summary, ext.get("passages", ()), window, model, self.get(raw, "agent_type", str, where),
-                         self.get(raw, "description", str, where, ""), aid, _freeze(passed))
+                         self.get(raw, "description", str, where, ""), aid, _freeze(passed),
+                         ext.get("memory") or {})
         self._report_agent(spec, raw)
         return spec
 
@@ -1837,6 +1847,8 @@ def write_agent_file(af: AgentFile) -> dict[str, Any]:
         if a.passages:
             ext["passages"] = [{"text": p.text, "tags": list(p.tags), "created_at": p.timestamp.isoformat()}
                                for p in a.passages]
+        if a.memory:
+            ext["memory"] = _thaw(a.memory)
         if ext:
             ext_agents[aid] = ext
         messages, in_ctx = _write_messages(a, aid, ids, kept, af)

@@ -176,10 +176,17 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportRepo
         add("note", "context window", f"{window} tokens as asked, instead of the file's {spec.context_window}", aid)
     elif spec.context_window is None and not window:
         add("note", "context window", f"none in the file: vmem's default of {win} tokens", aid)
+    saved = spec.memory.get("config")  # a vmem agent exported: its memory as it was set up
     try:
-        config = MemoryConfig(window=win, reserve_output=min(1024, win // 4))
-    except ValueError as exc:
+        if saved:
+            config = MemoryConfig.from_dict({**saved, "window": win})
+        else:
+            config = MemoryConfig(window=win, reserve_output=min(1024, win // 4))
+    except (ValueError, TypeError) as exc:
         raise LettaBridgeError(f"agent {spec.name}: context window {win}: {exc}") from None
+    if saved:
+        add("mapped", "memory configuration", "vmem's, as exported (output reserve, watermarks, prefetch, "
+            "working set, page size)", aid)
     blocks: dict[str, dict[str, Any]] = {}
     for b in spec.blocks:
         limit = b.limit
@@ -195,9 +202,10 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportRepo
             "directory: an edit here is not seen by the other agents); exporting the parent directory makes "
             "each one block again while the copies agree", aid)
     try:
-        # a Letta agent's system prompt explains its memory tools itself: no memory instructions beside it
+        # a Letta agent's system prompt explains its memory tools itself: no memory instructions beside it;
+        # a vmem agent's come back from the extension
         memory = Memory.create(path, system=spec.system, blocks=blocks, config=config, embedder=embedder,
-                               durability=durability, instructions=None)
+                               durability=durability, instructions=spec.memory.get("instructions") or None)
     except ContextWindowError as exc:
         raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
     try:
@@ -414,7 +422,8 @@ def _agent_spec(memory: Memory, kept: dict[str, Any] | None, dirname: str) -> Ag
     return AgentSpec(name=name, system=memory.system, blocks=tuple(blocks), tools=tuple(tools),
                      tool_rules=tuple(rules), in_context=tuple(in_context), out_of_context=tuple(out_of_context),
                      summary=memory.summary, passages=tuple(passages), context_window=memory.config.window,
-                     model=model, agent_type=agent_type, description=description or "", id=aid, letta=settings)
+                     model=model, agent_type=agent_type, description=description or "", id=aid, letta=settings,
+                     memory={"config": memory.config.to_dict(), "instructions": memory.instructions})
 
 
 def _unique_ids(specs: list[AgentSpec], notes: list[str]) -> list[AgentSpec]:

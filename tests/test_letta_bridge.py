@@ -8,6 +8,7 @@ saying where they looked, when the folder is absent.
 from __future__ import annotations
 
 import datetime as dt
+import dataclasses
 import json
 import os
 import subprocess
@@ -120,7 +121,8 @@ def snapshot(path: Path) -> dict[str, Any]:
             "system": m.system,
             "blocks": [(b.label, b.value, b.limit, b.description, b.read_only) for b in m.store.blocks.all()],
             "queue": list(zip(m.queue.messages, [x.timestamp for x in m.store.recall.get_many(m.queue.pages())])),
-            "summary": m.summary, "evicted": m.evicted, "window": m.config.window,
+            "summary": m.summary, "evicted": m.evicted, "config": m.config, "instructions": m.instructions,
+            "budget": m.ctx.config.budget,
             "recall": [(x.role, x.content, x.timestamp, x.meta) for x in recall],
             "archival": sorted(p.text for p in m.archival_search("", page=0).items),
             "tools": kept.get("tools"), "tool_rules": kept.get("tool_rules"),
@@ -206,6 +208,29 @@ def test_round_trip_export_then_import_gives_the_same_agent(tmp_path):
     assert a["archival"] == ["Pixel is a grey tabby."] and a["blocks"][0][1] == "Ana. Has a cat."
     # and once more: the file is stable
     assert json.loads(json.dumps(export_agent_file(second).file.agents[0].blocks[0].value)) == "Ana. Has a cat."
+
+
+def test_export_then_import_keeps_the_memory_configuration(tmp_path):
+    """Issue 19, item 7: the demo's agent came back with output reserve 1,024 instead of 512,
+    prefetch 0 instead of 2, a smaller budget, and opened 100% over it."""
+    from vmem.app.demo import BLOCKS, DEMO_CONFIG, SYSTEM_PROMPT
+
+    with Memory.create(tmp_path / "demo", system=SYSTEM_PROMPT, blocks=BLOCKS, config=DEMO_CONFIG,
+                       instructions="Save facts.") as m:
+        m.append({"role": "user", "content": "I'm Maya. " + "I like long walks. " * 100})
+    export_agent_file(tmp_path / "demo", tmp_path / "demo.af")
+    res = import_agent_file(tmp_path / "demo.af", tmp_path / "again")
+    a, b = snapshot(tmp_path / "demo"), snapshot(tmp_path / "again")
+    assert b["config"] == DEMO_CONFIG and b["instructions"] == "Save facts."
+    mine = ("tools", "tool_rules")  # what Letta keeps beside the agent: none for a vmem agent, its tools after
+    assert {k: v for k, v in a.items() if k not in mine} == {k: v for k, v in b.items() if k not in mine}
+    with Memory.open(tmp_path / "again", read_only=True) as m:
+        assert m.ctx.status().state.name == "OK" and m.config.prefetch == 2 and m.config.reserve_output == 512
+    assert "mapped   memory configuration" in res.report.format()
+    # a window asked for at import replaces the saved one, and the rest stays
+    import_agent_file(tmp_path / "demo.af", tmp_path / "wider", window=8192)
+    with Memory.open(tmp_path / "wider", read_only=True) as m:
+        assert m.config == dataclasses.replace(DEMO_CONFIG, window=8192)
 
 
 def test_a_vmem_agent_exports_as_a_letta_agent_with_vmem_tools(tmp_path):
