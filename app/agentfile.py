@@ -312,7 +312,8 @@ class ChatMessage:
     ``content`` is Letta's list of parts flattened to text: text parts joined by a blank
     line, an image as ``[image omitted]``; a model's native reasoning goes to
     ``reasoning`` (kept as data, not sent); what could not be kept is named in
-    ``dropped``. User messages Letta wrapped in a ``user_message`` envelope are unwrapped;
+    ``dropped``; ``parts`` keeps the text parts when there were several, so that writing the
+    message back gives them as they were. User messages Letta wrapped in a ``user_message`` envelope are unwrapped;
     heartbeats, logins and system alerts keep the envelope text the model saw (see
     :attr:`kind`). ``name`` is the function's name on a tool result.
     """
@@ -327,9 +328,10 @@ class ChatMessage:
     letta_id: str | None = field(default=None, compare=False)
     dropped: tuple[str, ...] = field(default=(), compare=False)
     synthetic: bool = field(default=False, compare=False)
+    parts: tuple[str, ...] = field(default=(), compare=False)  #: the text parts when the file had several
 
     def __post_init__(self) -> None:
-        _settle(self, tuples=("tool_calls", "dropped"), times=("timestamp",))
+        _settle(self, tuples=("tool_calls", "dropped", "parts"), times=("timestamp",))
 
     @property
     def kind(self) -> MessageKind:
@@ -367,7 +369,7 @@ class ChatMessage:
             out["content"] = self.content or None
         elif self.role == "tool":
             out["tool_call_id"] = self.tool_call_id
-        if self.name and self.role in ("user", "assistant") and _OPENAI_NAME.match(self.name):
+        if self.name and self.role in ("user", "assistant", "tool") and _OPENAI_NAME.match(self.name):
             out["name"] = self.name
         return out
 
@@ -594,6 +596,10 @@ class AgentSpec:
     timezone, ...) so an export can give them back. ``memory``: how a vmem agent's memory was
     set up (``config``: its MemoryConfig as a dict; ``instructions``: its memory instructions),
     carried in vmem's extension so that export then import keeps it; empty for Letta's own agents.
+    ``originals``: how the file wrote the messages vmem derives rather than stores: the compiled
+    system message (``system``: its ``created_at``) and the summary message (``summary``: the
+    summary it held, its ``role``, ``content`` and ``created_at``), so that writing the agent
+    back gives them unchanged while the summary is the same.
     """
 
     name: str
@@ -612,9 +618,10 @@ class AgentSpec:
     id: str = ""
     letta: Mapping[str, Any] = field(default_factory=_empty)
     memory: Mapping[str, Any] = field(default_factory=_empty)
+    originals: Mapping[str, Any] = field(default_factory=_empty, compare=False)
 
     def __post_init__(self) -> None:
-        _settle(self, mappings=("letta", "memory"),
+        _settle(self, mappings=("letta", "memory", "originals"),
                 tuples=("blocks", "tools", "tool_rules", "in_context", "out_of_context", "passages"))
 
     def block(self, label: str) -> BlockSpec:
@@ -1141,7 +1148,7 @@ class _Reader:
         made_up = ext.get("generated", ())  # what vmem's writer filled in for Letta's sake
         window = None if "context_window" in made_up else window
         model = None if "model" in made_up else model
-        summary, in_ctx, out_ctx = self._messages(raw, aid, where, system)
+        summary, in_ctx, out_ctx, originals = self._messages(raw, aid, where, system)
         passed = {k: v for k, v in raw.items() if k not in _AGENT_NOT_PASSED and v is not None}
         rest = {k: v for k, v in llm.items() if k not in ("model", "context_window")}
         passed.pop("llm_config", None)
@@ -1150,7 +1157,7 @@ class _Reader:
         spec = AgentSpec(name, system, tuple(blocks), tuple(tools), tuple(rules), tuple(in_ctx), tuple(out_ctx),
                          summary, ext.get("passages", ()), window, model, self.get(raw, "agent_type", str, where),
                          self.get(raw, "description", str, where, ""), aid, _freeze(passed),
-                         ext.get("memory") or {})
+                         ext.get("memory") or {}, originals)
         self._report_agent(spec, raw)
         return spec
 
@@ -1202,8 +1209,9 @@ class _Reader:
     # -- messages
 
     def _messages(self, raw: Mapping[str, Any], aid: str, where: str,
-                  system: str) -> tuple[str, list[ChatMessage], list[ChatMessage]]:
-        """The summary, the in-context queue and the out-of-context history of one agent."""
+                  system: str) -> tuple[str, list[ChatMessage], list[ChatMessage], dict[str, Any]]:
+        """The summary, the in-context queue and the out-of-context history of one agent; and
+        how the file wrote the messages vmem derives (see :attr:`AgentSpec.originals`)."""
         msgs = self.get(raw, "messages", list, where, [])
         stats = self.report.stats.setdefault(aid, {})
         by_id: dict[str, int] = {}
@@ -1247,12 +1255,18 @@ class _Reader:
             if j not in in_set:
                 old_items += self._items(m, times[j], False, False, system, aid, f"{where}.messages[{j}]", stats)
 
+        originals: dict[str, Any] = {}
+        if order and msgs[order[0]].get("role") == "system" and isinstance(msgs[order[0]].get("created_at"), str):
+            originals["system"] = {"created_at": msgs[order[0]]["created_at"]}
         summary = ""
         if ctx_items and ctx_items[0].msg.kind == "summary":
             env = _envelope(ctx_items[0].msg.content)
             summary = _summary_body(env) if env is not None else None
             if summary is None:  # role summary, plain text
                 summary = ctx_items[0].msg.content
+            raw_summary = msgs[by_id[str(ctx_items[0].msg.letta_id)]]
+            originals["summary"] = {"summary": summary, "role": raw_summary.get("role"),
+                                    "content": raw_summary.get("content"), "created_at": raw_summary.get("created_at")}
             self.report.add("mapped", f"summary message {ctx_items[0].msg.letta_id}",
                             f"Letta's summary -> vmem summary ({len(summary)} characters)" if summary else
                             "Letta's note that older messages were hidden, with no summary text -> empty summary", aid)
@@ -1265,7 +1279,7 @@ class _Reader:
         in_ctx, out_ctx = self._pair(ctx_items, old_items, aid, stats)
         stats["in_context"] = len(in_ctx)
         stats["out_of_context"] = len(out_ctx)
-        return summary, in_ctx, out_ctx
+        return summary, in_ctx, out_ctx, originals
 
     def _items(self, m: Mapping[str, Any], t: _dt.datetime, ctx: bool, first: bool, system: str, aid: str,
                where: str, stats: dict[str, int]) -> list[_Item]:
@@ -1284,7 +1298,7 @@ class _Reader:
             flat.dropped.append("reasoning outside an assistant message")
             stats["dropped:reasoning outside an assistant message"] = stats.get(
                 "dropped:reasoning outside an assistant message", 0) + 1
-        base = dict(timestamp=t, letta_id=mid, dropped=tuple(flat.dropped))
+        base = dict(timestamp=t, letta_id=mid, dropped=tuple(flat.dropped), parts=tuple(flat.parts))
 
         if role == "system":
             if first or (system and flat.text.startswith(system)):
@@ -1440,6 +1454,8 @@ class _Reader:
             else:
                 flat.dropped.append(f"{kind or 'untyped'} part")
         flat.text = "\n\n".join(texts)
+        if len(texts) > 1:
+            flat.parts = texts
         flat.reasoning = "\n\n".join(reasoning)
         for d in flat.dropped:
             key = "dropped:" + d
@@ -1701,6 +1717,7 @@ class _Flat:
     dropped: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
     returns: list[tuple[str, str]] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # the text parts, when there are several
 
 
 _NO_RESULT = json.dumps({"status": "Failed", "message": "no result was recorded for this call "
@@ -1947,15 +1964,22 @@ def _write_messages(a: AgentSpec, aid: str, ids: _Ids, kept: set[str], af: Agent
     # (deterministic, so that exporting twice gives the same file)
     first = a.in_context[0].timestamp if a.in_context else (
         a.out_of_context[-1].timestamp if a.out_of_context else af.created_at or _EPOCH)
+    system_at = (a.originals.get("system") or {}).get("created_at") or first.isoformat()
     system = {"type": "message", "id": mid(None), "role": "system", "content": [_text(a.system)],
-              "agent_id": aid, "created_at": first.isoformat()}
+              "agent_id": aid, "created_at": system_at}
     out = [system]
     out += [_message(m, mid(m), aid) for m in a.out_of_context]
     ctx = [system["id"]]
     if a.summary:
-        summary = {"type": "message", "id": mid(None), "role": "user",
-                   "content": [_text(_summary_envelope(a.summary, first))], "agent_id": aid,
-                   "created_at": first.isoformat()}
+        was = a.originals.get("summary") or {}
+        if was.get("summary") == a.summary and was.get("role") in ("user", "system", "summary") and was.get("content"):
+            # the summary the file had, unchanged: as the file wrote it
+            summary = {"type": "message", "id": mid(None), "role": was["role"], "content": _thaw(was["content"]),
+                       "agent_id": aid, "created_at": was.get("created_at") or first.isoformat()}
+        else:
+            summary = {"type": "message", "id": mid(None), "role": "user",
+                       "content": [_text(_summary_envelope(a.summary, first))], "agent_id": aid,
+                       "created_at": first.isoformat()}
         out.append(summary)
         ctx.append(summary["id"])
     for m in a.in_context:
@@ -1978,7 +2002,9 @@ def _message(m: ChatMessage, mid: str, aid: str) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     if m.reasoning:
         parts.append({"type": "reasoning", "is_native": True, "reasoning": m.reasoning, "signature": None})
-    if content or m.role != "assistant" or not m.tool_calls:
+    if m.parts and "\n\n".join(m.parts) == content:  # several text parts in the file, unchanged
+        parts.extend(_text(p) for p in m.parts)
+    elif content or m.role != "assistant" or not m.tool_calls:
         parts.append(_text(content))  # Letta refuses to send an assistant message with no text and no call
     doc: dict[str, Any] = {"type": "message", "id": mid, "role": m.role, "content": parts, "name": m.name,
                            "agent_id": aid, "created_at": m.timestamp.isoformat(),

@@ -210,9 +210,9 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportRepo
         raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
     try:
         with memory.transaction():
-            reasoning = _messages(memory, spec, report)
+            reasoning, parts = _messages(memory, spec, report)
             _passages(memory, spec, report)
-            memory.store.state[KEPT_KEY] = _kept(spec, af, reasoning)
+            memory.store.state[KEPT_KEY] = _kept(spec, af, reasoning, parts)
             memory.log({"e": "import", "format": "letta agent file", "source": report.source, "agent": aid,
                         "name": spec.name})
         memory.check()
@@ -225,16 +225,20 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path, report: ImportRepo
         memory.close()
 
 
-def _messages(memory: Memory, spec: AgentSpec, report: ImportReport) -> dict[str, str]:
+def _messages(memory: Memory, spec: AgentSpec,
+              report: ImportReport) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The history (recall only, behind the summary) and the queue, with their times; returns
-    the messages' native reasoning by recall page id (str keys: the store keeps msgpack)."""
+    the messages' native reasoning and the text parts of those the file wrote in several, by
+    recall page id (str keys: the store keeps msgpack)."""
     aid = spec.id
     reasoning: dict[str, str] = {}
+    parts: dict[str, list[str]] = {}
     history = [(m.to_openai(), m.timestamp) for m in spec.out_of_context]
     if history:
         try:
             pages = memory.import_history(history, summary=spec.summary)
             reasoning.update((str(page), m.reasoning) for page, m in zip(pages, spec.out_of_context) if m.reasoning)
+            parts.update((str(page), list(m.parts)) for page, m in zip(pages, spec.out_of_context) if m.parts)
         except ContextWindowError as exc:
             raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
         how = "behind the summary" if spec.summary else "with no summary in the file: stored-only history"
@@ -252,11 +256,13 @@ def _messages(memory: Memory, spec: AgentSpec, report: ImportReport) -> dict[str
         page = memory.append(m.to_openai(), timestamp=m.timestamp)
         if m.reasoning:
             reasoning[str(page)] = m.reasoning
+        if m.parts:
+            parts[str(page)] = list(m.parts)
     oversize = memory.state.stored_only - stored_only
     if oversize:
         report.add("note", "large messages", f"{oversize} too large for the queue: stored whole in recall storage, "
                    "a shortened copy or a summary queued", aid)
-    return reasoning
+    return reasoning, parts
 
 
 def _passages(memory: Memory, spec: AgentSpec, report: ImportReport) -> None:
@@ -270,7 +276,7 @@ def _passages(memory: Memory, spec: AgentSpec, report: ImportReport) -> None:
                    "storage", spec.id)
 
 
-def _kept(spec: AgentSpec, af: AgentFile, reasoning: dict[str, str]) -> dict[str, Any]:
+def _kept(spec: AgentSpec, af: AgentFile, reasoning: dict[str, str], parts: dict[str, list[str]]) -> dict[str, Any]:
     """What vmem keeps as data for an agent (msgpack-serialisable), and gives back on export."""
     return {
         "format": _KEPT_FORMAT,
@@ -284,6 +290,8 @@ def _kept(spec: AgentSpec, af: AgentFile, reasoning: dict[str, str]) -> dict[str
                        for r in spec.tool_rules],
         "blocks": {b.label: {"id": b.id, "limit": b.limit, "letta": _plain(b.letta)} for b in spec.blocks},
         "reasoning": reasoning,
+        "parts": parts,
+        "originals": _plain(spec.originals),
         "groups": [{"id": g.id, "agent_ids": list(g.agent_ids), "manager_type": g.manager_type,
                     "manager_agent_id": g.manager_agent_id, "description": g.description,
                     "shared_block_ids": list(g.shared_block_ids), "config": _plain(g.config)}
@@ -377,21 +385,22 @@ def _all_message_ids(memory: Memory) -> list[int]:
     return [make_page_id(PageKind.MESSAGE, i) for i in range(1, page_serial(last) + 1)]
 
 
-def _chat(m: Message, reasoning: Mapping[str, str]) -> ChatMessage:
+def _chat(m: Message, reasoning: Mapping[str, str], parts: Mapping[str, list[str]]) -> ChatMessage:
     calls = tuple(ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
                   for c in m.meta.get("tool_calls") or ())
     return ChatMessage(role=m.role, content=m.content, timestamp=m.timestamp.astimezone(_UTC), tool_calls=calls,
                        tool_call_id=m.meta.get("tool_call_id"), name=m.meta.get("name"),
-                       reasoning=reasoning.get(str(m.id), ""))
+                       reasoning=reasoning.get(str(m.id), ""), parts=tuple(parts.get(str(m.id)) or ()))
 
 
 def _agent_spec(memory: Memory, kept: dict[str, Any] | None, dirname: str) -> AgentSpec:
     reasoning = (kept or {}).get("reasoning") or {}
+    parts = (kept or {}).get("parts") or {}
     ids = _all_message_ids(memory)
     messages = memory.store.recall.get_many(ids)
     queued = set(memory.queue.pages())
-    in_context = [_chat(m, reasoning) for m in memory.store.recall.get_many(memory.queue.pages())]
-    out_of_context = [_chat(m, reasoning) for m in messages if m.id not in queued]
+    in_context = [_chat(m, reasoning, parts) for m in memory.store.recall.get_many(memory.queue.pages())]
+    out_of_context = [_chat(m, reasoning, parts) for m in messages if m.id not in queued]
     kept_blocks = (kept or {}).get("blocks") or {}
     blocks = []
     for b in memory.store.blocks.all():
@@ -423,7 +432,8 @@ def _agent_spec(memory: Memory, kept: dict[str, Any] | None, dirname: str) -> Ag
                      tool_rules=tuple(rules), in_context=tuple(in_context), out_of_context=tuple(out_of_context),
                      summary=memory.summary, passages=tuple(passages), context_window=memory.config.window,
                      model=model, agent_type=agent_type, description=description or "", id=aid, letta=settings,
-                     memory={"config": memory.config.to_dict(), "instructions": memory.instructions})
+                     memory={"config": memory.config.to_dict(), "instructions": memory.instructions},
+                     originals=(kept or {}).get("originals") or {})
 
 
 def _unique_ids(specs: list[AgentSpec], notes: list[str]) -> list[AgentSpec]:

@@ -409,3 +409,31 @@ def test_published_file_imports_and_round_trips(name, tmp_path):
 def test_help(command, tmp_path):
     p = vmem(command, "--help", cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.startswith(f"usage: vmem {command}") and "Letta" in p.stdout
+
+
+@pytest.mark.parametrize("summary_role", ["user", "summary"])
+def test_export_gives_back_letta_messages_as_the_file_wrote_them(tmp_path, summary_role):
+    """Issue 19, item 8 (Letta's own file, first export): the summary message's role, text and
+    created_at, the system message's created_at, a content of three parts and the tool
+    messages' name came back changed."""
+    messages = [dict(m) for m in SAM_MESSAGES]
+    messages[0]["created_at"] = "2025-02-28T08:00:00.123456+00:00"  # compiled long before the queue's first message
+    messages[4] = {**summary_message("message-4", "Ana has a cat called Pixel.", 4), "role": summary_role,
+                   "created_at": "2025-03-01T12:04:30.5+00:00"}
+    messages[5] = {**messages[5], "content": [{"type": "text", "text": "What is"}, {"type": "text", "text": "my cat"},
+                                              {"type": "text", "text": "called?"}]}
+    messages[7] = {**messages[7], "name": "send_message"}
+    doc = document(sam(messages=messages))
+    import_agent_file(write(tmp_path, doc), tmp_path / "sam")
+    exported = export_agent_file(tmp_path / "sam", tmp_path / "again.af")
+    assert exported.notes == []
+    out = json.loads((tmp_path / "again.af").read_text())["agents"][0]
+    by_id = {m["id"]: m for m in out["messages"]}
+    context = [by_id[i] for i in out["in_context_message_ids"]]
+    system, summary, question = context[0], context[1], context[2]
+    assert system["role"] == "system" and system["created_at"] == messages[0]["created_at"]
+    assert (summary["role"], summary["content"], summary["created_at"]) == (
+        summary_role, messages[4]["content"], messages[4]["created_at"])
+    assert question["content"] == [{"type": "text", "text": t} for t in ("What is", "my cat", "called?")]
+    tool = next(m for m in context if m.get("tool_call_id") == "c2")
+    assert tool["name"] == "send_message"
