@@ -85,7 +85,7 @@ class _ClientHost:
         return getattr(self._memory, name)
 
     def archival_insert(self, content: str, tags: Sequence[str] = ()) -> list[int]:
-        return self._memory.archival_insert_many([content], tags, self.now)[0]
+        return self._memory.archival_insert(content, tags, timestamp=self.now)
 
     def page_in(self, hits: Sequence[tuple[int, float, str]]) -> set[int]:
         return set()

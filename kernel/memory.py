@@ -77,6 +77,7 @@ from vmem.kernel.context import (
 from vmem.kernel.core_memory import CoreMemory
 from vmem.kernel.errors import ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction, as_tool_call, invoke, memory_function
+from vmem.kernel.host import Saved
 from vmem.kernel.invariants import check as check_invariants
 from vmem.kernel.messages import check_order, normalise, pending_calls, shorten
 from vmem.kernel.paging import WorkingSet, prefetch_hits
@@ -802,11 +803,16 @@ class Memory:
         if self._replies is not None:
             self._replies.append(message)
 
-    def archival_insert(self, content: str, tags: Sequence[str] = ()) -> list[int]:
-        """Save text to archival storage (split into passages); their page ids."""
+    def archival_insert(self, content: str, tags: Sequence[str] = (), *,
+                        timestamp: _dt.datetime | None = None) -> Saved:
+        """Save text to archival storage (split into passages); their page ids, as a :class:`Saved`
+        whose ``already`` counts the passages that were stored before (archival storage keeps
+        an exact text once, adding the new tags to it). ``timestamp``: default the turn's time."""
         with self.transaction():
-            ids = self.store.archival.insert(content, tags=tags, timestamp=self.now)
+            before = self.stats.archival
+            ids = Saved(self.store.archival.insert(content, tags=tags, timestamp=timestamp or self.now))
             self._memory_changed()
+            ids.already = len(set(ids)) - (self.stats.archival - before)
         return ids
 
     def archival_insert_many(self, texts: Sequence[str], tags: Sequence[str] = (),
