@@ -1,8 +1,8 @@
 """Letta agent files into vmem agents and back (vmem import / vmem export).
 
-Unit tests build their own small files; the eight published files are read from
-``../shared/data/letta_agent_files`` (or ``$VMEM_LETTA_FILES``) and those tests skip,
-saying where they looked, when the folder is absent.
+Unit tests build their own small files; the eight published files ship in ``tests/data/letta``
+(Apache-2.0, their LICENSE beside them; ``$VMEM_LETTA_FILES`` names another folder), so a
+fresh clone tests them: a missing one is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from vmem.kernel import Memory, MemoryConfig
 ROOT = Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-LETTA_FILES = Path(os.environ.get("VMEM_LETTA_FILES") or ROOT.parent / "shared" / "data" / "letta_agent_files")
+LETTA_FILES = Path(os.environ.get("VMEM_LETTA_FILES") or ROOT / "tests" / "data" / "letta")  # shipped: Apache-2.0
 EIGHT = ["memgpt_agent.af", "memgpt_agent_with_convo.af", "customer_service.af", "deep_research_agent.af",
          "outreach_workflow_agent.af", "evie.af", "loop.af", "lettabot.af"]
 
@@ -378,7 +378,8 @@ def test_the_commands_import_and_export_with_one_line_errors(tmp_path):
 def real(name: str) -> Path:
     path = LETTA_FILES / name
     if not path.is_file():
-        pytest.skip(f"Letta agent file {name} not found in {LETTA_FILES} (set VMEM_LETTA_FILES to its folder)")
+        pytest.fail(f"Letta agent file {name} not found in {LETTA_FILES}: the repository ships it in tests/data/letta "
+                    "(VMEM_LETTA_FILES names another folder)")
     return path
 
 
