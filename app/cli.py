@@ -660,6 +660,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="SUITE", action="append", choices=[s.name for s in SUITES],
                    help="run only this suite (repeatable): " + ", ".join(s.name for s in SUITES))
     p.add_argument("--bench-dir", metavar="DIR", help="the checkout's bench/ folder (default: ./bench)")
+    p.add_argument("--locomo", metavar="FILE", help="LoCoMo's data for the search, page-fault and retrieval suites "
+                                                   "(default: ../shared/data/locomo/locomo_dev.json beside the checkout)")
+    p.add_argument("--nested-kv", metavar="DIR", help="MemGPT's nested key-value data for the nested-kv suite "
+                                                     "(default: ../shared/data/nested_kv beside the checkout)")
 
 
 @command("bench", "run every benchmark and print one table (each figure beside its same-run baseline)",
@@ -676,7 +680,8 @@ def _bench(args: argparse.Namespace) -> int:
         bench_dir = find_bench_dir(args.bench_dir)
     except FileNotFoundError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-    figures = run_suites(bench_dir, quick=args.quick, only=set(args.only or ()))
+    figures = run_suites(bench_dir, quick=args.quick, only=set(args.only or ()),
+                         data={"locomo": args.locomo, "nested-kv": args.nested_kv})
     if args.json:
         print(json.dumps(figures, indent=1, allow_nan=False))  # strict JSON: null, never NaN
     else:
