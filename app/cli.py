@@ -625,7 +625,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     path = Path(args.path) if args.path else DEFAULT_LOCOMO_PATH
     if not path.is_file():
-        raise CliError(f"no LoCoMo file at {path} (the data is not in the repository: pass its path)", EXIT_USAGE)
+        raise CliError(f"no LoCoMo file at {path}: pass its path (the data is not in the repository: LoCoMo's "
+                       "data/locomo10.json from github.com/snap-research/LoCoMo, CC BY-NC 4.0)", EXIT_USAGE)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     ks = (5, 10, 25)
     try:
