@@ -654,7 +654,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _bench_args(p: argparse.ArgumentParser) -> None:
     from vmem.app.benchrun import SUITES
 
-    p.add_argument("--quick", action="store_true", help="a one-minute subset (fewer sizes and rounds)")
+    p.add_argument("--quick", action="store_true", help="a smaller run: fewer sizes and rounds of every suite")
     p.add_argument("--json", action="store_true",
                    help='print a JSON list, one object a figure: {"name", "value", "unit", "baseline", '
                         '"ratio", "target", "met"}')
@@ -671,8 +671,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
          "Run the benchmark suites of a source checkout (bench/): the C core against its pure-Python "
          "reference, HNSW page-in against exact search, storage, LoCoMo retrieval, the kernel's per-step "
          "overhead against a naive kernel, and the nested key-value workload. Each figure is printed with "
-         "its baseline measured in the same run, the ratio, the target and whether it is met. The whole "
-         "run takes about 3 minutes on 2 cores; --quick under one.",
+         "its baseline measured in the same run, the ratio, the target and whether it is met. How long it "
+         "takes depends on the data present: LoCoMo's suites (search, page-fault, retrieval) and nested-kv "
+         "are most of it, and are skipped, saying which option gives their data, when it is absent. "
+         "--quick runs fewer sizes and rounds of every suite.",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
     from vmem.app.benchrun import find_bench_dir, print_table, run_suites
