@@ -74,6 +74,8 @@ archival_memory_search finds passages by meaning.
 - Recall storage keeps every past message, also those no longer in your context: conversation_search finds them.
 - Before you answer a question whose answer is not in your context, search archival memory or the conversation.
 - Talk to the user with send_message. Call memory functions first when there is something to save or look up.
+Example: the user says "Hi, I'm Tom and I live in Oslo." You call core_memory_append with label "human" and \
+content "Name: Tom. Lives in Oslo.", then send_message with "Nice to meet you, Tom!".
 </memory_instructions>"""
 """The default memory instructions (``Memory.create(instructions=...)``): what a model needs to
 use its memory functions, so that a one-line system prompt suffices. Sent as a system message
