@@ -1,4 +1,4 @@
-"""Your own agent loop with the plain ``openai`` client: the README's example, as a file.
+"""Your own agent loop with the plain ``openai`` client: the README's own-loop example, as a file.
 
     export OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=none VMEM_MODEL=qwen2.5-coder-1.5b
     python examples/openai_own_loop.py        # creates ana-memory/ in the current directory
@@ -27,14 +27,14 @@ else:
 def chat(text: str) -> str:
     memory.append({"role": "user", "content": text})
     for _ in range(4):  # your loop, your limits
-        reply = client.chat.completions.create(
+        reply = memory.assistant_message(client.chat.completions.create(
             model=MODEL, messages=memory.context(summarizer=summarize), tools=memory.tools,
-        ).choices[0].message
+        ).choices[0].message)  # as a dict; calls a small model wrote as JSON in its text become tool calls
         memory.append(reply)  # the assistant message, tool calls and all
-        if not reply.tool_calls:
-            return reply.content
+        if not reply.get("tool_calls"):
+            return reply["content"]
         said = []
-        for call in reply.tool_calls:
+        for call in reply["tool_calls"]:
             said += memory.execute(call).replies  # runs the memory function, records its result
         if said:  # send_message: the model spoke to the user
             return "\n".join(said)

@@ -75,6 +75,7 @@ from vmem.kernel.context import (
     tools_digest,
 )
 from vmem.kernel.core_memory import CoreMemory
+from vmem.kernel.drivers.toolcalls import parse_text_tool_calls
 from vmem.kernel.errors import ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction, as_tool_call, invoke, memory_function
 from vmem.kernel.host import Saved
@@ -724,6 +725,24 @@ class Memory:
                 self._session.dirty = True
 
     # ================================================================ memory functions
+
+    def assistant_message(self, reply: Mapping[str, Any] | Any) -> dict[str, Any]:
+        """The model's answer (an ``openai`` message object or its dict) as the chat message to
+        :meth:`append`, with the calls of this memory's functions that the model wrote as JSON in
+        its text made tool calls, and the text that remains as its content. Small local models
+        often write their calls so when the server's chat template does not turn them into tool
+        calls (what ``OpenAIDriver``'s ``auto`` tool mode reads too). A reply with tool calls of its
+        own is returned as it is. MessageError if it is not an assistant message."""
+        msg = normalise(reply)
+        if msg["role"] != "assistant":
+            raise MessageError(f"assistant_message: a reply has role assistant, not {msg['role']!r}")
+        if msg.get("tool_calls"):
+            return msg
+        found = parse_text_tool_calls(msg.get("content"), known=set(self.functions), only_known=True)
+        if not found.calls:
+            return msg
+        return {"role": "assistant", "content": found.text,
+                "tool_calls": [c.to_openai() for c in found.calls]}
 
     def execute(self, call: Any) -> CallRecord:
         """Run one memory function the LLM called and append its result as a tool message.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem.kernel import MEMORY_INSTRUCTIONS, Agent, Memory, replay
+from vmem.kernel import MEMORY_INSTRUCTIONS, Agent, Memory, MessageError, replay
 from vmem.kernel.context import INSTRUCTIONS_PAGE
 from vmem.kernel.drivers import ScriptedDriver
 from vmem.kernel.persistence import CORE_KEY, STATE_KEY
@@ -89,3 +89,26 @@ def test_instructions_that_are_not_text_are_refused(tmp_path: Path, bad: object)
     with pytest.raises(TypeError, match="instructions"):
         Memory.create(tmp_path / "m", system="s", instructions=bad)  # type: ignore[arg-type]
     assert not (tmp_path / "m").exists()
+
+
+def test_calls_a_small_model_writes_in_its_text_become_tool_calls(tmp_path: Path) -> None:
+    """Qwen2.5-Coder-1.5B behind llama.cpp answered the README's loop with its calls as JSON in the
+    text (in a code fence, or not), which a loop reading ``reply.tool_calls`` never ran."""
+    with Memory.create(tmp_path / "m", system="s", blocks={"human": ""}) as memory:
+        memory.append({"role": "user", "content": "Hi! I'm Ana, I just moved to Lisbon."})
+        text = ('Saving that.\n```json\n{"name": "core_memory_append", "arguments": {"label": "human", '
+                '"content": "Name: Ana. Lives in Lisbon."}}\n```')
+        reply = memory.assistant_message({"role": "assistant", "content": text})
+        assert reply["content"] == "Saving that."
+        [call] = reply["tool_calls"]
+        assert call["function"]["name"] == "core_memory_append"
+        memory.append(reply)
+        assert memory.execute(call).ok and memory.block("human").value == "Name: Ana. Lives in Lisbon."
+        native = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "n1", "type": "function", "function": {"name": "send_message", "arguments": '{"message": "Hi"}'}}]}
+        assert memory.assistant_message(native) == native  # calls of its own: as they are
+        prose = {"role": "assistant", "content": 'I would call {"name": "launch_rockets"} but I will not.'}
+        assert memory.assistant_message(prose) == prose  # not one of the memory's functions: text
+        with pytest.raises(MessageError):
+            memory.assistant_message({"role": "user", "content": "hi"})
+        memory.check()

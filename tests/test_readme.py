@@ -69,3 +69,22 @@ def test_the_own_loop_example_runs_against_a_real_model(tmp_path: Path, llm_serv
     assert memory.stats.recall >= 2  # the user's message and at least one answer
     if os.environ.get("VMEM_EXPECT_SAVED", "").strip() not in ("", "0"):
         assert "lisbon" in human.lower(), human
+
+
+def test_the_example_file_runs_calls_a_small_model_writes_as_text(tmp_path: Path) -> None:
+    """examples/openai_own_loop.py (the own loop proposed for the README): Qwen2.5-Coder-1.5B on
+    llama.cpp wrote its calls as JSON in the text, which the README's loop never ran."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "openai_own_loop.py"
+    with FakeOpenAIServer() as server:
+        server.push(
+            Reply.text('```json\n{"name": "core_memory_append", "arguments": {"label": "human", '
+                       '"content": "Ana. Moved to Lisbon.", "request_heartbeat": true}}\n```'),
+            Reply.text('{"name": "send_message", "arguments": {"message": "Welcome to Lisbon, Ana!"}}'),
+        )
+        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test", "VMEM_MODEL": "fake-model"}
+        run = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines() == ["Welcome to Lisbon, Ana!", "Ana. Moved to Lisbon."]
+    with Memory.open(tmp_path / "ana-memory") as memory:
+        memory.check()
