@@ -207,7 +207,7 @@ def test_archival_search_pages_results_into_the_working_set(tmp_path):
                                     cid=f"i{i}") for i in range(5)]),  # no heartbeat: the step ends
         Completion(tool_calls=[call("archival_memory_search", heartbeat=True, query="code word w3")]),
         Completion(text="w3"),
-    ])
+    ], window=6144)  # room for the memory instructions without a flush (which would ask for a summary)
     agent.step("remember these")
     result = agent.step("what was the third code word?")
     ws = next(m["content"] for m in agent.memory.compile() if m["content"] and m["content"].startswith("<working_set"))
