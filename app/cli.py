@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
 if TYPE_CHECKING:
+    from vmem.app.progress import Progress
     from vmem.kernel import Agent, StepResult
 
 __all__ = ["main", "CliError", "Command", "COMMANDS", "command", "EXIT_CODES"]
@@ -48,12 +49,9 @@ EXIT_CODES = {
     EXIT_USAGE: "usage error: bad arguments, a missing directory or file, no model or server configured",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-DEFAULT_SYSTEM = (
-    "You are a helpful assistant with a paged, persistent memory. Keep key facts about the user in "
-    "core memory (core_memory_append / core_memory_replace), save anything else worth keeping with "
-    "archival_memory_insert, and search archival memory or the conversation history before answering "
-    "a question whose answer is not in your context. Talk to the user with send_message."
-)
+#: A new agent's system prompt: who it is. How to use its memory functions comes from the memory
+#: itself (``Memory.create``'s default instructions, sent right after this), as in any program.
+DEFAULT_SYSTEM = "You are a helpful assistant with a paged, persistent memory."
 DEFAULT_BLOCKS = {
     "persona": {"value": "I am a helpful assistant who remembers what the user tells me.", "limit": 1000},
     "human": {"value": "", "limit": 2000, "description": "what I know about the user"},
@@ -103,6 +101,19 @@ def _color(choice: str, stream: TextIO) -> bool:
 def _add_color(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour the output: auto (default) when writing to a terminal")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="while the model thinks, a live line on stderr with the elapsed time, then the call's "
+                        "seconds, tokens and tokens/s: auto (default) when stderr is a terminal, never when piped")
+
+
+def _progress(choice: str) -> "Progress":
+    from vmem.app.progress import Progress
+
+    enabled = choice == "always" or (choice == "auto" and Progress.auto(sys.stderr))
+    return Progress(sys.stderr, enabled=enabled)
 
 
 # ---------------------------------------------------------------------- opening agents
@@ -178,6 +189,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                       help="run the consolidation daemon beside the agent, on the same server and model")
     real.add_argument("--daemon-every", type=int, default=3, metavar="TURNS",
                       help="with --daemon: a consolidation run every this many user turns (default 3)")
+    _add_progress(real)
 
 
 @command("demo", "the main job: an agent with a small window, offline (no server, no API key)",
@@ -229,6 +241,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         code, _ = run_demo(sys.stdout, color=_color(args.color, sys.stdout), directory=args.dir, quiet=args.quiet,
                            driver=driver, model=args.model, daemon=daemon, daemon_every=args.daemon_every,
+                           progress=_progress(args.progress) if driver else None,
                            **({"config": config} if config else {}))
     finally:
         if driver is not None:
@@ -268,6 +281,7 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--daemon-idle", type=float, default=30.0, metavar="SECONDS",
                    help="and once no message came for this long (default 30; 0: never)")
     _add_color(p)
+    _add_progress(p)
 
 
 CHAT_HELP = """commands:
@@ -314,8 +328,11 @@ def _chat(args: argparse.Namespace) -> int:
         config = MemoryConfig(window=window, reserve_output=min(1024, window // 4))
     except ValueError as exc:
         raise CliError(f"--window: {exc}", EXIT_USAGE) from None
-    driver = OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout,
-                          merge_system=args.merge_system)
+    from vmem.app.activity import activity, session_start
+
+    progress = _progress(args.progress)
+    driver = progress.wrap(OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout,
+                                        merge_system=args.merge_system))
     out = sys.stdout
     color = _color(args.color, out)
     if (url or (path / "vmem.db").exists()) and _has_agent(path):
@@ -337,6 +354,8 @@ def _chat(args: argparse.Namespace) -> int:
         how = "created"
     failures = 0
     daemon = daemon_driver = None
+    start = session_start(agent.memory.store)
+    messages = 0
     try:
         if args.daemon:
             from vmem.kernel import ConsolidationDaemon, DaemonConfig
@@ -366,6 +385,8 @@ def _chat(args: argparse.Namespace) -> int:
                 if _slash(agent, text.strip(), out, color) == "quit":
                     break
                 continue
+            messages += 1
+            progress.stage = f"message {messages}"
             try:
                 result = agent.step(text)
             except (DriverError, VmemError) as exc:
@@ -375,6 +396,9 @@ def _chat(args: argparse.Namespace) -> int:
                 continue
             _show_step(result, out, color)
             out.flush()
+        if messages:  # what the memory did in this session: is the model using it at all?
+            out.write(_paint("session:", "1", color) + "\n")
+            out.write("".join(f"  {line}\n" for line in activity(agent.memory.store.events.read(after=start)).lines()))
     finally:
         if daemon is not None:  # a run in flight finishes (its LLM call, its apply) before the agent closes
             daemon.stop(timeout=None)
@@ -837,7 +861,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     path = Path(args.path) if args.path else DEFAULT_LOCOMO_PATH
     if not path.is_file():
-        raise CliError(f"no LoCoMo file at {path} (the data is not in the repository: pass its path)", EXIT_USAGE)
+        raise CliError(f"no LoCoMo file at {path}: pass its path (the data is not in the repository: LoCoMo's "
+                       "data/locomo10.json from github.com/snap-research/LoCoMo, CC BY-NC 4.0)", EXIT_USAGE)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     ks = (5, 10, 25)
     try:
@@ -922,13 +947,17 @@ def _reembed(args: argparse.Namespace) -> int:
 def _bench_args(p: argparse.ArgumentParser) -> None:
     from vmem.app.benchrun import SUITES
 
-    p.add_argument("--quick", action="store_true", help="a one-minute subset (fewer sizes and rounds)")
+    p.add_argument("--quick", action="store_true", help="a smaller run: fewer sizes and rounds of every suite")
     p.add_argument("--json", action="store_true",
                    help='print a JSON list, one object a figure: {"name", "value", "unit", "baseline", '
                         '"ratio", "target", "met"}')
     p.add_argument("--only", metavar="SUITE", action="append", choices=[s.name for s in SUITES],
                    help="run only this suite (repeatable): " + ", ".join(s.name for s in SUITES))
     p.add_argument("--bench-dir", metavar="DIR", help="the checkout's bench/ folder (default: ./bench)")
+    p.add_argument("--locomo", metavar="FILE", help="LoCoMo's data for the search, page-fault and retrieval suites "
+                                                   "(default: ../shared/data/locomo/locomo_dev.json beside the checkout)")
+    p.add_argument("--nested-kv", metavar="DIR", help="MemGPT's nested key-value data for the nested-kv suite "
+                                                     "(default: ../shared/data/nested_kv beside the checkout)")
 
 
 def _check_args(p: argparse.ArgumentParser) -> None:
@@ -971,8 +1000,10 @@ def _check(args: argparse.Namespace) -> int:
          "Run the benchmark suites of a source checkout (bench/): the C core against its pure-Python "
          "reference, HNSW page-in against exact search, storage, LoCoMo retrieval, the kernel's per-step "
          "overhead against a naive kernel, and the nested key-value workload. Each figure is printed with "
-         "its baseline measured in the same run, the ratio, the target and whether it is met. The whole "
-         "run takes about 3 minutes on 2 cores; --quick under one.",
+         "its baseline measured in the same run, the ratio, the target and whether it is met. How long it "
+         "takes depends on the data present: LoCoMo's suites (search, page-fault, retrieval) and nested-kv "
+         "are most of it, and are skipped, saying which option gives their data, when it is absent. "
+         "--quick runs fewer sizes and rounds of every suite.",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
     from vmem.app.benchrun import find_bench_dir, print_table, run_suites
@@ -981,7 +1012,8 @@ def _bench(args: argparse.Namespace) -> int:
         bench_dir = find_bench_dir(args.bench_dir)
     except FileNotFoundError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-    figures = run_suites(bench_dir, quick=args.quick, only=set(args.only or ()))
+    figures = run_suites(bench_dir, quick=args.quick, only=set(args.only or ()),
+                         data={"locomo": args.locomo, "nested-kv": args.nested_kv})
     if args.json:
         print(json.dumps(figures, indent=1, allow_nan=False))  # strict JSON: null, never NaN
     else:

@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from vmem import PageKind, page_kind
+from vmem.app.activity import activity
 from vmem.app.contextmap import render_map
+from vmem.app.progress import Progress
 from vmem.kernel import Agent, MemoryConfig, StepResult, prefix_cache, read_trace
 from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.drivers import Completion, Driver, ToolCall
@@ -610,6 +612,7 @@ class DemoReport:
     model_seconds: float = 0.0
     daemon_runs: int = 0  #: consolidation runs applied (with a daemon)
     daemon_applied: int = 0  #: their proposals applied
+    blocks_changed: list[str] = field(default_factory=list)  #: core memory blocks the run changed
 
     def failures(self) -> list[str]:
         """What the run should have shown and did not. With a real model only what the kernel
@@ -666,8 +669,10 @@ def _page_names(pages: Sequence[int]) -> str:
 def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None = None,
              quiet: bool = False, driver: Driver | None = None, model: str | None = None,
              config: MemoryConfig = DEMO_CONFIG, daemon: Driver | None = None,
-             daemon_every: int = 3) -> tuple[int, DemoReport]:
+             daemon_every: int = 3, progress: Progress | None = None) -> tuple[int, DemoReport]:
     """Run the demo, writing to ``out``; return (exit code, report).
+
+    ``progress``: shows each slow call of the real model live (its own stream, stderr in the CLI).
 
     ``directory``: where the agent lives (kept afterwards; must not hold an
     agent); None for a temporary directory removed at the end. ``driver``: a real
@@ -686,6 +691,8 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
     else:
         path = directory if is_url(directory) else Path(directory)
     rules = RuleBasedPolicy()
+    if driver is not None and progress is not None:
+        driver = progress.wrap(driver)
     policy: Driver = _Timed(driver, report) if driver is not None else rules
     clock = DemoClock(CONVERSATION)
 
@@ -725,7 +732,10 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
                 say()
                 say(style(f"── session {n + 1} · {session.start:%a %-d %b %Y} · {session.title} ", "1;36")
                     + "─" * max(0, 40 - len(session.title)))
-                for turn in session.turns:
+                for k, turn in enumerate(session.turns):
+                    if progress is not None:
+                        progress.stage = (f"session {n + 1} of {len(CONVERSATION)}, message {k + 1} of "
+                                          f"{len(session.turns)}")
                     _step(agent, turn, rules if driver is None else None, report, say, style, color)
                 if kswapd is not None:  # the time until the next session: the daemon finishes its run
                     kswapd.wait()
@@ -851,9 +861,12 @@ class _Timed(Driver):
 
 
 def _cache_figures(path: Path, report: DemoReport) -> None:
-    """Prompt tokens sent and served from the server's cache where the prefix should be stable."""
-    tally = prefix_cache(read_trace(path))
+    """Prompt tokens sent and served from the server's cache where the prefix should be stable;
+    the core memory blocks changed."""
+    events = list(read_trace(path))
+    tally = prefix_cache(events)
     report.prompt_tokens, report.cached_tokens = tally.prompt_tokens, tally.cached_tokens
+    report.blocks_changed = activity(events).blocks
 
 
 def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> None:
@@ -867,7 +880,8 @@ def _summary(out: TextIO, r: DemoReport, style: _Style, failures: list[str]) -> 
               f"({r.llm_steps / max(1, r.user_messages):.1f} per message) and {r.summaries} summary calls to {who}\n")
     out.write(f"  memory pressure: {r.alerts} warning alert(s), {r.flushes} flushes into a recursive summary\n")
     calls = ", ".join(f"{n} {k}" for k, n in sorted(r.calls.items()))
-    out.write(f"  memory functions: {calls}\n")
+    out.write(f"  memory functions: {calls or 'none'}\n")
+    out.write(f"  core memory blocks changed: {', '.join(r.blocks_changed) or 'none'}\n")
     out.write(f"  paging: {r.page_faults} explicit page faults (searches), {r.prefetched} pages prefetched "
               f"by the kernel without a call\n")
     out.write(f"  answers: {right}/{len(r.answers)} with the expected fact ("

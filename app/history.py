@@ -137,7 +137,7 @@ def describe(h: History) -> str:
 
     flushes, alerts = at("flush"), at("alert")
     faults = sum(s.marks.count("fault") for s in h.steps)
-    parts = [f"{len(h.steps)} LLM calls, peak {peak.used:,} tokens at step {peak.index}"
+    parts = [f"{len(h.steps)} LLM call{'' if len(h.steps) == 1 else 's'}, peak {peak.used:,} tokens at step {peak.index}"
              + (f" ({100 * peak.used / peak.budget:.0f}% of the budget)" if peak.budget else "")]
     parts.append(f"flushes at steps {_list(flushes)}" if flushes else "no flush")
     parts.append(f"alerts at steps {_list(alerts)}" if alerts else "no alert")

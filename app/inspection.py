@@ -91,6 +91,7 @@ class AgentView:
     trace: list[TraceRow]
     trace_total: int
     trace_counts: dict[str, int] = field(default_factory=dict)
+    user_total: int = 0  #: user messages in recall storage (imported history among them)
     last_step: str = ""
     history: History = field(default_factory=lambda: History([]))  #: tokens per region over the LLM calls
 
@@ -181,6 +182,8 @@ def _trace(log: Iterable[dict[str, Any]], events: int,
         history.add(e)
         kind = str(e.get("e"))
         counts[kind] = counts.get(kind, 0) + 1
+        if kind == "llm" and e.get("purpose") == "step":
+            counts["llm:step"] = counts.get("llm:step", 0) + 1
         if kind == "context":
             continue
         if "time" in e:
@@ -255,10 +258,37 @@ def collect(memory: "Memory", *, events: int = 20, limit: int = 2000) -> AgentVi
         queue=queue, workset=workset, recall=recall_rows, recall_total=len(recall),
         archival=archival_rows, archival_total=len(memory.store.archival), store=store,
         trace=trace, trace_total=total, trace_counts=counts, last_step=last,
+        user_total=recall.search(None, roles=["user"], page_size=1).total,
         history=builder.history(warn=memory.config.warn, flush=memory.config.flush))
 
 
 # ---------------------------------------------------------------------- text
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def counts_line(v: AgentView) -> str:
+    """The user messages (recall storage's count, imported history told apart from what the
+    memory received) and the LLM calls (one per context prepared, as the history draws them;
+    those the caller's own loop made told apart from vmem's driver's), in agreement with the
+    storage counts and the history below them."""
+    received = v.trace_counts.get("user", 0)
+    users = max(v.user_total, received)
+    out = _n(users, "user message")
+    if users != received:
+        out += f" ({users - received:,} brought in with imported history, {received:,} received)"
+    driver = v.trace_counts.get("llm:step", 0)
+    calls = max(v.trace_counts.get("context", 0), driver)
+    out += f" · {_n(calls, 'LLM call')}"
+    own = calls - driver
+    if own and not driver:
+        out += (" (by the caller's own loop: vmem prepared its context, saw no completion)" if calls == 1 else
+                " (by the caller's own loop: vmem prepared their contexts, saw no completions)")
+    elif own:
+        out += f" ({driver:,} through vmem's driver, {own:,} by the caller's own loop)"
+    return out
 
 
 def render_text(v: AgentView, *, color: bool = False) -> str:
@@ -271,8 +301,7 @@ def render_text(v: AgentView, *, color: bool = False) -> str:
            f"  window {c['window']:,} tokens, budget {m.config.budget:,} (output reserve {c['reserve_output']:,}, "
            f"tool schemas {m.config.reserve - c['reserve_output']:,}); warn {c['warn']:.0%}, flush {c['flush']:.0%}; "
            f"keep last {c['keep_last']}; prefetch {c['prefetch']}; working-set policy {c['policy']}",
-           f"  {v.trace_counts.get('user', 0)} user messages, {v.trace_counts.get('llm', 0)} LLM calls, "
-           f"{v.trace_counts.get('flush', 0)} flushes, {v.trace_counts.get('alert', 0)} alerts"
+           f"  {counts_line(v)}, {v.trace_counts.get('flush', 0)} flushes, {v.trace_counts.get('alert', 0)} alerts"
            + (f"; last message at {v.last_step}" if v.last_step else ""),
            f"  history: {describe(v.history)}",
            "", head("context map"), render_map(m, color=color), "", head("core memory")]
@@ -502,7 +531,7 @@ def render_html(v: AgentView, *, title: str | None = None) -> str:
         (f"{v.archival_total:,}", "archival passages"),
         (f"{v.evicted:,}", "messages evicted"),
         (f"{v.trace_counts.get('flush', 0):,} / {v.trace_counts.get('alert', 0):,}", "flushes / alerts"),
-        (f"{v.trace_counts.get('user', 0):,}", "user messages"),
+        (f"{v.user_total:,}", "user messages"),
     ]
     cards_html = "".join(f'<div class="card"><b>{_e(a)}</b><span>{_e(b)}</span></div>' for a, b in cards)
 

@@ -212,6 +212,12 @@ def _directory_names(agents: list[AgentSpec]) -> dict[str, str]:
     return out
 
 
+def editable_limit(length: int) -> int:
+    """The limit an imported block over its own gets: its value's length and room to edit it
+    (a tenth more, at least 100 characters), so that the agent's next append is not refused."""
+    return length + max(100, length // 10)
+
+
 def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: ImportReport, *, window: int | None,
                   several: bool, embedder: Any, durability: str) -> None:
     add = report.add
@@ -221,17 +227,25 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: Impo
         add("note", "context window", f"{window} tokens as asked, instead of the file's {spec.context_window}", aid)
     elif spec.context_window is None and not window:
         add("note", "context window", f"none in the file: vmem's default of {win} tokens", aid)
+    saved = spec.memory.get("config")  # a vmem agent exported: its memory as it was set up
     try:
-        config = MemoryConfig(window=win, reserve_output=min(1024, win // 4))
-    except ValueError as exc:
+        if saved:
+            config = MemoryConfig.from_dict({**saved, "window": win})
+        else:
+            config = MemoryConfig(window=win, reserve_output=min(1024, win // 4))
+    except (ValueError, TypeError) as exc:
         raise LettaBridgeError(f"agent {spec.name}: context window {win}: {exc}") from None
+    if saved:
+        add("mapped", "memory configuration", "vmem's, as exported (output reserve, watermarks, prefetch, "
+            "working set, page size)", aid)
     blocks: dict[str, dict[str, Any]] = {}
     for b in spec.blocks:
         limit = b.limit
         if len(b.value) > limit:
-            limit = len(b.value)
-            add("warning", f"block {b.label}", f"limit raised from {b.limit} to {limit} characters to hold its "
-                "value (vmem refuses a block over its limit)", aid)
+            limit = editable_limit(len(b.value))
+            add("warning", f"block {b.label}", f"limit raised from {b.limit} to {limit} characters: its value holds "
+                f"{len(b.value)} and vmem refuses a block over its limit, so the block keeps room for "
+                f"{limit - len(b.value)} more to stay editable", aid)
         blocks[b.label] = {"value": b.value, "limit": limit, "description": b.description, "read_only": b.read_only}
     shared = [b.label for b in spec.blocks if set(b.shared_by) - {aid}]
     if shared and several:
@@ -239,15 +253,17 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: Impo
             "directory: an edit here is not seen by the other agents); exporting the parent directory makes "
             "each one block again while the copies agree", aid)
     try:
+        # a Letta agent's system prompt explains its memory tools itself: no memory instructions beside it;
+        # a vmem agent's come back from the extension
         memory = Memory.create(path, system=spec.system, blocks=blocks, config=config, embedder=embedder,
-                               durability=durability)
+                               durability=durability, instructions=spec.memory.get("instructions") or None)
     except ContextWindowError as exc:
         raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
     try:
         with memory.transaction():
-            reasoning = _messages(memory, spec, report)
+            reasoning, parts = _messages(memory, spec, report)
             _passages(memory, spec, report)
-            memory.store.state[KEPT_KEY] = _kept(spec, af, reasoning)
+            memory.store.state[KEPT_KEY] = _kept(spec, af, reasoning, parts)
             memory.log({"e": "import", "format": "letta agent file", "source": report.source, "agent": aid,
                         "name": spec.name})
         memory.check()
@@ -260,11 +276,14 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: Impo
         memory.close()
 
 
-def _messages(memory: Memory, spec: AgentSpec, report: ImportReport) -> dict[str, str]:
+def _messages(memory: Memory, spec: AgentSpec,
+              report: ImportReport) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The history (recall only, behind the summary) and the queue, with their times; returns
-    the messages' native reasoning by recall page id (str keys: the store keeps msgpack)."""
+    the messages' native reasoning and the text parts of those the file wrote in several, by
+    recall page id (str keys: the store keeps msgpack)."""
     aid = spec.id
     reasoning: dict[str, str] = {}
+    parts: dict[str, list[str]] = {}
     history = [(m.to_openai(), m.timestamp) for m in spec.out_of_context]
     recent = [(m.to_openai(), m.timestamp) for m in spec.in_context]
     messages = list(spec.out_of_context) + list(spec.in_context)
@@ -280,6 +299,7 @@ def _messages(memory: Memory, spec: AgentSpec, report: ImportReport) -> dict[str
     except ContextWindowError as exc:
         raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
     reasoning.update((str(page), m.reasoning) for page, m in zip(pages, messages) if m is not None and m.reasoning)
+    parts.update((str(page), list(m.parts)) for page, m in zip(pages, messages) if m is not None and m.parts)
     if history:
         how = "behind the summary" if spec.summary else "with no summary in the file: stored-only history"
         report.add("mapped", "history", f"{len(history)} out-of-context message(s) -> recall storage, {how}", aid)
@@ -294,7 +314,7 @@ def _messages(memory: Memory, spec: AgentSpec, report: ImportReport) -> dict[str
     if pending + shortened:
         report.add("note", "large messages", f"{pending + shortened} too large for the queue: stored whole in recall "
                    "storage, a shortened copy or a summary queued", aid)
-    return reasoning
+    return reasoning, parts
 
 
 def _passages(memory: Memory, spec: AgentSpec, report: ImportReport) -> None:
@@ -308,7 +328,7 @@ def _passages(memory: Memory, spec: AgentSpec, report: ImportReport) -> None:
                    "storage", spec.id)
 
 
-def _kept(spec: AgentSpec, af: AgentFile, reasoning: dict[str, str]) -> dict[str, Any]:
+def _kept(spec: AgentSpec, af: AgentFile, reasoning: dict[str, str], parts: dict[str, list[str]]) -> dict[str, Any]:
     """What vmem keeps as data for an agent (msgpack-serialisable), and gives back on export."""
     return {
         "format": _KEPT_FORMAT,
@@ -322,6 +342,8 @@ def _kept(spec: AgentSpec, af: AgentFile, reasoning: dict[str, str]) -> dict[str
                        for r in spec.tool_rules],
         "blocks": {b.label: {"id": b.id, "limit": b.limit, "letta": _plain(b.letta)} for b in spec.blocks},
         "reasoning": reasoning,
+        "parts": parts,
+        "originals": _plain(spec.originals),
         "groups": [{"id": g.id, "agent_ids": list(g.agent_ids), "manager_type": g.manager_type,
                     "manager_agent_id": g.manager_agent_id, "description": g.description,
                     "shared_block_ids": list(g.shared_block_ids), "config": _plain(g.config)}
@@ -419,21 +441,22 @@ def _all_message_ids(memory: Memory) -> list[int]:
     return [make_page_id(PageKind.MESSAGE, i) for i in range(1, page_serial(last) + 1)]
 
 
-def _chat(m: Message, reasoning: Mapping[str, str]) -> ChatMessage:
+def _chat(m: Message, reasoning: Mapping[str, str], parts: Mapping[str, list[str]]) -> ChatMessage:
     calls = tuple(ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
                   for c in m.meta.get("tool_calls") or ())
     return ChatMessage(role=cast(Role, m.role), content=m.content, timestamp=m.timestamp.astimezone(_UTC), tool_calls=calls,
                        tool_call_id=m.meta.get("tool_call_id"), name=m.meta.get("name"),
-                       reasoning=reasoning.get(str(m.id), ""))
+                       reasoning=reasoning.get(str(m.id), ""), parts=tuple(parts.get(str(m.id)) or ()))
 
 
 def _agent_spec(memory: Memory, kept: dict[str, Any] | None, dirname: str) -> AgentSpec:
     reasoning = (kept or {}).get("reasoning") or {}
+    parts = (kept or {}).get("parts") or {}
     ids = _all_message_ids(memory)
     messages = memory.store.recall.get_many(ids)
     queued = set(memory.queue.pages())
-    in_context = [_chat(m, reasoning) for m in memory.store.recall.get_many(memory.queue.pages())]
-    out_of_context = [_chat(m, reasoning) for m in messages if m.id not in queued]
+    in_context = [_chat(m, reasoning, parts) for m in memory.store.recall.get_many(memory.queue.pages())]
+    out_of_context = [_chat(m, reasoning, parts) for m in messages if m.id not in queued]
     kept_blocks = (kept or {}).get("blocks") or {}
     blocks = []
     for b in memory.store.blocks.all():
@@ -464,7 +487,9 @@ def _agent_spec(memory: Memory, kept: dict[str, Any] | None, dirname: str) -> Ag
     return AgentSpec(name=name, system=memory.system, blocks=tuple(blocks), tools=tuple(tools),
                      tool_rules=tuple(rules), in_context=tuple(in_context), out_of_context=tuple(out_of_context),
                      summary=memory.summary, passages=tuple(passages), context_window=memory.config.window,
-                     model=model, agent_type=agent_type, description=description or "", id=aid, letta=settings)
+                     model=model, agent_type=agent_type, description=description or "", id=aid, letta=settings,
+                     memory={"config": memory.config.to_dict(), "instructions": memory.instructions},
+                     originals=(kept or {}).get("originals") or {})
 
 
 def _unique_ids(specs: list[AgentSpec], notes: list[str]) -> list[AgentSpec]:

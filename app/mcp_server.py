@@ -80,15 +80,15 @@ class _ClientHost:
     and search results are not paged into the agent's working set (so every result comes
     back in full, and the agent's context is left as it was)."""
 
-    def __init__(self, memory: Memory) -> None:
+    def __init__(self, memory: Memory, now: _dt.datetime) -> None:
         self._memory = memory
-        self.now = _dt.datetime.now(_dt.timezone.utc)
+        self.now = now
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._memory, name)
 
     def archival_insert(self, content: str, tags: Sequence[str] = ()) -> list[int]:
-        return self._memory.archival_insert_many([content], tags, self.now)[0]
+        return self._memory.archival_insert(content, tags, timestamp=self.now)
 
     def supersede(self, old_ids: Sequence[int], by: int | None = None, *,
                   at: _dt.datetime | None = None) -> list[int]:
@@ -108,8 +108,9 @@ class MemoryService:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0, hold: float = 2.0,
-                 embedder: Any = None) -> None:
+                 embedder: Any = None, clock: Callable[[], _dt.datetime] | None = None) -> None:
         self.path = path if is_url(path) else Path(path)
+        self.clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))  #: "now" for each call
         self.lock_timeout = lock_timeout
         self.hold = hold
         self.embedder = embedder
@@ -152,16 +153,17 @@ class MemoryService:
                            f"{self.lock_timeout:g} s: try again when it is free")
                 return CallRecord(name, arguments, False, json.dumps({"status": "Failed", "message": message}))
             try:
+                now = self.clock()
                 with memory.transaction():
                     try:
                         with memory.savepoint():  # a failed call leaves nothing behind
-                            record = invoke(self.functions, _ClientHost(memory), call)
+                            record = invoke(self.functions, _ClientHost(memory, now), call)
                             if not record.ok:
                                 raise _Failed(record)
                     except _Failed as failed:
                         record = failed.record
-                    memory.log({"e": "mcp", "name": name, "arguments": call.arguments, "ok": record.ok,
-                                "result": record.result})
+                    memory.log({"e": "mcp", "time": now.timestamp(), "name": name, "arguments": call.arguments,
+                                "ok": record.ok, "result": record.result})
             except StoreLockedError:  # a PostgreSQL agent: another worker held it beyond the wait
                 self._release()
                 message = (f"the memory in {self.path} is in use by another writer (one at a time): try again "

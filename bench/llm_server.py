@@ -44,7 +44,10 @@ free-port race.  Settings (env overrides in brackets):
   busy (see :func:`default_threads`) [``VMEM_TEST_THREADS``];
 - ``use_jinja`` (the GGUF's own chat template), ``offline`` (never download anything);
 - default sampling greedy (``temp=0``) with a fixed seed, so requests that don't choose a
-  temperature are deterministic; prompt cache in RAM capped at 256 MiB.
+  temperature are deterministic; prompt cache in RAM capped at 256 MiB;
+- at most 512 generated tokens for a request that does not say ``max_tokens``
+  [``VMEM_TEST_N_PREDICT``]: code written for a hosted model (the README's examples) sends
+  none, and a small model that loops would otherwise write until the context is full.
 
 Facts about llama.cpp's server that tests can rely on (measured with this setup):
 
@@ -88,6 +91,7 @@ SMOLLM2_ALIAS = "SmolLM2-135M-Instruct"
 NO_KEY = "sk-no-key-required"
 
 DEFAULT_CTX = 4096
+DEFAULT_N_PREDICT = 512
 MAX_DEFAULT_THREADS = 4
 SEED = 1234
 START_TIMEOUT = 180.0  # seconds: loading a larger GGUF from a cold disk can take a while
@@ -277,6 +281,7 @@ def start_server(
         "threads": threads or _env_int("VMEM_TEST_THREADS", default_threads()),
         "alias": alias or (SMOLLM2_ALIAS if gguf.name == SMOLLM2_FILE else gguf.stem),
         "seed": SEED,
+        "n_predict": _env_int("VMEM_TEST_N_PREDICT", DEFAULT_N_PREDICT),
     }
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
@@ -431,6 +436,7 @@ def _serve(config: dict[str, Any]) -> int:
     params.endpoint_metrics = True
     params.sampling.temp = 0.0
     params.sampling.seed = config["seed"]
+    params.n_predict = config["n_predict"]
 
     server = xllamacpp.Server(params)  # returns once the model is loaded and the socket listens
     ready_out.write(f"{_READY}{server.listening_address}\n")

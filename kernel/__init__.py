@@ -43,6 +43,7 @@ from vmem.kernel.agent import Agent, StepResult
 from vmem.kernel.config import MemoryConfig
 from vmem.kernel.consolidation import RunReport, consolidate
 from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
+from vmem.kernel.context import MEMORY_INSTRUCTIONS
 from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, FunctionError, MemoryFunction, memory_function
 from vmem.kernel.host import Host
@@ -64,6 +65,7 @@ __all__ = [
     "FunctionError",
     "Host",
     "KernelError",
+    "MEMORY_INSTRUCTIONS",
     "Memory",
     "MemoryConfig",
     "MemoryFunction",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmem.kernel.config import MemoryConfig
-from vmem.kernel.context import context_digest
+from vmem.kernel.context import MEMORY_INSTRUCTIONS, context_digest
 from vmem.kernel.drivers import Completion, ContextOverflowError, Driver, DriverError, ToolCall, Usage
 from vmem.kernel.drivers.replay import exchange
 from vmem.kernel.drivers.toolcalls import checked_call
@@ -94,10 +94,11 @@ class Agent:
                blocks: Mapping[str, str | Mapping[str, Any]] | None = None, config: MemoryConfig | None = None,
                rules: StepRules | None = None, functions: Iterable[MemoryFunction | Callable[..., Any]] = (),
                embedder: Any = None, archival: Any = None, clock: Callable[[], _dt.datetime] | None = None,
-               durability: str = "full") -> "Agent":
-        """Create a memory in ``path`` (see :meth:`Memory.create`) and an agent over it."""
+               durability: str = "full", instructions: str | None = MEMORY_INSTRUCTIONS) -> "Agent":
+        """Create a memory in ``path`` (see :meth:`Memory.create`, and its ``instructions``) and an agent over it."""
         memory = Memory.create(path, system=system, blocks=blocks, config=config, functions=functions,
-                               embedder=embedder, archival=archival, clock=clock, durability=durability)
+                               embedder=embedder, archival=archival, clock=clock, durability=durability,
+                               instructions=instructions)
         try:
             return cls(memory, driver, rules=rules)
         except BaseException:

@@ -128,7 +128,13 @@ def archival_memory_insert(memory: Host, content: str, tags: list[str] | None = 
     if not content.strip():
         raise FunctionError("content must not be empty")
     ids = memory.archival_insert(content, tags or ())
-    return f"saved as {len(ids)} passage(s): {', '.join(f'{i:#x}' for i in ids)}"
+    names = ", ".join(f"{i:#x}" for i in ids)
+    already = getattr(ids, "already", 0)
+    if already and already >= len(set(ids)):
+        return f"already in archival memory, nothing new saved: passage(s) {names}" + (" (tags added)" if tags else "")
+    if already:
+        return f"saved as {len(ids)} passage(s): {names} ({already} of them already there)"
+    return f"saved as {len(ids)} passage(s): {names}"
 
 
 def _passage_id(value: str) -> int:

@@ -3,6 +3,7 @@
 Layout, in the order it is sent (each part a page accounted in the C core)::
 
     SYSTEM   system instructions                       page SYSTEM_PAGE, pinned
+    SYSTEM   <memory_instructions>: how to use memory   page INSTRUCTIONS_PAGE, pinned (absent while empty)
     CORE     <core_memory>: one page per block         pinned
     SUMMARY  <summary of N earlier messages>           page SUMMARY_PAGE (absent while empty)
     QUEUE    the FIFO message queue, verbatim           one page per message (also in recall storage)
@@ -36,6 +37,8 @@ from vmem.storage import Block, Message, Passage
 
 __all__ = [
     "SYSTEM_PAGE",
+    "INSTRUCTIONS_PAGE",
+    "MEMORY_INSTRUCTIONS",
     "STATS_PAGE",
     "SUMMARY_PAGE",
     "ContextMap",
@@ -58,6 +61,26 @@ __all__ = [
 SYSTEM_PAGE = make_page_id(PageKind.SYSTEM, 1)
 STATS_PAGE = make_page_id(PageKind.SYSTEM, 2)
 SUMMARY_PAGE = make_page_id(PageKind.SUMMARY, 1)
+INSTRUCTIONS_PAGE = make_page_id(PageKind.SYSTEM, 3)
+
+MEMORY_INSTRUCTIONS = """<memory_instructions>
+Your memory outlives this conversation, but only what you save in it is remembered.
+- Core memory (the <core_memory> blocks) is always in your context. Whenever the user tells you something about \
+themselves (their name, where they live, their work, family, pets, likes, plans), save it at once: call \
+core_memory_append with label "human" and the fact as content. When a saved fact changes, fix it with \
+core_memory_replace. The "persona" block is who you are.
+- Archival memory keeps anything else worth remembering, without limit: archival_memory_insert saves a passage, \
+archival_memory_search finds passages by meaning.
+- Recall storage keeps every past message, also those no longer in your context: conversation_search finds them.
+- Before you answer a question whose answer is not in your context, search archival memory or the conversation.
+- Talk to the user with send_message. Call memory functions first when there is something to save or look up.
+Example: the user says "Hi, I'm Tom and I live in Oslo." You call core_memory_append with label "human" and \
+content "Name: Tom. Lives in Oslo.", then send_message with "Nice to meet you, Tom!".
+</memory_instructions>"""
+"""The default memory instructions (``Memory.create(instructions=...)``): what a model needs to
+use its memory functions, so that a one-line system prompt suffices. Sent as a system message
+right after the system instructions; stored with each memory, so a later vmem's default does not
+change an existing memory's context (or break its prompt cache)."""
 
 
 # ------------------------------------------------------------------ how parts read

@@ -13,10 +13,17 @@ from typing import Literal, Protocol
 
 from vmem.storage import Block, Message, Passage, SearchPage
 
-__all__ = ["Host", "SearchHit"]
+__all__ = ["Host", "Saved", "SearchHit"]
 
 SearchHit = tuple[int, float, str]
 """``(page id, score, line)``: a search result as the working set shows it."""
+
+
+class Saved(list):  # type: ignore[type-arg]
+    """What an archival save returns: the passages' page ids (a list), and ``already``: how
+    many of those passages were stored before it (archival storage keeps a text once)."""
+
+    already: int = 0
 
 
 class Host(Protocol):
@@ -43,7 +50,8 @@ class Host(Protocol):
         """A message for the user (what send_message does)."""
 
     def archival_insert(self, content: str, tags: Sequence[str]) -> list[int]:
-        """Save text to archival storage; the passages' page ids."""
+        """Save text to archival storage; the passages' page ids (a :class:`Saved` says how many
+        were there already)."""
 
     def archival_get(self, page_id: int) -> Passage:
         """The archival passage with this page id (vmem.storage.NotFoundError if none, ValueError

@@ -6,13 +6,14 @@ verifies each and raises :class:`vmem.InvariantError` naming the first one broke
 
 1. The core is sound: the C core's ``vm_check`` (its own eight invariants, csrc/vm.c) passes.
 2. The regions hold exactly what the compiled context shows: SYSTEM = {the system
-   instructions, the memory statistics}; CORE = one page per stored block; SUMMARY = {the
-   summary page}; QUEUE = the queued messages, in the same order; WORKSET = the pages of
-   the working set's lines.
+   instructions, the memory instructions, the memory statistics}; CORE = one page per
+   stored block; SUMMARY = {the summary page}; QUEUE = the queued messages, in the same
+   order; WORKSET = the pages of the working set's lines.
 3. Each resident page's tokens are the count of the text it contributes to the context
    (``TokenCounter.count``, deterministic), so the region totals are the compiled
-   context's counts: the system text, the statistics text, each rendered block, the
-   rendered summary (0 tokens while there is none), each queued message, each line.
+   context's counts: the system text, the memory instructions, the statistics text, each
+   rendered block, the rendered summary (the instructions and the summary 0 tokens while
+   there are none), each queued message, each line.
 4. Every queued message is a message in recall storage, shown as stored (role, content,
    tool calls, tool_call_id).
 5. Tool calls are complete and contiguous: each assistant message with tool calls is
@@ -37,7 +38,15 @@ import json
 from typing import TYPE_CHECKING
 
 from vmem import InvariantError, Region
-from vmem.kernel.context import STATS_PAGE, SUMMARY_PAGE, SYSTEM_PAGE, chat_message, page_text, render_summary
+from vmem.kernel.context import (
+    INSTRUCTIONS_PAGE,
+    STATS_PAGE,
+    SUMMARY_PAGE,
+    SYSTEM_PAGE,
+    chat_message,
+    page_text,
+    render_summary,
+)
 
 if TYPE_CHECKING:
     from vmem.kernel.memory import Memory
@@ -61,7 +70,7 @@ def check(memory: "Memory") -> None:
     pages = {r: ctx.pages(r).tolist() for r in (Region.SYSTEM, Region.CORE, Region.SUMMARY, Region.QUEUE,
                                                 Region.WORKSET)}
     expected = {
-        Region.SYSTEM: [SYSTEM_PAGE, STATS_PAGE],
+        Region.SYSTEM: [SYSTEM_PAGE, INSTRUCTIONS_PAGE, STATS_PAGE],
         Region.CORE: list(state.block_pages.values()),
         Region.SUMMARY: [SUMMARY_PAGE],
     }
@@ -80,6 +89,9 @@ def check(memory: "Memory") -> None:
     for page, text in texts.items():
         if ctx.info(page).tokens != count(text):
             _fail(3, f"page {page:#x} is accounted {ctx.info(page).tokens} tokens; its text counts {count(text)}")
+    if ctx.info(INSTRUCTIONS_PAGE).tokens != memory.instructions_tokens():
+        _fail(3, f"the memory instructions are accounted {ctx.info(INSTRUCTIONS_PAGE).tokens} tokens; they count "
+                 f"{memory.instructions_tokens()}")
     summary_tokens = count(render_summary(state.summary, state.evicted)) if state.summary else 0
     if ctx.info(SUMMARY_PAGE).tokens != summary_tokens:
         _fail(3, f"the summary is accounted {ctx.info(SUMMARY_PAGE).tokens} tokens; it counts {summary_tokens}")

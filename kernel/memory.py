@@ -63,6 +63,8 @@ from vmem.kernel.budget import Budget
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.config import MemoryConfig
 from vmem.kernel.context import (
+    INSTRUCTIONS_PAGE,
+    MEMORY_INSTRUCTIONS,
     STATS_PAGE,
     SUMMARY_PAGE,
     SYSTEM_PAGE,
@@ -79,8 +81,10 @@ from vmem.kernel.context import (
     tools_digest,
 )
 from vmem.kernel.core_memory import CoreMemory
+from vmem.kernel.drivers.toolcalls import parse_text_tool_calls
 from vmem.kernel.errors import BusyError, ContextWindowError, KernelError, MessageError, ReadOnlyError
 from vmem.kernel.functions import CallRecord, MemoryFunction, as_tool_call, invoke, memory_function
+from vmem.kernel.host import Saved
 from vmem.kernel.invariants import check as check_invariants
 from vmem.kernel.messages import check_order, normalise, pending_calls, shorten
 from vmem.kernel.paging import WorkingSet, prefetch_hits
@@ -216,9 +220,15 @@ class Memory:
         archival: Any = None,
         clock: Callable[[], _dt.datetime] | None = None,
         durability: str = "full",
+        instructions: str | None = MEMORY_INSTRUCTIONS,
     ) -> "Memory":
         """Create a memory in directory ``path`` (which must not hold one already).
 
+        ``system``: the system instructions (who the agent is, for whom). ``instructions``: how
+        to use the memory functions, sent as a system message right after ``system``; the
+        default (:data:`vmem.kernel.context.MEMORY_INSTRUCTIONS`) is what a small model needs to
+        save facts and search its memory; pass your own text, or None to send none (a system
+        prompt that explains the functions already, as an imported Letta agent's does).
         ``blocks`` maps labels to an initial value, or to a dict with ``value``, ``limit``
         (characters), ``description`` and ``read_only``. ``functions``: memory functions
         beside the built-ins. ``clock``: what "now" is (default: UTC wall time).
@@ -226,6 +236,8 @@ class Memory:
         fit in the window; a failed create leaves the directory as it was.
         """
         config = config or MemoryConfig()
+        if instructions is not None and not isinstance(instructions, str):
+            raise TypeError(f"instructions must be text or None, got {type(instructions).__name__}")
         url = is_url(path)
         if not url:
             path = Path(path)
@@ -241,10 +253,10 @@ class Memory:
                     store.blocks.create(label, spec.get("value", ""), limit=spec.get("limit", 2000),
                                         description=spec.get("description", ""),
                                         read_only=spec.get("read_only", False))
-                self = cls._assemble(store, MemoryState(config=config.to_dict(), system=system), functions, clock,
-                                     fresh=True)
+                state = MemoryState(config=config.to_dict(), system=system, instructions=instructions or "")
+                self = cls._assemble(store, state, functions, clock, fresh=True)
                 self.trace.write({"e": "create", "time": self.now.timestamp(), "config": config.to_dict(),
-                                  "system": system,
+                                  "system": system, "instructions": state.instructions,
                                   "blocks": [[b.label, b.value, b.limit, b.description, b.read_only]
                                              for b in store.blocks.all()]})
                 self._session.dirty = True
@@ -358,20 +370,22 @@ class Memory:
         """A new memory's pinned pages: system, statistics, one per block; and the summary's."""
         ctx, count = self.ctx, self.counter.count
         blocks = self.store.blocks.all()
-        system, core = count(self.system), sum(count(render_block(b)) for b in blocks)
+        system, instructions = count(self.system), self.instructions_tokens()
+        core = sum(count(render_block(b)) for b in blocks)
         stats = count(render_stats(recall=10**12, archival=10**12, evicted=10**12, changed=self.now.isoformat(
             timespec="seconds"), now=self.now))  # at its longest
         budget = ctx.config.budget
-        least = minimum_budget(system + core + stats, self.config.summary_share)
+        least = minimum_budget(system + instructions + core + stats, self.config.summary_share)
         if budget < least:
             c = self.config
             raise ContextWindowError(
                 f"a window of {c.window} tokens is too small to work: the output reserve ({c.reserve_output}), "
-                f"the tool schemas ({self.budget.tools_tokens}), the system instructions ({system}), core memory "
-                f"({core}), the statistics ({stats}), the summary at its cap "
-                f"({summary_cap(least, c.summary_share)}) and a minimal queue ({MIN_QUEUE}) need a window of at "
+                f"the tool schemas ({self.budget.tools_tokens}), the system instructions ({system}), the memory "
+                f"instructions ({instructions}), core memory ({core}), the statistics ({stats}), the summary at its "
+                f"cap ({summary_cap(least, c.summary_share)}) and a minimal queue ({MIN_QUEUE}) need a window of at "
                 f"least {c.window + least - budget} tokens")
         ctx.add(SYSTEM_PAGE, count(self.system), Region.SYSTEM, pinned=True)
+        ctx.add(INSTRUCTIONS_PAGE, self.instructions_tokens(), Region.SYSTEM, pinned=True)
         ctx.add(STATS_PAGE, 0, Region.SYSTEM, pinned=True)
         for block in blocks:
             self.core_memory.register(block)
@@ -384,6 +398,9 @@ class Memory:
         blocks written through the store's own API, a format that counted differently."""
         ctx, state = self.ctx, self._state
         if self.budget.apply(ctx, state, self.trace):
+            self._session.dirty = True
+        if INSTRUCTIONS_PAGE not in ctx:  # a memory made before memory instructions existed: it has none
+            ctx.add(INSTRUCTIONS_PAGE, 0, Region.SYSTEM, pinned=True)
             self._session.dirty = True
         self._reconcile_blocks()
         self.core_memory.load()
@@ -435,6 +452,9 @@ class Memory:
                 except Exception as exc:  # noqa: BLE001 - BudgetError: pinned pages over the budget
                     raise ContextWindowError(f"the system instructions and core memory no longer fit: {exc}") from None
                 self._session.dirty = True
+        if self.ctx.info(INSTRUCTIONS_PAGE).tokens != self.instructions_tokens():
+            self.ctx.resize(INSTRUCTIONS_PAGE, self.instructions_tokens())
+            self._session.dirty = True
         summary = self.pressure.summary_tokens()
         if self.ctx.info(SUMMARY_PAGE).tokens != summary:
             self.ctx.resize(SUMMARY_PAGE, summary)
@@ -487,6 +507,15 @@ class Memory:
     def system(self) -> str:
         """The system instructions."""
         return self._state.system
+
+    @property
+    def instructions(self) -> str:
+        """The memory instructions sent after the system instructions ('' when none)."""
+        return self._state.instructions
+
+    def instructions_tokens(self) -> int:
+        """The memory instructions' tokens in the context (0 when there are none)."""
+        return self.counter.count(self._state.instructions) if self._state.instructions else 0
 
     @property
     def summary(self) -> str:
@@ -818,10 +847,12 @@ class Memory:
     @_one_caller
     def compile(self) -> Context:
         """The main context as chat messages, as it stands (no flush), laid out for prompt caches:
-        what changes least first (system, core memory, summary), then the queue (append-only
+        what changes least first (system and memory instructions, core memory, summary), then the queue (append-only
         between flushes), then what changes every step (statistics and clock, working set)."""
         state = self._state
         parts = [{"role": "system", "content": state.system}]
+        if state.instructions:
+            parts.append({"role": "system", "content": state.instructions})
         core = self.core_memory.render()
         if core is not None:
             parts.append({"role": "system", "content": core})
@@ -847,6 +878,24 @@ class Memory:
                 self._session.dirty = True
 
     # ================================================================ memory functions
+
+    def assistant_message(self, reply: Mapping[str, Any] | Any) -> dict[str, Any]:
+        """The model's answer (an ``openai`` message object or its dict) as the chat message to
+        :meth:`append`, with the calls of this memory's functions that the model wrote as JSON in
+        its text made tool calls, and the text that remains as its content. Small local models
+        often write their calls so when the server's chat template does not turn them into tool
+        calls (what ``OpenAIDriver``'s ``auto`` tool mode reads too). A reply with tool calls of its
+        own is returned as it is. MessageError if it is not an assistant message."""
+        msg = normalise(reply)
+        if msg["role"] != "assistant":
+            raise MessageError(f"assistant_message: a reply has role assistant, not {msg['role']!r}")
+        if msg.get("tool_calls"):
+            return msg
+        found = parse_text_tool_calls(msg.get("content"), known=set(self.functions), only_known=True)
+        if not found.calls:
+            return msg
+        return {"role": "assistant", "content": found.text,
+                "tool_calls": [c.to_openai() for c in found.calls]}
 
     def execute(self, call: Any) -> CallRecord:
         """Run one memory function the LLM called and append its result as a tool message.
@@ -947,12 +996,17 @@ class Memory:
             self._replies.append(message)
 
     def archival_insert(self, content: str, tags: Sequence[str] = (), *,
-                        valid_from: _dt.datetime | None = None) -> list[int]:
-        """Save text to archival storage (split into passages); their page ids. The passages are
-        stamped with the current turn's time, and hold from ``valid_from`` (default: that time)."""
+                        valid_from: _dt.datetime | None = None, timestamp: _dt.datetime | None = None) -> Saved:
+        """Save text to archival storage (split into passages); their page ids, as a :class:`Saved`
+        whose ``already`` counts the passages that were stored before (archival storage keeps
+        an exact text once, adding the new tags to it). ``timestamp``: default the turn's time;
+        the passages hold from ``valid_from`` (default: that time)."""
         with self.transaction():
-            ids = self.store.archival.insert(content, tags=tags, timestamp=self.now, valid_from=valid_from)
+            before = self.stats.archival
+            ids = Saved(self.store.archival.insert(content, tags=tags, timestamp=timestamp or self.now,
+                                                   valid_from=valid_from))
             self._memory_changed()
+            ids.already = len(set(ids)) - (self.stats.archival - before)
         return ids
 
     def archival_insert_many(self, texts: Sequence[str], tags: Sequence[str] = (),

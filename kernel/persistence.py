@@ -43,6 +43,7 @@ class MemoryState:
 
     config: dict[str, Any]  #: MemoryConfig.to_dict()
     system: str  #: the system instructions
+    instructions: str = ""  #: the memory instructions sent after them ('' none; older memories had none)
     summary: str = ""  #: the recursive summary of the evicted messages
     folds: int = 0  #: summaries made
     evicted: int = 0  #: messages evicted from the queue (all in recall storage)

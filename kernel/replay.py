@@ -38,6 +38,7 @@ def replay(source: MemoryDir | str | os.PathLike[str], into: str | os.PathLike[s
     blocks = {label: {"value": value, "limit": limit, "description": desc, "read_only": ro}
               for label, value, limit, desc, ro in create["blocks"]}
     agent = Agent.create(into, system=create["system"], blocks=blocks,
+                         instructions=create.get("instructions") or None,  # a trace from before them: none
                          driver=ReplayDriver(exchanges, digest=context_digest),
                          config=MemoryConfig.from_dict(create["config"]), clock=lambda: next(times), **create_args)
     for event in events[1:]:

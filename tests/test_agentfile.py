@@ -1,7 +1,7 @@
 """The Letta agent file (.af) format layer: the eight published files, bad files, round trips.
 
-The real files are read from ``../shared/data/letta_agent_files`` beside the repository (or
-``$VMEM_LETTA_FILES``) and those tests skip when the folder is absent; every other test
+The real files ship in ``tests/data/letta`` (Apache-2.0, their LICENSE beside them;
+``$VMEM_LETTA_FILES`` names another folder), so a fresh clone tests them; every other test
 builds its own small file.
 """
 
@@ -48,7 +48,7 @@ from vmem.app.agentfile import (
 UTC = dt.timezone.utc
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
-LETTA_FILES = Path(os.environ.get("VMEM_LETTA_FILES") or ROOT.parent / "shared" / "data" / "letta_agent_files")
+LETTA_FILES = Path(os.environ.get("VMEM_LETTA_FILES") or ROOT / "tests" / "data" / "letta")  # shipped: Apache-2.0
 EIGHT = ["memgpt_agent.af", "memgpt_agent_with_convo.af", "customer_service.af", "deep_research_agent.af",
          "outreach_workflow_agent.af", "evie.af", "loop.af", "lettabot.af"]
 
@@ -57,7 +57,8 @@ def real(name: str) -> Path:
     """A published agent file, or a skip saying where it was looked for."""
     path = LETTA_FILES / name
     if not path.is_file():
-        pytest.skip(f"Letta agent file {name} not found in {LETTA_FILES} (set VMEM_LETTA_FILES to its folder)")
+        pytest.fail(f"Letta agent file {name} not found in {LETTA_FILES}: the repository ships it in tests/data/letta "
+                    "(VMEM_LETTA_FILES names another folder)")
     return path
 
 

@@ -35,7 +35,7 @@ BLOCKS = {"human": "", "persona": "I am careful."}
 
 def new_agent(path: Path, script, functions=(), **config) -> Agent:
     return Agent.create(path, system="You are a test agent.", blocks=BLOCKS, driver=ScriptedDriver(script),
-                        functions=functions, config=MemoryConfig(**{"window": 4096, **config}))
+                        functions=functions, config=MemoryConfig(**{"window": 4608, **config}))
 
 
 # ---------------------------------------------------------------- what a new user hit
@@ -287,7 +287,7 @@ def test_writes_through_the_store_work_with_the_memory_or_are_refused(place) -> 
     agent.step("again")  # counts the history as stored-only, the passage in the statistics
     assert memory.state.stored_only == 1
     assert "1 passages in archival storage" in memory.stats.text
-    assert "kept by the developer" in memory.compile()[1]["content"]
+    assert "kept by the developer" in memory.compile()[2]["content"]  # system, memory instructions, core
     with pytest.raises(ContextWindowError):
         memory.add_block("huge", "word " * 5000, limit=100_000)
     memory.update_block("notes", value="changed", read_only=True)

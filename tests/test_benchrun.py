@@ -55,3 +55,37 @@ def test_strict_turns_every_non_finite_number_into_null():
 def test_the_core_suite_names_what_it_needs():
     core = next(s for s in benchrun.SUITES if s.name == "core")
     assert set(core.requires) == {"pytest", "pytest_benchmark"}
+
+
+def test_a_suite_whose_data_is_absent_names_the_option_that_gives_it(bench_dir, monkeypatch, tmp_path):
+    """Issue 19, item 4: the skip message said "pass --path", an option vmem bench does not have."""
+    (bench_dir / "data.py").write_text(
+        "import sys\npath = sys.argv[sys.argv.index('--path') + 1]\n"
+        "print('[{\"name\": \"read\", \"value\": %d, \"unit\": \"bytes\"}]' % len(open(path).read()))\n")
+    monkeypatch.setattr(benchrun, "SUITES", (Suite("retrieval", ("bench/data.py",), (), data="locomo"),))
+    figures = run_suites(bench_dir, log=StringIO())
+    assert len(figures) == 1
+    why = figures[0]["name"]
+    default = tmp_path.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
+    assert why == (f"retrieval: skipped: needs {benchrun.DATA['locomo'].what}: not found at {default} "
+                   "(vmem bench --locomo PATH)")
+    data = tmp_path / "locomo.json"
+    data.write_text("[1, 2]")
+    figures = run_suites(bench_dir, log=StringIO(), data={"locomo": data})
+    assert [(f["name"], f["value"]) for f in figures] == [("retrieval: read", 6)]
+
+
+def test_a_skipped_suite_does_not_widen_the_table(bench_dir, monkeypatch):
+    """Issue 19, item 4: a skipped suite's reason made the table 277 characters wide."""
+    monkeypatch.setattr(benchrun, "SUITES", (
+        Suite("nan", ("bench/nan.py",), ()),
+        Suite("needs", ("bench/nan.py",), (), requires=("no_such_module_for_vmem_tests",)),
+        Suite("retrieval", ("bench/nan.py",), (), data="locomo"),
+    ))
+    figures = run_suites(bench_dir, log=StringIO())
+    out = StringIO()
+    print_table(figures, out)
+    table, _, skipped = out.getvalue().partition("\nskipped (2):\n")
+    assert max(len(line) for line in table.splitlines()) < 60
+    assert skipped.splitlines()[0].startswith("  needs: needs no-such-module-for-vmem-tests, not installed")
+    assert skipped.splitlines()[1].startswith("  retrieval: needs LoCoMo's conversations")

@@ -298,7 +298,8 @@ def test_eval_locomo_json_shape_and_table(tmp_path: Path) -> None:
 
 def test_eval_locomo_bad_input(tmp_path: Path) -> None:
     # the default path is ../shared/... relative to the current directory: absent here
-    assert_clean_error(vmem("eval", "locomo", cwd=tmp_path), 2, "no LoCoMo file at", "shared")
+    assert_clean_error(vmem("eval", "locomo", cwd=tmp_path), 2, "no LoCoMo file at", "shared",
+                       "github.com/snap-research/LoCoMo")  # where to get it (issue 19, item 11)
     assert_clean_error(vmem("eval", "locomo", str(tmp_path / "none.json")), 2, "no LoCoMo file")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

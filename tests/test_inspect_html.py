@@ -52,7 +52,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
     for n in range(6):
         agent.step(f"message {n}: {NASTY} " + "padding words " * 40)
     passages = len(agent.memory.store.archival)
-    assert agent.memory.compile()[2]["content"].startswith("<summary of")  # a flush happened: there is a summary
+    assert agent.memory.compile()[3]["content"].startswith("<summary of")  # a flush happened: there is a summary
     agent.close()
     out = base / "agent.html"
     p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "inspect", str(base / "agent"), "--html", str(out)],

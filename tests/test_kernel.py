@@ -27,7 +27,7 @@ BLOCKS = {"human": "", "persona": "I am a careful assistant.",
 
 def new_agent(path, script, max_steps=8, **config):
     return Agent.create(path, system="You are a test agent.", blocks=BLOCKS, driver=ScriptedDriver(script),
-                        config=MemoryConfig(**{"window": 4096, **config}), rules=StepRules(max_steps=max_steps))
+                        config=MemoryConfig(**{"window": 4608, **config}), rules=StepRules(max_steps=max_steps))
 
 
 def result_of(step, i=0):
@@ -87,7 +87,7 @@ def test_create_refuses_an_existing_agent_and_open_needs_one(place):
 def test_system_and_core_memory_larger_than_the_window_is_a_clear_error(place):
     with pytest.raises(ContextWindowError, match=r"the system instructions \(\d+\).* need a window of at least"):
         Agent.create(place("a"), system="word " * 5000, blocks={}, driver=ScriptedDriver([]),
-                     config=MemoryConfig(window=4096))
+                     config=MemoryConfig(window=4608))
 
 
 # ---------------------------------------------------------------- memory functions
@@ -119,7 +119,7 @@ def test_core_memory_edits(place):
     assert all(c.ok for c in result.calls), [c.result for c in result.calls]
     assert agent.memory.store.blocks.get("human").value == "line one\nline two\nline 3"
     assert agent.memory.store.blocks.get("persona").value == "I am terse."
-    core_text = next(m["content"] for m in agent.memory.compile() if "<core_memory>" in m["content"])
+    core_text = next(m["content"] for m in agent.memory.compile() if m["content"].startswith("<core_memory>"))
     assert "line two" in core_text and 'chars="24/2000"' in core_text
     check_agent(agent)
     agent.close()
@@ -178,7 +178,7 @@ def test_user_functions_with_a_decorator(place):
     agent = Agent.create(place("a"), system="s", blocks={}, functions=[add_numbers],
                          driver=ScriptedDriver([Completion(tool_calls=[call("add_numbers", heartbeat=True, a=2, b=3)]),
                                                 Completion(text="5")]),
-                         config=MemoryConfig(window=4096))
+                         config=MemoryConfig(window=4608))
     assert add_numbers.schema["parameters"]["required"] == ["a"]
     result = agent.step("2+3?")
     assert result_of(result)["message"] == "5"
@@ -309,7 +309,7 @@ def test_a_failed_create_leaves_nothing_behind(place, store_kind):
     if store_kind == "dir":
         assert not place("x").exists()
     agent = Agent.create(place("x"), system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
-                         config=MemoryConfig(window=4096))
+                         config=MemoryConfig(window=4608))
     agent.close()
     assert Agent.exists(place("x")) and not Agent.exists(place("nothing"))
 

@@ -1,13 +1,14 @@
 """Letta agent files into vmem agents and back (vmem import / vmem export).
 
-Unit tests build their own small files; the eight published files are read from
-``../shared/data/letta_agent_files`` (or ``$VMEM_LETTA_FILES``) and those tests skip,
-saying where they looked, when the folder is absent.
+Unit tests build their own small files; the eight published files ship in ``tests/data/letta``
+(Apache-2.0, their LICENSE beside them; ``$VMEM_LETTA_FILES`` names another folder), so a
+fresh clone tests them: a missing one is a failure, not a skip.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ from vmem.kernel import Memory, MemoryConfig
 ROOT = Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-LETTA_FILES = Path(os.environ.get("VMEM_LETTA_FILES") or ROOT.parent / "shared" / "data" / "letta_agent_files")
+LETTA_FILES = Path(os.environ.get("VMEM_LETTA_FILES") or ROOT / "tests" / "data" / "letta")  # shipped: Apache-2.0
 EIGHT = ["memgpt_agent.af", "memgpt_agent_with_convo.af", "customer_service.af", "deep_research_agent.af",
          "outreach_workflow_agent.af", "evie.af", "loop.af", "lettabot.af"]
 
@@ -120,7 +121,8 @@ def snapshot(path: Path) -> dict[str, Any]:
             "system": m.system,
             "blocks": [(b.label, b.value, b.limit, b.description, b.read_only) for b in m.store.blocks.all()],
             "queue": list(zip(m.queue.messages, [x.timestamp for x in m.store.recall.get_many(m.queue.pages())])),
-            "summary": m.summary, "evicted": m.evicted, "window": m.config.window,
+            "summary": m.summary, "evicted": m.evicted, "config": m.config, "instructions": m.instructions,
+            "budget": m.ctx.config.budget,
             "recall": [(x.role, x.content, x.timestamp, x.meta) for x in recall],
             "archival": sorted(p.text for p in m.archival_search("", page=0).items),
             "tools": kept.get("tools"), "tool_rules": kept.get("tool_rules"),
@@ -139,7 +141,7 @@ def test_import_maps_what_vmem_has_and_keeps_the_rest_as_data(tmp_path):
         assert m.system == "You are Sam." and m.config.window == 16000
         blocks = {b.label: b for b in m.store.blocks.all()}
         assert (blocks["human"].value, blocks["human"].description) == ("Ana.", "the human block")
-        assert blocks["persona"].read_only and blocks["notes"].limit == 30   # raised to hold the value
+        assert blocks["persona"].read_only and blocks["notes"].limit == 130  # raised to hold the value, and more
         # the queue: the context after the summary, calls followed by their results, the file's times
         q = m.queue.messages
         assert [x["role"] for x in q] == ["user", "assistant", "tool", "user", "assistant", "tool"]
@@ -161,9 +163,30 @@ def test_import_maps_what_vmem_has_and_keeps_the_rest_as_data(tmp_path):
     text = res.report.format()
     for line in ("mapped   block human", "mapped   summary", "mapped   messages: 6 in context",
                  "mapped   history: 3 out-of-context", "mapped   tool core_memory_append",
-                 "kept     tool send_email", "kept     tool rules", "warning  block notes: limit raised from 20 to 30",
+                 "kept     tool send_email", "kept     tool rules", "warning  block notes: limit raised from 20 to 130",
                  "warning  message message-9", "never run"):
         assert line in text, line
+
+
+def test_an_imported_block_over_its_limit_stays_editable(tmp_path):
+    """Issue 19, item 6: ezra.af's block over its limit was raised to exactly its length, so the
+    agent's next core_memory_append was refused."""
+    big = "fact. " * 4000  # 24,000 characters, over the file's limit of 20,000
+    doc = document(blocks=[block("block-0", "human", big, limit=20_000), block("block-1", "persona", "I am Sam."),
+                           block("block-2", "notes", "x" * 30, limit=20)])
+    res = import_agent_file(write(tmp_path, doc), tmp_path / "sam", window=32_000)
+    with Memory.open(tmp_path / "sam") as m:
+        human = m.block("human")
+        assert human.limit == 24_000 + 2_400 and m.block("notes").limit == 30 + 100
+        for label in ("human", "notes"):
+            c = call(f"c-{label}", "core_memory_append", label=label, content="one more fact")
+            m.append({"role": "user", "content": f"remember this in {label}"})
+            m.append({"role": "assistant", "content": None, "tool_calls": [c]})
+            record = m.execute(c)
+            assert record.ok, record.result
+        m.check()
+    assert ("limit raised from 20000 to 26400 characters: its value holds 24000 and vmem refuses a block over its "
+            "limit, so the block keeps room for 2400 more to stay editable") in res.report.format()
 
 
 def test_round_trip_export_then_import_gives_the_same_agent(tmp_path):
@@ -185,6 +208,29 @@ def test_round_trip_export_then_import_gives_the_same_agent(tmp_path):
     assert a["archival"] == ["Pixel is a grey tabby."] and a["blocks"][0][1] == "Ana. Has a cat."
     # and once more: the file is stable
     assert json.loads(json.dumps(export_agent_file(second).file.agents[0].blocks[0].value)) == "Ana. Has a cat."
+
+
+def test_export_then_import_keeps_the_memory_configuration(tmp_path):
+    """Issue 19, item 7: the demo's agent came back with output reserve 1,024 instead of 512,
+    prefetch 0 instead of 2, a smaller budget, and opened 100% over it."""
+    from vmem.app.demo import BLOCKS, DEMO_CONFIG, SYSTEM_PROMPT
+
+    with Memory.create(tmp_path / "demo", system=SYSTEM_PROMPT, blocks=BLOCKS, config=DEMO_CONFIG,
+                       instructions="Save facts.") as m:
+        m.append({"role": "user", "content": "I'm Maya. " + "I like long walks. " * 100})
+    export_agent_file(tmp_path / "demo", tmp_path / "demo.af")
+    res = import_agent_file(tmp_path / "demo.af", tmp_path / "again")
+    a, b = snapshot(tmp_path / "demo"), snapshot(tmp_path / "again")
+    assert b["config"] == DEMO_CONFIG and b["instructions"] == "Save facts."
+    mine = ("tools", "tool_rules")  # what Letta keeps beside the agent: none for a vmem agent, its tools after
+    assert {k: v for k, v in a.items() if k not in mine} == {k: v for k, v in b.items() if k not in mine}
+    with Memory.open(tmp_path / "again", read_only=True) as m:
+        assert m.ctx.status().state.name == "OK" and m.config.prefetch == 2 and m.config.reserve_output == 512
+    assert "mapped   memory configuration" in res.report.format()
+    # a window asked for at import replaces the saved one, and the rest stays
+    import_agent_file(tmp_path / "demo.af", tmp_path / "wider", window=8192)
+    with Memory.open(tmp_path / "wider", read_only=True) as m:
+        assert m.config == dataclasses.replace(DEMO_CONFIG, window=8192)
 
 
 def test_a_vmem_agent_exports_as_a_letta_agent_with_vmem_tools(tmp_path):
@@ -332,7 +378,8 @@ def test_the_commands_import_and_export_with_one_line_errors(tmp_path):
 def real(name: str) -> Path:
     path = LETTA_FILES / name
     if not path.is_file():
-        pytest.skip(f"Letta agent file {name} not found in {LETTA_FILES} (set VMEM_LETTA_FILES to its folder)")
+        pytest.fail(f"Letta agent file {name} not found in {LETTA_FILES}: the repository ships it in tests/data/letta "
+                    "(VMEM_LETTA_FILES names another folder)")
     return path
 
 
@@ -363,3 +410,31 @@ def test_published_file_imports_and_round_trips(name, tmp_path):
 def test_help(command, tmp_path):
     p = vmem(command, "--help", cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.startswith(f"usage: vmem {command}") and "Letta" in p.stdout
+
+
+@pytest.mark.parametrize("summary_role", ["user", "summary"])
+def test_export_gives_back_letta_messages_as_the_file_wrote_them(tmp_path, summary_role):
+    """Issue 19, item 8 (Letta's own file, first export): the summary message's role, text and
+    created_at, the system message's created_at, a content of three parts and the tool
+    messages' name came back changed."""
+    messages = [dict(m) for m in SAM_MESSAGES]
+    messages[0]["created_at"] = "2025-02-28T08:00:00.123456+00:00"  # compiled long before the queue's first message
+    messages[4] = {**summary_message("message-4", "Ana has a cat called Pixel.", 4), "role": summary_role,
+                   "created_at": "2025-03-01T12:04:30.5+00:00"}
+    messages[5] = {**messages[5], "content": [{"type": "text", "text": "What is"}, {"type": "text", "text": "my cat"},
+                                              {"type": "text", "text": "called?"}]}
+    messages[7] = {**messages[7], "name": "send_message"}
+    doc = document(sam(messages=messages))
+    import_agent_file(write(tmp_path, doc), tmp_path / "sam")
+    exported = export_agent_file(tmp_path / "sam", tmp_path / "again.af")
+    assert exported.notes == []
+    out = json.loads((tmp_path / "again.af").read_text())["agents"][0]
+    by_id = {m["id"]: m for m in out["messages"]}
+    context = [by_id[i] for i in out["in_context_message_ids"]]
+    system, summary, question = context[0], context[1], context[2]
+    assert system["role"] == "system" and system["created_at"] == messages[0]["created_at"]
+    assert (summary["role"], summary["content"], summary["created_at"]) == (
+        summary_role, messages[4]["content"], messages[4]["created_at"])
+    assert question["content"] == [{"type": "text", "text": t} for t in ("What is", "my cat", "called?")]
+    tool = next(m for m in context if m.get("tool_call_id") == "c2")
+    assert tool["name"] == "send_message"

@@ -269,3 +269,27 @@ def test_help():
     p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "mcp", "--help"], capture_output=True, text=True,
                        cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0 and p.stdout.startswith("usage: vmem mcp") and "Model Context Protocol" in p.stdout
+
+
+def test_each_call_is_traced_at_its_own_time(agent_dir):
+    """Issue 19, item 9: calls at 14:38:49 showed as 14:38:23 in vmem inspect (the time of the
+    last event that carried one)."""
+    import datetime as dt
+
+    from vmem.app.inspection import collect
+    from vmem.app.mcp_server import MemoryService
+
+    times = iter([dt.datetime(2026, 5, 1, 14, 38, 49, tzinfo=dt.timezone.utc),
+                  dt.datetime(2026, 5, 1, 14, 41, 2, tzinfo=dt.timezone.utc)])
+    service = MemoryService(agent_dir, hold=0, clock=lambda: next(times))
+    try:
+        assert service.call("core_memory_append", {"label": "human", "content": "one"}).ok
+        assert service.call("archival_memory_insert", {"content": "Ana surfs at Carcavelos."}).ok
+    finally:
+        service.close()
+    with Memory.open(agent_dir, read_only=True) as memory:
+        view = collect(memory, events=10)
+        passage = memory.archival_search("Carcavelos").items[0]
+    rows = [(t.time, t.kind) for t in view.trace if t.kind == "mcp"]
+    assert rows == [("2026-05-01T14:38:49+00:00", "mcp"), ("2026-05-01T14:41:02+00:00", "mcp")]
+    assert passage.timestamp == dt.datetime(2026, 5, 1, 14, 41, 2, tzinfo=dt.timezone.utc)

@@ -59,7 +59,7 @@ def test_import_history_stores_evicted_messages_behind_the_summary(tmp_path):
         memory.check()
         assert len(pages) == 3 and memory.evicted == 3 and memory.summary == "The user has a cat called Pixel."
         assert [m["content"] for m in memory.queue.messages] == ["hello again"]  # history is not queued
-        assert "Pixel" in memory.compile()[2]["content"]  # the summary is in the context
+        assert "Pixel" in memory.compile()[3]["content"]  # the summary is in the context (after system, instructions, core)
         found = memory.conversation_search("Pixel")
         assert found.total == 1 and found.items[0].timestamp == at(0)
         digest = memory.digest()
@@ -99,7 +99,7 @@ def test_import_history_comes_before_any_message(tmp_path):
 
 def test_an_imported_summary_over_its_cap_is_kept_whole_in_recall_and_cut(tmp_path):
     # before issue 18 a summary that fit the budget but left no room wedged every later step
-    with new_memory(tmp_path / "m", window=4096) as memory:
+    with new_memory(tmp_path / "m", window=4608) as memory:
         long = "the summary goes on " * 600
         memory.import_history([({"role": "user", "content": "old"}, at(0))], summary=long)
         memory.check()

@@ -14,7 +14,7 @@ from vmem.kernel.drivers import Completion, ScriptedDriver
 
 def run(tmp_path: Path, script: list, rules: StepRules | None = None):
     agent = Agent.create(tmp_path / "a", system="s", blocks={"human": ""}, driver=ScriptedDriver(script),
-                         config=MemoryConfig(window=4096), rules=rules)
+                         config=MemoryConfig(window=4608), rules=rules)
     try:
         return agent.step("hello"), agent.driver.remaining
     finally:

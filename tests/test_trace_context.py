@@ -13,7 +13,7 @@ def test_each_llm_call_records_the_tokens_of_every_region(tmp_path):
     agent = Agent.create(tmp_path / "a", system="You are terse.", blocks={"human": "Ana"},
                          driver=ScriptedDriver([Completion(tool_calls=[ToolCall("c1", "send_message",
                                                                                 {"message": "hi"})])]),
-                         config=MemoryConfig(window=4096))
+                         config=MemoryConfig(window=4608))
     agent.step("hello")
     stats = agent.memory.ctx.stats()
     seen = [e for e in agent.memory.store.events if e["e"] == "context"]

@@ -35,9 +35,11 @@ What the output promises (the tests check each):
    are left out of comparisons.
 
 vmem's extension: ``"x_vmem": {"version": 1, "agents": {"agent-0": {"passages": [{"text",
-"tags", "created_at"}], "name": ..., "generated": [...]}}}`` holds, per agent, the archival
-passages, the agent's name when Letta's name rules changed it, and which llm_config parts
-the writer made up because Letta requires them (so reading does not take them for data).
+"tags", "created_at"}], "name": ..., "generated": [...], "memory": {"config": {...},
+"instructions": ...}}}}`` holds, per agent, the archival passages, the agent's name when
+Letta's name rules changed it, which llm_config parts the writer made up because Letta
+requires them (so reading does not take them for data), and how a vmem agent's memory was
+set up (its MemoryConfig and memory instructions).
 The summary needs no extension: it travels as Letta's own summary message.
 
 How Letta stores an agent (letta/schemas/agent_file.py, message.py, system.py,

@@ -232,7 +232,8 @@ class ChatMessage:
     ``content`` is Letta's list of parts flattened to text: text parts joined by a blank
     line, an image as ``[image omitted]``; a model's native reasoning goes to
     ``reasoning`` (kept as data, not sent); what could not be kept is named in
-    ``dropped``. User messages Letta wrapped in a ``user_message`` envelope are unwrapped;
+    ``dropped``; ``parts`` keeps the text parts when there were several, so that writing the
+    message back gives them as they were. User messages Letta wrapped in a ``user_message`` envelope are unwrapped;
     heartbeats, logins and system alerts keep the envelope text the model saw (see
     :attr:`kind`). ``name`` is the function's name on a tool result.
     """
@@ -247,9 +248,10 @@ class ChatMessage:
     letta_id: str | None = field(default=None, compare=False)
     dropped: tuple[str, ...] = field(default=(), compare=False)
     synthetic: bool = field(default=False, compare=False)
+    parts: tuple[str, ...] = field(default=(), compare=False)  #: the text parts when the file had several
 
     def __post_init__(self) -> None:
-        _settle(self, tuples=("tool_calls", "dropped"), times=("timestamp",))
+        _settle(self, tuples=("tool_calls", "dropped", "parts"), times=("timestamp",))
 
     @property
     def kind(self) -> MessageKind:
@@ -287,7 +289,7 @@ class ChatMessage:
             out["content"] = self.content or None
         elif self.role == "tool":
             out["tool_call_id"] = self.tool_call_id
-        if self.name and self.role in ("user", "assistant") and _OPENAI_NAME.match(self.name):
+        if self.name and self.role in ("user", "assistant", "tool") and _OPENAI_NAME.match(self.name):
             out["name"] = self.name
         return out
 
@@ -515,7 +517,13 @@ class AgentSpec:
     ``agent_type`` is Letta's (``memgpt_agent``: replies through send_message;
     ``letta_v1_agent``: replies in the assistant text); set it when exporting a vmem agent.
     ``letta`` keeps Letta settings vmem does not use (llm_config, embedding_config, tags,
-    timezone, ...) so an export can give them back.
+    timezone, ...) so an export can give them back. ``memory``: how a vmem agent's memory was
+    set up (``config``: its MemoryConfig as a dict; ``instructions``: its memory instructions),
+    carried in vmem's extension so that export then import keeps it; empty for Letta's own agents.
+    ``originals``: how the file wrote the messages vmem derives rather than stores: the compiled
+    system message (``system``: its ``created_at``) and the summary message (``summary``: the
+    summary it held, its ``role``, ``content`` and ``created_at``), so that writing the agent
+    back gives them unchanged while the summary is the same.
     """
 
     name: str
@@ -533,9 +541,11 @@ class AgentSpec:
     description: str = ""
     id: str = ""
     letta: Mapping[str, Any] = field(default_factory=_empty)
+    memory: Mapping[str, Any] = field(default_factory=_empty)
+    originals: Mapping[str, Any] = field(default_factory=_empty, compare=False)
 
     def __post_init__(self) -> None:
-        _settle(self, mappings=("letta",),
+        _settle(self, mappings=("letta", "memory", "originals"),
                 tuples=("blocks", "tools", "tool_rules", "in_context", "out_of_context", "passages"))
 
     def block(self, label: str) -> BlockSpec:

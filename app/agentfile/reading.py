@@ -388,7 +388,11 @@ class _Reader:
                 tags = self.str_list(p, "tags", pw)
                 passages.append(ArchivalPassage(self.get(p, "text", str, pw, required=True), tuple(tags), t))
             made_up = self.str_list(entry, "generated", w)
-            out[aid] = {"passages": tuple(passages), "name": self.get(entry, "name", str, w), "generated": made_up}
+            memory = self.get(entry, "memory", dict, w, {})
+            for key, kind in (("config", dict), ("instructions", str)):
+                self.get(memory, key, kind, f"{w}.memory")
+            out[aid] = {"passages": tuple(passages), "name": self.get(entry, "name", str, w), "generated": made_up,
+                        "memory": memory}
         return out
 
     # -- agents
@@ -417,7 +421,7 @@ class _Reader:
         made_up = ext.get("generated", ())  # what vmem's writer filled in for Letta's sake
         window = None if "context_window" in made_up else window
         model = None if "model" in made_up else model
-        summary, in_ctx, out_ctx = self._messages(raw, aid, where, system)
+        summary, in_ctx, out_ctx, originals = self._messages(raw, aid, where, system)
         passed = {k: v for k, v in raw.items() if k not in _AGENT_NOT_PASSED and v is not None}
         rest = {k: v for k, v in llm.items() if k not in ("model", "context_window")}
         passed.pop("llm_config", None)
@@ -425,7 +429,8 @@ class _Reader:
             passed["llm_config"] = rest  # model and window live in the AgentSpec's own fields
         spec = AgentSpec(name, system, tuple(blocks), tuple(tools), tuple(rules), tuple(in_ctx), tuple(out_ctx),
                          summary, ext.get("passages", ()), window, model, self.get(raw, "agent_type", str, where),
-                         self.get(raw, "description", str, where, ""), aid, _freeze(passed))
+                         self.get(raw, "description", str, where, ""), aid, _freeze(passed),
+                         ext.get("memory") or {}, originals)
         report_agent(self, spec, raw)
         return spec
 
@@ -477,8 +482,9 @@ class _Reader:
     # -- messages
 
     def _messages(self, raw: Mapping[str, Any], aid: str, where: str,
-                  system: str) -> tuple[str, list[ChatMessage], list[ChatMessage]]:
-        """The summary, the in-context queue and the out-of-context history of one agent."""
+                  system: str) -> tuple[str, list[ChatMessage], list[ChatMessage], dict[str, Any]]:
+        """The summary, the in-context queue and the out-of-context history of one agent; and
+        how the file wrote the messages vmem derives (see :attr:`AgentSpec.originals`)."""
         msgs = self.get(raw, "messages", list, where, [])
         stats = self.report.stats.setdefault(aid, {})
         by_id: dict[str, int] = {}
@@ -522,11 +528,17 @@ class _Reader:
             if j not in in_set:
                 old_items += self._items(m, times[j], False, False, system, aid, f"{where}.messages[{j}]", stats)
 
+        originals: dict[str, Any] = {}
+        if order and msgs[order[0]].get("role") == "system" and isinstance(msgs[order[0]].get("created_at"), str):
+            originals["system"] = {"created_at": msgs[order[0]]["created_at"]}
         summary = ""
         if ctx_items and ctx_items[0].msg.kind == "summary":
             env = _envelope(ctx_items[0].msg.content)
             body = _summary_body(env) if env is not None else None
             summary = body if body is not None else ctx_items[0].msg.content  # else: role summary, plain text
+            raw_summary = msgs[by_id[str(ctx_items[0].msg.letta_id)]]
+            originals["summary"] = {"summary": summary, "role": raw_summary.get("role"),
+                                    "content": raw_summary.get("content"), "created_at": raw_summary.get("created_at")}
             self.report.add("mapped", f"summary message {ctx_items[0].msg.letta_id}",
                             f"Letta's summary -> vmem summary ({len(summary)} characters)" if summary else
                             "Letta's note that older messages were hidden, with no summary text -> empty summary", aid)
@@ -539,7 +551,7 @@ class _Reader:
         in_ctx, out_ctx = pair_results(self.report, ctx_items, old_items, aid, stats)
         stats["in_context"] = len(in_ctx)
         stats["out_of_context"] = len(out_ctx)
-        return summary, in_ctx, out_ctx
+        return summary, in_ctx, out_ctx, originals
 
     def _items(self, m: Mapping[str, Any], t: _dt.datetime, ctx: bool, first: bool, system: str, aid: str,
                where: str, stats: dict[str, int]) -> list[Item]:
@@ -558,7 +570,7 @@ class _Reader:
             flat.dropped.append("reasoning outside an assistant message")
             stats["dropped:reasoning outside an assistant message"] = stats.get(
                 "dropped:reasoning outside an assistant message", 0) + 1
-        base = dict(timestamp=t, letta_id=mid, dropped=tuple(flat.dropped))
+        base = dict(timestamp=t, letta_id=mid, dropped=tuple(flat.dropped), parts=tuple(flat.parts))
 
         if role == "system":
             if first or (system and flat.text.startswith(system)):
@@ -714,6 +726,8 @@ class _Reader:
             else:
                 flat.dropped.append(f"{kind or 'untyped'} part")
         flat.text = "\n\n".join(texts)
+        if len(texts) > 1:
+            flat.parts = texts
         flat.reasoning = "\n\n".join(reasoning)
         for d in flat.dropped:
             key = "dropped:" + d
@@ -729,6 +743,7 @@ class _Flat:
     dropped: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
     returns: list[tuple[str, str]] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # the text parts, when there are several
 
 
 _JSON_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string", int: "an integer",

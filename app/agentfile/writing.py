@@ -108,6 +108,8 @@ def write_agent_file(af: AgentFile) -> dict[str, Any]:
         if a.passages:
             ext["passages"] = [{"text": p.text, "tags": list(p.tags), "created_at": p.timestamp.isoformat()}
                                for p in a.passages]
+        if a.memory:
+            ext["memory"] = _thaw(a.memory)
         if ext:
             ext_agents[aid] = ext
         messages, in_ctx = _write_messages(a, aid, ids, kept, af)
@@ -207,15 +209,22 @@ def _write_messages(a: AgentSpec, aid: str, ids: _Ids, kept: set[str], af: Agent
     # (deterministic, so that exporting twice gives the same file)
     first = a.in_context[0].timestamp if a.in_context else (
         a.out_of_context[-1].timestamp if a.out_of_context else af.created_at or _EPOCH)
+    system_at = (a.originals.get("system") or {}).get("created_at") or first.isoformat()
     system: dict[str, Any] = {"type": "message", "id": mid(None), "role": "system", "content": [_text(a.system)],
-                              "agent_id": aid, "created_at": first.isoformat()}
+                              "agent_id": aid, "created_at": system_at}
     out = [system]
     out += [_message(m, mid(m), aid) for m in a.out_of_context]
     ctx = [system["id"]]
     if a.summary:
-        summary = {"type": "message", "id": mid(None), "role": "user",
-                   "content": [_text(_summary_envelope(a.summary, first))], "agent_id": aid,
-                   "created_at": first.isoformat()}
+        was = a.originals.get("summary") or {}
+        if was.get("summary") == a.summary and was.get("role") in ("user", "system", "summary") and was.get("content"):
+            # the summary the file had, unchanged: as the file wrote it
+            summary = {"type": "message", "id": mid(None), "role": was["role"], "content": _thaw(was["content"]),
+                       "agent_id": aid, "created_at": was.get("created_at") or first.isoformat()}
+        else:
+            summary = {"type": "message", "id": mid(None), "role": "user",
+                       "content": [_text(_summary_envelope(a.summary, first))], "agent_id": aid,
+                       "created_at": first.isoformat()}
         out.append(summary)
         ctx.append(summary["id"])
     for m in a.in_context:
@@ -238,7 +247,9 @@ def _message(m: ChatMessage, mid: str, aid: str) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     if m.reasoning:
         parts.append({"type": "reasoning", "is_native": True, "reasoning": m.reasoning, "signature": None})
-    if content or m.role != "assistant" or not m.tool_calls:
+    if m.parts and "\n\n".join(m.parts) == content:  # several text parts in the file, unchanged
+        parts.extend(_text(p) for p in m.parts)
+    elif content or m.role != "assistant" or not m.tool_calls:
         parts.append(_text(content))  # Letta refuses to send an assistant message with no text and no call
     doc: dict[str, Any] = {"type": "message", "id": mid, "role": m.role, "content": parts, "name": m.name,
                            "agent_id": aid, "created_at": m.timestamp.isoformat(),

@@ -1,0 +1,50 @@
+"""The OpenAI Agents SDK with vmem's memory over MCP: facts told in one run, recalled in the next.
+
+Each run is a new process and a new conversation: all the agent knows of earlier runs is what it
+saved through the memory tools that ``vmem mcp DIR`` serves (core memory blocks, archival passages)
+and what it finds again with them.
+
+    export OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=none VMEM_MODEL=qwen2.5-coder-1.5b
+    python examples/agents_sdk_mcp.py ana-memory "Please remember: my bike lock code is 4812."
+    python examples/agents_sdk_mcp.py ana-memory "What is my bike lock code?"
+
+Needs ``pip install openai-agents`` (in vmem's ``test`` extra). Any OpenAI-compatible server that
+does tool calls serves the model (llama.cpp, vLLM, Ollama, OpenAI); tracing to OpenAI is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+from agents.mcp import MCPServerStdio
+from openai import AsyncOpenAI
+
+INSTRUCTIONS = (
+    "You are a helpful assistant with a long-term memory, reached through your tools. When the user tells "
+    "you a fact worth keeping, save it with archival_memory_insert (or core_memory_append for a key fact "
+    "about the user). When the user asks about something you were told before, search with "
+    "archival_memory_search (and conversation_search) first, then answer from what you find."
+)
+
+
+async def run(directory: str, message: str) -> str:
+    set_tracing_disabled(True)  # the SDK would otherwise send traces to OpenAI
+    client = AsyncOpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY say which server
+    model = OpenAIChatCompletionsModel(model=os.environ.get("VMEM_MODEL", "gpt-4o-mini"), openai_client=client)
+    memory = MCPServerStdio(
+        {"command": sys.executable, "args": ["-m", "vmem.app.cli", "mcp", directory]},
+        name="vmem", cache_tools_list=True, client_session_timeout_seconds=120,
+    )
+    async with memory:
+        agent = Agent(name="assistant", instructions=INSTRUCTIONS, model=model, mcp_servers=[memory])
+        result = await Runner.run(agent, message, max_turns=6)
+    return str(result.final_output)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: agents_sdk_mcp.py DIR MESSAGE")
+    print(asyncio.run(run(sys.argv[1], sys.argv[2])))
