@@ -171,7 +171,7 @@ def lookup_order(order: str) -> str:
 
 
 FUNCTIONS = [lookup_order]
-CONFIG = MemoryConfig(window=3328, reserve_output=256, keep_last=4, prefetch=1, page_size=3)
+CONFIG = MemoryConfig(window=3840, reserve_output=256, keep_last=4, prefetch=1, page_size=3)
 SYSTEM = "You are a shop assistant with a paged memory."
 BLOCKS = {"human": {"value": "", "limit": 400}, "persona": "I am brief."}
 TOPICS = ["the blue kettle", "order 1207", "a refund for the lamp", "delivery to Porto", "the gift card",

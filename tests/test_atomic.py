@@ -177,7 +177,7 @@ def test_a_verbose_summarizer_is_cut_to_the_cap_and_the_agent_goes_on(place) -> 
         return out
 
     agent = Agent.create(place("a"), system="s", blocks={}, driver=ScriptedDriver(verbose),
-                         config=MemoryConfig(window=3072, reserve_output=256))
+                         config=MemoryConfig(window=3584, reserve_output=256))
     for i in range(60):
         agent.step(f"turn {i}: " + "lorem ipsum dolor " * 12)
     memory = agent.memory
@@ -329,7 +329,7 @@ def test_a_summarizer_that_answers_nothing_loses_nothing(place) -> None:
         return Completion(text="   ") if not tools else policy(messages, tools)
 
     agent = Agent.create(place("a"), system="s", blocks={}, driver=ScriptedDriver(mute),
-                         config=MemoryConfig(window=3072, reserve_output=256))
+                         config=MemoryConfig(window=3584, reserve_output=256))
     for i in range(40):
         agent.step(f"turn {i}: " + "lorem ipsum dolor " * 10)
     memory = agent.memory

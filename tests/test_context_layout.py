@@ -25,7 +25,7 @@ def test_each_request_extends_the_previous_one_between_flushes_and_core_edits(tm
     policy = ChattyPolicy()
     driver = ScriptedDriver(policy)
     agent = Agent.create(tmp_path / "a", system="s", blocks={"human": ""}, driver=driver,
-                         config=MemoryConfig(window=3072, reserve_output=256, prefetch=1))
+                         config=MemoryConfig(window=3584, reserve_output=256, prefetch=1))
     for i in range(40):
         agent.step(f"turn {i}: " + "some words here " * (i % 5))
     steps = [r.messages for r in driver.requests if r.tools]  # summary requests have no tools
@@ -53,7 +53,7 @@ def test_the_incremental_request_digest_equals_the_digest_from_scratch(tmp_path:
 
     policy = ChattyPolicy()
     agent = Agent.create(tmp_path / "a", system="s", blocks={"human": ""}, driver=ScriptedDriver(policy),
-                         config=MemoryConfig(window=3072, reserve_output=256, prefetch=1))
+                         config=MemoryConfig(window=3584, reserve_output=256, prefetch=1))
     memory = agent.memory
 
     def same() -> None:

@@ -113,7 +113,7 @@ def cached_agent_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Completion(tool_calls=[ToolCall(f"m{n}", "send_message", {"message": "ok"})], usage=usage)
 
     agent = Agent.create(base / "agent", system="You are terse.", blocks={"human": "Ana"},
-                         driver=ScriptedDriver(respond), config=MemoryConfig(window=3072, reserve_output=256))
+                         driver=ScriptedDriver(respond), config=MemoryConfig(window=3584, reserve_output=256))
     for n in range(8):
         agent.step(f"message {n}: " + "some words " * 40)
     agent.close()

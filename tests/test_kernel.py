@@ -267,7 +267,7 @@ def test_astep_runs_the_same_loop(place):
 
 def test_replaying_the_trace_rebuilds_the_same_state(place):
     agent = Agent.create(place("a"), system="s", blocks={"human": ""}, driver=ScriptedDriver(ChattyPolicy()),
-                         config=MemoryConfig(window=3072, reserve_output=128, prefetch=1))
+                         config=MemoryConfig(window=3584, reserve_output=128, prefetch=1))
     for i in range(40):
         agent.step(f"message {i}: " + "some words here " * (i % 7))
     digest = agent.memory.digest()

@@ -13,7 +13,7 @@ from kernel_helpers import ChattyPolicy, check_agent
 from vmem import Region, State
 
 
-@pytest.mark.parametrize("window, usage_factor", [(3072, None), (4096, 1.3), (6144, 0.8)])
+@pytest.mark.parametrize("window, usage_factor", [(3584, None), (4096, 1.3), (6144, 0.8)])
 def test_long_conversations_cross_the_watermarks_many_times(tmp_path, window, usage_factor):
     policy = ChattyPolicy(usage_factor)
     agent = Agent.create(tmp_path / "a", system="You are a test agent.", blocks={"human": "", "persona": "p"},
@@ -52,7 +52,7 @@ def test_long_conversations_cross_the_watermarks_many_times(tmp_path, window, us
 def test_pinned_and_recent_messages_are_never_evicted(tmp_path):
     policy = ChattyPolicy()
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(policy),
-                         config=MemoryConfig(window=3072, reserve_output=256, keep_last=6))
+                         config=MemoryConfig(window=3584, reserve_output=256, keep_last=6))
     agent.step("the first message, pinned")
     first = int(agent.memory.ctx.pages(Region.QUEUE)[0])
     agent.memory.ctx.pin(first)
@@ -68,7 +68,7 @@ def test_pinned_and_recent_messages_are_never_evicted(tmp_path):
 def test_a_protected_tail_too_large_for_the_window_shrinks_instead_of_wedging(tmp_path):
     # keep_last=50 cannot fit in this window: before issue 18 every step raised "cannot make room"
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(ChattyPolicy()),
-                         config=MemoryConfig(window=3072, reserve_output=256, keep_last=50))
+                         config=MemoryConfig(window=3584, reserve_output=256, keep_last=50))
     for i in range(60):
         agent.step(f"message {i} " + "lorem ipsum " * 15)
     assert agent.memory.evicted > 0 and agent.memory.ctx.config.keep_last == 50
@@ -78,7 +78,7 @@ def test_a_protected_tail_too_large_for_the_window_shrinks_instead_of_wedging(tm
 
 def test_eviction_that_cannot_get_under_budget_says_so(tmp_path):
     agent = Agent.create(tmp_path / "a", system="s", blocks={}, driver=ScriptedDriver(ChattyPolicy()),
-                         config=MemoryConfig(window=3072, reserve_output=256, keep_last=4))
+                         config=MemoryConfig(window=3584, reserve_output=256, keep_last=4))
     agent.step("the first message, pinned")
     for page in agent.memory.ctx.pages(Region.QUEUE).tolist():  # pinned through the core, behind the kernel
         agent.memory.ctx.pin(page)
