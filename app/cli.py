@@ -628,6 +628,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                     help="working-set tokens for (e); 0: a third of the window (default)")
     qa.add_argument("--max-steps", type=int, default=4, help="LLM calls per question for the agent (default 4)")
     qa.add_argument("--answer-tokens", type=int, default=32, help="max tokens of an answer (default 32)")
+    qa.add_argument("--agent-tokens", type=int, default=256,
+                    help="max tokens of one LLM call of the agent, which writes tool calls (default 256)")
     qa.add_argument("--timeout", type=float, default=1800.0,
                     help="seconds to wait for one LLM call (default 1800: a CPU reading a long prompt is slow)")
     qa.add_argument("--json", action="store_true",
@@ -694,7 +696,7 @@ def _eval_qa(args: argparse.Namespace) -> int:
         raise CliError(f"--configs: {', '.join(bad) or 'none given'}: choose among {', '.join(CONFIGS)}", EXIT_USAGE)
     try:
         settings = QASettings(window=args.window, reserve=args.reserve, answer_tokens=args.answer_tokens,
-                              max_steps=args.max_steps, rag_k=args.rag_k, prefetch=args.prefetch,
+                              agent_tokens=args.agent_tokens, max_steps=args.max_steps, rag_k=args.rag_k, prefetch=args.prefetch,
                               workset=args.workset, seed=args.seed)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

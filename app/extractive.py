@@ -23,7 +23,8 @@ to fold in) and answers with lines of extracted sentences:
    number and each capitalised word that does not start the sentence (names, places, titles).
    Sentences under four words score nothing.
 3. The best sentences, up to a third of the word allowance, are kept in their original order,
-   grouped by date as ``On <date>: Speaker: sentence | Speaker: sentence``.
+   grouped by date as ``On <date>: Speaker: sentence | Speaker: sentence`` (when even the best
+   one is longer than that, its first words).
 4. The previous summary's lines come first; while the whole is over the allowance the oldest
    line goes (the newest folds are kept: the recursive summary forgets from its far end).
 
@@ -117,6 +118,9 @@ class ExtractiveSummarizer:
                 continue
             chosen.append(cand)
             used += n
+        best = ranked[0] if ranked and _score(ranked[0][3]) else None
+        if not chosen and best is not None:  # nothing fits whole: the best sentence, cut to the allowance
+            chosen.append((best[0], best[1], best[2], " ".join(best[3].split()[:allowance])))
         chosen.sort()
         out: list[str] = []
         group: list[str] = []

@@ -139,6 +139,7 @@ PREFETCH_PROMPT = (
 CONTEXT_INTRO = "Conversation between {a} and {b}:\n"
 TEMPORAL_HINT = " Use the dates of the sessions to answer with an approximate date."
 BLOCK_LIMIT = 400
+QUESTION_ROOM = 96  #: tokens (b) keeps for the question: LoCoMo's, with their hints and options, fit
 
 
 # ---------------------------------------------------------------------------- data
@@ -455,10 +456,12 @@ class _Prompted(Method):
         answer.reply = completion.text or ""
         return answer
 
-    def room(self, dialogue: Dialogue, item: QAItem) -> int:
-        """Tokens of the window left for turns once the instructions and the question are in."""
+    def room(self, dialogue: Dialogue, item: QAItem | None) -> int:
+        """Tokens of the window left for turns once the instructions and the question are in (``None``:
+        a question of QUESTION_ROOM tokens)."""
         s = self.settings
-        return (s.window - s.reserve - _count(_system(dialogue)) - _count(question_message(item, s.seed))
+        question = QUESTION_ROOM if item is None else estimate_tokens(question_message(item, s.seed))
+        return (s.window - s.reserve - _count(_system(dialogue)) - MESSAGE_OVERHEAD - question
                 - estimate_tokens(CONTEXT_INTRO.format(a=dialogue.speaker_a, b=dialogue.speaker_b)))
 
 
@@ -513,9 +516,10 @@ class Truncate(_Prompted):
         return self.texts[room]
 
     def ask(self, dialogue: Dialogue, item: QAItem) -> _Answer:
-        # The room left depends on the question's length; rounded down to a multiple of 64 so that
-        # most questions share one context (and the server's prompt cache) -- never over the window.
-        room = self.room(dialogue, item) // 64 * 64
+        # One context for every question of the conversation (so the server's prompt cache serves it
+        # after the first): the turns fit beside a question of QUESTION_ROOM tokens; a longer question
+        # (rare) gets fewer turns, never more than the window.
+        room = min(self.room(dialogue, item), self.room(dialogue, None))
         text, n = self.context(dialogue, room)
         answer = self.call(dialogue, text, item)
         answer.detail["turns"] = n
@@ -665,7 +669,8 @@ class AgentMethod(_Vmem):
             result = agent.step(question_message(item, self.settings.seed))
             memory.check()
         answer.reply = " ".join(r.strip() for r in result.replies if r.strip())
-        answer.detail = {"tool_calls": [c.name for c in result.calls], "stopped": result.stopped}
+        answer.detail = {"tool_calls": [c.name for c in result.calls], "stopped": result.stopped,
+                         "flushes": result.flushes}
         return answer
 
 
@@ -691,7 +696,7 @@ class PrefetchMethod(_Vmem):
             completion = self.driver.complete(list(context), [])
             answer.add(completion)
             memory.check()
-            answer.detail = {"workset_pages": len(memory.state.workset)}
+            answer.detail = {"workset_pages": len(memory.state.workset), "flushes": summarizer.requests}
         answer.reply = completion.text or ""
         return answer
 
