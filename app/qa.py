@@ -382,6 +382,7 @@ class QASettings:
     prefetch: int = 10  #: pages prefetched per question for (e) (and (f))
     workset: int = 0  #: working-set tokens for (e) (and (f)); 0: a third of the window
     seed: int = 0  #: adversarial option order (and the sample, see select_items)
+    daemon_tokens: int = 512  #: max tokens of one consolidation call ((f))
 
     def __post_init__(self) -> None:
         if self.window < 512:
@@ -434,6 +435,16 @@ class Method(ABC):
 
     def close(self) -> None:
         """Release what :meth:`prepare` built."""
+
+
+def _blocks(dialogue: Dialogue) -> dict[str, dict[str, Any]]:
+    """The vmem memories' core blocks: what the conversation is, and one (empty) per speaker."""
+    blocks: dict[str, dict[str, Any]] = {"conversation": {
+        "value": f"A conversation between {dialogue.speaker_a} and {dialogue.speaker_b}.", "limit": BLOCK_LIMIT,
+        "read_only": True}}
+    for label, name in (("speaker_a", dialogue.speaker_a), ("speaker_b", dialogue.speaker_b)):
+        blocks[label] = {"value": "", "limit": BLOCK_LIMIT, "description": f"what is known about {name}"}
+    return blocks
 
 
 def _system(dialogue: Dialogue, extra: str = "") -> str:
@@ -592,8 +603,7 @@ class _Vmem(Method):
         summarizer = ExtractiveSummarizer()
         started = time.perf_counter()
         memory = Memory.create(self.snapshot, system=_system(dialogue, self.prompt_extra()),
-                               blocks={"conversation": {"value": f"A conversation between {dialogue.speaker_a} and "
-                                                                 f"{dialogue.speaker_b}.", "limit": BLOCK_LIMIT}},
+                               blocks=_blocks(dialogue),
                                config=self.settings.memory_config(prefetch=self.prefetch),
                                clock=lambda: dialogue.end, durability="normal")
         flushes = 0
@@ -702,15 +712,21 @@ class PrefetchMethod(_Vmem):
 
 
 def daemon_status() -> str | None:
-    """None when the kernel has a consolidation daemon (f) can run, else why not."""
-    if importlib.util.find_spec("vmem.kernel.daemon") is None:
-        return ("not available: this vmem has no consolidation daemon (vmem.kernel.daemon); "
+    """None when the kernel has the consolidation run (f) needs
+    (``vmem.kernel.consolidation.consolidate``), else why (f) is not available."""
+    if importlib.util.find_spec("vmem.kernel.consolidation") is None:
+        return ("not available: this vmem has no consolidation daemon (vmem.kernel.consolidation); "
                 "(f) runs once it does")
+    if not hasattr(importlib.import_module("vmem.kernel.consolidation"), "consolidate"):
+        return "not available: vmem.kernel.consolidation has no consolidate(memory, driver)"
     return None
 
 
 class DaemonMethod(PrefetchMethod):
-    """(f) prefetch over a memory the consolidation daemon has curated."""
+    """(f) prefetch over a memory the consolidation daemon has curated: once the history is in,
+    consolidation runs (``vmem.kernel.consolidation.consolidate``, the daemon's synchronous run,
+    through its own driver -- the same server) until every turn has been read, then the questions
+    are asked as in (e). The runs' model calls are counted in ``prepared``, not per question."""
 
     key = "f"
 
@@ -718,10 +734,32 @@ class DaemonMethod(PrefetchMethod):
         why = daemon_status()
         if why is not None:
             raise Unavailable(why)
-        super().__init__(*args)  # pragma: no cover - needs the daemon
+        super().__init__(*args)
+        self.daemon_driver = self.make_driver(self.settings.daemon_tokens)
 
-    def after_ingest(self, memory: Memory, dialogue: Dialogue) -> dict[str, Any]:  # pragma: no cover
-        raise Unavailable("the consolidation daemon's run API is not wired into this harness yet")
+    def after_ingest(self, memory: Memory, dialogue: Dialogue) -> dict[str, Any]:
+        consolidate = importlib.import_module("vmem.kernel.consolidation").consolidate
+        counted = _Answer()
+        driver = _Counting(self.daemon_driver, counted)
+        runs = applied = skipped = unreadable = 0
+        error = None
+        started = time.perf_counter()
+        while True:
+            try:
+                report = consolidate(memory, driver)
+            except DriverError as exc:  # the rest of the history stays unconsolidated: said, not hidden
+                error = f"{type(exc).__name__}: {exc}"
+                break
+            if report is None or report.end == report.start:
+                break
+            runs += 1
+            applied += report.applied
+            skipped += report.skipped_total
+            unreadable += report.error is not None
+        return {"daemon_runs": runs, "daemon_applied": applied, "daemon_skipped": skipped,
+                "daemon_unreadable": unreadable, "daemon_calls": counted.calls,
+                "daemon_prompt_tokens": counted.prompt_tokens, "daemon_error": error,
+                "daemon_seconds": round(time.perf_counter() - started, 3)}
 
 
 class _Counting(Driver):
