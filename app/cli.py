@@ -705,7 +705,10 @@ def _eval_qa(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise CliError(f"{path} is not a LoCoMo file: {exc}") from None
     try:
-        categories = [int(c) for c in _csv(args.categories)] if args.categories else None
+        categories = [int(c) for c in _csv(args.categories) or []] if args.categories else None
+    except ValueError:
+        raise CliError(f"--categories: {args.categories!r}: give numbers 1-5, comma-separated", EXIT_USAGE) from None
+    try:
         items = select_items(dialogues, conversations=_csv(args.conversations), questions=_csv(args.questions),
                              categories=categories, limit=args.limit, seed=args.seed)
     except ValueError as exc:

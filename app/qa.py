@@ -389,7 +389,7 @@ class QASettings:
             raise ValueError(f"window must be at least 512 tokens, got {self.window}")
         if not 0 < self.reserve < self.window // 2:
             raise ValueError(f"reserve must be in (0, window/2), got {self.reserve}")
-        for name in ("answer_tokens", "agent_tokens", "max_steps", "prefetch"):
+        for name in ("answer_tokens", "agent_tokens", "daemon_tokens", "max_steps", "prefetch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.rag_k < 0 or self.workset < 0:

@@ -38,7 +38,7 @@ from vmem.kernel import Memory, MemoryConfig
 from vmem.kernel.drivers import Completion, Driver, ToolCall, Usage
 from vmem.kernel.summary import SUMMARIZER_PROMPT
 
-from test_cli import CLEAN_ENV, vmem
+from test_cli import CLEAN_ENV, assert_clean_error, vmem
 
 SPEAKERS = ("Ana", "Ben")
 FILLER = ["I spent the afternoon sorting old photographs from the summer trip to the mountains.",
@@ -261,3 +261,15 @@ def test_eval_qa_on_a_real_model(llm_server, synthetic: Path, tmp_path: Path) ->
     questions = report["questions"]
     assert len(questions) == 8 and len({q["qid"] for q in questions}) == 2  # the same two questions everywhere
     assert [json.loads(line)["qid"] for line in log.read_text().splitlines()] == [q["qid"] for q in questions]
+
+
+def test_eval_qa_bad_input_is_one_clear_line(synthetic: Path, tmp_path: Path) -> None:
+    server = ("--base-url", "http://127.0.0.1:9/v1", "--model", "m")  # never reached: the input is refused first
+    assert_clean_error(vmem("eval", "qa", str(synthetic), *server, "--configs", "b,x"), 2, "--configs", "x")
+    assert_clean_error(vmem("eval", "qa", str(synthetic), *server, "--categories", "two"), 2, "--categories")
+    assert_clean_error(vmem("eval", "qa", str(synthetic), *server, "--conversations", "conv-9"), 2, "conv-9")
+    assert_clean_error(vmem("eval", "qa", str(synthetic), *server, "--window", "100"), 2, "window")
+    assert_clean_error(vmem("eval", "qa", str(tmp_path / "none.json"), *server), 2, "no LoCoMo file")
+    assert_clean_error(vmem("eval", "qa", str(synthetic)), 2, "no model")
+    (tmp_path / "bad.json").write_text('{"not": "a list"}')
+    assert_clean_error(vmem("eval", "qa", str(tmp_path / "bad.json"), *server), 1, "not a LoCoMo file")
