@@ -53,8 +53,9 @@ Protocol (after the LoCoMo paper's QA task, Maharana et al. 2024, and its scorer
   sees the same prompt prefix (the server's prompt cache then serves it: the table shows the
   prompt tokens, and how many of them were cached).
 - Per question: the F1, the prompt tokens summed over its LLM calls (and the cached share),
-  the calls, the wall time. An LLM error (timeout, a prompt over the server's context) is
-  recorded with the question and scores 0; the table counts them.
+  the calls, the wall time. An LLM error (timeout, a prompt over the server's context) or a
+  memory that cannot make room in the window (ContextWindowError, at ingestion or at the
+  question) is recorded with the question and scores 0; the table counts them.
 
 The data is read from where it lies (``../shared/data/locomo``, CC BY-NC 4.0); nothing here
 downloads anything.
@@ -79,7 +80,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmem import estimate_tokens
+from vmem import VmemError, estimate_tokens
 from vmem.app.evaluation import CATEGORIES, Turn, parse_session_date
 from vmem.app.extractive import ExtractiveSummarizer
 from vmem.app.f1 import gold_answer, score_answer
@@ -872,6 +873,17 @@ def run_qa(dialogues: Sequence[Dialogue], items: Sequence[QAItem], configs: Sequ
                         bar.total -= len(items) - sum(1 for o in report.outcomes if o.config == key)
                         bar.refresh()
                         continue
+                    except VmemError as exc:  # e.g. the window cannot hold this memory, the server failed
+                        why = f"{type(exc).__name__}: {exc}"
+                        report.prepared.setdefault(key, {})[conv] = {"error": why}
+                        for item in conv_items:
+                            outcome = _failed(key, item, why)
+                            report.outcomes.append(outcome)
+                            if on_outcome is not None:
+                                on_outcome(outcome)
+                            bar.update(1)
+                        method.close()
+                        continue
                     bar.set_postfix_str(f"{conv} {key}:{CONFIGS[key][0]}")
                     for item in conv_items:
                         outcome = _ask(method, dialogue, item, settings.seed)
@@ -893,13 +905,17 @@ def _ask(method: Method, dialogue: Dialogue, item: QAItem, seed: int) -> Outcome
     error = None
     try:
         answer = method.ask(dialogue, item)
-    except DriverError as exc:
+    except VmemError as exc:  # the server failed (DriverError), the memory could not make room (ContextWindowError)
         answer, error = _Answer(), f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - t0
     prediction = read_reply(item, answer.reply, seed)
     return Outcome(method.key, item.qid, item.category, item.question, item.answer, prediction,
                    0.0 if error else score_answer(prediction, item.answer, item.category),
                    answer.prompt_tokens, answer.cached_tokens, answer.calls, round(seconds, 3), error, answer.detail)
+
+
+def _failed(config: str, item: QAItem, why: str) -> Outcome:
+    return Outcome(config, item.qid, item.category, item.question, item.answer, "", 0.0, 0, 0, 0, 0.0, why)
 
 
 # ---------------------------------------------------------------------------- the table

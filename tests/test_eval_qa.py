@@ -244,7 +244,7 @@ def test_eval_qa_on_a_real_model(llm_server, synthetic: Path, tmp_path: Path) ->
     log = tmp_path / "outcomes.jsonl"
     # a small window (the agent's tool schemas take ~1,800 of it) and short answers keep it to a few minutes
     p = vmem("eval", "qa", str(synthetic), "--base-url", llm_server.base_url, "--model", llm_server.model,
-             "--tool-mode", "json", "--configs", "b,c,d,e", "--limit", "2", "--window", "2560", "--reserve", "256",
+             "--tool-mode", "json", "--configs", "b,c,d,e", "--limit", "2", "--window", "3072", "--reserve", "256",
              "--rag-k", "5", "--prefetch", "3", "--workset", "200", "--max-steps", "2", "--answer-tokens", "16",
              "--agent-tokens", "64", "--json", "--log", str(log),
              env={**CLEAN_ENV, "VMEM_API_KEY": llm_server.api_key}, timeout=1200)
@@ -273,3 +273,16 @@ def test_eval_qa_bad_input_is_one_clear_line(synthetic: Path, tmp_path: Path) ->
     assert_clean_error(vmem("eval", "qa", str(synthetic)), 2, "no model")
     (tmp_path / "bad.json").write_text('{"not": "a list"}')
     assert_clean_error(vmem("eval", "qa", str(tmp_path / "bad.json"), *server), 1, "not a LoCoMo file")
+
+
+def test_a_memory_the_window_cannot_hold_is_an_error_not_a_crash(synthetic: Path, tmp_path: Path) -> None:
+    dialogues = load_dialogues(synthetic)
+    items = select_items(dialogues)[:2]
+    # 2,100 tokens: the agent's tool schemas (~1,760) leave no room for its pinned pages and last messages
+    report = run_qa(dialogues, items, ["b", "d"], QASettings(window=2100, reserve=128), lambda n: Reader(),
+                    workdir=tmp_path)
+    agent = [o for o in report.outcomes if o.config == "d"]
+    assert len(agent) == 2 and all(o.error and "Error: " in o.error and o.f1 == 0.0 for o in agent)
+    assert "would need" in report.prepared["d"]["syn-1"]["error"] or "fit" in report.prepared["d"]["syn-1"]["error"]
+    assert [o.error for o in report.outcomes if o.config == "b"] == [None, None]  # the others ran
+    assert report.summary("d")["errors"] == 2
