@@ -12,6 +12,7 @@ one more ``@command`` function, see ``_demo`` for the pattern)::
     vmem check DIR                 verify every record, the indexes and the invariants (read-only)
     vmem consolidate DIR [--loop]  the consolidation daemon over an agent's memory, as its own process
     vmem eval locomo [PATH]        LoCoMo retrieval recall@k beside the paper's DRAGON figures
+    vmem eval qa [PATH]            LoCoMo answers' F1: vmem beside truncation and RAG, on any server
     vmem bench [--quick]           every benchmark suite of a checkout, one table (figure, baseline, target)
     vmem reembed DIR [--embedder]  re-embed an agent's archival passages with another embedder
     vmem migrate SRC DST           copy an agent between a directory and a PostgreSQL URL (either way)
@@ -26,6 +27,7 @@ Errors are one line on stderr (``vmem: error: ...``), never a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -325,7 +327,7 @@ def _chat(args: argparse.Namespace) -> int:
                        EXIT_USAGE)
     try:
         window = args.window if args.window is not None else 8192
-        config = MemoryConfig(window=window, reserve_output=min(1024, window // 4))
+        config = MemoryConfig(window=window, reserve_output=min(1024, window // 8))
     except ValueError as exc:
         raise CliError(f"--window: {exc}", EXIT_USAGE) from None
     from vmem.app.activity import activity, session_start
@@ -851,14 +853,66 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     loc.add_argument("--modes", default="text,vector,hybrid",
                      help="comma-separated retrieval modes (default text,vector,hybrid; also rrf and MODE+context)")
     loc.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+    qa = sub.add_parser(
+        "qa", help="LoCoMo question answering: F1 of a real model's answers, vmem beside truncation and RAG",
+        description="Ask a model LoCoMo's questions about each conversation, side by side: (a) the whole "
+                    "conversation in the prompt, (b) the newest turns that fit --window, (c) top-k retrieval "
+                    "into that window, (d) the vmem agent with its memory functions, (e) vmem with prefetch "
+                    "only, (f) vmem after its consolidation daemon. Scored with the LoCoMo paper's token F1, per "
+                    "question category; prompt tokens and seconds per question. The conversation goes into "
+                    "vmem without model calls (an extractive summarizer writes the flushes' summaries); the "
+                    "model answers the questions only. See vmem.app.qa for the protocol.",
+        epilog="example: vmem eval qa --base-url http://127.0.0.1:8080/v1 --model qwen --configs b,c,d,e "
+               "--limit 20 --window 4096")
+    qa.add_argument("path", metavar="PATH", nargs="?", default=None,
+                    help="a LoCoMo JSON file (default: ../shared/data/locomo/locomo_dev.json)")
+    qa.add_argument("--base-url", help="the OpenAI-compatible server (default: $VMEM_BASE_URL, then "
+                                       "$OPENAI_BASE_URL); the key comes from $VMEM_API_KEY or $OPENAI_API_KEY")
+    qa.add_argument("--model", help="the model name to send (default: $VMEM_MODEL)")
+    qa.add_argument("--tool-mode", choices=("auto", "native", "json"), default=None,
+                    help="how the agent's tools reach the model (default: $VMEM_TOOL_MODE or auto)")
+    qa.add_argument("--configs", default="a,b,c,d,e,f",
+                    help="comma-separated configurations, letters a-f (default all)")
+    qa.add_argument("--window", type=int, default=4096, help="the context window of (b)-(f), tokens (default 4096)")
+    qa.add_argument("--reserve", type=int, default=512, help="tokens kept free for the answer (default 512)")
+    qa.add_argument("--limit", type=int, default=None,
+                    help="a fixed random sample of this many questions, spread across the categories (--seed)")
+    qa.add_argument("--questions", default=None, help="comma-separated question ids <sample_id>:<index>")
+    qa.add_argument("--conversations", default=None, help="comma-separated sample ids (e.g. conv-26,conv-30)")
+    qa.add_argument("--categories", default=None, help="comma-separated categories 1-5 (1 multi-hop, 2 temporal, "
+                                                       "3 open-domain, 4 single-hop, 5 adversarial)")
+    qa.add_argument("--seed", type=int, default=0, help="the sample's and the adversarial options' seed (default 0)")
+    qa.add_argument("--rag-k", type=int, default=0, help="turns retrieved for (c); 0 fills the window (default)")
+    qa.add_argument("--prefetch", type=int, default=10, help="pages prefetched per question for (e) (default 10)")
+    qa.add_argument("--workset", type=int, default=0,
+                    help="working-set tokens for (e); 0: a third of the window (default)")
+    qa.add_argument("--max-steps", type=int, default=4, help="LLM calls per question for the agent (default 4)")
+    qa.add_argument("--answer-tokens", type=int, default=32, help="max tokens of an answer (default 32)")
+    qa.add_argument("--agent-tokens", type=int, default=256,
+                    help="max tokens of one LLM call of the agent, which writes tool calls (default 256)")
+    qa.add_argument("--timeout", type=float, default=1800.0,
+                    help="seconds to wait for one LLM call (default 1800: a CPU reading a long prompt is slow)")
+    qa.add_argument("--json", action="store_true",
+                    help="print the whole report as strict JSON: settings, per configuration its overall and "
+                         "per-category figures, and every question's outcome")
+    qa.add_argument("--log", metavar="FILE", type=Path, default=None,
+                    help="append each question's outcome to FILE as a JSON line as soon as it is scored "
+                         "(a long run's partial results)")
+    progress = qa.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="a progress bar on stderr (default: when stderr is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-@command("eval", "evaluations (LoCoMo retrieval recall@k)",
-         "Evaluate vmem's retrieval on a benchmark's data. The data is not part of the repository.",
+@command("eval", "evaluations (LoCoMo retrieval recall@k; LoCoMo question answering)",
+         "Evaluate vmem on a benchmark's data: retrieval (locomo), answers end to end (qa). The data is not "
+         "part of the repository.",
          _eval_args)
 def _eval(args: argparse.Namespace) -> int:
     from vmem.app.evaluation import DEFAULT_LOCOMO_PATH, PAPER_DRAGON, evaluate_locomo, format_report
 
+    if args.benchmark == "qa":
+        return _eval_qa(args)
     path = Path(args.path) if args.path else DEFAULT_LOCOMO_PATH
     if not path.is_file():
         raise CliError(f"no LoCoMo file at {path}: pass its path (the data is not in the repository: LoCoMo's "
@@ -938,6 +992,75 @@ def _reembed(args: argparse.Namespace) -> int:
         print(f"{path}: its {n} passages are already embedded by {embedder.name}: nothing to do")
     else:
         print(f"{path}: re-embedded {n} passages with {embedder.name}")
+    return EXIT_OK
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _eval_qa(args: argparse.Namespace) -> int:
+    from vmem.app.evaluation import DEFAULT_LOCOMO_PATH
+    from vmem.app.qa import CONFIGS, QASettings, format_qa_report, load_dialogues, run_qa, select_items
+    from vmem.kernel.drivers import OpenAIDriver, RetryPolicy
+
+    model, base_url = _server(args)
+    path = Path(args.path) if args.path else DEFAULT_LOCOMO_PATH
+    if not path.is_file():
+        raise CliError(f"no LoCoMo file at {path} (the data is not in the repository: pass its path)", EXIT_USAGE)
+    configs = _csv(args.configs) or []
+    bad = [c for c in configs if c not in CONFIGS]
+    if bad or not configs:
+        raise CliError(f"--configs: {', '.join(bad) or 'none given'}: choose among {', '.join(CONFIGS)}", EXIT_USAGE)
+    try:
+        settings = QASettings(window=args.window, reserve=args.reserve, answer_tokens=args.answer_tokens,
+                              agent_tokens=args.agent_tokens, max_steps=args.max_steps, rag_k=args.rag_k, prefetch=args.prefetch,
+                              workset=args.workset, seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        dialogues = load_dialogues(path)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise CliError(f"{path} is not a LoCoMo file: {exc}") from None
+    try:
+        categories = [int(c) for c in _csv(args.categories) or []] if args.categories else None
+    except ValueError:
+        raise CliError(f"--categories: {args.categories!r}: give numbers 1-5, comma-separated", EXIT_USAGE) from None
+    try:
+        items = select_items(dialogues, conversations=_csv(args.conversations), questions=_csv(args.questions),
+                             categories=categories, limit=args.limit, seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if not items:
+        raise CliError("no question selected", EXIT_USAGE)
+
+    def make_driver(max_tokens: int) -> OpenAIDriver:
+        return OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout,
+                            retry=RetryPolicy(max_attempts=2), params={"max_tokens": max_tokens, "temperature": 0})
+
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    with contextlib.ExitStack() as stack:
+        log = None
+        if args.log is not None:
+            try:
+                log = stack.enter_context(open(args.log, "a", encoding="utf-8"))
+            except OSError as exc:
+                raise CliError(f"--log {args.log}: {exc.strerror or exc}", EXIT_USAGE) from None
+
+        def keep(outcome: Any) -> None:
+            if log is not None:
+                log.write(json.dumps(dataclasses.asdict(outcome), allow_nan=False) + "\n")
+                log.flush()
+
+        report = run_qa(dialogues, items, configs, settings, make_driver, progress=progress, on_outcome=keep)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, allow_nan=False))
+        return EXIT_OK
+    convs = sorted({i.conversation for i in items})
+    print(f"LoCoMo QA, {path}: {len(items)} questions from {', '.join(convs)}; model {model}; window "
+          f"{settings.window}; F1 percent by category (questions), prompt tokens and seconds per question; "
+          f"{report.seconds:.0f} s in all")
+    print(format_qa_report(report))
     return EXIT_OK
 
 
