@@ -80,6 +80,8 @@ def test_schema_1_store_is_migrated(tmp_path: Path) -> None:
     for name in (RECALL_TEXT_NAME, ARCHIVAL_TEXT_NAME):
         (tmp_path / "a" / name).unlink()
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)  # make it look like version 1
+    con.executescript("".join(f"DROP TRIGGER {t}_crc_i; DROP TRIGGER {t}_crc_u; ALTER TABLE {t} DROP COLUMN crc;"
+                              for t in ("messages", "passages", "blocks", "kv", "journal")) + "DROP TABLE commits;")
     con.executescript("""
         ALTER TABLE passages DROP COLUMN grp;
         CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='id');
