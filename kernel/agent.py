@@ -195,7 +195,7 @@ class Agent:
             if text:
                 result.replies.append(text)
             return False
-        cap = min(self.rules.max_calls_per_answer, memory.config.max_calls)
+        cap = min(self.rules.max_calls_per_answer, memory.config.max_calls, memory.pressure.calls_that_fit())
         calls, over = calls[:cap], calls[cap:]
         memory.append({"role": "assistant", "content": completion.text or None,
                        "tool_calls": [c.to_openai() for c in calls]})

@@ -56,6 +56,11 @@ core memory, the statistics and the summary at its cap: a user message, an answe
 (each bounded to half of what is left), the alert; below it steps cannot be made to fit."""
 
 
+CALL_TOKENS = 96
+"""What one call of an answer may take in its group, about: the call (its arguments cut when the
+answer is oversize) and its result or the result's note."""
+
+
 def summary_cap(budget: int, share: float) -> int:
     """Tokens the summary may take in a ``budget``: its ``share`` with slack for the wording."""
     return max(64, int(1.5 * share * budget))
@@ -112,6 +117,11 @@ class QueueManager:
         """Whether a message of ``tokens`` is too large for the queue (over half of what the
         queue and working set may use), so it is stored whole and summarised instead."""
         return tokens > self.room() // 2
+
+    def calls_that_fit(self) -> int:
+        """Calls one answer may run so that its group (each call and its result, or the result's
+        note) stays within half the room: at least 1 (:data:`CALL_TOKENS` each)."""
+        return max(1, self.room() // 2 // CALL_TOKENS)
 
     def group_overflows(self, group: int, tokens: int) -> bool:
         """Whether adding ``tokens`` to an answer's atomic group of ``group`` tokens takes it over

@@ -12,7 +12,7 @@ tool rules), and the guards against models that loop.
   themselves; the repeat would be answered the same way anyway).
 - A tool called more than ``max_calls_per_tool`` times in one turn is refused the same way.
 - One answer runs at most ``max_calls_per_answer`` calls (and never more than the memory's
-  ``MemoryConfig.max_calls``): the answer is recorded with the calls that run, the others are
+  ``MemoryConfig.max_calls``, nor than fit in half its queue's room at about 96 tokens each): the answer is recorded with the calls that run, the others are
   refused in a note after their results, and the turn ends (a model looping inside one answer
   could otherwise fill the window with one atomic group no flush may split).
 - ``max_steps`` LLM calls per user message are the last resort.
