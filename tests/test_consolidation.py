@@ -28,6 +28,12 @@ from vmem.kernel.proposals import (
 )
 from vmem.storage import Block
 
+
+def core_message(messages) -> str:
+    """The core memory message of a compiled context (after the system and memory instructions)."""
+    return next(m["content"] for m in messages if m["role"] == "system" and m["content"].startswith("<core_memory"))
+
+
 T0 = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone.utc)
 
 
@@ -86,7 +92,7 @@ def test_a_run_writes_core_memory_dated_facts_and_supersessions(tmp_path: Path) 
     assert not stale.current and stale.superseded_by == new["calls per day: 1200"].id
     assert memory.consolidation_cursor == memory.stats.recall == 4
     # its writes reach the agent's next context: the block is a pinned page
-    assert "job: nurse" in memory.compile()[1]["content"]
+    assert "job: nurse" in core_message(memory.compile())
     memory.check()
     event = [e for e in read_trace(memory.store) if e["e"] == "consolidate"][-1]
     assert event["start"] == 0 and event["end"] == 4 and event["applied"] == 5

@@ -19,6 +19,12 @@ from vmem.kernel import daemon as daemon_module
 from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
 from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
 
+
+def core_message(messages) -> str:
+    """The core memory message of a compiled context (after the system and memory instructions)."""
+    return next(m["content"] for m in messages if m["role"] == "system" and m["content"].startswith("<core_memory"))
+
+
 T0 = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone.utc)
 WAIT = 20.0  # seconds an event may take on a loaded machine (a bound, not a measurement)
 
@@ -86,7 +92,7 @@ def test_steps_do_not_wait_for_the_daemons_llm_and_its_run_reaches_the_next_cont
         gated.gate.set()
         until(lambda: daemon.reports)  # applied by the worker between steps, under agent.lock
         agent.step("What do you know about me?")
-        assert "job: nurse" in seen[-1][1]["content"]  # the core memory message of this step's context
+        assert "job: nurse" in core_message(seen[-1])  # the core memory message of this step's context
         report = daemon.reports[0]
         assert (report.start, report.end) == (0, 6) and report.applied == 3  # 2 turns: user, call, result
     events = [e["e"] for e in read_trace(agent.memory.store)]
@@ -147,7 +153,7 @@ def test_an_idle_agent_is_consolidated(tmp_path: Path) -> None:
         gated.gate.set()
         until(lambda: daemon.reports)
         agent.step("Hello again")
-        assert "pet: a cat called Miso" in seen[-1][1]["content"]
+        assert "pet: a cat called Miso" in core_message(seen[-1])
         assert len(daemon.reports) == 1 and gated.calls == 1  # idle again, nothing new: no second run
     agent.memory.check()
     agent.close()

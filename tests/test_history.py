@@ -115,7 +115,7 @@ def cached_agent_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     agent = Agent.create(base / "agent", system="You are terse.", blocks={"human": "Ana"},
                          driver=ScriptedDriver(respond), config=MemoryConfig(window=3584, reserve_output=256))
     for n in range(8):
-        agent.step(f"message {n}: " + "some words " * 40)
+        agent.step(f"message {n}: " + "some words " * 60)
     agent.close()
     out = base / "agent.html"
     p = subprocess.run([sys.executable, "-m", "vmem.app.cli", "inspect", str(base / "agent"), "--html", str(out)],

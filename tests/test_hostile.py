@@ -104,7 +104,7 @@ COMPLETIONS = st.one_of(
 class HostileModel(RuleBasedStateMachine):
     """One agent; every rule is a user message answered by a random chain of completions."""
 
-    @initialize(window=st.sampled_from([4096, 4096, 3300, 8192]))
+    @initialize(window=st.sampled_from([4608, 4608, 3584, 8192]))
     def setup(self, window: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vmem-hostile-"))
         self.script: list[Completion] = []

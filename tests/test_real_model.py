@@ -31,10 +31,10 @@ FACTS = ["Hi! I'm Ana. I live in Porto, near the river, and I work as a nurse at
 def test_an_agent_with_a_real_model_over_http(llm_server, tmp_path: Path) -> None:
     driver = OpenAIDriver(llm_server.model, base_url=llm_server.base_url, api_key=llm_server.api_key,
                           tool_mode="json", timeout=600, params={"max_tokens": 48, "temperature": 0})
-    window = min(llm_server.n_ctx or 3072, 3072)  # small, so that memory pressure comes within a few messages
+    window = min(llm_server.n_ctx or 3584, 3584)  # small, so that memory pressure comes within a few messages
     agent = Agent.create(tmp_path / "a", system=SYSTEM, blocks={"human": "", "persona": "I am Vee."},
                          driver=driver, config=MemoryConfig(window=window, reserve_output=256, keep_last=3))
-    padding = " Also, for the record: " + "the weather was mild and the tram was late again. " * 24
+    padding = " Also, for the record: " + "the weather was mild and the tram was late again. " * 36
     results = [agent.step(text + (padding if i < 4 else "")) for i, text in enumerate(FACTS)]
     memory = agent.memory
     assert all(1 <= r.steps <= agent.rules.max_steps for r in results)
