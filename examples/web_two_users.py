@@ -53,7 +53,7 @@ class Agents:
             else:
                 self._agents[user] = Agent.create(
                     path, system=SYSTEM, driver=self.driver, blocks={"human": "", "persona": "I am concise."},
-                    config=MemoryConfig(window=self.window, reserve_output=min(1024, self.window // 4)))
+                    config=MemoryConfig(window=self.window, reserve_output=min(1024, self.window // 8)))
         return self._agents[user]
 
     def close(self) -> None:

@@ -36,12 +36,21 @@ from typing import TYPE_CHECKING
 
 from vmem.kernel.consolidation import MAX_BATCH_CHARS, RunReport, StaleBatch, apply, ask, take_batch
 from vmem.kernel.drivers import Driver
+from vmem.kernel.errors import BusyError
 from vmem.kernel.proposals import Batch
 
 if TYPE_CHECKING:
     from vmem.kernel.agent import Agent
 
 __all__ = ["ConsolidationDaemon", "DaemonConfig"]
+
+
+#: Longest the worker sleeps between looks at the memory when no step woke it (seconds): steps wake
+#: it when a run is due, and this bounds the wait should such a wake-up be missed.
+POLL = 1.0
+#: Times the worker applies a run whose apply met BusyError (another thread's moment with the
+#: memory, outside any step), a short sleep apart, before it counts the run as failed.
+BUSY_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,8 @@ class ConsolidationDaemon:
             if batch is None:
                 with self._cond:  # nothing due: sleep until a run is due by count, wait() asks, or idle time
                     if not self._forced and not self._stopping and not self._due_by_count():
-                        self._cond.wait(self._sleep())
+                        sleep = self._sleep()  # at most POLL: a wake-up lost to a race costs a second
+                        self._cond.wait(POLL if sleep is None else min(sleep, POLL))
                 continue
             read, t = self._read_seconds, time.perf_counter()
             try:
@@ -194,18 +204,28 @@ class ConsolidationDaemon:
                     self._cond.wait(1.0)  # no hot loop on a server that is down
                 continue
             asked = time.perf_counter() - t
-            with self.agent.lock:
-                if self.agent.memory.closed:
-                    return
-                t = time.perf_counter()
-                try:
-                    report = apply(self.agent.memory, batch, answer)
-                except StaleBatch as exc:
-                    self._failed(f"stale batch dropped: {exc}", batch)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - the run rolled back; the agent goes on
-                    self._failed(f"apply failed ({type(exc).__name__}: {exc}); nothing was changed", batch)
-                    continue
+            report = None
+            for attempt in range(BUSY_TRIES):
+                busy = False
+                with self.agent.lock:
+                    if self.agent.memory.closed:
+                        return
+                    t = time.perf_counter()
+                    try:
+                        report = apply(self.agent.memory, batch, answer)
+                    except BusyError as exc:  # another caller's moment with the memory: apply again shortly
+                        busy = attempt + 1 < BUSY_TRIES
+                        if not busy:
+                            self._failed(f"apply failed ({type(exc).__name__}: {exc}); nothing was changed", batch)
+                    except StaleBatch as exc:
+                        self._failed(f"stale batch dropped: {exc}", batch)
+                    except Exception as exc:  # noqa: BLE001 - the run rolled back; the agent goes on
+                        self._failed(f"apply failed ({type(exc).__name__}: {exc}); nothing was changed", batch)
+                if not busy:
+                    break
+                time.sleep(0.05)
+            if report is None:
+                continue
             report.seconds = {"read": read, "ask": asked, "apply": time.perf_counter() - t}
             with self._cond:
                 self.reports.append(report)

@@ -70,10 +70,11 @@ def make_agent(path: Path) -> tuple[Agent, list[list[dict]]]:
     return agent, seen
 
 
-def until(condition: Any) -> None:
+def until(condition: Any, daemon: Any = None) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
-        assert time.monotonic() < deadline, "the daemon never got there"
+        assert time.monotonic() < deadline, ("the daemon never got there", daemon and daemon.errors,
+                                             daemon and daemon.reports)
         time.sleep(0.005)
 
 
@@ -169,7 +170,7 @@ def test_a_failed_llm_call_is_retried_with_the_same_turns(tmp_path: Path) -> Non
         assert "server down" in daemon.errors[0]
         until(lambda: not daemon.running)
         agent.step("Hello")  # due again: the batch starts where the failed one did
-        until(lambda: daemon.reports)
+        until(lambda: daemon.reports, daemon)
         assert daemon.reports[0].start == 0 and agent.memory.block("human").value == "name: Ana"
     agent.close()
 
