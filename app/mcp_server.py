@@ -48,7 +48,7 @@ from vmem.kernel import Memory
 from vmem.kernel.drivers import ToolCall
 from vmem.kernel.drivers.toolcalls import MAX_DEPTH, checked_call, text_too_deep
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
-from vmem.storage import Block, StoreLockedError, is_url
+from vmem.storage import Block, StoreLockedError, display, is_url
 
 __all__ = ["BLOCK_URI", "LOOPBACK", "MESSAGE_DEPTH", "TOKEN_FILE", "BearerAuth", "MemoryService", "http_token",
            "rejection", "block_uri", "build_server", "serve_http", "serve_stdio"]
@@ -280,12 +280,13 @@ def build_server(service: MemoryService) -> Any:
         return types.ReadResourceResult(contents=[types.TextResourceContents(uri=uri, mime_type="text/plain",
                                                                              text=b.value)])
 
+    name = display(service.path) if is_url(service.path) else Path(service.path).name
     instructions = (
-        f"The memory of one vmem agent ({service.path.name}): core memory blocks (small, labelled, always worth "
+        f"The memory of one vmem agent ({name}): core memory blocks (small, labelled, always worth "
         "reading: the resources vmem://blocks/LABEL), archival memory (long-term passages: archival_memory_insert, "
         "archival_memory_search) and the conversation history (conversation_search). Edit a block with "
         "core_memory_append, core_memory_replace, memory_insert or memory_rethink. A failed call changes nothing.")
-    return Server("vmem", version=__version__, title=f"vmem memory: {service.path.name}", instructions=instructions,
+    return Server("vmem", version=__version__, title=f"vmem memory: {name}", instructions=instructions,
                   on_list_tools=list_tools, on_call_tool=call_tool, on_list_resources=list_resources,
                   on_read_resource=read_resource)
 

@@ -401,3 +401,14 @@ def test_every_method_that_speaks_sqlite_has_its_postgresql_version() -> None:
             if any(k in src for k in ("execute(", ".reading(", "executemany", "sqlite_")) and name not in vars(sub):
                 missing.append(f"{base.__name__}.{name}")
     assert not missing, missing
+
+
+def test_the_mcp_server_serves_a_postgresql_location(pg_server) -> None:
+    from vmem.app.mcp_server import MemoryService, build_server
+
+    url = pg_server.agent_url("mcp")
+    Memory.create(url, system="s", blocks={"human": "Ana"}).close()
+    service = MemoryService(url, hold=0)
+    server = build_server(service)  # named by the agent's URL (without a password), not a directory's name
+    assert "agent=mcp" in server.instructions and "agent=mcp" in server.title
+    service.close()
