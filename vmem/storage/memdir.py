@@ -459,11 +459,9 @@ class MemoryDir:
                 failures.append(("closing the database", exc))
         if failures:
             what, first = failures[0]
-            error = VmemStorageError(f"{self.path}: closing: {what} failed: {first}. The directory is released and "
-                                     f"nothing committed is lost (caches are rebuilt at open)")
-            for what, exc in failures[1:]:
-                error.add_note(f"also: {what} failed: {exc}")
-            raise error from first
+            also = "".join(f"; also {w} failed: {e}" for w, e in failures[1:])  # in the message: add_note is 3.11+
+            raise VmemStorageError(f"{self.path}: closing: {what} failed: {first}{also}. The directory is released "
+                                   f"and nothing committed is lost (caches are rebuilt at open)") from first
 
     def _witness_commits(self) -> None:
         """Compare the database's commit count with the one recorded outside it (in the lock
