@@ -17,7 +17,8 @@ from typing import Any, Literal
 from vmem.kernel.context import message_line, passage_line
 from vmem.kernel.functions import FunctionError, memory_function
 from vmem.kernel.host import Host, SearchHit
-from vmem.storage import Block, BlockLimitError, NotFoundError, ReadOnlyBlockError, SearchPage
+from vmem.storage import Block, BlockLimitError, EditConflictError, NotFoundError, ReadOnlyBlockError, SearchPage
+from vmem.storage.block_edit import BlockEdit
 
 __all__ = ["BUILTINS", "TERMINAL"]
 
@@ -32,15 +33,16 @@ def _block(memory: Host, label: str) -> Block:
         raise FunctionError(f"no core memory block {label!r}; blocks: {labels}") from None
 
 
-def _edit_block(memory: Host, label: str, new_value: str) -> str:
-    """Replace a block's value; the store enforces read-only and the limit, the core the budget."""
+def _edit_block(memory: Host, label: str, edit: BlockEdit) -> str:
+    """Edit a block; the store enforces read-only and the limit, the core the budget; a shared
+    block's edit that meets another agent's change it cannot apply to is refused."""
     try:
-        block = memory.set_block(label, new_value)
-    except ReadOnlyBlockError as exc:
+        block = memory.edit_block(label, edit)
+    except (ReadOnlyBlockError, EditConflictError) as exc:
         raise FunctionError(str(exc)) from None
     except BlockLimitError as exc:
         raise FunctionError(f"{exc}; condense it (memory_rethink) or move details to archival memory") from None
-    return f"block {label!r} now holds {len(new_value)}/{block.limit} characters"
+    return f"block {label!r} now holds {len(block.value)}/{block.limit} characters"
 
 
 @memory_function
@@ -62,9 +64,8 @@ def core_memory_append(memory: Host, label: str, content: str) -> str:
         label: the block's label (e.g. "human" or "persona").
         content: the text to append, on a new line.
     """
-    block = _block(memory, label)
-    value = f"{block.value}\n{content}" if block.value else content
-    return _edit_block(memory, label, value)
+    _block(memory, label)
+    return _edit_block(memory, label, BlockEdit.append(content))
 
 
 @memory_function
@@ -83,7 +84,7 @@ def core_memory_replace(memory: Host, label: str, old_content: str, new_content:
     if n != 1:
         raise FunctionError(f"old_content occurs {n} times in block {label!r}; it must occur exactly once "
                             f"(quote more of the surrounding text)")
-    return _edit_block(memory, label, block.value.replace(old_content, new_content))
+    return _edit_block(memory, label, BlockEdit.replace(old_content, new_content))
 
 
 @memory_function
@@ -101,8 +102,7 @@ def memory_insert(memory: Host, label: str, content: str, insert_line: int = -1)
         insert_line = len(lines)
     if not 0 <= insert_line <= len(lines):
         raise FunctionError(f"insert_line must be -1 or between 0 and {len(lines)} for block {label!r}")
-    lines[insert_line:insert_line] = content.split("\n")
-    return _edit_block(memory, label, "\n".join(lines))
+    return _edit_block(memory, label, BlockEdit.insert(content, insert_line))
 
 
 @memory_function
@@ -113,8 +113,8 @@ def memory_rethink(memory: Host, label: str, new_memory: str) -> str:
         label: the block's label.
         new_memory: the block's new full text.
     """
-    _block(memory, label)
-    return _edit_block(memory, label, new_memory)
+    block = _block(memory, label)
+    return _edit_block(memory, label, BlockEdit.rewrite(new_memory, base=block.value))
 
 
 @memory_function

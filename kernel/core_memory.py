@@ -5,16 +5,26 @@ flags and enforces them; this keeps each block's rendered text beside its page i
 core, so an edit re-accounts its tokens in the same breath: the core checks the new size
 against the budget first, then the store applies its rules, and a refusal by either
 changes nothing.
+
+A block may be *shared* (:mod:`vmem.kernel.shared_blocks`): its text lives in a shared
+store, the agent's own store keeps a placeholder row (label, limit, flags; no text), and
+every read and edit of it goes through :class:`~vmem.kernel.shared_blocks.SharedBlocks`.
+Edits are :class:`~vmem.storage.block_edit.BlockEdit` s so that they keep their meaning
+when another agent edited the block first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vmem import PageKind, PagedContext, Region, make_page_id, page_serial
 from vmem.kernel.context import render_block, render_core
 from vmem.kernel.persistence import MemoryState
+from vmem.kernel.shared_blocks import SharedBlocks
 from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.storage import Block, Blocks
+from vmem.storage.block_edit import BlockEdit
 
 __all__ = ["CoreMemory"]
 
@@ -23,15 +33,17 @@ class CoreMemory:
     """The core memory blocks as pages: ``pages`` maps labels to page ids (``MemoryState.block_pages``),
     ``texts`` pages to their rendered text."""
 
-    __slots__ = ("_ctx", "_blocks", "_counter", "_trace", "_state", "texts")
+    __slots__ = ("_ctx", "_blocks", "_counter", "_trace", "_state", "_room", "shared", "texts")
 
     def __init__(self, ctx: PagedContext, blocks: Blocks, counter: TokenCounter, trace: Trace,
-                 state: MemoryState) -> None:
+                 state: MemoryState, shared: SharedBlocks, room: Callable[[], int]) -> None:
         self._ctx = ctx
         self._blocks = blocks
         self._counter = counter
         self._trace = trace
         self._state = state
+        self.shared = shared  #: the blocks that live in a shared store
+        self._room = room  # tokens the pinned pages may still grow by, leaving a step its queue
         self.texts: dict[int, str] = {}
 
     @property
@@ -39,9 +51,30 @@ class CoreMemory:
         """Block label -> page id, in creation order."""
         return self._state.block_pages
 
+    def all(self) -> list[Block]:
+        """Every block as the context shows it (a shared block's text from its store), in order."""
+        shared = self.shared
+        return [shared.view(b.label) if shared.is_shared(b.label) else b for b in self._blocks.all()]
+
     def load(self) -> None:
         """Render every stored block (at open)."""
-        self.texts = {self.pages[b.label]: render_block(b) for b in self._blocks.all()}
+        self.texts = {self.pages[b.label]: self._render(b) for b in self.all()}
+
+    def _render(self, block: Block) -> str:
+        """A block's text in the context; a shared block another agent grew past what this
+        window's core can hold is shown cut, saying so (the next step can always run)."""
+        text = render_block(block)
+        page = self.pages.get(block.label)
+        if page is None or not self.shared.is_shared(block.label):
+            return text
+        room = self._room() + self._ctx.info(page).tokens
+        if self._counter.count(text) <= room:
+            return text
+        value = block.value
+        while value and self._counter.count(render_block(Block(block.label, value, block.limit))) > room - 40:
+            value = value[: len(value) // 2]
+        note = f"\n[{len(block.value) - len(value)} more characters of this shared block do not fit this context]"
+        return render_block(Block(block.label, value + note, block.limit, block.description, block.read_only))
 
     def register(self, block: Block) -> int:
         """Give a stored block a page in the core (pinned, in CORE); return the page's tokens."""
@@ -58,16 +91,43 @@ class CoreMemory:
         return render_core(self.texts.values()) if self.texts else None
 
     def get(self, label: str) -> Block:
-        """The stored block (NotFoundError if none)."""
+        """The block as the context shows it (NotFoundError if none)."""
+        if self.shared.is_shared(label):
+            return self.shared.view(label)
         return self._blocks.get(label)
 
     def labels(self) -> list[str]:
         """Block labels, in creation order."""
         return self._blocks.labels()
 
+    def apply(self, label: str, edit: BlockEdit) -> Block:
+        """Edit a block as the agent does, all or nothing (EditConflictError, BudgetError,
+        ReadOnlyBlockError, BlockLimitError, NotFoundError leave everything as it was)."""
+        if not self.shared.is_shared(label):
+            block = self._blocks.get(label)
+            return self.edit(label, edit.apply(block.value, label=f"block {label!r}"))
+        page = self.pages[label]
+        old = self._ctx.info(page).tokens
+        before = list(self._state.shared_edits)
+        block = self.shared.edit(label, edit)
+        text = render_block(block)
+        try:
+            self._ctx.resize(page, self._counter.count(text))
+        except BaseException:
+            self._state.shared_edits = before
+            self._ctx.resize(page, old)
+            raise
+        self.texts[page] = text
+        location, name = self.shared.location(label)
+        self._trace.write({"e": "block", "label": label, "value": block.value, "shared": name})
+        return block
+
     def edit(self, label: str, value: str) -> Block:
         """Set a block's value as the agent does, all or nothing (BudgetError, ReadOnlyBlockError,
-        BlockLimitError, NotFoundError leave everything as it was)."""
+        BlockLimitError, NotFoundError leave everything as it was). A shared block is rewritten
+        only if no other agent changed it since this memory read it (EditConflictError)."""
+        if self.shared.is_shared(label):
+            return self.apply(label, BlockEdit.rewrite(value, base=self.shared.view(label).value))
         block = self._blocks.get(label)
         page = self.pages[label]
         text = render_block(Block(label, value, block.limit, block.description, block.read_only))
@@ -92,9 +152,42 @@ class CoreMemory:
         self._trace.write({"e": "block_added", "label": label})
         return block
 
+    def attach(self, label: str, location: str, name: str) -> Block:
+        """Make ``label`` the shared block ``name`` of the store at ``location``: a placeholder
+        row in this agent's blocks and a page showing the shared text (BudgetError if it does
+        not fit; the caller's transaction undoes the rest then)."""
+        shared = self.shared.attach(label, location, name)
+        with self._blocks.as_owner():
+            self._blocks.create(label, "", limit=shared.limit, description=shared.description,
+                                read_only=shared.read_only)
+        block = self.shared.view(label)
+        self.register(block)
+        self._trace.write({"e": "block_attached", "label": label, "shared": name})
+        return block
+
+    def refresh(self, changed: list[tuple[str, Block, str]], agent: str) -> None:
+        """Show the shared blocks other agents changed (from :meth:`SharedBlocks.sync`)."""
+        for label, block, by in changed:
+            page = self.pages.get(label)
+            if page is None:
+                continue
+            text = self._render(block)
+            self._ctx.resize(page, self._counter.count(text))
+            self.texts[page] = text
+            if by != agent:
+                self._trace.write({"e": "block", "label": label, "value": block.value, "by": by})
+
     def update(self, label: str, **fields: object) -> Block:
-        """Change any field of a block as a developer does (read-only does not apply), re-accounting it."""
+        """Change any field of a block as a developer does (read-only does not apply), re-accounting it.
+        Of a shared block only the value (an unconditional rewrite; the other fields are the shared store's)."""
         page = self.pages[label]
+        if self.shared.is_shared(label):
+            if any(v is not None for k, v in fields.items() if k != "value"):
+                raise ValueError(f"block {label!r} is shared: its limit, description and read-only flag "
+                                 f"are set in its shared store")
+            if fields.get("value") is None:
+                return self.shared.view(label)
+            return self.apply(label, BlockEdit.rewrite(str(fields["value"])))
         with self._blocks.as_owner():
             block = self._blocks.update(label, **fields)  # type: ignore[arg-type]
         text = render_block(block)
@@ -104,7 +197,9 @@ class CoreMemory:
         return block
 
     def delete(self, label: str) -> None:
-        """Remove a block and its page."""
+        """Remove a block and its page (a shared block is detached: it stays in its store)."""
+        if self.shared.is_shared(label):
+            self.shared.detach(label)
         with self._blocks.as_owner():
             self._blocks.delete(label)
         page = self.pages.pop(label)

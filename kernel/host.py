@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from vmem.storage import Block, Message, Passage, SearchPage
+from vmem.storage.block_edit import BlockEdit
 
 __all__ = ["Host", "Saved", "SearchHit"]
 
@@ -45,6 +46,10 @@ class Host(Protocol):
 
     def set_block(self, label: str, value: str) -> Block:
         """Set a block's value (ReadOnlyBlockError, BlockLimitError, vmem.BudgetError refuse it)."""
+
+    def edit_block(self, label: str, edit: BlockEdit) -> Block:
+        """Edit a block (append, replace, insert, rewrite); as :meth:`set_block`, and
+        EditConflictError when the edit cannot apply to the value it meets (a shared block)."""
 
     def reply(self, message: str) -> None:
         """A message for the user (what send_message does)."""

@@ -52,6 +52,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 import numpy as np
@@ -92,13 +93,16 @@ from vmem.kernel.journal import JournaledContext
 from vmem.kernel.persistence import STATE_KEY, MemoryState, Saver, load_core, load_state
 from vmem.kernel.pressure import MIN_QUEUE, QueueManager, Room, minimum_budget, summary_cap
 from vmem.kernel.queue import MessageQueue
+from vmem.kernel.shared_blocks import SharedBlocks
 from vmem.kernel.statistics import MemoryStatistics
 from vmem.kernel.summary import SummaryRequest, asummarize, cap_text, summarize
 from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.kernel.transaction import CoreMarks, Transactions
 from vmem.storage import Block, MemoryDir, Message, NotFoundError, Passage, SearchPage, VmemStorageError
+from vmem.storage.block_edit import BlockEdit
 from vmem.storage.location import display, is_url, open_store
+from vmem.storage.shared_blocks import open_shared_blocks
 from vmem.storage.postgres_db import StaleStoreError
 
 __all__ = ["Context", "Memory", "Prepared", "Summarizer"]
@@ -346,12 +350,15 @@ class Memory:
             self._saver = Saver(store, entries=entries, size=size, summary=state.summary)
         self.queue = MessageQueue(self.ctx)
         self.stats = MemoryStatistics(store, self.ctx, self.counter)
-        self.core_memory = CoreMemory(self.ctx, store.blocks, self.counter, self.trace, state)
+        self.shared_blocks = SharedBlocks(state, None if is_url(str(store.path)) else Path(store.path),
+                                          agent=_agent_name(str(store.path)), trace=self.trace)
+        self.core_memory = CoreMemory(self.ctx, store.blocks, self.counter, self.trace, state, self.shared_blocks,
+                                      self._core_room)
         self.workset = WorkingSet(self.ctx, self.counter, self.trace, state)
         self.pressure = QueueManager(self.ctx, self.queue, state, self.config, self.counter, store.recall,
                                      self.trace, self._enqueue)
         self._tx = Transactions(store, [CoreMarks(self.ctx), state, self.queue, self.core_memory, self.trace,
-                                        self.stats, self._session, self._saver],
+                                        self.stats, self._session, self._saver, self.shared_blocks],
                                 check=self._writable, begin=self._catch_up, persist=self._persist)
         if not read_only:
             store.blocks.own("vmem Memory")
@@ -403,6 +410,8 @@ class Memory:
             ctx.add(INSTRUCTIONS_PAGE, 0, Region.SYSTEM, pinned=True)
             self._session.dirty = True
         self._reconcile_blocks()
+        if not self.read_only and self.shared_blocks.sync():  # edits a crash left unapplied; others' edits
+            self._session.dirty = True
         self.core_memory.load()
         queue = ctx.pages(Region.QUEUE).tolist()
         for msg in self.store.recall.get_many(queue):
@@ -480,7 +489,10 @@ class Memory:
     def close(self) -> None:
         """Release the directory (everything was saved as each change committed)."""
         if not self.store.closed:
-            self.store.close()
+            try:
+                self.shared_blocks.close()
+            finally:
+                self.store.close()
 
     @property
     def closed(self) -> bool:
@@ -580,6 +592,20 @@ class Memory:
         if new:
             self._state.stored_only += new
             self._session.dirty = True
+        if self._state.shared or self._state.shared_edits:
+            pending = len(self._state.shared_edits)
+            changed = self.shared_blocks.sync()
+            if changed:
+                self.core_memory.refresh(changed, self.shared_blocks.agent)
+            if changed or pending != len(self._state.shared_edits):
+                self._session.dirty = True
+
+    def _core_room(self) -> int:
+        """Tokens the pinned pages may still grow by and leave a step its queue (:data:`MIN_QUEUE`)."""
+        t = self.ctx.stats().tokens
+        budget = self.ctx.config.budget
+        return int(budget - t[Region.SYSTEM] - t[Region.CORE] - summary_cap(budget, self.config.summary_share)
+                   - MIN_QUEUE)
 
     def _persist(self) -> None:
         """Inside the commit: save the state and the core, write the trace's events."""
@@ -931,6 +957,55 @@ class Memory:
         return self.core_memory.get(label)
 
     @_one_caller
+    def blocks(self) -> list[Block]:
+        """Every core memory block as the context shows it (a shared block's text from its
+        store, with this memory's unapplied edits), in creation order."""
+        return self.core_memory.all()
+
+    def edit_block(self, label: str, edit: BlockEdit) -> Block:
+        """Edit a block as the agent does (append, replace, insert, rewrite: see
+        :class:`~vmem.storage.block_edit.BlockEdit`), all or nothing. EditConflictError when the
+        edit cannot apply (the old text is gone...); a shared block's edit is applied to its
+        store after this transaction commits, to the value current then."""
+        label = _clean(label)
+        with self.transaction(), self._keeping_room(label):
+            block = self.core_memory.apply(label, edit)
+            self._memory_changed()
+        return block
+
+    def attach_block(self, label: str, store: str | os.PathLike[str], name: str | None = None) -> Block:
+        """Attach the shared block ``name`` (default: ``label``) of the shared block store at
+        ``store`` (a file path, or a PostgreSQL URL) as this memory's block ``label``: its text
+        stays in the store, every agent attached to it sees each other's edits at their next
+        step. ContextWindowError if it does not fit; BlockExistsError if the label is taken."""
+        label = _clean(label)
+        with self.transaction(), self._keeping_room(label):
+            try:
+                block = self.core_memory.attach(label, os.fspath(store), _clean(name) if name else label)
+            except BudgetError as exc:
+                raise ContextWindowError(f"block {label!r} does not fit in the context window: {exc}") from None
+            self._memory_changed()
+        return block
+
+    def share_block(self, label: str, store: str | os.PathLike[str], name: str | None = None) -> Block:
+        """Move this memory's block ``label`` into the shared block store at ``store`` (created
+        if missing) as ``name`` (default: ``label``), so that other memories can attach it."""
+        label = _clean(label)
+        with self.transaction():
+            block = self.core_memory.get(label)
+            if self.shared_blocks.is_shared(label):
+                raise ValueError(f"block {label!r} is shared already")
+            shared = open_shared_blocks(store)
+            try:
+                shared.create(_clean(name) if name else label, block.value, limit=block.limit,
+                              description=block.description, read_only=block.read_only,
+                              agent=self.shared_blocks.agent)
+            finally:
+                shared.close()
+            self.core_memory.delete(label)
+            return self.attach_block(label, store, name)
+
+    @_one_caller
     def block_labels(self) -> list[str]:
         """The core memory blocks' labels, in creation order."""
         return self.core_memory.labels()
@@ -1171,12 +1246,19 @@ class Memory:
         payload = {
             "state": self._state.to_dict(),
             "core": self.ctx.canonical(),
-            "blocks": [[b.label, b.value, b.limit, b.description, b.read_only] for b in self.store.blocks.all()],
+            "blocks": [[b.label, b.value, b.limit, b.description, b.read_only] for b in self.core_memory.all()],
             "recall": [[m.id, m.role, m.content, m.timestamp.timestamp(), m.meta] for m in messages],
             "archival": sorted(passages),
             "context": list(self.compile()),
         }
         return hashlib.sha256(msgpack.packb(payload, use_bin_type=True)).hexdigest()
+
+
+def _agent_name(location: str) -> str:
+    """The name an agent goes by in shared stores' logs: its directory's, or its URL's ``agent``."""
+    if is_url(location):
+        return parse_qs(urlsplit(location).query).get("agent", [location])[0]
+    return Path(location).name
 
 
 def _clean(text: Any) -> Any:

@@ -61,6 +61,8 @@ class MemoryState:
     changed: str | None = None  #: when core or archival memory last changed (ISO time)
     now: float | None = None  #: the time of the last turn (epoch seconds)
     consolidated: int = 0  #: the last message a consolidation run has read (a recall serial; 0: none)
+    shared: dict[str, list[Any]] = field(default_factory=dict)  #: shared block label -> [location, name, version shown]
+    shared_edits: list[list[Any]] = field(default_factory=list)  #: [edit id, label, edit] committed, maybe not applied
 
     def mark(self, level: int) -> "MemoryState":
         """A copy to restore to (this is a :class:`vmem.kernel.transaction.Participant`)."""
@@ -75,6 +77,8 @@ class MemoryState:
         new.__dict__.update(self.__dict__)
         new.block_pages, new.workset, new.pending = dict(self.block_pages), dict(self.workset), list(self.pending)
         new.calibration_sums = list(self.calibration_sums)
+        new.shared = {label: list(ref) for label, ref in self.shared.items()}
+        new.shared_edits = list(self.shared_edits)
         return new
 
     def restore(self, mark: "MemoryState") -> None:

@@ -22,6 +22,7 @@ Bad arguments (a naive datetime, a negative page) stay ``ValueError`` /
           +-- BlockExistsError      create() of a label that exists
           +-- ReadOnlyBlockError    set() on a read-only block
           +-- BlockLimitError       a value longer than the block's limit
+          +-- EditConflictError     an edit of a shared block met a value it cannot apply to
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "BlockError",
     "BlockExistsError",
     "BlockLimitError",
+    "EditConflictError",
     "ConfigMismatchError",
     "CorruptStoreError",
     "ForeignFileError",
@@ -119,3 +121,8 @@ class ReadOnlyBlockError(BlockError):
 
 class BlockLimitError(BlockError):
     """A block value longer than the block's character limit."""
+
+
+class EditConflictError(BlockError):
+    """A block edit that cannot apply to the value it meets (the old text is gone, the line no
+    longer exists, or a conditional rewrite met a value another writer changed)."""
