@@ -468,7 +468,7 @@ def _slash(agent: "Agent", text: str, out: TextIO, color: bool) -> str | None:
     elif name == "/map":
         out.write(render_map(memory.context_map(), color=color) + "\n")
     elif name == "/core":
-        for b in memory.store.blocks.all():
+        for b in memory.blocks():
             out.write(_paint(f"[{b.label}]", "1", color) + f" {len(b.value)}/{b.limit} chars\n")
             out.write("".join(f"  {line}\n" for line in (b.value.splitlines() or ["(empty)"])))
     elif name == "/summary":

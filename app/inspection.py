@@ -225,7 +225,7 @@ def collect(memory: "Memory", *, events: int = 20, limit: int = 2000) -> AgentVi
         for page in ctx.pages(region).tolist():
             pages.append(PageRow(name, page, ctx.info(page).tokens, _page_label(page)))
     blocks = [{"label": b.label, "value": b.value, "limit": b.limit, "description": b.description,
-               "read_only": b.read_only} for b in memory.store.blocks.all()]
+               "read_only": b.read_only} for b in memory.blocks()]
     evicted, summary = memory.evicted, memory.summary
     recall = memory.store.recall
     queue_ids = ctx.pages(Region.QUEUE).tolist()

@@ -459,7 +459,7 @@ def _agent_spec(memory: Memory, kept: dict[str, Any] | None, dirname: str) -> Ag
     out_of_context = [_chat(m, reasoning, parts) for m in messages if m.id not in queued]
     kept_blocks = (kept or {}).get("blocks") or {}
     blocks = []
-    for b in memory.store.blocks.all():
+    for b in memory.blocks():
         k = kept_blocks.get(b.label) or {}
         blocks.append(BlockSpec(b.label, b.value, b.limit, b.description, b.read_only, id=k.get("id") or "",
                                 letta=k.get("letta") or {}))

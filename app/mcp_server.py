@@ -213,9 +213,9 @@ class MemoryService:
         """The core memory blocks, as committed now (a read-only open when not holding the memory)."""
         with self._lock:
             if self._memory is not None:
-                return self._memory.store.blocks.all()
+                return self._memory.blocks()
         with Memory.open(self.path, read_only=True, embedder=self.embedder) as memory:
-            return memory.store.blocks.all()
+            return memory.blocks()
 
     def block(self, uri: str) -> Block:
         """The block a resource URI names (KeyError with the reason if none)."""

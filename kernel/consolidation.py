@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from vmem import BudgetError, PageKind, make_page_id
 from vmem.kernel.drivers import Completion, Driver
 from vmem.kernel.errors import ContextWindowError, KernelError
+from vmem.kernel.persistence import STATE_KEY, load_state
 from vmem.kernel.proposals import (
     Batch,
     BlockEdit,
@@ -205,7 +206,8 @@ def take_batch(store: MemoryDir, cursor: int, *, upto: int | None = None,
         else:
             continue
         break
-    blocks = tuple(b for b in store.blocks.all() if not b.read_only)
+    shared = load_state(store).shared if STATE_KEY in store.state else {}
+    blocks = tuple(b for b in store.blocks.all() if not b.read_only and b.label not in shared)  # its own blocks
     known: dict[int, KnownFact] = {}
     for turn in [t for t in turns if t.role == "user"][-6:]:
         for hit in store.archival.search(turn.text, mode="text", page_size=3).items:

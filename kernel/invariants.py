@@ -25,7 +25,8 @@ verifies each and raises :class:`vmem.InvariantError` naming the first one broke
    ones and the stored-only ones (oversize originals, messages written to recall directly);
    there is a summary exactly when something was evicted.
 7. The kernel's counters agree with the stores: the recall count; one block page per
-   stored block label.
+   stored block label; every shared block is a stored label whose own row keeps no text
+   (the text is in its shared store, once).
 8. (``check(deep=True)`` only: it reads everything) Every stored message, passage, block,
    state and journal record matches the checksum written with it, SQLite's
    ``integrity_check`` passes, the caches hold exactly the stored records, and no committed
@@ -117,6 +118,9 @@ def check(memory: "Memory") -> None:
         _fail(7, f"the recall count is {memory.stats.recall}, recall storage holds {recall}")
     if list(state.block_pages) != memory.store.blocks.labels():
         _fail(7, f"block pages for {list(state.block_pages)}, stored blocks {memory.store.blocks.labels()}")
+    for label in state.shared:
+        if label not in state.block_pages or memory.store.blocks.get(label).value:
+            _fail(7, f"shared block {label!r} has no page, or its own row keeps a copy of its text")
 
 
 def _check_tool_calls(memory: "Memory", queued: list[int]) -> None:

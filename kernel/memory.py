@@ -1209,6 +1209,9 @@ class Memory:
         check_invariants(self)
         if deep:
             problems = self.store.verify()
+            locations = {self.shared_blocks.location(label)[0]: label for label in self.shared_blocks.labels}
+            for label in locations.values():  # the shared stores this memory names
+                problems += self.shared_blocks.store_of(label).check()
             if problems:
                 raise InvariantError(f"invariant 8: {len(problems)} damaged: " + "; ".join(problems[:20]))
 

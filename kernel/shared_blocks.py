@@ -83,6 +83,10 @@ class SharedBlocks:
         location, name, _ = self._state.shared[label]
         return self._store(location), name
 
+    def store_of(self, label: str) -> SharedBlockStore:
+        """The shared store that holds ``label``'s text."""
+        return self._ref(label)[0]
+
     def is_shared(self, label: str) -> bool:
         """Whether ``label`` is one of this memory's shared blocks."""
         return label in self._state.shared

@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 
 from kernel_helpers import call, check_agent
+from vmem import InvariantError
 from vmem.kernel import Agent, Memory, MemoryConfig
 from vmem.kernel.drivers import Completion, ScriptedDriver
 from vmem.kernel.trace import read_trace
@@ -73,9 +74,15 @@ def test_store_applies_each_edit_once_and_logs_who(tmp_path):
 def test_store_checksums_find_a_changed_value(tmp_path):
     path = tmp_path / "shared.db"
     SharedBlockFile(path).create("team", "alpha", limit=50)
+    m = Memory.create(tmp_path / "ana", system="s", config=CONFIG)
+    m.attach_block("team", path)
+    m.check(deep=True)
     with sqlite3.connect(path) as c:  # damage that SQLite cannot see
         c.execute("UPDATE shared_blocks SET value='alphA'")
     assert SharedBlockFile(path).check() == ["shared block 'team' (version 1): its checksum does not match"]
+    with pytest.raises(InvariantError, match="shared block 'team'.*checksum"):
+        m.check(deep=True)
+    m.close()
 
 
 def test_store_refuses_foreign_files(tmp_path):
