@@ -27,9 +27,11 @@ source code, which vmem never runs: no flag turns it on), the tool rules, Letta'
 (llm_config, embedding_config, ...), the agent type, model and description, each block's
 Letta id and extra fields, the native reasoning of messages, the file's groups.
 
-What it skips is listed in the report, never dropped silently. A block two agents of a file
-share becomes a copy in each agent's directory (vmem's blocks live in one directory); an
-export of the parent directory makes it one block again while the copies agree.
+What it skips is listed in the report, never dropped silently. A block several agents of a
+file share (Letta's shared memory blocks) becomes one shared block, stored once in
+``target/shared-blocks.db`` and attached by each agent (:meth:`Memory.attach_block`): an
+edit by one agent reaches the others at their next step; an export of the parent directory
+writes it as one block again. Into a PostgreSQL location (one agent) it is a copy.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from vmem import PageKind, make_page_id, page_serial
 from vmem.kernel import ContextWindowError, Memory, MemoryConfig
 from vmem.storage import Message, StoreNotFoundError, display, is_url, open_store
 from vmem.storage import NotFoundError as _StoreNotFound
+from vmem.storage.shared_blocks import open_shared_blocks
 
 __all__ = ["KEPT_KEY", "ExportResult", "ImportResult", "LettaBridgeError", "export_agent_file",
            "import_agent_file", "kept_data"]
@@ -132,16 +135,18 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
         raise LettaBridgeError(f"directory {target.parent} does not exist")
     several = len(agents) > 1
     names = _directory_names(agents) if several else {agents[0].id: ""}
+    chosen = {a.id for a in agents}
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".importing", dir=target.parent))
     mask = os.umask(0)
     os.umask(mask)
     work.chmod(0o777 & ~mask)  # an ordinary directory, not mkdtemp's owner-only one
     try:
         directories = {}
+        shared = _shared_store(agents, chosen, work / SHARED_BLOCKS_NAME) if several else {}
         for spec in agents:
             where = work / names[spec.id] if several else work / "agent"
             _import_agent(spec, af, where, report, window=window, several=several, embedder=embedder,
-                          durability=durability)
+                          durability=durability, shared=shared, shared_path=work / SHARED_BLOCKS_NAME)
             directories[spec.id] = target / names[spec.id] if several else target
         built = work if several else work / "agent"
         if target.exists():
@@ -154,6 +159,39 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
 
 #: An import writes at most this many times the file's bytes (plus 1 MB), before SQLite's own overhead.
 WRITE_FACTOR = 8
+#: Where an import of several agents keeps the blocks they share (in the target directory).
+SHARED_BLOCKS_NAME = "shared-blocks.db"
+
+
+def _shares(block: BlockSpec, chosen: set[str]) -> bool:
+    """Whether ``block`` is shared by two or more of the agents being imported."""
+    return len(set(block.shared_by) & chosen) > 1
+
+
+def _shared_store(agents: list[AgentSpec], chosen: set[str], path: Path) -> dict[str, str]:
+    """Create each block the imported agents share, once, in the shared block store at ``path``;
+    its name per block id (the label, made unique)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    store = None
+    try:
+        for spec in agents:
+            for b in spec.blocks:
+                key = b.id or b.label
+                if key in names or not _shares(b, chosen):
+                    continue
+                name, n = b.label, 2
+                while name in taken:
+                    name, n = f"{b.label}-{n}", n + 1
+                taken.add(name)
+                names[key] = name
+                store = store or open_shared_blocks(path)
+                limit = b.limit if len(b.value) <= b.limit else editable_limit(len(b.value))
+                store.create(name, b.value, limit=limit, description=b.description, read_only=b.read_only, agent="import")
+    finally:
+        if store is not None:
+            store.close()
+    return names
 
 
 def _bounded_writes(agents: list[AgentSpec], size: int) -> None:
@@ -162,8 +200,15 @@ def _bounded_writes(agents: list[AgentSpec], size: int) -> None:
     belongs to one store) and recorded in its trace, so 60 agents sharing a 1 MB block would write
     120 MB from a 1 MB file. Counted before anything is written."""
     estimate = 0
+    chosen = {a.id for a in agents}
+    seen: set[str] = set()
     for spec in agents:
-        blocks = sum(len(b.value.encode("utf-8", "replace")) + len(b.description) for b in spec.blocks)
+        blocks = 0
+        for b in spec.blocks:
+            if _shares(b, chosen) and (b.id or b.label) in seen:
+                continue  # stored once, in the shared block store
+            seen.add(b.id or b.label)
+            blocks += len(b.value.encode("utf-8", "replace")) + len(b.description)
         messages = sum(len(m.content.encode("utf-8", "replace")) for m in (*spec.out_of_context, *spec.in_context))
         estimate += 2 * blocks + 2 * messages + len(spec.system.encode("utf-8", "replace"))
     limit = WRITE_FACTOR * size + (1 << 20)
@@ -219,7 +264,8 @@ def editable_limit(length: int) -> int:
 
 
 def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: ImportReport, *, window: int | None,
-                  several: bool, embedder: Any, durability: str) -> None:
+                  several: bool, embedder: Any, durability: str, shared: Mapping[str, str] | None = None,
+                  shared_path: Path | None = None) -> None:
     add = report.add
     aid = spec.id
     win = window or spec.context_window or DEFAULT_CONTEXT_WINDOW
@@ -239,7 +285,11 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: Impo
         add("mapped", "memory configuration", "vmem's, as exported (output reserve, watermarks, prefetch, "
             "working set, page size)", aid)
     blocks: dict[str, dict[str, Any]] = {}
+    shared = shared or {}
+    attach = [(b.label, shared[b.id or b.label]) for b in spec.blocks if (b.id or b.label) in shared]
     for b in spec.blocks:
+        if (b.id or b.label) in shared:
+            continue
         limit = b.limit
         if len(b.value) > limit:
             limit = editable_limit(len(b.value))
@@ -247,19 +297,33 @@ def _import_agent(spec: AgentSpec, af: AgentFile, path: Path | str, report: Impo
                 f"{len(b.value)} and vmem refuses a block over its limit, so the block keeps room for "
                 f"{limit - len(b.value)} more to stay editable", aid)
         blocks[b.label] = {"value": b.value, "limit": limit, "description": b.description, "read_only": b.read_only}
-    shared = [b.label for b in spec.blocks if set(b.shared_by) - {aid}]
-    if shared and several:
-        add("note", "shared blocks", f"{', '.join(shared)}: a copy in this agent's directory (vmem keeps blocks per "
-            "directory: an edit here is not seen by the other agents); exporting the parent directory makes "
-            "each one block again while the copies agree", aid)
+    copied = [b.label for b in spec.blocks if set(b.shared_by) - {aid} and (b.id or b.label) not in shared]
+    if copied:
+        add("note", "shared blocks", f"{', '.join(copied)}: a copy in this agent's store (the agents it shares them "
+            "with are not imported beside it)", aid)
+    if attach:
+        add("mapped", "shared blocks", f"{', '.join(label for label, _ in attach)}: one shared block each, stored "
+            f"once in {SHARED_BLOCKS_NAME} and attached by every agent of the file that uses it", aid)
     try:
         # a Letta agent's system prompt explains its memory tools itself: no memory instructions beside it;
         # a vmem agent's come back from the extension
-        memory = Memory.create(path, system=spec.system, blocks=blocks, config=config, embedder=embedder,
+        memory = Memory.create(path, system=spec.system, blocks={} if attach else blocks, config=config,
+                               embedder=embedder,
                                durability=durability, instructions=spec.memory.get("instructions") or None)
     except ContextWindowError as exc:
         raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
     try:
+        if attach:  # the blocks in the file's order, the shared ones attached
+            names = dict(attach)
+            try:
+                with memory.transaction():
+                    for b in spec.blocks:
+                        if b.label in names:
+                            memory.attach_block(b.label, cast(Path, shared_path), names[b.label])
+                        else:
+                            memory.add_block(b.label, **blocks[b.label])
+            except ContextWindowError as exc:
+                raise LettaBridgeError(f"agent {spec.name}: {exc}; pass a larger window") from None
         with memory.transaction():
             reasoning, parts = _messages(memory, spec, report)
             _passages(memory, spec, report)

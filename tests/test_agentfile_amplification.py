@@ -1,6 +1,7 @@
 """Agent files cannot amplify (issue 18, item 11): the bytes an import writes are bounded by
-WRITE_FACTOR times the file's size (a block shared by many agents is refused with a clear
-message rather than copied 60 times), and reading takes memory proportional to the file (a file
+WRITE_FACTOR times the file's size (a block shared by many agents is stored once, in the
+import's shared block store, not copied 60 times; what would still exceed the bound is refused
+before anything is written), and reading takes memory proportional to the file (a file
 of ``{}`` is refused before it is parsed). Peak memory is measured in a child process.
 """
 
@@ -17,6 +18,7 @@ import pytest
 
 from vmem.app.agentfile import AgentFileTooLarge, read_agent_file
 from vmem.app.letta_bridge import WRITE_FACTOR, LettaBridgeError, import_agent_file
+from vmem.kernel import Memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,10 +38,29 @@ def written(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def test_sixty_agents_sharing_one_large_block_are_refused_before_writing(tmp_path):
-    src = shared_block_file(tmp_path, 60, 200_000)
-    with pytest.raises(LettaBridgeError, match="one at a time"):
-        import_agent_file(src, tmp_path / "out")
+def test_sixty_agents_sharing_one_large_block_store_it_once(tmp_path):
+    src = shared_block_file(tmp_path, 60, 200_000)  # 200 kB shared by 60 agents: 24 MB as copies
+    res = import_agent_file(src, tmp_path / "out")
+    assert written(tmp_path / "out") <= WRITE_FACTOR * src.stat().st_size + (8 << 20) + 60 * (200 << 10)
+    assert (tmp_path / "out" / "shared-blocks.db").stat().st_size < 2 * 200_000 + (1 << 20)
+    with Memory.open(res.directories["agent-59"], read_only=True) as m:
+        assert m.block("shared").value == "x" * 200_000
+
+
+def test_an_import_that_would_write_too_much_is_refused_before_writing(tmp_path):
+    doc = json.loads(shared_block_file(tmp_path, 3, 10).read_text())
+    for i, agent in enumerate(doc["agents"]):  # each agent its own large block: no sharing to save it
+        agent["block_ids"] = [f"block-{i}"]
+    doc["blocks"] = [{"id": f"block-{i}", "label": "own", "value": "y" * 400_000, "limit": 400_000} for i in range(3)]
+    src = tmp_path / "own.af"
+    src.write_text(json.dumps(doc))
+    import vmem.app.letta_bridge as bridge
+    old, bridge.WRITE_FACTOR = bridge.WRITE_FACTOR, 1  # the bound, made small enough for a small file
+    try:
+        with pytest.raises(LettaBridgeError, match="one at a time"):
+            import_agent_file(src, tmp_path / "out")
+    finally:
+        bridge.WRITE_FACTOR = old
     assert written(tmp_path / "out") == 0 and not list(tmp_path.glob(".out.*"))
 
 

@@ -261,21 +261,30 @@ def test_several_agents_get_a_directory_each_and_shared_blocks_come_back_as_one(
     target = tmp_path / "team"
     res = import_agent_file(write(tmp_path, two_agents()), target)
     assert res.directories == {"agent-0": target / "main", "agent-1": target / "helper_sleeptime"}
-    assert "facts: a copy in this agent's directory" in res.report.format()
+    assert "facts: one shared block each, stored once in shared-blocks.db" in res.report.format()
     for d in res.directories.values():
         with Memory.open(d, read_only=True) as m:
             assert m.block("facts").value == "shared fact"
+            assert m.store.blocks.get("facts").value == ""  # not copied into the agent's store
     exported = export_agent_file(target, tmp_path / "team.af")
     doc = json.loads((tmp_path / "team.af").read_text())
     assert len(doc["agents"]) == 2 and [b["label"] for b in doc["blocks"]] == ["human", "facts"]
     assert doc["groups"][0]["manager_config"]["manager_agent_id"] == "agent-0" and exported.notes == []
-    # once the copies differ they are two blocks, and the export says so
-    with Memory.open(target / "main") as m:
-        m.set_block("facts", "changed by main")
+    # an edit by one agent is the other's too (Letta's sleep-time agent writes the primary's block so)
+    with Memory.open(target / "helper_sleeptime") as m:
+        m.set_block("facts", "changed by the helper")
+    with Memory.open(target / "main", read_only=True) as m:
+        assert m.block("facts").value == "changed by the helper"
     exported = export_agent_file(target, tmp_path / "team2.af")
     doc = json.loads((tmp_path / "team2.af").read_text())
-    assert sorted(b["value"] for b in doc["blocks"] if b["label"] == "facts") == ["changed by main", "shared fact"]
-    assert "the copies differ now" in exported.notes[0]
+    assert [b["value"] for b in doc["blocks"] if b["label"] == "facts"] == ["changed by the helper"]
+    # the directory moves as a whole: the agents find their shared store again
+    moved = tmp_path / "moved"
+    os.replace(target, moved)
+    with Memory.open(moved / "main") as m:
+        assert m.block("facts").value == "changed by the helper"
+        m.check(deep=True)
+    target = moved
     # one agent of a directory of agents: its group cannot come along, and the export says so
     alone = export_agent_file(target / "helper_sleeptime", tmp_path / "helper.af")
     assert "group group-0 (sleeptime): left out" in alone.notes[0]
