@@ -105,7 +105,11 @@ class SharedBlocks:
         """Record that ``label`` is the shared block ``name`` of the store at ``location`` (the
         caller adds the placeholder block and its page). NotFoundError if there is no such block."""
         text = os.fspath(location)
-        if not text.startswith(("postgresql://", "postgres://")) and self._base is not None:
+        if text.startswith(("postgresql://", "postgres://")):
+            from vmem.storage.postgres_shared import database_url
+
+            text = database_url(text)  # the database; an agent parameter names no part of it
+        elif self._base is not None:
             text = os.path.relpath(os.path.abspath(text), os.path.abspath(self._base))  # the pair moves together
         store = self._store(text)
         block = store.get(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sqlite3
+import uuid
 
 import pytest
 
@@ -20,6 +21,18 @@ from vmem.storage.block_edit import BlockEdit
 from vmem.storage.shared_blocks import SharedBlockFile, open_shared_blocks
 
 CONFIG = MemoryConfig(window=4608)
+
+
+@pytest.fixture
+def shared_at(store_kind, tmp_path, request):
+    """Where the test's shared block store lives: a file beside directory agents, or the
+    database of PostgreSQL agents (block names made unique: the session's database is shared)."""
+    if store_kind == "dir":
+        return tmp_path / "shared.db", ""
+    from vmem.storage.postgres_shared import database_url
+
+    server = request.getfixturevalue("pg_server")
+    return database_url(server.agent_url("x")), f"-{uuid.uuid4().hex[:8]}"
 
 
 # ---------------------------------------------------------------- the edits' meaning
@@ -100,37 +113,42 @@ def test_store_refuses_foreign_files(tmp_path):
 # ---------------------------------------------------------------- agents
 
 
-def _pair(tmp_path, script_a=(), script_b=()):
-    shared = tmp_path / "shared.db"
-    open_shared_blocks(shared).create("team", "Team notes.", limit=2000, agent="setup")
-    a = Agent.create(tmp_path / "ana", system="You are Ana's agent.", blocks={"human": ""},
+def _pair(place, shared_at, script_a=(), script_b=()):
+    shared, suffix = shared_at
+    open_shared_blocks(shared).create("team" + suffix, "Team notes.", limit=2000, agent="setup")
+    a = Agent.create(place("ana"), system="You are Ana's agent.", blocks={"human": ""},
                      driver=ScriptedDriver(list(script_a)), config=CONFIG)
-    b = Agent.create(tmp_path / "bob", system="You are Bob's agent.", blocks={"human": ""},
+    b = Agent.create(place("bob"), system="You are Bob's agent.", blocks={"human": ""},
                      driver=ScriptedDriver(list(script_b)), config=CONFIG)
-    a.memory.attach_block("team", shared)
-    b.memory.attach_block("team", shared)
+    a.memory.attach_block("team", shared, "team" + suffix)
+    b.memory.attach_block("team", shared, "team" + suffix)
     return shared, a, b
 
 
-def test_an_edit_by_one_agent_reaches_the_other_at_its_next_step(tmp_path):
-    shared, a, b = _pair(tmp_path, [
+def _value(shared_at):
+    shared, suffix = shared_at
+    return open_shared_blocks(shared).get("team" + suffix)
+
+
+def test_an_edit_by_one_agent_reaches_the_other_at_its_next_step(place, shared_at):
+    shared, a, b = _pair(place, shared_at, [
         Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="team", content="Release on Friday.")]),
         Completion(tool_calls=[call("send_message", message="noted")]),
     ], [Completion(tool_calls=[call("send_message", message="ok")])])
     a.step("Tell the team: release on Friday.")
-    assert open_shared_blocks(shared).get("team").value == "Team notes.\nRelease on Friday."
+    assert _value(shared_at).value == "Team notes.\nRelease on Friday."
     assert "Release on Friday." not in str(b.memory.compile())  # not yet: B reads it when its next step starts
     b.step("What is new?")
     assert "Release on Friday." in str(b.memory.compile())
     events = [e for e in read_trace(b.memory.store) if e.get("e") == "block"]
-    assert events[-1]["by"] == "ana" and events[-1]["label"] == "team"
+    assert events[-1]["by"] == _agent(a) and events[-1]["label"] == "team"
     for agent in (a, b):
         check_agent(agent)
         agent.memory.close()
 
 
-def test_the_block_is_stored_once_not_per_agent(tmp_path):
-    shared, a, b = _pair(tmp_path)
+def test_the_block_is_stored_once_not_per_agent(place, shared_at):
+    shared, a, b = _pair(place, shared_at)
     a.memory.edit_block("team", BlockEdit.append("x" * 1500))
     for agent in (a, b):
         row = agent.memory.store.blocks.get("team")
@@ -143,12 +161,12 @@ def test_the_block_is_stored_once_not_per_agent(tmp_path):
         agent.memory.close()
 
 
-def test_concurrent_rewrites_one_wins_the_other_is_refused_and_traced(tmp_path):
-    shared, a, b = _pair(tmp_path)
+def test_concurrent_rewrites_one_wins_the_other_is_refused_and_traced(place, shared_at):
+    shared, a, b = _pair(place, shared_at)
     with b.memory.transaction():  # Bob's step has read the block ("Team notes.") ...
         a.memory.set_block("team", "Ana's version.")  # ... when Ana rewrites it ...
         b.memory.set_block("team", "Bob's version.")  # ... and Bob rewrites what his context shows
-    assert open_shared_blocks(shared).get("team").value == "Ana's version."  # Bob's rewrite was refused, not applied
+    assert _value(shared_at).value == "Ana's version."  # Bob's rewrite was refused, not applied
     with b.memory.transaction():
         pass  # Bob's next transaction learns it
     refused = [e for e in read_trace(b.memory.store) if e.get("e") == "shared_refused"]
@@ -161,34 +179,33 @@ def test_concurrent_rewrites_one_wins_the_other_is_refused_and_traced(tmp_path):
         agent.memory.close()
 
 
-def test_a_step_that_rolls_back_does_not_edit_the_shared_block(tmp_path):
-    shared, a, _ = _pair(tmp_path)
+def test_a_step_that_rolls_back_does_not_edit_the_shared_block(place, shared_at):
+    shared, a, _ = _pair(place, shared_at)
     with pytest.raises(RuntimeError):
         with a.memory.transaction():
             a.memory.edit_block("team", BlockEdit.append("half a step"))
             raise RuntimeError("the step fails after the edit")
-    assert open_shared_blocks(shared).get("team").value == "Team notes."
+    assert _value(shared_at).value == "Team notes."
     assert a.memory.block("team").value == "Team notes."
     check_agent(a.memory)
     a.memory.close()
 
 
-def test_an_edit_committed_but_not_applied_is_applied_once_at_reopen(tmp_path, monkeypatch):
+def test_an_edit_committed_but_not_applied_is_applied_once_at_reopen(place, shared_at, monkeypatch):
     from vmem.kernel.shared_blocks import SharedBlocks
 
-    shared, a, b = _pair(tmp_path)
+    shared, a, b = _pair(place, shared_at)
     b.memory.close()
     monkeypatch.setattr(SharedBlocks, "flush", lambda self: (_ for _ in ()).throw(OSError("the process died")))
     a.memory.edit_block("team", BlockEdit.append("after the crash"))
-    assert open_shared_blocks(shared).get("team").value == "Team notes."  # committed in Ana's store only
+    assert _value(shared_at).value == "Team notes."  # committed in Ana's store only
     a.memory.close()
     monkeypatch.undo()
     for _ in range(2):
-        with Memory.open(tmp_path / "ana") as again:
+        with Memory.open(place("ana")) as again:
             assert again.block("team").value == "Team notes.\nafter the crash"
             again.check()
-    store = open_shared_blocks(shared)
-    assert store.get("team").value == "Team notes.\nafter the crash" and store.get("team").version == 2
+    assert _value(shared_at).value == "Team notes.\nafter the crash" and _value(shared_at).version == 2
 
 
 def test_share_an_own_block_and_detach_it(tmp_path):
@@ -207,34 +224,38 @@ def test_share_an_own_block_and_detach_it(tmp_path):
         m.close()
 
 
-def _appender(root: str, name: str, n: int) -> None:
-    memory = Memory.open(f"{root}/{name}")
+def _appender(location: str, name: str, n: int) -> None:
+    memory = Memory.open(location)
     for i in range(n):
         memory.edit_block("team", BlockEdit.append(f"{name}-{i}"))
     memory.close()
 
 
-def test_four_processes_appending_lose_no_update(tmp_path):
-    shared = tmp_path / "shared.db"
-    open_shared_blocks(shared).create("team", "", limit=100_000)
+def test_four_processes_appending_lose_no_update(place, shared_at):
+    shared, suffix = shared_at
+    open_shared_blocks(shared).create("team" + suffix, "", limit=100_000)
     names = [f"w{i}" for i in range(4)]
     for name in names:
-        with Memory.create(tmp_path / name, system="s", config=MemoryConfig(window=8192)) as m:
-            m.attach_block("team", shared)
+        with Memory.create(place(name), system="s", config=MemoryConfig(window=8192)) as m:
+            m.attach_block("team", shared, "team" + suffix)
     n = 25
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_appender, args=(str(tmp_path), name, n)) for name in names]
+    procs = [ctx.Process(target=_appender, args=(str(place(name)), name, n)) for name in names]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(180)
         assert p.exitcode == 0
-    lines = open_shared_blocks(shared).get("team").value.split("\n")
-    assert sorted(lines) == sorted(f"{name}-{i}" for name in names for i in range(n))  # each exactly once
-    assert open_shared_blocks(shared).get("team").version == 1 + 4 * n
+    block = _value(shared_at)
+    assert sorted(block.value.split("\n")) == sorted(f"{name}-{i}" for name in names for i in range(n))  # once each
+    assert block.version == 1 + 4 * n
     for name in names:
-        with Memory.open(tmp_path / name) as m:
+        with Memory.open(place(name)) as m:
             with m.transaction():
                 pass
             assert m.block("team").value.count("\n") == 4 * n - 1
-            m.check()
+            m.check(deep=True)
+
+
+def _agent(agent):
+    return agent.memory.shared_blocks.agent

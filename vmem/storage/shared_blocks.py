@@ -55,7 +55,8 @@ from vmem.storage.errors import (
 from vmem.storage.records import Block
 from vmem.text import clean_text
 
-__all__ = ["EditOutcome", "EditRecord", "SharedBlock", "SharedBlockFile", "SharedBlockStore", "open_shared_blocks"]
+__all__ = ["EditOutcome", "EditRecord", "SharedBlock", "SharedBlockFile", "SharedBlockStore", "SqlSharedBlocks",
+           "open_shared_blocks"]
 
 #: ``PRAGMA application_id`` of a shared block file: b"vmsb".
 SHARED_APPLICATION_ID = int.from_bytes(b"vmsb", "big")
@@ -211,20 +212,130 @@ CREATE INDEX IF NOT EXISTS shared_block_edits_by_name ON shared_block_edits(name
 """
 
 _COLS = 'name, value, "limit", description, read_only, version, updated_by'
+_ECOLS = "edit_id, name, agent, edit, applied, reason, version, at"
 
 
-def _shared(row: tuple[Any, ...]) -> SharedBlock:
+def _shared(row: Any) -> SharedBlock:
     name, value, limit, description, read_only, version, updated_by = row
     return SharedBlock(name, value, int(limit), description, bool(read_only), int(version), updated_by)
 
 
-def _record(row: tuple[Any, ...]) -> EditRecord:
+def _record(row: Any) -> EditRecord:
     edit_id, name, agent, blob, applied, reason, version, at = row
-    return EditRecord(edit_id, name, agent, BlockEdit.from_dict(msgpack.unpackb(blob, raw=False)), bool(applied),
-                      reason, int(version), float(at))
+    return EditRecord(edit_id, name, agent, BlockEdit.from_dict(msgpack.unpackb(bytes(blob), raw=False)),
+                      bool(applied), reason, int(version), float(at))
 
 
-class SharedBlockFile(SharedBlockStore):
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SqlSharedBlocks(SharedBlockStore):
+    """The store's logic over two tables, written once for both engines: a subclass gives a
+    connection (:meth:`_use`; ``write=True``: one transaction holding the engine's write lock
+    on what it reads) and its dialect (the tables' names, ``FOR UPDATE``, parameter marks)."""
+
+    _blocks = "shared_blocks"
+    _edits = "shared_block_edits"
+    _lock_rows = ""  # ' FOR UPDATE' where a row lock is taken per statement
+
+    @abstractmethod
+    def _use(self, what: str, *, write: bool = False) -> Any:
+        """A context manager giving an object with ``execute(sql, params)`` (``?`` marks)."""
+
+    def create(self, name: str, value: str = "", *, limit: int = DEFAULT_BLOCK_LIMIT, description: str = "",
+               read_only: bool = False, agent: str = "") -> SharedBlock:
+        name, value, description = clean_text(name), clean_text(value), clean_text(str(description))
+        _check_fields(name, value, limit)
+        with self._use(f"creating shared block {name!r}", write=True) as c:
+            if c.execute(f"SELECT 1 FROM {self._blocks} WHERE name=?", (name,)).fetchone():
+                raise BlockExistsError(f"shared block {name!r} exists already")
+            c.execute(f"INSERT INTO {self._blocks}({_COLS}, updated_at, crc) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                      (name, value, limit, description, int(bool(read_only)), agent, time.time(),
+                       _crc(name, value, limit, description, bool(read_only), 1)))
+        return SharedBlock(name, value, limit, description, bool(read_only), 1, agent)
+
+    def get(self, name: str) -> SharedBlock:
+        with self._use(f"reading shared block {name!r}") as c:
+            row = c.execute(f"SELECT {_COLS} FROM {self._blocks} WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no shared block {name!r} in {self.location}")
+        return _shared(row)
+
+    def get_many(self, names: Iterable[str]) -> dict[str, SharedBlock]:
+        names = list(names)
+        if not names:
+            return {}
+        with self._use("reading shared blocks") as c:
+            rows = c.execute(f"SELECT {_COLS} FROM {self._blocks} WHERE name IN ({_marks(len(names))})",
+                             names).fetchall()
+        return {r[0]: _shared(r) for r in rows}
+
+    def versions(self, names: Iterable[str]) -> dict[str, int]:
+        names = list(names)
+        if not names:
+            return {}
+        with self._use("reading shared block versions") as c:
+            rows = c.execute(f"SELECT name, version FROM {self._blocks} WHERE name IN ({_marks(len(names))})",
+                             names).fetchall()
+        return {n: int(v) for n, v in rows}
+
+    def apply(self, edit_id: str, name: str, edit: BlockEdit, *, agent: str) -> EditOutcome:
+        with self._use(f"editing shared block {name!r}", write=True) as c:
+            row = c.execute(f"SELECT {_COLS} FROM {self._blocks} WHERE name=?{self._lock_rows}", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no shared block {name!r} in {self.location}")
+            block = _shared(row)
+            done = c.execute(f"SELECT applied, reason FROM {self._edits} WHERE edit_id=?", (edit_id,)).fetchone()
+            if done is not None:  # applied (or refused) before: the same answer, nothing twice
+                return EditOutcome(edit_id, bool(done[0]), done[1], block)
+            try:
+                value = applied_value(block, edit)
+            except (EditConflictError, BlockError) as exc:
+                applied, reason = False, str(exc)
+            else:
+                applied, reason = True, ""
+                version = block.version + 1
+                c.execute(f"UPDATE {self._blocks} SET value=?, version=?, updated_by=?, updated_at=?, crc=? "
+                          "WHERE name=?",
+                          (value, version, agent, time.time(),
+                           _crc(name, value, block.limit, block.description, block.read_only, version), name))
+                block = SharedBlock(name, value, block.limit, block.description, block.read_only, version, agent)
+            c.execute(f"INSERT INTO {self._edits}({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      (edit_id, name, agent, msgpack.packb(edit.to_dict(), use_bin_type=True), int(applied), reason,
+                       block.version, time.time()))
+        return EditOutcome(edit_id, applied, reason, block)
+
+    def outcomes(self, edit_ids: Iterable[str]) -> dict[str, EditRecord]:
+        ids = list(edit_ids)
+        if not ids:
+            return {}
+        with self._use("reading shared block edits") as c:
+            rows = c.execute(f"SELECT {_ECOLS} FROM {self._edits} WHERE edit_id IN ({_marks(len(ids))})",
+                             ids).fetchall()
+        return {r[0]: _record(r) for r in rows}
+
+    def history(self, name: str, limit: int = 100) -> list[EditRecord]:
+        with self._use(f"reading shared block {name!r}'s edits") as c:
+            rows = c.execute(f"SELECT {_ECOLS} FROM {self._edits} WHERE name=? ORDER BY at DESC, version DESC "
+                             "LIMIT ?", (name, int(limit))).fetchall()
+        return [_record(r) for r in rows]
+
+    def names(self) -> list[str]:
+        with self._use("listing shared blocks") as c:
+            return [r[0] for r in c.execute(f"SELECT name FROM {self._blocks} ORDER BY name").fetchall()]
+
+    def check(self) -> list[str]:
+        bad = []
+        with self._use("checking shared blocks") as c:
+            for row in c.execute(f"SELECT {_COLS}, crc FROM {self._blocks}").fetchall():
+                b = _shared(row[:-1])
+                if _crc(b.name, b.value, b.limit, b.description, b.read_only, b.version) != row[-1]:
+                    bad.append(f"shared block {b.name!r} (version {b.version}): its checksum does not match")
+        return bad
+
+
+class SharedBlockFile(SqlSharedBlocks):
     """Shared blocks in one SQLite file (WAL, ``synchronous=FULL``): the agents of one machine,
     in any number of processes. An edit is one ``BEGIN IMMEDIATE`` transaction (SQLite's write
     lock; a writer waits up to ``busy_timeout`` seconds for another)."""
@@ -294,93 +405,9 @@ class SharedBlockFile(SharedBlockStore):
                     c.execute("ROLLBACK")
                     raise
 
-    def create(self, name: str, value: str = "", *, limit: int = DEFAULT_BLOCK_LIMIT, description: str = "",
-               read_only: bool = False, agent: str = "") -> SharedBlock:
-        name, value, description = clean_text(name), clean_text(value), clean_text(str(description))
-        _check_fields(name, value, limit)
-        with self._use(f"creating shared block {name!r}", write=True) as c:
-            if c.execute("SELECT 1 FROM shared_blocks WHERE name=?", (name,)).fetchone():
-                raise BlockExistsError(f"shared block {name!r} exists already")
-            c.execute(f"INSERT INTO shared_blocks({_COLS}, updated_at, crc) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                      (name, value, limit, description, int(bool(read_only)), agent, time.time(),
-                       _crc(name, value, limit, description, bool(read_only), 1)))
-        return SharedBlock(name, value, limit, description, bool(read_only), 1, agent)
-
-    def get(self, name: str) -> SharedBlock:
-        with self._use(f"reading shared block {name!r}") as c:
-            row = c.execute(f"SELECT {_COLS} FROM shared_blocks WHERE name=?", (name,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"no shared block {name!r} in {self.path}")
-        return _shared(row)
-
-    def get_many(self, names: Iterable[str]) -> dict[str, SharedBlock]:
-        names = list(names)
-        with self._use("reading shared blocks") as c:
-            rows = c.execute(f"SELECT {_COLS} FROM shared_blocks WHERE name IN ({','.join('?' * len(names))})",
-                             names).fetchall() if names else []
-        return {r[0]: _shared(r) for r in rows}
-
-    def versions(self, names: Iterable[str]) -> dict[str, int]:
-        names = list(names)
-        if not names:
-            return {}
-        with self._use("reading shared block versions") as c:
-            rows = c.execute(f"SELECT name, version FROM shared_blocks WHERE name IN ({','.join('?' * len(names))})",
-                             names).fetchall()
-        return {n: int(v) for n, v in rows}
-
-    def apply(self, edit_id: str, name: str, edit: BlockEdit, *, agent: str) -> EditOutcome:
-        with self._use(f"editing shared block {name!r}", write=True) as c:
-            done = c.execute("SELECT applied, reason FROM shared_block_edits WHERE edit_id=?", (edit_id,)).fetchone()
-            row = c.execute(f"SELECT {_COLS} FROM shared_blocks WHERE name=?", (name,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"no shared block {name!r} in {self.path}")
-            block = _shared(row)
-            if done is not None:
-                return EditOutcome(edit_id, bool(done[0]), done[1], block)
-            try:
-                value = applied_value(block, edit)
-            except (EditConflictError, BlockError) as exc:
-                applied, reason = False, str(exc)
-            else:
-                applied, reason = True, ""
-                version = block.version + 1
-                c.execute('UPDATE shared_blocks SET value=?, version=?, updated_by=?, updated_at=?, crc=? WHERE name=?',
-                          (value, version, agent, time.time(),
-                           _crc(name, value, block.limit, block.description, block.read_only, version), name))
-                block = SharedBlock(name, value, block.limit, block.description, block.read_only, version, agent)
-            c.execute("INSERT INTO shared_block_edits(edit_id, name, agent, edit, applied, reason, version, at) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      (edit_id, name, agent, msgpack.packb(edit.to_dict(), use_bin_type=True), int(applied), reason,
-                       block.version, time.time()))
-        return EditOutcome(edit_id, applied, reason, block)
-
-    def outcomes(self, edit_ids: Iterable[str]) -> dict[str, EditRecord]:
-        ids = list(edit_ids)
-        if not ids:
-            return {}
-        with self._use("reading shared block edits") as c:
-            rows = c.execute("SELECT edit_id, name, agent, edit, applied, reason, version, at FROM shared_block_edits "
-                             f"WHERE edit_id IN ({','.join('?' * len(ids))})", ids).fetchall()
-        return {r[0]: _record(r) for r in rows}
-
-    def history(self, name: str, limit: int = 100) -> list[EditRecord]:
-        with self._use(f"reading shared block {name!r}'s edits") as c:
-            rows = c.execute("SELECT edit_id, name, agent, edit, applied, reason, version, at FROM shared_block_edits "
-                             "WHERE name=? ORDER BY at DESC, rowid DESC LIMIT ?", (name, int(limit))).fetchall()
-        return [_record(r) for r in rows]
-
-    def names(self) -> list[str]:
-        with self._use("listing shared blocks") as c:
-            return [r[0] for r in c.execute("SELECT name FROM shared_blocks ORDER BY name")]
-
     def check(self) -> list[str]:
-        bad = []
-        with self._use("checking shared blocks") as c:
-            for row in c.execute(f"SELECT {_COLS}, crc FROM shared_blocks"):
-                b = _shared(row[:-1])
-                if _crc(b.name, b.value, b.limit, b.description, b.read_only, b.version) != row[-1]:
-                    bad.append(f"shared block {b.name!r} (version {b.version}): its checksum does not match")
+        bad = super().check()
+        with self._use("checking the shared block file") as c:
             quick = c.execute("PRAGMA quick_check").fetchone()[0]
         if quick != "ok":
             raise CorruptStoreError(f"{self.path} is damaged: {quick}")
