@@ -16,6 +16,9 @@ What the trace says, and how it is read (see :mod:`vmem.kernel.trace`):
   that follows; a ``pagein`` there is a prefetch.
 - a ``call`` of archival_memory_search or conversation_search is a page fault of the
   step whose answer made it.
+- a ``block`` event with ``by`` is another agent's edit of a shared block, read when a
+  transaction starts: it marks the step that follows as ``shared``, the step whose prompt
+  changed in its core region (a provider's prompt cache serves only the prefix before it).
 - ``llm`` (purpose "step"): the provider's usage for the step; when it counts cached
   prompt tokens (``Usage.cached_tokens``), cached / prompt is the step's prompt-cache
   ratio. Traces written before ``context`` events existed have no steps to draw.
@@ -40,7 +43,8 @@ REGIONS: tuple[tuple[str, str, str], ...] = (
     ("workset", "working set", "#d9a520"),
 )
 MARKS = {"flush": ("flush", "#7d3c98"), "alert": ("memory-pressure alert", "#d68910"),
-         "fault": ("page fault (a search call)", "#2f6fd6"), "prefetch": ("prefetch", "#b7950b")}
+         "fault": ("page fault (a search call)", "#2f6fd6"), "prefetch": ("prefetch", "#b7950b"),
+         "shared": ("shared block changed by another agent (the prompt changes from the core on)", "#c0392b")}
 _SEARCHES = frozenset({"archival_memory_search", "conversation_search"})
 #: Above this many steps, neighbouring steps are drawn as one (the fullest of them).
 MAX_COLUMNS = 1200
@@ -56,7 +60,7 @@ class Step:
     time: str
     tokens: dict[str, int]
     budget: int
-    marks: list[str] = field(default_factory=list)  #: "alert", "flush", "prefetch", "fault" (repeats count)
+    marks: list[str] = field(default_factory=list)  #: "alert", "flush", "prefetch", "fault", "shared" (repeats count)
     prompt_tokens: int | None = None  #: as the provider counted them
     cached_tokens: int | None = None  #: of those, served from the provider's prompt cache
 
@@ -110,6 +114,8 @@ class HistoryBuilder:
             self._pending = []
         elif kind in ("alert", "flush"):
             self._pending.append(kind)
+        elif kind == "block" and e.get("by"):
+            self._pending.append("shared")
         elif kind == "pagein":
             self._pagein = True
         elif kind == "call":
@@ -142,6 +148,10 @@ def describe(h: History) -> str:
     parts.append(f"flushes at steps {_list(flushes)}" if flushes else "no flush")
     parts.append(f"alerts at steps {_list(alerts)}" if alerts else "no alert")
     parts.append(f"{faults} page faults, {len(at('prefetch'))} prefetches")
+    shared = at("shared")
+    if shared:
+        parts.append(f"shared blocks changed by other agents before steps {_list(shared)} (the prompt cache "
+                     "misses from the core on there)")
     ratios = [r for r in (s.cache_ratio for s in h.steps) if r is not None]
     if ratios:
         parts.append(f"prompt cache {100 * sum(ratios) / len(ratios):.0f}% of the prompt on average "
@@ -237,6 +247,9 @@ def render_history_svg(h: History) -> str:
             elif mark == "fault":
                 parts.append(f'<circle class="mark mark-fault" cx="{cx:.2f}" cy="{bottom + 10}" r="3.5">'
                              f'<title>{_e(what)}</title></circle>')
+            elif mark == "shared":
+                parts.append(f'<rect class="mark mark-shared" x="{cx - 3:.2f}" y="{top - 20}" width="6" height="6">'
+                             f'<title>{_e(what)}</title></rect>')
             else:
                 parts.append(f'<path class="mark mark-prefetch" d="M{cx:.2f},{bottom + 16} l4,5 l-4,5 l-4,-5 z">'
                              f'<title>{_e(what)}</title></path>')

@@ -440,7 +440,7 @@ pre{white-space:pre-wrap;word-break:break-word;margin:6px 0;font:13px ui-monospa
 #history-chart path.wm-warn{stroke:#d68910;stroke-dasharray:5 3}#history-chart path.wm-flush{stroke:#c0392b;stroke-dasharray:5 3}
 #history-chart path.area{stroke:none;opacity:.9}#history-chart line.mark-flush{stroke:#7d3c98;stroke-width:1.5}
 #history-chart path.mark-alert{fill:#d68910}#history-chart circle.mark-fault{fill:#2f6fd6}
-#history-chart path.mark-prefetch{fill:#b7950b}#history-chart polyline.cache{fill:none;stroke:#117a65;stroke-width:2}
+#history-chart path.mark-prefetch{fill:#b7950b}#history-chart rect.mark-shared{fill:#c0392b}#history-chart polyline.cache{fill:none;stroke:#117a65;stroke-width:2}
 #history-chart circle.cache-point{fill:#117a65}#history-chart text.cache-axis{fill:#117a65}#history-chart rect.step:hover{fill:rgba(0,0,0,.06)}
 .filter{margin:0 0 8px;padding:5px 8px;width:320px;border:1px solid #ccc;border-radius:6px}
 .count{margin-left:8px;color:var(--muted);font-size:12px}

@@ -67,7 +67,7 @@ from vmem import PageKind, make_page_id, page_serial
 from vmem.kernel import ContextWindowError, Memory, MemoryConfig
 from vmem.storage import Message, StoreNotFoundError, display, is_url, open_store
 from vmem.storage import NotFoundError as _StoreNotFound
-from vmem.storage.shared_blocks import open_shared_blocks
+from vmem.storage.location import open_shared_blocks
 
 __all__ = ["KEPT_KEY", "ExportResult", "ImportResult", "LettaBridgeError", "export_agent_file",
            "import_agent_file", "kept_data"]

@@ -102,7 +102,7 @@ from vmem.kernel.transaction import CoreMarks, Transactions
 from vmem.storage import Block, MemoryDir, Message, NotFoundError, Passage, SearchPage, VmemStorageError
 from vmem.storage.block_edit import BlockEdit
 from vmem.storage.location import display, is_url, open_store
-from vmem.storage.shared_blocks import open_shared_blocks
+from vmem.storage.location import open_shared_blocks
 from vmem.storage.postgres_db import StaleStoreError
 
 __all__ = ["Context", "Memory", "Prepared", "Summarizer"]
@@ -827,6 +827,9 @@ class Memory:
         """
         with self.transaction():
             prepared = Prepared()
+            notices, self.shared_blocks.notices = self.shared_blocks.notices, []
+            for label, reason in notices:  # an edit the model made that the shared store could not apply
+                self._enqueue("system", SHARED_REFUSED.format(label=label, reason=reason), {"kind": "shared_refused"})
             if self._session.prefetch is not None:
                 text, self._session.prefetch = self._session.prefetch, None
                 prepared.paged_in = self.prefetch(text)
@@ -1255,6 +1258,11 @@ class Memory:
             "context": list(self.compile()),
         }
         return hashlib.sha256(msgpack.packb(payload, use_bin_type=True)).hexdigest()
+
+
+#: What the model reads when its edit of a shared block could not be applied.
+SHARED_REFUSED = ("[vmem] Your last edit of the shared block {label!r} was not applied: {reason}. Another agent "
+                  "changed the block first; it now shows their version. Edit it again if your change still matters.")
 
 
 def _agent_name(location: str) -> str:

@@ -44,7 +44,8 @@ from vmem.kernel.persistence import MemoryState
 from vmem.kernel.trace import Trace
 from vmem.storage import Block
 from vmem.storage.block_edit import BlockEdit
-from vmem.storage.shared_blocks import SharedBlock, SharedBlockStore, applied_value, open_shared_blocks
+from vmem.storage.location import open_shared_blocks
+from vmem.storage.shared_blocks import SharedBlock, SharedBlockStore, applied_value
 
 __all__ = ["SharedBlocks"]
 
@@ -65,6 +66,8 @@ class SharedBlocks:
         self._views: dict[str, SharedBlock] = {}  # label -> the block this memory last read (before its edits)
         self._lock = threading.Lock()  # flush (after a commit) and sync (in the next transaction)
         self.refused: list[tuple[str, str]] = []  #: (label, reason) of edits the shared store refused
+        #: Refused edits the model has not been told about yet (the next step's context says so).
+        self.notices: list[tuple[str, str]] = []
 
     # ---------------------------------------------------------------- where they are
 
@@ -197,6 +200,7 @@ class SharedBlocks:
                 self._state.shared_edits = [i for i in pending if i[0] not in done]
             for label, reason in self.refused:
                 self._trace.write({"e": "shared_refused", "label": label, "reason": reason})
+            self.notices.extend(self.refused)
             self.refused = []
             return self._changed()
 

@@ -13,12 +13,14 @@ import pytest
 
 from kernel_helpers import call, check_agent
 from vmem import InvariantError
+from vmem.app.history import HistoryBuilder, describe, render_history_svg
 from vmem.kernel import Agent, Memory, MemoryConfig
 from vmem.kernel.drivers import Completion, ScriptedDriver
 from vmem.kernel.trace import read_trace
 from vmem.storage import BlockExistsError, EditConflictError, ForeignFileError, NotFoundError
 from vmem.storage.block_edit import BlockEdit
-from vmem.storage.shared_blocks import SharedBlockFile, open_shared_blocks
+from vmem.storage.location import open_shared_blocks
+from vmem.storage.shared_blocks import SharedBlockFile
 
 CONFIG = MemoryConfig(window=4608)
 
@@ -142,6 +144,12 @@ def test_an_edit_by_one_agent_reaches_the_other_at_its_next_step(place, shared_a
     assert "Release on Friday." in str(b.memory.compile())
     events = [e for e in read_trace(b.memory.store) if e.get("e") == "block"]
     assert events[-1]["by"] == _agent(a) and events[-1]["label"] == "team"
+    builder = HistoryBuilder()  # the inspector's history picture: the step whose prompt changed at the core
+    for event in read_trace(b.memory.store):
+        builder.add(event)
+    history = builder.history()
+    assert "shared" in history.steps[-1].marks and "shared blocks changed by other agents" in describe(history)
+    assert "mark-shared" in render_history_svg(history)
     for agent in (a, b):
         check_agent(agent)
         agent.memory.close()
@@ -172,6 +180,10 @@ def test_concurrent_rewrites_one_wins_the_other_is_refused_and_traced(place, sha
     refused = [e for e in read_trace(b.memory.store) if e.get("e") == "shared_refused"]
     assert refused and "changed since it was read" in refused[-1]["reason"]
     assert b.memory.block("team").value == "Ana's version."
+    b.driver.push(Completion(tool_calls=[call("send_message", message="ok")]))
+    b.step("anything new?")  # and the model is told, in its next step's context
+    notice = [m for m in b.memory.compile() if "was not applied" in str(m.get("content"))]
+    assert notice and "shared block 'team'" in notice[0]["content"] and notice[0]["role"] == "system"
     with pytest.raises(EditConflictError):  # a rewrite of a value this memory does not show is refused at once
         b.memory.edit_block("team", BlockEdit.rewrite("Bob's version.", base="stale text"))
     check_agent(b.memory)

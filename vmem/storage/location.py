@@ -5,6 +5,7 @@ Interface::
     store = open_store("agents/ana", create=True)                               # a MemoryDir
     store = open_store("postgresql://vmem@db:5432/app?agent=ana", create=True)  # a PgStore
     is_url(location); display(location)
+    shared = open_shared_blocks("team/shared-blocks.db")    # shared blocks: a file, or a postgresql:// URL
 
 Both stores have one interface (recall, archival, blocks, state, events, journal,
 transaction, savepoint, checkpoint, close...); the kernel and the commands take either
@@ -18,8 +19,9 @@ from typing import Any
 
 from vmem.storage.memdir import MemoryDir
 from vmem.storage.postgres_db import PgLocation, is_pg_location
+from vmem.storage.shared_blocks import SharedBlockFile, SharedBlockStore
 
-__all__ = ["Location", "display", "is_url", "open_store"]
+__all__ = ["Location", "display", "is_url", "open_shared_blocks", "open_store"]
 
 #: A memory's location: a directory path, or a ``postgresql://...?agent=NAME`` URL.
 Location = str | os.PathLike[str]
@@ -45,3 +47,14 @@ def open_store(location: Location, **kwargs: Any) -> Any:
     if isinstance(location, str) and "://" in location:
         raise ValueError(f"{location!r}: a memory's location is a directory or a postgresql:// URL")
     return MemoryDir.open(location, **kwargs)
+
+
+def open_shared_blocks(location: Location, *, create: bool = True) -> SharedBlockStore:
+    """The shared block store at ``location``: a file path (SQLite, made if missing and
+    ``create``) or a ``postgresql://`` URL (the database's shared block tables; an ``agent``
+    parameter is ignored)."""
+    if is_url(location):
+        from vmem.storage.postgres_shared import PgSharedBlocks  # the postgres extra
+
+        return PgSharedBlocks(os.fspath(location))
+    return SharedBlockFile(location, create=create)

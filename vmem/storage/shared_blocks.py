@@ -16,7 +16,7 @@ id and applying the same id again answers the first outcome).
 
 Interface::
 
-    from vmem.storage.shared_blocks import open_shared_blocks
+    from vmem.storage.location import open_shared_blocks
     shared = open_shared_blocks("team/shared-blocks.db")     # or a postgresql:// URL
     shared.create("project", "vmem: memory for agents", limit=2000, agent="ana")
     outcome = shared.apply("edit-id-1", "project", BlockEdit.append("ships Friday"), agent="bob")
@@ -55,8 +55,7 @@ from vmem.storage.errors import (
 from vmem.storage.records import Block
 from vmem.text import clean_text
 
-__all__ = ["EditOutcome", "EditRecord", "SharedBlock", "SharedBlockFile", "SharedBlockStore", "SqlSharedBlocks",
-           "open_shared_blocks"]
+__all__ = ["EditOutcome", "EditRecord", "SharedBlock", "SharedBlockFile", "SharedBlockStore", "SqlSharedBlocks"]
 
 #: ``PRAGMA application_id`` of a shared block file: b"vmsb".
 SHARED_APPLICATION_ID = int.from_bytes(b"vmsb", "big")
@@ -421,14 +420,3 @@ class SharedBlockFile(SqlSharedBlocks):
 
     def __repr__(self) -> str:
         return f"<SharedBlockFile {self.location!r}>"
-
-
-def open_shared_blocks(location: str | os.PathLike[str], *, create: bool = True) -> SharedBlockStore:
-    """The shared block store at ``location``: a file path (SQLite, made if missing and
-    ``create``) or a ``postgresql://`` URL (the database's shared block table)."""
-    text = os.fspath(location)
-    if text.startswith(("postgresql://", "postgres://")):
-        from vmem.storage.postgres_shared import PgSharedBlocks  # the postgres extra
-
-        return PgSharedBlocks(text)
-    return SharedBlockFile(text, create=create)
