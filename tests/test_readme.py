@@ -88,3 +88,15 @@ def test_the_example_file_runs_calls_a_small_model_writes_as_text(tmp_path: Path
         assert run.stdout.splitlines() == ["Welcome to Lisbon, Ana!", "Ana. Moved to Lisbon."]
     with Memory.open(tmp_path / "ana-memory") as memory:
         memory.check()
+
+
+def test_the_shared_blocks_example_runs_as_written(tmp_path: Path) -> None:
+    code = readme_block("shared-blocks example")
+    run = subprocess.run([sys.executable, "-c", code + "\nana.close(); bob.close()"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    with Memory.open(tmp_path / "agents" / "ana") as ana:
+        with ana.transaction():
+            pass  # Ana's next step reads Bob's edit
+        assert ana.block("project").value == "vmem ships Friday.\nQA signs off Thursday."
+        ana.check(deep=True)
