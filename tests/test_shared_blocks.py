@@ -271,3 +271,21 @@ def test_four_processes_appending_lose_no_update(place, shared_at):
 
 def _agent(agent):
     return agent.memory.shared_blocks.agent
+
+
+def test_a_block_another_agent_grew_past_this_window_is_shown_cut_and_the_next_step_runs(tmp_path):
+    shared = tmp_path / "shared.db"
+    open_shared_blocks(shared).create("team", "short", limit=60_000)
+    big = Memory.create(tmp_path / "big", system="s", config=MemoryConfig(window=32768))
+    small = Agent.create(tmp_path / "small", system="s", driver=ScriptedDriver(
+        [Completion(tool_calls=[call("send_message", message="ok")])]), config=CONFIG)
+    big.attach_block("team", shared)
+    small.memory.attach_block("team", shared)
+    big.edit_block("team", BlockEdit.append(" ".join(f"fact{i}" for i in range(4000))))  # ~20k tokens
+    result = small.step("What does the team block say?")  # the step runs
+    assert result.replies == ["ok"]
+    core = next(m["content"] for m in small.memory.compile() if str(m.get("content")).startswith("<core_memory>"))
+    assert "more characters of this shared block do not fit this context" in core
+    check_agent(small)
+    for m in (big, small.memory):
+        m.close()
