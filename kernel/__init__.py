@@ -16,7 +16,9 @@ Two levels, use either::
     memory.append({"role": "user", "content": "Where do I live?"})
     messages, tools = memory.context(summarizer=...), memory.tools
 
-Modules, one concept each: ``memory`` (Memory), ``agent`` (Agent and the step loop),
+Modules, one concept each: ``memory`` (Memory, in layers: ``image``, the parts wired over the
+store and transactions; ``conversation``, messages in and the context out; ``tiers``, blocks,
+archival storage and searches), ``agent`` (Agent and the step loop),
 ``rules`` (when a turn ends), ``config``, ``context`` (the compiled context's layout),
 ``queue``, ``messages`` (chat messages checked against the protocol), ``tokens``,
 ``budget`` (the core's configuration), ``statistics`` (the memory statistics message),
