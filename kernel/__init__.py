@@ -23,7 +23,8 @@ archival storage and searches), ``agent`` (Agent and the step loop),
 ``queue``, ``messages`` (chat messages checked against the protocol), ``tokens``,
 ``budget`` (the core's configuration), ``statistics`` (the memory statistics message),
 ``pressure`` (watermarks and flushes), ``summary`` (the recursive summary), ``paging``
-(page faults, prefetch), ``core_memory`` (blocks), ``functions`` (@memory_function),
+(page faults, prefetch), ``core_memory`` (blocks), ``shared_blocks`` (blocks several agents
+attach: references, pending edits), ``functions`` (@memory_function),
 ``host`` (what functions may ask), ``builtins``, ``transaction`` (all or nothing),
 ``persistence`` (the saved image), ``journal`` (the core's operations between
 snapshots), ``trace``, ``replay``, ``migrate`` (between a directory and PostgreSQL),
