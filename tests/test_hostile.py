@@ -2,7 +2,7 @@
 (garbage text, truncated or malformed JSON, unknown functions, wrong types, huge arguments,
 repeated identical calls, repeated or missing call ids, empty answers; issue 18: hundreds of
 calls in one answer, arguments nested past any limit, lone surrogates, values JSON cannot hold)
-and drives the Memory API with hostile values too. After every rule: check() passes and a normal
+and drives the Memory API with hostile values too; another agent edits a block they share. After every rule: check() passes and a normal
 step succeeds (the agent is never wedged). A sample runs in CI; ``-m slow`` (or VMEM_SLOW=1)
 runs 750 examples of up to 20 rules (about 15 rules an example: over 10,000 rules) and prints the counts.
 """
@@ -25,11 +25,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from vmem.kernel import Agent, ContextWindowError, Memory, MemoryConfig
 from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
 from vmem.kernel.drivers.lenient_json import parse_arguments
+from vmem.storage import BlockEdit, open_shared_blocks
 
 NAMES = st.sampled_from(["send_message", "core_memory_append", "core_memory_replace", "memory_insert",
                          "memory_rethink", "archival_memory_insert", "archival_memory_search",
                          "conversation_search", "teleport", "", "send_message "])
-LABELS = st.sampled_from(["human", "persona", "nope", "", "human\n"])
+LABELS = st.sampled_from(["human", "persona", "team", "nope", "", "human\n"])  # team: a shared block
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
                  st.text(max_size=40), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
                                                                                             st.integers(), max_size=3))
@@ -112,6 +113,11 @@ class HostileModel(RuleBasedStateMachine):
         self.agent = Agent.create(self.dir / "agent", system="You are under test.", driver=self.driver,
                                   blocks={"human": {"value": "", "limit": 3000}, "persona": "calm"},
                                   config=MemoryConfig(window=window, reserve_output=256, keep_last=3, prefetch=1))
+        # a block shared with another agent, who edits it at random (huge, odd, or rewritten text)
+        open_shared_blocks(self.dir / "shared.db").create("team", "team notes", limit=60_000)
+        self.agent.memory.attach_block("team", self.dir / "shared.db")
+        self.other = Memory.create(self.dir / "other", system="the other agent", config=MemoryConfig(window=65536))
+        self.other.attach_block("team", self.dir / "shared.db")
         self.steps = 0
 
     def _answer(self, messages, tools) -> Completion:
@@ -150,9 +156,20 @@ class HostileModel(RuleBasedStateMachine):
                 pass
         self.steps += 1
 
+    @rule(text=TEXT, rewrite=st.booleans())
+    def another_agent_edits_the_shared_block(self, text: str, rewrite: bool) -> None:
+        from vmem import VmemError
+        try:
+            self.other.edit_block("team", BlockEdit.rewrite(text) if rewrite else BlockEdit.append(text))
+        except (VmemError, ValueError):  # over the limit: refused, nothing changed
+            pass
+        self.steps += 1
+
     @precondition(lambda self: self.steps and self.steps % 5 == 0)
     @rule()
     def reopen(self) -> None:
+        with self.agent.memory.transaction():
+            pass  # read what the other agent changed, so the digest is of the same shared text after reopening
         digest = self.agent.memory.digest()
         self.agent.close()
         self.agent = Agent.open(self.dir / "agent", driver=self.driver)
@@ -180,6 +197,8 @@ class HostileModel(RuleBasedStateMachine):
         assert result.replies == ["ok"] or result.calls and result.calls[-1].ok
 
     def teardown(self) -> None:
+        if hasattr(self, "other"):
+            self.other.close()
         if hasattr(self, "agent"):
             self.agent.close()
             with Memory.open(self.dir / "agent") as memory:  # what is on disk is sound too

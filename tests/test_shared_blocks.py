@@ -55,6 +55,9 @@ def test_each_edit_kind_says_what_it_does_to_a_value_another_writer_changed():
     with pytest.raises(EditConflictError, match="changed since it was read"):
         BlockEdit.rewrite("new", base="old").apply("old, and what another agent added")
     assert BlockEdit.rewrite("new").apply("anything") == "new"  # the developer's unconditional set
+    assert BlockEdit.append("a\ud800b").text == "a\ufffdb"  # storable, as a message's text is
+    with pytest.raises(TypeError):
+        BlockEdit.append(None)  # type: ignore[arg-type]
     for edit in (BlockEdit.append("x"), BlockEdit.replace("a", "b"), BlockEdit.insert("y", 2),
                  BlockEdit.rewrite("z", base="w")):
         assert BlockEdit.from_dict(edit.to_dict()) == edit

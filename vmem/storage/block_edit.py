@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from vmem.storage.errors import EditConflictError
+from vmem.text import clean_text
 
 __all__ = ["BlockEdit", "EditKind"]
 
@@ -37,7 +38,8 @@ _KINDS = ("append", "replace", "insert", "rewrite")
 
 @dataclass(frozen=True)
 class BlockEdit:
-    """One edit of a block's value (see the module docstring for what each kind means)."""
+    """One edit of a block's value (see the module docstring for what each kind means). Its
+    texts are made storable as UTF-8 (a lone surrogate becomes U+FFFD, as in messages)."""
 
     kind: EditKind
     text: str = ""
@@ -46,6 +48,13 @@ class BlockEdit:
     base: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("text", "old") + (("base",) if self.base is not None else ()):  # storable as UTF-8
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"a block edit's {name} must be a str, got {type(value).__name__}")
+            object.__setattr__(self, name, clean_text(value))
+        if not isinstance(self.line, int) or isinstance(self.line, bool):
+            raise TypeError(f"a block edit's line must be an int, got {type(self.line).__name__}")
         if self.kind not in _KINDS:
             raise ValueError(f"edit kind must be one of {', '.join(_KINDS)}, got {self.kind!r}")
         if self.kind == "replace" and not self.old:
