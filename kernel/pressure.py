@@ -28,6 +28,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from vmem import EvictionError, PagedContext, Region, State
 from vmem.kernel.config import MemoryConfig
 from vmem.kernel.context import SUMMARY_PAGE, render_summary
@@ -195,6 +197,11 @@ class QueueManager:
                 if keep_last != keep:
                     self._trace.write({"e": "tail_shrunk", "keep_last": keep_last})
                 break
+        if plan is None and self._state.workset:
+            # the working set is a cache of search hits (storage holds them): it goes before the step fails
+            self._drop_workset()
+            yield from self._flush(room, forced)
+            return
         if plan is None:
             raise ContextWindowError(
                 f"cannot make room in the context window: even evicting all but the newest message frees too "
@@ -219,6 +226,13 @@ class QueueManager:
             raise ContextWindowError(
                 f"after evicting {len(evicted)} messages the context still needs {after.used} of "
                 f"{after.budget} tokens (the summary is {self.summary_tokens()} tokens)")
+
+    def _drop_workset(self) -> None:
+        """Empty the working set (its pages leave the context; the stores keep them)."""
+        pages = list(self._state.workset)
+        self._ctx.remove_many(np.array(pages, dtype=np.uint64))
+        self._state.workset = {}
+        self._trace.write({"e": "workset_dropped", "pages": pages})
 
     def _plan(self, need: int, over: int, forced: bool) -> Any:
         """An eviction plan that frees ``need``, or all that can go if that gets the context under

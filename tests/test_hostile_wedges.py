@@ -19,6 +19,7 @@ import pytest
 from vmem.app.letta_bridge import import_agent_file
 from vmem.kernel import Agent, ContextWindowError, Memory, MemoryConfig, StepRules
 from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
+from vmem.kernel.drivers.lenient_json import parse_arguments
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -162,3 +163,67 @@ def test_a_block_that_would_leave_too_little_room_is_refused(tmp_path):
         with pytest.raises(ContextWindowError, match=f"at least {MIN_QUEUE}"):
             memory.set_block("notes", "word " * (room - 300))
         memory.check()
+
+
+def test_an_answer_that_fills_the_queue_beside_a_full_working_set_does_not_wedge(tmp_path):
+    """Found by the slow hostile run (10,000 rules): at the smallest windows a prefetched working set
+    and one answer's group (4 calls with 200-character ids, each result a note) left a flush no
+    queue message to evict that would make room: every later step raised ContextWindowError. The
+    working set is a cache of search hits, so it now goes before the step fails."""
+    script: list[Completion] = []
+
+    def answer(messages, tools):
+        if not tools:
+            return Completion(text="a summary")
+        if script:
+            return script.pop(0)
+        return Completion(tool_calls=[ToolCall(f"end{len(messages)}", "send_message", {"message": "ok"})])
+
+    agent = Agent.create(tmp_path / "a", system="You are under test.", driver=ScriptedDriver(answer),
+                         blocks={"human": {"value": "", "limit": 3000}, "persona": "calm"},
+                         config=MemoryConfig(window=3584, reserve_output=256, keep_last=3, prefetch=1))
+    def many(n, name):
+        return Completion(tool_calls=[ToolCall(f"m{i}", name, {"content": f"fact {i}", "label": "human",
+                                                                 "query": "fact", "message": "fact"}) for i in range(n)])
+
+    def normal() -> None:  # the state machine's check after every rule: a normal step
+        script.clear()
+        agent.memory.check()
+        agent.step("a normal message")
+
+    normal()
+    script[:] = [many(251, "send_message "), Completion(tool_calls=[
+        ToolCall("c9991", "send_message", None, "the arguments contain no JSON object", raw_arguments="\u00d4-\x14"),
+        ToolCall("c0", "send_message", {"label": "human", "content": ""}),
+        ToolCall("dup", "send_message", {"^\x07\u00c4": False, "\x1d\x88$": [34995, -121501, 4747909]}),
+        ToolCall("c0", "send_message", {}, None, raw_arguments="{")]), many(238, "send_message")]
+    agent.step("")
+    normal()
+    memory = agent.memory
+    for call in (lambda: memory.set_block("human", ""), lambda: memory.add_block("bhuman", "", limit=20),
+                 lambda: memory.update_block("human", limit=20), lambda: memory.archival_insert("x"),
+                 lambda: memory.conversation_search("", page=10**30), lambda: memory.archival_search("", page=10**30)):
+        try:
+            call()
+        except ValueError:
+            pass
+    normal()
+    blah = "blah " * 40000
+    raw = '{"query": "' + blah[:20000]
+    truncated = parse_arguments(raw)
+    script[:] = [
+        Completion(tool_calls=[ToolCall("c297", "conversation_search", {"message": "o=", "request_heartbeat": False})]),
+        Completion(tool_calls=[
+            ToolCall("x" * 200, "core_memory_append", truncated.arguments, truncated.error, raw_arguments=raw),
+            ToolCall("c499497", "", {"new_content": "\x00\ud800 zero", "old_content": "\x00\ud800 zero", "label": "nope"}),
+            ToolCall("c4654682", "teleport", {"content": blah, "label": "human", "request_heartbeat": -1.33e259}),
+            ToolCall("c1487", "conversation_search", None, "invalid JSON",
+                     raw_arguments='{"label": "human", "content": "\\u00f0\\u00df S'),
+        ]),
+        Completion(text=""),
+    ]
+    agent.step("?\u00e4\u00bd\x19\U000d3572\U000ca57a\u00c1\u00ec")
+    agent.memory.check()
+    assert agent.step("a normal message").replies == ["ok"]
+    agent.memory.check()
+    agent.close()
