@@ -144,6 +144,7 @@ class MemoryImage:
     queue: MessageQueue
     stats: MemoryStatistics
     core_memory: CoreMemory
+    shared_blocks: SharedBlocks
     workset: WorkingSet
     pressure: QueueManager
     _state: MemoryState
