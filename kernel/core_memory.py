@@ -67,7 +67,10 @@ class CoreMemory:
         page = self.pages.get(block.label)
         if page is None or not self.shared.is_shared(block.label):
             return text
-        room = self._room() + self._ctx.info(page).tokens
+        # at most half of what the pinned pages could still take: the rest stays the queue's, so that
+        # one answer's group, the user's turn and an alert fit beside it (an own block's edit is
+        # refused past MIN_QUEUE instead; another agent's edit cannot be refused here)
+        room = (self._room() + self._ctx.info(page).tokens) // 2
         if self._counter.count(text) <= room:
             return text
         value = block.value
