@@ -105,7 +105,7 @@ def _add_color(p: argparse.ArgumentParser) -> None:
                    help="colour the output: auto (default) when writing to a terminal")
 
 
-def _add_progress(p: argparse.ArgumentParser) -> None:
+def _add_progress(p: argparse._ActionsContainer) -> None:  # a parser or an argument group
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="while the model thinks, a live line on stderr with the elapsed time, then the call's "
                         "seconds, tokens and tokens/s: auto (default) when stderr is a terminal, never when piped")
@@ -1107,7 +1107,7 @@ def _check(args: argparse.Namespace) -> int:
         except InvariantError as exc:
             problems.append(f"kernel: {exc}")
         counts = f"{memory.stats.recall} messages, {memory.stats.archival} passages, " \
-                 f"{len(memory.block_labels())} blocks, {memory.store._db.commits} commits"
+                 f"{len(memory.block_labels())} blocks, {memory.store.version} commits"
     finally:
         memory.close()
     if not problems:

@@ -685,6 +685,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
     report = DemoReport(model=model if driver is not None else None)
     started = time.perf_counter()
     tmp = None
+    path: str | Path  # the agent's directory, or a PostgreSQL URL
     if directory is None:
         tmp = tempfile.mkdtemp(prefix="vmem-demo-")
         path = Path(tmp) / "agent"
@@ -726,7 +727,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
                     if kswapd is not None:
                         kswapd.stop()
                     agent = _reopen(agent, path, policy, clock, report, say, style)
-                    if kswapd is not None:
+                    if daemon is not None:
                         kswapd = ConsolidationDaemon(agent, daemon, DaemonConfig(every=daemon_every))
                         shown = failed = 0
                 say()
@@ -771,7 +772,7 @@ def run_demo(out: TextIO, *, color: bool = False, directory: str | Path | None =
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _reopen(agent: Agent, path: Path, policy: Driver, clock: DemoClock,
+def _reopen(agent: Agent, path: str | Path, policy: Driver, clock: DemoClock,
             report: DemoReport, say: Callable[..., None], style: _Style) -> Agent:
     report.digest_before = agent.memory.digest()
     agent.close()
@@ -860,7 +861,7 @@ class _Timed(Driver):
                 self.report.summaries += 1
 
 
-def _cache_figures(path: Path, report: DemoReport) -> None:
+def _cache_figures(path: str | Path, report: DemoReport) -> None:
     """Prompt tokens sent and served from the server's cache where the prefix should be stable;
     the core memory blocks changed."""
     events = list(read_trace(path))

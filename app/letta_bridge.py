@@ -65,6 +65,7 @@ from vmem import PageKind, make_page_id, page_serial
 from vmem.kernel import ContextWindowError, Memory, MemoryConfig
 from vmem.storage import Message, StoreNotFoundError, display, is_url, open_store
 from vmem.storage import NotFoundError as _StoreNotFound
+from vmem.storage.postgres import PgStore
 
 __all__ = ["KEPT_KEY", "ExportResult", "ImportResult", "LettaBridgeError", "export_agent_file",
            "import_agent_file", "kept_data"]
@@ -81,9 +82,10 @@ class LettaBridgeError(ValueError):
 
 @dataclass
 class ImportResult:
-    """What :func:`import_agent_file` made: the directories, by the file's agent ids, and the report."""
+    """What :func:`import_agent_file` made: the memories' locations (directories, or a PostgreSQL
+    URL), by the file's agent ids, and the report."""
 
-    directories: dict[str, Path]
+    directories: dict[str, Path | str]
     report: ImportReport
     file: AgentFile
 
@@ -137,7 +139,7 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
     os.umask(mask)
     work.chmod(0o777 & ~mask)  # an ordinary directory, not mkdtemp's owner-only one
     try:
-        directories = {}
+        directories: dict[str, Path | str] = {}
         for spec in agents:
             where = work / names[spec.id] if several else work / "agent"
             _import_agent(spec, af, where, report, window=window, several=several, embedder=embedder,
@@ -191,7 +193,8 @@ def _import_to_url(af: AgentFile, agents: list[AgentSpec], url: str, *, window: 
     except BaseException:
         try:
             with open_store(url, create=False, embedder=embedder) as store:
-                store.drop()
+                if isinstance(store, PgStore):  # it is: a URL
+                    store.drop()
         except StoreNotFoundError:
             pass
         raise
@@ -285,8 +288,8 @@ def _messages(memory: Memory, spec: AgentSpec,
     reasoning: dict[str, str] = {}
     parts: dict[str, list[str]] = {}
     history = [(m.to_openai(), m.timestamp) for m in spec.out_of_context]
-    recent = [(m.to_openai(), m.timestamp) for m in spec.in_context]
-    messages = list(spec.out_of_context) + list(spec.in_context)
+    recent: list[tuple[dict[str, Any], _dt.datetime | None]] = [(m.to_openai(), m.timestamp) for m in spec.in_context]
+    messages: list[ChatMessage | None] = [*spec.out_of_context, *spec.in_context]  # None: the summary's message
     if spec.summary and not history:
         first = spec.in_context[0].timestamp if spec.in_context else None
         recent.insert(0, ({"role": "system", "content": "Summary of the earlier conversation (the messages it "

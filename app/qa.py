@@ -259,12 +259,12 @@ def select_items(dialogues: Sequence[Dialogue], *, conversations: Iterable[str] 
             raise ValueError(f"no conversation {', '.join(sorted(wanted - known))} (have {', '.join(sorted(known))})")
         pool = [i for i in pool if i.conversation in wanted]
     if questions is not None:
-        wanted = list(dict.fromkeys(questions))
+        asked = list(dict.fromkeys(questions))
         by_id = {i.qid: i for i in pool}
-        missing = [q for q in wanted if q not in by_id]
+        missing = [q for q in asked if q not in by_id]
         if missing:
             raise ValueError(f"no question {', '.join(missing[:5])} (ids are <sample_id>:<index>)")
-        pool = [by_id[q] for q in wanted]
+        pool = [by_id[q] for q in asked]
     if categories is not None:
         cats = set(categories)
         bad = cats - set(CATEGORIES)
@@ -542,16 +542,17 @@ class Rag(_Prompted):
     """(c) top-k hybrid retrieval over the turns, in conversation order, dated."""
 
     key = "c"
+    store: MemoryDir | None = None  # the conversation's turns, after prepare()
 
     def prepare(self, dialogue: Dialogue) -> dict[str, Any]:
         self.close()
         path = Path(tempfile.mkdtemp(prefix="rag-", dir=self.workdir))
-        self.store = MemoryDir.open(path, durability="normal")
+        self.store = store = MemoryDir.open(path, durability="normal")
         self.turn_of: dict[int, tuple[int, Session, Turn]] = {}
         position = 0
-        with self.store.transaction():
+        with store.transaction():
             for session in dialogue.sessions:
-                ids = self.store.archival.insert_many([turn_line(t) for t in session.turns], timestamp=session.when)
+                ids = store.archival.insert_many([turn_line(t) for t in session.turns], timestamp=session.when)
                 for turn, pages in zip(session.turns, ids):
                     for page in pages:
                         self.turn_of[page] = (position, session, turn)
@@ -561,6 +562,7 @@ class Rag(_Prompted):
     def ask(self, dialogue: Dialogue, item: QAItem) -> _Answer:
         room = self.room(dialogue, item)
         k = self.settings.rag_k or len(self.turn_of)
+        assert self.store is not None, "prepare() comes first"
         found = self.store.archival.search(item.question, mode="hybrid", page_size=min(k, 200))
         picked: dict[int, tuple[int, Session, Turn]] = {}
         used = 0
@@ -585,7 +587,7 @@ class Rag(_Prompted):
         return answer
 
     def close(self) -> None:
-        store = getattr(self, "store", None)
+        store = self.store
         if store is not None and not store.closed:
             path = store.path
             store.close()
@@ -597,6 +599,7 @@ class _Vmem(Method):
     """(d), (e), (f): a vmem memory per conversation, ingested without the model, copied per question."""
 
     prefetch = False
+    snapshot: Path | None = None  # the conversation's memory, after prepare(); copied per question
 
     def prepare(self, dialogue: Dialogue) -> dict[str, Any]:
         self.close()
@@ -644,6 +647,7 @@ class _Vmem(Method):
     @contextlib.contextmanager
     def copy(self, dialogue: Dialogue) -> Iterator[Memory]:
         """A fresh copy of the conversation's memory, open, the clock just after its last turn."""
+        assert self.snapshot is not None, "prepare() comes first"
         work = self.snapshot.parent / "question"
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(self.snapshot, work)
@@ -655,7 +659,7 @@ class _Vmem(Method):
             shutil.rmtree(work, ignore_errors=True)
 
     def close(self) -> None:
-        snapshot = getattr(self, "snapshot", None)
+        snapshot = self.snapshot
         if snapshot is not None:
             shutil.rmtree(snapshot.parent, ignore_errors=True)
         self.snapshot = None

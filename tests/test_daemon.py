@@ -145,6 +145,20 @@ def test_wait_finishes_the_run_in_the_callers_thread(tmp_path: Path) -> None:
     agent.close()
 
 
+def test_the_daemon_runs_beside_an_agent_in_either_store(place) -> None:
+    """Its thread is named after the agent: a directory's name, or a PostgreSQL agent's (a URL
+    has no ``.name``: a daemon beside an agent in PostgreSQL raised AttributeError; found by mypy)."""
+    agent, _ = make_agent(place("ana"))
+    gated = GatedDriver(['{"human": ["city: Porto"]}'])
+    gated.gate.set()
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=10)) as daemon:
+        assert any(t.name.startswith("vmem-consolidate:ana") for t in threading.enumerate())  # the agent's name
+        agent.step("I live in Porto.")
+        assert daemon.wait(WAIT)
+        assert agent.memory.block("human").value == "city: Porto"
+    agent.close()
+
+
 def test_an_idle_agent_is_consolidated(tmp_path: Path) -> None:
     agent, seen = make_agent(tmp_path / "a")
     gated = GatedDriver(['{"human": ["pet: a cat called Miso"]}'])

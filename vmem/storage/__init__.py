@@ -48,7 +48,7 @@ from vmem.storage.errors import (
     VmemStorageError,
 )
 from vmem.storage.memdir import MemoryDir, MilvusConfig
-from vmem.storage.location import display, is_url, open_store
+from vmem.storage.location import Store, display, is_url, open_store
 from vmem.storage.recall import RecallStore
 from vmem.storage.records import Block, Hit, Message, Passage, SearchPage
 
@@ -77,6 +77,7 @@ __all__ = [
     "RecallStore",
     "SchemaVersionError",
     "SearchPage",
+    "Store",
     "StoreClosedError",
     "StoreLockedError",
     "StoreNotFoundError",
