@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from vmem import MAX_PAGE_TOKENS, PagedContext, Policy, Region
-from vmem.errors import CoreError
+from vmem import MAX_PAGE_TOKENS, CoreError, PagedContext, Policy, Region
 from reference_model import ReferenceContext
 
 IDS = st.one_of(st.integers(0, 12), st.integers(0, 12), st.integers(0, 12), st.sampled_from([2**64 - 1, 2**63, 1 << 56 | 7]))

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from vmem.kernel import Agent, read_trace, replay
-from vmem.kernel import daemon as daemon_module
-from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
+from vmem.kernel import Agent, ConsolidationDaemon, DaemonConfig, read_trace, replay
+from vmem.kernel import daemon as daemon_module  # its internals, patched
 from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
 
 
