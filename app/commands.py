@@ -155,9 +155,9 @@ def has_agent(path: Any) -> bool:
     return Memory.exists(path)
 
 
-
-
 def server_of(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The model and server URL a command calls: ``--model``/``--base-url``, else VMEM_MODEL and
+    VMEM_BASE_URL (or OPENAI_BASE_URL); CliError (usage) when no model, or no server and no API key."""
     model = args.model or os.environ.get("VMEM_MODEL")
     if not model:
         raise CliError("no model: pass --model NAME or set VMEM_MODEL", EXIT_USAGE)

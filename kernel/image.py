@@ -310,7 +310,6 @@ class MemoryImage:
                     raise ContextWindowError(f"block {label!r} does not fit in the context window: {exc}") from None
                 self._session.dirty = True
 
-
     # ================================================================ properties
 
     @property
@@ -406,7 +405,6 @@ class MemoryImage:
             self._state.now = self.now.timestamp()
             self._saver.save(self._state, self.ctx)
         self.trace.store()
-
 
     def _enqueue(self, role: str, content: str, meta: dict[str, Any], group: int = 0,
                  tokens: int | None = None) -> int:

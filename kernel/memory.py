@@ -235,7 +235,6 @@ class Memory(Conversation, Tiers):
         with self.transaction():
             self.trace.write(event)
 
-
     # ================================================================ inspection
 
     @one_caller
