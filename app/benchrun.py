@@ -113,7 +113,8 @@ def run_suites(bench_dir: Path, *, quick: bool = False, only: set[str] | None = 
 
 def data_path(bench_dir: Path, key: str, given: dict[str, Path | None]) -> Path:
     """Where data set ``key`` is looked for: as given, or its default beside the checkout."""
-    return Path(given[key]) if given.get(key) else bench_dir.parent.parent.joinpath(*DATA[key].default)
+    path = given.get(key)
+    return Path(path) if path else bench_dir.parent.parent.joinpath(*DATA[key].default)
 
 
 def _run(bench_dir: Path, quick: bool, only: set[str] | None, log: TextIO, timeout: float | None,

@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from vmem.embed import Embedder, default_embedder
 from vmem.index import PageIndex
 from vmem.rank import as_hits, fuse, spread
 from vmem.text import fts_query
+
+if TYPE_CHECKING:
+    from vmem.storage import Store
 
 __all__ = [
     "CATEGORIES",
@@ -274,6 +277,7 @@ class StoreBackend:
         from vmem.storage import MemoryDir  # imported late: the evaluation also runs without it
 
         self._tmp: Any = None
+        self.store: Store
         if postgres is not None:  # a fresh agent in that database, deleted at close
             from vmem.storage import open_store
 
@@ -314,7 +318,9 @@ class StoreBackend:
         return self._search(query, "hybrid", k)
 
     def close(self) -> None:
-        if self._tmp is None:
+        from vmem.storage.postgres import PgStore
+
+        if isinstance(self.store, PgStore):  # the agent made for this evaluation
             self.store.drop()
             return
         with contextlib.suppress(Exception):

@@ -68,6 +68,7 @@ from vmem.kernel import ContextWindowError, Memory, MemoryConfig
 from vmem.storage import Message, StoreNotFoundError, display, is_url, open_store
 from vmem.storage import NotFoundError as _StoreNotFound
 from vmem.storage.location import open_shared_blocks
+from vmem.storage.postgres import PgStore
 
 __all__ = ["KEPT_KEY", "ExportResult", "ImportResult", "LettaBridgeError", "export_agent_file",
            "import_agent_file", "kept_data"]
@@ -84,9 +85,10 @@ class LettaBridgeError(ValueError):
 
 @dataclass
 class ImportResult:
-    """What :func:`import_agent_file` made: the directories, by the file's agent ids, and the report."""
+    """What :func:`import_agent_file` made: the memories' locations (directories, or a PostgreSQL
+    URL), by the file's agent ids, and the report."""
 
-    directories: dict[str, Path]
+    directories: dict[str, Path | str]
     report: ImportReport
     file: AgentFile
 
@@ -141,7 +143,7 @@ def import_agent_file(source: str | os.PathLike[str] | bytes, target: str | os.P
     os.umask(mask)
     work.chmod(0o777 & ~mask)  # an ordinary directory, not mkdtemp's owner-only one
     try:
-        directories = {}
+        directories: dict[str, Path | str] = {}
         shared = _shared_store(agents, chosen, work / SHARED_BLOCKS_NAME) if several else {}
         for spec in agents:
             where = work / names[spec.id] if several else work / "agent"
@@ -236,7 +238,8 @@ def _import_to_url(af: AgentFile, agents: list[AgentSpec], url: str, *, window: 
     except BaseException:
         try:
             with open_store(url, create=False, embedder=embedder) as store:
-                store.drop()
+                if isinstance(store, PgStore):  # it is: a URL
+                    store.drop()
         except StoreNotFoundError:
             pass
         raise
@@ -349,8 +352,8 @@ def _messages(memory: Memory, spec: AgentSpec,
     reasoning: dict[str, str] = {}
     parts: dict[str, list[str]] = {}
     history = [(m.to_openai(), m.timestamp) for m in spec.out_of_context]
-    recent = [(m.to_openai(), m.timestamp) for m in spec.in_context]
-    messages = list(spec.out_of_context) + list(spec.in_context)
+    recent: list[tuple[dict[str, Any], _dt.datetime | None]] = [(m.to_openai(), m.timestamp) for m in spec.in_context]
+    messages: list[ChatMessage | None] = [*spec.out_of_context, *spec.in_context]  # None: the summary's message
     if spec.summary and not history:
         first = spec.in_context[0].timestamp if spec.in_context else None
         recent.insert(0, ({"role": "system", "content": "Summary of the earlier conversation (the messages it "

@@ -251,11 +251,11 @@ def run_size(n: int, base: Path, gen: TurnGen, questions: list[str], progress: b
         figs += _figure(f"  baseline: FTS5 path of before (count + top-10), {n} messages", fts, None, None)
         figs.append(Figure(f"  conversation_search totals exact (of 200 questions), {n}", exact, "questions"))
         texts = gen.turns(2000)
-        first = s.recall._lex.index.stats()["next_doc"]
-        s.recall._lex._unsaved = 0  # the additions below are not the store's: never write them
+        first = s.recall.lexical.index.stats()["next_doc"]
+        s.recall.lexical._unsaved = 0  # the additions below are not the store's: never write them
         t = time.perf_counter()
         for i, text in enumerate(texts):
-            s.recall._lex.index.add(first + i, text, 0.0, "user")
+            s.recall.lexical.index.add(first + i, text, 0.0, "user")
         per_add = (time.perf_counter() - t) / len(texts)
         figs.append(Figure.timed(f"  text index update per appended message, {n}", per_add, unit="us"))
     (rec / "recall.tix").unlink()

@@ -48,7 +48,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +73,7 @@ from vmem.kernel.proposals import (
     related,
     topic,
 )
-from vmem.storage import BlockError, MemoryDir, NotFoundError
+from vmem.storage import BlockError, NotFoundError, Passage, Store
 
 if TYPE_CHECKING:
     from vmem.kernel.memory import Memory
@@ -177,7 +177,7 @@ def _turn_text(role: str, content: str, meta: dict[str, Any]) -> str:
     return text if len(text) <= MAX_TURN_CHARS else text[: MAX_TURN_CHARS - 1] + "…"
 
 
-def take_batch(store: MemoryDir, cursor: int, *, upto: int | None = None,
+def take_batch(store: Store, cursor: int, *, upto: int | None = None,
                max_chars: int = MAX_BATCH_CHARS) -> Batch | None:
     """The messages after ``cursor`` (a recall serial) in ``store``, as committed now, with the
     writable blocks and the current facts related to the user's turns; None if there is none.
@@ -211,19 +211,11 @@ def take_batch(store: MemoryDir, cursor: int, *, upto: int | None = None,
     known: dict[int, KnownFact] = {}
     for turn in [t for t in turns if t.role == "user"][-6:]:
         for hit in store.archival.search(turn.text, mode="text", page_size=3).items:
-            if _current(hit) and hit.id not in known:
-                known[hit.id] = KnownFact(hit.id, hit.text, _valid_from(hit))
+            if hit.current and hit.id not in known:
+                known[hit.id] = KnownFact(hit.id, hit.text, hit.held_from)
         if len(known) >= MAX_KNOWN:
             break
     return Batch(cursor, end, tuple(turns), blocks, tuple(list(known.values())[:MAX_KNOWN]))
-
-
-def _current(passage: Any) -> bool:
-    return getattr(passage, "invalid_at", None) is None
-
-
-def _valid_from(passage: Any) -> _dt.datetime:
-    return getattr(passage, "valid_from", None) or passage.timestamp
 
 
 # --------------------------------------------------------------------------- asking the model
@@ -321,11 +313,11 @@ def _block_value(memory: "Memory", edit: BlockEdit) -> str:
     return value
 
 
-def _current_facts(memory: "Memory", query: str, size: int = 10) -> list[Any]:
-    return [p for p in memory.store.archival.search(query, mode="text", page_size=size).items if _current(p)]
+def _current_facts(memory: "Memory", query: str, size: int = 10) -> list[Passage]:
+    return [p for p in memory.store.archival.search(query, mode="text", page_size=size).items if p.current]
 
 
-def _check_fact(memory: "Memory", fact: Fact, inserted: list[str], near: dict[str, list[Any]]) -> str:
+def _check_fact(memory: "Memory", fact: Fact, inserted: list[str], near: dict[str, list[Passage]]) -> str:
     """The fact's text, checked; ``near[text]``: the current facts most like it (for the topic rule too)."""
     text = " ".join(fact.text.split())
     if not normal(text):
@@ -351,7 +343,7 @@ def _checked_old(memory: "Memory", old: Sequence[int], by: int | None) -> list[i
         raise _Skip("not_found") from None
     if len(found) != len(ids):
         raise _Skip("not_found")
-    if not all(_current(p) for p in found):
+    if not all(p.current for p in found):
         raise _Skip("not_current")
     return ids
 
@@ -394,7 +386,7 @@ def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunRepo
         skipped["malformed"] += found.malformed
     ids: dict[int, int] = {}
 
-    def attempt(make_op: Any) -> dict[str, Any] | None:
+    def attempt(make_op: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
         """Check and apply one proposal in a savepoint: all of it, or nothing and a reason."""
         try:
             with memory.savepoint():
@@ -420,7 +412,7 @@ def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunRepo
         fact_ids: dict[int, int] = {}  # fact index -> its passage id
         fact_times: dict[int, float] = {}
         inserted: list[str] = []
-        near: dict[str, list[Any]] = {}  # a fact's text -> the current facts most like it
+        near: dict[str, list[Passage]] = {}  # a fact's text -> the current facts most like it
         for index, fact in enumerate(found.facts):
             def make_fact(fact: Fact = fact) -> dict[str, Any]:
                 text = _check_fact(memory, fact, inserted, near)

@@ -272,7 +272,6 @@ class Conversation(MemoryImage):
         meta.update(kind="shortened", page=page)
         return self._enqueue(msg["role"], short["content"] or "", meta, group)
 
-
     # ================================================================ the context
 
     def prepare(self, *, force: bool = False) -> Generator[SummaryRequest, str, Prepared]:
@@ -311,7 +310,6 @@ class Conversation(MemoryImage):
             if hits:
                 self._session.dirty = True
         return admitted
-
 
     def context(self, summarizer: Summarizer | None = None, *, force: bool = False) -> Context:
         """The compiled context, within budget: :meth:`prepare`, then :meth:`compile`.
@@ -375,7 +373,6 @@ class Conversation(MemoryImage):
                 self._sync_calibration()
                 self.budget.apply(self.ctx, self._state, self.trace)
                 self._session.dirty = True
-
 
     # ================================================================ memory functions
 

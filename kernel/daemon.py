@@ -38,6 +38,7 @@ from vmem.kernel.consolidation import MAX_BATCH_CHARS, RunReport, StaleBatch, ap
 from vmem.kernel.drivers import Driver
 from vmem.kernel.errors import BusyError
 from vmem.kernel.proposals import Batch
+from vmem.storage.postgres import PgStore
 
 if TYPE_CHECKING:
     from vmem.kernel.agent import Agent
@@ -95,8 +96,9 @@ class ConsolidationDaemon:
             self._turns = memory.state.turns  # user turns when the last batch was read
             self._taken = memory.consolidation_cursor
         agent.after_step.append(self._stepped)
-        self._thread = threading.Thread(target=self._work, name=f"vmem-consolidate:{memory.store.path.name}",
-                                        daemon=True)
+        store = memory.store
+        name = store.agent if isinstance(store, PgStore) else store.path.name
+        self._thread = threading.Thread(target=self._work, name=f"vmem-consolidate:{name}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ called from other threads

@@ -68,8 +68,9 @@ from vmem.kernel.statistics import MemoryStatistics
 from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
 from vmem.kernel.transaction import CoreMarks, Transactions
-from vmem.storage import MemoryDir, Message, NotFoundError
+from vmem.storage import Message, NotFoundError, Store
 from vmem.storage.location import is_url
+from vmem.storage.postgres import PgStore
 from vmem.storage.postgres_db import StaleStoreError
 from vmem.text import clean_text
 
@@ -130,7 +131,7 @@ class MemoryImage:
     Not made directly: :meth:`vmem.kernel.Memory.create` and :meth:`vmem.kernel.Memory.open`
     assemble it."""
 
-    store: MemoryDir  #: the directory: recall, archival, blocks, event log
+    store: Store  #: the directory or database: recall, archival, blocks, event log
     ctx: JournaledContext  #: the C core: page table and token accounting of the main context (journaled)
     config: MemoryConfig
     functions: dict[str, MemoryFunction]  #: what the LLM may call, by name
@@ -151,7 +152,7 @@ class MemoryImage:
     _session: _Session
     _saver: Saver
     _tx: Transactions
-    _shared: bool
+    _shared: PgStore | None  #: the store, when other processes may change it between transactions
     _tools_digest: bytes
     _digest: RequestDigest
     _replies: list[str] | None
@@ -159,7 +160,7 @@ class MemoryImage:
     # ================================================================ assembly
 
     @classmethod
-    def _assemble(cls: type[_M], store: MemoryDir, state: MemoryState, functions: Iterable[Any],
+    def _assemble(cls: type[_M], store: Store, state: MemoryState, functions: Iterable[Any],
                   clock: Callable[[], _dt.datetime] | None, *, fresh: bool, read_only: bool = False,
                   into: _M | None = None) -> _M:
         """Wire the parts over ``store`` from its saved ``state`` (``fresh``: a new memory, laid
@@ -205,9 +206,9 @@ class MemoryImage:
             store.blocks.own("vmem Memory")
         #: The store may change between transactions (an agent in PostgreSQL, served by several
         #: processes): each outermost transaction checks, and reloads this image when it did.
-        self._shared = getattr(store, "shared", False)
-        if self._shared and not read_only:
-            store.strict = True
+        self._shared = store if isinstance(store, PgStore) else None
+        if self._shared is not None and not read_only:
+            self._shared.strict = True
         if fresh:
             self._lay_out()
         else:
@@ -326,7 +327,6 @@ class MemoryImage:
                     raise ContextWindowError(f"block {label!r} does not fit in the context window: {exc}") from None
                 self._session.dirty = True
 
-
     # ================================================================ properties
 
     @property
@@ -384,16 +384,17 @@ class MemoryImage:
         """One atomic unit: the calls inside commit all their effects or none (in the database
         and in memory alike). Nested, it joins; an error escaping any part aborts all of it
         (see :mod:`vmem.kernel.transaction`)."""
-        if self._shared and not self._tx.depth:
-            return _Fresh(self)
+        if self._shared is not None and not self._tx.depth:
+            return _Fresh(self, self._shared)
         return self._tx.transaction()
 
     def _reload_image(self) -> None:
         """Another process changed this agent since this object last saw it (a shared store):
         rebuild the in-memory image from the store, as :meth:`open` does, in one snapshot."""
-        with self.store.snapshot():
+        assert self._shared is not None, "only a shared store changes under its memory"
+        with self._shared.snapshot():
             type(self)._assemble(self.store, load_state(self.store), list(self.functions.values()), self.clock,
-                             fresh=False, read_only=self.read_only, into=self)
+                                 fresh=False, read_only=self.read_only, into=self)
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A part of a transaction that may fail alone: an exception escaping it undoes only
@@ -436,7 +437,6 @@ class MemoryImage:
             self._saver.save(self._state, self.ctx)
         self.trace.store()
 
-
     def _enqueue(self, role: str, content: str, meta: dict[str, Any], group: int = 0,
                  tokens: int | None = None) -> int:
         """Store a message in recall storage and append it to the queue (``tokens``: its count, if known)."""
@@ -459,7 +459,7 @@ class MemoryImage:
         self._session.dirty = True
 
 
-
+#: How many times an outermost transaction reloads a shared memory before it gives up with
 #: BusyError (the store keeps the agent's lock from the stale check to the retry, so one does).
 _FRESH_TRIES = 3
 
@@ -469,10 +469,11 @@ class _Fresh:
     agent's lock) that another process committed since, nothing was done yet; the memory
     reloads its image, still under that lock, and the transaction begins again in it."""
 
-    __slots__ = ("_memory", "_cm")
+    __slots__ = ("_memory", "_store", "_cm")
 
-    def __init__(self, memory: MemoryImage) -> None:
+    def __init__(self, memory: MemoryImage, store: PgStore) -> None:
         self._memory = memory
+        self._store = store
         self._cm: AbstractContextManager[None] | None = None
 
     def __enter__(self) -> None:
@@ -485,7 +486,7 @@ class _Fresh:
                 try:
                     memory._reload_image()
                 except BaseException:
-                    memory.store.release()
+                    self._store.release()
                     raise
                 continue
             self._cm = cm

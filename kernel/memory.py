@@ -65,6 +65,7 @@ from vmem.kernel.persistence import STATE_KEY, MemoryState, load_state
 from vmem.kernel.tiers import Tiers
 from vmem.storage import VmemStorageError
 from vmem.storage.location import display, is_url, open_store
+from vmem.storage.postgres import PgStore
 
 __all__ = ["Context", "Memory", "Prepared", "Summarizer"]
 
@@ -114,11 +115,10 @@ class Memory(Conversation, Tiers):
         config = config or MemoryConfig()
         if instructions is not None and not isinstance(instructions, str):
             raise TypeError(f"instructions must be text or None, got {type(instructions).__name__}")
-        url = is_url(path)
-        if not url:
-            path = Path(path)
-            made_dir = not path.exists()
-            was_empty = made_dir or (path.is_dir() and not any(path.iterdir()))
+        folder = None if is_url(path) else Path(path)
+        if folder is not None:
+            made_dir = not folder.exists()
+            was_empty = made_dir or (folder.is_dir() and not any(folder.iterdir()))
         store = open_store(path, embedder=embedder, archival=archival, durability=durability)
         try:
             if STATE_KEY in store.state:
@@ -138,17 +138,17 @@ class Memory(Conversation, Tiers):
                 self._session.dirty = True
                 self._persist()
         except BaseException:
-            if url:  # an agent this call added to the database goes again; one that was there stays
+            if isinstance(store, PgStore):  # an agent this call added goes again; one that was there stays
                 if store.created and not store.closed:
                     store.drop()
                 store.close()
                 raise
             store.close()
-            if was_empty:  # leave nothing half-made behind: a retry must find the directory as it was
+            if folder is not None and was_empty:  # leave nothing half-made behind: a retry must find it as it was
                 if made_dir:
-                    shutil.rmtree(path, ignore_errors=True)
+                    shutil.rmtree(folder, ignore_errors=True)
                 else:
-                    for child in path.iterdir():
+                    for child in folder.iterdir():
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
             raise
         return self
@@ -238,7 +238,6 @@ class Memory(Conversation, Tiers):
         with self.transaction():
             self.trace.write(event)
 
-
     # ================================================================ inspection
 
     @one_caller
@@ -269,7 +268,7 @@ class Memory(Conversation, Tiers):
         last saw it: reload its image now (each outermost transaction does so by itself; reads
         between transactions show what this object saw last). Returns whether it reloaded.
         A no-op for a directory (one writer) and for a read-only open (one snapshot)."""
-        if not self._shared or self.read_only or self._tx.depth or not self.store.sync():
+        if self._shared is None or self.read_only or self._tx.depth or not self._shared.sync():
             return False
         self._reload_image()
         return True
@@ -285,7 +284,7 @@ class Memory(Conversation, Tiers):
         """A digest of the whole memory state: equal digests, equal memories."""
         messages = self.store.recall.get_many(make_page_id(PageKind.MESSAGE, i)
                                               for i in range(1, self.stats.recall + 1))
-        passages: list[tuple[int, str, list[str], float]] = []
+        passages: list[tuple[int, str, list[str], float, float, float | None, int | None]] = []
         page = 0
         while True:
             found = self.store.archival.search(None, page=page, page_size=500)

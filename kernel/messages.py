@@ -88,10 +88,10 @@ def _normalise_call(call: Any) -> dict[str, Any]:
         ok = isinstance(args, str) and not text_too_deep(args) and isinstance(json.loads(args), dict)
     except (ValueError, RecursionError):
         ok = False
-    if not ok:
-        args = json.dumps({"unparsed": args if isinstance(args, str) else "(not JSON)"}, ensure_ascii=False)
+    text = args if ok and isinstance(args, str) else json.dumps(
+        {"unparsed": args if isinstance(args, str) else "(not JSON)"}, ensure_ascii=False)
     return {"id": clean_text(call_id), "type": "function",
-            "function": {"name": clean_text(name), "arguments": clean_text(args)}}
+            "function": {"name": clean_text(name), "arguments": clean_text(text)}}
 
 
 def pending_calls(queue: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -21,6 +21,7 @@ from vmem.kernel.errors import KernelError
 from vmem.kernel.memory import Memory
 from vmem.storage import display, is_url, open_store
 from vmem.storage.migrate import copy_store
+from vmem.storage.postgres import PgStore
 
 __all__ = ["migrate"]
 
@@ -60,7 +61,8 @@ def _remove(dst: str | os.PathLike[str], made_dir: bool) -> None:
     if is_url(dst):
         try:
             with open_store(dst, create=False) as store:
-                store.drop()
+                if isinstance(store, PgStore):  # it is: dst is a URL
+                    store.drop()
         except Exception:  # noqa: BLE001 - nothing there, or the server is gone: the error above is the one
             pass
         return

@@ -23,7 +23,7 @@ from vmem.kernel.context import message_line, passage_line
 from vmem.kernel.persistence import MemoryState
 from vmem.kernel.tokens import TokenCounter
 from vmem.kernel.trace import Trace
-from vmem.storage import MemoryDir
+from vmem.storage import Store
 
 __all__ = ["Hit", "WorkingSet", "prefetch_hits"]
 
@@ -114,7 +114,7 @@ PREFETCH_DEPTH = 20
 PREFETCH_RECALL_PAGES = 8
 
 
-def prefetch_hits(store: MemoryDir, text: str, k: int, queued: Iterable[int]) -> list[Hit]:
+def prefetch_hits(store: Store, text: str, k: int, queued: Iterable[int]) -> list[Hit]:
     """The ``k`` archival passages and ``k`` recall messages (not already queued) most relevant
     to ``text``, as hits scored by rank (archival first: 1/(r+1); recall: 0.5/(r+1))."""
     hits: list[Hit] = []

@@ -25,7 +25,7 @@ from typing import Any
 
 from vmem.kernel.errors import KernelError
 from vmem.kernel.journal import FOLD_BYTES, FOLD_ENTRIES, JournaledContext, pack, replay
-from vmem.storage import MemoryDir
+from vmem.storage import Store
 
 __all__ = ["CORE_KEY", "FORMAT", "STATE_KEY", "SUMMARY_KEY", "MemoryState", "Saver", "load_core", "load_state"]
 
@@ -102,7 +102,7 @@ class MemoryState:
         return d
 
 
-def load_state(store: MemoryDir) -> MemoryState:
+def load_state(store: Store) -> MemoryState:
     """The saved state (formats 1 to 3); KernelError if the store holds no memory or another
     format. A working set saved as pages has empty lines: the caller renders them."""
     if STATE_KEY not in store.state:
@@ -124,7 +124,7 @@ def load_state(store: MemoryDir) -> MemoryState:
     return state
 
 
-def load_core(store: MemoryDir) -> tuple[JournaledContext, int, int]:
+def load_core(store: Store) -> tuple[JournaledContext, int, int]:
     """The core as saved: its snapshot with the journal replayed; and the journal's entries and bytes."""
     ctx = JournaledContext.from_snapshot(store.state[CORE_KEY])
     entries = store.journal.entries()
@@ -138,7 +138,7 @@ class Saver:
     the core's operations as a journal entry (or, every so often, a whole snapshot). A
     transaction participant: a rolled-back commit leaves its bookkeeping as it was."""
 
-    def __init__(self, store: MemoryDir, *, entries: int = 0, size: int = 0, summary: str | None = None) -> None:
+    def __init__(self, store: Store, *, entries: int = 0, size: int = 0, summary: str | None = None) -> None:
         self._store = store
         self._entries = entries  # journal entries since the snapshot
         self._size = size

@@ -19,12 +19,12 @@ from vmem.kernel.context import context_digest
 from vmem.kernel.drivers import ReplayDriver
 from vmem.kernel.rules import StepRules
 from vmem.kernel.trace import read_trace
-from vmem.storage import MemoryDir
+from vmem.storage import Store
 
 __all__ = ["replay"]
 
 
-def replay(source: MemoryDir | str | os.PathLike[str], into: str | os.PathLike[str], **create_args: Any) -> Agent:
+def replay(source: Store | str | os.PathLike[str], into: str | os.PathLike[str], **create_args: Any) -> Agent:
     """Rebuild the agent recorded in ``source`` (an agent's directory, or its open store) in the
     new directory ``into``; returns it open (close it). ``create_args`` go to
     :meth:`Agent.create` (e.g. ``functions`` the original had, or ``embedder``)."""

@@ -16,7 +16,7 @@ from vmem import PagedContext
 from vmem.kernel.context import STATS_PAGE, render_stats
 from vmem.kernel.persistence import MemoryState
 from vmem.kernel.tokens import TokenCounter
-from vmem.storage import MemoryDir
+from vmem.storage import Store
 
 __all__ = ["MemoryStatistics"]
 
@@ -26,7 +26,7 @@ class MemoryStatistics:
 
     __slots__ = ("_store", "_ctx", "_counter", "recall", "_recall_seen", "_archival", "_archival_seen", "text")
 
-    def __init__(self, store: MemoryDir, ctx: PagedContext, counter: TokenCounter) -> None:
+    def __init__(self, store: Store, ctx: PagedContext, counter: TokenCounter) -> None:
         self._store = store
         self._ctx = ctx
         self._counter = counter

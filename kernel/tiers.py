@@ -203,8 +203,8 @@ class Tiers(MemoryImage):
         when = at if at is not None else self.now
         old = list(old_ids) if not isinstance(old_ids, (int, str)) else old_ids
         with self.transaction():
-            changed = self.store.archival.supersede(old, by, when)  # type: ignore[arg-type]
-            self.trace.write({"e": "supersede", "old": [int(i) for i in old], "by": by,  # type: ignore[union-attr]
+            changed = self.store.archival.supersede(old, by, when)
+            self.trace.write({"e": "supersede", "old": [int(i) for i in old], "by": by,
                               "at": when.timestamp(), "changed": changed})
             if changed:
                 self._memory_changed()

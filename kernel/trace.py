@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from vmem.storage import EventLog, MemoryDir, open_store
+from vmem.storage import EventLog, Store, open_store
 from vmem.text import clean_text
 
 __all__ = ["PrefixCache", "Trace", "prefix_cache", "read_trace"]
@@ -90,7 +90,7 @@ def _packable(value: Any, depth: int = 0) -> Any:
         return f"({type(value).__name__}: no text)"
 
 
-def read_trace(source: MemoryDir | str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+def read_trace(source: Store | str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The trace's events, in order, from an open store or an agent's directory."""
     if not isinstance(source, (str, os.PathLike)):  # an open store (a MemoryDir or a PgStore)
         yield from source.events

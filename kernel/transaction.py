@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 from vmem import PagedContext
 from vmem.kernel.errors import BusyError, KernelError
-from vmem.storage import MemoryDir
+from vmem.storage import Store
 
 __all__ = ["CoreMarks", "Gate", "Participant", "Transactions"]
 
@@ -134,7 +134,7 @@ class Transactions:
     takes its marks; ``persist`` runs inside its commit.
     """
 
-    def __init__(self, store: MemoryDir, participants: Sequence[Participant], *, check: Callable[[], None],
+    def __init__(self, store: Store, participants: Sequence[Participant], *, check: Callable[[], None],
                  begin: Callable[[], None], persist: Callable[[], None]) -> None:
         self._store = store
         self._parts = list(participants)

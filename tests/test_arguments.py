@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vmem.app.mcp_server import MemoryService
-from vmem.kernel import Memory, memory_function
+from vmem.kernel import FunctionError, Memory, memory_function
 from vmem.kernel.builtins import BUILTINS
-from vmem.kernel.functions import HEARTBEAT, FunctionError, check_arguments
+from vmem.kernel.functions import HEARTBEAT, check_arguments
 
 # What the OpenAI Agents SDK sent over MCP (a local Qwen2.5-Coder-1.5B), verbatim (issue 19).
 AGENTS_SDK_SEARCH = {"query": "bike lock code", "tags": [], "tags_match": "any", "start_date": "",

@@ -71,7 +71,7 @@ def test_a_thousand_mutated_cache_files_of_each_kind(pristine, tmp_path, kind, r
 def test_genuine_graphs_of_any_size_pass_the_validation(tmp_path, n):
     import numpy as np
 
-    from vmem.index import PageIndex
+    from vmem import PageIndex
     rng = np.random.default_rng(n)
     index = PageIndex(16, capacity=max(n, 1), M=8)
     if n:

@@ -47,7 +47,7 @@ def test_close_tries_every_save_raises_the_first_error_and_releases_the_lock(tmp
         return fail
 
     monkeypatch.setattr(store.archival, "checkpoint", full("archival index"))
-    monkeypatch.setattr(store.recall._lex, "save", full("recall index"))
+    monkeypatch.setattr(store.recall.lexical, "save", full("recall index"))
     monkeypatch.setattr(store._db, "checkpoint", full("checkpoint"))
     with pytest.raises(VmemStorageError, match="No space left") as info:
         agent.close()

@@ -11,8 +11,8 @@ import pytest
 
 from vmem import PageKind, make_page_id
 
-from vmem.kernel import Agent, Memory, MemoryConfig, read_trace, replay
-from vmem.kernel.consolidation import FACT_TAG, StaleBatch, apply, ask, consolidate, take_batch
+from vmem.kernel import Agent, Memory, MemoryConfig, consolidate, read_trace, replay
+from vmem.kernel.consolidation import FACT_TAG, StaleBatch, apply, ask, take_batch
 from vmem.kernel.drivers import Completion, ScriptedDriver
 from vmem.kernel.proposals import (
     Batch,

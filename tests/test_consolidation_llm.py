@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem.kernel import Memory, read_trace
-from vmem.kernel.consolidation import consolidate
+from vmem.kernel import Memory, consolidate, read_trace
 from vmem.kernel.drivers import OpenAIDriver
 
 pytestmark = pytest.mark.llm

@@ -7,14 +7,14 @@ class and leave both states unchanged, and ``vm_check()`` runs after every step.
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from vmem import MAX_PAGE_TOKENS, PagedContext, Policy, Region
-from vmem.errors import CoreError
+from vmem import MAX_PAGE_TOKENS, CoreError, PagedContext, Policy, Region
 from reference_model import ReferenceContext
 
 IDS = st.one_of(st.integers(0, 12), st.integers(0, 12), st.integers(0, 12), st.sampled_from([2**64 - 1, 2**63, 1 << 56 | 7]))
@@ -175,7 +175,9 @@ class CoreVsReference(RuleBasedStateMachine):
         self.r.restore(self.r.snapshot())
 
 
+#: ``VMEM_CORE_EXAMPLES``: fewer examples, for the run against the debug core (tests/test_installed.py),
+#: where every change checks every invariant.
 CoreVsReference.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=50, deadline=None,
+    max_examples=int(os.environ.get("VMEM_CORE_EXAMPLES", "300")), stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_core_matches_reference = CoreVsReference.TestCase

@@ -115,9 +115,9 @@ def check_store(path: Path, seed: int, rounds: dict[int, list[tuple[str, int, li
         # the index cache agrees with the database, and answers
         assert s.archival.verify_index()  # type: ignore[attr-defined]
         assert len(s.archival.index) == len(s.archival)  # type: ignore[attr-defined]
-        assert s.archival.verify_text_index() and s.recall._lex.verify()  # type: ignore[attr-defined]
+        assert s.archival.verify_text_index() and s.recall.lexical.verify()  # type: ignore[attr-defined]
         s.archival.lexical.index.check()  # type: ignore[attr-defined]
-        s.recall._lex.index.check()
+        s.recall.lexical.index.check()
         if last_passage is not None:
             hit = s.archival.search(vector=s.embedder.embed([last_passage[1]])[0], mode="vector", page_size=1)
             assert hit.items[0].id == last_passage[0]

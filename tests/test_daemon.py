@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from vmem.kernel import Agent, read_trace, replay
-from vmem.kernel import daemon as daemon_module
-from vmem.kernel.daemon import ConsolidationDaemon, DaemonConfig
+from vmem.kernel import Agent, ConsolidationDaemon, DaemonConfig, read_trace, replay
+from vmem.kernel import daemon as daemon_module  # its internals, patched
 from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
 
 
@@ -142,6 +141,20 @@ def test_wait_finishes_the_run_in_the_callers_thread(tmp_path: Path) -> None:
         assert daemon.wait(WAIT)  # not due by count: wait() runs now and returns once it is applied
         assert agent.memory.block("human").value == "city: Porto"
         assert agent.memory.consolidation_cursor == agent.memory.stats.recall
+    agent.close()
+
+
+def test_the_daemon_runs_beside_an_agent_in_either_store(place) -> None:
+    """Its thread is named after the agent: a directory's name, or a PostgreSQL agent's (a URL
+    has no ``.name``: a daemon beside an agent in PostgreSQL raised AttributeError; found by mypy)."""
+    agent, _ = make_agent(place("ana"))
+    gated = GatedDriver(['{"human": ["city: Porto"]}'])
+    gated.gate.set()
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=10)) as daemon:
+        assert any(t.name.startswith("vmem-consolidate:ana") for t in threading.enumerate())  # the agent's name
+        agent.step("I live in Porto.")
+        assert daemon.wait(WAIT)
+        assert agent.memory.block("human").value == "city: Porto"
     agent.close()
 
 

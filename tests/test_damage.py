@@ -87,6 +87,19 @@ def test_an_undamaged_store_checks_clean(pristine, tmp_path):
     assert out.returncode == 0 and ": ok (" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.postgres
+def test_an_agent_in_postgresql_checks_clean(pg_server):
+    """vmem check takes a PostgreSQL location as every command does (it raised AttributeError,
+    reading the directory store's commit count; found by mypy)."""
+    url = pg_server.agent_url("checked")
+    agent = Agent.create(url, system="s", driver=ScriptedDriver(answer), blocks={"human": ""})
+    agent.step("first")
+    agent.close()
+    out = subprocess.run([sys.executable, "-m", "vmem.app.cli", "check", url], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0 and ": ok (" in out.stdout and "commits" in out.stdout, out.stdout + out.stderr
+
+
 def test_a_lost_wal_tail_is_reported_as_missing_commits(tmp_path):
     path = tmp_path / "agent"
     agent = Agent.create(path, system="s", driver=ScriptedDriver(answer), blocks={"human": {"value": "", "limit": 4000}},

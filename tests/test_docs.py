@@ -126,3 +126,23 @@ def test_the_public_surface_is_declared_and_documented(package: str) -> None:
         if (callable(value) or isinstance(value, type)) and not (getattr(value, "__doc__", None) or "").strip():
             undocumented.append(name)
     assert not undocumented, f"{package}: public names without a docstring: {undocumented}"
+
+
+def _user_facing_imports() -> list[tuple[str, ast.ImportFrom]]:
+    """The ``from vmem... import`` statements of what a user copies: the README and examples/."""
+    texts = [("README.md", (ROOT / "README.md").read_text(encoding="utf-8"))]
+    texts += [(f"examples/{p.name}", p.read_text(encoding="utf-8")) for p in sorted((ROOT / "examples").glob("*.py"))]
+    return [(where, node) for where, text in texts for node in shown_imports(text)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "vmem"]
+
+
+def test_the_readme_and_the_examples_import_only_the_public_surface() -> None:
+    """What a user copies imports from a public package (``PUBLIC``) and only names in its ``__all__``:
+    the modules behind it may change."""
+    found = _user_facing_imports()
+    assert {where for where, _ in found} >= {"README.md", "examples/openai_own_loop.py"}  # the parser finds them
+    for where, node in found:
+        assert node.module in PUBLIC, f"{where} imports from {node.module}, which is not a public package"
+        public = set(importlib.import_module(node.module).__all__)
+        private = [a.name for a in node.names if a.name not in public]
+        assert not private, f"{where}: {node.module} does not list {private} in __all__"

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from kernel_helpers import ChattyPolicy
 from test_core_properties import dump
-from vmem import PagedContext, Region
-from vmem.errors import CoreError
+from vmem import CoreError, PagedContext, Region
 from vmem.kernel import Agent, Memory, MemoryConfig
 from vmem.kernel.drivers import ScriptedDriver
 from vmem.kernel.journal import FOLD_ENTRIES, JournaledContext, pack, replay

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmem.kernel import (Agent, ContextWindowError, KernelError, MemoryConfig, ReadOnlyError, StepRules,
-                         memory_function, replay)
+from vmem.kernel import (Agent, ContextWindowError, FunctionError, KernelError, MemoryConfig, ReadOnlyError,
+                         StepRules, memory_function, replay)
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.drivers import Completion, DriverError, DriverTimeoutError, ScriptedDriver, ToolCall
-from vmem.kernel.functions import FunctionError, check_arguments
+from vmem.kernel.functions import check_arguments
 from kernel_helpers import ChattyPolicy, call, check_agent
 from vmem import Region
 from vmem.storage import StoreNotFoundError, open_store

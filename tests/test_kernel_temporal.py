@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vmem.kernel import Memory
+from vmem.kernel import Memory, read_trace
 from vmem.kernel.context import passage_line
-from vmem.kernel.trace import read_trace
 from vmem.storage import NotFoundError, Passage
 
 UTC = dt.timezone.utc

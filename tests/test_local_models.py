@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmem.embed import Embedder, EmbedderError, HashEmbedder, default_embedder
+from vmem import Embedder, EmbedderError, HashEmbedder, default_embedder
 from vmem.local_models import EMBEDDERS, E5SmallEmbedder, MiniLMEmbedder, make_embedder, recorded_embedder
 from vmem.storage import MemoryDir
 

@@ -131,7 +131,7 @@ def test_caches_catch_up_with_another_writers_commits(pg_server) -> None:
         a.archival.delete([pids[0][0]])
         for mode in ("text", "vector", "hybrid"):
             assert {p.id for p in b.archival.search("zebra stripes", mode=mode).items} == {pids[1][0]}
-        assert b.archival.verify_index() and b.archival.verify_text_index() and b.recall._lex.verify()
+        assert b.archival.verify_index() and b.archival.verify_text_index() and b.recall.lexical.verify()
         with b.transaction():  # a writer's transaction catches up under the lock, too
             assert b.version == a.version
             b.recall.append("user", "b writes after a")
@@ -279,11 +279,11 @@ def test_a_reopened_agent_takes_over_its_indexes_and_catches_them_up(pg_server) 
             f"    s.archival.delete([{gone}])\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     with open_store(url, create=False) as s:
-        assert s.recall._lex.status == "cached" and s.archival.index_status == "cached"
+        assert s.recall.lexical.status == "cached" and s.archival.index_status == "cached"
         assert s.recall.search("walrus").total == 2
         found = {p.text for p in s.archival.search("walrus", mode="hybrid", page_size=10).items}
         assert found == {"walrus tusks are teeth", "walruses sleep in water"}
-        assert s.archival.verify_index() and s.archival.verify_text_index() and s.recall._lex.verify()
+        assert s.archival.verify_index() and s.archival.verify_text_index() and s.recall.lexical.verify()
 
 
 def test_an_lru_of_open_memories_serves_many_agents_within_its_bound(pg_server) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from test_cli import assert_clean_error, vmem
-from vmem.embed import HashEmbedder, default_embedder
+from vmem import HashEmbedder, default_embedder
 from vmem.storage import MemoryDir
 
 TEXTS = [f"note {i}: {w} the {animal}" for i, (w, animal) in

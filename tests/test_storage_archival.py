@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmem.pageid import PageKind, make_page_id, page_kind
+from vmem import PageKind, make_page_id, page_kind
 from vmem.storage import MemoryDir, NotFoundError, open_store
 
 UTC = dt.timezone.utc
@@ -249,7 +249,7 @@ def test_tag_with_quotes_and_unicode(store: MemoryDir) -> None:
 @pytest.mark.milvus
 @pytest.mark.skipif(not HAVE_MILVUS, reason="pymilvus/milvus-lite not installed (pip install 'vmem[milvus]')")
 def test_milvus_refuses_another_embedder(tmp_path: Path) -> None:
-    from vmem.embed import HashEmbedder
+    from vmem import HashEmbedder
     from vmem.storage import ConfigMismatchError
 
     with MemoryDir.open(tmp_path / "a", archival="milvus") as s:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmem.embed import HashEmbedder
-from vmem.pageid import PageKind, make_page_id
+from vmem import HashEmbedder, PageKind, make_page_id
 from vmem.storage import (
     BlockExistsError,
     BlockLimitError,

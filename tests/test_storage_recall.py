@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem.pageid import PageKind, make_page_id, page_kind
+from vmem import PageKind, make_page_id, page_kind
 from vmem.storage import MemoryDir, NotFoundError, open_store
 
 UTC = dt.timezone.utc

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmem.storage.chunk import split_passages
-from vmem.storage.records import SearchPage, epoch_range, from_epoch, page_count, to_epoch
+from vmem.storage import SearchPage, split_passages
+from vmem.storage.records import epoch_range, from_epoch, page_count, to_epoch
 
 UTC = dt.timezone.utc
 

@@ -35,17 +35,17 @@ def test_text_indexes_are_saved_loaded_and_caught_up(tmp_path: Path) -> None:
     old_recall = (tmp_path / "a" / RECALL_TEXT_NAME).read_bytes()
     old_arch = (tmp_path / "a" / ARCHIVAL_TEXT_NAME).read_bytes()
     with MemoryDir.open(tmp_path / "a") as s:
-        assert s.recall._lex.status == "loaded" and s.archival.lexical.status == "loaded"  # type: ignore[attr-defined]
+        assert s.recall.lexical.status == "loaded" and s.archival.lexical.status == "loaded"  # type: ignore[attr-defined]
         new_m = s.recall.append("user", "a brand new zeppelin")
         new_p = s.archival.insert("zeppelin facts")[0]
     # as if the process died before saving: the files are behind
     (tmp_path / "a" / RECALL_TEXT_NAME).write_bytes(old_recall)
     (tmp_path / "a" / ARCHIVAL_TEXT_NAME).write_bytes(old_arch)
     with MemoryDir.open(tmp_path / "a") as s:
-        assert s.recall._lex.status == "caught-up" and s.archival.lexical.status == "caught-up"  # type: ignore[attr-defined]
+        assert s.recall.lexical.status == "caught-up" and s.archival.lexical.status == "caught-up"  # type: ignore[attr-defined]
         assert s.recall.search("zeppelin").items[0].id == new_m
         assert s.archival.search("zeppelin", mode="text").items[0].id == new_p
-        assert s.recall._lex.verify() and s.archival.verify_text_index()  # type: ignore[attr-defined]
+        assert s.recall.lexical.verify() and s.archival.verify_text_index()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("damage", ["missing", "garbage", "ahead", "foreign"])
@@ -69,8 +69,8 @@ def test_bad_text_index_files_are_rebuilt(tmp_path: Path, damage: str) -> None:
         fill(tmp_path / "b")
         f.write_bytes((tmp_path / "b" / RECALL_TEXT_NAME).read_bytes())
     with MemoryDir.open(tmp_path / "a") as s:
-        assert s.recall._lex.status == "rebuilt"  # type: ignore[attr-defined]
-        assert s.recall._lex.verify()  # type: ignore[attr-defined]
+        assert s.recall.lexical.status == "rebuilt"  # type: ignore[attr-defined]
+        assert s.recall.lexical.verify()  # type: ignore[attr-defined]
         assert s.recall.search("topic3").total == 7
         assert s.recall.search("forgotten").total == 0
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from test_storage_archival import BACKENDS, HAVE_MILVUS
 
-from vmem.pageid import PageKind, make_page_id
+from vmem import PageKind, make_page_id
 from vmem.storage import MemoryDir, NotFoundError, UnsupportedError, open_store
 from vmem.storage._db import CHECKED, SCHEMA_VERSION
 from vmem.storage.memdir import DB_NAME

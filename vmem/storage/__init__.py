@@ -52,7 +52,7 @@ from vmem.storage.errors import (
     VmemStorageError,
 )
 from vmem.storage.memdir import MemoryDir, MilvusConfig
-from vmem.storage.location import display, is_url, open_shared_blocks, open_store
+from vmem.storage.location import Store, display, is_url, open_shared_blocks, open_store
 from vmem.storage.shared_blocks import EditOutcome, EditRecord, SharedBlock, SharedBlockFile, SharedBlockStore
 from vmem.storage.recall import RecallStore
 from vmem.storage.records import Block, Hit, Message, Passage, SearchPage
@@ -89,6 +89,7 @@ __all__ = [
     "SharedBlock",
     "SharedBlockFile",
     "SharedBlockStore",
+    "Store",
     "StoreClosedError",
     "StoreLockedError",
     "StoreNotFoundError",

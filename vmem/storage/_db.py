@@ -184,7 +184,7 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE INDEX IF NOT EXISTS passages_valid_from ON passages(valid_from)",
         "CREATE INDEX IF NOT EXISTS passages_invalid_at ON passages(invalid_at) WHERE invalid_at IS NOT NULL",
     ],
-    3: _CHECKSUMS,  # the checksums migration
+    3: [*_CHECKSUMS],  # the checksums migration
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -344,11 +344,11 @@ class Database:
             c.execute("BEGIN IMMEDIATE")
             try:
                 for v in range(version, SCHEMA_VERSION):
-                    for stmt in _MIGRATIONS[v]:
-                        if callable(stmt):
-                            stmt(c)
+                    for step in _MIGRATIONS[v]:
+                        if callable(step):
+                            step(c)
                         else:
-                            c.execute(stmt)
+                            c.execute(step)
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 c.execute("COMMIT")
             except BaseException:

@@ -18,13 +18,17 @@ import os
 from typing import Any
 
 from vmem.storage.memdir import MemoryDir
+from vmem.storage.postgres import PgStore
 from vmem.storage.postgres_db import PgLocation, is_pg_location
 from vmem.storage.shared_blocks import SharedBlockFile, SharedBlockStore
 
-__all__ = ["Location", "display", "is_url", "open_shared_blocks", "open_store"]
+__all__ = ["Location", "Store", "display", "is_url", "open_shared_blocks", "open_store"]
 
 #: A memory's location: a directory path, or a ``postgresql://...?agent=NAME`` URL.
 Location = str | os.PathLike[str]
+
+#: A store of one agent's memory: a directory, or an agent in a PostgreSQL database.
+Store = MemoryDir | PgStore
 
 
 def is_url(location: object) -> bool:
@@ -37,12 +41,10 @@ def display(location: Location) -> str:
     return str(PgLocation.parse(location)) if is_url(location) else os.fspath(location)  # type: ignore[arg-type]
 
 
-def open_store(location: Location, **kwargs: Any) -> Any:
+def open_store(location: Location, **kwargs: Any) -> Store:
     """Open the store at ``location`` with :meth:`MemoryDir.open`'s arguments: a
     :class:`~vmem.storage.postgres.PgStore` for a PostgreSQL URL, else a MemoryDir."""
     if is_url(location):
-        from vmem.storage.postgres import PgStore
-
         return PgStore.open(location, **kwargs)  # type: ignore[arg-type]
     if isinstance(location, str) and "://" in location:
         raise ValueError(f"{location!r}: a memory's location is a directory or a postgresql:// URL")

@@ -146,7 +146,8 @@ class MemoryDir:
     journal: Journal
     path: Path  #: the directory
     _closed: bool
-    _lock_fd: int | None
+    _lock_fd: int | None  #: the lock file, held (flock) while open for writing
+    _lock_dir_fd: int | None
     read_only: bool
     store_id: str  #: a unique id of this store (made at creation)
     embedder: Any
@@ -200,8 +201,8 @@ class MemoryDir:
         self = object.__new__(cls)
         self.path = Path(path)
         self._closed = True
-        self._lock_fd: int | None = None
-        self._lock_dir_fd: int | None = None
+        self._lock_fd = None
+        self._lock_dir_fd = None
         db_path = self.path / DB_NAME
         if self.path.exists() and not self.path.is_dir():
             raise ForeignFileError(f"{self.path} is a file, not a memory directory")
@@ -250,7 +251,7 @@ class MemoryDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # drops the flock
             self._lock_fd = None
-        if getattr(self, "_lock_dir_fd", None) is not None:
+        if self._lock_dir_fd is not None:
             os.close(self._lock_dir_fd)
             self._lock_dir_fd = None
 
@@ -486,7 +487,11 @@ class MemoryDir:
                             "(a lost WAL tail?)", self.path, self.lost_commits)
         if self._lock_fd is not None:
             fd = self._lock_fd
-            db.commit_sink = lambda n: os.pwrite(fd, _WITNESS + struct.pack("<Q", n), 0)
+
+            def witness(n: int) -> None:
+                os.pwrite(fd, _WITNESS + struct.pack("<Q", n), 0)
+
+            db.commit_sink = witness
             if self.lost_commits == 0:
                 os.pwrite(fd, _WITNESS + struct.pack("<Q", db.commits), 0)
 
@@ -511,6 +516,11 @@ class MemoryDir:
             problems.append(f"{self.lost_commits} committed transaction(s) are missing (a lost WAL tail)")
         problems += verify_caches(self)
         return problems
+
+    @property
+    def version(self) -> int:
+        """Committed write transactions: the store's version (as :attr:`PgStore.version` is an agent's)."""
+        return self._db.commits
 
     @property
     def closed(self) -> bool:

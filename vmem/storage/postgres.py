@@ -27,12 +27,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from vmem.index import ExactIndex, PageIndex
+from vmem.rank import fuse
 from vmem.storage.chunk import DEFAULT_MAX_CHARS
 from vmem.storage.errors import ConfigMismatchError, VmemStorageError
 from vmem.storage.memdir import verify_caches
+from vmem.storage.postgres_archival import PgArchival
 from vmem.storage.postgres_db import PgDatabase, PgLocation, new_store_id
 from vmem.storage.postgres_tiers import PgBlocks, PgEventLog, PgJournal, PgKernelState, PgLexical, PgRecall
 from vmem.storage.records import utcnow
+from vmem.text import fts_query
 
 __all__ = ["PgStore"]
 
@@ -43,6 +47,20 @@ class PgStore:
     """One agent's durable memory in PostgreSQL: ``recall``, ``archival``, ``blocks``, ``state``,
     ``events``, ``journal`` (the interface of :class:`vmem.storage.MemoryDir`). Open with
     :meth:`open`; close with :meth:`close` or a ``with`` block."""
+
+    recall: PgRecall
+    archival: PgArchival
+    blocks: PgBlocks
+    state: PgKernelState
+    events: PgEventLog
+    journal: PgJournal
+    path: str  #: the location, for messages (the password left out)
+    read_only: bool
+    store_id: str  #: a unique id of this store (made at creation)
+    embedder: Any
+    _db: PgDatabase
+    _closed: bool
+    _index_kind: str
 
     def __init__(self) -> None:  # use PgStore.open()
         raise TypeError("use PgStore.open(url, ...)")
@@ -69,7 +87,6 @@ class PgStore:
         self._closed = True
         kw = {} if lock_timeout_ms is None else {"lock_timeout_ms": lock_timeout_ms}
         self._db = PgDatabase(url, create=create, read_only=read_only, **kw)
-        #: The location, for messages (the password is left out).
         self.path = self._db.path
         self.read_only = read_only
         try:
@@ -92,8 +109,7 @@ class PgStore:
                 db.set_meta("store_id", new_store_id())
                 db.set_meta("created", utcnow().timestamp())
                 db.set_meta("archival", {"backend": "postgres"})
-        #: A unique id of this store (made at creation).
-        self.store_id: str = db.get_meta("store_id")
+        self.store_id = db.get_meta("store_id")
         if embedder is None:
             from vmem.embed import default_embedder
 
@@ -101,25 +117,20 @@ class PgStore:
         self.embedder = embedder
         kind = index
         cached = _take_cached(self._key(), embedder.name, kind)
-        self.recall = PgRecall(db, PgLexical(db, "messages", cached.recall if cached else None))
-        self.blocks = PgBlocks(db)
-        self.state = PgKernelState(db)
-        self.events = PgEventLog(db)
-        self.journal = PgJournal(db)
+        # The Pg tiers inherit the SQLite tiers' logic and override what touches the database: a
+        # PgDatabase (PgLexical) stands in for the Database (LexicalCache) their base classes name.
+        self.recall = PgRecall(db, PgLexical(db, "messages", cached.recall if cached else None))  # type: ignore[arg-type]
+        self.blocks = PgBlocks(db)  # type: ignore[arg-type]
+        self.state = PgKernelState(db)  # type: ignore[arg-type]
+        self.events = PgEventLog(db)  # type: ignore[arg-type]
+        self.journal = PgJournal(db)  # type: ignore[arg-type]
+        index_cls: type[PageIndex] | type[ExactIndex]
         if index == "hnsw":
-            from vmem.index import PageIndex as index_cls
+            index_cls = PageIndex
         elif index == "exact":
-            from vmem.index import ExactIndex as index_cls
+            index_cls = ExactIndex
         else:
             raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
-        from vmem.text import fts_query
-
-        try:
-            from vmem.rank import fuse
-        except ImportError:  # pragma: no cover - hybrid search needs it; the rest works without
-            fuse = None
-        from vmem.storage.postgres_archival import PgArchival
-
         self.archival = PgArchival(db, embedder, index_cls=index_cls, fts_query=fts_query, fuse=fuse,
                                    max_chars=max_chars, text_index=cached.passages if cached else None,
                                    vector_index=cached.vectors if cached else None)
@@ -265,7 +276,7 @@ class PgStore:
             log.warning("%s: closing archival storage: %s", self.path, e)
         db = self._db
         if not db.caches_stale and not db.in_transaction:
-            _keep_cached(self._key(), _Cached(db.seen, self.embedder.name, self._index_kind, self.recall._lex.index,
+            _keep_cached(self._key(), _Cached(db.seen, self.embedder.name, self._index_kind, self.recall.lexical.index,
                                               self.archival.lexical.index, self.archival.index))
         db.close()
 

@@ -82,7 +82,10 @@ class PgArchival(SqliteArchival):
     def __init__(self, db: PgDatabase, embedder: Any, *, index_cls: type, text_index: Any = None,
                  vector_index: Any = None, **kw: Any) -> None:
         self._cached_vectors = vector_index  # from an earlier open in this process (PgStore's cache)
-        super().__init__(db, embedder, "", index_cls=index_cls, lexical=PgLexical(db, "passages", text_index), **kw)
+        # SqliteArchival's logic over a PgDatabase and a PgLexical (its methods that touch them are
+        # overridden here), with no index file: the vector index is a cache of the table, in process
+        lexical = PgLexical(db, "passages", text_index)
+        super().__init__(db, embedder, "", index_cls=index_cls, lexical=lexical, **kw)  # type: ignore[arg-type]
         db.stale_hooks.append(self._catch_up_index)
 
     # -- the embedder and the vector cache
@@ -212,7 +215,6 @@ class PgArchival(SqliteArchival):
                 vecs = self._embed([texts[n] for n in fresh.values()]) if fresh else None
                 tag_blob = msgpack.packb(list(tags), use_bin_type=True) if tags else None
                 serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
-                grp = None
                 if fresh:
                     grp = db.next_serials("passage", len(fresh))
                     for k, h in enumerate(fresh):
@@ -249,7 +251,11 @@ class PgArchival(SqliteArchival):
             gone = [_pid(s) for s, _ in rows]
             texts = [(s, t) for s, t in rows]
             if gone:
-                db.after_commit(lambda: (self.lexical.deleted(texts), self.index.delete(gone)))
+                def unindex() -> None:
+                    self.lexical.deleted(texts)
+                    self.index.delete(gone)
+
+                db.after_commit(unindex)
         return len(gone)
 
     def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
@@ -331,7 +337,7 @@ class PgArchival(SqliteArchival):
             return int(c.execute(f"SELECT count(*) FROM vmem.passages p WHERE p.invalid_at IS NOT NULL AND {cond}",
                                  args).fetchone()[0])
 
-    def _excluded(self, f: PassageFilter) -> np.ndarray | None:
+    def _excluded(self, f: PassageFilter) -> np.ndarray:
         parts: list[str] = []
         args: list[Any] = []
         agent = self._db.agent
@@ -395,7 +401,7 @@ class PgArchival(SqliteArchival):
                 ids, sims = self.index.query(vector[None, :], k)
                 return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if np.isfinite(s)]
             if f.by_validity_only and f.state != "superseded":
-                out = self._vector_hits_except(vector, self._excluded(f), k)  # type: ignore[arg-type]
+                out = self._vector_hits_except(vector, self._excluded(f), k)
                 if out is not None:
                     return out
             cond, args = _where(f, self._db.agent)

@@ -669,7 +669,7 @@ class _PgTransaction:
             raise
         return db.conn
 
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         import psycopg
 
         db = self._db
@@ -681,7 +681,7 @@ class _PgTransaction:
                 if isinstance(exc, psycopg.Error):
                     with translate(self._what):
                         raise exc
-                return False
+                return None
             if self._outer:
                 try:
                     db._commit(self._what)
@@ -695,7 +695,7 @@ class _PgTransaction:
                     except Exception:  # noqa: BLE001 - the commit stands; the caches are rebuilt at open
                         db.caches_stale = True
                         log.exception("%s: a post-commit hook failed (%s)", db.path, self._what)
-            return False
+            return None
         finally:
             db.lock.release()
 

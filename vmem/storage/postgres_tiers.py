@@ -129,7 +129,7 @@ class PgRecall(RecallStore):
                 with c.cursor() as cur:
                     cur.executemany(insert, [(db.agent, i, *r) for i, r in zip(ids, rows)])
             added = [(i, r[1], r[2], r[0], 0) for i, r in zip(ids, rows)]
-            db.after_commit(lambda: self._lex.added(added))
+            db.after_commit(lambda: self.lexical.added(added))
             self.appends += len(ids)
         return [make_page_id(PageKind.MESSAGE, i) for i in ids]
 
@@ -178,7 +178,8 @@ class PgRecall(RecallStore):
             if not self._db.in_transaction:
                 self._db.sync()
             return self._ranked(query, role_list, lo, hi, page, page_size)
-        where, args = ["agent=%s"], [self._db.agent]
+        where = ["agent=%s"]
+        args: list[Any] = [self._db.agent]
         if role_list is not None:
             where.append("role = ANY(%s)")
             args.append(role_list)

@@ -133,7 +133,7 @@ class RecallStore:
                  context: tuple[float, float, float] = DEFAULT_CONTEXT,
                  tie_break: TieBreak | None = DEFAULT_TIE_BREAK) -> None:
         self._db = db
-        self._lex = lexical
+        self.lexical = lexical  #: the text index over the messages, a cache of the table
         #: (forward from a question, forward from a statement, backward) relevance
         #: shares passed between neighbouring matches; zeros turn it off.
         self.context = context
@@ -146,13 +146,13 @@ class RecallStore:
     def checkpoint(self) -> None:
         """Write the text index's cache file if it changed since it was last written (never inside
         a transaction, never from a read-only open); the messages themselves are always durable."""
-        self._lex.save()
+        self.lexical.save()
 
     # -- writes
 
     def verify_index(self) -> bool:
         """Whether the text index holds exactly the stored messages' ids."""
-        return self._lex.verify()
+        return self.lexical.verify()
 
     def append(
         self,
@@ -183,7 +183,7 @@ class RecallStore:
                 for r in rows
             ]
             added = [(i, r[1], r[2], r[0], 0) for i, r in zip(ids, rows)]
-            self._db.after_commit(lambda: self._lex.added(added))
+            self._db.after_commit(lambda: self.lexical.added(added))
             self.appends += len(ids)
         return [make_page_id(PageKind.MESSAGE, i) for i in ids]
 
@@ -273,7 +273,7 @@ class RecallStore:
 
     def _ranked(self, query: str, roles: list[str] | None, lo: float | None, hi: float | None,
                 page: int, page_size: int) -> SearchPage[Message]:
-        index = self._lex.index
+        index = self.lexical.index
         mask = allow = None
         if roles is not None:
             mask = index.roles_mask(roles)

@@ -493,9 +493,9 @@ class SqliteArchival(ArchivalStore):
             return int(c.execute(f"SELECT count(*) FROM passages p WHERE p.invalid_at IS NOT NULL AND {cond}",
                                  args).fetchone()[0])
 
-    def _excluded(self, f: PassageFilter) -> np.ndarray | None:
-        """Serials of the passages ``f``'s interval conditions leave out (None: ``f`` keeps them
-        by a positive list, the superseded ones; see _allow). Cheap when few are left out:
+    def _excluded(self, f: PassageFilter) -> np.ndarray:
+        """Serials of the passages ``f``'s interval conditions leave out (none when it has no such
+        condition; the superseded ones are kept by a positive list, see _allow). Cheap when few are left out:
         the queries run on the partial index of superseded passages and on ``valid_from``."""
         parts: list[str] = []
         args: list[Any] = []
