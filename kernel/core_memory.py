@@ -15,7 +15,7 @@ when another agent edited the block first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from vmem import PageKind, PagedContext, Region, make_page_id, page_serial
 from vmem.kernel.context import render_block, render_core
@@ -56,28 +56,43 @@ class CoreMemory:
         shared = self.shared
         return [shared.view(b.label) if shared.is_shared(b.label) else b for b in self._blocks.all()]
 
-    def load(self) -> None:
-        """Render every stored block (at open)."""
-        self.texts = {self.pages[b.label]: self._render(b) for b in self.all()}
+    def load(self, changed: Iterable[str] = ()) -> None:
+        """Render every stored block (at open); the shared blocks in ``changed`` (another agent
+        edited them while this memory was closed) are fitted to the window again."""
+        fresh = set(changed)
+        self.texts = {self.pages[b.label]: self._render(b, fresh=b.label in fresh) for b in self.all()}
 
-    def _render(self, block: Block) -> str:
-        """A block's text in the context; a shared block another agent grew past what this
-        window's core can hold is shown cut, saying so (the next step can always run)."""
-        text = render_block(block)
+    def _render(self, block: Block, *, fresh: bool) -> str:
+        """A block's text in the context. A shared block another agent grew past what this
+        window's core can hold is shown cut, saying so (the next step can always run); how much
+        is shown is decided when its new value arrives (``fresh``) and kept with the reference,
+        so a reopened memory shows exactly what it showed."""
+        if not self.shared.is_shared(block.label):
+            return render_block(block)
+        ref = self._state.shared[block.label]
+        if fresh:
+            del ref[3:]
+            ref.append(self._fit(block))
+        shown = ref[3] if len(ref) > 3 else None
+        if shown is None or shown >= len(block.value):
+            return render_block(block)
+        note = f"\n[{len(block.value) - shown} more characters of this shared block do not fit this context]"
+        return render_block(Block(block.label, block.value[:shown] + note, block.limit, block.description,
+                                  block.read_only))
+
+    def _fit(self, block: Block) -> int | None:
+        """How many characters of a shared block's value to show (None: all): at most half of what
+        the pinned pages could still take, the rest staying the queue's, so that one answer's
+        group, the user's turn and an alert fit beside it (an own block's edit is refused past
+        MIN_QUEUE instead; another agent's edit cannot be refused here)."""
         page = self.pages.get(block.label)
-        if page is None or not self.shared.is_shared(block.label):
-            return text
-        # at most half of what the pinned pages could still take: the rest stays the queue's, so that
-        # one answer's group, the user's turn and an alert fit beside it (an own block's edit is
-        # refused past MIN_QUEUE instead; another agent's edit cannot be refused here)
-        room = (self._room() + self._ctx.info(page).tokens) // 2
-        if self._counter.count(text) <= room:
-            return text
+        room = (self._room() + (self._ctx.info(page).tokens if page is not None else 0)) // 2
+        if self._counter.count(render_block(block)) <= room:
+            return None
         value = block.value
         while value and self._counter.count(render_block(Block(block.label, value, block.limit))) > room - 40:
             value = value[: len(value) // 2]
-        note = f"\n[{len(block.value) - len(value)} more characters of this shared block do not fit this context]"
-        return render_block(Block(block.label, value + note, block.limit, block.description, block.read_only))
+        return len(value)
 
     def register(self, block: Block) -> int:
         """Give a stored block a page in the core (pinned, in CORE); return the page's tokens."""
@@ -113,6 +128,7 @@ class CoreMemory:
         old = self._ctx.info(page).tokens
         before = list(self._state.shared_edits)
         block = self.shared.edit(label, edit)
+        del self._state.shared[label][3:]  # shown whole: the caller checks the room (_keeping_room)
         text = render_block(block)
         try:
             self._ctx.resize(page, self._counter.count(text))
@@ -174,7 +190,7 @@ class CoreMemory:
             page = self.pages.get(label)
             if page is None:
                 continue
-            text = self._render(block)
+            text = self._render(block, fresh=True)
             self._ctx.resize(page, self._counter.count(text))
             self.texts[page] = text
             if by != agent:

@@ -252,9 +252,10 @@ class MemoryImage:
             ctx.add(INSTRUCTIONS_PAGE, 0, Region.SYSTEM, pinned=True)
             self._session.dirty = True
         self._reconcile_blocks()
-        if not self.read_only and self.shared_blocks.sync():  # edits a crash left unapplied; others' edits
+        changed = self.shared_blocks.sync() if not self.read_only else []  # unapplied edits; others' edits
+        if changed:
             self._session.dirty = True
-        self.core_memory.load()
+        self.core_memory.load(label for label, _, _ in changed)
         queue = ctx.pages(Region.QUEUE).tolist()
         for msg in self.store.recall.get_many(queue):
             self.queue.append(msg.id, chat_message(msg))

@@ -61,7 +61,7 @@ class MemoryState:
     changed: str | None = None  #: when core or archival memory last changed (ISO time)
     now: float | None = None  #: the time of the last turn (epoch seconds)
     consolidated: int = 0  #: the last message a consolidation run has read (a recall serial; 0: none)
-    shared: dict[str, list[Any]] = field(default_factory=dict)  #: shared block label -> [location, name, version shown]
+    shared: dict[str, list[Any]] = field(default_factory=dict)  #: label -> [location, name, version shown, chars shown]
     shared_edits: list[list[Any]] = field(default_factory=list)  #: [edit id, label, edit] committed, maybe not applied
 
     def mark(self, level: int) -> "MemoryState":

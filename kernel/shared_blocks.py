@@ -2,8 +2,9 @@
 
 A shared block (:mod:`vmem.storage.shared_blocks`) is stored once, in a store several agents
 name; an agent keeps only a reference (``MemoryState.shared``: label -> [location, name,
-version shown]) and a placeholder row in its own blocks (so labels, order and limits read as
-for any block, and the text is not copied per agent).
+version shown, characters shown (absent or None: all)]) and a placeholder row in its own
+blocks (so labels, order and limits read as for any block, and the text is not copied per
+agent).
 
 An agent's edit of a shared block is part of its step like any other write: the function
 answers from the fresh value with the edit applied, and the edit is saved with the step
@@ -83,7 +84,7 @@ class SharedBlocks:
         return store
 
     def _ref(self, label: str) -> tuple[SharedBlockStore, str]:
-        location, name, _ = self._state.shared[label]
+        location, name = self._state.shared[label][:2]
         return self._store(location), name
 
     def store_of(self, label: str) -> SharedBlockStore:
@@ -101,7 +102,7 @@ class SharedBlocks:
 
     def location(self, label: str) -> tuple[str, str]:
         """Where a shared block lives: (store location as recorded, name in it)."""
-        location, name, _ = self._state.shared[label]
+        location, name = self._state.shared[label][:2]
         return location, name
 
     def attach(self, label: str, location: str | os.PathLike[str], name: str) -> SharedBlock:
@@ -207,7 +208,8 @@ class SharedBlocks:
     def _changed(self) -> list[tuple[str, Block, str]]:
         changed: list[tuple[str, Block, str]] = []
         by_location: dict[str, list[str]] = {}
-        for label, (location, _, _) in self._state.shared.items():
+        for label, ref in self._state.shared.items():
+            location = ref[0]
             by_location.setdefault(location, []).append(label)
         for location, labels in by_location.items():
             store = self._store(location)

@@ -77,3 +77,25 @@ def test_a_shared_block_another_agent_grew_leaves_a_step_its_queue():
      Completion(text=None, tool_calls=[ToolCall(id='c61333', name='archival_memory_insert', arguments=None, error='invalid JSON in the arguments: the text ends where a value was expected (truncated) at line 1, column 22, near \'y": "", "tags":\'', raw_arguments='{"query": "", "tags": '), ToolCall(id='call_1', name='memory_rethink', arguments=None, error="the arguments contain no JSON object (expected '{' near '\\U00033125P<²\\U0006d08c')", raw_arguments='\U00033125P<²\U0006d08c')]),
      Completion(text='')], text='blah ' * 2098)
     state.teardown()
+
+
+def test_a_reopened_memory_shows_a_shared_block_cut_as_before():
+    """Window 3584: a shared block another agent grew was shown cut to the room left when its
+    new value arrived; reopening cut it again to the room left then (the statistics message had
+    changed in between), so the memory's digest changed across a reopen. How much of a shared
+    block is shown is now kept with its reference."""
+    state = HostileModel()
+    state.setup(window=3584)
+    state.sound()
+    state.another_agent_edits_the_shared_block(rewrite=False, text='')
+    state.sound()
+    state.hostile_memory_calls(label='human', limit=453, page=0, value='0\x99')
+    state.sound()
+    state.another_agent_edits_the_shared_block(rewrite=False, text='blah ' * 2000)
+    state.sound()
+    state.another_agent_edits_the_shared_block(rewrite=False, text='')
+    state.sound()
+    state.hostile_memory_calls(label='persona', limit=297, page=2_147_483_647, value='')
+    state.sound()
+    state.reopen()
+    state.teardown()
