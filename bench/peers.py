@@ -607,10 +607,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="the figures as JSON (bench/figures.py shape)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    if not args.path.is_file():
-        print(f"LoCoMo data not found at {args.path}; nothing to measure", file=sys.stderr)
-        emit([], args.json)
-        return 0
     keys = []
     for key in args.systems:
         gone = SYSTEMS[key].missing()
@@ -619,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         else:
             keys.append(key)
+    if not args.path.is_file():
+        print(f"LoCoMo data not found at {args.path}; nothing to measure", file=sys.stderr)
+        emit([], args.json)
+        return 0
     sizes = [10_000] if args.quick else sorted(args.sizes)
     progress = not args.json
     tmp = None
