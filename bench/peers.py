@@ -584,14 +584,16 @@ def figures(n: int, res: dict[str, dict[str, float]], recall: dict[str, float]) 
     for col, label, unit in COLUMNS:
         values = {k: (recall.get(k) if col == "R@10" else r.get(col)) for k, r in res.items()}
         values = {k: v for k, v in values.items() if v is not None}
+        higher = col in ("R@10", "batch/s", "durable/s")
         for key, v in values.items():
             peers = {k: x for k, x in values.items() if k != key}
-            best = None
-            if key == "vmem" and peers:
-                higher = col in ("R@10", "batch/s", "durable/s")
-                bk = max(peers, key=peers.get) if higher else min(peers, key=peers.get)
-                best = round(peers[bk], 3)
-            out.append(Figure(f"{label}, {SYSTEMS[key].name}, {n}", round(v, 3), unit, baseline=best))
+            best = ratio = None
+            if key == "vmem" and peers:  # beside the best peer of the same run
+                best = max(peers.values()) if higher else min(peers.values())
+                if best and v:
+                    ratio = round(v / best if higher else best / v, 2)  # > 1: vmem better
+            out.append(Figure(f"{label}, {SYSTEMS[key].name}, {n}", round(v, 3), unit,
+                              baseline=None if best is None else round(best, 3), ratio=ratio))
     return out
 
 

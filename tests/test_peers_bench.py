@@ -70,3 +70,16 @@ def test_a_peer_answers_over_the_same_vectors(tmp_path: Path) -> None:
     q = "violin lesson on day 17"
     assert system.search(q, given.inner.embed_query([q])[0], 5)[0] == 17
     system.close()
+
+
+def test_vmem_figures_stand_beside_the_best_peer() -> None:
+    res = {"vmem": {"p50 ms": 2.0, "batch/s": 100.0}, "chroma": {"p50 ms": 4.0, "batch/s": 400.0},
+           "lancedb": {"p50 ms": 80.0, "batch/s": 30_000.0}}
+    figs = {f.name: f for f in peers.figures(10, res, {"vmem": 75.9, "chroma": 39.0, "lancedb": 58.0})}
+    r10 = figs["LoCoMo dev R@10, vmem (hybrid), 10"]
+    assert (r10.baseline, r10.ratio) == (58.0, round(75.9 / 58.0, 2))  # higher is better: the best is the highest
+    p50 = figs["query p50, vmem (hybrid), 10"]
+    assert (p50.baseline, p50.ratio) == (4.0, 2.0)  # lower is better: the fastest peer, ratio > 1 when vmem wins
+    ins = figs["batched inserts, vmem (hybrid), 10"]
+    assert (ins.baseline, ins.ratio) == (30_000.0, round(100 / 30_000, 2))
+    assert figs["query p50, Chroma (vector only), 10"].baseline is None  # peers' rows carry no baseline
