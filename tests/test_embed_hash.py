@@ -40,3 +40,22 @@ def test_vectors_are_those_of_the_per_feature_hashing(monkeypatch) -> None:
     slow_e = HashEmbedder(dim=64, seed=7)
     monkeypatch.setattr(slow_e, "_features", lambda f, w: _reference_features(slow_e, f, w))
     assert np.array_equal(fast, slow_e.embed(texts))
+
+
+def test_new_words_learnt_together_give_the_vectors_of_one_at_a_time() -> None:
+    """embed() learns a batch's new words in one pass (_learn_words): bit for bit the vectors
+    of the word-by-word path, for words of every length, colliding buckets (a small dim) and
+    words met again in later calls."""
+    rng = np.random.default_rng(11)
+    letters = list("abcdefghijklmnopqrstuvwxyzéüß") + ["ab", "x"]
+    words = ["".join(rng.choice(letters, size=int(rng.integers(1, 14)))) for _ in range(600)]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(0, 12)))) for _ in range(300)]
+    texts += ["a", "I am", "the the the", "running runs ran", ""]
+    for dim in (16, 384):
+        batched = HashEmbedder(dim=dim, seed=3)
+        single = HashEmbedder(dim=dim, seed=3)
+        single._learn_words = lambda toks, e=single: [e._word_id(t) for t in toks]  # type: ignore[method-assign]
+        for lo in range(0, len(texts), 37):  # some words new in each call, some known
+            assert np.array_equal(batched.embed(texts[lo : lo + 37]), single.embed(texts[lo : lo + 37]))
+        assert batched._vocab.keys() == single._vocab.keys()
+        assert np.array_equal(batched.embed(texts), single.embed(texts))

@@ -103,6 +103,7 @@ class TextIndex:
         self._total = ffi.new("uint64_t *")
         self._exact = ffi.new("int *")
         self._filter = ffi.new("ii_filter *")
+        self._stats = ffi.new("ii_stats *")  # len() reads it: every ranked search counts the documents
 
     # ------------------------------------------------------------ analysis
 
@@ -290,8 +291,28 @@ class TextIndex:
                 _raise(self._ii, rc)
         return terms, masks, ts, idf
 
+    def timestamps(self, docs: np.ndarray) -> np.ndarray:
+        """Each document's timestamp as it was added (float64; NaN for a document not
+        indexed): what a ranking reads instead of a query on the store's table."""
+        d = np.ascontiguousarray(docs, dtype=np.uint32)
+        ts = np.empty(len(d), dtype=np.float64)
+        if not len(d):
+            return ts
+        none = np.zeros(0, dtype=np.uint32)
+        masks = np.empty(len(d), dtype=np.uint64)
+        idf = np.zeros(1, dtype=np.float64)
+        with self._lock:
+            rc = lib.ii_explain(self._ii, ffi.from_buffer("uint32_t[]", none), 0, ffi.from_buffer("uint32_t[]", d),
+                                len(d), ffi.from_buffer("uint64_t[]", masks), ffi.from_buffer("double[]", ts),
+                                ffi.from_buffer("double[]", idf))
+            if rc:
+                _raise(self._ii, rc)
+        return ts
+
     def __len__(self) -> int:
-        return int(self.stats()["docs"])
+        with self._lock:
+            lib.ii_stats_get(self._ii, self._stats)
+            return int(self._stats.docs)
 
     def __contains__(self, doc: object) -> bool:
         if not isinstance(doc, (int, np.integer)) or not 0 <= int(doc) < 1 << 32:

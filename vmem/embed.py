@@ -236,16 +236,54 @@ class HashEmbedder(Embedder):
             merged /= norm
         return uniq, merged
 
-    def _word_id(self, token: str) -> int:
-        """The cache slot of ``token``, computing its features on first sight."""
-        wid = self._vocab.get(token)
-        if wid is not None:
-            return wid
-        cols, vals = self._word_features(token)
-        wid = len(self._vocab)
-        if wid >= len(self._fstart):
-            self._fstart = np.concatenate([self._fstart, np.zeros_like(self._fstart)])
-            self._flen = np.concatenate([self._flen, np.zeros_like(self._flen)])
+    def _learn_words(self, tokens: list[str]) -> None:
+        """Cache the features of ``tokens`` (distinct, none cached yet) at once: what
+        :meth:`_word_features` computes word by word, with one hashing call and one merge for
+        them all (a question's new words cost ~25 us each instead of ~100). Bit for bit the
+        same vectors: each word's colliding buckets are summed in the same order (``add.at``
+        is sequential), and its norm is taken by the same call on the same float32 values."""
+        feats: list[str] = []
+        weights: list[float] = []
+        owner: list[int] = []
+        lo, hi = self.ngram_range
+        for n_word, token in enumerate(tokens):
+            start = len(feats)
+            if self.word_weight > 0:
+                feats.append("w\x1f" + (_light_stem(token) if self.stem else token))
+                weights.append(self.word_weight)
+            if self.char_weight > 0:
+                marked = f"<{token}>"
+                grams = [marked[i : i + n] for n in range(lo, hi + 1) for i in range(len(marked) - n + 1)]
+                if not grams:
+                    grams = [marked]
+                w = self.char_weight / math.sqrt(len(grams))
+                feats.extend("c\x1f" + g for g in grams)
+                weights.extend([w] * len(grams))
+            owner.extend([n_word] * (len(feats) - start))
+        idx, val = self._features(feats, weights)
+        # (word, bucket) keys sort by word, then bucket: each word's np.unique, side by side
+        keys, inv = np.unique(np.asarray(owner, dtype=np.int64) * self.dim + idx, return_inverse=True)
+        merged = np.zeros(len(keys), dtype=np.float32)
+        np.add.at(merged, inv, val)
+        word_of = keys // self.dim
+        cuts = np.flatnonzero(np.diff(word_of)) + 1
+        bounds = [0, *cuts.tolist(), len(keys)]
+        norms = np.ones(len(tokens), dtype=np.float32)
+        for n_word in range(len(tokens)):
+            norm = float(np.linalg.norm(merged[bounds[n_word] : bounds[n_word + 1]]))
+            if norm > 0:
+                norms[n_word] = norm
+        merged /= norms[word_of]
+        self._store_words(tokens, keys - word_of * self.dim, merged, np.asarray(bounds, dtype=np.int64))
+
+    def _store_words(self, tokens: list[str], cols: np.ndarray, vals: np.ndarray, bounds: np.ndarray) -> None:
+        """Put words' features in the cache: word i's are ``cols``/``vals[bounds[i]:bounds[i + 1]]``."""
+        first = len(self._vocab)
+        need = first + len(tokens)
+        if need > len(self._fstart):
+            grow = max(need, 2 * len(self._fstart)) - len(self._fstart)
+            self._fstart = np.concatenate([self._fstart, np.zeros(grow, dtype=np.int64)])
+            self._flen = np.concatenate([self._flen, np.zeros(grow, dtype=np.int64)])
         end = self._fused + len(cols)
         if end > len(self._fcols):
             grow = max(end, 2 * len(self._fcols)) - len(self._fcols)
@@ -253,11 +291,19 @@ class HashEmbedder(Embedder):
             self._fvals = np.concatenate([self._fvals, np.zeros(grow, dtype=np.float32)])
         self._fcols[self._fused : end] = cols
         self._fvals[self._fused : end] = vals
-        self._fstart[wid] = self._fused
-        self._flen[wid] = len(cols)
+        self._fstart[first:need] = self._fused + bounds[:-1]
+        self._flen[first:need] = np.diff(bounds)
         self._fused = end
-        self._vocab[token] = wid
-        return wid
+        self._vocab.update(zip(tokens, range(first, need)))
+
+    def _word_id(self, token: str) -> int:
+        """The cache slot of ``token``, computing its features on first sight."""
+        wid = self._vocab.get(token)
+        if wid is not None:
+            return wid
+        cols, vals = self._word_features(token)
+        self._store_words([token], cols, vals, np.array([0, len(cols)], dtype=np.int64))
+        return self._vocab[token]
 
     def _pairs_of(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, float]]:
         """(bucket, sign) of each word pair, from the cache or hashed in one batch."""
@@ -298,8 +344,12 @@ class HashEmbedder(Embedder):
         word_id, bw = self._word_id, self.bigram_weight
         pkeys: list[tuple[str, str]] = []
         ptf: list[int] = []
-        for r, text in enumerate(texts):
-            terms = self._terms(text)
+        all_terms = [self._terms(text) for text in texts]
+        vocab = self._vocab
+        new = [t for t in dict.fromkeys(t for terms in all_terms for t in terms) if t not in vocab]
+        if new:
+            self._learn_words(new)
+        for r, terms in enumerate(all_terms):
             if not terms:
                 continue
             for token, tf in Counter(terms).items():

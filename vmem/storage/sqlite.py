@@ -583,7 +583,7 @@ class SqliteArchival(ArchivalStore):
             self._db.check_open()
             text = index.search(q, deep, lo=f.lo, hi=f.hi, allow=allow)
             if f.empty:
-                ids, sims = self.index.query(vec[None, :], deep)
+                ids, sims = self.index.query(vec, deep)
                 ids, sims = ids[0], sims[0]
                 keep = np.isfinite(sims)
                 vdocs = (ids[keep] & np.uint64(_SERIAL_MASK)).astype(np.uint32)
@@ -596,7 +596,9 @@ class SqliteArchival(ArchivalStore):
             docs, scores = index.fuse(text.docs, text.scores, vdocs, vsims, text_weight=w, context=self.context,
                                       lo=f.lo, hi=f.hi, allow=allow)
             docs, scores = self._date_bonus(q, docs, scores)
-            ranked = list(zip(docs.tolist(), scores.tolist()))
+            # only the head is returned, and the tie-break moves hits within its window only
+            head = max(depth, TIE_WINDOW)
+            ranked = list(zip(docs[:head].tolist(), scores[:head].tolist()))
             if len(ranked) > 1 and self.tie_break is not None and self.tie_break.applies_to(q):
                 ranked = self._break_ties(q, ranked)
         base = int(PageKind.PASSAGE) << 56
@@ -626,9 +628,7 @@ class SqliteArchival(ArchivalStore):
         window = query_window(q)
         if window is None:
             return docs, scores
-        serials = docs.tolist()
-        stored = self._stored_times(serials)
-        ts = np.array([stored.get(s, np.nan) for s in serials], dtype=np.float64)
+        ts = self._passage_times(docs)
         known = np.isfinite(ts)  # a passage the index has and the table not (never, once committed)
         bonus = (window.contains(np.where(known, ts, 0.0)) & known) * (self.date_bonus * max(float(scores[0]), 0.0))
         if not bonus.any():
@@ -636,6 +636,19 @@ class SqliteArchival(ArchivalStore):
         boosted = np.asarray(scores, dtype=np.float64) + bonus
         order = np.argsort(-boosted, kind="stable")
         return docs[order], boosted[order]
+
+    def _passage_times(self, docs: np.ndarray) -> np.ndarray:
+        """Each passage's timestamp (epoch seconds; NaN: none), by serial, as the text index
+        holds it (``ts`` never changes once stored: the index's copy is the table's), the
+        table read only for the passages the index does not hold. A fused ranking holds a
+        few hundred passages: ~1 us each from the index, against a query on the table."""
+        ts = self.lexical.index.timestamps(docs)
+        miss = np.flatnonzero(np.isnan(ts))
+        if len(miss):
+            serials = docs[miss].tolist()
+            stored = self._stored_times(serials)
+            ts[miss] = [stored.get(d, np.nan) for d in serials]
+        return ts
 
     def _stored_times(self, serials: list[int]) -> dict[int, float]:
         """Each passage's timestamp (epoch seconds), by serial (those that exist)."""
