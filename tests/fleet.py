@@ -53,7 +53,7 @@ def worker(dsn: str, agents: int, wid: str, seconds: float, seed: int, prefix: s
     drivers: dict[int, Agent] = {}
     deadline = time.monotonic() + seconds
     n = 0
-    with OpenMemories(max_open=16, durability="normal") as memories:
+    with OpenMemories(max_open=max(16, agents), durability="normal") as memories:
         while time.monotonic() < deadline:
             i = rng.randrange(agents)
             text = f"w{wid}-{n}"

@@ -369,13 +369,38 @@ def test_demo_inspect_and_export_take_a_postgresql_location(pg_server, tmp_path)
     assert p.returncode == 2 and "holds an agent already" in p.stderr
 
 
-def test_a_stores_session_settings_do_not_outlive_it_in_the_pool(pg_server) -> None:
+def test_a_store_borrows_a_connection_per_transaction_and_its_settings_stay_in_it(pg_server) -> None:
     url = pg_server.agent_url("settings")
     with open_store(url, durability="normal") as s:
-        assert s._db.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
-        conn = s._db.conn
-    # back in the pool (idle: looked at directly here), the connection has the server's default again
-    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert s._db.conn is None  # between transactions the connection is the pool's
+        with s.transaction():
+            conn = s._db.conn
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+            s.state["k"] = 1
+        assert s._db.conn is None
+        # back in the pool (idle: looked at directly here), the connection has the server's default
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert s.state["k"] == 1
+
+
+def test_more_open_stores_than_pooled_connections_all_write(pg_server) -> None:
+    """An open store holds no connection between transactions, so a worker can keep many
+    agents open (an LRU of hundreds) with a pool of a few connections."""
+    from vmem.storage.postgres_db import POOL_MAX, pool_for
+
+    pool = pool_for(pg_server.url)
+    timeout, pool.timeout = pool.timeout, 2.0  # a store that holds its connection fails fast here
+    stores = []
+    try:
+        for i in range(POOL_MAX + 8):
+            stores.append(open_store(pg_server.agent_url(f"many{i}")))
+        for i, s in enumerate(stores):
+            s.recall.append("user", f"hello {i}")
+        assert [len(s.recall) for s in stores] == [1] * len(stores)
+    finally:
+        pool.timeout = timeout
+        for s in stores:
+            s.close()
 
 
 def test_every_method_that_speaks_sqlite_has_its_postgresql_version() -> None:

@@ -34,6 +34,11 @@ Invariants:
    insert waits for a ``max(id)``. A savepoint's writes are checked at the COMMIT: an SQL error
    inside one (not expected: the agent's lock keeps other writers out) aborts the whole
    transaction, not just the savepoint.
+7. Connections: an open store holds none between transactions. A transaction, a snapshot or a
+   read borrows one from the process's pool (one per DSN, at most ``POOL_MAX``) and gives it
+   back when it ends, so a worker can keep hundreds of agents open with a few connections;
+   a read-only store keeps its snapshot's connection for its life. Nothing a store sets lasts
+   past its transaction (``SET LOCAL``).
 """
 
 from __future__ import annotations
@@ -309,8 +314,9 @@ class PgDatabase:
         self.strict = False
         #: Whether this open created the agent.
         self.created = False
-        #: Session settings this store changed on its connection (reset when it goes back to the pool).
-        self.session_settings: set[str] = set()
+        #: Commit without waiting for the server's WAL flush (``synchronous_commit = off`` for
+        #: this store's write transactions only: ``SET LOCAL``, so no pooled connection keeps it).
+        self.async_commit = False
         #: The caches may miss a committed change (a post-commit hook failed, or rows were
         #: written beside the tiers): they are not kept for the next open.
         self.caches_stale = False
@@ -323,19 +329,55 @@ class PgDatabase:
         #: event and journal serials last handed out.
         self._seq: dict[str, int] | None = None
         self._seq_read: dict[str, int] = {}
+        #: The connection in use (None between transactions: it is the pool's then).
+        self.conn: Any = None
+        self._holds = 0  # held() scopes open: the connection is kept between their statements
         self._pool = pool_for(self.location.dsn)
-        from psycopg_pool import PoolTimeout
-
-        try:
-            self.conn = self._pool.getconn()
-        except PoolTimeout as e:
-            raise StoreLockedError(f"{self.path}: all {POOL_MAX} connections of this process to the server are "
-                                   f"in use by open stores (close some)") from e
-        try:
+        with self.held():
             self._open(create)
-        except BaseException:
+
+    # -- the connection: the pool's between transactions
+
+    def _acquire(self) -> Any:
+        """The connection this object uses now: the one it holds, else one from the pool."""
+        if self.conn is None:
+            from psycopg_pool import PoolTimeout
+
+            try:
+                conn = self._pool.getconn()
+            except PoolTimeout as e:
+                raise StoreLockedError(f"{self.path}: all {POOL_MAX} connections of this process to the server "
+                                       f"are busy in transactions (waited {self._pool.timeout:g} s)") from e
+            try:
+                with translate(f"connecting for {self.path}"):
+                    _register_vector(conn)
+            except BaseException:
+                self._pool.putconn(conn)
+                raise
+            self.conn = conn
+        return self.conn
+
+    def _release_idle(self) -> None:
+        """Give the connection back to the pool when nothing needs it: no transaction, snapshot
+        or held() scope (a read-only store keeps its snapshot's connection for life)."""
+        if self.conn is not None and not (self._depth or self._held or self._holds or self.read_only):
             self._give_back()
-            raise
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Any]:
+        """Keep one connection across several reads (e.g. an open); yields it."""
+        with self.lock:
+            self.check_open()
+            self._holds += 1
+            try:
+                yield self._acquire()
+            finally:
+                self._holds -= 1
+                if self.conn is not None and (self._closed or self._holds == 0):
+                    if self._closed:
+                        self._give_back()
+                    else:
+                        self._release_idle()
 
     def _open(self, create: bool) -> None:
         c = self.conn
@@ -401,8 +443,12 @@ class PgDatabase:
         """Hold the lock for a read; translate errors. Yields the connection."""
         with self.lock:
             self.check_open()
-            with translate(what):
-                yield self.conn
+            conn = self._acquire()
+            try:
+                with translate(what):
+                    yield conn
+            finally:
+                self._release_idle()
 
     def transaction(self, what: str = "write") -> "_PgTransaction":
         """A write transaction holding the agent's lock; nested calls join the outermost one."""
@@ -465,7 +511,14 @@ class PgDatabase:
         (and, strict, refuse with StaleStoreError, keeping the transaction and its lock open for
         the owner to reload in: the next transaction() joins it, so no other writer gets in
         between the reload and the retry)."""
-        c = self.conn
+        c = self._acquire()
+        self._holds += 1  # the stale hooks read through reading(): the connection stays
+        try:
+            self._begin_on(c, what)
+        finally:
+            self._holds -= 1
+
+    def _begin_on(self, c: Any, what: str) -> None:
         if self._held:  # begun and locked already: the owner reloaded after StaleStoreError
             self._held = False
             self._pipe = c.pipeline()
@@ -475,6 +528,8 @@ class PgDatabase:
             # one round trip: BEGIN, the lock timeout, and the agent's row locked and bumped
             timeout = (f"SET LOCAL lock_timeout = {self._lock_timeout_ms}; "
                        if self._lock_timeout_ms != DEFAULT_LOCK_TIMEOUT_MS else "")
+            if self.async_commit:
+                timeout += "SET LOCAL synchronous_commit = off; "
             try:
                 cur = c.execute(f"BEGIN; {timeout}UPDATE vmem.agents SET version = version + 1 "
                                 f"WHERE id = {self.agent:d} RETURNING version, message_seq, passage_seq, event_seq, "
@@ -523,6 +578,7 @@ class PgDatabase:
             if self._held:
                 self._held = False
                 self._rollback()
+                self._release_idle()
 
     def _commit(self, what: str) -> None:
         with translate(what):
@@ -552,9 +608,9 @@ class PgDatabase:
             self.check_open()
             if self._depth or self._held or self.read_only:
                 return False
-            with translate("reading the agent's version"):
-                version = int(self.conn.execute("SELECT version FROM vmem.agents WHERE id=%s",
-                                                 (self.agent,)).fetchone()[0])
+            with self.held() as c, translate("reading the agent's version"):
+                version = int(c.execute("SELECT version FROM vmem.agents WHERE id=%s",
+                                        (self.agent,)).fetchone()[0])
                 if version == self.seen:
                     return False
                 for hook in self.stale_hooks:
@@ -608,10 +664,10 @@ class PgDatabase:
         """Delete this agent and everything it holds (one transaction), then close."""
         with self.lock:
             self.check_open()
-            with translate(f"deleting {self.path}"):
-                if self.read_only:
-                    raise ReadOnlyStoreError(f"{self.path} was opened read-only")
-                self.conn.execute("DELETE FROM vmem.agents WHERE id=%s", (self.agent,))
+            if self.read_only:
+                raise ReadOnlyStoreError(f"{self.path} was opened read-only")
+            with self.held() as c, translate(f"deleting {self.path}"):
+                c.execute("DELETE FROM vmem.agents WHERE id=%s", (self.agent,))
             self.close()
 
     def close(self) -> None:
@@ -630,8 +686,6 @@ class PgDatabase:
         try:
             if conn.info.transaction_status != 0:  # not idle: roll back what is open
                 conn.execute("ROLLBACK")
-            if self.session_settings:  # what this store set on the session goes with it
-                conn.execute("; ".join(f"RESET {name}" for name in sorted(self.session_settings)))
         except Exception as e:  # noqa: BLE001 - the pool discards a broken connection
             log.warning("closing %s: %s", self.path, e)
         self._pool.putconn(conn)
@@ -665,7 +719,10 @@ class _PgTransaction:
                 db._begin(self._what)
             db._depth += 1
         except BaseException:
-            db.lock.release()
+            try:
+                db._release_idle()  # kept when StaleStoreError left the transaction open
+            finally:
+                db.lock.release()
             raise
         return db.conn
 
@@ -697,7 +754,11 @@ class _PgTransaction:
                         log.exception("%s: a post-commit hook failed (%s)", db.path, self._what)
             return False
         finally:
-            db.lock.release()
+            try:
+                if self._outer:
+                    db._release_idle()
+            finally:
+                db.lock.release()
 
 
 def new_store_id() -> str:
