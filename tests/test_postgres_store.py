@@ -138,6 +138,77 @@ def test_caches_catch_up_with_another_writers_commits(pg_server) -> None:
         assert a.recall.search("writes").total == 1
 
 
+def test_writes_queued_in_a_transaction_are_seen_by_its_reads_and_undone_with_it(pg_server) -> None:
+    url = pg_server.agent_url("deferred")
+    with open_store(url) as s, open_store(url, read_only=True) as other:
+        with s.transaction():
+            mid = s.recall.append("user", "queued, then read back")
+            s.events.extend([{"e": "x", "n": 1}, {"e": "x", "n": 2}])
+            assert s.recall.get(mid).content == "queued, then read back"  # the read sends the queue first
+            assert [e["n"] for _, e in s.events.tail(2)] == [1, 2]
+        with pytest.raises(RuntimeError, match="boom"), s.transaction():
+            s.recall.append("user", "never committed")
+            s.journal.append(b"never")
+            raise RuntimeError("boom")
+        assert len(s.recall) == 1 and len(s.journal) == 0 and len(s.events) == 2
+        with s.transaction():
+            kept = s.recall.append("user", "kept")
+            with pytest.raises(RuntimeError), s.savepoint():
+                s.recall.append("user", "undone with its savepoint")
+                s.events.extend([{"e": "undone"}])
+                raise RuntimeError("the part fails alone")
+            with s.savepoint():  # writes nothing: not sent at all
+                pass
+            with s.savepoint():
+                after = s.recall.append("user", "after the savepoint")
+        assert [m.content for m in s.recall.get_many([mid, kept, after])] == [
+            "queued, then read back", "kept", "after the savepoint"]
+        assert len(s.recall) == 3
+        assert [e["e"] for _, e in s.events.read()] == ["x", "x"]
+        other.refresh()
+        assert len(other.recall) == 3
+    with open_store(url) as again:  # the ids handed out after the failed savepoint were reused, not skipped
+        assert [m.id for m in again.recall.search(None, page_size=10).items][::-1] == [mid, kept, after]
+        assert after == kept + 1
+
+
+def test_a_plain_step_costs_few_statements(pg_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round trips are the step's cost on a server: a step that only answers sends its writes
+    as a handful of statements (BEGIN with the lock, one INSERT per table, state, counters,
+    COMMIT), not one per row and a savepoint per call."""
+    import psycopg
+
+    from vmem.kernel import Agent
+    from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
+
+    url = pg_server.agent_url("statements")
+    reply = ScriptedDriver(lambda messages, tools: Completion(
+        tool_calls=[ToolCall(f"c{len(messages)}", "send_message", {"message": "ok"})]))
+    agent = Agent.create(url, system="s", blocks={"human": ""}, driver=reply)
+    try:
+        agent.step("hello")
+        sent: list[str] = []
+        execute = psycopg.Cursor.execute
+
+        def counting(self, query, *args, **kw):  # type: ignore[no-untyped-def]
+            sent.append(query if isinstance(query, str) else repr(query))
+            return execute(self, query, *args, **kw)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+        agent.step("how are you?")
+        monkeypatch.undo()
+        sent = sent[:sent.index("COMMIT") + 1]  # the step (then the tests' check() reads)
+        assert not any(q.startswith(("SAVEPOINT", "RELEASE")) for q in sent), sent
+        inserts = [q for q in sent if q.startswith("INSERT INTO vmem.messages")]
+        assert len(inserts) == 1 and inserts[0].count("(%s") == 3, sent  # user, call, result: one statement
+        assert len(sent) <= 7, "\n".join(sent)
+    finally:
+        agent.close()
+    with Memory.open(url) as m:
+        m.check()
+        assert [c["role"] for c in m.queue.messages][-3:] == ["user", "assistant", "tool"]
+
+
 def test_a_strict_store_refuses_a_stale_transaction_once_and_writes_nothing(pg_server) -> None:
     url = pg_server.agent_url("strict")
     with open_store(url) as a, open_store(url) as b:

@@ -34,7 +34,14 @@ Invariants:
    insert waits for a ``max(id)``. A savepoint's writes are checked at the COMMIT: an SQL error
    inside one (not expected: the agent's lock keeps other writers out) aborts the whole
    transaction, not just the savepoint.
-7. Connections: an open store holds none between transactions. A transaction, a snapshot or a
+7. Writes wait in the process until they must go: rows of plain INSERTs (messages, events,
+   journal) queue with :meth:`PgDatabase.defer` and go as one multi-row INSERT per table with
+   the transaction's next statement (a read sees them) or its COMMIT; a savepoint is sent only
+   when something is written in it (most function calls write nothing), and one that fails
+   drops its queued rows. A queued row that the server refuses (not expected: the ids come
+   from the agent's counters under its lock) fails the statement that sends it, and the
+   transaction with it.
+8. Connections: an open store holds none between transactions. A transaction, a snapshot or a
    read borrows one from the process's pool (one per DSN, at most ``POOL_MAX``) and gives it
    back when it ends, so a worker can keep hundreds of agents open with a few connections;
    a read-only store keeps its snapshot's connection for its life. Nothing a store sets lasts
@@ -162,6 +169,10 @@ CREATE TABLE IF NOT EXISTS vmem.journal(
 """
 
 _SEQS = ("message", "passage", "event", "journal")
+_SET_SEQS = ("UPDATE vmem.agents SET message_seq = %s, passage_seq = %s, event_seq = %s, journal_seq = %s "
+             "WHERE id = %s")
+#: Rows per multi-row INSERT of deferred rows (PostgreSQL binds at most 65,535 parameters).
+_ROWS_PER_INSERT = 1000
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,200}$")
 
@@ -325,6 +336,11 @@ class PgDatabase:
         self._held = False
         self._pending = 0
         self._pipe: Any = None
+        # Writes not sent yet (invariant 8): rows of plain INSERTs by statement head, in order,
+        # and savepoints opened but not yet needed on the server.
+        self._deferred: dict[str, list[tuple[Any, ...]]] = {}
+        self._sp_pending: list[str] = []
+        self._proxy = _Conn(self)
         #: The id counters of the running transaction (None outside one): message, passage,
         #: event and journal serials last handed out.
         self._seq: dict[str, int] | None = None
@@ -443,10 +459,10 @@ class PgDatabase:
         """Hold the lock for a read; translate errors. Yields the connection."""
         with self.lock:
             self.check_open()
-            conn = self._acquire()
+            self._acquire()
             try:
                 with translate(what):
-                    yield conn
+                    yield self._proxy
             finally:
                 self._release_idle()
 
@@ -456,7 +472,8 @@ class PgDatabase:
 
     @contextlib.contextmanager
     def savepoint(self, what: str = "savepoint") -> Iterator[Any]:
-        """A nested transaction inside an open one (as :meth:`vmem.storage._db.Database.savepoint`)."""
+        """A nested transaction inside an open one (as :meth:`vmem.storage._db.Database.savepoint`).
+        Sent to the server only when something is written in it (invariant 8)."""
         with self.lock:
             self.check_open()
             if not self._depth:
@@ -464,19 +481,23 @@ class PgDatabase:
             name = f"sp{self._depth}"
             marks = (len(self._after_commit), len(self._on_rollback))
             seq_mark = dict(self._seq) if self._seq is not None else None
-            with translate(what):
-                self.conn.execute(f"SAVEPOINT {name}")
+            self._sp_pending.append(name)
             self._depth += 1
             try:
                 with translate(what):
-                    yield self.conn
+                    yield self._proxy
             except BaseException:
                 self._depth -= 1
-                try:
-                    self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                    self.conn.execute(f"RELEASE SAVEPOINT {name}")
-                except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
-                    log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+                if self._sp_pending and self._sp_pending[-1] == name:  # nothing was written in it
+                    self._sp_pending.pop()
+                else:  # what it wrote: the rows not sent yet are all its own (sent before its SAVEPOINT)
+                    self._deferred.clear()
+                    del self._sp_pending[:]  # inner savepoints not sent: nothing written in them either
+                    try:
+                        self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                        self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                    except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
+                        log.error("rollback to a savepoint of %s failed: %s", self.path, e)
                 if seq_mark is not None and self._seq is not None:
                     self._seq = seq_mark
                 undo = self._on_rollback[marks[1]:]
@@ -486,8 +507,40 @@ class PgDatabase:
                     hook()
                 raise
             self._depth -= 1
-            with translate(what):
-                self.conn.execute(f"RELEASE SAVEPOINT {name}")
+            if self._sp_pending and self._sp_pending[-1] == name:
+                self._sp_pending.pop()
+            else:
+                with translate(what):
+                    self.conn.execute(f"RELEASE SAVEPOINT {name}")
+
+    def defer(self, head: str, row: tuple[Any, ...]) -> None:
+        """Queue one row of ``head`` (``INSERT INTO table(columns) VALUES``) in the running
+        transaction: the rows of one head go as one multi-row INSERT with the transaction's next
+        statement or its COMMIT (invariant 8)."""
+        if not self._depth:
+            raise RuntimeError("defer() outside a transaction")
+        if self._sp_pending:  # a write inside a savepoint not sent yet: send it first
+            self.flush()
+        rows = self._deferred.get(head)
+        if rows is None:
+            self._deferred[head] = [row]
+        else:
+            rows.append(row)
+
+    def flush(self) -> None:
+        """Send what the running transaction queued: deferred rows, then pending savepoints."""
+        if self._deferred:
+            deferred, self._deferred = self._deferred, {}
+            conn = self.conn
+            for head, rows in deferred.items():
+                one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    part = rows[start:start + _ROWS_PER_INSERT]
+                    conn.execute(f"{head} {', '.join([one] * len(part))}", [v for r in part for v in r])
+        if self._sp_pending:
+            pending, self._sp_pending = self._sp_pending, []
+            for name in pending:
+                self.conn.execute(f"SAVEPOINT {name}")
 
     @property
     def in_transaction(self) -> bool:
@@ -582,10 +635,11 @@ class PgDatabase:
 
     def _commit(self, what: str) -> None:
         with translate(what):
+            self._sp_pending.clear()  # nothing was written in them
+            self.flush()
             seq, self._seq = self._seq, None
             if seq is not None and seq != self._seq_read:
-                sets = ", ".join(f"{k}_seq = {v:d}" for k, v in seq.items() if v != self._seq_read[k])
-                self.conn.execute(f"UPDATE vmem.agents SET {sets} WHERE id = {self.agent:d}")
+                self.conn.execute(_SET_SEQS, (*(seq[k] for k in _SEQS), self.agent))
             self.conn.execute("COMMIT")
             self._end_pipeline(None)
         self.seen = self._pending
@@ -593,6 +647,8 @@ class PgDatabase:
     def _rollback(self, exc: BaseException | None = None) -> None:
         hooks, self._after_commit, self._on_rollback = self._on_rollback, [], []
         self._seq = None
+        self._deferred.clear()
+        self._sp_pending.clear()
         self._end_pipeline(exc or RuntimeError("rollback"))
         try:
             self.conn.execute("ROLLBACK")
@@ -724,7 +780,7 @@ class _PgTransaction:
             finally:
                 db.lock.release()
             raise
-        return db.conn
+        return db._proxy
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         import psycopg
@@ -759,6 +815,32 @@ class _PgTransaction:
                     db._release_idle()
             finally:
                 db.lock.release()
+
+
+class _Conn:
+    """The connection as the tiers see it: every statement sent through it first sends what the
+    running transaction queued (deferred rows, savepoints), so the server sees the writes in the
+    order they were made and a read sees them."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+        db = self._db
+        if db._deferred or db._sp_pending:
+            db.flush()
+        return db.conn.execute(query, params, **kw)
+
+    def cursor(self, *args: Any, **kw: Any) -> Any:
+        db = self._db
+        if db._deferred or db._sp_pending:
+            db.flush()
+        return db.conn.cursor(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db.conn, name)
 
 
 def new_store_id() -> str:
