@@ -159,6 +159,12 @@ def test_writes_queued_in_a_transaction_are_seen_by_its_reads_and_undone_with_it
                 raise RuntimeError("the part fails alone")
             with s.savepoint():  # writes nothing: not sent at all
                 pass
+            with pytest.raises(RuntimeError), s.savepoint():
+                gone = s.recall.append("user", "sent by the read below, then rolled back")
+                assert s.recall.get(gone).content.startswith("sent")  # the SAVEPOINT and the row went
+                with s.savepoint():
+                    s.events.extend([{"e": "inner"}])
+                raise RuntimeError("after the server saw it")
             with s.savepoint():
                 after = s.recall.append("user", "after the savepoint")
         assert [m.content for m in s.recall.get_many([mid, kept, after])] == [

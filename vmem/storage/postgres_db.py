@@ -173,6 +173,7 @@ _SET_SEQS = ("UPDATE vmem.agents SET message_seq = %s, passage_seq = %s, event_s
              "WHERE id = %s")
 #: Rows per multi-row INSERT of deferred rows (PostgreSQL binds at most 65,535 parameters).
 _ROWS_PER_INSERT = 1000
+_ROWS, _SQL, _SP = "rows", "sql", "savepoint"  # the kinds of queued writes
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,200}$")
 
@@ -336,9 +337,11 @@ class PgDatabase:
         self._held = False
         self._pending = 0
         self._pipe: Any = None
-        # Writes not sent yet (invariant 8): rows of plain INSERTs by statement head, in order,
-        # and savepoints opened but not yet needed on the server.
-        self._deferred: dict[str, list[tuple[Any, ...]]] = {}
+        # Writes not sent yet (invariant 7), in order: [_ROWS, head, rows] (a multi-row INSERT),
+        # [_SQL, sql, params], [_SP, name] (a savepoint's SAVEPOINT); and savepoints opened with
+        # nothing written in them yet.
+        self._queue: list[list[Any]] = []
+        self._floor = 0  # rows merge into queued INSERTs at or after this index (after the last SAVEPOINT)
         self._sp_pending: list[str] = []
         self._proxy = _Conn(self)
         #: The id counters of the running transaction (None outside one): message, passage,
@@ -488,16 +491,7 @@ class PgDatabase:
                     yield self._proxy
             except BaseException:
                 self._depth -= 1
-                if self._sp_pending and self._sp_pending[-1] == name:  # nothing was written in it
-                    self._sp_pending.pop()
-                else:  # what it wrote: the rows not sent yet are all its own (sent before its SAVEPOINT)
-                    self._deferred.clear()
-                    del self._sp_pending[:]  # inner savepoints not sent: nothing written in them either
-                    try:
-                        self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                        self.conn.execute(f"RELEASE SAVEPOINT {name}")
-                    except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
-                        log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+                self._savepoint_failed(name)
                 if seq_mark is not None and self._seq is not None:
                     self._seq = seq_mark
                 undo = self._on_rollback[marks[1]:]
@@ -507,40 +501,105 @@ class PgDatabase:
                     hook()
                 raise
             self._depth -= 1
-            if self._sp_pending and self._sp_pending[-1] == name:
-                self._sp_pending.pop()
-            else:
-                with translate(what):
-                    self.conn.execute(f"RELEASE SAVEPOINT {name}")
+            with translate(what):
+                self._savepoint_done(name)
+
+    def _savepoint_at(self, name: str) -> int:
+        """Where ``name``'s SAVEPOINT waits in the queue (-1: not queued)."""
+        for i in range(len(self._queue) - 1, -1, -1):
+            if self._queue[i][0] is _SP and self._queue[i][1] == name:
+                return i
+        return -1
+
+    def _savepoint_done(self, name: str) -> None:
+        if self._sp_pending and self._sp_pending[-1] == name:  # nothing was written in it
+            self._sp_pending.pop()
+            return
+        at = self._savepoint_at(name)
+        if at >= 0:  # never sent: its writes simply join the enclosing scope
+            del self._queue[at]
+            self._refloor()
+            return
+        self._send(f"RELEASE SAVEPOINT {name}")
+
+    def _savepoint_failed(self, name: str) -> None:
+        if self._sp_pending and self._sp_pending[-1] == name:  # nothing was written in it
+            self._sp_pending.pop()
+            return
+        del self._sp_pending[:]  # savepoints inside it: nothing was written in those
+        at = self._savepoint_at(name)
+        if at >= 0:  # never sent: its writes are dropped before they go
+            del self._queue[at:]
+            self._refloor()
+            return
+        self._queue.clear()  # sent: everything queued since is its own
+        self._floor = 0
+        try:
+            self._send(f"ROLLBACK TO SAVEPOINT {name}")
+            self._send(f"RELEASE SAVEPOINT {name}")
+        except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
+            log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+
+    def _refloor(self) -> None:
+        self._floor = next((i + 1 for i in range(len(self._queue) - 1, -1, -1) if self._queue[i][0] is _SP), 0)
+
+    def _writing(self) -> None:
+        """A write is queued: savepoints opened with nothing written in them yet are needed now."""
+        if self._sp_pending:
+            for name in self._sp_pending:
+                self._queue.append([_SP, name])
+            self._sp_pending.clear()
+            self._floor = len(self._queue)
 
     def defer(self, head: str, row: tuple[Any, ...]) -> None:
         """Queue one row of ``head`` (``INSERT INTO table(columns) VALUES``) in the running
         transaction: the rows of one head go as one multi-row INSERT with the transaction's next
-        statement or its COMMIT (invariant 8)."""
+        statement or its COMMIT (invariant 7)."""
         if not self._depth:
             raise RuntimeError("defer() outside a transaction")
-        if self._sp_pending:  # a write inside a savepoint not sent yet: send it first
-            self.flush()
-        rows = self._deferred.get(head)
-        if rows is None:
-            self._deferred[head] = [row]
-        else:
-            rows.append(row)
+        self._writing()
+        queue = self._queue
+        for i in range(len(queue) - 1, self._floor - 1, -1):
+            if queue[i][0] is _ROWS and queue[i][1] == head:
+                queue[i][2].append(row)
+                return
+        queue.append([_ROWS, head, [row]])
 
-    def flush(self) -> None:
-        """Send what the running transaction queued: deferred rows, then pending savepoints."""
-        if self._deferred:
-            deferred, self._deferred = self._deferred, {}
-            conn = self.conn
-            for head, rows in deferred.items():
+    def defer_sql(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue one statement whose result nobody reads, in order with the other queued writes."""
+        if not self._depth:
+            raise RuntimeError("defer_sql() outside a transaction")
+        self._writing()
+        self._queue.append([_SQL, sql, params])
+
+    def _statements(self) -> Iterator[tuple[str, Any]]:
+        """The queue as (sql, params) statements (emptied)."""
+        queue, self._queue, self._floor = self._queue, [], 0
+        for entry in queue:
+            if entry[0] is _ROWS:
+                rows = entry[2]
                 one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
                 for start in range(0, len(rows), _ROWS_PER_INSERT):
                     part = rows[start:start + _ROWS_PER_INSERT]
-                    conn.execute(f"{head} {', '.join([one] * len(part))}", [v for r in part for v in r])
-        if self._sp_pending:
-            pending, self._sp_pending = self._sp_pending, []
-            for name in pending:
-                self.conn.execute(f"SAVEPOINT {name}")
+                    yield f"{entry[1]} {', '.join([one] * len(part))}", [v for r in part for v in r]
+            elif entry[0] is _SQL:
+                yield entry[1], entry[2]
+            else:
+                yield f"SAVEPOINT {entry[1]}", None
+
+    def _send(self, sql: str, params: Any = None) -> Any:
+        """Send one statement inside the write transaction, in pipeline mode (entered on first use)."""
+        if self._pipe is None:
+            self._pipe = self.conn.pipeline()
+            self._pipe.__enter__()
+        return self.conn.execute(sql, params)
+
+    def flush(self) -> None:
+        """Send what the running transaction queued, in pipeline mode (before a statement of
+        the tiers: a read must see the writes; a write must follow them)."""
+        self._writing()
+        for sql, params in self._statements():
+            self._send(sql, params)
 
     @property
     def in_transaction(self) -> bool:
@@ -574,8 +633,6 @@ class PgDatabase:
     def _begin_on(self, c: Any, what: str) -> None:
         if self._held:  # begun and locked already: the owner reloaded after StaleStoreError
             self._held = False
-            self._pipe = c.pipeline()
-            self._pipe.__enter__()
             return
         with translate(what):
             # one round trip: BEGIN, the lock timeout, and the agent's row locked and bumped
@@ -609,8 +666,6 @@ class PgDatabase:
         if stale and self.strict:
             self._held = True
             raise StaleStoreError(f"{self.path}: changed by another process")
-        self._pipe = c.pipeline()
-        self._pipe.__enter__()
 
     def _end_pipeline(self, exc: BaseException | None) -> None:
         """Leave pipeline mode: the results of every queued statement are read (raises the first
@@ -636,18 +691,20 @@ class PgDatabase:
     def _commit(self, what: str) -> None:
         with translate(what):
             self._sp_pending.clear()  # nothing was written in them
-            self.flush()
             seq, self._seq = self._seq, None
             if seq is not None and seq != self._seq_read:
-                self.conn.execute(_SET_SEQS, (*(seq[k] for k in _SEQS), self.agent))
-            self.conn.execute("COMMIT")
+                self._queue.append([_SQL, _SET_SEQS, (*(seq[k] for k in _SEQS), self.agent)])
+            for sql, params in self._statements():
+                self._send(sql, params)
+            self._send("COMMIT")
             self._end_pipeline(None)
         self.seen = self._pending
 
     def _rollback(self, exc: BaseException | None = None) -> None:
         hooks, self._after_commit, self._on_rollback = self._on_rollback, [], []
         self._seq = None
-        self._deferred.clear()
+        self._queue.clear()
+        self._floor = 0
         self._sp_pending.clear()
         self._end_pipeline(exc or RuntimeError("rollback"))
         try:
@@ -702,9 +759,9 @@ class PgDatabase:
     def set_meta(self, key: str, value: Any) -> None:
         """Store ``value`` under the internal meta ``key`` (joins an open transaction)."""
         blob = msgpack.packb(value, use_bin_type=True)
-        with self.transaction(f"writing meta {key!r}") as c:
-            c.execute("INSERT INTO vmem.meta(agent, key, value) VALUES (%s, %s, %s) "
-                      "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self.agent, key, blob))
+        with self.transaction(f"writing meta {key!r}"):
+            self.defer_sql("INSERT INTO vmem.meta(agent, key, value) VALUES (%s, %s, %s) "
+                           "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self.agent, key, blob))
 
     def next_serials(self, kind: str, n: int) -> int:
         """Reserve ``n`` ids of ``kind`` ("message", "passage", "event", "journal") in the running
@@ -829,14 +886,20 @@ class _Conn:
 
     def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
         db = self._db
-        if db._deferred or db._sp_pending:
+        if db._depth and db._seq is not None:  # in a write transaction: after what it queued, pipelined
             db.flush()
+            if db._pipe is None:
+                db._pipe = db.conn.pipeline()
+                db._pipe.__enter__()
         return db.conn.execute(query, params, **kw)
 
     def cursor(self, *args: Any, **kw: Any) -> Any:
         db = self._db
-        if db._deferred or db._sp_pending:
+        if db._depth and db._seq is not None:
             db.flush()
+            if db._pipe is None:
+                db._pipe = db.conn.pipeline()
+                db._pipe.__enter__()
         return db.conn.cursor(*args, **kw)
 
     def __getattr__(self, name: str) -> Any:

@@ -253,7 +253,8 @@ class PgBlocks(Blocks):
             if b.read_only:
                 raise ReadOnlyBlockError(f"block {label!r} is read-only")
             _check_value(label, value, b.limit)
-            c.execute("UPDATE vmem.blocks SET value=%s WHERE agent=%s AND label=%s", (value, self._db.agent, label))
+            self._db.defer_sql("UPDATE vmem.blocks SET value=%s WHERE agent=%s AND label=%s",
+                               (value, self._db.agent, label))
         return Block(b.label, value, b.limit, b.description, b.read_only)
 
     def update(self, label: str, *, value: str | None = None, limit: int | None = None,
@@ -316,9 +317,10 @@ class PgKernelState(KernelState):
             blob = msgpack.packb(value, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as e:
             raise TypeError(f"state {key!r}: value is not msgpack-serialisable: {e}") from e
-        with self._db.transaction(f"writing state {key!r}") as c:
-            c.execute("INSERT INTO vmem.kv(agent, key, value) VALUES (%s, %s, %s) "
-                      "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self._db.agent, key, blob))
+        with self._db.transaction(f"writing state {key!r}"):
+            self._db.defer_sql("INSERT INTO vmem.kv(agent, key, value) VALUES (%s, %s, %s) "
+                               "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value",
+                               (self._db.agent, key, blob))
 
     def __delitem__(self, key: str) -> None:
         with self._db.transaction(f"deleting state {key!r}") as c:
