@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
         readers.append(t)
         return p
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     deadline = t0 + seconds
     live = [start(slot) for slot in range(workers)]
@@ -138,6 +140,8 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
         if p.returncode != 0:
             errors.append((p.returncode, p.stderr.read()[-2000:] if p.stderr else ""))
     elapsed = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers' CPU (waited for: all of them)
+    worker_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     for t in readers:
         t.join(10)
     for p in procs:
@@ -168,6 +172,7 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
     duplicated = sum(n - 1 for n in seen.values() if n > 1)  # twice in one agent, or in two
     counts = {"agents": agents, "workers": workers, "route": route, "seconds": round(elapsed, 1), "kills": kills,
               "acknowledged": len(acks), "steps_per_second": round(len(acks) / elapsed, 1),
+              "worker_cpu_ms_per_step": round(1e3 * worker_cpu / max(1, len(acks)), 2),  # start-up included
               "committed_unacknowledged": sum(seen.values()) - len(acks),  # killed after COMMIT, before the ack
               "lost": lost, "duplicated": duplicated, "invariant_failures": failures}
     return counts
