@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,24 @@ def test_a_plain_step_costs_few_statements(pg_server, monkeypatch: pytest.Monkey
     with Memory.open(url) as m:
         m.check()
         assert [c["role"] for c in m.queue.messages][-3:] == ["user", "assistant", "tool"]
+
+
+def test_a_fact_superseded_by_another_writer_ranks_last_at_the_next_search(pg_server) -> None:
+    """A search asks first whether any passage is superseded (then current facts rank first); the
+    answer is kept between searches, and another process's supersede must still be seen."""
+    url = pg_server.agent_url("superseded")
+    with open_store(url) as a, open_store(url) as b:
+        (old,), (new,) = a.archival.insert_many(["Ana lives in Lisbon, Lisbon, Lisbon", "Ana lives in Porto"])
+        for s in (a, b):
+            assert s.archival.search("Ana Lisbon", mode="text").items[0].id == old  # nothing superseded yet
+        a.archival.supersede([old], new, datetime.now(timezone.utc))
+        for s in (a, b):
+            assert [p.id for p in s.archival.search("Ana Lisbon", mode="text").items] == [new, old]
+        with pytest.raises(RuntimeError), b.transaction():  # read inside, then rolled back: not kept
+            b.archival.delete([new])
+            assert [p.id for p in b.archival.search("Ana Lisbon", mode="text").items] == [old]
+            raise RuntimeError("undo")
+        assert [p.id for p in b.archival.search("Ana Lisbon", mode="text").items] == [new, old]
 
 
 def test_a_strict_store_refuses_a_stale_transaction_once_and_writes_nothing(pg_server) -> None:
