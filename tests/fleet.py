@@ -1,12 +1,15 @@
 """A fleet of worker processes serving many agents from one PostgreSQL database, killed at random.
 
-    python tests/fleet.py worker DSN AGENTS WORKER_ID SECONDS SEED   (one worker: prints "ack AGENT TEXT")
-    python tests/fleet.py run DSN --agents 200 --workers 4 --seconds 60 --kill-every 1.0 [--json]
+    python tests/fleet.py worker DSN AGENTS WORKER_ID SECONDS SEED PREFIX [SLOT/WORKERS]   (prints "ack AGENT TEXT")
+    python tests/fleet.py run DSN --agents 200 --workers 4 --seconds 60 --kill-every 1.0 [--route sticky] [--json]
 
 ``run`` creates ``AGENTS`` agents (``fleet-0`` ...), starts ``WORKERS`` workers and, for
 ``SECONDS``, SIGKILLs a random worker every ``KILL_EVERY`` seconds on average and starts a new
 one in its place. Each worker keeps an LRU of open memories (:class:`vmem.kernel.OpenMemories`)
-and steps agents chosen at random with a scripted driver; a user message is unique in the
+and steps agents with a scripted driver: any agent chosen at random (``--route random``, the
+default: most steps find their agent last changed by another worker, so the memory reloads), or,
+as a load balancer that routes by agent would, only the agents of its slot (``--route sticky``:
+agent ``i`` goes to slot ``i % WORKERS``; a restarted worker takes over its slot); a user message is unique in the
 fleet (``w<worker>-<n>``) and acknowledged on stdout once its step returned (committed). A
 step that finds its agent locked by another worker beyond the wait is retried on another agent.
 
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -47,15 +51,17 @@ def agent_url(dsn: str, i: int, prefix: str = "fleet") -> str:
     return f"{dsn}{'&' if '?' in dsn else '?'}agent={prefix}-{i}"
 
 
-def worker(dsn: str, agents: int, wid: str, seconds: float, seed: int, prefix: str) -> int:
+def worker(dsn: str, agents: int, wid: str, seconds: float, seed: int, prefix: str,
+           slot: tuple[int, int] | None = None) -> int:
     rng = random.Random(seed)
+    mine = list(range(agents)) if slot is None else list(range(slot[0], agents, slot[1]))
     policy = ChattyPolicy()
     drivers: dict[int, Agent] = {}
     deadline = time.monotonic() + seconds
     n = 0
-    with OpenMemories(max_open=16, durability="normal") as memories:
+    with OpenMemories(max_open=max(16, agents), durability="normal") as memories:
         while time.monotonic() < deadline:
-            i = rng.randrange(agents)
+            i = rng.choice(mine)
             text = f"w{wid}-{n}"
             try:
                 with memories.use(agent_url(dsn, i, prefix)) as memory:
@@ -80,9 +86,11 @@ def _read(proc: subprocess.Popen[str], acks: list[tuple[int, str]], lock: thread
 
 
 def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: float, seed: int = 1,
-        prefix: str | None = None) -> dict[str, Any]:
+        prefix: str | None = None, route: str = "random") -> dict[str, Any]:
     """Run the fleet (see the module docstring) and check every agent; returns the counts.
     Raises AssertionError naming what does not hold."""
+    if route not in ("random", "sticky"):
+        raise ValueError(f"route must be 'random' or 'sticky', got {route!r}")
     prefix = prefix or f"fleet{os.getpid()}x{seed}"
     for i in range(agents):
         Memory.create(agent_url(dsn, i, prefix), system="s", blocks={"human": ""}, config=CONFIG).close()
@@ -93,20 +101,23 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
     readers: list[threading.Thread] = []
     started = 0
 
-    def start() -> subprocess.Popen[str]:
+    def start(slot: int) -> subprocess.Popen[str]:
         nonlocal started
         started += 1
+        routed = [f"{slot}/{workers}"] if route == "sticky" else []
         p = subprocess.Popen([sys.executable, __file__, "worker", dsn, str(agents), str(started),
-                              str(max(1.0, deadline - time.monotonic())), str(rng.randrange(1 << 30)), prefix],
+                              str(max(1.0, deadline - time.monotonic())), str(rng.randrange(1 << 30)), prefix,
+                              *routed],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         t = threading.Thread(target=_read, args=(p, acks, lock), daemon=True)
         t.start()
         readers.append(t)
         return p
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     deadline = t0 + seconds
-    live = [start() for _ in range(workers)]
+    live = [start(slot) for slot in range(workers)]
     procs.extend(live)
     kills = 0
     while time.monotonic() < deadline - 0.5:
@@ -117,7 +128,7 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
         os.kill(live[victim].pid, signal.SIGKILL)
         live[victim].wait()
         kills += 1
-        live[victim] = start()
+        live[victim] = start(victim)
         procs.append(live[victim])
     errors = []
     for p in live:
@@ -129,6 +140,8 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
         if p.returncode != 0:
             errors.append((p.returncode, p.stderr.read()[-2000:] if p.stderr else ""))
     elapsed = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers' CPU (waited for: all of them)
+    worker_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     for t in readers:
         t.join(10)
     for p in procs:
@@ -157,8 +170,9 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
         seen.update(here)
         lost += sum(1 for text in acked_by_agent.get(i, []) if here[text] != 1)
     duplicated = sum(n - 1 for n in seen.values() if n > 1)  # twice in one agent, or in two
-    counts = {"agents": agents, "workers": workers, "seconds": round(elapsed, 1), "kills": kills,
+    counts = {"agents": agents, "workers": workers, "route": route, "seconds": round(elapsed, 1), "kills": kills,
               "acknowledged": len(acks), "steps_per_second": round(len(acks) / elapsed, 1),
+              "worker_cpu_ms_per_step": round(1e3 * worker_cpu / max(1, len(acks)), 2),  # start-up included
               "committed_unacknowledged": sum(seen.values()) - len(acks),  # killed after COMMIT, before the ack
               "lost": lost, "duplicated": duplicated, "invariant_failures": failures}
     return counts
@@ -174,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("seconds", type=float)
     w.add_argument("seed", type=int)
     w.add_argument("prefix")
+    w.add_argument("slot", nargs="?", help="SLOT/WORKERS: serve only the agents i with i %% WORKERS == SLOT")
     r = sub.add_parser("run")
     r.add_argument("dsn", help="postgresql://user@host/db (the agents are created there)")
     r.add_argument("--agents", type=int, default=200)
@@ -181,12 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seconds", type=float, default=60.0)
     r.add_argument("--kill-every", type=float, default=1.0)
     r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--route", choices=["random", "sticky"], default="random",
+                   help="which worker steps an agent: any (random) or the one of its slot (sticky)")
     r.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "worker":
-        return worker(args.dsn, args.agents, args.wid, args.seconds, args.seed, args.prefix)
+        slot = tuple(int(x) for x in args.slot.split("/")) if args.slot else None
+        return worker(args.dsn, args.agents, args.wid, args.seconds, args.seed, args.prefix, slot)  # type: ignore[arg-type]
     counts = run(args.dsn, agents=args.agents, workers=args.workers, seconds=args.seconds,
-                 kill_every=args.kill_every, seed=args.seed)
+                 kill_every=args.kill_every, seed=args.seed, route=args.route)
     print(json.dumps(counts) if args.json else "\n".join(f"{k}: {v}" for k, v in counts.items()))
     return 0 if not (counts["lost"] or counts["duplicated"] or counts["invariant_failures"]) else 1
 

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,101 @@ def test_caches_catch_up_with_another_writers_commits(pg_server) -> None:
             assert b.version == a.version
             b.recall.append("user", "b writes after a")
         assert a.recall.search("writes").total == 1
+
+
+def test_writes_queued_in_a_transaction_are_seen_by_its_reads_and_undone_with_it(pg_server) -> None:
+    url = pg_server.agent_url("deferred")
+    with open_store(url) as s, open_store(url, read_only=True) as other:
+        with s.transaction():
+            mid = s.recall.append("user", "queued, then read back")
+            s.events.extend([{"e": "x", "n": 1}, {"e": "x", "n": 2}])
+            assert s.recall.get(mid).content == "queued, then read back"  # the read sends the queue first
+            assert [e["n"] for _, e in s.events.tail(2)] == [1, 2]
+        with pytest.raises(RuntimeError, match="boom"), s.transaction():
+            s.recall.append("user", "never committed")
+            s.journal.append(b"never")
+            raise RuntimeError("boom")
+        assert len(s.recall) == 1 and len(s.journal) == 0 and len(s.events) == 2
+        with s.transaction():
+            kept = s.recall.append("user", "kept")
+            with pytest.raises(RuntimeError), s.savepoint():
+                s.recall.append("user", "undone with its savepoint")
+                s.events.extend([{"e": "undone"}])
+                raise RuntimeError("the part fails alone")
+            with s.savepoint():  # writes nothing: not sent at all
+                pass
+            with pytest.raises(RuntimeError), s.savepoint():
+                gone = s.recall.append("user", "sent by the read below, then rolled back")
+                assert s.recall.get(gone).content.startswith("sent")  # the SAVEPOINT and the row went
+                with s.savepoint():
+                    s.events.extend([{"e": "inner"}])
+                raise RuntimeError("after the server saw it")
+            with s.savepoint():
+                after = s.recall.append("user", "after the savepoint")
+        assert [m.content for m in s.recall.get_many([mid, kept, after])] == [
+            "queued, then read back", "kept", "after the savepoint"]
+        assert len(s.recall) == 3
+        assert [e["e"] for _, e in s.events.read()] == ["x", "x"]
+        other.refresh()
+        assert len(other.recall) == 3
+    with open_store(url) as again:  # the ids handed out after the failed savepoint were reused, not skipped
+        assert [m.id for m in again.recall.search(None, page_size=10).items][::-1] == [mid, kept, after]
+        assert after == kept + 1
+
+
+def test_a_plain_step_costs_few_statements(pg_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round trips are the step's cost on a server: a step that only answers sends its writes
+    as a handful of statements (BEGIN with the lock, one INSERT per table, state, counters,
+    COMMIT), not one per row and a savepoint per call."""
+    import psycopg
+
+    from vmem.kernel import Agent
+    from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
+
+    url = pg_server.agent_url("statements")
+    reply = ScriptedDriver(lambda messages, tools: Completion(
+        tool_calls=[ToolCall(f"c{len(messages)}", "send_message", {"message": "ok"})]))
+    agent = Agent.create(url, system="s", blocks={"human": ""}, driver=reply)
+    try:
+        agent.step("hello")
+        sent: list[str] = []
+        execute = psycopg.Cursor.execute
+
+        def counting(self, query, *args, **kw):  # type: ignore[no-untyped-def]
+            sent.append(query if isinstance(query, str) else repr(query))
+            return execute(self, query, *args, **kw)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+        agent.step("how are you?")
+        monkeypatch.undo()
+        sent = sent[:sent.index("COMMIT") + 1]  # the step (then the tests' check() reads)
+        assert not any(q.startswith(("SAVEPOINT", "RELEASE")) for q in sent), sent
+        inserts = [q for q in sent if q.startswith("INSERT INTO vmem.messages")]
+        assert len(inserts) == 1 and inserts[0].count("(%s") == 3, sent  # user, call, result: one statement
+        assert len(sent) <= 7, "\n".join(sent)
+    finally:
+        agent.close()
+    with Memory.open(url) as m:
+        m.check()
+        assert [c["role"] for c in m.queue.messages][-3:] == ["user", "assistant", "tool"]
+
+
+def test_a_fact_superseded_by_another_writer_ranks_last_at_the_next_search(pg_server) -> None:
+    """A search asks first whether any passage is superseded (then current facts rank first); the
+    answer is kept between searches, and another process's supersede must still be seen."""
+    url = pg_server.agent_url("superseded")
+    with open_store(url) as a, open_store(url) as b:
+        (old,), (new,) = a.archival.insert_many(["Ana lives in Lisbon, Lisbon, Lisbon", "Ana lives in Porto"])
+        for s in (a, b):
+            assert s.archival.search("Ana Lisbon", mode="text").items[0].id == old  # nothing superseded yet
+        a.archival.supersede([old], new, datetime.now(timezone.utc))
+        for s in (a, b):
+            assert [p.id for p in s.archival.search("Ana Lisbon", mode="text").items] == [new, old]
+        with pytest.raises(RuntimeError), b.transaction():  # read inside, then rolled back: not kept
+            b.archival.delete([new])
+            assert [p.id for p in b.archival.search("Ana Lisbon", mode="text").items] == [old]
+            raise RuntimeError("undo")
+        assert [p.id for p in b.archival.search("Ana Lisbon", mode="text").items] == [new, old]
 
 
 def test_a_strict_store_refuses_a_stale_transaction_once_and_writes_nothing(pg_server) -> None:
@@ -369,13 +465,38 @@ def test_demo_inspect_and_export_take_a_postgresql_location(pg_server, tmp_path)
     assert p.returncode == 2 and "holds an agent already" in p.stderr
 
 
-def test_a_stores_session_settings_do_not_outlive_it_in_the_pool(pg_server) -> None:
+def test_a_store_borrows_a_connection_per_transaction_and_its_settings_stay_in_it(pg_server) -> None:
     url = pg_server.agent_url("settings")
     with open_store(url, durability="normal") as s:
-        assert s._db.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
-        conn = s._db.conn
-    # back in the pool (idle: looked at directly here), the connection has the server's default again
-    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert s._db.conn is None  # between transactions the connection is the pool's
+        with s.transaction():
+            conn = s._db.conn
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+            s.state["k"] = 1
+        assert s._db.conn is None
+        # back in the pool (idle: looked at directly here), the connection has the server's default
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert s.state["k"] == 1
+
+
+def test_more_open_stores_than_pooled_connections_all_write(pg_server) -> None:
+    """An open store holds no connection between transactions, so a worker can keep many
+    agents open (an LRU of hundreds) with a pool of a few connections."""
+    from vmem.storage.postgres_db import POOL_MAX, pool_for
+
+    pool = pool_for(pg_server.url)
+    timeout, pool.timeout = pool.timeout, 2.0  # a store that holds its connection fails fast here
+    stores = []
+    try:
+        for i in range(POOL_MAX + 8):
+            stores.append(open_store(pg_server.agent_url(f"many{i}")))
+        for i, s in enumerate(stores):
+            s.recall.append("user", f"hello {i}")
+        assert [len(s.recall) for s in stores] == [1] * len(stores)
+    finally:
+        pool.timeout = timeout
+        for s in stores:
+            s.close()
 
 
 def test_every_method_that_speaks_sqlite_has_its_postgresql_version() -> None:

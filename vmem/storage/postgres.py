@@ -90,7 +90,8 @@ class PgStore:
         self.path = self._db.path
         self.read_only = read_only
         try:
-            self._open(embedder, index, max_passage_chars, durability)
+            with self._db.held():  # one connection for the open's reads
+                self._open(embedder, index, max_passage_chars, durability)
         except BaseException:
             if self._db.created:
                 self._db.drop_agent()
@@ -100,10 +101,7 @@ class PgStore:
 
     def _open(self, embedder: Any, index: str, max_chars: int, durability: str) -> None:
         db = self._db
-        if durability == "normal" and not self.read_only:
-            with db.reading("setting durability") as c:
-                c.execute("SET synchronous_commit = off")
-            db.session_settings.add("synchronous_commit")
+        db.async_commit = durability == "normal"
         if db.get_meta("store_id") is None and not self.read_only:
             with db.transaction("initialising the store"):
                 db.set_meta("store_id", new_store_id())
@@ -195,19 +193,18 @@ class PgStore:
         if db.read_only or db.in_transaction:
             yield self
             return
-        with db.lock:
-            db.check_open()
+        with db.held() as c:
             from vmem.storage.postgres_db import translate
 
             with translate("opening a snapshot"):
-                db.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             db._depth += 1
             try:
                 yield self
             finally:
                 db._depth -= 1
                 with translate("closing a snapshot"):
-                    db.conn.execute("COMMIT")
+                    c.execute("COMMIT")
 
     def release(self) -> None:
         """Roll back the transaction a StaleStoreError kept open (see PgDatabase._begin)."""

@@ -82,11 +82,21 @@ class PgArchival(SqliteArchival):
     def __init__(self, db: PgDatabase, embedder: Any, *, index_cls: type, text_index: Any = None,
                  vector_index: Any = None, **kw: Any) -> None:
         self._cached_vectors = vector_index  # from an earlier open in this process (PgStore's cache)
+        #: How many of the agent's passages are superseded, as last read (None: read it again).
+        #: Searches ask it first (current facts rank first when there are any): kept, it saves a
+        #: round trip per search; forgotten when this process supersedes or deletes passages, when
+        #: a transaction that read it rolls back, and when another process committed.
+        self._superseded_total: int | None = None
+        self._changed_in = -1  # the transaction (its version) that last superseded or deleted passages
         # SqliteArchival's logic over a PgDatabase and a PgLexical (its methods that touch them are
         # overridden here), with no index file: the vector index is a cache of the table, in process
         lexical = PgLexical(db, "passages", text_index)
         super().__init__(db, embedder, "", index_cls=index_cls, lexical=lexical, **kw)  # type: ignore[arg-type]
         db.stale_hooks.append(self._catch_up_index)
+        db.stale_hooks.append(self._forget_superseded)
+
+    def _forget_superseded(self) -> None:
+        self._superseded_total = None
 
     # -- the embedder and the vector cache
 
@@ -245,7 +255,10 @@ class PgArchival(SqliteArchival):
     def _delete(self, page_ids: list[int]) -> int:
         serials = [page_serial(p) for p in page_ids]
         db = self._db
+        self._superseded_total = None
         with db.transaction("deleting passages") as c:
+            self._changed_in = db._pending
+            db.after_commit(self._forget_superseded)
             rows = c.execute("DELETE FROM vmem.passages WHERE agent=%s AND id = ANY(%s) RETURNING id, text",
                              (db.agent, serials)).fetchall()
             gone = [_pid(s) for s, _ in rows]
@@ -301,7 +314,10 @@ class PgArchival(SqliteArchival):
     def _supersede(self, page_ids: list[int], by: int | None, at: float) -> list[int]:
         serials = [page_serial(p) for p in page_ids]
         db = self._db
+        self._superseded_total = None
         with db.transaction("superseding passages") as c:
+            self._changed_in = db._pending
+            db.after_commit(self._forget_superseded)
             rows = {sid: (vf, inv, bytes(h)) for sid, vf, inv, h in c.execute(
                 "SELECT id, valid_from, invalid_at, hash FROM vmem.passages WHERE agent=%s AND id = ANY(%s)",
                 (db.agent, serials))}
@@ -332,10 +348,24 @@ class PgArchival(SqliteArchival):
         return [_pid(s) for s in changed]
 
     def _superseded_count(self, f: PassageFilter) -> int:
-        cond, args = _where(f, self._db.agent)
-        with self._db.reading("counting superseded passages") as c:
-            return int(c.execute(f"SELECT count(*) FROM vmem.passages p WHERE p.invalid_at IS NOT NULL AND {cond}",
-                                 args).fetchone()[0])
+        db = self._db
+        if f.empty:
+            if not db.in_transaction:
+                db.sync()  # another process's commits first (it forgets the count)
+            if self._superseded_total is not None:
+                return self._superseded_total
+        cond, args = _where(f, db.agent)
+        with db.reading("counting superseded passages") as c:
+            n = int(c.execute(f"SELECT count(*) FROM vmem.passages p WHERE p.invalid_at IS NOT NULL AND {cond}",
+                              args).fetchone()[0])
+        if f.empty and not db._held:
+            if not db._depth:  # committed state (a read-only store: its snapshot)
+                self._superseded_total = n
+            elif db._seq is not None:  # a write transaction, under the agent's lock
+                self._superseded_total = n
+                if self._changed_in == db._pending:  # it read this transaction's own changes
+                    db.on_rollback(self._forget_superseded)
+        return n
 
     def _excluded(self, f: PassageFilter) -> np.ndarray:
         parts: list[str] = []

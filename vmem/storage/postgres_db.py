@@ -34,6 +34,18 @@ Invariants:
    insert waits for a ``max(id)``. A savepoint's writes are checked at the COMMIT: an SQL error
    inside one (not expected: the agent's lock keeps other writers out) aborts the whole
    transaction, not just the savepoint.
+7. Writes wait in the process until they must go: rows of plain INSERTs (messages, events,
+   journal) queue with :meth:`PgDatabase.defer` and go as one multi-row INSERT per table with
+   the transaction's next statement (a read sees them) or its COMMIT; a savepoint is sent only
+   when something is written in it (most function calls write nothing), and one that fails
+   drops its queued rows. A queued row that the server refuses (not expected: the ids come
+   from the agent's counters under its lock) fails the statement that sends it, and the
+   transaction with it.
+8. Connections: an open store holds none between transactions. A transaction, a snapshot or a
+   read borrows one from the process's pool (one per DSN, at most ``POOL_MAX``) and gives it
+   back when it ends, so a worker can keep hundreds of agents open with a few connections;
+   a read-only store keeps its snapshot's connection for its life. Nothing a store sets lasts
+   past its transaction (``SET LOCAL``).
 """
 
 from __future__ import annotations
@@ -157,6 +169,11 @@ CREATE TABLE IF NOT EXISTS vmem.journal(
 """
 
 _SEQS = ("message", "passage", "event", "journal")
+_SET_SEQS = ("UPDATE vmem.agents SET message_seq = %s, passage_seq = %s, event_seq = %s, journal_seq = %s "
+             "WHERE id = %s")
+#: Rows per multi-row INSERT of deferred rows (PostgreSQL binds at most 65,535 parameters).
+_ROWS_PER_INSERT = 1000
+_ROWS, _SQL, _SP = "rows", "sql", "savepoint"  # the kinds of queued writes
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,200}$")
 
@@ -309,8 +326,9 @@ class PgDatabase:
         self.strict = False
         #: Whether this open created the agent.
         self.created = False
-        #: Session settings this store changed on its connection (reset when it goes back to the pool).
-        self.session_settings: set[str] = set()
+        #: Commit without waiting for the server's WAL flush (``synchronous_commit = off`` for
+        #: this store's write transactions only: ``SET LOCAL``, so no pooled connection keeps it).
+        self.async_commit = False
         #: The caches may miss a committed change (a post-commit hook failed, or rows were
         #: written beside the tiers): they are not kept for the next open.
         self.caches_stale = False
@@ -319,23 +337,66 @@ class PgDatabase:
         self._held = False
         self._pending = 0
         self._pipe: Any = None
+        # Writes not sent yet (invariant 7), in order: [_ROWS, head, rows] (a multi-row INSERT),
+        # [_SQL, sql, params], [_SP, name] (a savepoint's SAVEPOINT); and savepoints opened with
+        # nothing written in them yet.
+        self._queue: list[list[Any]] = []
+        self._floor = 0  # rows merge into queued INSERTs at or after this index (after the last SAVEPOINT)
+        self._sp_pending: list[str] = []
+        self._proxy = _Conn(self)
         #: The id counters of the running transaction (None outside one): message, passage,
         #: event and journal serials last handed out.
         self._seq: dict[str, int] | None = None
         self._seq_read: dict[str, int] = {}
+        #: The connection in use (None between transactions: it is the pool's then).
+        self.conn: Any = None
+        self._holds = 0  # held() scopes open: the connection is kept between their statements
         self._pool = pool_for(self.location.dsn)
-        from psycopg_pool import PoolTimeout
-
-        try:
-            self.conn = self._pool.getconn()
-        except PoolTimeout as e:
-            raise StoreLockedError(f"{self.path}: all {POOL_MAX} connections of this process to the server are "
-                                   f"in use by open stores (close some)") from e
-        try:
+        with self.held():
             self._open(create)
-        except BaseException:
+
+    # -- the connection: the pool's between transactions
+
+    def _acquire(self) -> Any:
+        """The connection this object uses now: the one it holds, else one from the pool."""
+        if self.conn is None:
+            from psycopg_pool import PoolTimeout
+
+            try:
+                conn = self._pool.getconn()
+            except PoolTimeout as e:
+                raise StoreLockedError(f"{self.path}: all {POOL_MAX} connections of this process to the server "
+                                       f"are busy in transactions (waited {self._pool.timeout:g} s)") from e
+            try:
+                with translate(f"connecting for {self.path}"):
+                    _register_vector(conn)
+            except BaseException:
+                self._pool.putconn(conn)
+                raise
+            self.conn = conn
+        return self.conn
+
+    def _release_idle(self) -> None:
+        """Give the connection back to the pool when nothing needs it: no transaction, snapshot
+        or held() scope (a read-only store keeps its snapshot's connection for life)."""
+        if self.conn is not None and not (self._depth or self._held or self._holds or self.read_only):
             self._give_back()
-            raise
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Any]:
+        """Keep one connection across several reads (e.g. an open); yields it."""
+        with self.lock:
+            self.check_open()
+            self._holds += 1
+            try:
+                yield self._acquire()
+            finally:
+                self._holds -= 1
+                if self.conn is not None and (self._closed or self._holds == 0):
+                    if self._closed:
+                        self._give_back()
+                    else:
+                        self._release_idle()
 
     def _open(self, create: bool) -> None:
         c = self.conn
@@ -401,8 +462,12 @@ class PgDatabase:
         """Hold the lock for a read; translate errors. Yields the connection."""
         with self.lock:
             self.check_open()
-            with translate(what):
-                yield self.conn
+            self._acquire()
+            try:
+                with translate(what):
+                    yield self._proxy
+            finally:
+                self._release_idle()
 
     def transaction(self, what: str = "write") -> "_PgTransaction":
         """A write transaction holding the agent's lock; nested calls join the outermost one."""
@@ -410,7 +475,8 @@ class PgDatabase:
 
     @contextlib.contextmanager
     def savepoint(self, what: str = "savepoint") -> Iterator[Any]:
-        """A nested transaction inside an open one (as :meth:`vmem.storage._db.Database.savepoint`)."""
+        """A nested transaction inside an open one (as :meth:`vmem.storage._db.Database.savepoint`).
+        Sent to the server only when something is written in it (invariant 8)."""
         with self.lock:
             self.check_open()
             if not self._depth:
@@ -418,19 +484,14 @@ class PgDatabase:
             name = f"sp{self._depth}"
             marks = (len(self._after_commit), len(self._on_rollback))
             seq_mark = dict(self._seq) if self._seq is not None else None
-            with translate(what):
-                self.conn.execute(f"SAVEPOINT {name}")
+            self._sp_pending.append(name)
             self._depth += 1
             try:
                 with translate(what):
-                    yield self.conn
+                    yield self._proxy
             except BaseException:
                 self._depth -= 1
-                try:
-                    self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                    self.conn.execute(f"RELEASE SAVEPOINT {name}")
-                except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
-                    log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+                self._savepoint_failed(name)
                 if seq_mark is not None and self._seq is not None:
                     self._seq = seq_mark
                 undo = self._on_rollback[marks[1]:]
@@ -441,7 +502,104 @@ class PgDatabase:
                 raise
             self._depth -= 1
             with translate(what):
-                self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                self._savepoint_done(name)
+
+    def _savepoint_at(self, name: str) -> int:
+        """Where ``name``'s SAVEPOINT waits in the queue (-1: not queued)."""
+        for i in range(len(self._queue) - 1, -1, -1):
+            if self._queue[i][0] is _SP and self._queue[i][1] == name:
+                return i
+        return -1
+
+    def _savepoint_done(self, name: str) -> None:
+        if self._sp_pending and self._sp_pending[-1] == name:  # nothing was written in it
+            self._sp_pending.pop()
+            return
+        at = self._savepoint_at(name)
+        if at >= 0:  # never sent: its writes simply join the enclosing scope
+            del self._queue[at]
+            self._refloor()
+            return
+        self._send(f"RELEASE SAVEPOINT {name}")
+
+    def _savepoint_failed(self, name: str) -> None:
+        if self._sp_pending and self._sp_pending[-1] == name:  # nothing was written in it
+            self._sp_pending.pop()
+            return
+        del self._sp_pending[:]  # savepoints inside it: nothing was written in those
+        at = self._savepoint_at(name)
+        if at >= 0:  # never sent: its writes are dropped before they go
+            del self._queue[at:]
+            self._refloor()
+            return
+        self._queue.clear()  # sent: everything queued since is its own
+        self._floor = 0
+        try:
+            self._send(f"ROLLBACK TO SAVEPOINT {name}")
+            self._send(f"RELEASE SAVEPOINT {name}")
+        except Exception as e:  # noqa: BLE001 - the connection is unusable; the outer rollback follows
+            log.error("rollback to a savepoint of %s failed: %s", self.path, e)
+
+    def _refloor(self) -> None:
+        self._floor = next((i + 1 for i in range(len(self._queue) - 1, -1, -1) if self._queue[i][0] is _SP), 0)
+
+    def _writing(self) -> None:
+        """A write is queued: savepoints opened with nothing written in them yet are needed now."""
+        if self._sp_pending:
+            for name in self._sp_pending:
+                self._queue.append([_SP, name])
+            self._sp_pending.clear()
+            self._floor = len(self._queue)
+
+    def defer(self, head: str, row: tuple[Any, ...]) -> None:
+        """Queue one row of ``head`` (``INSERT INTO table(columns) VALUES``) in the running
+        transaction: the rows of one head go as one multi-row INSERT with the transaction's next
+        statement or its COMMIT (invariant 7)."""
+        if not self._depth:
+            raise RuntimeError("defer() outside a transaction")
+        self._writing()
+        queue = self._queue
+        for i in range(len(queue) - 1, self._floor - 1, -1):
+            if queue[i][0] is _ROWS and queue[i][1] == head:
+                queue[i][2].append(row)
+                return
+        queue.append([_ROWS, head, [row]])
+
+    def defer_sql(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue one statement whose result nobody reads, in order with the other queued writes."""
+        if not self._depth:
+            raise RuntimeError("defer_sql() outside a transaction")
+        self._writing()
+        self._queue.append([_SQL, sql, params])
+
+    def _statements(self) -> Iterator[tuple[str, Any]]:
+        """The queue as (sql, params) statements (emptied)."""
+        queue, self._queue, self._floor = self._queue, [], 0
+        for entry in queue:
+            if entry[0] is _ROWS:
+                rows = entry[2]
+                one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    part = rows[start:start + _ROWS_PER_INSERT]
+                    yield f"{entry[1]} {', '.join([one] * len(part))}", [v for r in part for v in r]
+            elif entry[0] is _SQL:
+                yield entry[1], entry[2]
+            else:
+                yield f"SAVEPOINT {entry[1]}", None
+
+    def _send(self, sql: str, params: Any = None) -> Any:
+        """Send one statement inside the write transaction, in pipeline mode (entered on first use)."""
+        if self._pipe is None:
+            self._pipe = self.conn.pipeline()
+            self._pipe.__enter__()
+        return self.conn.execute(sql, params)
+
+    def flush(self) -> None:
+        """Send what the running transaction queued, in pipeline mode (before a statement of
+        the tiers: a read must see the writes; a write must follow them)."""
+        self._writing()
+        for sql, params in self._statements():
+            self._send(sql, params)
 
     @property
     def in_transaction(self) -> bool:
@@ -465,16 +623,23 @@ class PgDatabase:
         (and, strict, refuse with StaleStoreError, keeping the transaction and its lock open for
         the owner to reload in: the next transaction() joins it, so no other writer gets in
         between the reload and the retry)."""
-        c = self.conn
+        c = self._acquire()
+        self._holds += 1  # the stale hooks read through reading(): the connection stays
+        try:
+            self._begin_on(c, what)
+        finally:
+            self._holds -= 1
+
+    def _begin_on(self, c: Any, what: str) -> None:
         if self._held:  # begun and locked already: the owner reloaded after StaleStoreError
             self._held = False
-            self._pipe = c.pipeline()
-            self._pipe.__enter__()
             return
         with translate(what):
             # one round trip: BEGIN, the lock timeout, and the agent's row locked and bumped
             timeout = (f"SET LOCAL lock_timeout = {self._lock_timeout_ms}; "
                        if self._lock_timeout_ms != DEFAULT_LOCK_TIMEOUT_MS else "")
+            if self.async_commit:
+                timeout += "SET LOCAL synchronous_commit = off; "
             try:
                 cur = c.execute(f"BEGIN; {timeout}UPDATE vmem.agents SET version = version + 1 "
                                 f"WHERE id = {self.agent:d} RETURNING version, message_seq, passage_seq, event_seq, "
@@ -501,8 +666,6 @@ class PgDatabase:
         if stale and self.strict:
             self._held = True
             raise StaleStoreError(f"{self.path}: changed by another process")
-        self._pipe = c.pipeline()
-        self._pipe.__enter__()
 
     def _end_pipeline(self, exc: BaseException | None) -> None:
         """Leave pipeline mode: the results of every queued statement are read (raises the first
@@ -523,20 +686,26 @@ class PgDatabase:
             if self._held:
                 self._held = False
                 self._rollback()
+                self._release_idle()
 
     def _commit(self, what: str) -> None:
         with translate(what):
+            self._sp_pending.clear()  # nothing was written in them
             seq, self._seq = self._seq, None
             if seq is not None and seq != self._seq_read:
-                sets = ", ".join(f"{k}_seq = {v:d}" for k, v in seq.items() if v != self._seq_read[k])
-                self.conn.execute(f"UPDATE vmem.agents SET {sets} WHERE id = {self.agent:d}")
-            self.conn.execute("COMMIT")
+                self._queue.append([_SQL, _SET_SEQS, (*(seq[k] for k in _SEQS), self.agent)])
+            for sql, params in self._statements():
+                self._send(sql, params)
+            self._send("COMMIT")
             self._end_pipeline(None)
         self.seen = self._pending
 
     def _rollback(self, exc: BaseException | None = None) -> None:
         hooks, self._after_commit, self._on_rollback = self._on_rollback, [], []
         self._seq = None
+        self._queue.clear()
+        self._floor = 0
+        self._sp_pending.clear()
         self._end_pipeline(exc or RuntimeError("rollback"))
         try:
             self.conn.execute("ROLLBACK")
@@ -552,9 +721,9 @@ class PgDatabase:
             self.check_open()
             if self._depth or self._held or self.read_only:
                 return False
-            with translate("reading the agent's version"):
-                version = int(self.conn.execute("SELECT version FROM vmem.agents WHERE id=%s",
-                                                 (self.agent,)).fetchone()[0])
+            with self.held() as c, translate("reading the agent's version"):
+                version = int(c.execute("SELECT version FROM vmem.agents WHERE id=%s",
+                                        (self.agent,)).fetchone()[0])
                 if version == self.seen:
                     return False
                 for hook in self.stale_hooks:
@@ -590,9 +759,9 @@ class PgDatabase:
     def set_meta(self, key: str, value: Any) -> None:
         """Store ``value`` under the internal meta ``key`` (joins an open transaction)."""
         blob = msgpack.packb(value, use_bin_type=True)
-        with self.transaction(f"writing meta {key!r}") as c:
-            c.execute("INSERT INTO vmem.meta(agent, key, value) VALUES (%s, %s, %s) "
-                      "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self.agent, key, blob))
+        with self.transaction(f"writing meta {key!r}"):
+            self.defer_sql("INSERT INTO vmem.meta(agent, key, value) VALUES (%s, %s, %s) "
+                           "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self.agent, key, blob))
 
     def next_serials(self, kind: str, n: int) -> int:
         """Reserve ``n`` ids of ``kind`` ("message", "passage", "event", "journal") in the running
@@ -608,10 +777,10 @@ class PgDatabase:
         """Delete this agent and everything it holds (one transaction), then close."""
         with self.lock:
             self.check_open()
-            with translate(f"deleting {self.path}"):
-                if self.read_only:
-                    raise ReadOnlyStoreError(f"{self.path} was opened read-only")
-                self.conn.execute("DELETE FROM vmem.agents WHERE id=%s", (self.agent,))
+            if self.read_only:
+                raise ReadOnlyStoreError(f"{self.path} was opened read-only")
+            with self.held() as c, translate(f"deleting {self.path}"):
+                c.execute("DELETE FROM vmem.agents WHERE id=%s", (self.agent,))
             self.close()
 
     def close(self) -> None:
@@ -630,8 +799,6 @@ class PgDatabase:
         try:
             if conn.info.transaction_status != 0:  # not idle: roll back what is open
                 conn.execute("ROLLBACK")
-            if self.session_settings:  # what this store set on the session goes with it
-                conn.execute("; ".join(f"RESET {name}" for name in sorted(self.session_settings)))
         except Exception as e:  # noqa: BLE001 - the pool discards a broken connection
             log.warning("closing %s: %s", self.path, e)
         self._pool.putconn(conn)
@@ -665,9 +832,12 @@ class _PgTransaction:
                 db._begin(self._what)
             db._depth += 1
         except BaseException:
-            db.lock.release()
+            try:
+                db._release_idle()  # kept when StaleStoreError left the transaction open
+            finally:
+                db.lock.release()
             raise
-        return db.conn
+        return db._proxy
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         import psycopg
@@ -697,7 +867,43 @@ class _PgTransaction:
                         log.exception("%s: a post-commit hook failed (%s)", db.path, self._what)
             return None
         finally:
-            db.lock.release()
+            try:
+                if self._outer:
+                    db._release_idle()
+            finally:
+                db.lock.release()
+
+
+class _Conn:
+    """The connection as the tiers see it: every statement sent through it first sends what the
+    running transaction queued (deferred rows, savepoints), so the server sees the writes in the
+    order they were made and a read sees them."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+        db = self._db
+        if db._depth and db._seq is not None:  # in a write transaction: after what it queued, pipelined
+            db.flush()
+            if db._pipe is None:
+                db._pipe = db.conn.pipeline()
+                db._pipe.__enter__()
+        return db.conn.execute(query, params, **kw)
+
+    def cursor(self, *args: Any, **kw: Any) -> Any:
+        db = self._db
+        if db._depth and db._seq is not None:
+            db.flush()
+            if db._pipe is None:
+                db._pipe = db.conn.pipeline()
+                db._pipe.__enter__()
+        return db.conn.cursor(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db.conn, name)
 
 
 def new_store_id() -> str:

@@ -106,6 +106,7 @@ class PgLexical:
 
 
 _MCOLS = "id, role, content, ts, meta"
+_INSERT_MESSAGE = "INSERT INTO vmem.messages(agent, id, role, content, ts, meta) VALUES"
 
 
 class PgRecall(RecallStore):
@@ -119,15 +120,11 @@ class PgRecall(RecallStore):
         if not rows:
             return []
         db = self._db
-        with db.transaction("appending messages") as c:
+        with db.transaction("appending messages"):
             first = db.next_serials("message", len(rows))
             ids = list(range(first, first + len(rows)))
-            insert = "INSERT INTO vmem.messages(agent, id, role, content, ts, meta) VALUES (%s, %s, %s, %s, %s, %s)"
-            if len(rows) == 1:
-                c.execute(insert, (db.agent, first, *rows[0]))
-            else:
-                with c.cursor() as cur:
-                    cur.executemany(insert, [(db.agent, i, *r) for i, r in zip(ids, rows)])
+            for i, r in zip(ids, rows):  # sent with the transaction's next statement, one INSERT for all
+                db.defer(_INSERT_MESSAGE, (db.agent, i, *r))
             added = [(i, r[1], r[2], r[0], 0) for i, r in zip(ids, rows)]
             db.after_commit(lambda: self.lexical.added(added))
             self.appends += len(ids)
@@ -257,7 +254,8 @@ class PgBlocks(Blocks):
             if b.read_only:
                 raise ReadOnlyBlockError(f"block {label!r} is read-only")
             _check_value(label, value, b.limit)
-            c.execute("UPDATE vmem.blocks SET value=%s WHERE agent=%s AND label=%s", (value, self._db.agent, label))
+            self._db.defer_sql("UPDATE vmem.blocks SET value=%s WHERE agent=%s AND label=%s",
+                               (value, self._db.agent, label))
         return Block(b.label, value, b.limit, b.description, b.read_only)
 
     def update(self, label: str, *, value: str | None = None, limit: int | None = None,
@@ -320,9 +318,10 @@ class PgKernelState(KernelState):
             blob = msgpack.packb(value, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as e:
             raise TypeError(f"state {key!r}: value is not msgpack-serialisable: {e}") from e
-        with self._db.transaction(f"writing state {key!r}") as c:
-            c.execute("INSERT INTO vmem.kv(agent, key, value) VALUES (%s, %s, %s) "
-                      "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value", (self._db.agent, key, blob))
+        with self._db.transaction(f"writing state {key!r}"):
+            self._db.defer_sql("INSERT INTO vmem.kv(agent, key, value) VALUES (%s, %s, %s) "
+                               "ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value",
+                               (self._db.agent, key, blob))
 
     def __delitem__(self, key: str) -> None:
         with self._db.transaction(f"deleting state {key!r}") as c:
@@ -356,14 +355,10 @@ class PgEventLog(EventLog):
         if not blobs:
             return
         db = self._db
-        with db.transaction("appending events") as c:
+        with db.transaction("appending events"):
             first = db.next_serials("event", len(blobs))
-            insert = "INSERT INTO vmem.events(agent, seq, event) VALUES (%s, %s, %s)"
-            if len(blobs) == 1:
-                c.execute(insert, (db.agent, first, blobs[0]))
-            else:
-                with c.cursor() as cur:
-                    cur.executemany(insert, [(db.agent, first + n, b) for n, b in enumerate(blobs)])
+            for n, b in enumerate(blobs):
+                db.defer("INSERT INTO vmem.events(agent, seq, event) VALUES", (db.agent, first + n, b))
 
     def extend(self, events: Iterable[dict[str, Any]]) -> None:
         """Append several events in one transaction (TypeError if one is not msgpack-serialisable)."""
@@ -401,9 +396,8 @@ class PgJournal(Journal):
     def append(self, entry: bytes) -> None:
         """Append one entry (joins an open transaction)."""
         db = self._db
-        with db.transaction("appending to the journal") as c:
-            c.execute("INSERT INTO vmem.journal(agent, seq, entry) VALUES (%s, %s, %s)",
-                      (db.agent, db.next_serials("journal", 1), entry))
+        with db.transaction("appending to the journal"):
+            db.defer("INSERT INTO vmem.journal(agent, seq, entry) VALUES", (db.agent, db.next_serials("journal", 1), entry))
 
     def entries(self) -> list[bytes]:
         """Every entry, oldest first."""
