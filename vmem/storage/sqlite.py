@@ -1,7 +1,7 @@
 """Archival storage in the MemoryDir's SQLite file, with an HNSW index file as a cache.
 
 Layout: table ``passages`` (text, content hash UNIQUE, epoch ts, tags, the
-embedding as a little-endian float32 blob, and ``grp``: the id of the first
+embedding as a little-endian float16 blob of the unit vector (:mod:`vmem.storage.vecblob`), and ``grp``: the id of the first
 passage its insert call stored), ``passage_tags`` for filtering. Two caches
 of it: the vector index in ``<dir>/archival.idx`` (:class:`vmem.index.PageIndex`
 format) and the text index in ``<dir>/archival.tix`` (BM25 in C,
@@ -58,6 +58,7 @@ import msgpack
 import numpy as np
 
 from vmem.pageid import PageKind, make_page_id, page_serial
+from vmem.storage import vecblob
 from vmem.storage._db import Database, fsync_dir
 from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
 from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
@@ -93,7 +94,9 @@ EXACT_MAX = 4096
 SPOT_CHECK = 32
 _BATCH = 4096
 _PROGRESS_BATCH = 256  # rows per batch when someone watches a re-embedding
-_F32 = np.dtype("<f4")
+#: Largest difference per component between the index's vectors and the stored ones that a spot
+#: check accepts: float16 rounding (vecblob) and an index renormalising what it is given.
+SPOT_ATOL = 1e-3
 
 _PCOLS = "p.id, p.text, p.tags, p.ts, p.valid_from, p.invalid_at, p.superseded_by"
 _SERIAL_MASK = (1 << 56) - 1
@@ -240,11 +243,9 @@ class SqliteArchival(ArchivalStore):
             step = _BATCH if progress is None else _PROGRESS_BATCH
             for lo in range(0, len(rows), step):
                 chunk = rows[lo : lo + step]
-                vecs = self._embed([t for _, t in chunk])
-                c.executemany(
-                    "UPDATE passages SET embedding=? WHERE id=?",
-                    [(v.astype(_F32).tobytes(), i) for (i, _), v in zip(chunk, vecs)],
-                )
+                blobs = vecblob.encode_many(self._embed([t for _, t in chunk]))
+                c.executemany("UPDATE passages SET embedding=? WHERE id=?",
+                              [(b, i) for (i, _), b in zip(chunk, blobs)])
                 if progress is not None:
                     progress(lo + len(chunk), len(rows))
             self._db.set_meta("embedder", want)
@@ -265,21 +266,33 @@ class SqliteArchival(ArchivalStore):
         return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) else np.zeros(0, np.uint64)
 
     def _load_vectors(self, page_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stored embeddings of ``page_ids`` (those that exist): (ids, (n, dim) float32)."""
+        """Stored embeddings of ``page_ids`` (those that exist): (ids, (n, dim) float32).
+
+        A passage whose stored embedding is not ``dim`` float16 values (a damaged row, which
+        ``MemoryDir.verify()`` names by its checksum) is left out and logged: it is not found by
+        vector, and the rest of the store stays usable."""
         ids_out: list[int] = []
-        vecs: list[np.ndarray] = []
+        blobs: list[bytes] = []
+        bad: list[int] = []
         serials = [page_serial(int(p)) for p in page_ids]
         dim = self.embedder.dim
+        size = 2 * dim
         with self._db.reading("reading embeddings") as c:
             for lo in range(0, len(serials), 500):
                 chunk = serials[lo : lo + 500]
                 q = f"SELECT id, embedding FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
                 for sid, blob in c.execute(q, chunk):
-                    ids_out.append(_pid(sid))
-                    vecs.append(np.frombuffer(blob, dtype=_F32, count=dim))
+                    if isinstance(blob, bytes) and len(blob) == size:
+                        ids_out.append(_pid(sid))
+                        blobs.append(blob)
+                    else:
+                        bad.append(sid)
+        if bad:
+            log.error("%s: %d passage(s) have no readable embedding (first: %#x); they are left out of the "
+                      "vector index (vmem check names the damage)", self._db.path, len(bad), _pid(bad[0]))
         if not ids_out:
             return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
-        return np.array(ids_out, dtype=np.uint64), np.vstack(vecs).astype(np.float32)
+        return np.array(ids_out, dtype=np.uint64), vecblob.decode_many(blobs, dim)
 
     def _add_from_db(self, index: Any, page_ids: np.ndarray) -> None:
         for lo in range(0, len(page_ids), _BATCH):
@@ -302,7 +315,7 @@ class SqliteArchival(ArchivalStore):
             sample = rng.choice(sample, size=min(SPOT_CHECK, len(sample)), replace=False) if len(sample) else sample
             ids, want = self._load_vectors(sample)
             try:
-                same = not len(ids) or np.allclose(index.get(ids), want, atol=1e-4)
+                same = not len(ids) or np.allclose(index.get(ids), want, atol=SPOT_ATOL)
             except (RuntimeError, ValueError, KeyError):  # hnswlib: "Label not found", a shape that is not ours
                 same = False
             if not same:
@@ -393,6 +406,9 @@ class SqliteArchival(ArchivalStore):
                 if h not in known and h not in fresh:
                     fresh[h] = n
             vecs = self._embed([texts[n] for n in fresh.values()]) if fresh else None
+            blobs = vecblob.encode_many(vecs) if vecs is not None else []
+            if vecs is not None:  # the index holds what a reload from the database would give it
+                vecs = vecblob.rounded(vecs)
             tag_blob = msgpack.packb(list(tags), use_bin_type=True) if tags else None
             serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
             with self._db.transaction("inserting passages") as c:
@@ -401,11 +417,11 @@ class SqliteArchival(ArchivalStore):
                     grp = c.execute(
                         "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name='passages'), 0) + 1"
                     ).fetchone()[0]
-                for (h, n), v in zip(fresh.items(), vecs if vecs is not None else []):
+                for (h, n), blob in zip(fresh.items(), blobs):
                     cur = c.execute(
                         "INSERT INTO passages(text, hash, ts, tags, embedding, grp, valid_from) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes(), grp, valid_from[n]),
+                        (texts[n], h, ts, tag_blob, blob, grp, valid_from[n]),
                     )
                     serial[h] = cast(int, cur.lastrowid)
                     if tags:
