@@ -122,3 +122,62 @@ def test_encoding_normalises_and_never_overflows() -> None:
     assert np.array_equal(vecblob.rounded(v), got)
     back = vecblob.decode_many(vecblob.encode_many(got, normalise=False), 4)
     assert np.array_equal(back, got)  # a copy of decoded vectors comes back bit for bit
+
+
+# ---------------------------------------------------------------- the index file without vectors
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "exact"])
+@pytest.mark.parametrize("n", [0, 1, 300])
+def test_an_index_saved_without_vectors_loads_them_back_and_answers_the_same(tmp_path: Path, kind: str,
+                                                                              n: int) -> None:
+    from vmem.index import ExactIndex, IndexMismatchError, PageIndex
+
+    cls = PageIndex if kind == "hnsw" else ExactIndex
+    rng = np.random.default_rng(n)
+    vecs = vecblob.rounded(rng.standard_normal((max(n, 1), 32)).astype(np.float32))[:n]
+    ids = np.arange(1, n + 1, dtype=np.uint64)
+    index = cls(32, M=8) if kind == "hnsw" else cls(32)
+    if n:
+        index.add(ids, vecs)
+        index.delete(ids[1::7])  # deleted pages: the graph still walks through them
+    index.save(tmp_path / "slim.idx", vectors=False)
+    index.save(tmp_path / "full.idx")
+    saved = (tmp_path / "full.idx").stat().st_size - (tmp_path / "slim.idx").stat().st_size
+    assert saved >= len(index) * 4 * 32 - 16 * 2 * 32 - 300  # every live vector, less the probe (and header)
+    asked: list[np.ndarray] = []
+
+    def source(want: np.ndarray) -> np.ndarray:
+        asked.append(want)
+        return vecs[want.astype(np.int64) - 1]
+
+    again = cls.load(tmp_path / "slim.idx", vectors=source)
+    assert sorted(again.ids().tolist()) == sorted(index.ids().tolist())
+    if n:
+        assert set(np.concatenate(asked).tolist()) == set(index.ids().tolist())  # live pages only
+        q = vecs[:20]
+        a, b = index.query(q, 10), again.query(q, 10)
+        assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1], atol=1e-5)
+        with pytest.raises(IndexMismatchError, match="vectors="):
+            cls.load(tmp_path / "slim.idx")
+        with pytest.raises(IndexMismatchError, match="not those the graph was built over"):
+            cls.load(tmp_path / "slim.idx", vectors=lambda w: vecblob.rounded(
+                rng.standard_normal((len(w), 32)).astype(np.float32)))
+
+        def missing(want: np.ndarray) -> np.ndarray:
+            raise KeyError(int(want[0]))
+
+        with pytest.raises(IndexMismatchError, match="no vector"):
+            cls.load(tmp_path / "slim.idx", vectors=missing)
+
+
+def test_the_store_writes_the_index_without_vectors(tmp_path: Path) -> None:
+    with MemoryDir.open(tmp_path / "a") as s:
+        s.archival.insert_many(TEXTS)
+        before = _ranked(s)
+    size = (tmp_path / "a" / "archival.idx").stat().st_size
+    assert size < len(TEXTS) * 384 * 4 / 4  # a float32 copy alone would be 4x this
+    with MemoryDir.open(tmp_path / "a") as s:
+        assert s.archival.index_status == "loaded"
+        assert _ranked(s) == before
+        assert s.verify() == []

@@ -9,7 +9,9 @@ format) and the text index in ``<dir>/archival.tix`` (BM25 in C,
 
 Invariants:
 
-1. SQLite is the truth; the index file is a cache of the ``embedding`` column.
+1. SQLite is the truth; the index file is a cache of the ``embedding`` column, and holds
+   the graph, not the vectors: loading it reads them from the database (a tenth of the
+   bytes of a file with its own float32 copy, at 384 dimensions).
    On open the index is loaded and *reconciled*: a missing, unreadable,
    foreign (other dimension or embedder) index is rebuilt from the stored
    embeddings, without calling the embedder; an index behind the database (a
@@ -265,8 +267,9 @@ class SqliteArchival(ArchivalStore):
             serials = np.fromiter((r[0] for r in c.execute("SELECT id FROM passages")), dtype=np.int64)
         return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) else np.zeros(0, np.uint64)
 
-    def _load_vectors(self, page_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stored embeddings of ``page_ids`` (those that exist): (ids, (n, dim) float32).
+    def _load_vectors(self, page_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored embeddings of ``page_ids`` (those that exist; None: every passage, in id order):
+        (ids, (n, dim) float32).
 
         A passage whose stored embedding is not ``dim`` float16 values (a damaged row, which
         ``MemoryDir.verify()`` names by its checksum) is left out and logged: it is not found by
@@ -274,14 +277,18 @@ class SqliteArchival(ArchivalStore):
         ids_out: list[int] = []
         blobs: list[bytes] = []
         bad: list[int] = []
-        serials = [page_serial(int(p)) for p in page_ids]
+        serials = [page_serial(int(p)) for p in page_ids] if page_ids is not None else [None]
         dim = self.embedder.dim
         size = 2 * dim
         with self._db.reading("reading embeddings") as c:
             for lo in range(0, len(serials), 500):
                 chunk = serials[lo : lo + 500]
-                q = f"SELECT id, embedding FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
-                for sid, blob in c.execute(q, chunk):
+                if page_ids is None:
+                    rows = c.execute("SELECT id, embedding FROM passages ORDER BY id")
+                else:
+                    rows = c.execute(f"SELECT id, embedding FROM passages WHERE id IN ({','.join('?' * len(chunk))})",
+                                     chunk)
+                for sid, blob in rows:
                     if isinstance(blob, bytes) and len(blob) == size:
                         ids_out.append(_pid(sid))
                         blobs.append(blob)
@@ -294,6 +301,25 @@ class SqliteArchival(ArchivalStore):
             return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
         return np.array(ids_out, dtype=np.uint64), vecblob.decode_many(blobs, dim)
 
+    def _stored_vectors(self, page_ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``page_ids`` in that order: what an index file saved without
+        them is given back. A page the database does not have (deleted after the file was
+        written) or cannot read gets a zero vector and is recorded in ``_vectorless``:
+        _open_index deletes those from the index (the graph keeps them as waypoints only)."""
+        page_ids = np.asarray(page_ids, dtype=np.uint64)
+        ids, vecs = self._load_vectors(None if len(page_ids) > _BATCH else page_ids)
+        order = np.argsort(ids, kind="stable")
+        ids, vecs = ids[order], vecs[order]
+        out = np.zeros((len(page_ids), self.embedder.dim), dtype=np.float32)
+        if not len(ids):
+            self._vectorless = page_ids.copy()
+            return out
+        pos = np.minimum(np.searchsorted(ids, page_ids), len(ids) - 1)
+        found = ids[pos] == page_ids
+        out[found] = vecs[pos[found]]
+        self._vectorless = page_ids[~found]
+        return out
+
     def _add_from_db(self, index: Any, page_ids: np.ndarray) -> None:
         for lo in range(0, len(page_ids), _BATCH):
             ids, vecs = self._load_vectors(page_ids[lo : lo + _BATCH])
@@ -303,9 +329,11 @@ class SqliteArchival(ArchivalStore):
     def _open_index(self) -> Any:
         db_ids = self._db_ids()
         index = None
+        self._vectorless = np.zeros(0, dtype=np.uint64)
         if self._index_path.exists():
             try:
-                index = self._index_cls.load(self._index_path, dim=self.embedder.dim, name=self.embedder.name)
+                index = self._index_cls.load(self._index_path, dim=self.embedder.dim, name=self.embedder.name,
+                                             vectors=self._stored_vectors)
             except self._index_errors as e:
                 log.warning("%s: index cache unusable, rebuilding: %s", self._index_path, e)
         if index is not None and len(db_ids) and len(index):
@@ -328,7 +356,7 @@ class SqliteArchival(ArchivalStore):
             self._unsaved = max(1, len(db_ids))  # write the fresh cache at the next checkpoint
             return index
         idx_ids = index.ids()
-        extra = np.setdiff1d(idx_ids, db_ids, assume_unique=True)
+        extra = np.union1d(np.setdiff1d(idx_ids, db_ids, assume_unique=True), self._vectorless)
         missing = np.setdiff1d(db_ids, idx_ids, assume_unique=True)
         if len(extra):
             index.delete(extra)
@@ -348,7 +376,7 @@ class SqliteArchival(ArchivalStore):
         with self._db.lock:
             self._db.check_open()
             if self._unsaved and not self._db.in_transaction and not self._db.read_only:
-                self.index.save(self._index_path)
+                self.index.save(self._index_path, vectors=False)  # the vectors are in the database
                 self._unsaved = 0
             self.lexical.save()
 
