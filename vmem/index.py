@@ -728,22 +728,22 @@ def _full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str, vectors
     if vend > len(raw):
         raise bad("is shorter than its deleted elements' vectors")
     labels = np.ascontiguousarray(level0[:, data_off:]).view("<u8").ravel()
-    vecs = np.empty((count, dim), dtype=np.float32)
+    full = np.empty((count, per_el), dtype=np.uint8)
+    full[:, :data_off] = level0[:, :data_off]
+    full[:, label_off:] = level0[:, data_off:]
+    vecs = full[:, data_off:label_off].view("<f4")  # the vectors' place in each element, written in place
     if n_del:
         vecs[deleted] = np.frombuffer(raw, dtype="<f4", count=n_del * dim, offset=end).reshape(n_del, dim)
     if n_del < count:
-        got = np.asarray(vectors(labels[~deleted]), dtype=np.float32)
+        got = np.array(vectors(labels[~deleted]), dtype=np.float32)
         if got.shape != (count - n_del, dim):
             raise IndexMismatchError(f"the vector source gave shape {got.shape} for {count - n_del} pages of "
                                      f"dimension {dim}")
         if space == "cosine":  # as hnswlib's normalize_vector: v * 1 / (|v| + 1e-30)
-            got = got * (np.float32(1.0) / (np.sqrt(np.einsum("ij,ij->i", got, got)) + np.float32(1e-30)))[:, None]
+            got *= (np.float32(1.0) / (np.sqrt(np.einsum("ij,ij->i", got, got)) + np.float32(1e-30)))[:, None]
         vecs[~deleted] = got
-    full = np.empty((count, per_el), dtype=np.uint8)
-    full[:, :data_off] = level0[:, :data_off]
-    full[:, data_off:label_off] = vecs.view(np.uint8).reshape(count, 4 * dim)
-    full[:, label_off:] = level0[:, data_off:]
-    return [head, full.tobytes(), raw[vend:]]
+        del got
+    return [head, full.data, raw[vend:]]
 
 
 def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, live: np.ndarray) -> None:
@@ -775,21 +775,23 @@ def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, l
         raise bad("is shorter than its elements")
     per_level = max_m * 4 + 4
     levels = np.zeros(count, dtype=np.int64)
-    upper: list[tuple[int, int, int]] = []
-    sizes = mm[level0_end:]
+    upper: list[tuple[int, int]] = []  # (element, offset in sizes) of each link list above level 0
+    sizes = bytes(mm[level0_end:])  # the upper levels: small beside level 0 (1/M of the elements)
+    end = len(sizes)
+    u32 = struct.Struct("<I").unpack_from
     pos = 0
     for i in range(count):  # the link lists above level 0: a u32 size, then that many bytes
-        if pos + 4 > len(sizes):
+        if pos + 4 > end:
             raise bad("is truncated in its link lists")
-        n = int(sizes[pos]) | int(sizes[pos + 1]) << 8 | int(sizes[pos + 2]) << 16 | int(sizes[pos + 3]) << 24
+        (n,) = u32(sizes, pos)
         pos += 4
         if n:
-            if n % per_level or n // per_level > maxlevel or pos + n > len(sizes):
+            if n % per_level or n // per_level > maxlevel or pos + n > end:
                 raise bad(f"has a bad link list size for element {i}")
             levels[i] = n // per_level
-            upper.append((i, level0_end + pos, n))
+            upper.append((i, pos))
             pos += n
-    if pos != len(sizes):
+    if pos != end:
         raise bad("has bytes past its link lists")
     if count:
         if int(levels.max()) != maxlevel or enter >= count or levels[enter] != maxlevel:
@@ -809,16 +811,25 @@ def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, l
             raise bad("marks other pages deleted than its id table")
         if not np.isfinite(np.ascontiguousarray(level0[:, data_off:label_off]).view("<f4")).all():
             raise bad("holds a vector that is not finite")
-        for i, start, n in upper:  # level l's neighbours must be elements that reach level l
-            block = np.asarray(mm[start:start + n]).reshape(n // per_level, per_level)
+        if upper:  # level l's neighbours must be elements that reach level l (all lists at once)
+            raw = np.frombuffer(sizes, dtype=np.uint8)
+            owner = np.array([i for i, _ in upper], dtype=np.int64)
+            nlev = levels[owner]
+            rows = np.repeat(np.array([p for _, p in upper], dtype=np.int64), nlev)
+            first = np.repeat(np.cumsum(nlev) - nlev, nlev)
+            level = np.arange(len(rows)) - first + 1  # 1 .. the element's top level
+            rows += (level - 1) * per_level
+            block = raw[rows[:, None] + np.arange(per_level)[None, :]]
             c = np.ascontiguousarray(block[:, 0:2]).view("<u2").ravel()
             ids = np.ascontiguousarray(block[:, 4:]).view("<u4")
             used = np.arange(max_m)[None, :] < c[:, None]
             if (c > max_m).any() or (ids[used] >= count).any():
-                raise bad(f"has a bad upper-level link list for element {i}")
-            need = np.broadcast_to(np.arange(1, len(c) + 1)[:, None], ids.shape)[used]
-            if (levels[ids[used]] < need).any():
-                raise bad(f"links element {i} to a neighbour above that neighbour's top level")
+                who = int(np.repeat(owner, nlev)[int(np.argmax((c > max_m) | ((ids >= count) & used).any(axis=1)))])
+                raise bad(f"has a bad upper-level link list for element {who}")
+            low = (levels[np.where(used, ids, 0)] < level[:, None]) & used
+            if low.any():
+                who = int(np.repeat(owner, nlev)[int(np.argmax(low.any(axis=1)))])
+                raise bad(f"links element {who} to a neighbour above that neighbour's top level")
     del mm
 
 

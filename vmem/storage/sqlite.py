@@ -301,15 +301,47 @@ class SqliteArchival(ArchivalStore):
             return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
         return np.array(ids_out, dtype=np.uint64), vecblob.decode_many(blobs, dim)
 
+    def _scan_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pass over the passages in id order: (every id, the ids whose vector is readable,
+        those vectors as an (n, dim) float32 array). Unreadable ones are logged as in _load_vectors."""
+        dim = self.embedder.dim
+        size = 2 * dim
+        with self._db.reading("reading embeddings") as c:
+            rows = c.execute("SELECT id, embedding FROM passages ORDER BY id").fetchall()
+        base = np.uint64(int(PageKind.PASSAGE) << 56)
+        every = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)).astype(np.uint64) | base
+        blobs = [r[1] for r in rows]
+        del rows
+        ok = np.fromiter((type(b) is bytes and len(b) == size for b in blobs), dtype=bool, count=len(blobs))
+        if ok.all():
+            ids = every
+        else:
+            bad = every[~ok]
+            log.error("%s: %d passage(s) have no readable embedding (first: %#x); they are left out of the "
+                      "vector index (vmem check names the damage)", self._db.path, len(bad), int(bad[0]))
+            ids = every[ok]
+            blobs = [b for b, k in zip(blobs, ok) if k]
+        joined = b"".join(blobs)
+        del blobs
+        vecs = np.frombuffer(joined, dtype=vecblob.DTYPE).reshape(len(ids), dim).astype(np.float32)
+        return every, ids, vecs
+
     def _stored_vectors(self, page_ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``page_ids`` in that order: what an index file saved without
         them is given back. A page the database does not have (deleted after the file was
         written) or cannot read gets a zero vector and is recorded in ``_vectorless``:
         _open_index deletes those from the index (the graph keeps them as waypoints only)."""
         page_ids = np.asarray(page_ids, dtype=np.uint64)
-        ids, vecs = self._load_vectors(None if len(page_ids) > _BATCH else page_ids)
-        order = np.argsort(ids, kind="stable")
-        ids, vecs = ids[order], vecs[order]
+        if len(page_ids) > _BATCH:  # most of the store: one pass over the table, kept for _open_index
+            self._scan = self._scan_vectors()
+            _, ids, vecs = self._scan
+            if len(ids) == len(page_ids) and np.array_equal(ids, page_ids):
+                self._vectorless = np.zeros(0, dtype=np.uint64)
+                return vecs  # (the common case: the index holds exactly the stored passages)
+        else:
+            ids, vecs = self._load_vectors(page_ids)
+            order = np.argsort(ids, kind="stable")
+            ids, vecs = ids[order], vecs[order]
         out = np.zeros((len(page_ids), self.embedder.dim), dtype=np.float32)
         if not len(ids):
             self._vectorless = page_ids.copy()
@@ -327,15 +359,17 @@ class SqliteArchival(ArchivalStore):
                 index.add(ids, vecs)
 
     def _open_index(self) -> Any:
-        db_ids = self._db_ids()
         index = None
         self._vectorless = np.zeros(0, dtype=np.uint64)
+        self._scan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if self._index_path.exists():
             try:
                 index = self._index_cls.load(self._index_path, dim=self.embedder.dim, name=self.embedder.name,
                                              vectors=self._stored_vectors)
             except self._index_errors as e:
                 log.warning("%s: index cache unusable, rebuilding: %s", self._index_path, e)
+        db_ids = self._scan[0] if self._scan is not None else self._db_ids()
+        self._scan = None
         if index is not None and len(db_ids) and len(index):
             # spot check: the cache must hold *our* vectors, not just our ids
             rng = np.random.default_rng()
