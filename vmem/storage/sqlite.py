@@ -54,7 +54,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -65,7 +65,7 @@ from vmem.storage._db import Database, fsync_dir
 from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
 from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
 from vmem.storage.archival import ArchivalStore, PassageFilter
-from vmem.storage.errors import NotFoundError
+from vmem.storage.errors import NotFoundError, VmemStorageError
 from vmem.storage.lexical import LexicalCache
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
@@ -479,18 +479,22 @@ class SqliteArchival(ArchivalStore):
                     grp = c.execute(
                         "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name='passages'), 0) + 1"
                     ).fetchone()[0]
-                for (h, n), blob in zip(fresh.items(), blobs):
-                    cur = c.execute(
+                if fresh:  # one statement for the batch: AUTOINCREMENT gives grp, grp + 1, ... in order
+                    c.executemany(
                         "INSERT INTO passages(text, hash, ts, tags, embedding, grp, valid_from) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (texts[n], h, ts, tag_blob, blob, grp, valid_from[n]),
+                        [(texts[n], h, ts, tag_blob, blob, grp, valid_from[n])
+                         for (h, n), blob in zip(fresh.items(), blobs)],
                     )
-                    serial[h] = cast(int, cur.lastrowid)
+                    last = c.execute("SELECT seq FROM sqlite_sequence WHERE name='passages'").fetchone()[0]
+                    if last != grp + len(fresh) - 1:  # (never: one writer, inside its transaction)
+                        raise VmemStorageError(f"{self._db.path}: {len(fresh)} passages from id {grp} ended at "
+                                               f"id {last}, not {grp + len(fresh) - 1}")
+                    for k, h in enumerate(fresh):
+                        serial[h] = grp + k
                     if tags:
-                        c.executemany(
-                            "INSERT INTO passage_tags(tag, passage_id) VALUES (?, ?)",
-                            [(t, cur.lastrowid) for t in tags],
-                        )
+                        c.executemany("INSERT INTO passage_tags(tag, passage_id) VALUES (?, ?)",
+                                      [(t, grp + k) for k in range(len(fresh)) for t in tags])
                 for h, (i, old) in known.items():  # duplicates: merge the new tags in
                     add = [t for t in tags if t not in old]
                     if add:
