@@ -79,7 +79,10 @@ def test_a_schema_4_store_is_migrated_to_float16(tmp_path: Path) -> None:
     _as_schema_4(tmp_path / "a")
     old = _stored(tmp_path / "a")
     assert all(len(b) == 4 * 384 for b in old.values())
+    old_size = (tmp_path / "a" / DB_NAME).stat().st_size
     with MemoryDir.open(tmp_path / "a") as s:
+        # the migration gave the freed half of every embedding back to the disk (VACUUM)
+        assert (tmp_path / "a" / DB_NAME).stat().st_size <= old_size - len(TEXTS) * 384 * 2 * 0.8
         assert s.archival.index_status == "loaded"  # the old index file is still good
         assert _ranked(s) == before
         assert s.verify() == []  # every checksum follows the new blobs

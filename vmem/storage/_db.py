@@ -372,10 +372,22 @@ class Database:
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            if version < 5:
+                self._compact("schema 5 halved the stored embeddings")
             names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
         missing = _REQUIRED - names
         if missing:
             raise CorruptStoreError(f"{self.path} is damaged: missing schema objects {sorted(missing)}")
+
+    def _compact(self, why: str) -> None:
+        """VACUUM the file (and fold the WAL back), so that space a migration freed goes back to
+        the disk rather than waiting inside the file for later rows. Best effort: VACUUM needs
+        as much free disk again as the file; when it fails the store is as good, only larger."""
+        try:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            log.warning("%s: %s, but compacting the file failed (it keeps its free pages): %s", self.path, why, e)
 
     # -- use
 
