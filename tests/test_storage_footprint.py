@@ -75,6 +75,8 @@ def test_a_schema_4_store_is_migrated_to_float16(tmp_path: Path) -> None:
     with MemoryDir.open(tmp_path / "a") as s:
         s.archival.insert_many(TEXTS)
         before = _ranked(s)
+    with MemoryDir.open(tmp_path / "a") as s:  # the index file as schema 4 wrote it: every vector in it
+        s.archival.index.save(tmp_path / "a" / "archival.idx")
     half = _stored(tmp_path / "a")
     _as_schema_4(tmp_path / "a")
     old = _stored(tmp_path / "a")
@@ -84,10 +86,13 @@ def test_a_schema_4_store_is_migrated_to_float16(tmp_path: Path) -> None:
         # the migration gave the freed half of every embedding back to the disk (VACUUM)
         assert (tmp_path / "a" / DB_NAME).stat().st_size <= old_size - len(TEXTS) * 384 * 2 * 0.8
         assert s.archival.index_status == "loaded"  # the old index file is still good
+        assert s.archival.index.file_vectors == "all"
         assert _ranked(s) == before
         assert s.verify() == []  # every checksum follows the new blobs
     after = _stored(tmp_path / "a")
     assert after == half  # float32 -> float16 gives the bytes a new store writes
+    with MemoryDir.open(tmp_path / "a") as s:  # the old index file was rewritten, without its vectors
+        assert s.archival.index_status == "loaded" and s.archival.index.file_vectors == "deleted"
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     con.close()

@@ -165,6 +165,9 @@ class BaseIndex(abc.ABC):
         self.space = space
         #: Name of the embedder whose vectors this index holds (checked by :meth:`load`).
         self.name = name
+        #: Set by :meth:`load`: whether the file held every vector (``"all"``) or only the deleted
+        #: pages' (``"deleted"``, saved with ``vectors=False``); None for an index made in memory.
+        self.file_vectors: str | None = None
         self._lock = threading.RLock()
 
     # -- subclass hooks
@@ -421,6 +424,7 @@ class BaseIndex(abc.ABC):
                 raise IndexFormatError(f"{path}: expected {header['count']} live pages, found {len(index)}")
             if header["vectors"] == "deleted":
                 index._check_probe(header, path)
+            index.file_vectors = header["vectors"]
             return cast(_I, index)  # _restore makes an instance of the class load() was called on
 
     def __repr__(self) -> str:

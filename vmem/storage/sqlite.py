@@ -398,6 +398,8 @@ class SqliteArchival(ArchivalStore):
             self._add_from_db(index, missing)
         self.index_status = "caught-up" if len(extra) or len(missing) else "loaded"
         self._unsaved = len(extra) + len(missing)
+        if index.file_vectors == "all":  # a file from before schema 5: rewrite it without the vectors
+            self._unsaved = max(1, self._unsaved)
         return index
 
     def verify_index(self) -> bool:
