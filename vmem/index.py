@@ -739,13 +739,19 @@ def _full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str, vectors
     if n_del:
         vecs[deleted] = np.frombuffer(raw, dtype="<f4", count=n_del * dim, offset=end).reshape(n_del, dim)
     if n_del < count:
-        got = np.array(vectors(labels[~deleted]), dtype=np.float32)
+        got = np.asarray(vectors(labels if not n_del else labels[~deleted]), dtype=np.float32)
         if got.shape != (count - n_del, dim):
             raise IndexMismatchError(f"the vector source gave shape {got.shape} for {count - n_del} pages of "
                                      f"dimension {dim}")
+        scale = None
         if space == "cosine":  # as hnswlib's normalize_vector: v * 1 / (|v| + 1e-30)
-            got *= (np.float32(1.0) / (np.sqrt(np.einsum("ij,ij->i", got, got)) + np.float32(1e-30)))[:, None]
-        vecs[~deleted] = got
+            scale = (np.float32(1.0) / (np.sqrt(np.einsum("ij,ij->i", got, got)) + np.float32(1e-30)))[:, None]
+        if n_del:
+            vecs[~deleted] = got if scale is None else got * scale
+        elif scale is None:
+            vecs[...] = got
+        else:  # the common case: straight into place, no temporary of the whole matrix
+            np.multiply(got, scale, out=vecs)
         del got
     return [head, full.data, raw[vend:]]
 
@@ -813,7 +819,7 @@ def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, l
         deleted = (level0[:, 2] & 1) != 0
         if not np.array_equal(np.sort(held[~deleted]), np.sort(live)):
             raise bad("marks other pages deleted than its id table")
-        if not np.isfinite(np.ascontiguousarray(level0[:, data_off:label_off]).view("<f4")).all():
+        if not np.isfinite(level0[:, data_off:label_off].view("<f4")).all():  # (a view: no copy of the vectors)
             raise bad("holds a vector that is not finite")
         if upper:  # level l's neighbours must be elements that reach level l (all lists at once)
             raw = np.frombuffer(sizes, dtype=np.uint8)
