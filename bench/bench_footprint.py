@@ -170,18 +170,33 @@ def open_times(script: str, path: Path, questions: list[str], runs: int) -> floa
     return statistics.median(out)
 
 
-def hnsw_recall(path: Path, qvecs: np.ndarray, vecs: np.ndarray, k: int = 10) -> float:
-    """recall@k of vmem's index (as loaded from disk) against exact search over ``vecs``
-    (the vectors as given, float32): ids in insert order are serials 1..n."""
-    from vmem.index import PageIndex
-    from vmem.pageid import PageKind, make_page_id
+_RECALL = """
+import sys, sqlite3, numpy as np
+from vmem.storage import MemoryDir
+k = 10
+q = np.load(sys.argv[2])
+with MemoryDir.open(sys.argv[1], create=False, read_only=True) as s:
+    con = sqlite3.connect(f"file:{sys.argv[1]}/vmem.db?mode=ro", uri=True)
+    rows = con.execute("SELECT id, embedding FROM passages ORDER BY id").fetchall()
+    dim = q.shape[1]  # float32 blobs before schema 5, float16 from it
+    vecs = np.stack([np.frombuffer(b, "<f4" if len(b) == 4 * dim else "<f2").astype(np.float32) for _, b in rows])
+    serials = np.array([r[0] for r in rows])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    exact = serials[np.argsort(-(q @ vecs.T), axis=1)[:, :k]]
+    ids, _ = s.archival.index.query(q, k)
+    got = (ids & np.uint64((1 << 56) - 1)).astype(np.int64)
+    print(np.mean([len(set(got[i].tolist()) & set(exact[i].tolist())) / k for i in range(len(q))]))
+"""
 
-    idx = PageIndex.load(path / "archival.idx")
-    ids, _ = idx.query(qvecs, k)
-    serial = (ids & np.uint64((1 << 56) - 1)).astype(np.int64) - 1
-    exact = np.argsort(-(qvecs @ vecs.T), axis=1)[:, :k]
-    del make_page_id, PageKind
-    return float(np.mean([len(set(serial[i].tolist()) & set(exact[i].tolist())) / k for i in range(len(qvecs))]))
+
+def hnsw_recall(path: Path, qvecs: np.ndarray, env: dict[str, str] | None = None) -> float:
+    """recall@10 of the store's vector index (as opened from disk, read-only, in a fresh process)
+    against exact search over the vectors the store keeps, for the query vectors ``qvecs``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "q.npy", qvecs)
+        r = subprocess.run([sys.executable, "-c", _RECALL, str(path), str(Path(tmp) / "q.npy")],
+                           capture_output=True, text=True, check=True, env=env)
+    return float(r.stdout.split()[-1])
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -226,6 +241,28 @@ class Plain:
 # --------------------------------------------------------------------------- main
 
 
+def measure(vpath: Path, bpath: Path, locomo: Path, opens: int) -> list[Figure]:
+    """The figures of a kept pair of stores that need no building: disk by component, HNSW
+    recall, open + first query."""
+    con = sqlite3.connect(f"file:{vpath / 'vmem.db'}?mode=ro", uri=True)
+    n = con.execute("SELECT count(*) FROM passages").fetchone()[0]
+    con.close()
+    con = sqlite3.connect(f"file:{bpath / 'base.db'}?mode=ro", uri=True)
+    nb = con.execute("SELECT count(*) FROM p").fetchone()[0]
+    con.close()
+    questions = locomo_questions(locomo)[:200]
+    comp = vmem_components(vpath, n)
+    base_disk = sum(disk(bpath).values())
+    figs = [Figure(f"disk per passage ({n:,} passages; plain: {nb:,})", round(comp["total"]), "B",
+                   round(base_disk / nb), round(base_disk / nb / comp["total"], 2))]
+    figs += [Figure(f"  bytes per passage: {k}", round(v), "B") for k, v in comp.items() if k != "total"]
+    figs.append(Figure("HNSW recall@10 vs exact over the stored vectors (200 LoCoMo questions)",
+                       round(hnsw_recall(vpath, HashEmbedder().embed_query(questions)), 4), ""))
+    figs.append(Figure.timed("open + first hybrid query, fresh process", open_times(_VMEM_OPEN, vpath, questions, opens),
+                             open_times(_BASE_OPEN, bpath, questions, opens), unit="ms"))
+    return figs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -236,11 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", type=Path, default=LOCOMO, help="LoCoMo JSON file (turns and questions)")
     ap.add_argument("--dir", default=None, help="where to make the stores (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the stores (with --dir)")
+    ap.add_argument("--measure", nargs=2, type=Path, metavar=("VMEM", "PLAIN"),
+                    help="build nothing: measure a kept vmem store and a kept plain store (disk, recall, open)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not args.path.is_file():
         print(f"LoCoMo data not found at {args.path}", file=sys.stderr)
         return 2
+    if args.measure:
+        emit(measure(*args.measure, args.path, args.opens), args.json)
+        return 0
     base = Path(tempfile.mkdtemp(prefix="vmem-bench-footprint-", dir=args.dir))
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     figs: list[Figure] = []
@@ -267,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_rate = vmem_build(vpath, body, emb, args.batch)
         say(f"vmem: {batch_rate:,.0f} inserts/s in batches of {args.batch}")
         comp = vmem_components(vpath, args.size)
-        recall = hnsw_recall(vpath, qvecs, vecs)
+        recall = hnsw_recall(vpath, qvecs)
         open_s = open_times(_VMEM_OPEN, vpath, questions, args.opens)
         say(f"vmem: open + first query {open_s * 1e3:.0f} ms")
         single_rate = vmem_singles(vpath, extra, emb)
