@@ -705,7 +705,8 @@ def _slim_graph(path: str, dim: int) -> list[bytes]:
     return out
 
 
-def _full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str, vectors: VectorSource) -> list[bytes]:
+def _full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str,
+                vectors: VectorSource) -> list[bytes | memoryview]:
     """The inverse of :func:`_slim_graph`: hnswlib's file layout again, the live elements'
     vectors asked of ``vectors`` (by label, in element order) and normalised as hnswlib does for
     the cosine space. What this cannot place (sizes that disagree) is an IndexFormatError; the

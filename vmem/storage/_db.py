@@ -167,6 +167,14 @@ def _add_columns(c: sqlite3.Connection, table: str, columns: dict[str, str]) -> 
             c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
+# Schema 5, "float16": every stored embedding rewritten as vecblob's float16. A row that does not
+# match its checksum is left as it is: converting it would give it a new, matching checksum and
+# hide the damage from MemoryDir.verify().
+_FLOAT16: list[str | Callable[[sqlite3.Connection], None]] = [
+    f"UPDATE passages SET embedding = vmem_f32_to_f16(embedding) "
+    f"WHERE embedding IS NOT NULL AND length(embedding) % 4 = 0 AND crc = vmem_crc({CHECKED['passages'][1]})",
+]
+
 #: Statements (or functions of the connection) that bring a store of an older schema version
 #: to the next one (run once, all versions in one transaction).
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
@@ -190,10 +198,7 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE INDEX IF NOT EXISTS passages_invalid_at ON passages(invalid_at) WHERE invalid_at IS NOT NULL",
     ],
     3: _CHECKSUMS,  # the checksums migration
-    # a row that does not match its checksum is left as it is: converting it would give it a new,
-    # matching checksum and hide the damage from MemoryDir.verify()
-    4: [f"UPDATE passages SET embedding = vmem_f32_to_f16(embedding) "
-        f"WHERE embedding IS NOT NULL AND length(embedding) % 4 = 0 AND crc = vmem_crc({CHECKED['passages'][1]})"],
+    4: _FLOAT16,
 }
 
 

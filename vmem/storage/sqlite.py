@@ -205,6 +205,10 @@ class SqliteArchival(ArchivalStore):
         self._reembed_if_needed(on_reembed)
         #: How the index was obtained at open: "loaded", "caught-up", "rebuilt".
         self.index_status = ""
+        # while the index file loads: the table scan its vectors came from, and the pages it has
+        # that have no stored vector (see _stored_vectors)
+        self._scan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._vectorless = np.zeros(0, dtype=np.uint64)
         self.index = self._open_index()
 
     # -- the embedder and the index cache
@@ -361,7 +365,7 @@ class SqliteArchival(ArchivalStore):
     def _open_index(self) -> Any:
         index = None
         self._vectorless = np.zeros(0, dtype=np.uint64)
-        self._scan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._scan = None
         if self._index_path.exists():
             try:
                 index = self._index_cls.load(self._index_path, dim=self.embedder.dim, name=self.embedder.name,
