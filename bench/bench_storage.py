@@ -12,7 +12,7 @@ directory on the same disk as ``--dir``):
 - recall text search over ``--messages`` messages (FTS5 BM25, page of 10 with
   its total count), p50/p99, for a query that matches and one that matches
   nothing, beside the same search done by a ``LIKE`` scan;
-- rebuilding the vector index cache from the stored float32 embeddings,
+- rebuilding the vector index cache from the stored (float16) embeddings,
   beside re-embedding every passage (why embeddings are kept in SQLite).
 
 Texts are generated: sentences over a Zipf-distributed pseudo-English

@@ -224,7 +224,7 @@ def test_new_embedder_reembeds_and_rebuilds(tmp_path: Path) -> None:
     with MemoryDir.open(tmp_path / "a", embedder=HashEmbedder(dim=64, seed=3)) as s:
         assert s.archival.index_status == "loaded"  # type: ignore[attr-defined]
         blob = s._db.conn.execute("SELECT embedding FROM passages LIMIT 1").fetchone()[0]
-        assert len(blob) == 64 * 4
+        assert len(blob) == 64 * 2  # float16 (schema 5)
 
 
 def test_exact_index_option(tmp_path: Path) -> None:

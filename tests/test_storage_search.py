@@ -10,7 +10,8 @@ import pytest
 
 import vmem._textindex as textindex
 from vmem.storage import MemoryDir
-from vmem.storage._db import CHECKED, SCHEMA_VERSION
+from old_schema import drop_checksums, float32_embeddings
+from vmem.storage._db import SCHEMA_VERSION
 from vmem.storage.memdir import ARCHIVAL_TEXT_NAME, DB_NAME, RECALL_TEXT_NAME
 
 UTC = dt.timezone.utc
@@ -80,8 +81,8 @@ def test_schema_1_store_is_migrated(tmp_path: Path) -> None:
     for name in (RECALL_TEXT_NAME, ARCHIVAL_TEXT_NAME):
         (tmp_path / "a" / name).unlink()
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)  # make it look like version 1
-    con.executescript("".join(f"DROP TRIGGER {t}_crc_i; DROP TRIGGER {t}_crc_u; ALTER TABLE {t} DROP COLUMN crc;"
-                              for t in CHECKED) + "DROP TABLE commits;")  # version 4's checksums
+    drop_checksums(con)  # version 4's checksums
+    float32_embeddings(con)  # version 5's float16
     con.executescript("""
         DROP INDEX passages_valid_from;
         DROP INDEX passages_invalid_at;

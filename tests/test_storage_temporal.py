@@ -17,7 +17,8 @@ from test_storage_archival import BACKENDS, HAVE_MILVUS
 
 from vmem import PageKind, make_page_id
 from vmem.storage import MemoryDir, NotFoundError, UnsupportedError, open_store
-from vmem.storage._db import CHECKED, SCHEMA_VERSION
+from old_schema import drop_checksums, float32_embeddings
+from vmem.storage._db import SCHEMA_VERSION
 from vmem.storage.memdir import DB_NAME
 
 UTC = dt.timezone.utc
@@ -186,8 +187,8 @@ def test_a_schema_2_store_is_migrated(tmp_path: Path) -> None:
         [a] = s.archival.insert("Ana makes 60 calls a day.", timestamp=day(0))
         [b] = s.archival.insert("Ana makes 1,200 calls a day.", timestamp=day(60))
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)  # make it look like version 2
-    con.executescript("".join(f"DROP TRIGGER {t}_crc_i; DROP TRIGGER {t}_crc_u; ALTER TABLE {t} DROP COLUMN crc;"
-                              for t in CHECKED) + "DROP TABLE commits;")  # version 4's checksums
+    drop_checksums(con)  # version 4's checksums
+    float32_embeddings(con)  # version 5's float16
     con.executescript("""
         DROP INDEX passages_valid_from;
         DROP INDEX passages_invalid_at;
@@ -202,7 +203,7 @@ def test_a_schema_2_store_is_migrated(tmp_path: Path) -> None:
         assert s.archival.supersede([a], b, day(60)) == [a]
         assert [p.id for p in s.archival.search("calls a day", mode="text").items] == [b, a]
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     cols = {r[1] for r in con.execute("PRAGMA table_info(passages)")}
     assert {"valid_from", "invalid_at", "superseded_by"} <= cols
     con.close()

@@ -37,6 +37,16 @@ the payload's size and its BLAKE2b digest; :meth:`load` checks all of them
 before handing a byte to hnswlib, so a truncated, corrupt or foreign file
 raises :class:`IndexFormatError` instead of crashing deep inside C++.
 
+A caller that keeps the vectors itself (a store: they are in its database) saves with
+``save(path, vectors=False)``: the file then holds the graph and the ids but not the live
+pages' vectors (header ``"vectors": "deleted"``: only deleted pages' vectors, which the graph
+still walks through, are kept), a tenth of the bytes at 384 dimensions, and ``load(path,
+vectors=fn)`` asks ``fn(live_ids)`` for them (an ``(n, dim)`` float32 array in that order;
+KeyError for an id it does not have, which load() turns into :class:`IndexMismatchError`;
+or a zero row, for a page the caller will delete at once: it stays in the graph as a waypoint).
+A few of the left-out vectors (``PROBES``, as float16) stay in the header, and load() checks
+the given ones against them, so a graph is never silently used over other vectors.
+
 Exceptions::
 
     ValueError
@@ -80,8 +90,13 @@ _MAGIC = b"VMEMIDX1"
 _FORMAT = 1
 _SPACES = ("cosine", "ip")
 _CHUNK = 1 << 20
+#: Live pages whose vectors a file saved without them keeps (float16), to check the ones it is given.
+PROBES = 16
+PROBE_ATOL = 2e-3
 
 Filter = Callable[[int], bool]
+#: Where load() gets the vectors of live pages a file does not hold: ids -> (n, dim) float32.
+VectorSource = Callable[[np.ndarray], np.ndarray]
 _I = TypeVar("_I", bound="BaseIndex")
 
 
@@ -150,6 +165,9 @@ class BaseIndex(abc.ABC):
         self.space = space
         #: Name of the embedder whose vectors this index holds (checked by :meth:`load`).
         self.name = name
+        #: Set by :meth:`load`: whether the file held every vector (``"all"``) or only the deleted
+        #: pages' (``"deleted"``, saved with ``vectors=False``); None for an index made in memory.
+        self.file_vectors: str | None = None
         self._lock = threading.RLock()
 
     # -- subclass hooks
@@ -177,12 +195,15 @@ class BaseIndex(abc.ABC):
     def _params(self) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    def _payload(self, tmpdir: str) -> list[bytes | str]:
-        """Byte strings and/or paths of files whose bytes, concatenated, are the payload."""
+    def _payload(self, tmpdir: str, vectors: bool) -> list[bytes | str]:
+        """Byte strings and/or paths of files whose bytes, concatenated, are the payload
+        (without the live pages' vectors when ``vectors`` is False)."""
 
     @classmethod
     @abc.abstractmethod
-    def _restore(cls: type[_I], header: dict[str, Any], f: BinaryIO, size: int) -> _I: ...
+    def _restore(cls: type[_I], header: dict[str, Any], f: BinaryIO, size: int, vectors: VectorSource | None) -> _I:
+        """The index of a payload; ``vectors`` gives the live pages' vectors when the payload
+        has none (header ``vectors == "deleted"``)."""
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -289,12 +310,15 @@ class BaseIndex(abc.ABC):
 
     # -- persistence
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    def save(self, path: str | os.PathLike[str], *, vectors: bool = True) -> None:
+        """Write the index to ``path`` atomically (temporary file, fsync, ``os.replace``).
+
+        ``vectors=False``: leave the live pages' vectors out (the caller keeps them; see the
+        module docstring); :meth:`load` then needs ``vectors=``."""
         path = Path(path)
         directory = path.parent if str(path.parent) else Path(".")
         with self._lock, tempfile.TemporaryDirectory(prefix=".vmemidx-", dir=directory) as tmpdir:
-            parts = self._payload(tmpdir)
+            parts = self._payload(tmpdir, vectors)
             h = hashlib.blake2b(digest_size=16)
             size = 0
             for part in parts:
@@ -316,7 +340,12 @@ class BaseIndex(abc.ABC):
                 "params": self._params(),
                 "payload_size": size,
                 "payload_blake2b": h.hexdigest(),
+                "vectors": "all" if vectors else "deleted",
             }
+            if not vectors:  # a few of the left-out vectors, to know the ones load() is given again
+                probe = self._probe_ids()
+                header["probe_ids"] = probe.tolist()
+                header["probe"] = self._get(probe).astype("<f2").tobytes() if len(probe) else b""
             blob = msgpack.packb(header, use_bin_type=True)
             tmp = os.path.join(tmpdir, "index.tmp")
             with open(tmp, "wb") as out:
@@ -346,13 +375,17 @@ class BaseIndex(abc.ABC):
 
     @classmethod
     def load(
-        cls: type[_I], path: str | os.PathLike[str], *, dim: int | None = None, name: str | None = None
+        cls: type[_I], path: str | os.PathLike[str], *, dim: int | None = None, name: str | None = None,
+        vectors: VectorSource | None = None,
     ) -> _I:
         """Read an index saved by :meth:`save`.
 
+        ``vectors``: where the live pages' vectors come from when the file does not hold them
+        (saved with ``vectors=False``); ignored for a file that holds them.
         Raises :class:`IndexFormatError` for a file that is not a vmem index of
         this kind or is damaged, and :class:`IndexMismatchError` when ``dim`` or
-        ``name`` (the embedder's name) are given and differ from the file's.
+        ``name`` (the embedder's name) are given and differ from the file's, or when the file
+        holds no vectors and ``vectors`` is None or does not have one of its pages.
         """
         try:
             f = open(path, "rb")
@@ -368,6 +401,9 @@ class BaseIndex(abc.ABC):
                 raise IndexMismatchError(f"{path}: index has dimension {header['dim']}, expected {dim}")
             if name is not None and header["name"] != name:
                 raise IndexMismatchError(f"{path}: index was built by embedder {header['name']!r}, expected {name!r}")
+            if header["vectors"] == "deleted" and vectors is None:
+                raise IndexMismatchError(f"{path}: the file holds no vectors for its live pages (saved with "
+                                         "vectors=False): load it with vectors=")
             start = f.tell()
             size = int(header["payload_size"])
             if _stream_digest(f, size) != header["payload_blake2b"]:
@@ -377,17 +413,48 @@ class BaseIndex(abc.ABC):
             f.seek(start)
             target = _KINDS[header["kind"]] if cls is BaseIndex else cls
             try:
-                index = target._restore(header, f, size)
-            except IndexFormatError:
+                index = target._restore(header, f, size, vectors if header["vectors"] == "deleted" else None)
+            except (IndexFormatError, IndexMismatchError):
                 raise
+            except KeyError as e:
+                raise IndexMismatchError(f"{path}: no vector for a live page of the index ({e})") from e
             except Exception as e:  # hnswlib/numpy refusing what the checksum let through
                 raise IndexFormatError(f"{path}: cannot restore index: {e}") from e
             if len(index) != header["count"]:
                 raise IndexFormatError(f"{path}: expected {header['count']} live pages, found {len(index)}")
+            if header["vectors"] == "deleted":
+                index._check_probe(header, path)
+            index.file_vectors = header["vectors"]
             return cast(_I, index)  # _restore makes an instance of the class load() was called on
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} dim={self.dim} space={self.space} live={len(self)} name={self.name!r}>"
+
+    def _probe_ids(self) -> np.ndarray:
+        """Up to PROBES live ids spread over the sorted ids (the same for the same id set)."""
+        ids = np.sort(self._live_ids())
+        if len(ids) <= PROBES:
+            return ids
+        return ids[np.linspace(0, len(ids) - 1, PROBES).astype(np.int64)]
+
+    def _check_probe(self, header: dict[str, Any], path: Any) -> None:
+        """IndexMismatchError unless the vectors a file without them was given back are those it
+        was saved with (at float16 precision), for its probe pages: a graph built over other
+        vectors (another store's file, with the same ids) would search badly and never say so."""
+        probe, blob = header.get("probe_ids"), header.get("probe")
+        if not isinstance(probe, list) or not isinstance(blob, bytes) or len(blob) != 2 * self.dim * len(probe):
+            raise IndexFormatError(f"{path}: header field 'probe' missing or malformed")
+        if not probe:
+            return
+        try:
+            ids = _as_ids(probe, "load")
+            got = self.get(ids)
+        except (KeyError, TypeError, ValueError) as e:
+            raise IndexFormatError(f"{path}: a probe page is not in the index ({e})") from e
+        want = np.frombuffer(blob, dtype="<f2").astype(np.float32).reshape(len(probe), self.dim)
+        given = got.any(axis=1)  # a zero row: the source has no vector for that page (see load())
+        if not np.allclose(got[given], want[given], atol=PROBE_ATOL):
+            raise IndexMismatchError(f"{path}: the vectors given are not those the graph was built over")
 
 
 def _read_header(f: BinaryIO, path: Any) -> dict[str, Any]:
@@ -421,6 +488,9 @@ def _read_header(f: BinaryIO, path: Any) -> dict[str, Any]:
         raise IndexFormatError(f"{path}: header values out of range")
     if header.get("name") is not None and not isinstance(header["name"], str):
         raise IndexFormatError(f"{path}: header field 'name' malformed")
+    header.setdefault("vectors", "all")  # files written before vectors=False existed hold them all
+    if header["vectors"] not in ("all", "deleted"):
+        raise IndexFormatError(f"{path}: header field 'vectors' malformed")
     return header
 
 
@@ -552,16 +622,16 @@ class PageIndex(BaseIndex):
     def _params(self) -> dict[str, Any]:
         return {"M": self.M, "ef_construction": self.ef_construction, "ef": self._ef, "seed": self.seed}
 
-    def _payload(self, tmpdir: str) -> list[bytes | str]:
+    def _payload(self, tmpdir: str, vectors: bool) -> list[bytes | str]:
         graph = os.path.join(tmpdir, "graph.bin")
         self._hnsw.save_index(graph)
         live = np.array(sorted(self._live), dtype="<u8").tobytes()
         labels = np.array(sorted(self._labels), dtype="<u8").tobytes()
         lengths = struct.pack("<QQ", len(self._live), len(self._labels))
-        return [lengths, live, labels, graph]
+        return [lengths, live, labels, *([graph] if vectors else _slim_graph(graph, self.dim))]
 
     @classmethod
-    def _restore(cls, header: dict[str, Any], f: BinaryIO, size: int) -> PageIndex:
+    def _restore(cls, header: dict[str, Any], f: BinaryIO, size: int, vectors: VectorSource | None) -> PageIndex:
         p = header["params"]
         n_live, n_labels = struct.unpack("<QQ", _read_exact(f, 16))
         if n_live > n_labels or 16 + 8 * (n_live + n_labels) > size:
@@ -583,7 +653,12 @@ class PageIndex(BaseIndex):
         graph_size = size - 16 - 8 * (n_live + n_labels)
         with tempfile.NamedTemporaryFile(prefix="vmemidx-", suffix=".bin", delete=False) as tmp:
             try:
-                left = graph_size
+                if vectors is not None:
+                    for part in _full_graph(_read_exact(f, graph_size), dim=header["dim"], M=int(p["M"]),
+                                            count=n_labels, space=header["space"], vectors=vectors):
+                        tmp.write(part)
+                    graph_size = tmp.tell()
+                left = graph_size if vectors is None else 0
                 while left:
                     chunk = f.read(min(_CHUNK, left))
                     if not chunk:
@@ -611,6 +686,75 @@ class PageIndex(BaseIndex):
 # size_data_per_element_, label_offset_, offsetData_ (size_t); maxlevel_ (int); enterpoint_node_ (u32);
 # maxM_, maxM0_, M_ (size_t); mult_ (double); ef_construction_ (size_t)
 _HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+
+
+def _slim_graph(path: str, dim: int) -> list[bytes]:
+    """hnswlib's saved graph at ``path`` without the live elements' vectors: its header, each
+    element's level-0 links and label, the vectors of the elements marked deleted (the graph
+    still walks through them, and no one else keeps them), then the upper levels' link lists."""
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    head = bytes(mm[:_HNSW_HEADER.size])
+    (_off0, _max_el, count, per_el, label_off, data_off, *_rest) = _HNSW_HEADER.unpack(head)
+    end = _HNSW_HEADER.size + count * per_el
+    level0 = mm[_HNSW_HEADER.size:end].reshape(count, per_el)
+    deleted = (level0[:, 2] & 1) != 0
+    links = np.hstack([level0[:, :data_off], level0[:, label_off:per_el]])
+    kept = level0[deleted][:, data_off:label_off]
+    out = [head, links.tobytes(), kept.tobytes(), bytes(mm[end:])]
+    del mm, level0
+    return out
+
+
+def _full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str,
+                vectors: VectorSource) -> list[bytes | memoryview]:
+    """The inverse of :func:`_slim_graph`: hnswlib's file layout again, the live elements'
+    vectors asked of ``vectors`` (by label, in element order) and normalised as hnswlib does for
+    the cosine space. What this cannot place (sizes that disagree) is an IndexFormatError; the
+    result is checked by :func:`_check_hnsw` like any graph file."""
+    def bad(why: str) -> IndexFormatError:
+        return IndexFormatError(f"index payload: the HNSW graph {why}")
+
+    if len(raw) < _HNSW_HEADER.size:
+        raise bad("is truncated")
+    head = raw[:_HNSW_HEADER.size]
+    (_off0, _max_el, n, per_el, label_off, data_off, _maxlevel, _enter, max_m, max_m0, m, _mult,
+     _efc) = _HNSW_HEADER.unpack(head)
+    if (n != count or m != M or max_m0 != 2 * M or data_off != max_m0 * 4 + 4 or label_off != data_off + 4 * dim
+            or per_el != label_off + 8):
+        raise bad("header does not match the index's parameters")
+    slim = data_off + 8
+    end = _HNSW_HEADER.size + count * slim
+    if end > len(raw):
+        raise bad("is shorter than its elements")
+    level0 = np.frombuffer(raw, dtype=np.uint8, count=count * slim, offset=_HNSW_HEADER.size).reshape(count, slim)
+    deleted = (level0[:, 2] & 1) != 0
+    n_del = int(deleted.sum())
+    vend = end + n_del * 4 * dim
+    if vend > len(raw):
+        raise bad("is shorter than its deleted elements' vectors")
+    labels = np.ascontiguousarray(level0[:, data_off:]).view("<u8").ravel()
+    full = np.empty((count, per_el), dtype=np.uint8)
+    full[:, :data_off] = level0[:, :data_off]
+    full[:, label_off:] = level0[:, data_off:]
+    vecs = full[:, data_off:label_off].view("<f4")  # the vectors' place in each element, written in place
+    if n_del:
+        vecs[deleted] = np.frombuffer(raw, dtype="<f4", count=n_del * dim, offset=end).reshape(n_del, dim)
+    if n_del < count:
+        got = np.asarray(vectors(labels if not n_del else labels[~deleted]), dtype=np.float32)
+        if got.shape != (count - n_del, dim):
+            raise IndexMismatchError(f"the vector source gave shape {got.shape} for {count - n_del} pages of "
+                                     f"dimension {dim}")
+        scale = None
+        if space == "cosine":  # as hnswlib's normalize_vector: v * 1 / (|v| + 1e-30)
+            scale = (np.float32(1.0) / (np.sqrt(np.einsum("ij,ij->i", got, got)) + np.float32(1e-30)))[:, None]
+        if n_del:
+            vecs[~deleted] = got if scale is None else got * scale
+        elif scale is None:
+            vecs[...] = got
+        else:  # the common case: straight into place, no temporary of the whole matrix
+            np.multiply(got, scale, out=vecs)
+        del got
+    return [head, full.data, raw[vend:]]
 
 
 def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, live: np.ndarray) -> None:
@@ -642,21 +786,23 @@ def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, l
         raise bad("is shorter than its elements")
     per_level = max_m * 4 + 4
     levels = np.zeros(count, dtype=np.int64)
-    upper: list[tuple[int, int, int]] = []
-    sizes = mm[level0_end:]
+    upper: list[tuple[int, int]] = []  # (element, offset in sizes) of each link list above level 0
+    sizes = bytes(mm[level0_end:])  # the upper levels: small beside level 0 (1/M of the elements)
+    end = len(sizes)
+    u32 = struct.Struct("<I").unpack_from
     pos = 0
     for i in range(count):  # the link lists above level 0: a u32 size, then that many bytes
-        if pos + 4 > len(sizes):
+        if pos + 4 > end:
             raise bad("is truncated in its link lists")
-        n = int(sizes[pos]) | int(sizes[pos + 1]) << 8 | int(sizes[pos + 2]) << 16 | int(sizes[pos + 3]) << 24
+        (n,) = u32(sizes, pos)
         pos += 4
         if n:
-            if n % per_level or n // per_level > maxlevel or pos + n > len(sizes):
+            if n % per_level or n // per_level > maxlevel or pos + n > end:
                 raise bad(f"has a bad link list size for element {i}")
             levels[i] = n // per_level
-            upper.append((i, level0_end + pos, n))
+            upper.append((i, pos))
             pos += n
-    if pos != len(sizes):
+    if pos != end:
         raise bad("has bytes past its link lists")
     if count:
         if int(levels.max()) != maxlevel or enter >= count or levels[enter] != maxlevel:
@@ -674,18 +820,27 @@ def _check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, l
         deleted = (level0[:, 2] & 1) != 0
         if not np.array_equal(np.sort(held[~deleted]), np.sort(live)):
             raise bad("marks other pages deleted than its id table")
-        if not np.isfinite(np.ascontiguousarray(level0[:, data_off:label_off]).view("<f4")).all():
+        if not np.isfinite(level0[:, data_off:label_off].view("<f4")).all():  # (a view: no copy of the vectors)
             raise bad("holds a vector that is not finite")
-        for i, start, n in upper:  # level l's neighbours must be elements that reach level l
-            block = np.asarray(mm[start:start + n]).reshape(n // per_level, per_level)
+        if upper:  # level l's neighbours must be elements that reach level l (all lists at once)
+            raw = np.frombuffer(sizes, dtype=np.uint8)
+            owner = np.array([i for i, _ in upper], dtype=np.int64)
+            nlev = levels[owner]
+            rows = np.repeat(np.array([p for _, p in upper], dtype=np.int64), nlev)
+            first = np.repeat(np.cumsum(nlev) - nlev, nlev)
+            level = np.arange(len(rows)) - first + 1  # 1 .. the element's top level
+            rows += (level - 1) * per_level
+            block = raw[rows[:, None] + np.arange(per_level)[None, :]]
             c = np.ascontiguousarray(block[:, 0:2]).view("<u2").ravel()
             ids = np.ascontiguousarray(block[:, 4:]).view("<u4")
             used = np.arange(max_m)[None, :] < c[:, None]
             if (c > max_m).any() or (ids[used] >= count).any():
-                raise bad(f"has a bad upper-level link list for element {i}")
-            need = np.broadcast_to(np.arange(1, len(c) + 1)[:, None], ids.shape)[used]
-            if (levels[ids[used]] < need).any():
-                raise bad(f"links element {i} to a neighbour above that neighbour's top level")
+                who = int(np.repeat(owner, nlev)[int(np.argmax((c > max_m) | ((ids >= count) & used).any(axis=1)))])
+                raise bad(f"has a bad upper-level link list for element {who}")
+            low = (levels[np.where(used, ids, 0)] < level[:, None]) & used
+            if low.any():
+                who = int(np.repeat(owner, nlev)[int(np.argmax(low.any(axis=1)))])
+                raise bad(f"links element {who} to a neighbour above that neighbour's top level")
     del mm
 
 
@@ -795,20 +950,25 @@ class ExactIndex(BaseIndex):
     def _params(self) -> dict[str, Any]:
         return {}
 
-    def _payload(self, tmpdir: str) -> list[bytes | str]:
+    def _payload(self, tmpdir: str, vectors: bool) -> list[bytes | str]:
         live = self._alive[: self._n]
         ids = self._ids[: self._n][live].astype("<u8")
-        vecs = self._vecs[: self._n][live].astype("<f4")
+        vecs = self._vecs[: self._n][live].astype("<f4") if vectors else np.zeros((0, self.dim), "<f4")
         return [struct.pack("<Q", len(ids)), ids.tobytes(), vecs.tobytes()]
 
     @classmethod
-    def _restore(cls, header: dict[str, Any], f: BinaryIO, size: int) -> ExactIndex:
+    def _restore(cls, header: dict[str, Any], f: BinaryIO, size: int, vectors: VectorSource | None) -> ExactIndex:
         (n,) = struct.unpack("<Q", _read_exact(f, 8))
         dim = header["dim"]
-        if 8 + n * 8 + n * dim * 4 != size:
+        if 8 + n * 8 + (n * dim * 4 if vectors is None else 0) != size:
             raise IndexFormatError("index payload size does not match its row count")
         ids = np.frombuffer(_read_exact(f, 8 * n), dtype="<u8").astype(np.uint64)
-        vecs = np.frombuffer(_read_exact(f, 4 * n * dim), dtype="<f4").reshape(n, dim)
+        if vectors is None:
+            vecs = np.frombuffer(_read_exact(f, 4 * n * dim), dtype="<f4").reshape(n, dim)
+        else:
+            vecs = np.asarray(vectors(ids), dtype=np.float32)
+            if vecs.shape != (n, dim):
+                raise IndexMismatchError(f"the vector source gave shape {vecs.shape} for {n} pages of dimension {dim}")
         index = cls(dim, capacity=max(1, n), space=header["space"], name=header.get("name"))
         if n:
             index._add(ids, vecs.astype(np.float32))
@@ -818,7 +978,8 @@ class ExactIndex(BaseIndex):
 _KINDS: dict[str, type[BaseIndex]] = {"hnsw": PageIndex, "exact": ExactIndex}
 
 
-def load_index(path: str | os.PathLike[str], *, dim: int | None = None, name: str | None = None) -> BaseIndex:
+def load_index(path: str | os.PathLike[str], *, dim: int | None = None, name: str | None = None,
+               vectors: VectorSource | None = None) -> BaseIndex:
     """Load a saved :class:`PageIndex` or :class:`ExactIndex`, whichever the file holds."""
-    return BaseIndex.load(path, dim=dim, name=name)
+    return BaseIndex.load(path, dim=dim, name=name, vectors=vectors)
 

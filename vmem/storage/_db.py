@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgpack
+import numpy as np
 
+from vmem.storage import vecblob
 from vmem.storage.errors import (
     CorruptStoreError,
     ForeignFileError,
@@ -56,8 +58,11 @@ APPLICATION_ID = int.from_bytes(b"vmem", "big")
 #: stopped, and the passage serial that replaced it; NULL while it holds).
 #: Version 4 (the *checksums* migration, ``_MIGRATIONS[3]``) adds a ``crc`` to every
 #: message, passage, block, state and journal row, kept by triggers (see :func:`record_crc`),
-#: and the ``commits`` counter. Older stores are migrated on open, one version at a time.
-SCHEMA_VERSION = 4
+#: and the ``commits`` counter. Version 5 (``_MIGRATIONS[4]``) stores each passage's embedding
+#: as float16 of its unit vector (:mod:`vmem.storage.vecblob`), not float32: half the bytes
+#: (the checksums follow, by the update trigger). Older stores are migrated on open, one version
+#: at a time.
+SCHEMA_VERSION = 5
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -162,6 +167,14 @@ def _add_columns(c: sqlite3.Connection, table: str, columns: dict[str, str]) -> 
             c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
+# Schema 5, "float16": every stored embedding rewritten as vecblob's float16. A row that does not
+# match its checksum is left as it is: converting it would give it a new, matching checksum and
+# hide the damage from MemoryDir.verify().
+_FLOAT16: list[str | Callable[[sqlite3.Connection], None]] = [
+    f"UPDATE passages SET embedding = vmem_f32_to_f16(embedding) "
+    f"WHERE embedding IS NOT NULL AND length(embedding) % 4 = 0 AND crc = vmem_crc({CHECKED['passages'][1]})",
+]
+
 #: Statements (or functions of the connection) that bring a store of an older schema version
 #: to the next one (run once, all versions in one transaction).
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
@@ -185,7 +198,16 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE INDEX IF NOT EXISTS passages_invalid_at ON passages(invalid_at) WHERE invalid_at IS NOT NULL",
     ],
     3: [*_CHECKSUMS],  # the checksums migration
+    4: _FLOAT16,
 }
+
+
+def _f32_to_f16(blob: bytes) -> bytes:
+    """Schema 5's conversion of one stored embedding (float32 blob -> vecblob's float16)."""
+    if not isinstance(blob, bytes) or len(blob) % 4:
+        raise CorruptStoreError(f"a stored embedding of {len(blob) if isinstance(blob, bytes) else type(blob).__name__}"
+                                " bytes is not float32 values: cannot migrate it to schema 5")
+    return vecblob.encode(np.frombuffer(blob, dtype="<f4"))
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -238,6 +260,7 @@ class Database:
         except sqlite3.Error as e:
             raise _storage_error(e, f"opening {self.path}") from e
         self.conn.create_function("vmem_crc", -1, record_crc, deterministic=True)
+        self.conn.create_function("vmem_f32_to_f16", 1, _f32_to_f16, deterministic=True)
         #: Write transactions committed over the store's life (the ``commits`` row; 0 before schema 4).
         self.commits = 0
         #: Called with :attr:`commits` after each commit (MemoryDir keeps it outside the WAL).
@@ -354,10 +377,22 @@ class Database:
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            if version < 5:
+                self._compact("schema 5 halved the stored embeddings")
             names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
         missing = _REQUIRED - names
         if missing:
             raise CorruptStoreError(f"{self.path} is damaged: missing schema objects {sorted(missing)}")
+
+    def _compact(self, why: str) -> None:
+        """VACUUM the file (and fold the WAL back), so that space a migration freed goes back to
+        the disk rather than waiting inside the file for later rows. Best effort: VACUUM needs
+        as much free disk again as the file; when it fails the store is as good, only larger."""
+        try:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            log.warning("%s: %s, but compacting the file failed (it keeps its free pages): %s", self.path, why, e)
 
     # -- use
 

@@ -3,7 +3,7 @@
 Layout::
 
     <dir>/vmem.db (+ -wal, -shm)   SQLite, WAL mode: messages, passages, blocks, state, meta
-    <dir>/archival.idx             the vector index: a cache, rebuilt from vmem.db when stale
+    <dir>/archival.idx             the vector index's graph (its vectors are read from vmem.db): a cache, rebuilt when stale
     <dir>/recall.tix               the text index of the messages: a cache, likewise
     <dir>/archival.tix             the text index of the passages (SQLite archival): likewise
     <dir>/archival.milvus.db       Milvus Lite data, when archival="milvus" (local)

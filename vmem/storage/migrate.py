@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vmem.storage import vecblob
 from vmem.storage.errors import ConfigMismatchError, VmemStorageError
 
 __all__ = ["TABLES", "copy_store"]
@@ -39,7 +40,6 @@ TABLES: dict[str, tuple[str, ...]] = {
 #: Meta keys that belong to the store, not to the agent.
 _OWN_META = {"store_id", "created", "archival", "archival_ledger", "next_passage_serial"}
 _BATCH = 2000
-_F32 = np.dtype("<f4")
 
 
 def _cols(table: str) -> str:
@@ -64,7 +64,7 @@ def _rows(store: Any, table: str) -> Iterator[tuple[Any, ...]]:
         row = tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
         if emb >= 0 and row[emb] is not None:
             v = row[emb]
-            vec = np.frombuffer(v, dtype=_F32) if isinstance(v, bytes) else np.asarray(
+            vec = vecblob.decode_many([v], len(v) // 2)[0] if isinstance(v, bytes) else np.asarray(
                 v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32)
             row = row[:emb] + (vec,) + row[emb + 1:]
         yield row
@@ -85,7 +85,9 @@ def _load(store: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
     else:
         if table == "passages":
             i = cols.index("embedding")
-            rows = [r[:i] + (None if r[i] is None else np.asarray(r[i], _F32).tobytes(),) + r[i + 1:] for r in rows]
+            rows = [r[:i] + (None if r[i] is None else vecblob.encode_many(np.asarray(r[i], np.float32)[None, :],
+                                                                           normalise=False)[0],) + r[i + 1:]
+                    for r in rows]
         if table == "blocks":
             rows = [r[:4] + (int(r[4]),) + r[5:] for r in rows]
         sql = f"INSERT INTO {table}({_cols(table)}) VALUES ({', '.join('?' * len(cols))})"

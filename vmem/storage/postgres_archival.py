@@ -158,6 +158,15 @@ class PgArchival(SqliteArchival):
             return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
         return np.array(ids_out, dtype=np.uint64), np.vstack(vecs).astype(np.float32)
 
+    def _scan_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SqliteArchival's one pass over every passage's vector, here from PostgreSQL (this store
+        builds its index from the rows and never loads an index file, so only a direct caller asks):
+        (every id, the ids with a vector, those vectors), in id order."""
+        every = np.sort(self._db_ids())
+        ids, vecs = self._load_vectors(every)
+        order = np.argsort(ids, kind="stable")
+        return every, ids[order], vecs[order]
+
     def _open_index(self) -> Any:
         if self._cached_vectors is not None:
             index, self._cached_vectors = self._cached_vectors, None

@@ -1,7 +1,7 @@
 """Archival storage in the MemoryDir's SQLite file, with an HNSW index file as a cache.
 
 Layout: table ``passages`` (text, content hash UNIQUE, epoch ts, tags, the
-embedding as a little-endian float32 blob, and ``grp``: the id of the first
+embedding as a little-endian float16 blob of the unit vector (:mod:`vmem.storage.vecblob`), and ``grp``: the id of the first
 passage its insert call stored), ``passage_tags`` for filtering. Two caches
 of it: the vector index in ``<dir>/archival.idx`` (:class:`vmem.index.PageIndex`
 format) and the text index in ``<dir>/archival.tix`` (BM25 in C,
@@ -9,7 +9,9 @@ format) and the text index in ``<dir>/archival.tix`` (BM25 in C,
 
 Invariants:
 
-1. SQLite is the truth; the index file is a cache of the ``embedding`` column.
+1. SQLite is the truth; the index file is a cache of the ``embedding`` column, and holds
+   the graph, not the vectors: loading it reads them from the database (a tenth of the
+   bytes of a file with its own float32 copy, at 384 dimensions).
    On open the index is loaded and *reconciled*: a missing, unreadable,
    foreign (other dimension or embedder) index is rebuilt from the stored
    embeddings, without calling the embedder; an index behind the database (a
@@ -52,17 +54,18 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
 
 from vmem.pageid import PageKind, make_page_id, page_serial
+from vmem.storage import vecblob
 from vmem.storage._db import Database, fsync_dir
 from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
 from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
 from vmem.storage.archival import ArchivalStore, PassageFilter
-from vmem.storage.errors import NotFoundError
+from vmem.storage.errors import NotFoundError, VmemStorageError
 from vmem.storage.lexical import LexicalCache
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
@@ -93,7 +96,9 @@ EXACT_MAX = 4096
 SPOT_CHECK = 32
 _BATCH = 4096
 _PROGRESS_BATCH = 256  # rows per batch when someone watches a re-embedding
-_F32 = np.dtype("<f4")
+#: Largest difference per component between the index's vectors and the stored ones that a spot
+#: check accepts: float16 rounding (vecblob) and an index renormalising what it is given.
+SPOT_ATOL = 1e-3
 
 _PCOLS = "p.id, p.text, p.tags, p.ts, p.valid_from, p.invalid_at, p.superseded_by"
 _SERIAL_MASK = (1 << 56) - 1
@@ -200,6 +205,10 @@ class SqliteArchival(ArchivalStore):
         self._reembed_if_needed(on_reembed)
         #: How the index was obtained at open: "loaded", "caught-up", "rebuilt".
         self.index_status = ""
+        # while the index file loads: the table scan its vectors came from, and the pages it has
+        # that have no stored vector (see _stored_vectors)
+        self._scan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._vectorless = np.zeros(0, dtype=np.uint64)
         self.index = self._open_index()
 
     # -- the embedder and the index cache
@@ -240,11 +249,9 @@ class SqliteArchival(ArchivalStore):
             step = _BATCH if progress is None else _PROGRESS_BATCH
             for lo in range(0, len(rows), step):
                 chunk = rows[lo : lo + step]
-                vecs = self._embed([t for _, t in chunk])
-                c.executemany(
-                    "UPDATE passages SET embedding=? WHERE id=?",
-                    [(v.astype(_F32).tobytes(), i) for (i, _), v in zip(chunk, vecs)],
-                )
+                blobs = vecblob.encode_many(self._embed([t for _, t in chunk]))
+                c.executemany("UPDATE passages SET embedding=? WHERE id=?",
+                              [(b, i) for (i, _), b in zip(chunk, blobs)])
                 if progress is not None:
                     progress(lo + len(chunk), len(rows))
             self._db.set_meta("embedder", want)
@@ -264,22 +271,90 @@ class SqliteArchival(ArchivalStore):
             serials = np.fromiter((r[0] for r in c.execute("SELECT id FROM passages")), dtype=np.int64)
         return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) else np.zeros(0, np.uint64)
 
-    def _load_vectors(self, page_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stored embeddings of ``page_ids`` (those that exist): (ids, (n, dim) float32)."""
+    def _load_vectors(self, page_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored embeddings of ``page_ids`` (those that exist; None: every passage, in id order):
+        (ids, (n, dim) float32).
+
+        A passage whose stored embedding is not ``dim`` float16 values (a damaged row, which
+        ``MemoryDir.verify()`` names by its checksum) is left out and logged: it is not found by
+        vector, and the rest of the store stays usable."""
         ids_out: list[int] = []
-        vecs: list[np.ndarray] = []
-        serials = [page_serial(int(p)) for p in page_ids]
+        blobs: list[bytes] = []
+        bad: list[int] = []
+        serials = [page_serial(int(p)) for p in page_ids] if page_ids is not None else [None]
         dim = self.embedder.dim
+        size = 2 * dim
         with self._db.reading("reading embeddings") as c:
             for lo in range(0, len(serials), 500):
                 chunk = serials[lo : lo + 500]
-                q = f"SELECT id, embedding FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
-                for sid, blob in c.execute(q, chunk):
-                    ids_out.append(_pid(sid))
-                    vecs.append(np.frombuffer(blob, dtype=_F32, count=dim))
+                if page_ids is None:
+                    rows = c.execute("SELECT id, embedding FROM passages ORDER BY id")
+                else:
+                    rows = c.execute(f"SELECT id, embedding FROM passages WHERE id IN ({','.join('?' * len(chunk))})",
+                                     chunk)
+                for sid, blob in rows:
+                    if isinstance(blob, bytes) and len(blob) == size:
+                        ids_out.append(_pid(sid))
+                        blobs.append(blob)
+                    else:
+                        bad.append(sid)
+        if bad:
+            log.error("%s: %d passage(s) have no readable embedding (first: %#x); they are left out of the "
+                      "vector index (vmem check names the damage)", self._db.path, len(bad), _pid(bad[0]))
         if not ids_out:
             return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
-        return np.array(ids_out, dtype=np.uint64), np.vstack(vecs).astype(np.float32)
+        return np.array(ids_out, dtype=np.uint64), vecblob.decode_many(blobs, dim)
+
+    def _scan_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pass over the passages in id order: (every id, the ids whose vector is readable,
+        those vectors as an (n, dim) float32 array). Unreadable ones are logged as in _load_vectors."""
+        dim = self.embedder.dim
+        size = 2 * dim
+        with self._db.reading("reading embeddings") as c:
+            rows = c.execute("SELECT id, embedding FROM passages ORDER BY id").fetchall()
+        base = np.uint64(int(PageKind.PASSAGE) << 56)
+        every = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)).astype(np.uint64) | base
+        blobs = [r[1] for r in rows]
+        del rows
+        ok = np.fromiter((type(b) is bytes and len(b) == size for b in blobs), dtype=bool, count=len(blobs))
+        if ok.all():
+            ids = every
+        else:
+            bad = every[~ok]
+            log.error("%s: %d passage(s) have no readable embedding (first: %#x); they are left out of the "
+                      "vector index (vmem check names the damage)", self._db.path, len(bad), int(bad[0]))
+            ids = every[ok]
+            blobs = [b for b, k in zip(blobs, ok) if k]
+        joined = b"".join(blobs)
+        del blobs
+        vecs = np.frombuffer(joined, dtype=vecblob.DTYPE).reshape(len(ids), dim).astype(np.float32)
+        return every, ids, vecs
+
+    def _stored_vectors(self, page_ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``page_ids`` in that order: what an index file saved without
+        them is given back. A page the database does not have (deleted after the file was
+        written) or cannot read gets a zero vector and is recorded in ``_vectorless``:
+        _open_index deletes those from the index (the graph keeps them as waypoints only)."""
+        page_ids = np.asarray(page_ids, dtype=np.uint64)
+        if len(page_ids) > _BATCH:  # most of the store: one pass over the table, kept for _open_index
+            self._scan = self._scan_vectors()
+            _, ids, vecs = self._scan
+            if len(ids) == len(page_ids) and np.array_equal(ids, page_ids):
+                self._vectorless = np.zeros(0, dtype=np.uint64)
+                return vecs  # (the common case: the index holds exactly the stored passages)
+        else:
+            ids, vecs = self._load_vectors(page_ids)
+            order = np.argsort(ids, kind="stable")
+            ids, vecs = ids[order], vecs[order]
+        out = np.zeros((len(page_ids), self.embedder.dim), dtype=np.float32)
+        if not len(ids):
+            self._vectorless = page_ids.copy()
+            return out
+        pos = np.minimum(np.searchsorted(ids, page_ids), len(ids) - 1)
+        found = ids[pos] == page_ids
+        out[found] = vecs[pos[found]]
+        self._vectorless = page_ids[~found]
+        return out
 
     def _add_from_db(self, index: Any, page_ids: np.ndarray) -> None:
         for lo in range(0, len(page_ids), _BATCH):
@@ -288,13 +363,17 @@ class SqliteArchival(ArchivalStore):
                 index.add(ids, vecs)
 
     def _open_index(self) -> Any:
-        db_ids = self._db_ids()
         index = None
+        self._vectorless = np.zeros(0, dtype=np.uint64)
+        self._scan = None
         if self._index_path.exists():
             try:
-                index = self._index_cls.load(self._index_path, dim=self.embedder.dim, name=self.embedder.name)
+                index = self._index_cls.load(self._index_path, dim=self.embedder.dim, name=self.embedder.name,
+                                             vectors=self._stored_vectors)
             except self._index_errors as e:
                 log.warning("%s: index cache unusable, rebuilding: %s", self._index_path, e)
+        db_ids = self._scan[0] if self._scan is not None else self._db_ids()
+        self._scan = None
         if index is not None and len(db_ids) and len(index):
             # spot check: the cache must hold *our* vectors, not just our ids
             rng = np.random.default_rng()
@@ -302,7 +381,7 @@ class SqliteArchival(ArchivalStore):
             sample = rng.choice(sample, size=min(SPOT_CHECK, len(sample)), replace=False) if len(sample) else sample
             ids, want = self._load_vectors(sample)
             try:
-                same = not len(ids) or np.allclose(index.get(ids), want, atol=1e-4)
+                same = not len(ids) or np.allclose(index.get(ids), want, atol=SPOT_ATOL)
             except (RuntimeError, ValueError, KeyError):  # hnswlib: "Label not found", a shape that is not ours
                 same = False
             if not same:
@@ -315,7 +394,7 @@ class SqliteArchival(ArchivalStore):
             self._unsaved = max(1, len(db_ids))  # write the fresh cache at the next checkpoint
             return index
         idx_ids = index.ids()
-        extra = np.setdiff1d(idx_ids, db_ids, assume_unique=True)
+        extra = np.union1d(np.setdiff1d(idx_ids, db_ids, assume_unique=True), self._vectorless)
         missing = np.setdiff1d(db_ids, idx_ids, assume_unique=True)
         if len(extra):
             index.delete(extra)
@@ -323,6 +402,8 @@ class SqliteArchival(ArchivalStore):
             self._add_from_db(index, missing)
         self.index_status = "caught-up" if len(extra) or len(missing) else "loaded"
         self._unsaved = len(extra) + len(missing)
+        if index.file_vectors == "all":  # a file from before schema 5: rewrite it without the vectors
+            self._unsaved = max(1, self._unsaved)
         return index
 
     def verify_index(self) -> bool:
@@ -335,7 +416,7 @@ class SqliteArchival(ArchivalStore):
         with self._db.lock:
             self._db.check_open()
             if self._unsaved and not self._db.in_transaction and not self._db.read_only:
-                self.index.save(self._index_path)
+                self.index.save(self._index_path, vectors=False)  # the vectors are in the database
                 self._unsaved = 0
             self.lexical.save()
 
@@ -393,6 +474,9 @@ class SqliteArchival(ArchivalStore):
                 if h not in known and h not in fresh:
                     fresh[h] = n
             vecs = self._embed([texts[n] for n in fresh.values()]) if fresh else None
+            blobs = vecblob.encode_many(vecs) if vecs is not None else []
+            if vecs is not None:  # the index holds what a reload from the database would give it
+                vecs = vecblob.rounded(vecs)
             tag_blob = msgpack.packb(list(tags), use_bin_type=True) if tags else None
             serial: dict[bytes, int] = {h: i for h, (i, _) in known.items()}
             with self._db.transaction("inserting passages") as c:
@@ -401,18 +485,22 @@ class SqliteArchival(ArchivalStore):
                     grp = c.execute(
                         "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name='passages'), 0) + 1"
                     ).fetchone()[0]
-                for (h, n), v in zip(fresh.items(), vecs if vecs is not None else []):
-                    cur = c.execute(
+                if fresh:  # one statement for the batch: AUTOINCREMENT gives grp, grp + 1, ... in order
+                    c.executemany(
                         "INSERT INTO passages(text, hash, ts, tags, embedding, grp, valid_from) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (texts[n], h, ts, tag_blob, v.astype(_F32).tobytes(), grp, valid_from[n]),
+                        [(texts[n], h, ts, tag_blob, blob, grp, valid_from[n])
+                         for (h, n), blob in zip(fresh.items(), blobs)],
                     )
-                    serial[h] = cast(int, cur.lastrowid)
+                    last = c.execute("SELECT seq FROM sqlite_sequence WHERE name='passages'").fetchone()[0]
+                    if last != grp + len(fresh) - 1:  # (never: one writer, inside its transaction)
+                        raise VmemStorageError(f"{self._db.path}: {len(fresh)} passages from id {grp} ended at "
+                                               f"id {last}, not {grp + len(fresh) - 1}")
+                    for k, h in enumerate(fresh):
+                        serial[h] = grp + k
                     if tags:
-                        c.executemany(
-                            "INSERT INTO passage_tags(tag, passage_id) VALUES (?, ?)",
-                            [(t, cur.lastrowid) for t in tags],
-                        )
+                        c.executemany("INSERT INTO passage_tags(tag, passage_id) VALUES (?, ?)",
+                                      [(t, grp + k) for k in range(len(fresh)) for t in tags])
                 for h, (i, old) in known.items():  # duplicates: merge the new tags in
                     add = [t for t in tags if t not in old]
                     if add:
