@@ -142,7 +142,9 @@ class PgArchival(SqliteArchival):
         return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) \
             else np.zeros(0, np.uint64)
 
-    def _load_vectors(self, page_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _load_vectors(self, page_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if page_ids is None:  # every passage, in id order (as SqliteArchival's)
+            page_ids = np.sort(self._db_ids())
         serials = [page_serial(int(p)) for p in page_ids]
         dim = self.embedder.dim
         ids_out: list[int] = []
