@@ -18,9 +18,11 @@ import asyncio
 import os
 import sys
 
-from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+from agents import Agent, Runner, set_tracing_disabled
 from agents.mcp import MCPServerStdio
 from openai import AsyncOpenAI
+
+from vmem.kernel.drivers.agents_sdk import TextToolCallsModel
 
 INSTRUCTIONS = (
     "You are a helpful assistant with a long-term memory, reached through your tools. When the user tells "
@@ -33,7 +35,7 @@ INSTRUCTIONS = (
 async def run(directory: str, message: str) -> str:
     set_tracing_disabled(True)  # the SDK would otherwise send traces to OpenAI
     client = AsyncOpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY say which server
-    model = OpenAIChatCompletionsModel(model=os.environ.get("VMEM_MODEL", "gpt-4o-mini"), openai_client=client)
+    model = TextToolCallsModel(model=os.environ.get("VMEM_MODEL", "gpt-4o-mini"), openai_client=client)
     memory = MCPServerStdio(
         {"command": sys.executable, "args": ["-m", "vmem.app.cli", "mcp", directory]},
         name="vmem", cache_tools_list=True, client_session_timeout_seconds=120,

@@ -21,10 +21,11 @@ import os
 import sys
 from typing import Any
 
-from agents import Agent, FunctionTool, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+from agents import Agent, FunctionTool, Runner, set_tracing_disabled
 from openai import AsyncOpenAI, OpenAI
 
 from vmem.kernel import Memory
+from vmem.kernel.drivers.agents_sdk import TextToolCallsModel
 
 MODEL = os.environ.get("VMEM_MODEL", "gpt-4o-mini")
 SYSTEM = "You are a helpful assistant who remembers what the user tells you."
@@ -85,7 +86,7 @@ async def run(directory: str, message: str) -> str:
             if m["role"] != "system":
                 break
             prompt.append(m["content"])
-        model = OpenAIChatCompletionsModel(model=MODEL, openai_client=AsyncOpenAI())
+        model = TextToolCallsModel(model=MODEL, openai_client=AsyncOpenAI())
         agent = Agent(name="assistant", instructions="\n\n".join(prompt), model=model, tools=memory_tools(memory))
         result = await Runner.run(agent, message, max_turns=6)
         answer = str(result.final_output)
