@@ -8,8 +8,11 @@ and what it finds again with them.
     python examples/agents_sdk_mcp.py ana-memory "Please remember: my bike lock code is 4812."
     python examples/agents_sdk_mcp.py ana-memory "What is my bike lock code?"
 
-Needs ``pip install openai-agents`` (in vmem's ``test`` extra). Any OpenAI-compatible server that
-does tool calls serves the model (llama.cpp, vLLM, Ollama, OpenAI); tracing to OpenAI is off.
+Needs ``pip install openai-agents`` (in vmem's ``test`` extra). Any OpenAI-compatible server serves
+the model (llama.cpp, vLLM, Ollama, OpenAI); tracing to OpenAI is off. The model is the SDK's
+chat-completions model with one change (``vmem.kernel.drivers.agents_sdk.TextToolCallsModel``): a call
+of the memory's tools that a small local model writes as JSON in its text (Qwen2.5-Coder-1.5B on
+llama.cpp does) is run as a tool call, instead of being taken for the answer.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ heard stays searchable (conversation_search) in later runs.
     python examples/agents_sdk_memory.py ana-memory "Hi! I'm Ana and I just moved to Lisbon."
     python examples/agents_sdk_memory.py ana-memory "Where do I live?"
 
-Needs ``pip install openai-agents`` (in vmem's ``test`` extra).
+Needs ``pip install openai-agents`` (in vmem's ``test`` extra). ``TextToolCallsModel`` is the SDK's
+chat-completions model that also runs the calls a small local model writes as JSON in its text.
 """
 
 from __future__ import annotations
