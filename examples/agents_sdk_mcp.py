@@ -2,7 +2,8 @@
 
 Each run is a new process and a new conversation: all the agent knows of earlier runs is what it
 saved through the memory tools that ``vmem mcp DIR`` serves (core memory blocks, archival passages)
-and what it finds again with them.
+and what it finds again with them. The core memory blocks (the server's resources) go into the
+agent's instructions at the start of each run, as a vmem agent has them in its context.
 
     export OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=none VMEM_MODEL=qwen2.5-coder-1.5b
     python examples/agents_sdk_mcp.py ana-memory "Please remember: my bike lock code is 4812."
@@ -35,6 +36,17 @@ INSTRUCTIONS = (
 )
 
 
+async def core_memory(server: MCPServerStdio) -> str:
+    """The memory's core blocks, read through the server's resources (``vmem://blocks/LABEL``): what the
+    agent always has in its context, as in MemGPT, so a fact saved there needs no search."""
+    blocks = []
+    for resource in (await server.list_resources()).resources:
+        read = await server.read_resource(str(resource.uri))
+        text = "".join(getattr(part, "text", "") for part in read.contents)
+        blocks.append(f"<{resource.name}>\n{text}\n</{resource.name}>")
+    return "Your core memory:\n<core_memory>\n" + "\n".join(blocks) + "\n</core_memory>"
+
+
 async def run(directory: str, message: str) -> str:
     set_tracing_disabled(True)  # the SDK would otherwise send traces to OpenAI
     client = AsyncOpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY say which server
@@ -44,7 +56,8 @@ async def run(directory: str, message: str) -> str:
         name="vmem", cache_tools_list=True, client_session_timeout_seconds=120,
     )
     async with memory:
-        agent = Agent(name="assistant", instructions=INSTRUCTIONS, model=model, mcp_servers=[memory])
+        instructions = INSTRUCTIONS + "\n\n" + await core_memory(memory)
+        agent = Agent(name="assistant", instructions=instructions, model=model, mcp_servers=[memory])
         result = await Runner.run(agent, message, max_turns=6)
     return str(result.final_output)
 
