@@ -30,9 +30,9 @@ from vmem.kernel.drivers.agents_sdk import TextToolCallsModel
 
 INSTRUCTIONS = (
     "You are a helpful assistant with a long-term memory, reached through your tools. When the user tells "
-    "you a fact worth keeping, save it with archival_memory_insert (or core_memory_append for a key fact "
-    "about the user). When the user asks about something you were told before, search with "
-    "archival_memory_search (and conversation_search) first, then answer from what you find."
+    "you a fact worth keeping, save it with core_memory_append (label \"human\"). Your core memory is below: "
+    "when it holds the answer to a question, answer from it. When it does not, search with "
+    "archival_memory_search and conversation_search, then answer from what you find."
 )
 
 
