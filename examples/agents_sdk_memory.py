@@ -10,7 +10,8 @@ heard stays searchable (conversation_search) in later runs.
     python examples/agents_sdk_memory.py ana-memory "Hi! I'm Ana and I just moved to Lisbon."
     python examples/agents_sdk_memory.py ana-memory "Where do I live?"
 
-Needs ``pip install openai-agents`` (in vmem's ``test`` extra).
+Needs ``pip install openai-agents`` (in vmem's ``test`` extra). ``TextToolCallsModel`` is the SDK's
+chat-completions model that also runs the calls a small local model writes as JSON in its text.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import os
 import sys
 from typing import Any
 
-from agents import Agent, FunctionTool, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+from agents import Agent, FunctionTool, Runner, set_tracing_disabled
 from openai import AsyncOpenAI, OpenAI
 
 from vmem.kernel import Memory
+from vmem.kernel.drivers.agents_sdk import TextToolCallsModel
 
 MODEL = os.environ.get("VMEM_MODEL", "gpt-4o-mini")
 SYSTEM = "You are a helpful assistant who remembers what the user tells you."
@@ -85,7 +87,7 @@ async def run(directory: str, message: str) -> str:
             if m["role"] != "system":
                 break
             prompt.append(m["content"])
-        model = OpenAIChatCompletionsModel(model=MODEL, openai_client=AsyncOpenAI())
+        model = TextToolCallsModel(model=MODEL, openai_client=AsyncOpenAI())
         agent = Agent(name="assistant", instructions="\n\n".join(prompt), model=model, tools=memory_tools(memory))
         result = await Runner.run(agent, message, max_turns=6)
         answer = str(result.final_output)

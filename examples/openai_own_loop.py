@@ -5,12 +5,17 @@
 
 The memory compiles the context (system prompt, its own instructions for its functions, core memory,
 summary, queue) within the window's budget; the loop calls the model and runs the memory functions
-it asks for.
+it asks for. After the turn, one consolidation run (``vmem.kernel.consolidation.consolidate``, what
+the consolidation daemon does in the background) has the same model write the user's facts to core
+memory: Qwen2.5-Coder-1.5B answered the greeting with ``send_message`` alone, and the consolidation
+run saved it.
 """
 
 import os
 from openai import OpenAI
 from vmem.kernel import Memory
+from vmem.kernel.consolidation import consolidate
+from vmem.kernel.drivers import OpenAIDriver
 
 client = OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY say which server: OpenAI, vLLM, llama.cpp, Ollama...
 MODEL = os.environ.get("VMEM_MODEL", "gpt-4o-mini")
@@ -41,5 +46,9 @@ def chat(text: str) -> str:
     return "(no answer)"
 
 print(chat("Hi! I'm Ana, I just moved to Lisbon."))
-print(memory.block("human").value)  # what the model saved about Ana
+# The memory's own curation (the consolidation daemon's run, here in your thread): your model reads the
+# new turns and the user's facts go to core memory, other facts to archival. A small model that answered
+# without calling its memory functions still leaves them saved.
+consolidate(memory, OpenAIDriver(MODEL, client=client, timeout=600))
+print(memory.block("human").value)  # what the memory saved about Ana
 memory.close()

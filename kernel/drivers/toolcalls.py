@@ -5,8 +5,10 @@ native tool calling, and the prompt that teaches it.
   ``{"function": NAME, "arguments": {...}}`` (the protocol this module teaches), and the
   common variants (``name``/``parameters``/``args``, the OpenAI ``{"function": {"name",
   "arguments"}}`` shape, lists of calls, ``{"tool_calls": [...]}``), fenced or bare,
-  several per text.  The text outside the calls is returned too: it is the model's own
-  message.  The JSON is read leniently (:mod:`vmem.kernel.drivers.lenient_json`).
+  several per text; and, for the tools offered (``known``), a call written as a tag with its
+  arguments as attributes (``<core_memory_append label="human" content="..."/>``), read only
+  where the text holds no JSON call.  The text outside the calls is returned too: it is the
+  model's own message.  The JSON is read leniently (:mod:`vmem.kernel.drivers.lenient_json`).
 * :func:`tool_protocol_prompt` writes the system-prompt section that teaches a model that
   protocol and lists the tools from their schemas; :func:`to_text_protocol` rewrites a
   chat history that contains native tool calls and tool results into plain messages a
@@ -23,7 +25,9 @@ Nothing here raises on bad model output: every entry point returns an error valu
 """
 from __future__ import annotations
 
+import html
 import json
+import re
 import secrets
 from typing import Any, Callable, Collection, Iterable, NamedTuple, Sequence
 
@@ -185,9 +189,45 @@ def parse_text_tool_calls(
         i = end
         if i >= n:
             break
+    if not calls and known:
+        calls, spans = _tag_calls(text, known, make_id)
     if not calls:
         return TextToolCalls([], text.strip() or None)
     return TextToolCalls(calls, _cut(text, spans))
+
+
+#: ``<name a="1" b='x'/>`` or ``<name a="1">...</name>``: a call written as a tag with its arguments
+#: as attributes (Qwen2.5-Coder-1.5B wrote its calls so in a context full of ``<core_memory>``-style tags).
+_TAG = re.compile(r"<([A-Za-z_][\w.-]*)((?:\s+[A-Za-z_][\w-]*\s*=\s*(?:\"[^\"]*\"|'[^']*'))*)\s*(/?)>")
+_ATTR = re.compile(r"([A-Za-z_][\w-]*)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
+def _tag_calls(text: str, known: Collection[str],
+               make_id: Callable[[], str]) -> tuple[list[ToolCall], list[tuple[int, int]]]:
+    """Calls of ``known`` functions written as tags, their arguments as attributes (``"true"``,
+    ``"false"`` and ``"null"`` read as JSON literals, every other value a string), and their spans. A
+    tag of an unknown name, or one without attributes, is not a call: HTML and ``<core_memory>`` in
+    prose stay prose."""
+    calls: list[ToolCall] = []
+    spans: list[tuple[int, int]] = []
+    for m in _TAG.finditer(text):
+        name, attrs, closed = m.group(1), m.group(2), m.group(3)
+        if name not in known or not attrs.strip():
+            continue
+        end = m.end()
+        if not closed:  # <name ...>...</name>: the element's text is not an argument; its close is cut
+            close = text.find(f"</{name}>", end)
+            if close < 0 or text[end:close].strip():
+                continue
+            end = close + len(f"</{name}>")
+        arguments: dict[str, Any] = {}
+        for a in _ATTR.finditer(attrs):
+            raw = html.unescape(a.group(2) if a.group(2) is not None else a.group(3))
+            arguments[a.group(1)] = _LITERALS[raw] if raw in _LITERALS else raw
+        calls.append(ToolCall(make_id(), name, arguments, None))
+        spans.append((m.start(), end))
+    return calls, spans
 
 
 def _next_open(text: str, i: int) -> int:
