@@ -116,11 +116,25 @@ def _date_text(value: Any) -> Any:
     return value  # pydantic parses it (lax: from a Python string, as from JSON text)
 
 
+def _bools_apart(values: tuple[Any, ...]) -> Any:
+    """A check that JSON's booleans match only boolean literal values, as JSON Schema's ``enum``
+    compares them (Python's ``True == 1`` would let ``true`` through for ``Literal[1, 2, 3]``)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) != any(isinstance(v, bool) for v in values if v == value):
+            raise PydanticCustomError("literal_error", "Input should be one of {expected}",
+                                      {"expected": ", ".join(json.dumps(v) for v in values)})
+        return value
+    return BeforeValidator(check)
+
+
 def _as_json_schema_says(hint: Any) -> Any:
-    """``hint`` with every date and datetime in it read from text only (see :func:`_date_text`)."""
+    """``hint`` with every date and datetime in it read from text only (see :func:`_date_text`),
+    and every literal's booleans kept apart from its numbers (see :func:`_bools_apart`)."""
     if hint in (_dt.date, _dt.datetime):
         return Annotated[hint, Strict(False), BeforeValidator(_date_text)]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal and any(isinstance(a, (int, float)) for a in args):
+        return Annotated[hint, _bools_apart(args)]
     if origin is None or origin is Literal or not args:
         return hint
     if origin is Annotated:

@@ -246,3 +246,14 @@ def test_no_schema_keeps_pydantic_noise():
     for func in FUNCTIONS:
         text = json.dumps(func.schema)
         assert '"title"' not in text and '"default": null' not in text and "$defs" not in text, func.name
+
+
+def test_a_boolean_is_not_a_number_of_an_integer_enum():
+    """JSON Schema's enum keeps true apart from 1; Python's True == 1 let a model's `true` through for
+    Literal[1, 2, 3] (a hypothesis draw of the test above found it)."""
+    func = next(f for f in FUNCTIONS if f.name == "plan")
+    schema = func.schema["parameters"]["properties"]["size"]
+    for value in (True, False):
+        assert not function_accepts(func, "size", value) and not schema_accepts(schema, value)
+    for value in (1, 3, 2.0):
+        assert function_accepts(func, "size", value) and schema_accepts(schema, value)
