@@ -113,7 +113,7 @@ def agent_location(path: str, *, must_exist: bool) -> Any:
     from vmem.storage import is_url
 
     if is_url(path):
-        from vmem.storage.postgres_db import PgLocation
+        from vmem.storage.postgres_connect import PgLocation
 
         try:
             PgLocation.parse(path)

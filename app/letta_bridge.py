@@ -624,6 +624,6 @@ class _Named(str):
 
     @property
     def name(self) -> str:
-        from vmem.storage.postgres_db import PgLocation
+        from vmem.storage.postgres_connect import PgLocation
 
         return PgLocation.parse(str(self)).agent

@@ -13,8 +13,7 @@ run saved it.
 
 import os
 from openai import OpenAI
-from vmem.kernel import Memory
-from vmem.kernel.consolidation import consolidate
+from vmem.kernel import Memory, consolidate
 from vmem.kernel.drivers import OpenAIDriver
 
 client = OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY say which server: OpenAI, vLLM, llama.cpp, Ollama...

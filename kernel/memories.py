@@ -10,7 +10,7 @@ Interface::
 A worker that serves requests for many agents keeps the last ``max_open`` it used open, and
 closes the least recently used one to open another. Each open memory holds one directory
 lock (SQLite) and its caches; a PostgreSQL memory holds no connection between transactions
-(it borrows one from the process's pool, ``vmem.storage.postgres_db.POOL_MAX``, per
+(it borrows one from the process's pool, ``vmem.storage.postgres_connect.POOL_MAX``, per
 transaction), so ``max_open`` bounds memory and locks, not connections. A memory is reused as it is: in PostgreSQL it reloads itself when another
 worker changed the agent (at its next transaction), so an LRU entry is never stale when used.
 A memory in use (inside ``use``) is never closed; ``use`` of a second agent when all

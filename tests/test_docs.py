@@ -110,7 +110,8 @@ def test_the_cli_header_lists_every_command():
     assert listed == commands, (commands - listed, listed - commands)
 
 
-PUBLIC = ["vmem", "vmem.storage", "vmem.kernel", "vmem.kernel.drivers", "vmem.app.agentfile"]
+PUBLIC = ["vmem", "vmem.storage", "vmem.kernel", "vmem.kernel.drivers", "vmem.kernel.drivers.agents_sdk",
+          "vmem.app.agentfile"]  # agents_sdk: the OpenAI Agents SDK adapter (needs openai-agents)
 
 
 @pytest.mark.parametrize("package", PUBLIC)

@@ -17,7 +17,8 @@ import pytest
 
 from vmem.kernel import Memory
 from vmem.storage import StoreLockedError, StoreNotFoundError, open_store
-from vmem.storage.postgres_db import PgLocation, StaleStoreError
+from vmem.storage.postgres_connect import PgLocation
+from vmem.storage.postgres_db import StaleStoreError
 
 pytestmark = pytest.mark.postgres
 
@@ -482,7 +483,7 @@ def test_a_store_borrows_a_connection_per_transaction_and_its_settings_stay_in_i
 def test_more_open_stores_than_pooled_connections_all_write(pg_server) -> None:
     """An open store holds no connection between transactions, so a worker can keep many
     agents open (an LRU of hundreds) with a pool of a few connections."""
-    from vmem.storage.postgres_db import POOL_MAX, pool_for
+    from vmem.storage.postgres_connect import POOL_MAX, pool_for
 
     pool = pool_for(pg_server.url)
     timeout, pool.timeout = pool.timeout, 2.0  # a store that holds its connection fails fast here

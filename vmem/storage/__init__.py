@@ -22,7 +22,8 @@ backend interface), ``sqlite`` (embedded archival backend), ``milvus``
 ``memdir``, ``errors`` (the exception tree is drawn there); ``block_edit`` (an edit that keeps its
 meaning under races), ``shared_blocks`` and ``postgres_shared`` (shared block stores); ``location`` (:func:`open_store`: a
 directory or a ``postgresql://...?agent=NAME`` URL) and the PostgreSQL store: ``postgres``
-(PgStore), ``postgres_db``, ``postgres_tiers``, ``postgres_archival`` (needs the ``postgres`` extra).
+(PgStore), ``postgres_connect`` (locations, pools), ``postgres_db``, ``postgres_tiers``,
+``postgres_archival`` (needs the ``postgres`` extra).
 """
 
 from vmem.storage.archival import ArchivalStore

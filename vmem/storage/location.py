@@ -19,7 +19,7 @@ from typing import Any
 
 from vmem.storage.memdir import MemoryDir
 from vmem.storage.postgres import PgStore
-from vmem.storage.postgres_db import PgLocation, is_pg_location
+from vmem.storage.postgres_connect import PgLocation, is_pg_location
 from vmem.storage.shared_blocks import SharedBlockFile, SharedBlockStore
 
 __all__ = ["Location", "Store", "display", "is_url", "open_shared_blocks", "open_store"]

@@ -33,7 +33,8 @@ from vmem.storage.chunk import DEFAULT_MAX_CHARS
 from vmem.storage.errors import ConfigMismatchError, VmemStorageError
 from vmem.storage.memdir import verify_caches
 from vmem.storage.postgres_archival import PgArchival
-from vmem.storage.postgres_db import PgDatabase, PgLocation, new_store_id
+from vmem.storage.postgres_connect import PgLocation
+from vmem.storage.postgres_db import PgDatabase, new_store_id
 from vmem.storage.postgres_tiers import PgBlocks, PgEventLog, PgJournal, PgKernelState, PgLexical, PgRecall
 from vmem.storage.records import utcnow
 from vmem.text import fts_query
@@ -194,7 +195,7 @@ class PgStore:
             yield self
             return
         with db.held() as c:
-            from vmem.storage.postgres_db import translate
+            from vmem.storage.postgres_connect import translate
 
             with translate("opening a snapshot"):
                 c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -52,19 +52,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgpack
 
 from vmem.storage.errors import (
-    BackendError,
     ReadOnlyStoreError,
     SchemaVersionError,
     StoreClosedError,
@@ -72,16 +67,23 @@ from vmem.storage.errors import (
     StoreNotFoundError,
     VmemStorageError,
 )
+from vmem.storage.postgres_connect import (
+    DEFAULT_LOCK_TIMEOUT_MS,
+    POOL_MAX,
+    PgLocation,
+    _redact,
+    _register_vector,
+    pool_for,
+    translate,
+)
 
-__all__ = ["PG_SCHEMA_VERSION", "PgDatabase", "PgLocation", "StaleStoreError", "is_pg_location", "pool_for"]
+__all__ = ["PG_SCHEMA_VERSION", "PgDatabase", "StaleStoreError"]
 
 log = logging.getLogger("vmem.storage")
 
 #: The version of the ``vmem`` schema this code writes and reads (table ``vmem.info``).
 PG_SCHEMA_VERSION = 1
 
-#: How long a transaction waits for its agent's lock before StoreLockedError (milliseconds).
-DEFAULT_LOCK_TIMEOUT_MS = 5000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vmem.info(key text PRIMARY KEY, value text NOT NULL);
@@ -175,133 +177,9 @@ _SET_SEQS = ("UPDATE vmem.agents SET message_seq = %s, passage_seq = %s, event_s
 _ROWS_PER_INSERT = 1000
 _ROWS, _SQL, _SP = "rows", "sql", "savepoint"  # the kinds of queued writes
 
-_AGENT_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,200}$")
-
-
 class StaleStoreError(VmemStorageError):
     """Another process committed to this agent since this object last saw it (a strict store:
     its owner reloads what it keeps in memory, then retries; nothing was written)."""
-
-
-def is_pg_location(location: object) -> bool:
-    """Whether ``location`` is a PostgreSQL URL (``postgresql://`` or ``postgres://``)."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
-
-
-@dataclass(frozen=True)
-class PgLocation:
-    """A parsed ``postgresql://...?agent=NAME`` location: the server's DSN and the agent's name."""
-
-    dsn: str  #: the connection URL without the ``agent`` parameter
-    agent: str
-
-    @classmethod
-    def parse(cls, url: str) -> "PgLocation":
-        """Split a location (ValueError when it names no agent or a malformed one)."""
-        if not is_pg_location(url):
-            raise ValueError(f"not a PostgreSQL location: {url!r} (postgresql://user@host:5432/db?agent=NAME)")
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        agents = [v for k, v in query if k == "agent"]
-        if len(agents) != 1 or not agents[0]:
-            raise ValueError(f"{_redact(url)}: a PostgreSQL location names one agent: ...?agent=NAME")
-        agent = unquote(agents[0])
-        if not _AGENT_NAME.match(agent):
-            raise ValueError(f"agent name {agent!r}: 1-200 characters of letters, digits and _ . @ : + -")
-        rest = urlencode([(k, v) for k, v in query if k != "agent"])
-        return cls(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), agent)
-
-    def __str__(self) -> str:
-        return f"{_redact(self.dsn)}?agent={self.agent}" if "?" not in self.dsn else \
-            f"{_redact(self.dsn)}&agent={self.agent}"
-
-
-def _redact(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-# -- connection pools: one per DSN per process
-
-_POOLS: dict[str, Any] = {}
-_POOLS_LOCK = threading.Lock()
-#: Most connections one process keeps to one server (an open store holds one).
-POOL_MAX = 32
-#: Seconds to wait for the server when a process first connects to it.
-CONNECT_TIMEOUT = 10
-
-
-#: Connections that know the ``vector`` type (pgvector's adapters registered on them).
-_WITH_VECTOR: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _configure(conn: Any) -> None:
-    conn.autocommit = True
-    conn.execute(f"SET lock_timeout = {DEFAULT_LOCK_TIMEOUT_MS}")
-    conn.execute("SET idle_in_transaction_session_timeout = 0")
-    _register_vector(conn)
-
-
-def _register_vector(conn: Any) -> None:
-    """Register pgvector's adapters on ``conn`` once the extension exists (a connection made
-    before the first open created it gets them at its next open)."""
-    if conn in _WITH_VECTOR:
-        return
-    if conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'").fetchone() is None:
-        return
-    from pgvector.psycopg import register_vector
-
-    register_vector(conn)
-    _WITH_VECTOR.add(conn)
-
-
-def pool_for(dsn: str) -> Any:
-    """The process's connection pool to ``dsn`` (made on first use; connections in autocommit)."""
-    with _POOLS_LOCK:
-        pool = _POOLS.get(dsn)
-        if pool is None:
-            try:
-                import psycopg
-                from psycopg_pool import ConnectionPool
-            except ImportError as e:  # pragma: no cover - the postgres extra is missing
-                raise VmemStorageError("a PostgreSQL location needs the postgres extra: "
-                                       "pip install 'vmem[postgres]'") from e
-            try:  # the server's own answer now, rather than a pool that waits for it in vain
-                psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
-            except psycopg.Error as e:
-                raise BackendError(f"cannot connect to {_redact(dsn)}: {e}".strip()) from e
-            pool = ConnectionPool(dsn, min_size=0, max_size=POOL_MAX, configure=_configure, open=True,
-                                  name=f"vmem:{_redact(dsn)}", timeout=30.0)
-            _POOLS[dsn] = pool
-        return pool
-
-
-def close_pools() -> None:
-    """Close every pool of this process (e.g. before os.fork, or at exit)."""
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-        _POOLS.clear()
-    for pool in pools:
-        pool.close()
-
-
-@contextlib.contextmanager
-def translate(what: str) -> Iterator[None]:
-    """Re-raise psycopg errors met while doing ``what`` as VmemStorageError subclasses."""
-    import psycopg
-
-    try:
-        yield
-    except psycopg.errors.LockNotAvailable as e:
-        raise StoreLockedError(f"{what}: the agent is busy in another process (waited for its lock): {e}") from e
-    except psycopg.errors.ReadOnlySqlTransaction as e:
-        raise ReadOnlyStoreError(f"{what}: the store was opened read-only") from e
-    except psycopg.Error as e:
-        raise VmemStorageError(f"{what}: {type(e).__name__}: {e}") from e
 
 
 class PgDatabase:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from vmem.storage.errors import StoreClosedError
-from vmem.storage.postgres_db import _redact, pool_for, translate
+from vmem.storage.postgres_connect import _redact, pool_for, translate
 from vmem.storage.shared_blocks import SqlSharedBlocks
 
 __all__ = ["PgSharedBlocks", "database_url"]

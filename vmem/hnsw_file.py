@@ -1,0 +1,202 @@
+"""hnswlib's graph file: its layout, without the vectors and back, and checked before hnswlib reads it.
+
+The index file (:mod:`vmem.index`) keeps an HNSW graph as hnswlib saves it, or, for a store that
+keeps the vectors in its database, the same file with the live elements' vectors left out
+(:func:`slim_graph`); :func:`full_graph` puts given vectors back in place. hnswlib trusts its
+file: a size, offset or count that does not match the bytes crashes the process, so
+:func:`check_hnsw` validates every one of them against the file's length and the index's
+parameters first (IndexFormatError on any mismatch; the caller rebuilds).
+
+Interface::
+
+    parts = slim_graph(path, dim)                       # header, level-0 links, upper levels (bytes)
+    for part in full_graph(raw, dim=..., M=..., count=..., space=..., vectors=...): f.write(part)
+    check_hnsw(path, size, dim=..., M=..., labels=..., live=...)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+
+import numpy as np
+
+from vmem.errors import VmemError
+
+__all__ = ["HNSW_HEADER", "IndexFormatError", "IndexMismatchError", "VectorSource", "check_hnsw", "full_graph",
+           "slim_graph"]
+
+#: Where load() gets the vectors of live pages a file does not hold: ids -> (n, dim) float32.
+VectorSource = Callable[[np.ndarray], np.ndarray]
+
+
+class IndexFormatError(VmemError, ValueError):
+    """The file is not a vmem index, or it is truncated or corrupt (raised by :mod:`vmem.index`
+    for its own header and payload, here for hnswlib's graph in it)."""
+
+
+class IndexMismatchError(VmemError, ValueError):
+    """The index file is valid but does not match what the caller expects (its dimension, its
+    embedder, or the vectors a caller gives back for a graph saved without them)."""
+
+# hnswlib's saveIndex header (hnswalg.h), little-endian: offsetLevel0_, max_elements_, cur_element_count,
+# size_data_per_element_, label_offset_, offsetData_ (size_t); maxlevel_ (int); enterpoint_node_ (u32);
+# maxM_, maxM0_, M_ (size_t); mult_ (double); ef_construction_ (size_t)
+HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+
+
+def slim_graph(path: str, dim: int) -> list[bytes]:
+    """hnswlib's saved graph at ``path`` without the live elements' vectors: its header, each
+    element's level-0 links and label, the vectors of the elements marked deleted (the graph
+    still walks through them, and no one else keeps them), then the upper levels' link lists."""
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    head = bytes(mm[:HNSW_HEADER.size])
+    (_off0, _max_el, count, per_el, label_off, data_off, *_rest) = HNSW_HEADER.unpack(head)
+    end = HNSW_HEADER.size + count * per_el
+    level0 = mm[HNSW_HEADER.size:end].reshape(count, per_el)
+    deleted = (level0[:, 2] & 1) != 0
+    links = np.hstack([level0[:, :data_off], level0[:, label_off:per_el]])
+    kept = level0[deleted][:, data_off:label_off]
+    out = [head, links.tobytes(), kept.tobytes(), bytes(mm[end:])]
+    del mm, level0
+    return out
+
+
+def full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str,
+                vectors: VectorSource) -> list[bytes | memoryview]:
+    """The inverse of :func:`slim_graph`: hnswlib's file layout again, the live elements'
+    vectors asked of ``vectors`` (by label, in element order) and normalised as hnswlib does for
+    the cosine space. What this cannot place (sizes that disagree) is an IndexFormatError; the
+    result is checked by :func:`check_hnsw` like any graph file."""
+    def bad(why: str) -> IndexFormatError:
+        return IndexFormatError(f"index payload: the HNSW graph {why}")
+
+    if len(raw) < HNSW_HEADER.size:
+        raise bad("is truncated")
+    head = raw[:HNSW_HEADER.size]
+    (_off0, _max_el, n, per_el, label_off, data_off, _maxlevel, _enter, max_m, max_m0, m, _mult,
+     _efc) = HNSW_HEADER.unpack(head)
+    if (n != count or m != M or max_m0 != 2 * M or data_off != max_m0 * 4 + 4 or label_off != data_off + 4 * dim
+            or per_el != label_off + 8):
+        raise bad("header does not match the index's parameters")
+    slim = data_off + 8
+    end = HNSW_HEADER.size + count * slim
+    if end > len(raw):
+        raise bad("is shorter than its elements")
+    level0 = np.frombuffer(raw, dtype=np.uint8, count=count * slim, offset=HNSW_HEADER.size).reshape(count, slim)
+    deleted = (level0[:, 2] & 1) != 0
+    n_del = int(deleted.sum())
+    vend = end + n_del * 4 * dim
+    if vend > len(raw):
+        raise bad("is shorter than its deleted elements' vectors")
+    labels = np.ascontiguousarray(level0[:, data_off:]).view("<u8").ravel()
+    full = np.empty((count, per_el), dtype=np.uint8)
+    full[:, :data_off] = level0[:, :data_off]
+    full[:, label_off:] = level0[:, data_off:]
+    vecs = full[:, data_off:label_off].view("<f4")  # the vectors' place in each element, written in place
+    if n_del:
+        vecs[deleted] = np.frombuffer(raw, dtype="<f4", count=n_del * dim, offset=end).reshape(n_del, dim)
+    if n_del < count:
+        got = np.asarray(vectors(labels if not n_del else labels[~deleted]), dtype=np.float32)
+        if got.shape != (count - n_del, dim):
+            raise IndexMismatchError(f"the vector source gave shape {got.shape} for {count - n_del} pages of "
+                                     f"dimension {dim}")
+        scale = None
+        if space == "cosine":  # as hnswlib's normalize_vector: v * 1 / (|v| + 1e-30)
+            scale = (np.float32(1.0) / (np.sqrt(np.einsum("ij,ij->i", got, got)) + np.float32(1e-30)))[:, None]
+        if n_del:
+            vecs[~deleted] = got if scale is None else got * scale
+        elif scale is None:
+            vecs[...] = got
+        else:  # the common case: straight into place, no temporary of the whole matrix
+            np.multiply(got, scale, out=vecs)
+        del got
+    return [head, full.data, raw[vend:]]
+
+
+def check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, live: np.ndarray) -> None:
+    """IndexFormatError unless the hnswlib graph file at ``path`` is one hnswlib can load and search
+    without reading out of bounds, and holds exactly ``labels`` (``live`` not marked deleted):
+    hnswlib trusts the offsets, sizes, counts and neighbour ids it reads, so a damaged file with a
+    recomputed checksum could crash the process (SIGSEGV) or answer with pages that are not there.
+
+    Checked against the file's length and the parameters the header says: the layout of an
+    element (offsets derived from ``dim`` and ``M``), the element count, every link list's size
+    and level, the entry point, every neighbour id (level 0 and above), the labels, the deleted
+    marks and the vectors (finite)."""
+    def bad(why: str) -> IndexFormatError:
+        return IndexFormatError(f"index payload: the HNSW graph {why}")
+
+    if size < HNSW_HEADER.size:
+        raise bad("is truncated")
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
+    (off0, max_el, count, per_el, label_off, data_off, maxlevel, enter, max_m, max_m0, m, mult,
+     efc) = HNSW_HEADER.unpack(mm[: HNSW_HEADER.size].tobytes())
+    links0 = max_m0 * 4 + 4
+    if (m != M or max_m != M or max_m0 != 2 * M or off0 != 0 or data_off != links0 or label_off != data_off + 4 * dim
+            or per_el != label_off + 8 or count != len(labels) or max_el < count
+            or not (0 <= maxlevel < 64 if count else maxlevel in (-1, 0))
+            or not math.isfinite(mult) or mult <= 0 or not 0 < efc < 1 << 31):
+        raise bad("header does not match the index's parameters")
+    level0_end = HNSW_HEADER.size + count * per_el
+    if level0_end > size:
+        raise bad("is shorter than its elements")
+    per_level = max_m * 4 + 4
+    levels = np.zeros(count, dtype=np.int64)
+    upper: list[tuple[int, int]] = []  # (element, offset in sizes) of each link list above level 0
+    sizes = bytes(mm[level0_end:])  # the upper levels: small beside level 0 (1/M of the elements)
+    end = len(sizes)
+    u32 = struct.Struct("<I").unpack_from
+    pos = 0
+    for i in range(count):  # the link lists above level 0: a u32 size, then that many bytes
+        if pos + 4 > end:
+            raise bad("is truncated in its link lists")
+        (n,) = u32(sizes, pos)
+        pos += 4
+        if n:
+            if n % per_level or n // per_level > maxlevel or pos + n > end:
+                raise bad(f"has a bad link list size for element {i}")
+            levels[i] = n // per_level
+            upper.append((i, pos))
+            pos += n
+    if pos != end:
+        raise bad("has bytes past its link lists")
+    if count:
+        if int(levels.max()) != maxlevel or enter >= count or levels[enter] != maxlevel:
+            raise bad("entry point or top level is inconsistent")
+        level0 = mm[HNSW_HEADER.size:level0_end].reshape(count, per_el)
+        cnt = np.ascontiguousarray(level0[:, 0:2]).view("<u2").ravel()
+        if (cnt > max_m0).any():
+            raise bad("has a level-0 neighbour count over its maximum")
+        nb = np.ascontiguousarray(level0[:, 4:links0]).view("<u4").reshape(count, max_m0)
+        if (nb[np.arange(max_m0)[None, :] < cnt[:, None]] >= count).any():
+            raise bad("has a level-0 neighbour out of range")
+        held = np.ascontiguousarray(level0[:, label_off:per_el]).view("<u8").ravel()
+        if not np.array_equal(np.sort(held), np.sort(labels)):
+            raise bad("holds other labels than its id table")
+        deleted = (level0[:, 2] & 1) != 0
+        if not np.array_equal(np.sort(held[~deleted]), np.sort(live)):
+            raise bad("marks other pages deleted than its id table")
+        if not np.isfinite(level0[:, data_off:label_off].view("<f4")).all():  # (a view: no copy of the vectors)
+            raise bad("holds a vector that is not finite")
+        if upper:  # level l's neighbours must be elements that reach level l (all lists at once)
+            raw = np.frombuffer(sizes, dtype=np.uint8)
+            owner = np.array([i for i, _ in upper], dtype=np.int64)
+            nlev = levels[owner]
+            rows = np.repeat(np.array([p for _, p in upper], dtype=np.int64), nlev)
+            first = np.repeat(np.cumsum(nlev) - nlev, nlev)
+            level = np.arange(len(rows)) - first + 1  # 1 .. the element's top level
+            rows += (level - 1) * per_level
+            block = raw[rows[:, None] + np.arange(per_level)[None, :]]
+            c = np.ascontiguousarray(block[:, 0:2]).view("<u2").ravel()
+            ids = np.ascontiguousarray(block[:, 4:]).view("<u4")
+            used = np.arange(max_m)[None, :] < c[:, None]
+            if (c > max_m).any() or (ids[used] >= count).any():
+                who = int(np.repeat(owner, nlev)[int(np.argmax((c > max_m) | ((ids >= count) & used).any(axis=1)))])
+                raise bad(f"has a bad upper-level link list for element {who}")
+            low = (levels[np.where(used, ids, 0)] < level[:, None]) & used
+            if low.any():
+                who = int(np.repeat(owner, nlev)[int(np.argmax(low.any(axis=1)))])
+                raise bad(f"links element {who} to a neighbour above that neighbour's top level")
+    del mm
