@@ -292,3 +292,16 @@ def test_a_block_another_agent_grew_past_this_window_is_shown_cut_and_the_next_s
     check_agent(small)
     for m in (big, small.memory):
         m.close()
+
+
+def test_a_read_only_shared_block_refuses_the_agents_edit_as_a_function_error(tmp_path):
+    open_shared_blocks(tmp_path / "shared.db").create("rules", "Be kind.", limit=100, read_only=True)
+    agent = Agent.create(tmp_path / "ana", system="s", driver=ScriptedDriver([
+        Completion(tool_calls=[call("core_memory_append", heartbeat=True, label="rules", content="Be rude.")]),
+        Completion(tool_calls=[call("send_message", message="ok")])]), config=CONFIG)
+    agent.memory.attach_block("rules", tmp_path / "shared.db")
+    result = agent.step("change the rules")
+    assert not result.calls[0].ok and "read-only" in result.calls[0].result
+    assert open_shared_blocks(tmp_path / "shared.db").get("rules").value == "Be kind."
+    check_agent(agent)
+    agent.close()

@@ -50,6 +50,7 @@ from vmem.storage.errors import (
     EditConflictError,
     ForeignFileError,
     NotFoundError,
+    ReadOnlyBlockError,
     StoreClosedError,
 )
 from vmem.storage.records import Block
@@ -120,10 +121,10 @@ def _crc(name: str, value: str, limit: int, description: str, read_only: bool, v
 
 
 def applied_value(block: SharedBlock, edit: BlockEdit) -> str:
-    """The value ``edit`` makes of ``block`` (EditConflictError, BlockLimitError, BlockError if read-only)."""
+    """The value ``edit`` makes of ``block`` (EditConflictError, BlockLimitError, ReadOnlyBlockError)."""
     label = f"shared block {block.name!r}"
     if block.read_only:
-        raise BlockError(f"{label} is read-only")
+        raise ReadOnlyBlockError(f"{label} is read-only")
     value = clean_text(edit.apply(block.value, label=label))
     if len(value) > block.limit:
         raise BlockLimitError(f"{label}: the edit makes {len(value)} characters; its limit is {block.limit}")
