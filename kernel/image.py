@@ -193,7 +193,8 @@ class MemoryImage:
         self.queue = MessageQueue(self.ctx)
         self.stats = MemoryStatistics(store, self.ctx, self.counter)
         self.shared_blocks = SharedBlocks(state, None if is_url(str(store.path)) else Path(store.path),
-                                          agent=agent_name(str(store.path)), trace=self.trace)
+                                          agent=agent_name(str(store.path)), trace=self.trace,
+                                          home=store.database_url if isinstance(store, PgStore) else None)
         self.core_memory = CoreMemory(self.ctx, store.blocks, self.counter, self.trace, state, self.shared_blocks,
                                       self._core_room)
         self.workset = WorkingSet(self.ctx, self.counter, self.trace, state)

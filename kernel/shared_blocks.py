@@ -50,6 +50,14 @@ from vmem.storage.shared_blocks import SharedBlock, SharedBlockStore, applied_va
 
 __all__ = ["SharedBlocks"]
 
+
+def _same_database(a: str, b: str) -> bool:
+    """Whether two PostgreSQL URLs name the same database (user, host, port, name; not the password)."""
+    from urllib.parse import urlsplit
+
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.username, pa.hostname, pa.port, pa.path) == (pb.username, pb.hostname, pb.port, pb.path)
+
 log = logging.getLogger("vmem.kernel")
 
 
@@ -57,9 +65,12 @@ class SharedBlocks:
     """One memory's shared blocks (see the module docstring)."""
 
     def __init__(self, state: MemoryState, base: Path | None, *, agent: str, trace: Trace,
-                 opener: Callable[[str], SharedBlockStore] | None = None) -> None:
+                 opener: Callable[[str], SharedBlockStore] | None = None, home: str | None = None) -> None:
         self._state = state
         self._base = base
+        # the agent's own database (its URL with any password): shared blocks kept there are reached
+        # with it, so a recorded location never holds a password
+        self._home = home
         self.agent = agent
         self._trace = trace
         self._open = opener or (lambda location: open_shared_blocks(location, create=False))
@@ -73,7 +84,11 @@ class SharedBlocks:
     # ---------------------------------------------------------------- where they are
 
     def _resolve(self, location: str) -> str:
-        if location.startswith(("postgresql://", "postgres://")) or self._base is None:
+        if location.startswith(("postgresql://", "postgres://")):
+            if self._home is not None and _same_database(self._home, location):
+                return self._home
+            return location
+        if self._base is None:
             return location
         return os.path.normpath(os.path.join(self._base, location))
 
@@ -110,9 +125,13 @@ class SharedBlocks:
         caller adds the placeholder block and its page). NotFoundError if there is no such block."""
         text = os.fspath(location)
         if text.startswith(("postgresql://", "postgres://")):
+            from vmem.storage.postgres_connect import _redact
             from vmem.storage.postgres_shared import database_url
 
-            text = database_url(text)  # the database; an agent parameter names no part of it
+            full = database_url(text)  # the database; an agent parameter names no part of it
+            text = _redact(full).replace(":***@", "@")  # recorded without a password
+            if text not in self._stores:  # opened with what was given (the agent's own URL for its database)
+                self._stores[text] = self._open(self._resolve(full))
         elif self._base is not None:
             text = os.path.relpath(os.path.abspath(text), os.path.abspath(self._base))  # the pair moves together
         store = self._store(text)

@@ -305,3 +305,25 @@ def test_a_read_only_shared_block_refuses_the_agents_edit_as_a_function_error(tm
     assert open_shared_blocks(tmp_path / "shared.db").get("rules").value == "Be kind."
     check_agent(agent)
     agent.close()
+
+
+@pytest.mark.postgres
+def test_a_shared_block_in_the_agents_database_is_recorded_without_a_password(pg_server):
+    """The agent's memory keeps where its shared blocks are; a password in the URL given to
+    attach_block is not kept there: the agent's own database is reached with the agent's URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from vmem.storage.postgres_shared import database_url
+
+    parts = urlsplit(pg_server.agent_url("ana"))
+    user = parts.username or "postgres"
+    with_password = urlunsplit((parts.scheme, f"{user}:s3cret@{parts.hostname}:{parts.port}", parts.path,
+                                parts.query, ""))
+    name = f"team-{uuid.uuid4().hex[:8]}"
+    open_shared_blocks(database_url(with_password)).create(name, "notes", limit=100)
+    with Memory.create(with_password, system="s", config=CONFIG) as m:
+        m.attach_block("team", database_url(with_password), name)
+        assert "s3cret" not in str(m.shared_blocks.location("team"))
+    with Memory.open(with_password) as m:  # reopened: the block is found through the agent's own URL
+        assert m.block("team").value == "notes"
+        m.check(deep=True)

@@ -145,6 +145,12 @@ class PgStore:
     # -- use
 
     @property
+    def database_url(self) -> str:
+        """The database's URL as given (password and all; no ``agent`` parameter): for other
+        stores kept in the same database, such as shared blocks. Never print it."""
+        return self._db.location.dsn
+
+    @property
     def agent(self) -> str:
         """The agent's name."""
         return self._db.location.agent
