@@ -62,7 +62,7 @@ class MemoryState:
     now: float | None = None  #: the time of the last turn (epoch seconds)
     consolidated: int = 0  #: the last message a consolidation run has read (a recall serial; 0: none)
     shared: dict[str, list[Any]] = field(default_factory=dict)  #: label -> [location, name, version shown, chars shown]
-    shared_edits: list[list[Any]] = field(default_factory=list)  #: [edit id, label, edit] committed, maybe not applied
+    shared_edits: list[list[Any]] = field(default_factory=list)  #: [edit id, label, edit, location, name] committed, maybe not applied
 
     def mark(self, level: int) -> "MemoryState":
         """A copy to restore to (this is a :class:`vmem.kernel.transaction.Participant`)."""

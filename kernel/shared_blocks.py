@@ -152,7 +152,7 @@ class SharedBlocks:
         memory's edits not yet applied to the store applied on top."""
         block = self._read(label)
         value = block.value
-        for _, lbl, edit in self._state.shared_edits:
+        for _, lbl, edit, *_ in self._state.shared_edits:
             if lbl == label:
                 try:
                     value = BlockEdit.from_dict(edit).apply(value)
@@ -177,21 +177,16 @@ class SharedBlocks:
         current = self._read(label)
         applied_value(SharedBlock(current.name, shown.value, current.limit, current.description,
                                   current.read_only, current.version, current.updated_by), edit)
-        self._state.shared_edits.append([uuid.uuid4().hex, label, edit.to_dict()])
+        location, name = self._state.shared[label][:2]  # kept with the edit: it applies even if detached next
+        self._state.shared_edits.append([uuid.uuid4().hex, label, edit.to_dict(), location, name])
         return self.view(label)
 
     def flush(self) -> None:
         """Apply the committed edits to the shared store (each once; see the module docstring).
         Called after the agent's commit; what a failure leaves is applied by the next :meth:`sync`."""
         with self._lock:
-            for edit_id, label, edit in list(self._state.shared_edits):
-                if label not in self._state.shared:
-                    continue
-                store, name = self._ref(label)
-                outcome = store.apply(edit_id, name, BlockEdit.from_dict(edit), agent=self.agent)
-                self._views[label] = outcome.block
-                if not outcome.applied:
-                    self.refused.append((label, outcome.reason))
+            for item in list(self._state.shared_edits):
+                self._apply(item)
 
     def sync(self) -> list[tuple[str, Block, str]]:
         """At a transaction's start (inside it): finish the edits a commit left unapplied, drop
@@ -202,27 +197,37 @@ class SharedBlocks:
         with self._lock:
             pending = self._state.shared_edits
             if pending:
-                by_store: dict[int, list[list[Any]]] = {}
-                for item in pending:
-                    if item[1] in self._state.shared:
-                        by_store.setdefault(id(self._ref(item[1])[0]), []).append(item)
                 done: set[str] = set()
-                for items in by_store.values():
-                    store = self._ref(items[0][1])[0]
-                    seen = store.outcomes(i[0] for i in items)
-                    for edit_id, label, edit in items:
-                        if edit_id not in seen:  # committed here, never applied (the process stopped between)
-                            outcome = store.apply(edit_id, self._ref(label)[1], BlockEdit.from_dict(edit),
-                                                  agent=self.agent)
-                            if not outcome.applied:
-                                self.refused.append((label, outcome.reason))
-                        done.add(edit_id)
+                by_location: dict[str, list[list[Any]]] = {}
+                for item in pending:
+                    by_location.setdefault(self._where(item)[0], []).append(item)
+                for location, items in by_location.items():
+                    seen = self._store(location).outcomes(i[0] for i in items)
+                    for item in items:
+                        if item[0] not in seen:  # committed here, never applied (the process stopped between)
+                            self._apply(item)
+                        done.add(item[0])
                 self._state.shared_edits = [i for i in pending if i[0] not in done]
             for label, reason in self.refused:
                 self._trace.write({"e": "shared_refused", "label": label, "reason": reason})
             self.notices.extend(self.refused)
             self.refused = []
             return self._changed()
+
+    def _where(self, item: list[Any]) -> tuple[str, str]:
+        """A pending edit's store location and block name (edits saved before they carried them:
+        their label's reference)."""
+        return (item[3], item[4]) if len(item) > 4 else self.location(item[1])
+
+    def _apply(self, item: list[Any]) -> None:
+        """Apply one committed edit to its shared store (once: by its id)."""
+        edit_id, label, edit = item[:3]
+        location, name = self._where(item)
+        outcome = self._store(location).apply(edit_id, name, BlockEdit.from_dict(edit), agent=self.agent)
+        if self._state.shared.get(label, [None, None])[:2] == [location, name]:
+            self._views[label] = outcome.block
+        if not outcome.applied:
+            self.refused.append((label, outcome.reason))
 
     def _changed(self) -> list[tuple[str, Block, str]]:
         changed: list[tuple[str, Block, str]] = []

@@ -327,3 +327,19 @@ def test_a_shared_block_in_the_agents_database_is_recorded_without_a_password(pg
     with Memory.open(with_password) as m:  # reopened: the block is found through the agent's own URL
         assert m.block("team").value == "notes"
         m.check(deep=True)
+
+
+def test_an_edit_made_before_its_block_is_detached_in_the_same_transaction_still_applies(tmp_path):
+    shared = tmp_path / "shared.db"
+    open_shared_blocks(shared).create("team", "notes", limit=200)
+    m = Memory.create(tmp_path / "ana", system="s", config=CONFIG)
+    m.attach_block("team", shared)
+    with m.transaction():
+        m.edit_block("team", BlockEdit.append("decided: ship Friday"))
+        m.delete_block("team")  # detached; the edit was made and commits with the transaction
+    assert open_shared_blocks(shared).get("team").value == "notes\ndecided: ship Friday"
+    with m.transaction():
+        pass  # the next transaction confirms it and forgets it
+    assert m._state.shared_edits == []
+    m.check()
+    m.close()
