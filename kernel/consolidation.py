@@ -30,8 +30,8 @@ What a run asks of the model (small local models included):
 whole or not at all (a savepoint each): a block edit needs its block to exist and be
 writable, its old text to be there, the limit to hold, and a line that is not there yet; a
 fact must be non-empty, at most :data:`MAX_FACT_CHARS`, and not a duplicate of a current
-fact; a supersession needs current facts that exist. A bad proposal is skipped and counted
-by reason in :attr:`RunReport.skipped`. The run is one transaction: the edits, facts,
+fact; neither may be a question (small models copy the user's questions); a supersession
+needs current facts that exist. A bad proposal is skipped and counted by reason in :attr:`RunReport.skipped`. The run is one transaction: the edits, facts,
 supersessions, the cursor and the trace event ``{"e": "consolidate", ...}`` commit
 together, or (on an error that is not a bad proposal) nothing does. A batch whose cursor
 another run moved in the meantime is stale: nothing is applied.
@@ -297,6 +297,8 @@ def _block_value(memory: "Memory", edit: BlockEdit) -> str:
     new = " ".join(edit.new.split())
     if not normal(new):  # nothing but spaces and punctuation ("...": a placeholder copied from the prompt)
         raise _Skip("empty")
+    if _is_question(new):
+        raise _Skip("question")
     lines = [line.strip() for line in block.value.splitlines()]
     if edit.old is None:
         if any(normal(line) == normal(new) for line in lines):
@@ -313,6 +315,12 @@ def _block_value(memory: "Memory", edit: BlockEdit) -> str:
     return value
 
 
+def _is_question(text: str) -> bool:
+    """A line that asks (ends with a question mark): what the user wants to know, not what is true
+    (small models copy the user's questions into memory)."""
+    return text.rstrip(" \"'»”)").endswith(("?", "？"))
+
+
 def _current_facts(memory: "Memory", query: str, size: int = 10) -> list[Passage]:
     return [p for p in memory.store.archival.search(query, mode="text", page_size=size).items if p.current]
 
@@ -324,6 +332,8 @@ def _check_fact(memory: "Memory", fact: Fact, inserted: list[str], near: dict[st
         raise _Skip("empty")
     if len(text) > MAX_FACT_CHARS:
         raise _Skip("too_long")
+    if _is_question(text):
+        raise _Skip("question")
     if any(near_duplicate(text, other) for other in inserted):
         raise _Skip("duplicate")
     near[text] = _current_facts(memory, text)

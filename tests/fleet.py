@@ -5,7 +5,7 @@
 
 ``run`` creates ``AGENTS`` agents (``fleet-0`` ...), starts ``WORKERS`` workers and, for
 ``SECONDS``, SIGKILLs a random worker every ``KILL_EVERY`` seconds on average and starts a new
-one in its place. Each worker keeps an LRU of open memories (:class:`vmem.kernel.OpenMemories`)
+one in its place (``--kill-every 0``: no kills, the fleet's steady throughput). Each worker keeps an LRU of open memories (:class:`vmem.kernel.OpenMemories`)
 and steps agents with a scripted driver: any agent chosen at random (``--route random``, the
 default: most steps find their agent last changed by another worker, so the memory reloads), or,
 as a load balancer that routes by agent would, only the agents of its slot (``--route sticky``:
@@ -76,13 +76,15 @@ def worker(dsn: str, agents: int, wid: str, seconds: float, seed: int, prefix: s
     return 0
 
 
-def _read(proc: subprocess.Popen[str], acks: list[tuple[int, str]], lock: threading.Lock) -> None:
+def _read(proc: subprocess.Popen[str], acks: list[tuple[int, str]], times: list[float],
+          lock: threading.Lock) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("ack "):
             _, i, text = line.split()
             with lock:
                 acks.append((int(i), text))
+                times.append(time.monotonic())
 
 
 def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: float, seed: int = 1,
@@ -96,6 +98,7 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
         Memory.create(agent_url(dsn, i, prefix), system="s", blocks={"human": ""}, config=CONFIG).close()
     rng = random.Random(seed)
     acks: list[tuple[int, str]] = []
+    times: list[float] = []  # when each ack arrived
     lock = threading.Lock()
     procs: list[subprocess.Popen[str]] = []
     readers: list[threading.Thread] = []
@@ -109,7 +112,7 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
                               str(max(1.0, deadline - time.monotonic())), str(rng.randrange(1 << 30)), prefix,
                               *routed],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        t = threading.Thread(target=_read, args=(p, acks, lock), daemon=True)
+        t = threading.Thread(target=_read, args=(p, acks, times, lock), daemon=True)
         t.start()
         readers.append(t)
         return p
@@ -120,7 +123,9 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
     live = [start(slot) for slot in range(workers)]
     procs.extend(live)
     kills = 0
-    while time.monotonic() < deadline - 0.5:
+    if kill_every <= 0:
+        time.sleep(max(0.0, deadline - time.monotonic()))
+    while kill_every > 0 and time.monotonic() < deadline - 0.5:
         time.sleep(min(rng.expovariate(1 / kill_every), max(0.0, deadline - 0.5 - time.monotonic())))
         if time.monotonic() >= deadline - 0.5:
             break
@@ -172,6 +177,8 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
     duplicated = sum(n - 1 for n in seen.values() if n > 1)  # twice in one agent, or in two
     counts = {"agents": agents, "workers": workers, "route": route, "seconds": round(elapsed, 1), "kills": kills,
               "acknowledged": len(acks), "steps_per_second": round(len(acks) / elapsed, 1),
+              # the second half only: every worker has opened its agents (without kills: the steady rate)
+              "steps_per_second_second_half": round(sum(1 for t in times if t >= t0 + seconds / 2) / (seconds / 2), 1),
               "worker_cpu_ms_per_step": round(1e3 * worker_cpu / max(1, len(acks)), 2),  # start-up included
               "committed_unacknowledged": sum(seen.values()) - len(acks),  # killed after COMMIT, before the ack
               "lost": lost, "duplicated": duplicated, "invariant_failures": failures}
@@ -194,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--agents", type=int, default=200)
     r.add_argument("--workers", type=int, default=4)
     r.add_argument("--seconds", type=float, default=60.0)
-    r.add_argument("--kill-every", type=float, default=1.0)
+    r.add_argument("--kill-every", type=float, default=1.0,
+                   help="mean seconds between SIGKILLs of a random worker (0: no kills; default 1.0)")
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--route", choices=["random", "sticky"], default="random",
                    help="which worker steps an agent: any (random) or the one of its slot (sticky)")

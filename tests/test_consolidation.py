@@ -277,3 +277,18 @@ def test_placeholders_copied_from_the_prompt_are_skipped_as_empty(tmp_path: Path
     assert [p.text for p in facts(memory)] == ["name: Ana"]
     memory.check()
     memory.close()
+
+
+def test_a_question_the_user_asked_is_not_saved_as_a_fact(tmp_path: Path) -> None:
+    # Qwen2.5-Coder-1.5B as the daemon's model over the demo copied "By the way, which dog breed is
+    # Pixel?" into the human block: a question says what the user wants to know, not what is true.
+    memory = new_memory(tmp_path / "a")
+    talk(memory, ("My dog Pixel is a beagle. By the way, which dog breed is Pixel?", "A beagle."))
+    report = consolidate(memory, ScriptedDriver(
+        ['{"human": ["By the way, which dog breed is Pixel?", "dog: Pixel, a beagle"], '
+         '"facts": ["Which dog breed is Pixel ?", "Pixel is a beagle"]}']))
+    assert report.skipped == {"question": 2} and report.applied == 2
+    assert "?" not in memory.block("human").value
+    assert [p.text for p in facts(memory)] == ["Pixel is a beagle"]
+    memory.check()
+    memory.close()
