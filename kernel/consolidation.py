@@ -27,14 +27,14 @@ What a run asks of the model (small local models included):
    older is superseded by the newer (nothing is deleted).
 
 :func:`apply` checks every proposal against the memory as it is then, and applies each one
-whole or not at all (a savepoint each): a block edit needs its block to exist and be
-writable, its old text to be there, the limit to hold, and a line that is not there yet; a
-fact must be non-empty, at most :data:`MAX_FACT_CHARS`, and not a duplicate of a current
-fact; neither may be a question (small models copy the user's questions); a supersession
-needs current facts that exist. A bad proposal is skipped and counted by reason in
-:attr:`RunReport.skipped`. The run is one transaction: the edits, facts, supersessions, the
-cursor and the trace event ``{"e": "consolidate", ...}`` commit together, or (on an error that is not a bad proposal) nothing does. A batch whose cursor
-another run moved in the meantime is stale: nothing is applied.
+whole or not at all (a savepoint each): a block edit needs its block to exist and be writable,
+its old text to be there, the limit to hold, and a line that is not there yet; a fact must be
+non-empty, at most :data:`MAX_FACT_CHARS`, and not a duplicate of a current fact; neither may
+be a question (small models copy the user's questions); a supersession needs current facts that
+exist. A bad proposal is skipped and counted by reason in :attr:`RunReport.skipped`. The run is
+one transaction: the edits, facts, supersessions, the cursor and the trace event ``{"e":
+"consolidate", ...}`` commit together, or (on an error that is not a bad proposal) nothing
+does. A batch whose cursor another run moved in the meantime is stale: nothing is applied.
 
 Facts are dated: ``valid_from`` is the time of the user turn they come from (not the time
 the daemon ran), so "what was true then" (``as_of``) answers with the conversation's times.
