@@ -96,7 +96,7 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, StoreLockedError):
         return f"{exc}; close it there first", EXIT_FAILURE
     if isinstance(exc, SchemaVersionError):
-        return f"{exc} (written by a newer vmem?)", EXIT_FAILURE
+        return str(exc), EXIT_FAILURE  # it says which vmem wrote the store, and what to do
     if isinstance(exc, (VmemStorageError, VmemError)):
         return f"{type(exc).__name__}: {exc}", EXIT_FAILURE
     if isinstance(exc, OSError):

@@ -122,6 +122,20 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
         MemoryDir.open(tmp_path / "a")
 
 
+def test_an_older_schema_read_only_says_older_and_how_to_upgrade(tmp_path: Path) -> None:
+    # `vmem inspect` of a store written before schema 5 said "(written by a newer vmem?)"
+    make_store(tmp_path / "a")
+    con = sqlite3.connect(tmp_path / "a" / DB_NAME)
+    con.execute("PRAGMA user_version=4")
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaVersionError) as raised:
+        MemoryDir.open(tmp_path / "a", read_only=True)
+    assert "older vmem" in str(raised.value) and "newer" not in str(raised.value)
+    from vmem.app.cli import _describe
+    assert "newer" not in _describe(raised.value)[0]
+
+
 def test_missing_table_is_corruption(tmp_path: Path) -> None:
     make_store(tmp_path / "a")
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)

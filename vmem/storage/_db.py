@@ -326,10 +326,13 @@ class Database:
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if app != APPLICATION_ID:
             raise ForeignFileError(f"{self.path} is not a vmem store (application_id {app:#010x})")
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(f"{self.path} has schema version {version}, written by a newer vmem; "
+                                     f"this vmem reads version {SCHEMA_VERSION}")
         if version != SCHEMA_VERSION:
             raise SchemaVersionError(
-                f"{self.path} has schema version {version}; a read-only open reads version {SCHEMA_VERSION} "
-                f"(open it once for writing to upgrade it)")
+                f"{self.path} has schema version {version}, written by an older vmem; a read-only open reads "
+                f"version {SCHEMA_VERSION}: open it once for writing (Memory.open, vmem chat) to upgrade it")
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
         missing = _REQUIRED - names
         if missing:
@@ -361,7 +364,9 @@ class Database:
             )
         if version > SCHEMA_VERSION or version not in _MIGRATIONS and version != SCHEMA_VERSION:
             raise SchemaVersionError(
-                f"{self.path} has schema version {version}; this vmem reads version {SCHEMA_VERSION}"
+                f"{self.path} has schema version {version}"
+                f"{', written by a newer vmem' if version > SCHEMA_VERSION else ''}; this vmem reads version "
+                f"{SCHEMA_VERSION}"
             )
         if version < SCHEMA_VERSION:
             c.execute("BEGIN IMMEDIATE")

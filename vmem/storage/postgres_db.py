@@ -307,8 +307,9 @@ class PgDatabase:
             row = c.execute("SELECT value FROM vmem.info WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
             if version != PG_SCHEMA_VERSION:
-                raise SchemaVersionError(f"{_redact(self.location.dsn)}: the vmem schema has version {version}; "
-                                         f"this vmem reads version {PG_SCHEMA_VERSION}")
+                who = "a newer" if version > PG_SCHEMA_VERSION else "an older"
+                raise SchemaVersionError(f"{_redact(self.location.dsn)}: the vmem schema has version {version}, "
+                                         f"written by {who} vmem; this vmem reads version {PG_SCHEMA_VERSION}")
             return
         if not create or self.read_only:
             raise StoreNotFoundError(f"no vmem agent {self.location.agent!r} in {_redact(self.location.dsn)} "
