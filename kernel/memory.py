@@ -63,7 +63,7 @@ from vmem.kernel.image import one_caller
 from vmem.kernel.invariants import check as check_invariants
 from vmem.kernel.persistence import STATE_KEY, MemoryState, load_state
 from vmem.kernel.tiers import Tiers
-from vmem.storage import VmemStorageError
+from vmem.storage import SchemaVersionError, VmemStorageError
 from vmem.storage.location import display, is_url, open_store
 from vmem.storage.postgres import PgStore
 
@@ -184,10 +184,14 @@ class Memory(Conversation, Tiers):
 
     @staticmethod
     def exists(path: str | os.PathLike[str]) -> bool:
-        """Whether ``path`` holds a memory (read without locking or writing anything)."""
+        """Whether ``path`` holds a memory (read without locking or writing anything). A store
+        an older or a newer vmem wrote counts: :meth:`open` upgrades the older (a read-only open
+        cannot) and says which vmem wrote the newer."""
         try:
             with open_store(path, create=False, read_only=True) as store:
                 return STATE_KEY in store.state
+        except SchemaVersionError:
+            return True
         except VmemStorageError:
             return False
 

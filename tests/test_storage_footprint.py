@@ -189,3 +189,20 @@ def test_the_store_writes_the_index_without_vectors(tmp_path: Path) -> None:
         assert s.archival.index_status == "loaded"
         assert _ranked(s) == before
         assert s.verify() == []
+
+
+def test_an_agent_an_older_vmem_wrote_is_an_agent_and_opens_upgraded(tmp_path: Path) -> None:
+    # `vmem mcp DIR` on an agent the previous release wrote (schema 4) said "DIR is not empty and
+    # holds no vmem agent": Memory.exists read it read-only, which refuses an older schema
+    from vmem.app.cli import main
+    from vmem.kernel import Memory
+
+    with Memory.create(tmp_path / "a", system="s", blocks={"human": "bike lock code 4812"}) as m:
+        m.archival_insert("Ana parks her bike by the station")
+        digest = m.digest()
+    _as_schema_4(tmp_path / "a")
+    assert Memory.exists(tmp_path / "a")
+    assert main(["check", str(tmp_path / "a")]) != 0  # read-only: says it is older, changes nothing
+    with Memory.open(tmp_path / "a") as m:  # upgrades it
+        assert m.block("human").value == "bike lock code 4812" and m.digest() == digest
+    assert main(["check", str(tmp_path / "a")]) == 0
