@@ -67,7 +67,7 @@ def worker(dsn: str, agents: int, wid: str, seconds: float, seed: int, prefix: s
                 with memories.use(agent_url(dsn, i, prefix)) as memory:
                     agent = drivers.get(id(memory))
                     if agent is None or agent.memory is not memory:
-                        agent = drivers[id(memory)] = Agent(memory, ScriptedDriver(policy))
+                        agent = drivers[id(memory)] = Agent(memory, ScriptedDriver(policy, record=False))
                     agent.step(text)
             except StoreLockedError:
                 continue  # another worker held that agent beyond the wait: take another

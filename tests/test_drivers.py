@@ -157,6 +157,22 @@ def test_scripted_driver_records_requests_as_copies() -> None:
     assert d.requests[1].messages[-1]["content"] == "changed afterwards"
 
 
+def test_a_scripted_driver_that_does_not_record_keeps_no_request_and_unique_ids() -> None:
+    # a fleet's worker steps a scripted agent for minutes: each recorded request was a deep copy of
+    # the whole context, 10% of the worker's time, and the list grew without bound
+    seen: list[int] = []
+
+    def respond(messages: list[dict[str, Any]], tools: list[Any]) -> dict[str, Any]:
+        seen.append(len(messages))
+        return {"name": "send_message", "arguments": {"message": "ok"}}
+
+    d = ScriptedDriver(respond, record=False)
+    first = d.complete([{"role": "user", "content": "a"}], [])
+    second = d.complete([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], [])
+    assert d.requests == [] and seen == [1, 2]
+    assert first.tool_calls[0].id != second.tool_calls[0].id
+
+
 def test_scripted_driver_raises_scripted_exceptions() -> None:
     d = ScriptedDriver([ContextOverflowError("too long", status=400), "after the flush"])
     with pytest.raises(ContextOverflowError, match="too long"):

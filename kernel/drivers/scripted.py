@@ -15,7 +15,9 @@ The script is either a sequence of responses, used in order, or a responder call
 * an exception instance: raised at that point (e.g. ``ContextOverflowError("...")`` to
   drive the kernel's flush path).
 
-Every request is recorded in :attr:`ScriptedDriver.requests` (deep copies).  Running out of
+Every request is recorded in :attr:`ScriptedDriver.requests` (deep copies; ``record=False``
+keeps none, for long runs such as a fleet of workers, where the copies would cost a deep copy
+of the context per call and grow without bound).  Running out of
 script raises :class:`ScriptExhausted`, naming the request that found it empty.
 """
 
@@ -117,9 +119,12 @@ class ScriptedDriver(Driver):
         script: the responses in order, or a responder callable.
         usage: a :class:`Usage` to attach to completions that carry none, or a callable
             ``(messages, tools, completion) -> Usage`` computing one.
+        record: keep every request in :attr:`requests` (default); False keeps none (a
+            responder still gets the request's messages and tools).
     """
 
-    def __init__(self, script: Iterable[Any] | Responder, *, usage: Usage | UsageFn | None = None) -> None:
+    def __init__(self, script: Iterable[Any] | Responder, *, usage: Usage | UsageFn | None = None,
+                 record: bool = True) -> None:
         self._responder: Responder | None = None
         self._script: deque[Any] = deque()
         if callable(script) and not isinstance(script, (list, tuple, deque)):
@@ -128,7 +133,9 @@ class ScriptedDriver(Driver):
             self._script.extend(script)
         self._usage = usage
         self.requests: list[ScriptedRequest] = []
+        self.record = record
         self._served = 0
+        self._requested = 0  # requests seen, recorded or not (the default call ids count them)
 
     @property
     def remaining(self) -> int | None:
@@ -142,6 +149,9 @@ class ScriptedDriver(Driver):
         self._script.extend(responses)
 
     def _record(self, messages: Sequence[Message], tools: Sequence[Tool]) -> ScriptedRequest:
+        self._requested += 1
+        if not self.record:
+            return ScriptedRequest(list(messages), list(tools))
         req = ScriptedRequest(copy.deepcopy(list(messages)), copy.deepcopy(list(tools)))
         self.requests.append(req)
         return req
@@ -152,7 +162,7 @@ class ScriptedDriver(Driver):
             content = str(last.get("content"))[:80]
             raise ScriptExhausted(
                 f"ScriptedDriver: the script ran out after {self._served} responses; request "
-                f"#{len(self.requests)} (last message {last.get('role')!r}: {content!r}) has no answer",
+                f"#{self._requested} (last message {last.get('role')!r}: {content!r}) has no answer",
                 attempts=0,
             )
         self._served += 1
@@ -161,7 +171,7 @@ class ScriptedDriver(Driver):
     def _finish(self, req: ScriptedRequest, item: Any) -> Completion:
         if item is None:
             raise TypeError("ScriptedDriver: the responder returned None")
-        completion = as_completion(item, request=len(self.requests))
+        completion = as_completion(item, request=self._requested)
         if completion.usage is None and self._usage is not None:
             usage = self._usage if isinstance(self._usage, Usage) else self._usage(req.messages, req.tools, completion)
             completion = Completion(completion.text, completion.tool_calls, usage, completion.finish_reason)
