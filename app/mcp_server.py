@@ -48,7 +48,7 @@ from vmem.kernel import Memory
 from vmem.kernel.drivers import ToolCall
 from vmem.kernel.drivers.toolcalls import MAX_DEPTH, checked_call, text_too_deep
 from vmem.kernel.functions import HEARTBEAT, CallRecord, MemoryFunction, invoke
-from vmem.storage import Block, StoreLockedError, display, is_url
+from vmem.storage import Block, SchemaVersionError, StoreLockedError, display, is_url
 
 __all__ = ["BLOCK_URI", "LOOPBACK", "MESSAGE_DEPTH", "TOKEN_FILE", "BearerAuth", "MemoryService", "http_token",
            "rejection", "block_uri", "build_server", "serve_http", "serve_stdio"]
@@ -117,7 +117,13 @@ class MemoryService:
         self._lock = threading.RLock()
         self._memory: Memory | None = None  # open for writing while calls keep coming
         self._used = 0.0
-        with Memory.open(self.path, read_only=True, embedder=embedder) as memory:
+        try:
+            reader = Memory.open(self.path, read_only=True, embedder=embedder)
+        except SchemaVersionError:  # an older vmem wrote it: one open for writing upgrades it (a newer: its error)
+            self._writer()
+            self._release()
+            reader = Memory.open(self.path, read_only=True, embedder=embedder)
+        with reader as memory:
             self.functions: dict[str, MemoryFunction] = {
                 name: f for name, f in memory.functions.items() if name not in NOT_SERVED}
 

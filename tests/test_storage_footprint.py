@@ -203,6 +203,8 @@ def test_an_agent_an_older_vmem_wrote_is_an_agent_and_opens_upgraded(tmp_path: P
     _as_schema_4(tmp_path / "a")
     assert Memory.exists(tmp_path / "a")
     assert main(["check", str(tmp_path / "a")]) != 0  # read-only: says it is older, changes nothing
-    with Memory.open(tmp_path / "a") as m:  # upgrades it
+    from vmem.app.mcp_server import MemoryService
+    assert "core_memory_append" in {t["name"] for t in MemoryService(tmp_path / "a").tools()}  # upgrades it
+    with Memory.open(tmp_path / "a") as m:
         assert m.block("human").value == "bike lock code 4812" and m.digest() == digest
     assert main(["check", str(tmp_path / "a")]) == 0
