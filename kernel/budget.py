@@ -42,8 +42,11 @@ class Budget:
         reserve = window - counter.to_core(c.window - c.reserve_output - counter.fixed_tokens(self.tools_tokens))
         budget = window - reserve
         if budget <= 0:
-            raise ContextWindowError(f"the tool schemas alone need {self.tools_tokens} tokens of a "
-                                     f"{c.window}-token window")
+            need = c.reserve_output + counter.fixed_tokens(self.tools_tokens)
+            raise ContextWindowError(f"the output reserve ({c.reserve_output}) and the tool schemas "
+                                     f"({self.tools_tokens}) fill a {c.window}-token window: they alone need a "
+                                     f"window of at least {need + 1} tokens, and the system prompt, core memory "
+                                     f"and a queue need more")
         return dict(window=window, reserve=reserve, warn=c.warn, flush=c.flush, target=c.target,
                     keep_last=c.keep_last, policy=Policy.LFU if c.policy == "lfu" else Policy.LRU,
                     ws_budget=counter.to_core(c.ws_budget) if c.ws_budget else budget // 10)

@@ -64,7 +64,12 @@ def core_memory_append(memory: Host, label: str, content: str) -> str:
         label: the block's label (e.g. "human" or "persona").
         content: the text to append, on a new line.
     """
-    _block(memory, label)
+    block = _block(memory, label)
+    lines = [line.strip() for line in content.splitlines() if line.strip()]
+    held = {line.strip() for line in block.value.splitlines()}
+    if lines and all(line in held for line in lines):  # small models re-save what they read there (the
+        # result says so; the schema's description does not, as every request would pay its tokens)
+        return f"block {label!r} already holds this, nothing appended: {' / '.join(lines)}"
     return _edit_block(memory, label, BlockEdit.append(content))
 
 

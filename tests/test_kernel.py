@@ -301,9 +301,10 @@ def test_a_driver_failure_surfaces_and_leaves_the_memory_as_before_the_step(plac
 
 
 def test_a_failed_create_leaves_nothing_behind(place, store_kind):
-    with pytest.raises(ContextWindowError):
+    # the tool schemas alone do not fit; the error names the smallest window they need
+    with pytest.raises(ContextWindowError, match=r"window of at least \d+ tokens"):
         Agent.create(place("x"), system="s", blocks={"human": ""}, driver=ScriptedDriver([]),
-                     config=MemoryConfig(window=600, reserve_output=100))  # the tool schemas alone do not fit
+                     config=MemoryConfig(window=600, reserve_output=100))
     with pytest.raises(StoreNotFoundError):  # not even an empty store (a directory, or the agent's row)
         open_store(place("x"), create=False)
     if store_kind == "dir":
