@@ -12,6 +12,7 @@ cannot hold the pinned pages keeps the old configuration (and says so in the tra
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,7 @@ class Budget:
         reserve = window - counter.to_core(c.window - c.reserve_output - counter.fixed_tokens(self.tools_tokens))
         budget = window - reserve
         if budget <= 0:
-            need = c.reserve_output + counter.fixed_tokens(self.tools_tokens)
+            need = c.reserve_output + math.ceil(counter.fixed_tokens(self.tools_tokens))
             raise ContextWindowError(f"the output reserve ({c.reserve_output}) and the tool schemas "
                                      f"({self.tools_tokens}) fill a {c.window}-token window: they alone need a "
                                      f"window of at least {need + 1} tokens, and the system prompt, core memory "
