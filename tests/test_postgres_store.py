@@ -534,3 +534,43 @@ def test_the_mcp_server_serves_a_postgresql_location(pg_server) -> None:
     server = build_server(service)  # named by the agent's URL (without a password), not a directory's name
     assert "agent=mcp" in server.instructions and "agent=mcp" in server.title
     service.close()
+
+
+def test_the_passage_count_in_a_transaction_follows_its_inserts_savepoints_and_rollbacks(pg_server) -> None:
+    # The statistics count passages after every insert; in a transaction the count comes from the
+    # caches plus the transaction's own changes (no count(*) round trip): it must match the table.
+    import psycopg
+
+    url = pg_server.agent_url("count")
+
+    def in_table() -> int:
+        with psycopg.connect(pg_server.url) as conn:
+            return int(conn.execute("SELECT count(*) FROM vmem.passages WHERE agent=%s", (agent,)).fetchone()[0])
+
+    with Memory.create(url, system="s") as memory:
+        archival = memory.store.archival
+        agent = archival._db.agent  # the agent's key in every table
+        memory.archival_insert("one")
+        with memory.transaction():
+            assert len(archival) == 1
+            memory.archival_insert("two")
+            memory.archival_insert("two")  # a duplicate adds nothing
+            assert len(archival) == 2
+            with pytest.raises(RuntimeError):
+                with memory.savepoint():
+                    memory.archival_insert_many(["three", "four"])
+                    assert len(archival) == 4
+                    raise RuntimeError("the call failed")
+            assert len(archival) == 2
+            memory.store.archival.delete([memory.archival_search("one").items[0].id])
+            assert len(archival) == 1
+        assert len(archival) == in_table() == 1
+        with pytest.raises(RuntimeError):
+            with memory.transaction():
+                memory.archival_insert("five")
+                assert len(archival) == 2
+                raise RuntimeError("the step failed")
+        assert len(archival) == in_table() == 1
+        with memory.transaction():
+            assert len(archival) == 1
+        memory.check()

@@ -88,12 +88,27 @@ class PgArchival(SqliteArchival):
         #: a transaction that read it rolls back, and when another process committed.
         self._superseded_total: int | None = None
         self._changed_in = -1  # the transaction (its version) that last superseded or deleted passages
+        #: Passages the open transaction inserted, less those it deleted: the caches take them in at
+        #: commit, so until then a count in the transaction adds them (see __len__).
+        self._uncommitted = 0
         # SqliteArchival's logic over a PgDatabase and a PgLexical (its methods that touch them are
         # overridden here), with no index file: the vector index is a cache of the table, in process
         lexical = PgLexical(db, "passages", text_index)
         super().__init__(db, embedder, "", index_cls=index_cls, lexical=lexical, **kw)  # type: ignore[arg-type]
         db.stale_hooks.append(self._catch_up_index)
         db.stale_hooks.append(self._forget_superseded)
+
+    def _track(self, n: int) -> None:
+        """``n`` passages more (fewer, if negative) in the open transaction than in the caches, until
+        it commits (called after the hook that updates the caches: hooks run in order) or rolls back
+        (a savepoint's rollback undoes its own)."""
+        self._uncommitted += n
+
+        def settle() -> None:
+            self._uncommitted -= n
+
+        self._db.after_commit(settle)
+        self._db.on_rollback(settle)
 
     def _forget_superseded(self) -> None:
         self._superseded_total = None
@@ -205,7 +220,14 @@ class PgArchival(SqliteArchival):
     # -- primitives
 
     def __len__(self) -> int:
-        with self._db.reading("counting passages") as c:
+        db = self._db
+        if db.in_transaction and not db.read_only and not db.caches_stale:
+            # Under the agent's lock, with the caches caught up at BEGIN: the text index holds every
+            # committed passage, and this transaction's own changes are counted beside it. Saves a
+            # count(*) round trip (O(passages) on the server) after every insert's statistics.
+            db.check_open()
+            return len(self.lexical.index) + self._uncommitted
+        with db.reading("counting passages") as c:
             return int(c.execute("SELECT count(*) FROM vmem.passages WHERE agent=%s",
                                  (self._db.agent,)).fetchone()[0])
 
@@ -261,6 +283,7 @@ class PgArchival(SqliteArchival):
                     new_ids = np.array([_pid(serial[h]) for h in fresh], dtype=np.uint64)
                     rows = [(serial[h], texts[n], ts, "", grp) for h, n in fresh.items()]
                     db.after_commit(lambda: self._after_insert(new_ids, vecs, rows))
+                    self._track(len(fresh))  # after the hook that indexes them
             return [_pid(serial[h]) for h in hashes]
 
     def _delete(self, page_ids: list[int]) -> int:
@@ -280,6 +303,7 @@ class PgArchival(SqliteArchival):
                     self.index.delete(gone)
 
                 db.after_commit(unindex)
+                self._track(-len(gone))
         return len(gone)
 
     def _fetch(self, page_ids: list[int]) -> dict[int, Passage]:
