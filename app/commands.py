@@ -112,6 +112,9 @@ def agent_location(path: str, *, must_exist: bool) -> Any:
     """The agent's location: a directory (Path), or a PostgreSQL URL (str) checked for form."""
     from vmem.storage import is_url
 
+    if not path.strip():
+        raise CliError("the agent's location is empty: name a directory (e.g. ./agent) or a postgresql:// URL",
+                       EXIT_USAGE)
     if is_url(path):
         from vmem.storage.postgres_connect import PgLocation
 

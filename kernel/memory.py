@@ -64,7 +64,7 @@ from vmem.kernel.invariants import check as check_invariants
 from vmem.kernel.persistence import STATE_KEY, MemoryState, load_state
 from vmem.kernel.tiers import Tiers
 from vmem.storage import SchemaVersionError, VmemStorageError
-from vmem.storage.location import display, is_url, open_store
+from vmem.storage.location import check_location, display, is_url, open_store
 from vmem.storage.postgres import PgStore
 
 __all__ = ["Context", "Memory", "Prepared", "Summarizer"]
@@ -115,6 +115,7 @@ class Memory(Conversation, Tiers):
         config = config or MemoryConfig()
         if instructions is not None and not isinstance(instructions, str):
             raise TypeError(f"instructions must be text or None, got {type(instructions).__name__}")
+        check_location(path)
         folder = None if is_url(path) else Path(path)
         if folder is not None:
             made_dir = not folder.exists()
@@ -187,6 +188,8 @@ class Memory(Conversation, Tiers):
         """Whether ``path`` holds a memory (read without locking or writing anything). A store
         an older or a newer vmem wrote counts: :meth:`open` upgrades the older (a read-only open
         cannot) and says which vmem wrote the newer."""
+        if not os.fspath(path).strip():
+            return False
         try:
             with open_store(path, create=False, read_only=True) as store:
                 return STATE_KEY in store.state

@@ -351,3 +351,20 @@ def test_kernel_state(tmp_path: Path) -> None:
 def test_storage_errors_share_one_base() -> None:
     for e in (StoreLockedError, CorruptStoreError, ForeignFileError, NotFoundError, BlockLimitError, ConfigMismatchError):
         assert issubclass(e, VmemStorageError)
+
+
+@pytest.mark.parametrize("where", ["", "   "])
+def test_an_empty_location_is_refused_and_nothing_is_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              where: str) -> None:
+    # Memory.create("") made a memory in the current directory
+    from vmem.kernel import Memory
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        Memory.create(where, system="s")
+    with pytest.raises(ValueError, match="empty"):
+        Memory.open(where)
+    assert not Memory.exists(where)
+    from vmem.app.cli import main
+    assert main(["mcp", where]) == main(["inspect", where]) == 2  # usage errors, saying it is empty
+    assert list(tmp_path.iterdir()) == []

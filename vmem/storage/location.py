@@ -41,11 +41,19 @@ def display(location: Location) -> str:
     return str(PgLocation.parse(location)) if is_url(location) else os.fspath(location)  # type: ignore[arg-type]
 
 
+def check_location(location: Location) -> None:
+    """ValueError for an empty (or blank) location: "" would be the current directory."""
+    if not os.fspath(location).strip():
+        raise ValueError(f"a memory's location must not be empty, got {os.fspath(location)!r} "
+                         "(name a directory, e.g. ./agent, or a postgresql:// URL)")
+
+
 def open_store(location: Location, **kwargs: Any) -> Store:
     """Open the store at ``location`` with :meth:`MemoryDir.open`'s arguments: a
     :class:`~vmem.storage.postgres.PgStore` for a PostgreSQL URL, else a MemoryDir."""
     if is_url(location):
         return PgStore.open(location, **kwargs)  # type: ignore[arg-type]
+    check_location(location)
     if isinstance(location, str) and "://" in location:
         raise ValueError(f"{location!r}: a memory's location is a directory or a postgresql:// URL")
     return MemoryDir.open(location, **kwargs)
