@@ -178,7 +178,8 @@ def run(dsn: str, *, agents: int, workers: int, seconds: float, kill_every: floa
     counts = {"agents": agents, "workers": workers, "route": route, "seconds": round(elapsed, 1), "kills": kills,
               "acknowledged": len(acks), "steps_per_second": round(len(acks) / elapsed, 1),
               # the second half only: every worker has opened its agents (without kills: the steady rate)
-              "steps_per_second_second_half": round(sum(1 for t in times if t >= t0 + seconds / 2) / (seconds / 2), 1),
+              "steps_per_second_second_half": round(
+                  sum(1 for t in times if t0 + seconds / 2 <= t < t0 + seconds) / (seconds / 2), 1),
               "worker_cpu_ms_per_step": round(1e3 * worker_cpu / max(1, len(acks)), 2),  # start-up included
               "committed_unacknowledged": sum(seen.values()) - len(acks),  # killed after COMMIT, before the ack
               "lost": lost, "duplicated": duplicated, "invariant_failures": failures}
