@@ -188,7 +188,9 @@ class Memory(Conversation, Tiers):
         """Whether ``path`` holds a memory (read without locking or writing anything). A store
         an older or a newer vmem wrote counts: :meth:`open` upgrades the older (a read-only open
         cannot) and says which vmem wrote the newer."""
-        if not os.fspath(path).strip():
+        try:
+            check_location(path)
+        except ValueError:  # an empty location holds nothing
             return False
         try:
             with open_store(path, create=False, read_only=True) as store:
