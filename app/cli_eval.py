@@ -62,6 +62,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     qa.add_argument("--model", help="the model name to send (default: $VMEM_MODEL)")
     qa.add_argument("--tool-mode", choices=("auto", "native", "json"), default=None,
                     help="how the agent's tools reach the model (default: $VMEM_TOOL_MODE or auto)")
+    qa.add_argument("--merge-system", action="store_true",
+                    help="one leading system message and the question last, the memory's later system messages "
+                         "(statistics, working set) just before it: for small models (see OpenAIDriver)")
     qa.add_argument("--configs", default="a,b,c,d,e,f",
                     help="comma-separated configurations, letters a-f (default all)")
     qa.add_argument("--window", type=int, default=4096, help="the context window of (b)-(f), tokens (default 4096)")
@@ -149,7 +152,7 @@ def _eval_qa(args: argparse.Namespace) -> int:
     try:
         settings = QASettings(window=args.window, reserve=args.reserve, answer_tokens=args.answer_tokens,
                               agent_tokens=args.agent_tokens, max_steps=args.max_steps, rag_k=args.rag_k, prefetch=args.prefetch,
-                              workset=args.workset, seed=args.seed)
+                              workset=args.workset, seed=args.seed, merge_system=args.merge_system)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     try:
@@ -170,7 +173,8 @@ def _eval_qa(args: argparse.Namespace) -> int:
 
     def make_driver(max_tokens: int) -> OpenAIDriver:
         return OpenAIDriver(model, base_url=base_url, tool_mode=args.tool_mode, timeout=args.timeout,
-                            retry=RetryPolicy(max_attempts=2), params={"max_tokens": max_tokens, "temperature": 0})
+                            retry=RetryPolicy(max_attempts=2), params={"max_tokens": max_tokens, "temperature": 0},
+                            merge_system=settings.merge_system)
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     with contextlib.ExitStack() as stack:

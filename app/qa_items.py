@@ -295,6 +295,7 @@ class QASettings:
     workset: int = 0  #: working-set tokens for (e) (and (f)); 0: a third of the window
     seed: int = 0  #: adversarial option order (and the sample, see select_items)
     daemon_tokens: int = 512  #: max tokens of one consolidation call ((f))
+    merge_system: bool = False  #: the driver sends one leading system message and the question last (OpenAIDriver)
 
     def __post_init__(self) -> None:
         if self.window < 512:

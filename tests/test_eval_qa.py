@@ -246,12 +246,13 @@ def test_eval_qa_on_a_real_model(llm_server, synthetic: Path, tmp_path: Path) ->
     p = vmem("eval", "qa", str(synthetic), "--base-url", llm_server.base_url, "--model", llm_server.model,
              "--tool-mode", "json", "--configs", "b,c,d,e", "--limit", "2", "--window", "3584", "--reserve", "256",
              "--rag-k", "5", "--prefetch", "3", "--workset", "200", "--max-steps", "2", "--answer-tokens", "16",
-             "--agent-tokens", "64", "--json", "--log", str(log),
+             "--agent-tokens", "64", "--merge-system", "--json", "--log", str(log),
              env={**CLEAN_ENV, "VMEM_API_KEY": llm_server.api_key}, timeout=1200)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Traceback" not in p.stderr and "%|" not in p.stderr  # no progress bar when stderr is not a terminal
     report = json.loads(p.stdout)
     assert list(report["configs"]) == ["b", "c", "d", "e"]
+    assert report["settings"]["merge_system"] is True
     for key, entry in report["configs"].items():
         assert entry["available"] is True, entry
         overall = entry["overall"]

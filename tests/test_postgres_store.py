@@ -3,6 +3,7 @@ processes' commits, read-only snapshots, workers that interleave or die mid-step
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -180,10 +181,11 @@ def test_writes_queued_in_a_transaction_are_seen_by_its_reads_and_undone_with_it
         assert after == kept + 1
 
 
-def test_a_plain_step_costs_few_statements(pg_server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Round trips are the step's cost on a server: a step that only answers sends its writes
-    as a handful of statements (BEGIN with the lock, one INSERT per table, state, counters,
-    COMMIT), not one per row and a savepoint per call."""
+def test_a_plain_step_costs_two_round_trips(pg_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round trips and statements are a step's cost on a server: a step that only answers sends
+    BEGIN with the lock, then its writes (one INSERT per table, state, counters) and COMMIT as one
+    simple query; not one statement per row, nor a savepoint per call. A bulk write goes
+    pipelined, its values in binary."""
     import psycopg
 
     from vmem.kernel import Agent
@@ -191,7 +193,7 @@ def test_a_plain_step_costs_few_statements(pg_server, monkeypatch: pytest.Monkey
 
     url = pg_server.agent_url("statements")
     reply = ScriptedDriver(lambda messages, tools: Completion(
-        tool_calls=[ToolCall(f"c{len(messages)}", "send_message", {"message": "ok"})]))
+        tool_calls=[ToolCall(f"c{len(messages)}", "send_message", {"message": "ok; it's 100%"})]))
     agent = Agent.create(url, system="s", blocks={"human": ""}, driver=reply)
     try:
         agent.step("hello")
@@ -203,18 +205,28 @@ def test_a_plain_step_costs_few_statements(pg_server, monkeypatch: pytest.Monkey
             return execute(self, query, *args, **kw)
 
         monkeypatch.setattr(psycopg.Cursor, "execute", counting)
-        agent.step("how are you?")
-        monkeypatch.undo()
-        sent = sent[:sent.index("COMMIT") + 1]  # the step (then the tests' check() reads)
-        assert not any(q.startswith(("SAVEPOINT", "RELEASE")) for q in sent), sent
-        inserts = [q for q in sent if q.startswith("INSERT INTO vmem.messages")]
-        assert len(inserts) == 1 and inserts[0].count("(%s") == 3, sent  # user, call, result: one statement
-        assert len(sent) <= 7, "\n".join(sent)
+        agent.step("how are you? 'quoted'; -- not a comment \\ %s")
+        step = sent[:next(i for i, q in enumerate(sent) if q.endswith("COMMIT")) + 1]  # then check() reads
+        assert len(step) == 2 and step[0].startswith("BEGIN") and "vmem.agents" in step[0], step
+        writes = step[1]
+        assert "SAVEPOINT" not in writes and writes.count("INSERT INTO vmem.messages") == 1, writes
+        assert writes.count("(%s") == 0  # bound in the process
+
+        with open_store(pg_server.agent_url("bulk"), create=True) as bulk:
+            del sent[:]
+            ids = bulk.recall.append_many([{"role": "user", "content": f"bulk {i}"} for i in range(200)])
+            monkeypatch.undo()
+            assert sent[-1] == "COMMIT" and sum(q.startswith("INSERT INTO vmem.messages") for q in sent) == 1, sent
+            assert [m.content for m in bulk.recall.get_many([ids[0], ids[-1]])] == ["bulk 0", "bulk 199"]
     finally:
         agent.close()
     with Memory.open(url) as m:
         m.check()
         assert [c["role"] for c in m.queue.messages][-3:] == ["user", "assistant", "tool"]
+        said = [h.item.content for h in m.store.recall.search(None, roles=["user"], page_size=300).hits]
+        assert "how are you? 'quoted'; -- not a comment \\ %s" in said
+        call = m.queue.messages[-2]["tool_calls"][0]["function"]
+        assert json.loads(call["arguments"]) == {"message": "ok; it's 100%"}
 
 
 def test_a_fact_superseded_by_another_writer_ranks_last_at_the_next_search(pg_server) -> None:
