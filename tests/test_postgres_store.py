@@ -586,3 +586,47 @@ def test_the_passage_count_in_a_transaction_follows_its_inserts_savepoints_and_r
         with memory.transaction():
             assert len(archival) == 1
         memory.check()
+
+
+def test_an_insert_asks_the_server_about_duplicates_only_when_it_may_have_one(pg_server, monkeypatch) -> None:
+    """An insert of new text sends no SELECT (the process's hash filter says it is new); a
+    passage another writer added, one a rolled-back transaction tried, and a superseded text
+    are still found or re-stored exactly as without the filter."""
+    import psycopg
+
+    url = pg_server.agent_url("hash-filter")
+    with open_store(url, create=True) as a, open_store(url) as b:
+        (first,), = a.archival.insert_many(["Ana lives in Lisbon"])
+        asked: list[str] = []
+        execute = psycopg.Cursor.execute
+
+        def counting(self, query, *args, **kw):  # type: ignore[no-untyped-def]
+            asked.append(query if isinstance(query, str) else repr(query))
+            return execute(self, query, *args, **kw)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+        (second,), = a.archival.insert_many(["Ana has a beagle called Pixel"])
+        assert not any("hash = ANY" in q for q in asked), asked
+        (again,), = a.archival.insert_many(["Ana lives in Lisbon"])  # may be stored: asked, and found
+        assert again == first and any("hash = ANY" in q for q in asked)
+        monkeypatch.undo()
+
+        (by_b,), = b.archival.insert_many(["Ana works at a bakery"])  # another writer's passage
+        (seen,), = a.archival.insert_many(["Ana works at a bakery"])
+        assert seen == by_b
+
+        with pytest.raises(RuntimeError):
+            with a.transaction():
+                a.archival.insert_many(["Ana runs on Sundays"])
+                raise RuntimeError("rolled back")
+        (runs,), = a.archival.insert_many(["Ana runs on Sundays"])
+        assert [p.text for p in a.archival.get_many([runs])] == ["Ana runs on Sundays"]
+
+        a.archival.supersede([first], second, datetime.now(timezone.utc))
+        (back,), = a.archival.insert_many(["Ana lives in Lisbon"])  # a superseded text is stored anew
+        assert back not in (first, second) and len(a.archival) == 5
+    with open_store(url) as c:
+        assert len(c.archival) == 5
+        texts = sorted(h.item.text for h in c.archival.search("Ana", mode="text", page_size=10).hits)
+        assert texts == sorted(["Ana lives in Lisbon", "Ana lives in Lisbon", "Ana has a beagle called Pixel",
+                                "Ana works at a bakery", "Ana runs on Sundays"])

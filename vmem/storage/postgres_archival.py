@@ -43,6 +43,13 @@ log = logging.getLogger("vmem.storage")
 _BATCH = 4096
 _F32 = np.dtype("<f4")
 _SERIAL_MASK = (1 << 56) - 1
+_INSERT_PASSAGE = "INSERT INTO vmem.passages(agent, id, text, hash, ts, tags, embedding, grp, valid_from) VALUES"
+_INSERT_TAG = "INSERT INTO vmem.passage_tags(agent, tag, passage_id) VALUES"
+
+
+def _prefix(h: bytes) -> int:
+    """A hash's first 8 bytes as the hash filter keeps them (a shared prefix only costs a question)."""
+    return int.from_bytes(h[:8], "little")
 
 
 def _where(f: PassageFilter, agent: int) -> tuple[str, list[Any]]:
@@ -91,6 +98,10 @@ class PgArchival(SqliteArchival):
         #: Passages the open transaction inserted, less those it deleted: the caches take them in at
         #: commit, so until then a count in the transaction adds them (see __len__).
         self._uncommitted = 0
+        #: A filter of the hashes the agent's passages have (see _maybe_stored): None until the first
+        #: insert loads it, and when it can no longer be trusted.
+        self._stored: np.ndarray | None = None  # sorted 8-byte prefixes, as loaded
+        self._stored_since: set[bytes] = set()  # hashes added since
         # SqliteArchival's logic over a PgDatabase and a PgLexical (its methods that touch them are
         # overridden here), with no index file: the vector index is a cache of the table, in process
         lexical = PgLexical(db, "passages", text_index)
@@ -206,6 +217,33 @@ class PgArchival(SqliteArchival):
             self.index.delete(extra)
         if len(missing):
             self._add_from_db(self.index, missing)
+            if self._stored is not None:  # the hash filter learns them too
+                with self._db.reading("reading passage hashes") as c:
+                    self._stored_since.update(bytes(h) for (h,) in c.execute(
+                        "SELECT hash FROM vmem.passages WHERE agent=%s AND id = ANY(%s)",
+                        (self._db.agent, [page_serial(int(p)) for p in missing])))
+
+    def _maybe_stored(self, c: Any, hashes: list[bytes]) -> list[bytes]:
+        """Of ``hashes``, those a passage may have already; the others certainly have none, and
+        an insert need not ask the server about them. The filter is a superset of the agent's
+        hashes: loaded at the first insert (under the agent's lock), then every hash this process
+        inserts and every passage another process added (the caches' catch-up at BEGIN) join it;
+        a deleted or superseded passage's hash stays (asked about, harmlessly). Untrusted -- all
+        of ``hashes`` -- when a post-commit hook failed."""
+        db = self._db
+        if db.caches_stale:
+            self._stored = None
+            self._stored_since.clear()
+            return hashes
+        if self._stored is None:
+            rows = c.execute("SELECT hash FROM vmem.passages WHERE agent=%s", (db.agent,)).fetchall()
+            self._stored = np.sort(np.array([_prefix(bytes(h)) for (h,) in rows], dtype=np.uint64))
+            self._stored_since.clear()
+        stored, since = self._stored, self._stored_since
+        keys = np.array([_prefix(h) for h in hashes], dtype=np.uint64)
+        at = np.minimum(np.searchsorted(stored, keys), max(len(stored) - 1, 0))
+        hit = (stored[at] == keys) if len(stored) else np.zeros(len(keys), dtype=bool)
+        return [h for h, found in zip(hashes, hit.tolist()) if found or h in since]
 
     def checkpoint(self) -> None:
         """Nothing to write: the caches live in this process only."""
@@ -247,10 +285,11 @@ class PgArchival(SqliteArchival):
             db.check_open()
             with db.transaction("inserting passages") as c:
                 known: dict[bytes, tuple[int, tuple[str, ...]]] = {}
-                uniq = list(dict.fromkeys(hashes))
-                for h, i, tg in c.execute("SELECT hash, id, tags FROM vmem.passages WHERE agent=%s AND hash = ANY(%s)",
-                                          (db.agent, uniq)):
-                    known[bytes(h)] = (i, tuple(msgpack.unpackb(tg, raw=False)) if tg else ())
+                maybe = self._maybe_stored(c, list(dict.fromkeys(hashes)))
+                if maybe:  # most inserts are new text: nothing to ask, and the rows wait for the COMMIT
+                    for h, i, tg in c.execute("SELECT hash, id, tags FROM vmem.passages WHERE agent=%s "
+                                              "AND hash = ANY(%s)", (db.agent, maybe)):
+                        known[bytes(h)] = (i, tuple(msgpack.unpackb(tg, raw=False)) if tg else ())
                 fresh: dict[bytes, int] = {}
                 for n, h in enumerate(hashes):
                     if h not in known and h not in fresh:
@@ -262,15 +301,14 @@ class PgArchival(SqliteArchival):
                     grp = db.next_serials("passage", len(fresh))
                     for k, h in enumerate(fresh):
                         serial[h] = grp + k
-                    with c.cursor() as cur:
-                        cur.executemany(
-                            "INSERT INTO vmem.passages(agent, id, text, hash, ts, tags, embedding, grp, valid_from) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                            [(db.agent, serial[h], texts[n], h, ts, tag_blob, v.astype(np.float32), grp, valid_from[n])
-                             for (h, n), v in zip(fresh.items(), vecs)])  # type: ignore[arg-type]
-                        if tags:
-                            cur.executemany("INSERT INTO vmem.passage_tags(agent, tag, passage_id) VALUES (%s, %s, %s)",
-                                            [(db.agent, t, serial[h]) for h in fresh for t in tags])
+                    for (h, n), v in zip(fresh.items(), vecs):  # type: ignore[arg-type]
+                        db.defer(_INSERT_PASSAGE, (db.agent, serial[h], texts[n], h, ts, tag_blob,
+                                                   v.astype(np.float32), grp, valid_from[n]))
+                    for h in fresh if tags else ():  # queued after the passages they name
+                        for t in tags:
+                            db.defer(_INSERT_TAG, (db.agent, t, serial[h]))
+                    if self._stored is not None:
+                        self._stored_since.update(fresh)
                 for h, (i, old) in known.items():  # duplicates: merge the new tags in
                     add = [t for t in tags if t not in old]
                     if add:
