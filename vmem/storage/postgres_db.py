@@ -31,14 +31,15 @@ Invariants:
    to COMMIT, so the writes of a step travel together; a statement whose result is read waits
    for it (a sync). A transaction that sent nothing since BEGIN (most steps: their writes are
    all queued, invariant 7) sends its few queued writes and COMMIT as one simple query instead,
-   its values bound in the process. The ids of new rows (messages, passages, events, journal entries) come from
-   counters in the agent's row, read with the lock and written back with the COMMIT, so no
-   insert waits for a ``max(id)``. A savepoint's writes are checked at the COMMIT: an SQL error
+   its values bound in the process. The ids of new rows (messages, passages, events, journal
+   entries) come from counters in the agent's row, read with the lock and written back with
+   the COMMIT, so no insert waits for a ``max(id)``. A savepoint's writes are checked at the COMMIT: an SQL error
    inside one (not expected: the agent's lock keeps other writers out) aborts the whole
    transaction, not just the savepoint.
 7. Writes wait in the process until they must go: rows of plain INSERTs (messages, events,
-   journal) queue with :meth:`PgDatabase.defer` and go as one multi-row INSERT per table with
-   the transaction's next statement (a read sees them) or its COMMIT; a savepoint is sent only
+   journal, passages and their tags) queue with :meth:`PgDatabase.defer` and go as one
+   multi-row INSERT per table with the transaction's next statement (a read sees them) or its
+   COMMIT; a savepoint is sent only
    when something is written in it (most function calls write nothing), and one that fails
    drops its queued rows. A queued row that the server refuses (not expected: the ids come
    from the agent's counters under its lock) fails the statement that sends it, and the
@@ -578,7 +579,7 @@ class PgDatabase:
                 self._queue.append([_SQL, _SET_SEQS, (*(seq[k] for k in _SEQS), self.agent)])
             if self._pipe is None and self._small_queue():
                 # nothing went in pipeline mode since BEGIN: the writes and COMMIT go as one simple
-                # query, bound in the process (a third less CPU than the pipeline's statement per write)
+                # query, bound in the process (less CPU than a pipelined statement per write)
                 import psycopg
 
                 bind = psycopg.ClientCursor(self.conn).mogrify
