@@ -588,7 +588,8 @@ def test_the_passage_count_in_a_transaction_follows_its_inserts_savepoints_and_r
         memory.check()
 
 
-def test_an_insert_asks_the_server_about_duplicates_only_when_it_may_have_one(pg_server, monkeypatch) -> None:
+def test_an_insert_asks_the_server_about_duplicates_only_when_it_may_have_one(pg_server,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """An insert of new text sends no SELECT (the process's hash filter says it is new); a
     passage another writer added, one a rolled-back transaction tried, and a superseded text
     are still found or re-stored exactly as without the filter."""
