@@ -181,13 +181,27 @@ def test_writes_queued_in_a_transaction_are_seen_by_its_reads_and_undone_with_it
         assert after == kept + 1
 
 
+def _record_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now until ``monkeypatch.undo()``: the text of every statement psycopg is asked to
+    execute, in order (a simple query of several statements is one entry)."""
+    import psycopg
+
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(self, query, *args, **kw):  # type: ignore[no-untyped-def]
+        sent.append(query if isinstance(query, str) else repr(query))
+        return execute(self, query, *args, **kw)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    return sent
+
+
 def test_a_plain_step_costs_two_round_trips(pg_server, monkeypatch: pytest.MonkeyPatch) -> None:
     """Round trips and statements are a step's cost on a server: a step that only answers sends
     BEGIN with the lock, then its writes (one INSERT per table, state, counters) and COMMIT as one
     simple query; not one statement per row, nor a savepoint per call. A bulk write goes
     pipelined, its values in binary."""
-    import psycopg
-
     from vmem.kernel import Agent
     from vmem.kernel.drivers import Completion, ScriptedDriver, ToolCall
 
@@ -197,14 +211,7 @@ def test_a_plain_step_costs_two_round_trips(pg_server, monkeypatch: pytest.Monke
     agent = Agent.create(url, system="s", blocks={"human": ""}, driver=reply)
     try:
         agent.step("hello")
-        sent: list[str] = []
-        execute = psycopg.Cursor.execute
-
-        def counting(self, query, *args, **kw):  # type: ignore[no-untyped-def]
-            sent.append(query if isinstance(query, str) else repr(query))
-            return execute(self, query, *args, **kw)
-
-        monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+        sent = _record_statements(monkeypatch)
         agent.step("how are you? 'quoted'; -- not a comment \\ %s")
         step = sent[:next(i for i, q in enumerate(sent) if q.endswith("COMMIT")) + 1]  # then check() reads
         assert len(step) == 2 and step[0].startswith("BEGIN") and "vmem.agents" in step[0], step
@@ -593,19 +600,10 @@ def test_an_insert_asks_the_server_about_duplicates_only_when_it_may_have_one(pg
     """An insert of new text sends no SELECT (the process's hash filter says it is new); a
     passage another writer added, one a rolled-back transaction tried, and a superseded text
     are still found or re-stored exactly as without the filter."""
-    import psycopg
-
     url = pg_server.agent_url("hash-filter")
     with open_store(url, create=True) as a, open_store(url) as b:
         (first,), = a.archival.insert_many(["Ana lives in Lisbon"])
-        asked: list[str] = []
-        execute = psycopg.Cursor.execute
-
-        def counting(self, query, *args, **kw):  # type: ignore[no-untyped-def]
-            asked.append(query if isinstance(query, str) else repr(query))
-            return execute(self, query, *args, **kw)
-
-        monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+        asked = _record_statements(monkeypatch)
         (second,), = a.archival.insert_many(["Ana has a beagle called Pixel"])
         assert not any("hash = ANY" in q for q in asked), asked
         (again,), = a.archival.insert_many(["Ana lives in Lisbon"])  # may be stored: asked, and found
