@@ -14,7 +14,7 @@ import datetime as _dt
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from vmem.kernel.context import message_line, passage_line
+from vmem.kernel.context import day_text, message_line, passage_line
 from vmem.kernel.functions import FunctionError, memory_function
 from vmem.kernel.host import Host, SearchHit
 from vmem.storage import Block, BlockLimitError, EditConflictError, NotFoundError, ReadOnlyBlockError, SearchPage
@@ -172,7 +172,7 @@ def archival_memory_update(memory: Host, old_id: str, new_content: str, tags: li
     if not old.current:
         by = f" by {old.superseded_by:#x}" if old.superseded_by is not None else ""
         raise FunctionError(f"passage {pid:#x} was already replaced{by} on "
-                            f"{old.invalid_at.date().isoformat() if old.invalid_at else '?'}; "
+                            f"{day_text(old.invalid_at.date()) if old.invalid_at else '?'}; "
                             "update the passage that holds now")
     ids = memory.archival_insert(new_content, tags or ())
     if pid in ids:

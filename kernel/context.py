@@ -99,12 +99,32 @@ def render_core(blocks: Iterable[str]) -> str:
     return "<core_memory>\n" + "\n".join(blocks) + "\n</core_memory>"
 
 
+def day_text(day: _dt.date) -> str:
+    """A date as the model reads it: ``1 May 2023``.
+
+    Dates are written in words wherever the model reads them (page lines, intervals, the clock):
+    a model answering about "when" copies the form it sees, and people, and LoCoMo's gold
+    answers, write "1 May 2023", not "2023-05-01". The memory functions still take ISO dates
+    (their schemas say so)."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def moment_text(ts: _dt.datetime) -> str:
+    """A time as the model reads it: ``8 May 2023 13:56`` (UTC; another offset is shown, as
+    ``8 May 2023 15:56 +02:00``)."""
+    offset = ts.utcoffset()
+    zone = "" if not offset else f" {ts:%z}"[:-2] + ":" + f"{ts:%z}"[-2:]
+    return f"{day_text(ts.date())} {ts:%H:%M}{zone}"
+
+
 def render_stats(*, recall: int, archival: int, evicted: int, changed: str | None, now: _dt.datetime) -> str:
-    """The memory statistics message."""
+    """The memory statistics message (``changed``: an ISO time, as the state keeps it)."""
+    last = moment_text(_dt.datetime.fromisoformat(changed)) if changed else "never"
+    clock = moment_text(now) + ("" if now.utcoffset() else " UTC")  # the convention, said once
     return (f"<memory_statistics>\n{recall} messages in recall storage "
             f"({evicted} evicted from the context; search them with conversation_search); "
             f"{archival} passages in archival storage (archival_memory_search); "
-            f"memory last changed: {changed or 'never'}; now: {now.isoformat(timespec='seconds')}\n"
+            f"memory last changed: {last}; now: {clock}\n"
             f"</memory_statistics>")
 
 
@@ -121,23 +141,23 @@ def render_workset(lines: Iterable[str]) -> str:
 def passage_line(p: Passage) -> str:
     """An archival passage as a line of the working set or of a search result: its id, date
     and tags, and when it is a fact that no longer holds, its interval and what replaced it
-    ("held 2023-05-01 .. 2023-07-09, replaced by 0x..."); a fact stored after it began to
-    hold says since when ("holds since 2023-05-01")."""
+    ("held 1 May 2023 .. 9 July 2023, replaced by 0x..."); a fact stored after it began to
+    hold says since when ("holds since 1 May 2023")."""
     tags = f" · tags: {', '.join(p.tags)}" if p.tags else ""
-    since = p.held_from.date().isoformat()
+    since = day_text(p.held_from.date())
     if p.invalid_at is not None:
         by = f"replaced by {p.superseded_by:#x}" if p.superseded_by is not None else "no longer true"
-        interval = f" · held {since} .. {p.invalid_at.date().isoformat()}, {by}"
+        interval = f" · held {since} .. {day_text(p.invalid_at.date())}, {by}"
     elif p.held_from.date() != p.timestamp.date():
         interval = f" · holds since {since}"
     else:
         interval = ""
-    return f"[archival {p.id:#x} · {p.timestamp.date().isoformat()}{tags}{interval}] {p.text}"
+    return f"[archival {p.id:#x} · {day_text(p.timestamp.date())}{tags}{interval}] {p.text}"
 
 
 def message_line(m: Message) -> str:
     """A recall message as a line of the working set or of a search result."""
-    return f"[recall {m.id:#x} · {m.timestamp.isoformat(timespec='seconds')} · {m.role}] {m.content}"
+    return f"[recall {m.id:#x} · {moment_text(m.timestamp)} · {m.role}] {m.content}"
 
 
 def page_text(chat: Mapping[str, Any]) -> str:

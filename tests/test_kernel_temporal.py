@@ -103,7 +103,7 @@ def test_a_superseded_passage_in_the_working_set_shows_its_interval(memory: Memo
     [new] = memory.archival_insert("Ana makes 1,200 calls a day.")
     memory.supersede([old], new)
     line = memory.workset.lines[old]
-    assert f"held 2023-05-01 .. 2023-07-09, replaced by {new:#x}" in line
+    assert f"held 1 May 2023 .. 9 July 2023, replaced by {new:#x}" in line
     assert any(line in (m["content"] or "") for m in memory.compile())
     memory.check()  # the rewritten line is accounted at its new length
 
@@ -121,13 +121,13 @@ def test_archival_search_current_first_and_as_of(memory: Memory, clock: Clock) -
 def test_passage_line_shows_the_interval() -> None:
     ts = T0
     cur = Passage(0x100000000000001, "Ana makes 60 calls a day.", ("work",), ts, ts)
-    assert passage_line(cur) == "[archival 0x100000000000001 · 2023-05-01 · tags: work] Ana makes 60 calls a day."
+    assert passage_line(cur) == "[archival 0x100000000000001 · 1 May 2023 · tags: work] Ana makes 60 calls a day."
     dated = Passage(1, "Ana works at Acme.", (), ts, ts - dt.timedelta(days=365))
-    assert "holds since 2022-05-01" in passage_line(dated)
+    assert "holds since 1 May 2022" in passage_line(dated)
     old = Passage(1, "x", (), ts, ts, ts + dt.timedelta(days=69), 0x100000000000002)
-    assert "held 2023-05-01 .. 2023-07-09, replaced by 0x100000000000002" in passage_line(old)
+    assert "held 1 May 2023 .. 9 July 2023, replaced by 0x100000000000002" in passage_line(old)
     gone = Passage(1, "x", (), ts, None, ts + dt.timedelta(days=1), None)
-    assert "held 2023-05-01 .. 2023-05-02, no longer true" in passage_line(gone)
+    assert "held 1 May 2023 .. 2 May 2023, no longer true" in passage_line(gone)
 
 
 # ---------------------------------------------------------------- the memory function
@@ -158,7 +158,7 @@ def test_archival_memory_update_replaces_a_fact(memory: Memory, clock: Clock) ->
     assert stale.superseded_by == new.id and stale.invalid_at == clock.now
     assert f"{old:#x} replaced by {new.id:#x}" in result
     ok, listing = _call(memory, "archival_memory_search", query="calls a day")
-    assert ok and f"held 2023-05-01 .. 2023-07-09, replaced by {new.id:#x}" in listing
+    assert ok and f"held 1 May 2023 .. 9 July 2023, replaced by {new.id:#x}" in listing
     memory.check()
 
 
@@ -227,3 +227,17 @@ def test_a_read_only_memory_refuses_to_supersede(tmp_path: Path, clock: Clock) -
         with pytest.raises(ReadOnlyError):
             ro.supersede([a], b)
         assert ro.store.archival.get(a).current
+
+
+def test_the_model_reads_dates_in_words() -> None:
+    """Pages and the clock show dates as people write them ("8 May 2023"): a model asked "when"
+    copies what it sees, and an ISO date is not how anyone answers."""
+    from vmem.kernel.context import message_line, moment_text, render_stats
+    from vmem.storage import Message
+
+    at = dt.datetime(2023, 5, 8, 13, 56, 4, tzinfo=UTC)
+    line = message_line(Message(id=5, role="user", content="Hi", timestamp=at))
+    assert line == "[recall 0x5 · 8 May 2023 13:56 · user] Hi"
+    assert moment_text(at.astimezone(dt.timezone(dt.timedelta(hours=-5, minutes=-30)))) == "8 May 2023 08:26 -05:30"
+    stats = render_stats(recall=1, archival=0, evicted=0, changed=at.isoformat(), now=at + dt.timedelta(days=1))
+    assert "memory last changed: 8 May 2023 13:56; now: 9 May 2023 13:56 UTC" in stats
