@@ -141,12 +141,12 @@ class Agent:
 
     # ------------------------------------------------------------ the step loop
 
-    def _run(self, user_message: str) -> Generator[_Request, Completion, StepResult]:
+    def _run(self, user_message: str, prefetch_for: str | None) -> Generator[_Request, Completion, StepResult]:
         memory = self.memory
         result = StepResult()
         guard = TurnGuard(self.rules)
         with memory.transaction():
-            memory.append({"role": "user", "content": user_message})
+            memory.append({"role": "user", "content": user_message}, prefetch_for=prefetch_for)
             while True:  # one LLM call per iteration
                 yield from self._prepare(result, force=False)
                 messages = memory.compile()
@@ -228,7 +228,8 @@ class Agent:
 
     # ------------------------------------------------------------ driving the loop
 
-    def _start(self, user_message: str) -> tuple[Generator[_Request, Completion, StepResult], _Request]:
+    def _start(self, user_message: str,
+               prefetch_for: str | None) -> tuple[Generator[_Request, Completion, StepResult], _Request]:
         if self.memory.read_only:
             raise ReadOnlyError("this agent was opened read-only (for inspection): it cannot step")
         if not isinstance(user_message, str):
@@ -241,7 +242,7 @@ class Agent:
             self._running.release()
             raise
         try:
-            gen = self._run(user_message)
+            gen = self._run(user_message, prefetch_for)
             return gen, next(gen)
         except BaseException:
             self.lock.release()
@@ -259,10 +260,11 @@ class Agent:
         for hook in list(self.after_step):
             hook(self)
 
-    def step(self, user_message: str) -> StepResult:
+    def step(self, user_message: str, *, prefetch_for: str | None = None) -> StepResult:
         """Handle one user message; returns the replies and what happened. All or nothing:
-        if it raises, the memory is as it was before."""
-        gen, request = self._start(user_message)
+        if it raises, the memory is as it was before. ``prefetch_for``: what prefetch searches for
+        instead of the message (see :meth:`Memory.append`)."""
+        gen, request = self._start(user_message, prefetch_for)
         try:
             while True:
                 self.memory.store.checkpoint_in_background()  # the WAL is folded while the LLM thinks
@@ -281,9 +283,9 @@ class Agent:
             gen.close()  # an exception out here (a driver error, Ctrl-C) rolls the step back
             self._ended()
 
-    async def astep(self, user_message: str) -> StepResult:
+    async def astep(self, user_message: str, *, prefetch_for: str | None = None) -> StepResult:
         """Handle one user message with ``await`` (no thread blocks on the LLM); as :meth:`step`."""
-        gen, request = self._start(user_message)
+        gen, request = self._start(user_message, prefetch_for)
         try:
             while True:
                 self.memory.store.checkpoint_in_background()

@@ -89,7 +89,8 @@ class Conversation(MemoryImage):
 
     # ================================================================ the conversation
 
-    def append(self, message: Mapping[str, Any] | Any, *, timestamp: _dt.datetime | None = None) -> int:
+    def append(self, message: Mapping[str, Any] | Any, *, timestamp: _dt.datetime | None = None,
+               prefetch_for: str | None = None) -> int:
         """Add one OpenAI chat message to recall storage and the queue; return its page id.
 
         Accepts a dict or an ``openai`` message object: roles ``user``, ``assistant`` (with
@@ -102,17 +103,27 @@ class Conversation(MemoryImage):
         ``timestamp`` (timezone-aware): when the message was sent, for history brought from
         elsewhere (an imported agent); it becomes the memory's current time instead of the
         clock's (user message) or the turn's (other roles).
+
+        ``prefetch_for`` (a user message, with prefetch on): the text prefetch searches for instead
+        of the message's content, for a message that wraps the user's words in an app's own
+        instructions or template ("Answer briefly: ..."), which would otherwise be searched for too.
         """
         msg = normalise(message)
+        if prefetch_for is not None:
+            if not isinstance(prefetch_for, str):
+                raise TypeError(f"prefetch_for must be text, got {type(prefetch_for).__name__}")
+            if msg["role"] != "user":
+                raise MessageError(f"prefetch_for is for a user message, this one is {msg['role']!r}")
         with self.transaction():
-            return self._append(msg, _aware(timestamp))
+            return self._append(msg, _aware(timestamp), prefetch_for)
 
     def extend(self, messages: Iterable[Mapping[str, Any] | Any]) -> list[int]:
         """:meth:`append` each message, in one transaction (all or none)."""
         with self.transaction():
             return [self._append(normalise(m)) for m in messages]
 
-    def _append(self, msg: dict[str, Any], timestamp: _dt.datetime | None = None) -> int:
+    def _append(self, msg: dict[str, Any], timestamp: _dt.datetime | None = None,
+                prefetch_for: str | None = None) -> int:
         check_order(msg, self.pending_calls)
         if len(msg.get("tool_calls") or ()) > self.config.max_calls:
             raise MessageError(f"an assistant message may hold at most {self.config.max_calls} tool calls "
@@ -124,9 +135,12 @@ class Conversation(MemoryImage):
             if timestamp is None:
                 self._session.now = self.clock()
             state.turns += 1
-            self.trace.write({"e": "user", "text": msg["content"], "time": self.now.timestamp()})
+            event = {"e": "user", "text": msg["content"], "time": self.now.timestamp()}
+            if prefetch_for is not None:
+                event["prefetch_for"] = prefetch_for  # a replay searches for the same text
+            self.trace.write(event)
             if self.config.prefetch:
-                self._session.prefetch = msg["content"]
+                self._session.prefetch = msg["content"] if prefetch_for is None else prefetch_for
         group = 0
         if role == "assistant" and msg.get("tool_calls"):
             state.group = state.group % (2**32 - 1) + 1

@@ -45,7 +45,7 @@ def replay(source: Store | str | os.PathLike[str], into: str | os.PathLike[str],
         if event["e"] == "rules":
             agent.rules = StepRules.from_dict(event["rules"])
         elif event["e"] == "user":
-            agent.step(event["text"])
+            agent.step(event["text"], prefetch_for=event.get("prefetch_for"))
         elif event["e"] == "consolidate":  # a consolidation run: its checked ops, applied again
             replay_run(agent.memory, event)
     return agent

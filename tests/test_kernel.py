@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmem.kernel import (Agent, ContextWindowError, FunctionError, KernelError, MemoryConfig, ReadOnlyError,
+from vmem.kernel import (Agent, ContextWindowError, FunctionError, KernelError, MemoryConfig, MessageError,
+                         ReadOnlyError, read_trace,
                          StepRules, memory_function, replay)
 from vmem.kernel.builtins import BUILTINS
 from vmem.kernel.drivers import Completion, DriverError, DriverTimeoutError, ScriptedDriver, ToolCall
@@ -231,6 +232,34 @@ def test_prefetch_pages_relevant_passages_in_without_a_call(place):
     ws = agent.memory.compile()[-1]["content"]
     assert ws.startswith("<working_set") and "peanuts" in ws
     agent.close()
+
+
+def test_prefetch_for_searches_for_the_users_words_not_the_apps_wrapper(place):
+    """An app that wraps the user's words in its own instructions names what prefetch searches
+    for; the trace keeps it, so a replay pages in the same pages (equal digests)."""
+    notes = [f"Reply shortly, in one word, with exact words: style note {n}" for n in range(6)]  # the wrapper's
+    script = [Completion(tool_calls=[call("archival_memory_insert", content=text)
+                                     for text in ["Ines is allergic to peanuts", *notes]]),
+              Completion(text="ok"), Completion(text="peanuts"), Completion(text="peanuts")]
+    agent = new_agent(place("a"), script, prefetch=1)
+    agent.step("note this")
+    wrapper = "Reply shortly, in one word, with exact words. {q}"
+    plain = agent.step(wrapper.format(q="Ines?"))
+    assert plain.paged_in and not any("peanuts" in line for line in agent.memory.workset.lines.values())
+    named = agent.step(wrapper.format(q="Ines?"), prefetch_for="what is Ines allergic to?")
+    assert any("peanuts" in agent.memory.workset.lines[p] for p in named.paged_in)
+    users = [e for e in read_trace(agent.memory.store) if e["e"] == "user"]
+    assert "prefetch_for" not in users[1] and users[2]["prefetch_for"] == "what is Ines allergic to?"
+    with pytest.raises(MessageError, match="prefetch_for is for a user message"):
+        agent.memory.append({"role": "system", "content": "x"}, prefetch_for="y")
+    with pytest.raises(TypeError, match="prefetch_for must be text"):
+        agent.memory.append({"role": "user", "content": "x"}, prefetch_for=3)
+    digest = agent.memory.digest()
+    check_agent(agent)
+    agent.close()
+    again = replay(place("a"), place("b"))
+    assert again.memory.digest() == digest
+    again.close()
 
 
 # ---------------------------------------------------------------- oversize input
