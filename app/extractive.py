@@ -16,7 +16,8 @@ What it writes. It reads the request the kernel sends (:func:`vmem.kernel.summar
 system prompt asking for "at most N words", then the previous summary and the transcript lines
 to fold in) and answers with lines of extracted sentences:
 
-1. The lines to fold are split into sentences, each kept with its speaker (``Name: ...`` after
+1. The lines to fold (a system message's lines aside: the kernel's notes, such as its pressure
+   alerts, are not what was said) are split into sentences, each kept with its speaker (``Name: ...`` after
    the role) and the latest date seen (a ``[Session n · date]`` marker, as the harness writes
    it at a session's first turn, sets the date for what follows).
 2. Each sentence scores by its content: distinct words outside a stop list, plus two for each
@@ -97,7 +98,13 @@ class ExtractiveSummarizer:
         """Lines ``On <date>: ...`` of the best sentences of ``raw``, within ``allowance`` words."""
         candidates: list[tuple[int, str | None, str, str]] = []  # (position, date, speaker, sentence)
         speaker = ""
+        kernel_note = False  # a system message's lines: the kernel's notes (pressure alerts...), not the talk
         for line in raw:
+            role = _ROLE.match(line.strip())
+            if role:
+                kernel_note = role.group(1) == "system"
+            if kernel_note:
+                continue
             text = _ROLE.sub("", line.strip(), count=1)
             marker = _MARKER.match(text)
             if marker:

@@ -239,6 +239,21 @@ def test_extractive_summarizer_folds_within_the_words_asked(tmp_path: Path) -> N
     memory.close()
 
 
+def test_the_extractive_summary_leaves_the_kernels_notes_out() -> None:
+    """A pressure alert in the messages to fold is the kernel talking, not the conversation: its
+    long, wordy sentences would otherwise outscore what was said."""
+    alert = ("system: Memory pressure: the context window is 75% full. Older messages will soon be evicted to "
+             "recall storage behind a summary. Save anything important to core memory (core_memory_append / "
+             "core_memory_replace) or archival memory (archival_memory_insert) now.\n"
+             "  A second line of the same system note, about Porto and Pixel and 1,200 calls a day.")
+    text = ExtractiveSummarizer()([
+        {"role": "system", "content": SUMMARIZER_PROMPT.format(words=300)},
+        {"role": "user", "content": "Previous summary:\n(none)\n\nMessages to fold in:\n"
+                                    f"user: Ben: I adopted a grey cat called Pixel.\n{alert}\n"
+                                    "user: Ana: My sister moved to Lisbon in March."}])
+    assert text == "Ben: I adopted a grey cat called Pixel. | Ana: My sister moved to Lisbon in March."
+
+
 @pytest.mark.llm
 def test_eval_qa_on_a_real_model(llm_server, synthetic: Path, tmp_path: Path) -> None:
     log = tmp_path / "outcomes.jsonl"
