@@ -23,7 +23,7 @@ from typing import Any
 from vmem import estimate_tokens
 from vmem.app.evaluation import Turn
 from vmem.app.extractive import ExtractiveSummarizer
-from vmem.kernel import Agent, Memory, StepRules
+from vmem.kernel import MEMORY_INSTRUCTIONS, Agent, Memory, StepRules
 from vmem.kernel.drivers import Completion, Driver, DriverError
 from vmem.kernel.tokens import MESSAGE_OVERHEAD
 from vmem.storage import MemoryDir
@@ -232,6 +232,9 @@ class _Vmem(Method):
     """(d), (e), (f): a vmem memory per conversation, ingested without the model, copied per question."""
 
     prefetch = False
+    #: the memory's instructions for its functions (the kernel's default; None for a configuration
+    #: that offers the model no functions: instructions for tools it does not have are noise)
+    instructions: str | None = MEMORY_INSTRUCTIONS
     snapshot: Path | None = None  # the conversation's memory, after prepare(); copied per question
 
     def prepare(self, dialogue: Dialogue) -> dict[str, Any]:
@@ -240,7 +243,7 @@ class _Vmem(Method):
         summarizer = ExtractiveSummarizer()
         started = time.perf_counter()
         memory = Memory.create(self.snapshot, system=_system(dialogue, self.prompt_extra()),
-                               blocks=_blocks(dialogue),
+                               blocks=_blocks(dialogue), instructions=self.instructions,
                                config=self.settings.memory_config(prefetch=self.prefetch),
                                clock=lambda: dialogue.end, durability="normal")
         flushes = 0
@@ -327,6 +330,7 @@ class PrefetchMethod(_Vmem):
 
     key = "e"
     prefetch = True
+    instructions = None  # no tools are sent
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -339,7 +343,9 @@ class PrefetchMethod(_Vmem):
         answer = Answer()
         summarizer = ExtractiveSummarizer()
         with self.copy(dialogue) as memory:
-            memory.append({"role": "user", "content": question_message(item, self.settings.seed)})
+            # prefetch searches for the question, as (c) does: not for the answering hints around it
+            memory.append({"role": "user", "content": question_message(item, self.settings.seed)},
+                          prefetch_for=item.question)
             context = memory.context(summarizer=summarizer)
             completion = self.driver.complete(list(context), [])
             answer.add(completion)
