@@ -35,6 +35,34 @@ def test_an_element_with_a_close_tag_and_text_around_it() -> None:
     assert found.text == "Let me look.\n\nThen I answer."
 
 
+# Verbatim from the OpenAI Agents SDK example (examples/agents_sdk_mcp.py) with a few-shot prompt, the
+# same model: the arguments as child elements.
+SEEN_CHILDREN = ("<core_memory_append>\n<label>human</label>\n<content>My dog is called Rex.</content>\n"
+                 "</core_memory_append>")
+
+
+def test_arguments_written_as_child_elements() -> None:
+    found = parse_text_tool_calls(SEEN_CHILDREN, known=KNOWN, only_known=True)
+    assert [(c.name, c.arguments, c.error) for c in found.calls] == [
+        ("core_memory_append", {"label": "human", "content": "My dog is called Rex."}, None)]
+    assert found.text is None
+    mixed = parse_text_tool_calls('Saving. <conversation_search query="dogs"><page>1</page> </conversation_search>',
+                                  known=KNOWN)
+    assert [(c.name, c.arguments) for c in mixed.calls] == [("conversation_search", {"query": "dogs", "page": "1"})]
+    assert mixed.text == "Saving."
+
+
+@pytest.mark.parametrize("text", [
+    "<core_memory_append><label>human</label> and text <content>x</content></core_memory_append>",  # prose inside
+    "<core_memory_append><content><b>x</b></content></core_memory_append>",  # an element holding elements
+    "<core_memory_append></core_memory_append>",  # no arguments at all
+    "<send_message><message>hi</message>",  # never closed
+])
+def test_elements_that_are_not_a_call_with_arguments_stay_text(text: str) -> None:
+    found = parse_text_tool_calls(text, known=KNOWN, only_known=True)
+    assert found.calls == [] and found.text == text.strip()
+
+
 @pytest.mark.parametrize("text", [
     "<core_memory_append / core_memory_replace>",  # names, no arguments: not a call
     '<b class="x">bold</b> and <send_mail to="ana"/>',  # HTML, and a tool not offered

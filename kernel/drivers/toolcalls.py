@@ -6,7 +6,8 @@ native tool calling, and the prompt that teaches it.
   common variants (``name``/``parameters``/``args``, the OpenAI ``{"function": {"name",
   "arguments"}}`` shape, lists of calls, ``{"tool_calls": [...]}``), fenced or bare,
   several per text; and, for the tools offered (``known``), a call written as a tag with its
-  arguments as attributes (``<core_memory_append label="human" content="..."/>``), read only
+  arguments as attributes (``<core_memory_append label="human" content="..."/>``) or child
+  elements (``<core_memory_append><label>human</label>...</core_memory_append>``), read only
   where the text holds no JSON call.  The text outside the calls is returned too: it is the
   model's own message.  The JSON is read leniently (:mod:`vmem.kernel.drivers.lenient_json`).
 * :func:`tool_protocol_prompt` writes the system-prompt section that teaches a model that
@@ -196,35 +197,65 @@ def parse_text_tool_calls(
     return TextToolCalls(calls, _cut(text, spans))
 
 
-#: ``<name a="1" b='x'/>`` or ``<name a="1">...</name>``: a call written as a tag with its arguments
-#: as attributes (Qwen2.5-Coder-1.5B wrote its calls so in a context full of ``<core_memory>``-style tags).
+#: ``<name a="1" b='x'/>``, or ``<name a="1">...</name>``: a call written as a tag with its arguments
+#: as attributes (Qwen2.5-Coder-1.5B wrote its calls so in a context full of ``<core_memory>``-style
+#: tags), or as child elements: ``<name><a>1</a><b>x</b></name>`` (the same model, asked through the
+#: Agents SDK with a few-shot prompt).
 _TAG = re.compile(r"<([A-Za-z_][\w.-]*)((?:\s+[A-Za-z_][\w-]*\s*=\s*(?:\"[^\"]*\"|'[^']*'))*)\s*(/?)>")
 _ATTR = re.compile(r"([A-Za-z_][\w-]*)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_CHILD = re.compile(r"\s*<([A-Za-z_][\w-]*)>([^<]*)</\1>\s*")
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
+def _tag_value(raw: str) -> Any:
+    raw = html.unescape(raw)
+    return _LITERALS[raw] if raw in _LITERALS else raw
+
+
+def _children(body: str) -> dict[str, Any] | None:
+    """``<a>1</a><b>x</b>`` (whitespace between) as arguments, or None when ``body`` is anything else:
+    text, or an element holding elements."""
+    arguments: dict[str, Any] = {}
+    pos = 0
+    while pos < len(body):
+        m = _CHILD.match(body, pos)
+        if m is None or m.end() == pos:
+            return None
+        arguments[m.group(1)] = _tag_value(m.group(2).strip())
+        pos = m.end()
+    return arguments or None
 
 
 def _tag_calls(text: str, known: Collection[str],
                make_id: Callable[[], str]) -> tuple[list[ToolCall], list[tuple[int, int]]]:
-    """Calls of ``known`` functions written as tags, their arguments as attributes (``"true"``,
-    ``"false"`` and ``"null"`` read as JSON literals, every other value a string), and their spans. A
-    tag of an unknown name, or one without attributes, is not a call: HTML and ``<core_memory>`` in
-    prose stay prose."""
+    """Calls of ``known`` functions written as tags, their arguments as attributes or as child
+    elements holding text (``"true"``, ``"false"`` and ``"null"`` read as JSON literals, every other
+    value a string), and their spans. A tag of an unknown name, or one with neither attributes nor
+    child elements, is not a call: HTML and ``<core_memory>`` in prose stay prose; so is an element
+    whose text is prose (``<send_message>hi</send_message>``)."""
     calls: list[ToolCall] = []
     spans: list[tuple[int, int]] = []
     for m in _TAG.finditer(text):
         name, attrs, closed = m.group(1), m.group(2), m.group(3)
-        if name not in known or not attrs.strip():
+        if name not in known or (spans and m.start() < spans[-1][1]):
             continue
         end = m.end()
-        if not closed:  # <name ...>...</name>: the element's text is not an argument; its close is cut
-            close = text.find(f"</{name}>", end)
-            if close < 0 or text[end:close].strip():
-                continue
-            end = close + len(f"</{name}>")
         arguments: dict[str, Any] = {}
         for a in _ATTR.finditer(attrs):
-            raw = html.unescape(a.group(2) if a.group(2) is not None else a.group(3))
-            arguments[a.group(1)] = _LITERALS[raw] if raw in _LITERALS else raw
+            arguments[a.group(1)] = _tag_value(a.group(2) if a.group(2) is not None else a.group(3))
+        if not closed:  # <name ...>...</name>: empty, or its arguments as child elements; its close is cut
+            close = text.find(f"</{name}>", end)
+            if close < 0:
+                continue
+            body = text[end:close]
+            if body.strip():
+                children = _children(body)
+                if children is None:
+                    continue
+                arguments.update(children)
+            end = close + len(f"</{name}>")
+        if not arguments:
+            continue
         calls.append(ToolCall(make_id(), name, arguments, None))
         spans.append((m.start(), end))
     return calls, spans
