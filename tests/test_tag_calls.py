@@ -52,6 +52,20 @@ def test_arguments_written_as_child_elements() -> None:
     assert mixed.text == "Saving."
 
 
+# Verbatim, the same example and model, another run: the name and the arguments as elements, in a list.
+SEEN_NAMED = ("<tools>\n  <function>\n    <name>core_memory_append</name>\n    <arguments>\n      <label>human</label>\n"
+              "      <content>I moved to Porto last month.</content>\n    </arguments>\n  </function>\n</tools>")
+
+
+def test_a_function_element_naming_the_call() -> None:
+    found = parse_text_tool_calls(SEEN_NAMED, known=KNOWN, only_known=True)
+    assert [(c.name, c.arguments) for c in found.calls] == [
+        ("core_memory_append", {"label": "human", "content": "I moved to Porto last month."})]
+    assert found.text is None  # the list element around it went with it
+    other = "Sure <function><name>send_mail</name><arguments><to>ana</to></arguments></function>"
+    assert parse_text_tool_calls(other, known=KNOWN, only_known=True).calls == []  # not a tool offered
+
+
 @pytest.mark.parametrize("text", [
     "<core_memory_append><label>human</label> and text <content>x</content></core_memory_append>",  # prose inside
     "<core_memory_append><content><b>x</b></content></core_memory_append>",  # an element holding elements

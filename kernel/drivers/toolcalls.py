@@ -7,7 +7,8 @@ native tool calling, and the prompt that teaches it.
   "arguments"}}`` shape, lists of calls, ``{"tool_calls": [...]}``), fenced or bare,
   several per text; and, for the tools offered (``known``), a call written as a tag with its
   arguments as attributes (``<core_memory_append label="human" content="..."/>``) or child
-  elements (``<core_memory_append><label>human</label>...</core_memory_append>``), read only
+  elements (``<core_memory_append><label>human</label>...</core_memory_append>``, or
+  ``<function><name>core_memory_append</name><arguments>...</arguments></function>``), read only
   where the text holds no JSON call.  The text outside the calls is returned too: it is the
   model's own message.  The JSON is read leniently (:mod:`vmem.kernel.drivers.lenient_json`).
 * :func:`tool_protocol_prompt` writes the system-prompt section that teaches a model that
@@ -226,6 +227,35 @@ def _children(body: str) -> dict[str, Any] | None:
     return arguments or None
 
 
+#: ``<function><name>N</name><arguments><a>1</a></arguments></function>`` (``tool_call``, ``invoke``;
+#: ``parameters``): the name and the arguments as elements (Qwen2.5-Coder-1.5B, as above), and the
+#: list element around such calls (``<tools>...</tools>``), cut with them.
+_NAMED = re.compile(r"<(function|tool_call|tool|invoke|call)>\s*<name>\s*([A-Za-z_][\w.-]*)\s*</name>\s*"
+                    r"<(arguments|parameters|args)>(.*?)</\3>\s*</\1>", re.S)
+_LIST_OPEN = re.compile(r"<(tools|tool_calls|function_calls)>\s*$")
+
+
+def _named_calls(text: str, known: Collection[str],
+                 make_id: Callable[[], str]) -> tuple[list[ToolCall], list[tuple[int, int]]]:
+    calls: list[ToolCall] = []
+    spans: list[tuple[int, int]] = []
+    for m in _NAMED.finditer(text):
+        arguments = _children(m.group(4)) if m.group(4).strip() else {}
+        if m.group(2) not in known or arguments is None:
+            continue
+        calls.append(ToolCall(make_id(), m.group(2), arguments, None))
+        spans.append(m.span())
+    if spans:  # the list element around the calls, when it holds nothing else
+        head = _LIST_OPEN.search(text, 0, spans[0][0])
+        if head is not None:
+            close = re.compile(rf"\s*</{head.group(1)}>").match(text, spans[-1][1])
+            between = all(not text[a:b].strip() for (_, a), (b, _) in zip(spans, spans[1:]))
+            if close is not None and between:
+                spans[0] = (head.start(), spans[0][1])
+                spans[-1] = (spans[-1][0], close.end())
+    return calls, spans
+
+
 def _tag_calls(text: str, known: Collection[str],
                make_id: Callable[[], str]) -> tuple[list[ToolCall], list[tuple[int, int]]]:
     """Calls of ``known`` functions written as tags, their arguments as attributes or as child
@@ -233,8 +263,9 @@ def _tag_calls(text: str, known: Collection[str],
     value a string), and their spans. A tag of an unknown name, or one with neither attributes nor
     child elements, is not a call: HTML and ``<core_memory>`` in prose stay prose; so is an element
     whose text is prose (``<send_message>hi</send_message>``)."""
-    calls: list[ToolCall] = []
-    spans: list[tuple[int, int]] = []
+    calls, spans = _named_calls(text, known, make_id)
+    if calls:
+        return calls, spans
     for m in _TAG.finditer(text):
         name, attrs, closed = m.group(1), m.group(2), m.group(3)
         if name not in known or (spans and m.start() < spans[-1][1]):
