@@ -28,11 +28,17 @@ from openai import AsyncOpenAI
 
 from vmem.kernel.drivers.agents_sdk import TextToolCallsModel
 
+#: What the agent does with its memory, with one worked example: a small model (Qwen2.5-Coder-1.5B)
+#: answered a question its core memory held by calling a tool again until the example showed it an answer.
 INSTRUCTIONS = (
-    "You are a helpful assistant with a long-term memory, reached through your tools. When the user tells "
-    "you a fact worth keeping, save it with core_memory_append (label \"human\"). Your core memory is below: "
-    "when it holds the answer to a question, answer from it. When it does not, search with "
-    "archival_memory_search and conversation_search, then answer from what you find."
+    "You are a helpful assistant with a long-term memory, reached through your tools.\n"
+    "- When the user tells you a new fact worth keeping, save it with core_memory_append (label \"human\").\n"
+    "- When the user asks a question and your core memory below holds the answer, answer it at once in one "
+    "sentence, without calling any tool.\n"
+    "- When it does not, search with archival_memory_search and conversation_search, then answer.\n"
+    "For example, when your core memory holds \"My sister is called Eva.\":\n"
+    "User: What is my sister's name?\n"
+    "Assistant: Your sister is called Eva."
 )
 
 
