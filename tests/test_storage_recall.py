@@ -146,6 +146,29 @@ def test_paging_covers_every_match_once(store: MemoryDir) -> None:
         store.recall.search("x", page_size=0)
 
 
+def test_a_query_naming_a_date_ranks_the_messages_from_then_first(store: MemoryDir) -> None:
+    """LoCoMo's "What did Maria plan for the evening of 7 July, 2023?": BM25 ranks the message sent
+    that day (the answer) below one that merely says "day 7"; the date bonus (half the best score)
+    lifts it above every message not from then."""
+    wordy = store.recall.append("user", "Maria's plans for the evening: plans, plans, evening plans.",
+                                timestamp=dt.datetime(2023, 3, 2, 18, 0, tzinfo=UTC))
+    that_day = store.recall.append("user", "Maria: tonight I have dinner with friends from the gym, my plan.",
+                                   timestamp=dt.datetime(2023, 7, 7, 18, 0, tzinfo=UTC))
+    store.recall.append_many([("user", f"Maria talks about her day {n}.", at(n)) for n in range(30)])
+    question = "What did Maria plan for the evening of 7 July, 2023?"
+    store.recall.date_bonus = 0.0
+    plain = [m.id for m in store.recall.search(question, page_size=32).items]
+    assert plain[0] == wordy and plain.index(that_day) > 1
+    store.recall.date_bonus = 0.5
+    page = store.recall.search(question, page_size=2)
+    assert [m.id for m in page.items] == [wordy, that_day] and page.total == 32
+    # the pages still hold every match once
+    seen = [m.id for p in range(4) for m in store.recall.search(question, page=p, page_size=10).items]
+    assert len(seen) == len(set(seen)) == 32
+    # no date named: BM25's order
+    assert store.recall.search("What did Maria plan for the evening?", page_size=2).items[0].id == wordy
+
+
 def test_messages_survive_reopen(place) -> None:
     with open_store(place("a")) as s:
         mid = s.recall.append("user", "remember the milk", timestamp=T0, meta={"x": 1})

@@ -42,6 +42,7 @@ from vmem.storage.errors import NotFoundError
 from vmem.storage.lexical import LexicalCache
 from vmem.rank import spread
 from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
+from vmem.when import DateWindow, query_window
 from vmem.storage.records import (
     Hit,
     Message,
@@ -55,7 +56,7 @@ from vmem.storage.records import (
     utcnow,
 )
 
-__all__ = ["MessageInput", "RecallStore", "CONTEXT_GAP", "DEFAULT_CONTEXT", "PAGE_BUCKET"]
+__all__ = ["MessageInput", "RecallStore", "CONTEXT_GAP", "DEFAULT_CONTEXT", "DEFAULT_DATE_BONUS", "PAGE_BUCKET"]
 
 #: Neighbouring messages further apart than this (seconds) pass no relevance.
 CONTEXT_GAP = 3600.0
@@ -66,6 +67,11 @@ CONTEXT_GAP = 3600.0
 DEFAULT_CONTEXT = (0.0, 0.0, 0.0)
 #: Ranked searches are computed this many results at a time (see the module docstring).
 PAGE_BUCKET = 100
+#: For a query that names a date ("on 7 July, 2023", vmem.when.query_window), messages sent within its
+#: window gain this share of the best match's BM25 score, among the first PAGE_BUCKET matches: the
+#: archival search's lever (vmem.storage.sqlite.DEFAULT_DATE_BONUS) on the conversation.
+#: What it is worth on LoCoMo dev, chosen leave-one-conversation-out, is in docs/design.md.
+DEFAULT_DATE_BONUS = 0.5
 
 #: What ``append_many`` accepts per message: a mapping with ``role``, ``content``
 #: and optional ``timestamp``/``meta``, or a ``(role, content[, timestamp[, meta]])`` tuple.
@@ -131,7 +137,8 @@ class RecallStore:
 
     def __init__(self, db: Database, lexical: LexicalCache, *,
                  context: tuple[float, float, float] = DEFAULT_CONTEXT,
-                 tie_break: TieBreak | None = DEFAULT_TIE_BREAK) -> None:
+                 tie_break: TieBreak | None = DEFAULT_TIE_BREAK,
+                 date_bonus: float = DEFAULT_DATE_BONUS) -> None:
         self._db = db
         self.lexical = lexical  #: the text index over the messages, a cache of the table
         #: (forward from a question, forward from a statement, backward) relevance
@@ -139,6 +146,9 @@ class RecallStore:
         self.context = context
         #: Near-ties between statements about the same thing go to the newest (None: off).
         self.tie_break = tie_break
+        #: For a query that names a date, messages sent within its window gain this share of the
+        #: best match's score (0: off; see DEFAULT_DATE_BONUS).
+        self.date_bonus = date_bonus
         #: Messages appended through this object: a cheap way for a cache of the store's size to
         #: tell that it is stale (the store's lock keeps other processes out).
         self.appends = 0
@@ -280,9 +290,10 @@ class RecallStore:
             if mask is None:  # a role beyond the index's 63 filter bits: filter by SQL
                 allow = self._role_bitmap(roles)
         depth = (page + 1) * page_size
-        # exact BM25 top-k is the same at any depth; context re-ranking needs a fixed one, and
-        # the tie-break its whole window
-        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) else depth
+        window = query_window(query) if self.date_bonus else None
+        # exact BM25 top-k is the same at any depth; context re-ranking and the date bonus need a
+        # fixed one, and the tie-break its whole window
+        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) or window is not None else depth
         if self.tie_break is not None:
             deep = max(deep, TIE_WINDOW)
         with self._db.lock:
@@ -297,6 +308,8 @@ class RecallStore:
                 ranked = spread(ranked, next_of=_links(found.docs, nxt), prev_of=_links(found.docs, prev),
                                 forward=fq, backward=bwd, expand=False, statement_forward=fs,
                                 asks={int(d) for d, a in zip(found.docs, asks) if a})
+            if window is not None and ranked:
+                ranked = self._dated(window, ranked)
             if len(ranked) > 1 and self.tie_break is not None and self.tie_break.applies_to(query):
                 head = np.array([d for d, _ in ranked[:TIE_WINDOW]], dtype=np.uint32)
                 _, masks, times, idf = index.explain(query, head)
@@ -305,6 +318,19 @@ class RecallStore:
         found_msgs = self._fetch([d for d, _ in window])
         hits = [Hit(found_msgs[d], s) for d, s in window if d in found_msgs]
         return SearchPage(hits, page, page_count(total, page_size), total, exact)
+
+    def _dated(self, window: DateWindow, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """``ranked`` with the messages sent within ``window`` raised by ``date_bonus`` times the best
+        score, re-sorted (stable: ties keep their order). Times come from the text index."""
+        docs = np.array([d for d, _ in ranked], dtype=np.uint32)
+        ts = self.lexical.index.timestamps(docs)
+        known = np.isfinite(ts)
+        inside = window.contains(np.where(known, ts, 0.0)) & known
+        if not inside.any():
+            return ranked
+        scores = np.array([s for _, s in ranked], dtype=np.float64) + inside * (self.date_bonus * max(ranked[0][1], 0.0))
+        order = np.argsort(-scores, kind="stable")
+        return [(int(docs[i]), float(scores[i])) for i in order]
 
     def _role_bitmap(self, roles: list[str]) -> np.ndarray:
         with self._db.reading("filtering messages") as c:
