@@ -58,7 +58,7 @@ _RECALL_Q = re.compile(r"\b(?:did|have) I (?:tell|say|mention)", re.I)
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
            "october", "november", "december")
 _DATE_Q = re.compile(r"\bon (\d{1,2}) (" + "|".join(_MONTHS) + r")\b", re.I)
-_NOW = re.compile(r"now: (\d{4})-\d\d-\d\d")
+_NOW = re.compile(r"now: \d{1,2} [A-Z][a-z]+ (\d{4})")  # the statistics' clock: "now: 16 March 2024 10:00 UTC"
 _SWAP = {"i": "you", "i'm": "you're", "my": "your", "me": "you", "myself": "yourself", "we": "you",
          "our": "your", "am": "are", "we're": "you're", "us": "you", "mine": "yours"}
 _SUMMARY_HEAD = re.compile(r"^Running summary \(fold (\d+), (\d+) messages\)")
@@ -444,8 +444,7 @@ class RuleBasedPolicy(Driver):
     def _phrase(page: _Page, want: Sequence[str]) -> str:
         best = max(sentences(page.text), key=lambda s: _overlap(want, s))
         if page.tier == "recall":
-            day = page.meta.split(" · ")[0][:10]
-            when = _dt.date.fromisoformat(day).strftime("%-d %B")
+            when = " ".join(page.meta.split(" · ")[0].split()[:2])  # "4 March 2024 10:00" -> "4 March"
             return f'On {when} you told me: "{best}"'
         return second_person(best)
 
