@@ -290,10 +290,10 @@ class RecallStore:
             if mask is None:  # a role beyond the index's 63 filter bits: filter by SQL
                 allow = self._role_bitmap(roles)
         depth = (page + 1) * page_size
-        window = query_window(query) if self.date_bonus else None
+        dates = query_window(query) if self.date_bonus else None
         # exact BM25 top-k is the same at any depth; context re-ranking and the date bonus need a
         # fixed one, and the tie-break its whole window
-        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) or window is not None else depth
+        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) or dates is not None else depth
         if self.tie_break is not None:
             deep = max(deep, TIE_WINDOW)
         with self._db.lock:
@@ -308,8 +308,8 @@ class RecallStore:
                 ranked = spread(ranked, next_of=_links(found.docs, nxt), prev_of=_links(found.docs, prev),
                                 forward=fq, backward=bwd, expand=False, statement_forward=fs,
                                 asks={int(d) for d, a in zip(found.docs, asks) if a})
-            if window is not None and ranked:
-                ranked = self._dated(window, ranked)
+            if dates is not None and ranked:
+                ranked = self._dated(dates, ranked)
             if len(ranked) > 1 and self.tie_break is not None and self.tie_break.applies_to(query):
                 head = np.array([d for d, _ in ranked[:TIE_WINDOW]], dtype=np.uint32)
                 _, masks, times, idf = index.explain(query, head)
