@@ -84,6 +84,7 @@ class ConsolidationDaemon:
         self.errors: list[str] = []  #: runs that failed (the LLM, or an apply that rolled back)
         self._cond = threading.Condition()
         self._stopping = False
+        self._last_run = False  # stop() came: the run due by count then, if any, is the last
         self._forced = 0  # wait() calls asking for a run now
         self._running = False  # the worker is in a run (reading, asking or applying)
         self._full = False  # the last batch stopped short of the newest message
@@ -140,8 +141,10 @@ class ConsolidationDaemon:
             return self._running
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop the worker: a run in flight finishes (its LLM call, then its apply) first, unless
-        ``timeout`` seconds pass; unhook from the agent."""
+        """Stop the worker: a run in flight, or else one due by count (``every`` turns since the
+        last), finishes (its LLM call, then its apply) first, unless ``timeout`` seconds pass (the
+        worker then stops at its next look, and applies nothing once the memory is closed); unhook
+        from the agent. So a chat that ends right after a due turn still has that run."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -188,8 +191,10 @@ class ConsolidationDaemon:
     def _work(self) -> None:
         while True:
             with self._cond:
-                if self._stopping:
-                    return
+                if self._stopping:  # a run due by count when stop() came is made, then no more
+                    if self._last_run or not self._due_by_count():
+                        return
+                    self._last_run = True
             batch = self._read()
             if batch is None:
                 with self._cond:  # nothing due: sleep until a run is due by count, wait() asks, or idle time

@@ -253,3 +253,24 @@ def test_wait_consolidates_up_to_the_newest_message_even_past_a_run_in_flight(tm
         assert [(r.start, r.end) for r in daemon.reports] == [(0, 6), (6, 9)]
         assert agent.memory.consolidation_cursor == agent.memory.stats.recall
     agent.close()
+
+
+def test_stop_right_after_a_due_turn_still_makes_that_run(tmp_path: Path) -> None:
+    """`vmem chat` ends right after the turn that made a run due: stop() makes that run instead of
+    dropping it until the next session. The race a loaded machine lost (the worker had not woken
+    before stop() came) is forced: the test holds the daemon's condition through the due step and
+    stop()'s first move, so the worker looks only after both."""
+    agent, _ = make_agent(tmp_path / "a")
+    driver = GatedDriver(['{"human": ["name: Ana"]}'])
+    driver.gate.set()
+    daemon = ConsolidationDaemon(agent, driver, DaemonConfig(every=2))
+    agent.step("Hi, I'm Ana.")
+    with daemon._cond:  # what stop() does first, before the worker can look
+        agent.step("I live in Porto.")
+        daemon._stopping = True
+        daemon._cond.notify_all()
+    daemon.stop(timeout=WAIT)
+    assert driver.calls == 1 and len(daemon.reports) == 1, (daemon.errors, daemon.reports)
+    assert "name: Ana" in agent.memory.block("human").value
+    daemon.stop()  # stopping twice is harmless
+    agent.close()
