@@ -108,3 +108,25 @@ def test_an_own_loop_runs_the_tag_call_and_the_fact_is_saved(tmp_path: Path) -> 
         assert record.ok, record.result
         assert "adoption agency interviews" in memory.block("human").value
         memory.check()
+
+
+class _CountingText(str):
+    """A completion's text that counts the searches for a closing tag made in it."""
+
+    closes_sought = 0
+
+    def find(self, sub, *args):  # type: ignore[override]
+        if sub.startswith("</"):
+            type(self).closes_sought += 1
+        return super().find(sub, *args)
+
+
+@pytest.mark.parametrize("opening", ["<function><name>core_memory_append</name><arguments>",
+                                     '<core_memory_append label="human">', "<send_message><message>"])
+def test_many_openings_without_a_close_cost_one_search_each_kind(opening: str) -> None:
+    """A hostile answer of thousands of openings and no close: each closing tag is looked for once,
+    not once per opening to the end of the text (which made 260 kB take 15 s)."""
+    _CountingText.closes_sought = 0
+    text = _CountingText(opening * 5000)
+    assert parse_text_tool_calls(text, known=KNOWN, only_known=True).calls == []
+    assert _CountingText.closes_sought <= 2

@@ -213,13 +213,13 @@ def _tag_value(raw: str) -> Any:
     return _LITERALS[raw] if raw in _LITERALS else raw
 
 
-def _children(body: str) -> dict[str, Any] | None:
-    """``<a>1</a><b>x</b>`` (whitespace between) as arguments, or None when ``body`` is anything else:
-    text, or an element holding elements."""
+def _children(text: str, start: int, end: int) -> dict[str, Any] | None:
+    """``text[start:end]``, ``<a>1</a><b>x</b>`` (whitespace between), as arguments; None when it is
+    anything else: text, or an element holding elements."""
     arguments: dict[str, Any] = {}
-    pos = 0
-    while pos < len(body):
-        m = _CHILD.match(body, pos)
+    pos = start
+    while pos < end:
+        m = _CHILD.match(text, pos, end)
         if m is None or m.end() == pos:
             return None
         arguments[m.group(1)] = _tag_value(m.group(2).strip())
@@ -227,11 +227,40 @@ def _children(body: str) -> dict[str, Any] | None:
     return arguments or None
 
 
+def _past_space(text: str, start: int, end: int | None = None) -> int:
+    """Where the whitespace at ``start`` ends (before ``end``)."""
+    m = _SPACE.match(text, start, len(text) if end is None else end)
+    return start if m is None else m.end()
+
+
+def _blank(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is only whitespace (without copying it)."""
+    return _past_space(text, start, end) == end
+
+
+class _Closes:
+    """Where a closing tag next occurs at or after a position, for positions that only grow (a
+    scan in text order): each tag's text is searched once per occurrence, so a text of many
+    openings and no close costs linear time, not one search to the end per opening."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.found: dict[str, int] = {}
+
+    def after(self, tag: str, pos: int) -> int:
+        at = self.found.get(tag)
+        if at is None or 0 <= at < pos:
+            at = self.text.find(tag, pos)
+            self.found[tag] = at
+        return at
+
+
 #: ``<function><name>N</name><arguments><a>1</a></arguments></function>`` (``tool_call``, ``invoke``;
 #: ``parameters``): the name and the arguments as elements (Qwen2.5-Coder-1.5B, as above), and the
 #: list element around such calls (``<tools>...</tools>``), cut with them.
 _NAMED = re.compile(r"<(function|tool_call|tool|invoke|call)>\s*<name>\s*([A-Za-z_][\w.-]*)\s*</name>\s*"
-                    r"<(arguments|parameters|args)>(.*?)</\3>\s*</\1>", re.S)
+                    r"<(arguments|parameters|args)>")
+_SPACE = re.compile(r"\s*")
 _LIST_OPEN = re.compile(r"<(tools|tool_calls|function_calls)>\s*$")
 
 
@@ -239,12 +268,20 @@ def _named_calls(text: str, known: Collection[str],
                  make_id: Callable[[], str]) -> tuple[list[ToolCall], list[tuple[int, int]]]:
     calls: list[ToolCall] = []
     spans: list[tuple[int, int]] = []
+    closes = _Closes(text)
     for m in _NAMED.finditer(text):
-        arguments = _children(m.group(4)) if m.group(4).strip() else {}
-        if m.group(2) not in known or arguments is None:
+        if m.group(2) not in known or (spans and m.start() < spans[-1][1]):
+            continue
+        shut = closes.after(f"</{m.group(3)}>", m.end())
+        if shut < 0:
+            continue
+        arguments = {} if _blank(text, m.end(), shut) else _children(text, m.end(), shut)
+        after = _past_space(text, shut + len(m.group(3)) + 3)
+        outer = f"</{m.group(1)}>"
+        if arguments is None or not text.startswith(outer, after):
             continue
         calls.append(ToolCall(make_id(), m.group(2), arguments, None))
-        spans.append(m.span())
+        spans.append((m.start(), after + len(outer)))
     if spans:  # the list element around the calls, when it holds nothing else
         head = _LIST_OPEN.search(text, 0, spans[0][0])
         if head is not None:
@@ -266,6 +303,7 @@ def _tag_calls(text: str, known: Collection[str],
     calls, spans = _named_calls(text, known, make_id)
     if calls:
         return calls, spans
+    closes = _Closes(text)
     for m in _TAG.finditer(text):
         name, attrs, closed = m.group(1), m.group(2), m.group(3)
         if name not in known or (spans and m.start() < spans[-1][1]):
@@ -275,12 +313,11 @@ def _tag_calls(text: str, known: Collection[str],
         for a in _ATTR.finditer(attrs):
             arguments[a.group(1)] = _tag_value(a.group(2) if a.group(2) is not None else a.group(3))
         if not closed:  # <name ...>...</name>: empty, or its arguments as child elements; its close is cut
-            close = text.find(f"</{name}>", end)
+            close = closes.after(f"</{name}>", end)
             if close < 0:
                 continue
-            body = text[end:close]
-            if body.strip():
-                children = _children(body)
+            if not _blank(text, end, close):
+                children = _children(text, end, close)
                 if children is None:
                     continue
                 arguments.update(children)
