@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DateWindow", "query_window", "AFTER_DAYS"]
+__all__ = ["DateWindow", "query_window", "date_boosted", "AFTER_DAYS"]
 
 #: How long after the named day or month a page may have been stored and still be about it.
 AFTER_DAYS = 14
@@ -101,3 +101,18 @@ def _bare_month(query: str, m: re.Match[str]) -> bool:
     before = query[: m.start()].rstrip().lower().rsplit(None, 1)
     return bool(before) and before[-1] in {"in", "of", "since", "until", "last", "this", "early", "late", "mid",
                                            "during", "before", "after", "by"}
+
+
+def date_boosted(window: DateWindow, times: np.ndarray, scores: np.ndarray,
+                 share: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """A ranking's pages whose time (epoch seconds; NaN: unknown) falls in ``window`` raised by
+    ``share`` times the best score (``scores[0]``): the new order (indices into the ranking,
+    stable: ties keep theirs) and the raised scores in that order; None when no page is in it.
+    The date lever of both tiers' searches (archival hybrid, conversation)."""
+    known = np.isfinite(times)
+    inside = window.contains(np.where(known, times, 0.0)) & known
+    if not inside.any():
+        return None
+    boosted = np.asarray(scores, dtype=np.float64) + inside * (share * max(float(scores[0]), 0.0))
+    order = np.argsort(-boosted, kind="stable")
+    return order, boosted[order]

@@ -42,7 +42,7 @@ from vmem.storage.errors import NotFoundError
 from vmem.storage.lexical import LexicalCache
 from vmem.rank import spread
 from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
-from vmem.when import DateWindow, query_window
+from vmem.when import DateWindow, date_boosted, query_window
 from vmem.storage.records import (
     Hit,
     Message,
@@ -323,14 +323,12 @@ class RecallStore:
         """``ranked`` with the messages sent within ``window`` raised by ``date_bonus`` times the best
         score, re-sorted (stable: ties keep their order). Times come from the text index."""
         docs = np.array([d for d, _ in ranked], dtype=np.uint32)
-        ts = self.lexical.index.timestamps(docs)
-        known = np.isfinite(ts)
-        inside = window.contains(np.where(known, ts, 0.0)) & known
-        if not inside.any():
+        scores = np.array([s for _, s in ranked], dtype=np.float64)
+        raised = date_boosted(window, self.lexical.index.timestamps(docs), scores, self.date_bonus)
+        if raised is None:
             return ranked
-        scores = np.array([s for _, s in ranked], dtype=np.float64) + inside * (self.date_bonus * max(ranked[0][1], 0.0))
-        order = np.argsort(-scores, kind="stable")
-        return [(int(docs[i]), float(scores[i])) for i in order]
+        order, boosted = raised
+        return [(int(d), float(s)) for d, s in zip(docs[order], boosted)]
 
     def _role_bitmap(self, roles: list[str]) -> np.ndarray:
         with self._db.reading("filtering messages") as c:

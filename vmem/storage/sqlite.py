@@ -69,7 +69,7 @@ from vmem.storage.errors import NotFoundError, VmemStorageError
 from vmem.storage.lexical import LexicalCache
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
-from vmem.when import query_window
+from vmem.when import date_boosted, query_window
 
 if TYPE_CHECKING:
     from vmem.index import ExactIndex, PageIndex
@@ -716,14 +716,12 @@ class SqliteArchival(ArchivalStore):
         window = query_window(q)
         if window is None:
             return docs, scores
-        ts = self._passage_times(docs)
-        known = np.isfinite(ts)  # a passage the index has and the table not (never, once committed)
-        bonus = (window.contains(np.where(known, ts, 0.0)) & known) * (self.date_bonus * max(float(scores[0]), 0.0))
-        if not bonus.any():
+        # an unknown time (NaN): a passage the index has and the table not (never, once committed)
+        raised = date_boosted(window, self._passage_times(docs), scores, self.date_bonus)
+        if raised is None:
             return docs, scores
-        boosted = np.asarray(scores, dtype=np.float64) + bonus
-        order = np.argsort(-boosted, kind="stable")
-        return docs[order], boosted[order]
+        order, boosted = raised
+        return docs[order], boosted
 
     def _passage_times(self, docs: np.ndarray) -> np.ndarray:
         """Each passage's timestamp (epoch seconds; NaN: none), by serial, as the text index
