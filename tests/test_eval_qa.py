@@ -257,9 +257,10 @@ def test_the_extractive_summary_leaves_the_kernels_notes_out() -> None:
 @pytest.mark.llm
 def test_eval_qa_on_a_real_model(llm_server, synthetic: Path, tmp_path: Path) -> None:
     log = tmp_path / "outcomes.jsonl"
-    # a small window (the agent's tool schemas take ~1,800 of it) and short answers keep it to a few minutes
+    # a small window (the agent's tool schemas take ~1,800 of it), short answers and one question per
+    # configuration keep it to a minute or two (CI's budget); the harness's logic has its own tests above
     p = vmem("eval", "qa", str(synthetic), "--base-url", llm_server.base_url, "--model", llm_server.model,
-             "--tool-mode", "json", "--configs", "b,c,d,e", "--limit", "2", "--window", "3584", "--reserve", "256",
+             "--tool-mode", "json", "--configs", "b,c,d,e", "--limit", "1", "--window", "3584", "--reserve", "256",
              "--rag-k", "5", "--prefetch", "3", "--workset", "200", "--max-steps", "2", "--answer-tokens", "16",
              "--agent-tokens", "64", "--merge-system", "--json", "--log", str(log),
              env={**CLEAN_ENV, "VMEM_API_KEY": llm_server.api_key}, timeout=1200)
@@ -271,11 +272,11 @@ def test_eval_qa_on_a_real_model(llm_server, synthetic: Path, tmp_path: Path) ->
     for key, entry in report["configs"].items():
         assert entry["available"] is True, entry
         overall = entry["overall"]
-        assert overall["questions"] == 2 and 0.0 <= overall["f1"] <= 1.0
+        assert overall["questions"] == 1 and 0.0 <= overall["f1"] <= 1.0
         assert overall["errors"] == 0, [q["error"] for q in report["questions"] if q["config"] == key]
         assert overall["prompt_tokens"] > 0 and overall["calls"] >= 1 and overall["seconds"] > 0
     questions = report["questions"]
-    assert len(questions) == 8 and len({q["qid"] for q in questions}) == 2  # the same two questions everywhere
+    assert len(questions) == 4 and len({q["qid"] for q in questions}) == 1  # the same question everywhere
     assert [json.loads(line)["qid"] for line in log.read_text().splitlines()] == [q["qid"] for q in questions]
 
 
