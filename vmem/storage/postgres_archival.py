@@ -161,14 +161,14 @@ class PgArchival(SqliteArchival):
     def _drop_index_file(self) -> None:
         pass
 
-    def _db_ids(self) -> np.ndarray:
+    def _db_ids(self, db: Any = None) -> np.ndarray:
         with self._db.reading("listing passages") as c:
             serials = np.array([r[0] for r in c.execute("SELECT id FROM vmem.passages WHERE agent=%s",
                                                         (self._db.agent,))], dtype=np.int64)
         return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) \
             else np.zeros(0, np.uint64)
 
-    def _load_vectors(self, page_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _load_vectors(self, page_ids: np.ndarray | None, db: Any = None) -> tuple[np.ndarray, np.ndarray]:
         if page_ids is None:  # every passage, in id order (as SqliteArchival's)
             page_ids = np.sort(self._db_ids())
         serials = [page_serial(int(p)) for p in page_ids]
@@ -186,7 +186,7 @@ class PgArchival(SqliteArchival):
             return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
         return np.array(ids_out, dtype=np.uint64), np.vstack(vecs).astype(np.float32)
 
-    def _scan_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _scan_vectors(self, db: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """SqliteArchival's one pass over every passage's vector, here from PostgreSQL (this store
         builds its index from the rows and never loads an index file, so only a direct caller asks):
         (every id, the ids with a vector, those vectors), in id order."""
@@ -195,15 +195,20 @@ class PgArchival(SqliteArchival):
         order = np.argsort(ids, kind="stable")
         return every, ids[order], vecs[order]
 
-    def _open_index(self) -> Any:
+    def _start_index_load(self) -> None:
+        """Built at open, from this process's cache or the table (there is no index file to load
+        beside a step, and the caches follow other processes' commits from the first transaction)."""
+        self._index = self._open_index()
+
+    def _open_index(self, db: Any = None) -> Any:
         if self._cached_vectors is not None:
             index, self._cached_vectors = self._cached_vectors, None
-            self.index_status = "cached"
+            self._index_status = "cached"
             return index
         db_ids = self._db_ids()
         index = self._new_index(len(db_ids))
         self._add_from_db(index, db_ids)
-        self.index_status = "rebuilt"
+        self._index_status = "rebuilt"
         self._unsaved = 0
         return index
 
