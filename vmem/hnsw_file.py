@@ -19,13 +19,15 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from vmem.errors import VmemError
 
-__all__ = ["HNSW_HEADER", "IndexFormatError", "IndexMismatchError", "VectorSource", "check_hnsw", "full_graph",
-           "slim_graph"]
+__all__ = ["HNSW_HEADER", "Graph", "IndexFormatError", "IndexMismatchError", "VectorSource", "check_graph",
+           "check_hnsw", "full_graph", "slim_graph"]
 
 #: Where load() gets the vectors of live pages a file does not hold: ids -> (n, dim) float32.
 VectorSource = Callable[[np.ndarray], np.ndarray]
@@ -118,35 +120,55 @@ def full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str,
 def check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, live: np.ndarray) -> None:
     """IndexFormatError unless the hnswlib graph file at ``path`` is one hnswlib can load and search
     without reading out of bounds, and holds exactly ``labels`` (``live`` not marked deleted):
-    hnswlib trusts the offsets, sizes, counts and neighbour ids it reads, so a damaged file with a
-    recomputed checksum could crash the process (SIGSEGV) or answer with pages that are not there.
+    :func:`check_graph` over the file's bytes."""
+    if size < HNSW_HEADER.size:
+        raise IndexFormatError("index payload: the HNSW graph is truncated")
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
+    try:
+        (_off0, _max_el, count, per_el, *_rest) = HNSW_HEADER.unpack(mm[: HNSW_HEADER.size].tobytes())
+        end = HNSW_HEADER.size + count * per_el
+        if end > size:
+            raise IndexFormatError("index payload: the HNSW graph is shorter than its elements")
+        check_graph(mm[: HNSW_HEADER.size].tobytes(), mm[HNSW_HEADER.size:end], mm[end:].tobytes(), dim=dim, M=M,
+                    labels=labels, live=live)
+    finally:
+        del mm
 
-    Checked against the file's length and the parameters the header says: the layout of an
+
+def check_graph(head: bytes, level0: np.ndarray, sizes: bytes, *, dim: int, M: int, labels: np.ndarray,
+                live: np.ndarray) -> Graph:
+    """IndexFormatError unless hnswlib's saved graph -- its ``head``er, ``level0`` (every element's
+    bytes, vectors in place) and the link lists above level 0 (``sizes``: each a u32 size, then its
+    bytes) -- is one hnswlib can
+    load and search without reading out of bounds, and holds exactly ``labels`` (``live`` not marked
+    deleted): hnswlib trusts the offsets, sizes, counts and neighbour ids it reads, so a damaged file
+    with a recomputed checksum could crash the process (SIGSEGV) or answer with pages that are not
+    there. Returns the layout it read (:class:`Graph`).
+
+    Checked against the length and the parameters the header says: the layout of an
     element (offsets derived from ``dim`` and ``M``), the element count, every link list's size
     and level, the entry point, every neighbour id (level 0 and above), the labels, the deleted
     marks and the vectors (finite)."""
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"index payload: the HNSW graph {why}")
 
-    if size < HNSW_HEADER.size:
+    if len(head) != HNSW_HEADER.size:
         raise bad("is truncated")
-    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
-    (off0, max_el, count, per_el, label_off, data_off, maxlevel, enter, max_m, max_m0, m, mult,
-     efc) = HNSW_HEADER.unpack(mm[: HNSW_HEADER.size].tobytes())
+    header = HNSW_HEADER.unpack(head)
+    (off0, max_el, count, per_el, label_off, data_off, maxlevel, enter, max_m, max_m0, m, mult, efc) = header
     links0 = max_m0 * 4 + 4
     if (m != M or max_m != M or max_m0 != 2 * M or off0 != 0 or data_off != links0 or label_off != data_off + 4 * dim
             or per_el != label_off + 8 or count != len(labels) or max_el < count
             or not (0 <= maxlevel < 64 if count else maxlevel in (-1, 0))
             or not math.isfinite(mult) or mult <= 0 or not 0 < efc < 1 << 31):
         raise bad("header does not match the index's parameters")
-    level0_end = HNSW_HEADER.size + count * per_el
-    if level0_end > size:
+    if level0.size != count * per_el:
         raise bad("is shorter than its elements")
+    level0 = level0.reshape(count, per_el)
     per_level = max_m * 4 + 4
     levels = np.zeros(count, dtype=np.int64)
     upper: list[tuple[int, int]] = []  # (element, offset in sizes) of each link list above level 0
-    sizes = bytes(mm[level0_end:])  # the upper levels: small beside level 0 (1/M of the elements)
-    end = len(sizes)
+    end = len(sizes)  # the upper levels: small beside level 0 (1/M of the elements)
     u32 = struct.Struct("<I").unpack_from
     pos = 0
     for i in range(count):  # the link lists above level 0: a u32 size, then that many bytes
@@ -165,7 +187,6 @@ def check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, li
     if count:
         if int(levels.max()) != maxlevel or enter >= count or levels[enter] != maxlevel:
             raise bad("entry point or top level is inconsistent")
-        level0 = mm[HNSW_HEADER.size:level0_end].reshape(count, per_el)
         cnt = np.ascontiguousarray(level0[:, 0:2]).view("<u2").ravel()
         if (cnt > max_m0).any():
             raise bad("has a level-0 neighbour count over its maximum")
@@ -181,14 +202,14 @@ def check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, li
         if not np.isfinite(level0[:, data_off:label_off].view("<f4")).all():  # (a view: no copy of the vectors)
             raise bad("holds a vector that is not finite")
         if upper:  # level l's neighbours must be elements that reach level l (all lists at once)
-            raw = np.frombuffer(sizes, dtype=np.uint8)
+            raw_upper = np.frombuffer(sizes, dtype=np.uint8)
             owner = np.array([i for i, _ in upper], dtype=np.int64)
             nlev = levels[owner]
             rows = np.repeat(np.array([p for _, p in upper], dtype=np.int64), nlev)
             first = np.repeat(np.cumsum(nlev) - nlev, nlev)
             level = np.arange(len(rows)) - first + 1  # 1 .. the element's top level
             rows += (level - 1) * per_level
-            block = raw[rows[:, None] + np.arange(per_level)[None, :]]
+            block = raw_upper[rows[:, None] + np.arange(per_level)[None, :]]
             c = np.ascontiguousarray(block[:, 0:2]).view("<u2").ravel()
             ids = np.ascontiguousarray(block[:, 4:]).view("<u4")
             used = np.arange(max_m)[None, :] < c[:, None]
@@ -199,4 +220,41 @@ def check_hnsw(path: str, size: int, *, dim: int, M: int, labels: np.ndarray, li
             if low.any():
                 who = int(np.repeat(owner, nlev)[int(np.argmax(low.any(axis=1)))])
                 raise bad(f"links element {who} to a neighbour above that neighbour's top level")
-    del mm
+    links = b"".join(sizes[p:p + int(levels[i]) * per_level] for i, p in upper)
+    return Graph(header, level0, levels, links)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A checked graph's layout (:func:`check_graph`): hnswlib's header fields, level 0 as a
+    (count, bytes per element) view, each element's top level, and the link lists above level 0
+    joined in element order (without their sizes)."""
+
+    header: tuple[Any, ...]
+    level0: np.ndarray
+    levels: np.ndarray
+    links: bytes
+
+    def hnswlib_state(self, *, space: str, dim: int, max_elements: int, ef: int, num_threads: int,
+                      seed: int) -> dict[str, Any]:
+        """The graph as the dict hnswlib's pickling gives back (``Index.__setstate__((state,))``,
+        serialisation version 1): what ``load_index`` reads from a file, handed over in memory."""
+        (_off0, _max_el, count, per_el, label_off, data_off, maxlevel, enter, max_m, max_m0, m, mult,
+         efc) = self.header
+        levels = np.zeros(max(max_elements, count), dtype=np.int32)
+        levels[:count] = self.levels
+        labels = np.ascontiguousarray(self.level0[:, label_off:per_el]).view("<u8").ravel()
+        return {
+            "ser_version": 1, "space": space, "dim": dim, "index_inited": True, "ep_added": count > 0,
+            "normalize": space == "cosine", "num_threads": num_threads, "seed": seed,
+            "offset_level0": 0, "max_elements": max(max_elements, count), "cur_element_count": count,
+            "size_data_per_element": per_el, "label_offset": label_off, "offset_data": data_off,
+            "max_level": maxlevel, "enterpoint_node": enter, "max_M": max_m, "max_M0": max_m0, "M": m,
+            "mult": mult, "ef_construction": efc, "ef": ef,
+            "has_deletions": bool(count and ((self.level0[:, 2] & 1) != 0).any()),
+            "size_links_per_element": max_m * 4 + 4, "allow_replace_deleted": False,
+            "label_lookup_external": labels, "label_lookup_internal": np.arange(count, dtype=np.uint32),
+            "element_levels": levels,
+            "data_level0": self.level0.reshape(-1).view(np.int8),
+            "link_lists": np.frombuffer(self.links, dtype=np.int8),
+        }

@@ -71,7 +71,8 @@ import hnswlib
 import msgpack
 import numpy as np
 
-from vmem.hnsw_file import IndexFormatError, IndexMismatchError, VectorSource, check_hnsw, full_graph, slim_graph
+from vmem.hnsw_file import (IndexFormatError, IndexMismatchError, VectorSource, check_graph, check_hnsw, full_graph,
+                             slim_graph)
 
 __all__ = [
     "PAD_ID",
@@ -641,27 +642,34 @@ class PageIndex(BaseIndex):
             seed=int(p.get("seed", 100)),
         )
         graph_size = size - 16 - 8 * (n_live + n_labels)
-        with tempfile.NamedTemporaryFile(prefix="vmemidx-", suffix=".bin", delete=False) as tmp:
-            try:
-                if vectors is not None:
-                    for part in full_graph(_read_exact(f, graph_size), dim=header["dim"], M=int(p["M"]),
-                                            count=n_labels, space=header["space"], vectors=vectors):
-                        tmp.write(part)
-                    graph_size = tmp.tell()
-                left = graph_size if vectors is None else 0
-                while left:
-                    chunk = f.read(min(_CHUNK, left))
-                    if not chunk:
-                        raise IndexFormatError("index payload is truncated")
-                    tmp.write(chunk)
-                    left -= len(chunk)
-                tmp.close()
-                check_hnsw(tmp.name, graph_size, dim=header["dim"], M=int(p["M"]), labels=labels, live=live)
-                hn = hnswlib.Index(space=header["space"], dim=header["dim"])
-                # headroom, so the first insert after opening does not resize the whole graph
-                hn.load_index(tmp.name, max_elements=max(1024, n_labels + n_labels // 4))
-            finally:
-                os.unlink(tmp.name)
+        capacity = max(1024, n_labels + n_labels // 4)  # headroom: the first insert after opening does not resize
+        if vectors is not None:  # the graph and the stored vectors, put together in memory and handed over
+            head, level0, upper = full_graph(_read_exact(f, graph_size), dim=header["dim"], M=int(p["M"]),
+                                             count=n_labels, space=header["space"], vectors=vectors)
+            graph = check_graph(bytes(head), np.frombuffer(level0, dtype=np.uint8), bytes(upper), dim=header["dim"],
+                                M=int(p["M"]), labels=labels, live=live)
+            state = graph.hnswlib_state(space=header["space"], dim=header["dim"], max_elements=capacity,
+                                        ef=index._ef, num_threads=1, seed=index.seed)
+            del head, level0, upper
+            hn = hnswlib.Index.__new__(hnswlib.Index)  # unpickled: what load_index reads from a file, from memory
+            hn.__setstate__((state,))
+            del graph, state
+        else:  # a file from before schema 5, vectors in place: hnswlib reads it itself
+            hn = hnswlib.Index(space=header["space"], dim=header["dim"])
+            with tempfile.NamedTemporaryFile(prefix="vmemidx-", suffix=".bin", delete=False) as tmp:
+                try:
+                    left = graph_size
+                    while left:
+                        chunk = f.read(min(_CHUNK, left))
+                        if not chunk:
+                            raise IndexFormatError("index payload is truncated")
+                        tmp.write(chunk)
+                        left -= len(chunk)
+                    tmp.close()
+                    check_hnsw(tmp.name, graph_size, dim=header["dim"], M=int(p["M"]), labels=labels, live=live)
+                    hn.load_index(tmp.name, max_elements=capacity)
+                finally:
+                    os.unlink(tmp.name)
         if hn.element_count != n_labels:
             raise IndexFormatError(f"index payload: graph holds {hn.element_count} labels, id table {n_labels}")
         hn.set_ef(index._ef)
