@@ -223,6 +223,54 @@ def test_save_load_round_trip(kind: type, tmp_path: Path) -> None:
     assert type(generic) is kind and len(generic) == 100
 
 
+def test_a_graph_saved_without_vectors_loads_as_hnswlib_loads_it(tmp_path: Path) -> None:
+    """The load hands hnswlib the graph and the given vectors in memory (its unpickling); the
+    index must be the one hnswlib's own load_index makes of the same graph: same answers, same
+    distances, same vectors, deleted pages still waypoints, and it still grows."""
+    import hnswlib
+
+    from vmem.hnsw_file import full_graph
+
+    dim, n = 32, 3000
+    vecs = clustered(n, dim, seed=21)
+    ids = pids(n)
+    idx = PageIndex(dim, name="hash-v1/test", M=8, ef_construction=64)
+    idx.add(ids, vecs)
+    idx.delete(ids[:300])
+    path = tmp_path / "pages.idx"
+    idx.save(path, vectors=False)
+    stored = dict(zip(ids.tolist(), vecs))
+
+    def source(labels: np.ndarray) -> np.ndarray:
+        return np.stack([stored[int(i)] for i in labels])
+
+    back = PageIndex.load(path, dim=dim, name="hash-v1/test", vectors=source)
+    # the reference: the same graph, vectors in place, written out and read by hnswlib itself
+    graph = idx._hnsw
+    raw_path = tmp_path / "raw.bin"
+    graph.save_index(str(raw_path))
+    from vmem.hnsw_file import slim_graph
+
+    head, links, kept, upper = slim_graph(str(raw_path), dim)
+    live = np.array(sorted(idx._live), dtype=np.uint64)
+    with open(raw_path, "wb") as f:
+        for part in full_graph(head + links + kept + upper, dim=dim, M=8, count=graph.element_count,
+                               space="cosine", vectors=source):
+            f.write(part)
+    ref = hnswlib.Index(space="cosine", dim=dim)
+    ref.load_index(str(raw_path), max_elements=n + n // 4)
+    ref.set_ef(back.ef)
+    q = clustered(200, dim, seed=22)
+    got_ids, got_d = back._hnsw.knn_query(q, k=10)
+    ref_ids, ref_d = ref.knn_query(q, k=10)
+    assert np.array_equal(got_ids, ref_ids) and np.array_equal(got_d, ref_d)
+    assert np.array_equal(back._hnsw.get_items(live), ref.get_items(live))
+    assert np.array_equal(back.ids(), live) and int(ids[0]) not in back
+    assert back._hnsw.element_count == n and back.capacity >= n + n // 4  # deleted pages kept; headroom
+    back.add(pids(10, start=10_000), clustered(10, dim, seed=23))
+    assert len(back) == n - 300 + 10
+
+
 def test_save_replaces_atomically(tmp_path: Path) -> None:
     path = tmp_path / "i.idx"
     idx = PageIndex(8)
