@@ -39,7 +39,7 @@ def make_store(path: Path) -> list[int]:
 
 
 def loading_thread() -> bool:
-    return threading.current_thread().name.startswith("vmem index load")
+    return threading.current_thread().name.startswith("vmem-index-load")
 
 
 def vector_top(s: MemoryDir, q: str) -> int:

@@ -279,7 +279,7 @@ class SqliteArchival(ArchivalStore):
         if self._db.read_only:
             return
         self._loader = threading.Thread(target=self._load_in_background, daemon=True,
-                                        name=f"vmem index load {self._db.path.parent.name}")
+                                        name=f"vmem-index-load:{self._db.path.parent.name}")
         _LOADING.add(self)
         self._loader.start()
 
