@@ -151,10 +151,10 @@ def test_close_stops_a_load_and_loses_nothing(tmp_path: Path, gated: dict[str, A
     archival: Any = s.archival
     assert gated["held"].wait(GATE)
     # the gate opens only once close() has asked the load to stop
-    threading.Thread(target=lambda: until(lambda: archival._closing) and gated["gate"].set()).start()
+    threading.Thread(target=lambda: until(lambda: archival._load.stopping) and gated["gate"].set()).start()
     s.close()
-    assert archival._loader is not None and not archival._loader.is_alive()
-    assert not gated["loaded"].is_set() and archival._index is None  # stopped, not finished
+    assert archival._load._thread is not None and not archival._load._thread.is_alive()
+    assert not gated["loaded"].is_set() and archival._load.loaded is None  # stopped, not finished
     assert (tmp_path / "a" / INDEX_NAME).read_bytes() == before  # nothing half-built was saved
     with MemoryDir.open(tmp_path / "a") as s:
         assert s.archival.index_status == "loaded"  # type: ignore[attr-defined]
@@ -198,7 +198,7 @@ def test_a_read_only_store_loads_its_index_at_first_use_from_its_own_snapshot(tm
     with MemoryDir.open(tmp_path / "a") as writer:
         with MemoryDir.open(tmp_path / "a", read_only=True) as reader:
             archival: Any = reader.archival
-            assert archival._loader is None and archival._index is None  # nothing loads at open
+            assert archival._load._thread is None and archival._load.loaded is None  # nothing loads at open
             new = writer.archival.insert("Venus spins backwards compared to most planets.")[0]
             # the reader sees the commit of its open, and its index holds the same passages
             assert archival.index_status == "loaded" and archival.verify_index()

@@ -33,6 +33,7 @@ from vmem.storage.postgres_tiers import PgLexical
 from vmem.storage.recall import bitmap
 from vmem.storage.records import Passage, from_epoch
 from vmem.storage.errors import NotFoundError
+from vmem.storage.index_load import IndexLoad
 from vmem.storage.sqlite import EXACT_MAX, SqliteArchival, _both, _complement, _pid
 from vmem.ties import TIE_WINDOW
 
@@ -198,7 +199,7 @@ class PgArchival(SqliteArchival):
     def _start_index_load(self) -> None:
         """Built at open, from this process's cache or the table (there is no index file to load
         beside a step, and the caches follow other processes' commits from the first transaction)."""
-        self._index = self._open_index()
+        self._load = IndexLoad.of(self._db, self._open_index())  # type: ignore[arg-type]
 
     def _open_index(self, db: Any = None) -> Any:
         if self._cached_vectors is not None:

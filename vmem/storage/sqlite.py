@@ -55,13 +55,9 @@ gain ``date_bonus`` times the best hit's score before the cut.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sqlite3
-import threading
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +66,8 @@ import numpy as np
 
 from vmem.pageid import PageKind, make_page_id, page_serial
 from vmem.storage import vecblob
-from vmem.storage._db import Database, fsync_dir, translate
+from vmem.storage._db import Database, fsync_dir
+from vmem.storage.index_load import Cancelled, IndexLoad, Reader
 from vmem.rank import DEFAULT_TEXT_WEIGHT, spread
 from vmem.ties import DEFAULT_TIE_BREAK, TIE_WINDOW, TieBreak
 from vmem.storage.archival import ArchivalStore, PassageFilter
@@ -118,53 +115,6 @@ _SERIAL_MASK = (1 << 56) - 1
 
 def _pid(serial: int) -> int:
     return make_page_id(PageKind.PASSAGE, serial)
-
-
-class _Cancelled(BaseException):
-    """Internal: close() stopped a background load (a BaseException, like GeneratorExit, so that no
-    handler of load errors along the way takes it for a damaged file)."""
-
-
-class _Snapshot:
-    """A read-only connection of its own on the store's database, inside one read transaction: the
-    index load reads one committed state through it, never the writer's uncommitted rows, and
-    without the writer's lock (a step commits beside a load)."""
-
-    def __init__(self, path: Path) -> None:
-        with translate(f"opening {path} for the index load"):
-            self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                                        check_same_thread=False)
-            try:
-                self.conn.execute("PRAGMA busy_timeout=5000")
-                self.conn.execute("BEGIN")
-            except BaseException:
-                self.conn.close()
-                raise
-
-    @contextlib.contextmanager
-    def reading(self, what: str) -> Iterator[sqlite3.Connection]:
-        with translate(what):
-            yield self.conn
-
-    def __enter__(self) -> _Snapshot:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
-
-
-#: Stores whose index is loading in a thread: a child forked meanwhile loads it again itself.
-_LOADING: weakref.WeakSet[SqliteArchival] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_LOADING):
-        store._reset_after_fork()
-    _LOADING.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _where(f: PassageFilter) -> tuple[str, list[Any]]:
@@ -267,67 +217,25 @@ class SqliteArchival(ArchivalStore):
         # that have no stored vector (see _stored_vectors)
         self._scan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._vectorless = np.zeros(0, dtype=np.uint64)
-        self._index: Any = None  # the vector index, once loaded (see the ``index`` property)
-        self._index_lock = threading.Lock()  # held by whoever loads it
-        self._closing = False  # close() asks a load still running to stop
-        self._loader: threading.Thread | None = None
+        self._load = IndexLoad(self._db, self._open_index, name=self._db.path.parent.name)
         self._start_index_load()
 
     def _start_index_load(self) -> None:
-        """Begin loading the vector index: in a thread of its own (invariant 1); a read-only
-        store's loads at its first use."""
-        if self._db.read_only:
-            return
-        self._loader = threading.Thread(target=self._load_in_background, daemon=True,
-                                        name=f"vmem-index-load:{self._db.path.parent.name}")
-        _LOADING.add(self)
-        self._loader.start()
+        """Begin loading the vector index (invariant 1: in a thread of its own; a read-only store
+        loads it at its first use)."""
+        self._load.start()
 
     @property
     def index(self) -> Any:
         """The vector index (:class:`vmem.index.PageIndex` or :class:`vmem.index.ExactIndex`),
-        waiting for its load to end if it has not (see invariant 1)."""
-        index = self._index
-        return index if index is not None else self._await_index()
+        waiting for its load to end if it has not (invariant 1)."""
+        return self._load.index
 
     @property
     def index_status(self) -> str:
         """How the index was obtained at open: "loaded", "caught-up" or "rebuilt" (waits for the load)."""
-        self._await_index()
+        self._load.index
         return self._index_status
-
-    def _await_index(self) -> Any:
-        if self._db.read_only:  # loads through the reader's connection: its lock first, as every caller takes them
-            with self._db.lock, self._index_lock:
-                if self._index is None:
-                    self._db.check_open()
-                    self._index = self._open_index(self._db)
-                return self._index
-        with self._index_lock:  # a background load holds it until it ends (and takes no other lock)
-            if self._index is None:  # no load ran, or it failed (this one raises why) or was cut short
-                self._db.check_open()
-                with _Snapshot(self._db.path) as snapshot:
-                    self._index = self._open_index(snapshot)
-            return self._index
-
-    def _load_in_background(self) -> None:
-        try:
-            with self._index_lock:
-                if self._index is not None or self._closing:
-                    return
-                with _Snapshot(self._db.path) as snapshot:
-                    self._index = self._open_index(snapshot)
-        except _Cancelled:
-            pass
-        except Exception as e:  # noqa: BLE001 - the first use loads again and raises it
-            log.debug("%s: loading the vector index in the background failed: %s", self._index_path, e)
-        finally:
-            _LOADING.discard(self)
-
-    def _reset_after_fork(self) -> None:
-        """In a child forked while the index loaded: the loading thread is gone and its lock may be held."""
-        self._index_lock = threading.Lock()
-        self._loader = None
 
     # -- the embedder and the index cache
 
@@ -384,13 +292,13 @@ class SqliteArchival(ArchivalStore):
     def _new_index(self, capacity: int) -> Any:
         return self._index_cls(self.embedder.dim, capacity=max(1024, capacity), name=self.embedder.name)
 
-    def _db_ids(self, db: Database | _Snapshot | None = None) -> np.ndarray:
+    def _db_ids(self, db: Reader | None = None) -> np.ndarray:
         with (db or self._db).reading("listing passages") as c:
             serials = np.fromiter((r[0] for r in c.execute("SELECT id FROM passages")), dtype=np.int64)
         return (np.uint64(int(PageKind.PASSAGE) << 56) | serials.astype(np.uint64)) if len(serials) else np.zeros(0, np.uint64)
 
     def _load_vectors(self, page_ids: np.ndarray | None,
-                      db: Database | _Snapshot | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      db: Reader | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Stored embeddings of ``page_ids`` (those that exist; None: every passage, in id order):
         (ids, (n, dim) float32).
 
@@ -424,7 +332,7 @@ class SqliteArchival(ArchivalStore):
             return np.zeros(0, np.uint64), np.zeros((0, dim), np.float32)
         return np.array(ids_out, dtype=np.uint64), vecblob.decode_many(blobs, dim)
 
-    def _scan_vectors(self, db: Database | _Snapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _scan_vectors(self, db: Reader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pass over the passages in id order: (every id, the ids whose vector is readable,
         those vectors as an (n, dim) float32 array). Unreadable ones are logged as in _load_vectors."""
         dim = self.embedder.dim
@@ -433,8 +341,8 @@ class SqliteArchival(ArchivalStore):
         with db.reading("reading embeddings") as c:
             cursor = c.execute("SELECT id, embedding FROM passages ORDER BY id")
             while batch := cursor.fetchmany(_SCAN_BATCH):
-                if self._closing:
-                    raise _Cancelled
+                if self._load.stopping:
+                    raise Cancelled
                 rows += batch
         base = np.uint64(int(PageKind.PASSAGE) << 56)
         every = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)).astype(np.uint64) | base
@@ -454,7 +362,7 @@ class SqliteArchival(ArchivalStore):
         vecs = np.frombuffer(joined, dtype=vecblob.DTYPE).reshape(len(ids), dim).astype(np.float32)
         return every, ids, vecs
 
-    def _stored_vectors(self, page_ids: np.ndarray, db: Database | _Snapshot) -> np.ndarray:
+    def _stored_vectors(self, page_ids: np.ndarray, db: Reader) -> np.ndarray:
         """The stored vectors of ``page_ids`` in that order: what an index file saved without
         them is given back. A page the database does not have (deleted after the file was
         written) or cannot read gets a zero vector and is recorded in ``_vectorless``:
@@ -462,8 +370,8 @@ class SqliteArchival(ArchivalStore):
         page_ids = np.asarray(page_ids, dtype=np.uint64)
         if len(page_ids) > _BATCH:  # most of the store: one pass over the table, kept for _open_index
             self._scan = self._scan_vectors(db)
-            if self._closing:  # before the graph is assembled and read back
-                raise _Cancelled
+            if self._load.stopping:  # before the graph is assembled and read back
+                raise Cancelled
             _, ids, vecs = self._scan
             if len(ids) == len(page_ids) and np.array_equal(ids, page_ids):
                 self._vectorless = np.zeros(0, dtype=np.uint64)
@@ -482,15 +390,15 @@ class SqliteArchival(ArchivalStore):
         self._vectorless = page_ids[~found]
         return out
 
-    def _add_from_db(self, index: Any, page_ids: np.ndarray, db: Database | _Snapshot | None = None) -> None:
+    def _add_from_db(self, index: Any, page_ids: np.ndarray, db: Reader | None = None) -> None:
         for lo in range(0, len(page_ids), _BATCH):
-            if self._closing:
-                raise _Cancelled
+            if self._load.stopping:
+                raise Cancelled
             ids, vecs = self._load_vectors(page_ids[lo : lo + _BATCH], db)
             if len(ids):
                 index.add(ids, vecs)
 
-    def _open_index(self, db: Database | _Snapshot) -> Any:
+    def _open_index(self, db: Reader) -> Any:
         """Load the index file and reconcile it with the passages ``db`` reads (one snapshot)."""
         index = None
         self._vectorless = np.zeros(0, dtype=np.uint64)
@@ -501,8 +409,8 @@ class SqliteArchival(ArchivalStore):
                                              vectors=lambda ids: self._stored_vectors(ids, db))
             except self._index_errors as e:
                 log.warning("%s: index cache unusable, rebuilding: %s", self._index_path, e)
-        if self._closing:
-            raise _Cancelled
+        if self._load.stopping:
+            raise Cancelled
         db_ids = self._scan[0] if self._scan is not None else self._db_ids(db)
         self._scan = None
         if index is not None and len(db_ids) and len(index):
@@ -546,8 +454,9 @@ class SqliteArchival(ArchivalStore):
         """Write the index cache file atomically, if it changed since it was last written."""
         with self._db.lock:
             self._db.check_open()
-            if self._unsaved and self._index is not None and not self._db.in_transaction and not self._db.read_only:
-                self._index.save(self._index_path, vectors=False)  # the vectors are in the database
+            index = self._load.loaded
+            if self._unsaved and index is not None and not self._db.in_transaction and not self._db.read_only:
+                index.save(self._index_path, vectors=False)  # the vectors are in the database
                 self._unsaved = 0
             self.lexical.save()
 
@@ -557,10 +466,7 @@ class SqliteArchival(ArchivalStore):
 
     def close(self) -> None:
         """Stop a load still running, save the index cache (the database is closed by the MemoryDir)."""
-        self._closing = True
-        loader = self._loader
-        if loader is not None:
-            loader.join()  # it stops at its next batch; hnswlib's read of the graph file runs to its end
+        self._load.close()  # it stops at its next check
         if not self._db.closed:
             self.checkpoint()
 
