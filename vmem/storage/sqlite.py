@@ -217,7 +217,8 @@ class SqliteArchival(ArchivalStore):
         # that have no stored vector (see _stored_vectors)
         self._scan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._vectorless = np.zeros(0, dtype=np.uint64)
-        self._load = IndexLoad(self._db, self._open_index, name=self._db.path.parent.name)
+        where = os.path.basename(os.path.dirname(str(self._db.path)))  # the store's directory (a thread's name)
+        self._load = IndexLoad(self._db, self._open_index, name=where)
         self._start_index_load()
 
     def _start_index_load(self) -> None:
