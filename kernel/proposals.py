@@ -264,10 +264,10 @@ def _numbers(value: Any) -> list[int] | None:
 
 def _block_edit(label: str, item: Any, value: str) -> BlockEdit | None:
     if isinstance(item, dict):
-        new = _text(item.get("new", item.get("line", item.get("text"))))
+        new = _proposed(item.get("new", item.get("line", item.get("text"))))
         old = _text(item.get("old")) if item.get("old") is not None else None
         return BlockEdit(label, new, old or None) if new is not None else None
-    line = _text(item)
+    line = _proposed(item)
     if line is None:
         return None
     key = topic(line)
@@ -312,9 +312,32 @@ def parse_proposals(text: str | None, batch: Batch) -> Proposals:
     return out
 
 
+#: The prompt's own markup, which small models copy back into what they propose: a turn's head
+#: ("[2024-01-22 09:00] user: ", the time in brackets or parentheses) and a known fact's tail
+#: (" (since 2024-01-08)"). Neither is content: kept, the old value of a fact comes back as a new
+#: fact dated on the day it was copied, and "user" becomes a topic.
+_ECHO_HEAD = re.compile(r"^\s*(?:[\[(]\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?[\])]\s*)?"
+                        r"(?:(?:user|assistant)\s*:\s*)?", re.IGNORECASE)
+_ECHO_TAIL = re.compile(r"\s*\(since \d{4}-\d{2}-\d{2}\)\s*$", re.IGNORECASE)
+
+
+def _unecho(text: str) -> str:
+    """``text`` without the prompt's markup a model copied into it (see :data:`_ECHO_HEAD`)."""
+    return _ECHO_TAIL.sub("", _ECHO_HEAD.sub("", text, count=1)).strip()
+
+
+def _proposed(value: Any) -> str | None:
+    """New text the model proposes (a fact, a block line): read, without the prompt's markup; None if
+    nothing is left."""
+    text = _text(value)
+    if text is None:
+        return None
+    return _unecho(text) or None
+
+
 def _fact(item: Any, batch: Batch) -> Fact | None:
     if isinstance(item, dict):
-        text = _text(item.get("fact", item.get("text", item.get("new"))))
+        text = _proposed(item.get("fact", item.get("text", item.get("new"))))
         numbers = _numbers(item.get("replaces", item.get("replace", item.get("old"))))
         if text is None or numbers is None:
             return None
@@ -324,7 +347,7 @@ def _fact(item: Any, batch: Batch) -> Fact | None:
                 return None  # a number the model was not shown
             ids.append(batch.known[n - 1].id)
         return Fact(text, tuple(dict.fromkeys(ids)))
-    text = _text(item)
+    text = _proposed(item)
     return Fact(text) if text is not None else None
 
 

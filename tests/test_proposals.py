@@ -61,6 +61,29 @@ def test_a_topic_line_replaces_the_blocks_line_on_that_topic() -> None:
     assert found.edits == [BlockEdit("human", "Name: Ana", "name: Bob"), BlockEdit("human", "city: Porto")]
 
 
+def test_the_prompts_own_markup_copied_back_is_not_content() -> None:
+    """Qwen2.5-Coder-1.5B, as the daemon over bench/data/knowledge_updates.json, copied the prompt's
+    markup into what it proposed (verbatim): a known fact's "(since <date>)" (the old value then came
+    back as a new fact, dated on the update's day, and ranked first), a turn's time and role. The
+    role head also made "user" a topic, so one such line replaced another."""
+    answer = ('{"human": ["user: Since the product launch we\'re up to 1,200 calls a day, it\'s chaos.",'
+              ' "user: Two more next month, and I\'m calling my manager about overtime."],'
+              ' "facts": ["60 calls a day (since 2024-01-08)", "1,200 calls a day (since 2024-02-18)",'
+              ' "(2024-01-22 09:00) I get to work by bus, it takes about 50 minutes.",'
+              ' "(2024-01-30 09:00) user: My newsletter has 300 subscribers after a year of writing.",'
+              ' "[2024-05-02 09:00] assistant: Saved.", "(2024-05-02 09:01)"]}')
+    found = parse_proposals(answer, batch_of())
+    assert found.facts == [Fact("60 calls a day"), Fact("1,200 calls a day"),
+                           Fact("I get to work by bus, it takes about 50 minutes."),
+                           Fact("My newsletter has 300 subscribers after a year of writing."), Fact("Saved.")]
+    assert found.malformed == 1  # nothing left of the last one
+    assert found.edits == [BlockEdit("human", "Since the product launch we're up to 1,200 calls a day, it's chaos."),
+                           BlockEdit("human", "Two more next month, and I'm calling my manager about overtime.")]
+    # words that only look like it stay
+    kept = parse_proposals('{"facts": ["The user: a nurse since 2019", "since 2024-01-08 she runs daily"]}', batch_of())
+    assert kept.facts == [Fact("The user: a nurse since 2019"), Fact("since 2024-01-08 she runs daily")]
+
+
 def test_unreadable_items_are_counted_not_guessed() -> None:
     known = (KnownFact(101, "calls per day: 60", T0),)
     found = parse_proposals('{"human": [{"x": 1}, 3.5], "nosuchblock": ["a", "b"], '
