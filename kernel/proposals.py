@@ -316,9 +316,10 @@ def parse_proposals(text: str | None, batch: Batch) -> Proposals:
 #: ("[2024-01-22 09:00] user: ", the time in brackets or parentheses) and a known fact's tail
 #: (" (since 2024-01-08)"). Neither is content: kept, the old value of a fact comes back as a new
 #: fact dated on the day it was copied, and "user" becomes a topic.
-_ECHO_HEAD = re.compile(r"^\s*(?:[\[(]\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?[\])]\s*)?"
-                        r"(?:(?:user|assistant)\s*:\s*)?", re.IGNORECASE)
-_ECHO_TAIL = re.compile(r"\s*\(since \d{4}-\d{2}-\d{2}\)\s*$", re.IGNORECASE)
+_STAMP = r"\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?"
+_ECHO_HEAD = re.compile(rf"^\s*(?:[\[(]{_STAMP}[\])]\s*:?\s*|{_STAMP}\s*:\s*)?(?:(?:user|assistant)\s*:\s*)?",
+                        re.IGNORECASE)
+_ECHO_TAIL = re.compile(rf"\s*\(since {_STAMP}\)\s*$", re.IGNORECASE)
 
 
 def _unecho(text: str) -> str:

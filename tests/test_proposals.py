@@ -71,17 +71,23 @@ def test_the_prompts_own_markup_copied_back_is_not_content() -> None:
               ' "facts": ["60 calls a day (since 2024-01-08)", "1,200 calls a day (since 2024-02-18)",'
               ' "(2024-01-22 09:00) I get to work by bus, it takes about 50 minutes.",'
               ' "(2024-01-30 09:00) user: My newsletter has 300 subscribers after a year of writing.",'
-              ' "[2024-05-02 09:00] assistant: Saved.", "(2024-05-02 09:01)"]}')
+              ' "[2024-05-02 09:00] assistant: Saved.", "(2024-05-02 09:01)",'
+              ' "2024-05-24 09:03: I\'m seeing someone new, Ines; she\'s my girlfriend now.",'
+              ' "screen time: 2 hours a day (since 2024-04-24 09:04)"]}')
     found = parse_proposals(answer, batch_of())
     assert found.facts == [Fact("60 calls a day"), Fact("1,200 calls a day"),
                            Fact("I get to work by bus, it takes about 50 minutes."),
-                           Fact("My newsletter has 300 subscribers after a year of writing."), Fact("Saved.")]
+                           Fact("My newsletter has 300 subscribers after a year of writing."), Fact("Saved."),
+                           Fact("I'm seeing someone new, Ines; she's my girlfriend now."),
+                           Fact("screen time: 2 hours a day")]
     assert found.malformed == 1  # nothing left of the last one
     assert found.edits == [BlockEdit("human", "Since the product launch we're up to 1,200 calls a day, it's chaos."),
                            BlockEdit("human", "Two more next month, and I'm calling my manager about overtime.")]
     # words that only look like it stay
-    kept = parse_proposals('{"facts": ["The user: a nurse since 2019", "since 2024-01-08 she runs daily"]}', batch_of())
-    assert kept.facts == [Fact("The user: a nurse since 2019"), Fact("since 2024-01-08 she runs daily")]
+    kept = parse_proposals('{"facts": ["The user: a nurse since 2019", "since 2024-01-08 she runs daily",'
+                           ' "2024-05-24 was her first day"]}', batch_of())
+    assert kept.facts == [Fact("The user: a nurse since 2019"), Fact("since 2024-01-08 she runs daily"),
+                          Fact("2024-05-24 was her first day")]
 
 
 def test_unreadable_items_are_counted_not_guessed() -> None:
