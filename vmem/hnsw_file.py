@@ -3,15 +3,19 @@
 The index file (:mod:`vmem.index`) keeps an HNSW graph as hnswlib saves it, or, for a store that
 keeps the vectors in its database, the same file with the live elements' vectors left out
 (:func:`slim_graph`); :func:`full_graph` puts given vectors back in place. hnswlib trusts its
-file: a size, offset or count that does not match the bytes crashes the process, so
-:func:`check_hnsw` validates every one of them against the file's length and the index's
-parameters first (IndexFormatError on any mismatch; the caller rebuilds).
+file (and its unpickled state): a size, offset or count that does not match the bytes crashes the
+process, so :func:`check_graph` validates every one of them against the bytes' length and the
+index's parameters first (IndexFormatError on any mismatch; the caller rebuilds), and returns the
+layout it read, from which :meth:`Graph.hnswlib_state` builds what hnswlib's ``__setstate__``
+takes: the load hands the graph over in memory, with no file for hnswlib to read back.
 
 Interface::
 
     parts = slim_graph(path, dim)                       # header, level-0 links, upper levels (bytes)
-    for part in full_graph(raw, dim=..., M=..., count=..., space=..., vectors=...): f.write(part)
-    check_hnsw(path, size, dim=..., M=..., labels=..., live=...)
+    head, level0, upper = full_graph(raw, dim=..., M=..., count=..., space=..., vectors=...)
+    graph = check_graph(head, level0, upper, dim=..., M=..., labels=..., live=...)
+    index = hnswlib.Index.__new__(hnswlib.Index); index.__setstate__((graph.hnswlib_state(...),))
+    check_hnsw(path, size, dim=..., M=..., labels=..., live=...)   # the same checks on a file
 """
 
 from __future__ import annotations
