@@ -204,3 +204,27 @@ def test_a_read_only_store_loads_its_index_at_first_use_from_its_own_snapshot(tm
             assert archival.index_status == "loaded" and archival.verify_index()
             assert new not in {h.item.id for h in reader.archival.search("Venus spins backwards", mode="vector").hits}
             assert vector_top(reader, FACTS[3]) == ids[3]
+
+
+
+def test_a_first_use_that_close_interrupts_says_the_store_is_closing(tmp_path: Path) -> None:
+    """A load stopped by close() ends in the internal Cancelled (a BaseException, so no handler of
+    load errors swallows it); what reaches a caller whose first use was loading is StoreClosedError."""
+    from vmem.storage import StoreClosedError
+    from vmem.storage._db import Database
+    from vmem.storage.index_load import Cancelled, IndexLoad
+
+    make_store(tmp_path / "a")
+    for read_only in (True, False):
+        db = Database(tmp_path / "a" / DB_NAME, create=False, read_only=read_only)
+        try:
+            def build(_reader: Any) -> Any:
+                load.stopping = True  # close() began meanwhile
+                raise Cancelled
+
+            load = IndexLoad(db, build, name="a")
+            with pytest.raises(StoreClosedError, match="closing"):
+                load.index
+            assert load.loaded is None
+        finally:
+            db.close()

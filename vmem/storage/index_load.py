@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vmem.storage._db import Database, translate
+from vmem.storage.errors import StoreClosedError
 
 __all__ = ["Cancelled", "IndexLoad", "Snapshot"]
 
@@ -113,18 +114,21 @@ class IndexLoad:
         index = self._index
         if index is not None:
             return index
-        if self._db.read_only:
-            with self._db.lock, self._lock:
+        try:
+            if self._db.read_only:
+                with self._db.lock, self._lock:
+                    if self._index is None:
+                        self._db.check_open()
+                        self._index = self._build(self._db)
+                    return self._index
+            with self._lock:
                 if self._index is None:
                     self._db.check_open()
-                    self._index = self._build(self._db)
+                    with Snapshot(self._db.path) as snapshot:
+                        self._index = self._build(snapshot)
                 return self._index
-        with self._lock:
-            if self._index is None:
-                self._db.check_open()
-                with Snapshot(self._db.path) as snapshot:
-                    self._index = self._build(snapshot)
-            return self._index
+        except Cancelled:  # close() began while this load ran
+            raise StoreClosedError(f"{self._db.path}: the store is closing") from None
 
     def close(self) -> None:
         """Ask a load still running to stop, and wait for it (it stops at its next check)."""
