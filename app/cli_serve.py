@@ -138,8 +138,8 @@ def _consolidate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long a run waits for another writer (vmem chat, vmem mcp) to release the memory before "
                         "its answer is dropped and its turns wait for the next run (default 10)")
-    p.add_argument("--checks", type=int, default=4, metavar="N",
-                   help="yes/no calls per run asking whether a new fact replaces an old one (default 4)")
+    p.add_argument("--checks", type=int, default=6, metavar="N",
+                   help="yes/no calls per run asking whether a new fact replaces an old one (default 6)")
     p.add_argument("--json", action="store_true", help="print one JSON object per run instead of a line")
 
 

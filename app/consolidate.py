@@ -9,7 +9,8 @@ Interface::
 
 How it shares the store with the agent (the SQLite store takes one writer at a time, under
 a lock): a run reads the new turns from a read-only open (no lock: the agent may be
-stepping), calls the LLM holding nothing, and only then opens the memory for writing,
+stepping), calls the LLM holding no lock (the read-only open then finds the stored facts each
+new one may replace, for the yes/no calls), and only then opens the memory for writing,
 waiting up to ``lock_timeout`` seconds for the lock (another writer: ``vmem chat``, an MCP
 server that holds it, another daemon), applies the checked proposals in one transaction and
 closes it at once. If the lock does not come, the run's answer is dropped and its turns are
@@ -29,7 +30,16 @@ from typing import Any
 
 from vmem import PageKind, make_page_id
 from vmem.kernel import Memory
-from vmem.kernel.consolidation import MAX_BATCH_CHARS, RunReport, StaleBatch, apply, ask, take_batch
+from vmem.kernel.consolidation import (
+    CHECKS,
+    MAX_BATCH_CHARS,
+    RunReport,
+    StaleBatch,
+    apply,
+    ask,
+    facts_like,
+    take_batch,
+)
 from vmem.kernel.drivers import Driver
 from vmem.kernel.persistence import load_state
 from vmem.storage import MemoryDir, StoreLockedError
@@ -61,16 +71,16 @@ def _open_writer(path: Path, lock_timeout: float) -> Memory:
             delay = min(delay * 2, 0.5)
 
 
-def run_once(path: str | os.PathLike[str], driver: Driver, *, lock_timeout: float = 10.0, checks: int = 4,
+def run_once(path: str | os.PathLike[str], driver: Driver, *, lock_timeout: float = 10.0, checks: int = CHECKS,
              max_chars: int = MAX_BATCH_CHARS) -> RunReport | None:
     """One run over the memory in ``path`` (see the module docstring); None when no message waits.
     StoreLockedError when the lock did not come within ``lock_timeout`` (nothing applied)."""
     path = Path(path)
-    with MemoryDir.open(path, create=False, read_only=True) as store:
+    with MemoryDir.open(path, create=False, read_only=True) as store:  # read-only: no writer waits for the model
         batch = take_batch(store, load_state(store).consolidated, max_chars=max_chars)
-    if batch is None:
-        return None
-    answer = ask(batch, driver, checks=checks)
+        if batch is None:
+            return None
+        answer = ask(batch, driver, checks=checks, lookup=facts_like(store))
     with _open_writer(path, lock_timeout) as memory:
         try:
             return apply(memory, batch, answer)
@@ -80,7 +90,7 @@ def run_once(path: str | os.PathLike[str], driver: Driver, *, lock_timeout: floa
 
 def run_loop(path: str | os.PathLike[str], driver: Driver, *, every: int = 5, idle: float | None = 30.0,
              interval: float = 1.0, max_runs: int | None = None, until_idle: bool = False,
-             lock_timeout: float = 10.0, checks: int = 4, max_chars: int = MAX_BATCH_CHARS,
+             lock_timeout: float = 10.0, checks: int = CHECKS, max_chars: int = MAX_BATCH_CHARS,
              on_report: Callable[[RunReport], Any] | None = None,
              on_error: Callable[[BaseException], Any] | None = None) -> int:
     """Run whenever it is due, until ``max_runs`` runs were made or, with ``until_idle``, nothing

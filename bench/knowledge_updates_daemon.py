@@ -16,7 +16,9 @@ statements, before any run). A case counts when the first fact in the page that 
 value ranks above the first that states only the old one (a fact with both, "moved from Porto to
 Berlin", states the new); no fact with the new value in the page is a miss. Greedy decoding
 (temperature 0), so a rerun with the same model and server asks the same. Per case the log keeps
-the page (text, valid_from, current), the core memory, the facts written and superseded.
+the page (text, valid_from, current), the core memory, the facts written and superseded, and the
+collateral supersessions: replaced facts that state neither the old value nor what replaced them
+(a fact that still held, marked replaced: the price of a yes-biased check).
 
     python bench/serve_gguf.py /work/models/qwen1.5b.gguf --threads 2      # prints its base URL
     .venv/bin/python bench/knowledge_updates_daemon.py --base-url URL --model qwen1.5b --log ku.jsonl
@@ -92,6 +94,7 @@ def states(text: str, words: list[str]) -> bool:
 def run_case(case: dict[str, Any], driver: Any, depth: int, workdir: Path) -> dict[str, Any]:
     from vmem.kernel import Memory
     from vmem.kernel.consolidation import consolidate
+    from vmem.kernel.proposals import near_duplicate
 
     start = _dt.datetime.fromisoformat(case["start"]).replace(hour=9, tzinfo=UTC)
     times = [start + _dt.timedelta(days=day, minutes=i) for i, (day, _, _) in enumerate(case["turns"])]
@@ -121,11 +124,17 @@ def run_case(case: dict[str, Any], driver: Any, depth: int, workdir: Path) -> di
                          None)
         ok = first_new is not None and (first_old is None or first_new < first_old)
         every = memory.store.archival.search(None, page_size=500).items  # every passage, current or not
+        by_id = {p.id: p for p in every}
+        replaced = [p for p in every if not p.current]
+        # a supersession is right when the replaced fact states the old value, a merge when it says what its
+        # replacement says; anything else replaced a fact that still held (collateral)
+        collateral = [p.text for p in replaced if not states(p.text, old_words)
+                      and not (p.superseded_by in by_id and near_duplicate(p.text, by_id[p.superseded_by].text))]
         memory.check()
         return {"id": case["id"], "ok": ok, "first_new": first_new, "first_old": first_old,
                 "top": hits[0].text if hits else None, "runs": runs,
                 "page": [[h.text, h.valid_from.date().isoformat(), h.current] for h in hits], "applied": applied, "skipped": skipped,
-                "facts": len(memory.store.archival), "superseded": sum(1 for p in every if not p.current),
+                "facts": len(memory.store.archival), "superseded": len(replaced), "collateral": collateral,
                 "core": {b.label: b.value for b in memory.blocks()}, "seconds": round(time.perf_counter() - started, 1)}
     finally:
         memory.close()
@@ -166,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             print(f"[{n}/{len(cases)}] {case['id']:14s} {'ok ' if row['ok'] else 'MISS'} facts {row['facts']:2d} "
-                  f"superseded {row['superseded']} runs {row['runs']} {row['seconds']:.0f}s  top: {row['top']!r}",
+                  f"superseded {row['superseded']} (collateral {len(row['collateral'])}) runs {row['runs']} {row['seconds']:.0f}s  top: {row['top']!r}",
                   file=sys.stderr, flush=True)
     ok = sum(r["ok"] for r in done)
     print(json.dumps({"cases": len(done), "current_first": ok, "rate": round(100.0 * ok / max(1, len(done)), 1),
                       "with_a_supersession": sum(1 for r in done if r["superseded"]),
+                      "collateral_supersessions": sum(len(r["collateral"]) for r in done),
                       "no_new_value_in_the_page": sum(1 for r in done if r["first_new"] is None),
                       "failed": [r["id"] for r in done if not r["ok"]]}, indent=2))
     return 0

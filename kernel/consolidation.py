@@ -3,7 +3,7 @@
 Interface::
 
     batch = take_batch(memory.store, memory.consolidation_cursor)   # the turns since the last run
-    answer = ask(batch, driver)              # the model's proposals (slow; touches no memory)
+    answer = ask(batch, driver, lookup=facts_like(memory.store))   # the model's proposals (slow; reads only)
     report = apply(memory, batch, answer)    # checked and applied: ONE transaction of the memory
     report = consolidate(memory, driver)     # the three, synchronously
 
@@ -18,10 +18,14 @@ What a run asks of the model (small local models included):
 
 1. One call: the core memory blocks it may write, the known facts related to the turns
    (numbered), the turns; the answer is ``{"<block>": [lines], "facts": [...]}``.
-2. For each new fact and each known fact about the same thing (:func:`~.proposals.related`)
-   that the model did not say it replaces, one short yes/no call (at most ``checks`` per run):
-   does the new fact mean the old one is no longer true? So the daemon finds supersessions
-   the model did not state. A fact of the form ``topic: detail`` supersedes the current facts
+2. For each new fact, the two known facts closest to it or to the turn it comes from
+   (:func:`~.proposals.closeness`: the same topic, then content words in common, not counting
+   words most of the store holds such as the user's name), when the model did not say it
+   replaces them: one short yes/no call each (at most ``checks`` per run): does the new fact
+   mean the old one is no longer true? So the daemon finds supersessions the model did not
+   state. One shared word is enough to ask (an update rarely repeats the old words: "by bus"
+   -> "I cycle to work now"); the closest two, not every related fact, because a small model
+   answers yes to most pairs it is shown. A fact of the form ``topic: detail`` supersedes the current facts
    with the same topic and another detail without asking (at apply, against the whole store).
 3. Known facts that say the same thing (:func:`~.proposals.near_duplicate`) are merged: the
    older is superseded by the newer (nothing is deleted).
@@ -65,6 +69,8 @@ from vmem.kernel.proposals import (
     Proposals,
     Supersession,
     Turn,
+    closeness,
+    content_words,
     dumps_known,
     near_duplicate,
     normal,
@@ -80,13 +86,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Answer",
+    "CHECKS",
     "FACT_TAG",
+    "Lookup",
     "MAX_FACT_CHARS",
     "RunReport",
     "StaleBatch",
     "apply",
     "ask",
     "consolidate",
+    "facts_like",
     "replay_run",
     "take_batch",
 ]
@@ -99,6 +108,8 @@ MAX_BATCH_CHARS = 6000
 """The turns one run reads, in characters (a small model's window); the rest waits for the next run."""
 MAX_TURN_CHARS = 600
 MAX_KNOWN = 8
+CHECKS = 6
+"""Yes/no calls a run may make about known facts the new ones may replace (each ~1-2 s on a 1.5B model)."""
 
 SYSTEM = """You keep the long-term memory of an AI assistant up to date. Read the new conversation \
 and answer with ONE JSON object, nothing else:
@@ -215,7 +226,21 @@ def take_batch(store: Store, cursor: int, *, upto: int | None = None,
                 known[hit.id] = KnownFact(hit.id, hit.text, hit.held_from)
         if len(known) >= MAX_KNOWN:
             break
-    return Batch(cursor, end, tuple(turns), blocks, tuple(list(known.values())[:MAX_KNOWN]))
+    chosen = tuple(list(known.values())[:MAX_KNOWN])
+    return Batch(cursor, end, tuple(turns), blocks, chosen, _common_words(store, turns, chosen))
+
+
+def _common_words(store: Store, turns: Sequence[Turn], known: Sequence[KnownFact]) -> frozenset[str]:
+    """The known facts' words (those the turns hold too, or two facts) that more than half the store's
+    passages hold (at least three passages): the user's name in "Ana drinks tea", "Ana has a dog" says
+    nothing about which fact a new one is about. One count of the text index a word (~1 ms at 100k)."""
+    total = len(store.archival)
+    if total < 3:
+        return frozenset()
+    said = {w for t in turns for w in content_words(t.text)}
+    seen = Counter(w for k in known for w in content_words(k.text))
+    words = sorted(w for w, n in seen.items() if w in said or n > 1)  # "user" in "User's job: ..." too
+    return frozenset(w for w in words if 2 * store.archival.search(w, mode="text", page_size=1).total > total)
 
 
 # --------------------------------------------------------------------------- asking the model
@@ -247,19 +272,43 @@ def _complete(driver: Driver, messages: list[dict[str, Any]]) -> str:
     return completion.text or ""
 
 
-def ask(batch: Batch, driver: Driver, *, checks: int = 4) -> Answer:
+Lookup = Callable[[str], Sequence[KnownFact]]
+"""The current facts most like a text, read from the store as committed when asked (see :func:`facts_like`)."""
+
+
+def facts_like(store: Store, size: int = 3) -> Lookup:
+    """A :data:`Lookup` over ``store``: its text search, current facts only. Reads only."""
+    def lookup(text: str) -> list[KnownFact]:
+        return [KnownFact(h.id, h.text, h.held_from)
+                for h in store.archival.search(text, mode="text", page_size=size).items if h.current]
+    return lookup
+
+
+def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2,
+        lookup: Lookup | None = None) -> Answer:
     """The model's proposals for ``batch``: one extraction call, then up to ``checks`` yes/no
-    calls about facts the new ones may replace. Touches no memory (any thread may run it);
-    a DriverError propagates (the run is retried later)."""
+    calls about facts the new ones may replace: for each new fact, the ``per_fact`` closest of the
+    batch's known facts and of those ``lookup`` finds for the fact's own words (a known fact that
+    shares no word with the turns: "I have 12 houseplants" for "31 plants now"). Touches no memory
+    but through ``lookup`` (reads; any thread may run it); a DriverError propagates (the run is
+    retried later)."""
     text = _complete(driver, prompt(batch))
     answer = Answer(parse_proposals(text, batch), [text])
     found = answer.proposals
     stated = {(s.by, old) for s in found.supersessions for old in s.old}
+    common = batch.common
     for index, fact in enumerate(found.facts):
-        for known in batch.known:
-            if (index, known.id) in stated or near_duplicate(fact.text, known.text) or not related(fact.text,
-                                                                                                 known.text):
-                continue
+        # what the fact is about: its words and its turn's ("0687 111 222" from "my new phone number is ...")
+        said = batch.source_of(fact.text).text if batch.turns else fact.text
+        pool = {k.id: k for k in batch.known}
+        if lookup is not None and index < MAX_KNOWN:
+            for k in lookup(fact.text):
+                pool.setdefault(k.id, k)
+        candidates = [k for k in pool.values() if (index, k.id) not in stated and not near_duplicate(fact.text, k.text)
+                      and (related(fact.text, k.text, common) or related(said, k.text, common))]
+        candidates.sort(key=lambda k: max(closeness(fact.text, k.text, common), closeness(said, k.text, common)),
+                        reverse=True)
+        for known in candidates[:per_fact]:
             t_new, t_old = topic(fact.text), topic(known.text)
             if t_new is not None and t_new == t_old:  # same topic, another detail: no need to ask
                 found.supersessions.append(Supersession((known.id,), index, "topic"))
@@ -465,7 +514,7 @@ def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunRepo
     return report
 
 
-def consolidate(memory: "Memory", driver: Driver, *, checks: int = 4,
+def consolidate(memory: "Memory", driver: Driver, *, checks: int = CHECKS,
                 max_chars: int = MAX_BATCH_CHARS) -> RunReport | None:
     """One whole run, synchronously, in the caller's thread (which must own ``memory``): the turns
     since the cursor (up to ``max_chars``), the model's proposals, applied. None when there are
@@ -473,7 +522,7 @@ def consolidate(memory: "Memory", driver: Driver, *, checks: int = 4,
     batch = take_batch(memory.store, memory.consolidation_cursor, max_chars=max_chars)
     if batch is None:
         return None
-    return apply(memory, batch, ask(batch, driver, checks=checks))
+    return apply(memory, batch, ask(batch, driver, checks=checks, lookup=facts_like(memory.store)))
 
 
 def replay_run(memory: "Memory", event: dict[str, Any]) -> None:

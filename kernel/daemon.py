@@ -10,10 +10,11 @@ Interface::
 
 What runs where. The Memory is single-writer and not thread-safe, and a step must never wait
 for the daemon's LLM. A step holds :attr:`vmem.kernel.Agent.lock`; the daemon's worker thread
-holds it only for the two short parts of a run, between steps:
+holds it only for the short parts of a run, between steps:
 
     step ends  ──notify──▶  worker: with agent.lock: due? read the batch    (ms: committed state)
                             worker: ask the LLM, holding nothing             (seconds)
+                              with agent.lock, per new fact: one search for the facts it may replace (ms)
                             worker: with agent.lock: apply, one transaction  (ms: no LLM in it)
 
 So a run's writes reach the agent's next compiled context, and a step that starts while the
@@ -34,10 +35,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vmem.kernel.consolidation import MAX_BATCH_CHARS, RunReport, StaleBatch, apply, ask, take_batch
+from vmem.kernel.consolidation import (
+    CHECKS,
+    MAX_BATCH_CHARS,
+    RunReport,
+    StaleBatch,
+    apply,
+    ask,
+    facts_like,
+    take_batch,
+)
 from vmem.kernel.drivers import Driver
 from vmem.kernel.errors import BusyError
-from vmem.kernel.proposals import Batch
+from vmem.kernel.proposals import Batch, KnownFact
 from vmem.storage.postgres import PgStore
 
 if TYPE_CHECKING:
@@ -60,7 +70,7 @@ class DaemonConfig:
 
     every: int = 5  #: run once this many new user turns wait (0: never by count)
     idle: float | None = None  #: also run once no step came for this many seconds (None: never by idleness)
-    checks: int = 4  #: yes/no calls per run about facts the new ones may replace
+    checks: int = CHECKS  #: yes/no calls per run about facts the new ones may replace
     max_chars: int = MAX_BATCH_CHARS  #: the text of the turns one run reads
 
     def __post_init__(self) -> None:
@@ -204,7 +214,7 @@ class ConsolidationDaemon:
                 continue
             read, t = self._read_seconds, time.perf_counter()
             try:
-                answer = ask(batch, self.driver, checks=self.config.checks)
+                answer = ask(batch, self.driver, checks=self.config.checks, lookup=self._lookup)
             except Exception as exc:  # noqa: BLE001 - a DriverError or a bug: dropped, its turns read again
                 self._failed(f"the daemon's LLM call failed ({type(exc).__name__}: {exc})", batch)
                 with self._cond:
@@ -238,6 +248,12 @@ class ConsolidationDaemon:
                 self.reports.append(report)
                 self._running = False  # a wait() is answered once the next look finds nothing waiting
                 self._cond.notify_all()
+
+    def _lookup(self, text: str) -> list[KnownFact]:
+        """The current facts most like ``text``, read between steps (holding agent.lock for a search)."""
+        with self.agent.lock:
+            memory = self.agent.memory
+            return [] if memory.closed else list(facts_like(memory.store)(text))
 
     def _read(self) -> Batch | None:
         """The next batch if a run is due (holding agent.lock briefly), else None."""

@@ -59,6 +59,8 @@ __all__ = [
     "normal",
     "parse_proposals",
     "parse_verdict",
+    "closeness",
+    "content_words",
     "related",
     "topic",
 ]
@@ -95,14 +97,18 @@ class Batch:
     turns: tuple[Turn, ...]
     blocks: tuple[Block, ...]  #: the writable core memory blocks
     known: tuple[KnownFact, ...] = ()  #: current facts related to the turns
+    common: frozenset[str] = frozenset()  #: words of the known facts most of the store holds (the user's name)
 
-    def time_of(self, text: str) -> _dt.datetime:
-        """When ``text`` was said: the time of the user turn that shares most words with it
-        (the newest on a tie; the newest user turn when none shares any)."""
+    def source_of(self, text: str) -> Turn:
+        """The user turn ``text`` comes from: the one that shares most words with it (the newest on
+        a tie; the newest user turn when none shares any). The batch has at least one turn."""
         users = [t for t in self.turns if t.role == "user"] or list(self.turns)
         words = _words(text)
-        best = max(users, key=lambda t: (len(words & _words(t.text)), t.serial))
-        return best.time
+        return max(users, key=lambda t: (len(words & _words(t.text)), t.serial))
+
+    def time_of(self, text: str) -> _dt.datetime:
+        """When ``text`` was said: the time of the turn it comes from (:meth:`source_of`)."""
+        return self.source_of(text).time
 
 
 @dataclass(frozen=True)
@@ -191,14 +197,29 @@ def near_duplicate(a: str, b: str) -> bool:
     return bool(wa and wb) and len(wa & wb) / len(wa | wb) >= 0.9
 
 
-def related(a: str, b: str) -> bool:
-    """Whether two facts are about the same thing (worth asking whether one replaced the other):
-    the same topic, or half the content words of the shorter one shared."""
+def related(a: str, b: str, common: frozenset[str] = frozenset()) -> bool:
+    """Whether two facts may be about the same thing (worth asking whether one replaced the other):
+    the same topic when both are "topic: detail" lines, else a content word in common that is not in
+    ``common`` (words most facts share, such as the user's name). An update rarely repeats the old statement's words ("I get to work by
+    bus" -> "I cycle to work now"); the yes/no call decides, among the closest (:func:`closeness`)."""
     ta, tb = topic(a), topic(b)
-    if ta is not None and ta == tb:
-        return True
-    wa, wb = _words(a), _words(b)
-    return bool(wa and wb) and len(wa & wb) / min(len(wa), len(wb)) >= 0.5
+    if ta is not None and tb is not None:  # "job: nurse" and "calls per day: 60": about two things
+        return ta == tb
+    return closeness(a, b, common)[1] > 0
+
+
+def closeness(a: str, b: str, common: frozenset[str] = frozenset()) -> tuple[bool, int, float]:
+    """How close two facts are, to order candidates (larger is closer): the same topic, then the
+    content words in common (not counting ``common``), then their share of both."""
+    ta, tb = topic(a), topic(b)
+    wa, wb = _words(a) - common, _words(b) - common
+    shared = len(wa & wb)
+    return (ta is not None and ta == tb, shared, shared / len(wa | wb) if wa or wb else 0.0)
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The words of ``text`` that carry content (lower case, no stop words)."""
+    return _words(text)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -35,6 +35,8 @@ def test_help() -> None:
     for flag in ("--loop", "--every", "--idle", "--max-runs", "--until-idle", "--lock-timeout", "--base-url"):
         assert flag in p.stdout
     assert "consolidate" in vmem("--help").stdout
+    from vmem.kernel.consolidation import CHECKS
+    assert f"(default {CHECKS})" in " ".join(p.stdout.split())  # the command's default is the daemon's
 
 
 def test_one_run_against_a_server(tmp_path: Path) -> None:
@@ -154,3 +156,17 @@ def test_chat_with_the_daemon_in_process(tmp_path: Path) -> None:
     bad = vmem("chat", str(agent), "--model", "big", "--base-url", "http://127.0.0.1:9", "--daemon",
                "--daemon-every", "0", "--daemon-idle", "0", stdin="")
     assert_clean_error(bad, 2, "--daemon-every")
+
+
+def test_a_run_of_its_own_looks_up_the_facts_a_new_one_may_replace(tmp_path: Path) -> None:
+    """run_once reads through its read-only open, after the model's answer, the stored facts the new
+    fact's own words find (the turn said "plants", the fact "houseplants"), and asks about them."""
+    with Memory.create(tmp_path / "a", system="sys", blocks={"human": ""}, clock=lambda: T0) as memory:
+        old = memory.archival_insert("I have 12 houseplants, mostly succulents.")[0]
+        memory.append({"role": "user", "content": "The collection got out of hand: 31 plants now."})
+    driver = ScriptedDriver(['{"facts": ["The number of houseplants is now 31"]}', '{"replaced": true}'])
+    report = run_once(tmp_path / "a", driver)
+    assert [op["op"] for op in report.ops] == ["fact", "supersede"] and report.ops[1]["old"] == [old]
+    with Memory.open(tmp_path / "a", read_only=True) as memory:
+        assert not memory.store.archival.get(old).current
+        memory.check()

@@ -274,3 +274,20 @@ def test_stop_right_after_a_due_turn_still_makes_that_run(tmp_path: Path) -> Non
     assert "name: Ana" in agent.memory.block("human").value
     daemon.stop()  # stopping twice is harmless
     agent.close()
+
+
+def test_the_daemon_looks_up_the_facts_a_new_one_may_replace_between_steps(tmp_path: Path) -> None:
+    """The facts found by the new fact's own words ("houseplants", where the turn said "plants") are
+    read with the agent's lock, between steps, and the yes/no call about them is made."""
+    agent, _ = make_agent(tmp_path / "a")
+    old = agent.memory.archival_insert("I have 12 houseplants, mostly succulents.")[0]
+    gated = GatedDriver(['{"facts": ["The number of houseplants is now 31"]}', '{"replaced": true}'])
+    gated.gate.set()
+    with ConsolidationDaemon(agent, gated, DaemonConfig(every=10)) as daemon:
+        agent.step("The collection got out of hand: 31 plants now, including a fiddle leaf fig.")
+        assert daemon.wait(WAIT) and gated.calls == 2, (daemon.errors, daemon.reports)
+        new = [p for p in agent.memory.store.archival.search("houseplants 31", page_size=5).items if p.current]
+        assert [p.text for p in new] == ["The number of houseplants is now 31"]
+        assert agent.memory.store.archival.get(old).superseded_by == new[0].id
+    agent.memory.check()
+    agent.close()

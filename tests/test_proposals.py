@@ -14,6 +14,7 @@ from vmem.kernel.proposals import (
     KnownFact,
     Supersession,
     Turn,
+    closeness,
     near_duplicate,
     normal,
     parse_proposals,
@@ -120,6 +121,11 @@ def test_topics_duplicates_and_relatedness() -> None:
     assert not near_duplicate("Ana lives in Lisbon", "Ana lives in Porto")
     assert related("Ana lives in Lisbon", "Ana lives in Porto") and related("city: Lisbon", "City: Porto")
     assert not related("Ana lives in Lisbon", "Bob plays chess")
+    assert related("I get to work by bus", "I cycle to work now")  # one content word is enough to ask
+    assert not related("Ana drinks tea", "Ana has a dog", frozenset({"ana"}))  # not a word most facts hold
+    assert not related("calls per day: 60", "calls: Ana's job")  # two topics: two things, words aside
+    assert closeness("work: bus", "Work: bike") > closeness("I get to work by bus", "I bus to work") \
+        > closeness("I get to work by bus", "I cycle to work now")
 
 
 def test_a_fact_is_dated_by_the_user_turn_it_comes_from() -> None:
