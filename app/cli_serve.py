@@ -150,7 +150,9 @@ def _report_line(report: Any) -> str:
     kinds: dict[str, int] = {}
     for op in report.ops:
         kinds[op["op"]] = kinds.get(op["op"], 0) + 1
-    applied = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "nothing"
+    names = {"block": ("block line", "block lines"), "fact": ("fact", "facts"),
+             "supersede": ("supersession", "supersessions")}
+    applied = ", ".join(f"{n} {names.get(kind, (kind, kind))[n != 1]}" for kind, n in sorted(kinds.items())) or "nothing"
     line = (f"messages {report.start + 1}-{report.end}: {report.proposed} proposed, applied {applied}"
             f"{'; skipped ' + skipped if skipped else ''}")
     return line + (f" (the answer was unreadable: {report.error})" if report.error else "")

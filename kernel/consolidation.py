@@ -17,16 +17,20 @@ thread, between steps; or the ``vmem consolidate`` process once it holds the sto
 What a run asks of the model (small local models included):
 
 1. One call: the core memory blocks it may write, the known facts related to the turns
-   (numbered), the turns; the answer is ``{"<block>": [lines], "facts": [...]}``.
+   (numbered), the turns; the answer is ``{"<block>": [lines], "facts": [...]}``. Each block
+   line the run adds is a fact too (dated, searchable once the block lets the line go, and
+   replaced like any fact): small models often write the user's news to core memory only.
 2. For each new fact, the two known facts closest to it or to the turn it comes from
    (:func:`~.proposals.closeness`: the same topic, then content words in common, not counting
-   words most of the store holds such as the user's name), when the model did not say it
-   replaces them: one short yes/no call each (at most ``checks`` per run): does the new fact
-   mean the old one is no longer true? So the daemon finds supersessions the model did not
-   state. One shared word is enough to ask (an update rarely repeats the old words: "by bus"
-   -> "I cycle to work now"); the closest two, not every related fact, because a small model
-   answers yes to most pairs it is shown. A fact of the form ``topic: detail`` supersedes the current facts
-   with the same topic and another detail without asking (at apply, against the whole store).
+   words most of the store holds such as the user's name), among the batch's known facts and
+   those ``lookup`` finds for the fact's own words, when the model did not say it replaces
+   them and the fact does not simply say them again (:func:`~.proposals.restates`): one short
+   yes/no call each (at most ``checks`` per run): does the new fact mean the old one is no
+   longer true? So the daemon finds supersessions the model did not state. One shared word is
+   enough to ask (an update rarely repeats the old words: "by bus" -> "I cycle to work now");
+   the closest two, not every related fact, because a small model answers yes to most pairs it
+   is shown. A fact of the form ``topic: detail`` supersedes the current facts with the same
+   topic and another detail without asking (at apply, against the whole store).
 3. Known facts that say the same thing (:func:`~.proposals.near_duplicate`) are merged: the
    older is superseded by the newer (nothing is deleted).
 
@@ -77,6 +81,7 @@ from vmem.kernel.proposals import (
     parse_proposals,
     parse_verdict,
     related,
+    restates,
     topic,
 )
 from vmem.storage import BlockError, NotFoundError, Passage, Store
@@ -295,6 +300,9 @@ def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2
     text = _complete(driver, prompt(batch))
     answer = Answer(parse_proposals(text, batch), [text])
     found = answer.proposals
+    for i, edit in enumerate(found.edits):  # a core memory line is a fact too: dated, searchable once the block lets it go
+        if normal(edit.new) and not any(near_duplicate(edit.new, f.text) for f in found.facts):
+            found.facts.append(Fact(edit.new, line=i))
     stated = {(s.by, old) for s in found.supersessions for old in s.old}
     common = batch.common
     for index, fact in enumerate(found.facts):
@@ -304,8 +312,10 @@ def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2
         if lookup is not None and index < MAX_KNOWN:
             for k in lookup(fact.text):
                 pool.setdefault(k.id, k)
+        t_fact = topic(fact.text)
         candidates = [k for k in pool.values() if (index, k.id) not in stated and not near_duplicate(fact.text, k.text)
-                      and (related(fact.text, k.text, common) or related(said, k.text, common))]
+                      and not restates(fact.text, k.text) and (related(fact.text, k.text, common)
+                           or (t_fact is None or topic(k.text) is None) and related(said, k.text, common))]
         candidates.sort(key=lambda k: max(closeness(fact.text, k.text, common), closeness(said, k.text, common)),
                         reverse=True)
         for known in candidates[:per_fact]:
@@ -465,15 +475,19 @@ def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunRepo
         if memory.consolidation_cursor != batch.start:
             raise StaleBatch(f"the memory was consolidated up to message {memory.consolidation_cursor}, "
                              f"not {batch.start}, since this batch was read")
-        for edit in found.edits:
-            attempt(lambda edit=edit: {"op": "block", "label": edit.label, "old": edit.old,
-                                       "new": " ".join(edit.new.split()), "value": _block_value(memory, edit)})
+        added: set[int] = set()  # the block edits applied
+        for i, edit in enumerate(found.edits):
+            if attempt(lambda edit=edit: {"op": "block", "label": edit.label, "old": edit.old,
+                                          "new": " ".join(edit.new.split()), "value": _block_value(memory, edit)}):
+                added.add(i)
         fact_ids: dict[int, int] = {}  # fact index -> its passage id
         fact_times: dict[int, float] = {}
         inserted: list[str] = []
         near: dict[str, list[Passage]] = {}  # a fact's text -> the current facts most like it
         for index, fact in enumerate(found.facts):
             def make_fact(fact: Fact = fact) -> dict[str, Any]:
+                if fact.line is not None and fact.line not in added:  # a line the block already held, or refused
+                    raise _Skip("line_not_added")
                 text = _check_fact(memory, fact, inserted, near)
                 return {"op": "fact", "text": text, "valid_from": batch.time_of(text).timestamp(), "ids": []}
             op = attempt(make_fact)

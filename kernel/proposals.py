@@ -62,6 +62,7 @@ __all__ = [
     "closeness",
     "content_words",
     "related",
+    "restates",
     "topic",
 ]
 
@@ -122,10 +123,12 @@ class BlockEdit:
 
 @dataclass(frozen=True)
 class Fact:
-    """A dated archival fact; ``replaces``: page ids of the known facts it makes untrue (stated by the model)."""
+    """A dated archival fact; ``replaces``: page ids of the known facts it makes untrue (stated by the model);
+    ``line``: the index of the block edit it mirrors (a core memory line kept as a fact), or None."""
 
     text: str
     replaces: tuple[int, ...] = ()
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,15 @@ def closeness(a: str, b: str, common: frozenset[str] = frozenset()) -> tuple[boo
     wa, wb = _words(a) - common, _words(b) - common
     shared = len(wa & wb)
     return (ta is not None and ta == tb, shared, shared / len(wa | wb) if wa or wb else 0.0)
+
+
+def restates(new: str, old: str) -> bool:
+    """Whether ``new`` holds every content word of ``old``'s detail (of a "topic: detail" line, the
+    detail): then it says the old value again, it does not replace it ("Ana lives in Porto" and
+    "name: Ana"). No update of the written dev set does."""
+    m = _TOPIC.match(old)
+    words = _words(m.group(2) if m else old)
+    return bool(words) and words <= _words(new)
 
 
 def content_words(text: str) -> frozenset[str]:
@@ -334,12 +346,12 @@ def parse_proposals(text: str | None, batch: Batch) -> Proposals:
 
 
 #: The prompt's own markup, which small models copy back into what they propose: a turn's head
-#: ("[2024-01-22 09:00] user: ", the time in brackets or parentheses) and a known fact's tail
-#: (" (since 2024-01-08)"). Neither is content: kept, the old value of a fact comes back as a new
-#: fact dated on the day it was copied, and "user" becomes a topic.
+#: ("[2024-01-22 09:00] user: ", the time in brackets or parentheses), a known fact's number ("1. ")
+#: and tail (" (since 2024-01-08)"). None is content: kept, the old value of a fact comes back as a
+#: new fact dated on the day it was copied (and ranked first), and "user" becomes a topic.
 _STAMP = r"\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?"
-_ECHO_HEAD = re.compile(rf"^\s*(?:[\[(]{_STAMP}[\])]\s*:?\s*|{_STAMP}\s*:\s*)?(?:(?:user|assistant)\s*:\s*)?",
-                        re.IGNORECASE)
+_ECHO_HEAD = re.compile(rf"^\s*(?:\d{{1,2}}\.\s+)?(?:[\[(]{_STAMP}[\])]\s*:?\s*|{_STAMP}\s*:\s*)?"
+                        r"(?:(?:user|assistant)\s*:\s*)?", re.IGNORECASE)
 _ECHO_TAIL = re.compile(rf"\s*\(since {_STAMP}\)\s*$", re.IGNORECASE)
 
 

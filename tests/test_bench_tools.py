@@ -60,3 +60,9 @@ def test_knowledge_updates_after_the_daemon_on_a_real_model(llm_server, tmp_path
     bad = bench("knowledge_updates_daemon.py", "--base-url", llm_server.base_url, "--model", llm_server.model,
                 "--cases", "nope")
     assert bad.returncode == 2 and "no case nope" in bad.stderr
+    unjudged = tmp_path / "unjudged.json"  # a case with no words to judge it by: refused before any model call
+    unjudged.write_text(json.dumps({"cases": [{"id": "mine", "start": "2024-01-01", "question": "q?",
+                                               "turns": [[0, "user", "a"]], "old": 0, "new": 0}]}))
+    bad = bench("knowledge_updates_daemon.py", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+                "--data", str(unjudged))
+    assert bad.returncode == 2 and "no old_words/new_words" in bad.stderr and not bad.stdout

@@ -47,8 +47,8 @@ def test_one_run_against_a_server(tmp_path: Path) -> None:
                                '"facts": ["Ana likes thing 1", {"fact": "x", "replaces": 5}]}\n```'))
         p = vmem("consolidate", str(agent), "--model", "small", "--base-url", server.base_url)
         assert p.returncode == 0, p.stderr
-        assert p.stdout.strip() == ("vmem consolidate: messages 1-4: 3 proposed, applied 1 block, 1 fact; "
-                                    "skipped 1 malformed")
+        assert p.stdout.strip() == ("vmem consolidate: messages 1-4: 4 proposed, applied 1 block line, 2 facts; "
+                                    "skipped 1 malformed")  # the block's line is a fact too
         prompt = server.chat_requests[0].messages[1]["content"]
         assert "fact number 1: I like thing 1" in prompt and server.chat_requests[0].body["model"] == "small"
         again = vmem("consolidate", str(agent), "--model", "small", "--base-url", server.base_url)
@@ -58,7 +58,7 @@ def test_one_run_against_a_server(tmp_path: Path) -> None:
         assert memory.consolidation_cursor == 4
         memory.check()
     inspected = vmem("inspect", str(agent))
-    assert "consolidation of messages 1-4: 2 applied, 1 skipped of 3 proposed" in inspected.stdout
+    assert "consolidation of messages 1-4: 3 applied, 1 skipped of 4 proposed" in inspected.stdout
 
 
 def test_loop_until_idle_in_batches_and_max_runs(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_the_daemon_waits_for_the_agents_lock_then_gives_up_cleanly(tmp_path: Pa
         with pytest.raises(StoreLockedError):
             run_once(tmp_path / "a", driver, lock_timeout=0.1)
         assert holder.block("human").value == "" and holder.consolidation_cursor == 0
-    assert run_once(tmp_path / "a", driver).applied == 1  # the next run reads the same turns
+    assert run_once(tmp_path / "a", driver).applied == 2  # the next run reads the same turns: the line, its fact
     with Memory.open(tmp_path / "a", read_only=True) as memory:
         assert [e["end"] for e in read_trace(memory.store) if e["e"] == "consolidate"] == [2]
 

@@ -83,10 +83,12 @@ def test_a_run_writes_core_memory_dated_facts_and_supersessions(tmp_path: Path) 
     driver = ScriptedDriver(['```json\n{"human": ["name: Ana", "job: nurse"], "persona": [], '
                              '"facts": ["calls per day: 1200", "Ana works in Porto"]}\n```'])
     report = consolidate(memory, driver)
-    assert report is not None and report.skipped == {} and report.applied == 5
+    assert report is not None and report.skipped == {} and report.applied == 7
     assert memory.block("human").value == "name: Ana\njob: nurse"
     new = {p.text: p for p in facts(memory)}
     assert new["calls per day: 1200"].valid_from == call_time  # dated by the turn it comes from
+    # a core memory line is a dated fact too (searchable with its time once the block lets it go)
+    assert new["job: nurse"].valid_from == memory.store.recall.search("nurse", page_size=1).items[0].timestamp
     assert FACT_TAG in new["Ana works in Porto"].tags
     stale = memory.store.archival.get(old)
     assert not stale.current and stale.superseded_by == new["calls per day: 1200"].id
@@ -95,8 +97,8 @@ def test_a_run_writes_core_memory_dated_facts_and_supersessions(tmp_path: Path) 
     assert "job: nurse" in core_message(memory.compile())
     memory.check()
     event = [e for e in read_trace(memory.store) if e["e"] == "consolidate"][-1]
-    assert event["start"] == 0 and event["end"] == 4 and event["applied"] == 5
-    assert [op["op"] for op in event["ops"]] == ["block", "block", "fact", "fact", "supersede"]
+    assert event["start"] == 0 and event["end"] == 4 and event["applied"] == 7
+    assert [op["op"] for op in event["ops"]] == ["block", "block"] + ["fact"] * 4 + ["supersede"]
     memory.close()
 
 
@@ -249,7 +251,7 @@ def test_one_transaction_a_failure_mid_apply_changes_nothing(tmp_path: Path, mon
     assert memory.consolidation_cursor == 0 and memory.store.archival.get(old).current
     memory.check()
     assert consolidate(memory, ScriptedDriver(['{"human": ["job: nurse"], "facts": ["calls per day: 1200"]}'])
-                       ).applied == 3
+                       ).applied == 4  # the line, two facts (the line is one too), the supersession
     memory.close()
 
 
@@ -315,9 +317,9 @@ def test_a_question_the_user_asked_is_not_saved_as_a_fact(tmp_path: Path) -> Non
     report = consolidate(memory, ScriptedDriver(
         ['{"human": ["By the way, which dog breed is Pixel?", "dog: Pixel, a beagle"], '
          '"facts": ["Which dog breed is Pixel ?", "Pixel is a beagle"]}']))
-    assert report.skipped == {"question": 2} and report.applied == 2
+    assert report.skipped == {"question": 2, "line_not_added": 1} and report.applied == 3  # the line as a fact
     assert "?" not in memory.block("human").value
-    assert [p.text for p in facts(memory)] == ["Pixel is a beagle"]
+    assert sorted(p.text for p in facts(memory)) == ["Pixel is a beagle", "dog: Pixel, a beagle"]
     memory.check()
     memory.close()
 
@@ -345,5 +347,33 @@ def test_the_facts_a_new_fact_may_replace_are_also_looked_up_by_its_own_words(tm
     assert report.skipped == {} and [op["op"] for op in report.ops] == ["fact", "supersede"]
     new = next(p for p in facts(memory) if "31" in p.text)
     assert memory.store.archival.get(old).superseded_by == new.id
+    memory.check()
+    memory.close()
+
+
+def test_a_fact_that_says_an_old_one_again_is_not_asked_about(tmp_path: Path) -> None:
+    """With core memory lines kept as facts, "name: Ana" is a fact; "Ana lives in Porto" shares its one
+    word, and a small model answers yes to most pairs it is shown. A new fact that holds every content
+    word of the old one's detail says it again, it does not replace it: not asked (a scripted driver
+    with one answer would run out)."""
+    memory = new_memory(tmp_path / "a")
+    name = memory.archival_insert("name: Ana", valid_from=T0)[0]
+    talk(memory, ("Ana here, I live in Porto now.", "Hi Ana!"))
+    report = consolidate(memory, ScriptedDriver(['{"facts": ["Ana lives in Porto"]}']))
+    assert report.applied == 1 and memory.store.archival.get(name).current
+    memory.check()
+    memory.close()
+
+
+def test_a_line_the_block_already_holds_is_not_made_a_fact(tmp_path: Path) -> None:
+    """Qwen 1.5B echoes the persona block ("I am the user's assistant.") back as a line, every run; the
+    line is a duplicate, and its mirror fact would have been junk ranked beside the user's facts
+    (seen on the held-out knowledge-update set). Only a line the run adds is kept as a fact."""
+    memory = new_memory(tmp_path / "a")
+    talk(memory, ("I moved to Porto.", "Nice!"))
+    report = consolidate(memory, ScriptedDriver(['{"persona": ["I am a helpful assistant."], '
+                                                 '"human": ["city: Porto"]}']))
+    assert report.skipped == {"duplicate": 1, "line_not_added": 1}
+    assert [p.text for p in facts(memory)] == ["city: Porto"]
     memory.check()
     memory.close()

@@ -94,7 +94,8 @@ def test_steps_do_not_wait_for_the_daemons_llm_and_its_run_reaches_the_next_cont
         agent.step("What do you know about me?")
         assert "job: nurse" in core_message(seen[-1])  # the core memory message of this step's context
         report = daemon.reports[0]
-        assert (report.start, report.end) == (0, 6) and report.applied == 3  # 2 turns: user, call, result
+        # 2 turns: user, call, result; two lines and three facts (a line is a fact too)
+        assert (report.start, report.end) == (0, 6) and report.applied == 5
     events = [e["e"] for e in read_trace(agent.memory.store)]
     # the run is recorded between the fifth step's end and the sixth's user message
     users = [i for i, e in enumerate(events) if e == "user"]
@@ -127,7 +128,7 @@ def test_a_step_waits_at_most_for_the_short_apply(tmp_path: Path, monkeypatch: p
         finish.set()
         assert done.wait(WAIT)  # and goes on once it is applied
         stepper.join()
-        assert daemon.reports[0].applied == 1
+        assert daemon.reports[0].applied == 2  # the line and its fact
     agent.close()
 
 

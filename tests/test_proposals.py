@@ -20,6 +20,7 @@ from vmem.kernel.proposals import (
     parse_proposals,
     parse_verdict,
     related,
+    restates,
     topic,
 )
 from vmem.kernel.drivers.lenient_json import parse_first_object
@@ -74,21 +75,25 @@ def test_the_prompts_own_markup_copied_back_is_not_content() -> None:
               ' "(2024-01-30 09:00) user: My newsletter has 300 subscribers after a year of writing.",'
               ' "[2024-05-02 09:00] assistant: Saved.", "(2024-05-02 09:01)",'
               ' "2024-05-24 09:03: I\'m seeing someone new, Ines; she\'s my girlfriend now.",'
-              ' "screen time: 2 hours a day (since 2024-04-24 09:04)"]}')
+              ' "screen time: 2 hours a day (since 2024-04-24 09:04)",'
+              ' "1. I use VS Code for everything, with the vim extension."]}')
     found = parse_proposals(answer, batch_of())
     assert found.facts == [Fact("60 calls a day"), Fact("1,200 calls a day"),
                            Fact("I get to work by bus, it takes about 50 minutes."),
                            Fact("My newsletter has 300 subscribers after a year of writing."), Fact("Saved."),
                            Fact("I'm seeing someone new, Ines; she's my girlfriend now."),
-                           Fact("screen time: 2 hours a day")]
+                           Fact("screen time: 2 hours a day"),
+                           Fact("I use VS Code for everything, with the vim extension.")]  # a known fact's number
     assert found.malformed == 1  # nothing left of the last one
     assert found.edits == [BlockEdit("human", "Since the product launch we're up to 1,200 calls a day, it's chaos."),
                            BlockEdit("human", "Two more next month, and I'm calling my manager about overtime.")]
     # words that only look like it stay
     kept = parse_proposals('{"facts": ["The user: a nurse since 2019", "since 2024-01-08 she runs daily",'
-                           ' "2024-05-24 was her first day"]}', batch_of())
+                           ' "2024-05-24 was her first day", "3.5 hours of piano a week", "2024. A good year"]}',
+                           batch_of())
     assert kept.facts == [Fact("The user: a nurse since 2019"), Fact("since 2024-01-08 she runs daily"),
-                          Fact("2024-05-24 was her first day")]
+                          Fact("2024-05-24 was her first day"), Fact("3.5 hours of piano a week"),
+                          Fact("2024. A good year")]
 
 
 def test_unreadable_items_are_counted_not_guessed() -> None:
@@ -124,6 +129,8 @@ def test_topics_duplicates_and_relatedness() -> None:
     assert related("I get to work by bus", "I cycle to work now")  # one content word is enough to ask
     assert not related("Ana drinks tea", "Ana has a dog", frozenset({"ana"}))  # not a word most facts hold
     assert not related("calls per day: 60", "calls: Ana's job")  # two topics: two things, words aside
+    assert restates("Ana lives in Porto", "name: Ana") and restates("I moved: Porto, Rua Nova", "Porto")
+    assert not restates("Ana lives in Porto", "city: Lisbon") and not restates("x", "the")  # no content: no
     assert closeness("work: bus", "Work: bike") > closeness("I get to work by bus", "I bus to work") \
         > closeness("I get to work by bus", "I cycle to work now")
 

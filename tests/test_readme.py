@@ -134,4 +134,4 @@ def test_the_example_file_saves_what_a_model_said_nothing_about(tmp_path: Path) 
     with Memory.open(tmp_path / "ana-memory") as memory:
         memory.check()
         assert memory.block("human").value.splitlines() == ["name: Ana", "lives in: Lisbon"]
-        assert [e["applied"] for e in memory.store.events if e["e"] == "consolidate"] == [2]
+        assert [e["applied"] for e in memory.store.events if e["e"] == "consolidate"] == [4]  # 2 lines, 2 facts
