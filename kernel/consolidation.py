@@ -300,7 +300,7 @@ def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2
     text = _complete(driver, prompt(batch))
     answer = Answer(parse_proposals(text, batch), [text])
     found = answer.proposals
-    for i, edit in enumerate(found.edits):  # a core memory line is a fact too: dated, searchable once the block lets it go
+    for i, edit in enumerate(found.edits):  # a core memory line is a fact too (applied only if the line is added)
         if normal(edit.new) and not any(near_duplicate(edit.new, f.text) for f in found.facts):
             found.facts.append(Fact(edit.new, line=i))
     stated = {(s.by, old) for s in found.supersessions for old in s.old}
@@ -309,13 +309,20 @@ def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2
         # what the fact is about: its words and its turn's ("0687 111 222" from "my new phone number is ...")
         said = batch.source_of(fact.text).text if batch.turns else fact.text
         pool = {k.id: k for k in batch.known}
-        if lookup is not None and index < MAX_KNOWN:
+        if lookup is not None and index < MAX_KNOWN:  # one search a fact, for the first few
             for k in lookup(fact.text):
                 pool.setdefault(k.id, k)
         t_fact = topic(fact.text)
-        candidates = [k for k in pool.values() if (index, k.id) not in stated and not near_duplicate(fact.text, k.text)
-                      and not restates(fact.text, k.text) and (related(fact.text, k.text, common)
-                           or (t_fact is None or topic(k.text) is None) and related(said, k.text, common))]
+
+        def candidate(k: KnownFact) -> bool:
+            if (index, k.id) in stated or near_duplicate(fact.text, k.text) or restates(fact.text, k.text):
+                return False
+            if related(fact.text, k.text, common):
+                return True
+            # the turn's words count unless both are "topic: detail" lines (then only the topic does)
+            return (t_fact is None or topic(k.text) is None) and related(said, k.text, common)
+
+        candidates = [k for k in pool.values() if candidate(k)]
         candidates.sort(key=lambda k: max(closeness(fact.text, k.text, common), closeness(said, k.text, common)),
                         reverse=True)
         for known in candidates[:per_fact]:

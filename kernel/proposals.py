@@ -203,8 +203,9 @@ def near_duplicate(a: str, b: str) -> bool:
 def related(a: str, b: str, common: frozenset[str] = frozenset()) -> bool:
     """Whether two facts may be about the same thing (worth asking whether one replaced the other):
     the same topic when both are "topic: detail" lines, else a content word in common that is not in
-    ``common`` (words most facts share, such as the user's name). An update rarely repeats the old statement's words ("I get to work by
-    bus" -> "I cycle to work now"); the yes/no call decides, among the closest (:func:`closeness`)."""
+    ``common`` (words most facts share, such as the user's name). An update rarely repeats the old
+    statement's words ("I get to work by bus" -> "I cycle to work now"); the yes/no call decides,
+    among the closest (:func:`closeness`)."""
     ta, tb = topic(a), topic(b)
     if ta is not None and tb is not None:  # "job: nurse" and "calls per day: 60": about two things
         return ta == tb
