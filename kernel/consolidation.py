@@ -193,6 +193,18 @@ def _turn_text(role: str, content: str, meta: dict[str, Any]) -> str:
     return text if len(text) <= MAX_TURN_CHARS else text[: MAX_TURN_CHARS - 1] + "…"
 
 
+Lookup = Callable[[str], Sequence[KnownFact]]
+"""The current facts most like a text, read from the store as committed when asked (see :func:`facts_like`)."""
+
+
+def facts_like(store: Store, size: int = 3) -> Lookup:
+    """A :data:`Lookup` over ``store``: its text search, current facts only. Reads only."""
+    def lookup(text: str) -> list[KnownFact]:
+        return [KnownFact(h.id, h.text, h.held_from)
+                for h in store.archival.search(text, mode="text", page_size=size).items if h.current]
+    return lookup
+
+
 def take_batch(store: Store, cursor: int, *, upto: int | None = None,
                max_chars: int = MAX_BATCH_CHARS) -> Batch | None:
     """The messages after ``cursor`` (a recall serial) in ``store``, as committed now, with the
@@ -225,10 +237,10 @@ def take_batch(store: Store, cursor: int, *, upto: int | None = None,
     shared = load_state(store).shared if STATE_KEY in store.state else {}
     blocks = tuple(b for b in store.blocks.all() if not b.read_only and b.label not in shared)  # its own blocks
     known: dict[int, KnownFact] = {}
+    like = facts_like(store)
     for turn in [t for t in turns if t.role == "user"][-6:]:
-        for hit in store.archival.search(turn.text, mode="text", page_size=3).items:
-            if hit.current and hit.id not in known:
-                known[hit.id] = KnownFact(hit.id, hit.text, hit.held_from)
+        for fact in like(turn.text):
+            known.setdefault(fact.id, fact)
         if len(known) >= MAX_KNOWN:
             break
     chosen = tuple(list(known.values())[:MAX_KNOWN])
@@ -275,18 +287,6 @@ def _complete(driver: Driver, messages: list[dict[str, Any]]) -> str:
     if not isinstance(completion, Completion):
         raise KernelError(f"the daemon's driver returned {type(completion).__name__}, not a Completion")
     return completion.text or ""
-
-
-Lookup = Callable[[str], Sequence[KnownFact]]
-"""The current facts most like a text, read from the store as committed when asked (see :func:`facts_like`)."""
-
-
-def facts_like(store: Store, size: int = 3) -> Lookup:
-    """A :data:`Lookup` over ``store``: its text search, current facts only. Reads only."""
-    def lookup(text: str) -> list[KnownFact]:
-        return [KnownFact(h.id, h.text, h.held_from)
-                for h in store.archival.search(text, mode="text", page_size=size).items if h.current]
-    return lookup
 
 
 def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2,
