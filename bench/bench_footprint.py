@@ -9,6 +9,8 @@ pays for embedding while timed):
   in bytes per passage: text, vectors in SQLite, the HNSW file, the text index, the WAL;
 - batched inserts (``insert_many`` of ``--batch`` passages, ``durability="full"``);
 - durable single inserts (``insert()`` one passage at a time, ``durability="full"``);
+  each both as the calls return and until the vector graph holds every passage (vmem builds
+  its graph behind the writes: a search waits for what is left, as ``settle()`` does here);
 - open + first query in a fresh process (hybrid search, page of 5), median of ``--opens``; and
   open + first text-only search (what a step that searches no vector waits for: the vector
   index loads in the background from the open);
@@ -83,25 +85,33 @@ def disk(path: Path) -> dict[str, int]:
 # --------------------------------------------------------------------------- vmem
 
 
-def vmem_build(path: Path, texts: list[str], emb: GivenVectors, batch: int) -> float:
+def vmem_build(path: Path, texts: list[str], emb: GivenVectors, batch: int) -> tuple[float, float]:
+    """(passages a second as the ``insert_many`` calls return, and until the vector graph holds
+    them all: the graph is built behind the writes, so both are shown)."""
     from vmem.storage import MemoryDir
 
     with MemoryDir.open(path, embedder=emb, durability="full") as s:
         t = time.perf_counter()
         for lo in range(0, len(texts), batch):
             s.archival.insert_many(texts[lo:lo + batch])
-        return len(texts) / (time.perf_counter() - t)
+        returned = time.perf_counter() - t
+        s.archival.index.settle()
+        return len(texts) / returned, len(texts) / (time.perf_counter() - t)
 
 
-def vmem_singles(path: Path, texts: list[str], emb: GivenVectors) -> float:
+def vmem_singles(path: Path, texts: list[str], emb: GivenVectors) -> tuple[float, float]:
+    """Durable single inserts a second: as each returns, and until the graph holds them all."""
     from vmem.storage import MemoryDir
 
     with MemoryDir.open(path, embedder=emb, durability="full", create=False) as s:
         s.archival.insert(texts[0])  # warm
+        s.archival.index.settle()
         t = time.perf_counter()
         for x in texts[1:]:
             s.archival.insert(x)
-        return (len(texts) - 1) / (time.perf_counter() - t)
+        returned = time.perf_counter() - t
+        s.archival.index.settle()
+        return (len(texts) - 1) / returned, (len(texts) - 1) / (time.perf_counter() - t)
 
 
 def vmem_components(path: Path, n: int) -> dict[str, float]:
@@ -321,15 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         qvecs = emb.inner.embed_query(questions)
 
         vpath = base / "vmem"
-        batch_rate = vmem_build(vpath, body, emb, args.batch)
-        say(f"vmem: {batch_rate:,.0f} inserts/s in batches of {args.batch}")
+        batch_rate, batch_built = vmem_build(vpath, body, emb, args.batch)
+        say(f"vmem: {batch_rate:,.0f} inserts/s in batches of {args.batch} ({batch_built:,.0f}/s to a complete graph)")
         comp = vmem_components(vpath, args.size)
         recall = hnsw_recall(vpath, qvecs)
         open_s = open_times(_VMEM_OPEN, vpath, questions, args.opens)
         say(f"vmem: open + first query {open_s * 1e3:.0f} ms")
         open_text = open_times(_VMEM_OPEN_TEXT, vpath, questions, args.opens)
         say(f"vmem: open + first text search {open_text * 1e3:.0f} ms")
-        single_rate = vmem_singles(vpath, extra, emb)
+        single_rate, single_built = vmem_singles(vpath, extra, emb)
 
         bpath = base / "plain"
         plain = Plain(bpath, emb.dim, args.size + len(extra))
@@ -361,9 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         figs.append(Figure(f"inserts/s, batches of {args.batch} (vectors given, durable)", round(batch_rate), "passages/s",
                            round(base_batch), round(batch_rate / base_batch, 2), ">= 10,000/s",
                            batch_rate >= TARGET_BATCH))
+        figs.append(Figure("  the same, until the vector graph holds them (built behind the writes)", round(batch_built),
+                           "passages/s", round(base_batch), round(batch_built / base_batch, 2)))
         figs.append(Figure("durable single inserts/s (vectors given)", round(single_rate), "passages/s",
                            round(base_single), round(single_rate / base_single, 2), ">= 2,000/s",
                            single_rate >= TARGET_SINGLE))
+        figs.append(Figure("  the same, until the vector graph holds them", round(single_built), "passages/s",
+                           round(base_single), round(single_built / base_single, 2)))
         figs.append(Figure.timed(f"open + first hybrid query, fresh process, {n:,} passages", open_s, base_open, unit="ms",
                                  target="<= 100 ms" if at100k else "",
                                  met=(open_s <= 0.1) if at100k else None))

@@ -217,6 +217,7 @@ def faults(path: Path, n: int, base: Path, questions: list[str], label: str = ""
     try:
         a, r = memory.store.archival, memory.store.recall
         qvec = dict(zip(questions, a.embedder.embed_query(questions)))
+        a.index.settle()  # (every add in the graph before the bare hnswlib calls)
         hnsw = a.index._hnsw
         arch_fault: list[float] = []
         rec_fault: list[float] = []

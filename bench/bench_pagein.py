@@ -162,6 +162,7 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     random_pair = float((sample[: len(sample) // 2] @ sample[len(sample) // 2 :].T).mean())
 
     rows = []
+    hnsw.settle()
     raw = hnsw._hnsw  # the bare hnswlib call, to show the wrapper's overhead
     for ef in args.ef:
         hnsw.ef = ef

@@ -228,6 +228,7 @@ def run_size(n: int, base: Path, gen: TurnGen, questions: list[str], progress: b
         txt = latencies(lambda q: a.search(q, mode="text"), questions)
         vec = latencies(lambda q: a.search(q, mode="vector"), questions)
         qvec = dict(zip(questions, a.embedder.embed(questions)))
+        a.index.settle()  # (every add in the graph before the bare hnswlib calls)
         hn = a.index._hnsw
         raw10 = latencies(lambda q: hn.knn_query(qvec[q], k=10), questions)
         raw100 = latencies(lambda q: hn.knn_query(qvec[q], k=100), questions)

@@ -201,6 +201,9 @@ class Vmem(System):
             self.pid_of[i] = pids[0]
             self.id_of.setdefault(pids[0], i)
 
+    def finish_batches(self) -> None:
+        self.store.archival.index.settle()  # the vector graph is built behind the writes: until it holds them
+
     def add_durable(self, i: int, text: str, vec: np.ndarray) -> None:
         pid = self.store.archival.insert(text)[0]
         self.pid_of[i] = pid

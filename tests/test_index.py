@@ -406,3 +406,15 @@ def test_live_set_matches_a_model(ops: list[tuple[str, list[int]]]) -> None:
         if model:
             got, _ = idx.query(np.ones((1, 8), dtype=np.float32), 50)
             assert set(got[0].tolist()) == model
+
+
+def test_batch_adds_use_the_cores_the_process_may_use(tmp_path: Path) -> None:
+    """Given -1 by set_num_threads, hnswlib 0.8 adds a batch on one thread: the index asks for
+    the cores it may use instead, also when loaded from a file."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    idx = PageIndex(8)
+    assert idx._hnsw.num_threads == cores > 0
+    idx.add(pids(10), clustered(10, 8))
+    idx.save(tmp_path / "i.idx")
+    assert PageIndex.load(tmp_path / "i.idx")._hnsw.num_threads == cores
+    assert PageIndex(8, num_threads=1)._hnsw.num_threads == 1

@@ -73,6 +73,7 @@ import numpy as np
 
 from vmem.hnsw_file import (IndexFormatError, IndexMismatchError, VectorSource, check_graph, check_hnsw, full_graph,
                              slim_graph)
+from vmem.graph_queue import GraphQueue, exiting
 
 __all__ = [
     "PAD_ID",
@@ -243,8 +244,12 @@ class BaseIndex(abc.ABC):
         if len(uniq) != len(ids_):  # keep each id's last occurrence
             keep = np.sort(len(ids_) - 1 - first_in_reversed)
             ids_, vecs = ids_[keep], vecs[keep]
+        self._accept(ids_, vecs)
+
+    def _accept(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Checked ids (unique) and vectors of an add: into the index."""
         with self._lock:
-            self._add(ids_, vecs)
+            self._add(ids, vectors)
 
     def query(self, vectors: Any, k: int, filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Find the ``k`` live pages most similar to each query vector.
@@ -501,6 +506,16 @@ class PageIndex(BaseIndex):
     size; the index doubles when full. ``num_threads`` is used for batch adds
     and batch queries (single-vector queries always run on the calling
     thread: starting workers costs more than the search).
+
+    ``behind=True`` (the default): :meth:`add` returns once the vectors are queued
+    (:mod:`vmem.graph_queue`), and a thread of the index's own puts them into the graph, in
+    the order they were added (hnswlib's insertion is most of an insert's cost; a writer need
+    not wait for it). Everything that reads the graph (a
+    query, :meth:`get`, :meth:`delete`, :meth:`save`) first puts in what is still queued
+    (:meth:`settle`), so it sees every add made before it, exactly as without the queue; only
+    *when* the graph work is done changes. ``len``, ``in`` and :meth:`ids` count queued ids
+    without waiting; :attr:`pending` says how many wait. ``behind=False``: each add is
+    put into the graph before it returns.
     """
 
     kind = "hnsw"
@@ -517,6 +532,7 @@ class PageIndex(BaseIndex):
         name: str | None = None,
         num_threads: int = -1,
         seed: int = 100,
+        behind: bool = True,
     ) -> None:
         super().__init__(dim, space=space, name=name)
         if capacity < 1 or M < 2 or ef_construction < 1 or ef < 1:
@@ -524,14 +540,20 @@ class PageIndex(BaseIndex):
         self.M = int(M)
         self.ef_construction = int(ef_construction)
         self.num_threads = int(num_threads)
+        #: hnswlib threads for a batch add or query: ``num_threads``, or every core this process may
+        #: use for -1 (given -1 by set_num_threads, hnswlib 0.8 added batches on ONE thread: half the speed)
+        self._threads = _cores() if self.num_threads < 0 else max(1, self.num_threads)
         self.seed = int(seed)
         self._hnsw = hnswlib.Index(space=space, dim=self.dim)
         self._hnsw.init_index(max_elements=int(capacity), M=self.M, ef_construction=self.ef_construction, random_seed=self.seed)
         self._ef = int(ef)
         self._hnsw.set_ef(self._ef)
-        self._hnsw.set_num_threads(1 if self.num_threads == 0 else self.num_threads)
+        self._hnsw.set_num_threads(self._threads)
         self._labels: set[int] = set()  # every label in the graph, live or deleted
-        self._live: set[int] = set()
+        self._live: set[int] = set()  # live ids, queued ones included
+        #: Whether :meth:`add` queues its vectors for the index's builder thread (see the class).
+        self.behind = bool(behind)
+        self._queue = GraphQueue(self)
 
     @property
     def ef(self) -> int:
@@ -549,7 +571,8 @@ class PageIndex(BaseIndex):
     @property
     def capacity(self) -> int:
         """Slots allocated in the graph (live + deleted + free)."""
-        return int(self._hnsw.max_elements)
+        with self._lock:
+            return int(self._hnsw.max_elements)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -560,23 +583,58 @@ class PageIndex(BaseIndex):
         except (TypeError, ValueError):
             return False
 
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    @property
+    def pending(self) -> int:
+        """Ids added and not yet in the graph (0 with ``behind=False``); never waits."""
+        return len(self._queue)
+
+    def settle(self) -> None:
+        """Put every queued add into the graph now (what any read of the graph does first)."""
+        with self._lock:
+            self._settle()
+
+    def _accept(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not self.behind or exiting():
+            super()._accept(ids, vectors)
+            return
+        # the queue's lock only: never waits for the graph. The builder leaves a core to the
+        # writers (a read that waits settles the rest on every core)
+        self._queue.push(ids, vectors, self._builder_threads)
+        self._live.update(ids.tolist())
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:  # (directly; the lock held)
+        self._settle()
+        self._insert(ids, vectors, self._threads_for(len(ids)))
+
+    def _threads_for(self, n: int) -> int:
+        return 1 if n < 64 else self._threads
+
+    def _builder_threads(self, n: int) -> int:
+        return 1 if n < 64 else max(1, self._threads - 1)
+
+    def _insert(self, ids: np.ndarray, vectors: np.ndarray, threads: int) -> None:
+        """Into the graph (the lock held)."""
         id_list = ids.tolist()
         new = sum(1 for i in id_list if i not in self._labels)
         needed = self._hnsw.element_count + new
         if needed > self._hnsw.max_elements:
             self._hnsw.resize_index(max(needed, 2 * self._hnsw.max_elements))
-        threads = 1 if len(ids) < 64 else self.num_threads
         self._hnsw.add_items(vectors, ids, num_threads=threads)
         self._labels.update(id_list)
         self._live.update(id_list)
 
+    def _settle(self) -> None:
+        if len(self._queue):
+            self._queue.settle(self._threads_for)
+
     def _delete(self, ids: list[int]) -> None:
+        self._settle()
         for i in ids:
             self._hnsw.mark_deleted(i)
             self._live.discard(i)
 
     def _get(self, ids: np.ndarray) -> np.ndarray:
+        self._settle()
         return np.asarray(self._hnsw.get_items(ids, return_type="numpy"), dtype=np.float32).reshape(len(ids), self.dim)
 
     def _live_ids(self) -> np.ndarray:
@@ -585,7 +643,8 @@ class PageIndex(BaseIndex):
     def _search(
         self, q: np.ndarray, k: int, filter: Filter | None
     ) -> tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
-        threads = 1 if (filter is not None or q.shape[0] == 1) else self.num_threads
+        self._settle()
+        threads = 1 if (filter is not None or q.shape[0] == 1) else self._threads
         try:
             labels, dist = self._hnsw.knn_query(q, k=k, num_threads=threads, filter=filter)
         except RuntimeError:
@@ -614,6 +673,7 @@ class PageIndex(BaseIndex):
         return {"M": self.M, "ef_construction": self.ef_construction, "ef": self._ef, "seed": self.seed}
 
     def _payload(self, tmpdir: str, vectors: bool) -> list[bytes | str]:
+        self._settle()
         graph = os.path.join(tmpdir, "graph.bin")
         self._hnsw.save_index(graph)
         live = np.array(sorted(self._live), dtype="<u8").tobytes()
@@ -673,11 +733,19 @@ class PageIndex(BaseIndex):
         if hn.element_count != n_labels:
             raise IndexFormatError(f"index payload: graph holds {hn.element_count} labels, id table {n_labels}")
         hn.set_ef(index._ef)
-        hn.set_num_threads(1 if index.num_threads == 0 else index.num_threads)
+        hn.set_num_threads(index._threads)
         index._hnsw = hn
         index._labels = set(labels.tolist())
         index._live = set(live.tolist())
         return index
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _top_k(ids: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -473,7 +473,10 @@ class SqliteArchival(ArchivalStore):
 
     def _index_changed(self, n: int) -> None:
         self._unsaved += n
-        if self._autosave and self._unsaved >= self._autosave and not self._db.in_transaction:
+        # a save first puts the queued adds into the graph (PageIndex.behind): not while a
+        # writer is ahead of the graph's builder; the next change, or close(), saves
+        if (self._autosave and self._unsaved >= self._autosave and not self._db.in_transaction
+                and not getattr(self._load.loaded, "pending", 0)):
             self.checkpoint()
 
     # -- primitives
@@ -562,8 +565,9 @@ class SqliteArchival(ArchivalStore):
 
     def _after_insert(self, ids: np.ndarray, vecs: Any, rows: list[tuple[int, str, float, str, int]]) -> None:
         self.lexical.added(rows)
+        self._index_changed(0)  # an autosave that is due, before these queue behind the graph
         self.index.add(ids, vecs)
-        self._index_changed(len(ids))
+        self._unsaved += len(ids)
 
     def _delete(self, page_ids: list[int]) -> int:
         serials = [page_serial(p) for p in page_ids]
