@@ -508,14 +508,13 @@ class PageIndex(BaseIndex):
     thread: starting workers costs more than the search).
 
     ``behind=True`` (the default): :meth:`add` returns once the vectors are queued
-    (:mod:`vmem.graph_queue`), and a thread of the index's own puts them into the graph, in
-    the order they were added (hnswlib's insertion is most of an insert's cost; a writer need
-    not wait for it). Everything that reads the graph (a
-    query, :meth:`get`, :meth:`delete`, :meth:`save`) first puts in what is still queued
-    (:meth:`settle`), so it sees every add made before it, exactly as without the queue; only
-    *when* the graph work is done changes. ``len``, ``in`` and :meth:`ids` count queued ids
-    without waiting; :attr:`pending` says how many wait. ``behind=False``: each add is
-    put into the graph before it returns.
+    (:mod:`vmem.graph_queue`), and a thread of the index's own puts them into the graph, in the
+    order they were added (hnswlib's insertion is most of an insert's cost; a writer need not
+    wait for it). Everything that reads the graph (a query, :meth:`get`, :meth:`delete`,
+    :meth:`save`) first puts in what is still queued (:meth:`settle`), so it sees every add
+    made before it, exactly as without the queue; only *when* the graph work is done changes.
+    ``len``, ``in`` and :meth:`ids` count queued ids without waiting; :attr:`pending` says how
+    many wait. ``behind=False``: each add is put into the graph before it returns.
     """
 
     kind = "hnsw"
@@ -541,7 +540,7 @@ class PageIndex(BaseIndex):
         self.ef_construction = int(ef_construction)
         self.num_threads = int(num_threads)
         #: hnswlib threads for a batch add or query: ``num_threads``, or every core this process may
-        #: use for -1 (given -1 by set_num_threads, hnswlib 0.8 added batches on ONE thread: half the speed)
+        #: use for -1 (given -1 by set_num_threads, hnswlib 0.8 added each batch on one thread)
         self._threads = _cores() if self.num_threads < 0 else max(1, self.num_threads)
         self.seed = int(seed)
         self._hnsw = hnswlib.Index(space=space, dim=self.dim)
