@@ -175,6 +175,7 @@ def bench_rebuild(store_path: Path, figs: list[Figure]) -> None:
     (store_path / "archival.idx").unlink(missing_ok=True)
     t = time.perf_counter()
     with MemoryDir.open(store_path) as s:
+        s.archival.index.settle()  # the index loads in a thread, and its graph is built behind: until it holds them
         rebuild = time.perf_counter() - t
         n = len(s.archival)
         con = sqlite3.connect(store_path / "vmem.db")
@@ -184,6 +185,7 @@ def bench_rebuild(store_path: Path, figs: list[Figure]) -> None:
         vecs = HashEmbedder().embed(texts)
         idx = PageIndex(vecs.shape[1], capacity=len(texts))
         idx.add(np.arange(1, len(texts) + 1, dtype=np.uint64), vecs)
+        idx.settle()
         reembed = time.perf_counter() - t
     figs.append(Figure.timed(f"index rebuild from stored embeddings ({n} passages, incl. open)", rebuild, reembed, unit="ms"))
 

@@ -326,8 +326,7 @@ def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2
         candidates.sort(key=lambda k: max(closeness(fact.text, k.text, common), closeness(said, k.text, common)),
                         reverse=True)
         for known in candidates[:per_fact]:
-            t_new, t_old = topic(fact.text), topic(known.text)
-            if t_new is not None and t_new == t_old:  # same topic, another detail: no need to ask
+            if t_fact is not None and t_fact == topic(known.text):  # same topic, another detail: no need to ask
                 found.supersessions.append(Supersession((known.id,), index, "topic"))
                 continue
             if answer.checks >= checks:
