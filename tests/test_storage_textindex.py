@@ -11,7 +11,9 @@ generated prose, and the file format's defences.
 from __future__ import annotations
 
 import math
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +123,10 @@ class IndexMachine(RuleBasedStateMachine):
         self.ix = TextIndex()
         self.ref = Ref()
         self.texts: dict[int, str] = {}
-        self.tmp = Path(__import__("tempfile").mkdtemp(prefix="vmem-tix-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix="vmem-tix-"))
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)  # one directory an example: 60 a run were left in /tmp
 
     @rule(text=texts, skip=st.integers(0, 2), ts=st.integers(0, 20), role=st.sampled_from(ROLES), group=st.integers(0, 2))
     def add(self, text: str, skip: int, ts: int, role: str, group: int) -> None:
