@@ -55,7 +55,8 @@ TOPICS = ["city", "job", "pet", "sport", "food", "drink", "car", "book", "music"
 
 class SleepingDriver(Driver):
     """A model that takes ``seconds`` to answer (sleeping, as a client waits on HTTP), with
-    proposals made from the newest user turn of the prompt."""
+    proposals made from the newest user turn of the prompt; it picks the first known fact it is
+    shown and says every one it is asked about was replaced (the most writes a run can make)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -66,6 +67,8 @@ class SleepingDriver(Driver):
         time.sleep(self.seconds)
         if "Old fact:" in messages[-1]["content"]:
             return Completion(text='{"replaced": true}')
+        if messages[-1]["content"].startswith("Known facts:\n["):  # "which known fact is it about?": the first
+            return Completion(text='{"same": 1}')
         users = re.findall(r"\] user: (.*)", messages[-1]["content"])
         last = users[-1] if users else "nothing"
         n = self.calls

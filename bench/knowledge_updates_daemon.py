@@ -18,8 +18,9 @@ daemon's rules were tuned on the dev set, by a helper that did not see them). A 
 value ranks above the first that states only the old one (a fact with both, "moved from Porto to
 Berlin", states the new); no fact with the new value in the page is a miss. Greedy decoding
 (temperature 0), so a rerun with the same model and server asks the same. Per case the log keeps
-the page (text, valid_from, current), the core memory, the facts written and superseded, and the
-collateral supersessions: replaced facts that state neither the old value nor what replaced them
+the page (text, valid_from, current), the core memory, the facts written and superseded (and why:
+"stated", "topic", "checked", "picked", "merge"), the model's calls and answers, and the collateral
+supersessions: replaced facts that state neither the old value nor what replaced them
 (a fact that still held, marked replaced: the price of a yes-biased check).
 
     python bench/serve_gguf.py /work/models/qwen1.5b.gguf --threads 2      # prints its base URL
@@ -103,8 +104,8 @@ def states(text: str, words: list[str]) -> bool:
     return any(re.search(r"(?<![\w.,])" + re.escape(w) + r"(?!\w)", text, re.IGNORECASE) for w in words)
 
 
-def run_case(case: dict[str, Any], driver: Any, depth: int, workdir: Path) -> dict[str, Any]:
-    from vmem.kernel import Memory
+def run_case(case: dict[str, Any], driver: Any, depth: int, workdir: Path, embedder: Any = None) -> dict[str, Any]:
+    from vmem.kernel import Memory, read_trace
     from vmem.kernel.consolidation import consolidate
     from vmem.kernel.proposals import near_duplicate
 
@@ -113,7 +114,7 @@ def run_case(case: dict[str, Any], driver: Any, depth: int, workdir: Path) -> di
     end = times[-1] + _dt.timedelta(hours=1)
     memory = Memory.create(workdir / case["id"], system="You are a helpful assistant with a long memory.",
                            blocks={"human": "", "persona": "I am the user's assistant."}, clock=lambda: end,
-                           durability="normal")
+                           durability="normal", embedder=embedder)
     runs = applied = skipped = 0
     started = time.perf_counter()
     try:
@@ -143,11 +144,15 @@ def run_case(case: dict[str, Any], driver: Any, depth: int, workdir: Path) -> di
         collateral = [p.text for p in replaced if not states(p.text, old_words)
                       and not (p.superseded_by in by_id and near_duplicate(p.text, by_id[p.superseded_by].text))]
         memory.check()
+        events = [e for e in read_trace(memory.store) if e["e"] == "consolidate"]
         return {"id": case["id"], "ok": ok, "first_new": first_new, "first_old": first_old,
                 "top": hits[0].text if hits else None, "runs": runs,
                 "page": [[h.text, h.valid_from.date().isoformat(), h.current] for h in hits], "applied": applied, "skipped": skipped,
                 "facts": len(memory.store.archival), "superseded": len(replaced), "collateral": collateral,
-                "core": {b.label: b.value for b in memory.blocks()}, "seconds": round(time.perf_counter() - started, 1)}
+                "core": {b.label: b.value for b in memory.blocks()}, "seconds": round(time.perf_counter() - started, 1),
+                "why": [op.get("why") for e in events for op in e["ops"] if op["op"] == "supersede"],
+                "calls": sum(1 + e["checks"] + e.get("picks", 0) for e in events),
+                "answers": [e["answers"] for e in events]}
     finally:
         memory.close()
 
@@ -163,11 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", nargs="+", default=None, help="case ids (default: all)")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--log", type=Path, default=None, help="one JSON line per case")
+    p.add_argument("--embedder", default="hash",
+                   help="the memory's embedder, a name vmem reembed takes (default: %(default)s, the store's default)")
     args = p.parse_args(argv)
     if not args.data.exists():
         print(f"knowledge_updates_daemon.py: no dev set at {args.data}", file=sys.stderr)
         return 2
     from vmem.kernel.drivers import OpenAIDriver
+    from vmem.local_models import make_embedder
+
+    embedder = make_embedder(args.embedder)
 
     driver = OpenAIDriver(args.model, base_url=args.base_url, timeout=args.timeout, params={"temperature": 0})
     cases = json.loads(args.data.read_text())["cases"]
@@ -187,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     done = []
     with tempfile.TemporaryDirectory(prefix="vmem-ku-daemon-") as work:
         for n, case in enumerate(cases, 1):
-            row = run_case(case, driver, args.depth, Path(work))
+            row = run_case(case, driver, args.depth, Path(work), embedder)
             done.append(row)
             if log:
                 log.write(json.dumps(row) + "\n")

@@ -17,6 +17,7 @@ from vmem.kernel.proposals import (
     closeness,
     near_duplicate,
     normal,
+    parse_pick,
     parse_proposals,
     parse_verdict,
     related,
@@ -117,6 +118,17 @@ def test_unreadable_items_are_counted_not_guessed() -> None:
 ])
 def test_yes_no_verdicts(text: str, verdict: bool | None) -> None:
     assert parse_verdict(text) is verdict
+
+
+@pytest.mark.parametrize("text, pick", [
+    ('{"same": 2}', 2), ('```json\n{"same": "3"}\n```', 3), ('{"same": 0}', 0), ('{"same": null}', 0),
+    ("2", 2), (" [1] ", 1), ('{"number": 1}', 1),
+    ('{"same": 4}', None),  # not one of the three shown
+    ('{"same": [1, 2]}', None), ('{"same": true}', None), ('{"other": 1}', None), ("I think it is 2", None),
+    ("", None), ("-1", None),
+])
+def test_which_known_fact_answers(text: str, pick: int | None) -> None:
+    assert parse_pick(text, 3) == pick
 
 
 def test_topics_duplicates_and_relatedness() -> None:
