@@ -183,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     cases = json.loads(args.data.read_text())["cases"]
     try:
         for case in cases:  # every case can be judged, before an hour of model calls
-            words_of(case)
+            old_words, new_words = words_of(case)
+            for kind, words in (("old", old_words), ("new", new_words)):
+                if not states(case["turns"][case[kind]][2], words):  # a judge that cannot match its own case
+                    raise ValueError(f"case {case['id']!r}: none of its {kind} words {words} is in its {kind} "
+                                     f"statement as a whole word")
     except ValueError as exc:
         print(f"knowledge_updates_daemon.py: {args.data}: {exc}", file=sys.stderr)
         return 2
