@@ -140,6 +140,9 @@ def _consolidate_args(p: argparse.ArgumentParser) -> None:
                         "its answer is dropped and its turns wait for the next run (default 10)")
     p.add_argument("--checks", type=int, default=6, metavar="N",
                    help="yes/no calls per run asking whether a new fact replaces an old one (default 6)")
+    p.add_argument("--picks", type=int, default=4, metavar="N",
+                   help="calls per run asking which stored fact a new one is about, so that an update sharing no "
+                        "word with the fact it replaces is checked too (default 4; 0: none)")
     p.add_argument("--json", action="store_true", help="print one JSON object per run instead of a line")
 
 
@@ -172,8 +175,9 @@ def _consolidate(args: argparse.Namespace) -> int:
     from vmem.kernel.drivers import OpenAIDriver
 
     if args.lock_timeout < 0 or args.every < 0 or args.idle < 0 or args.interval <= 0 or args.checks < 0 \
-            or (args.max_runs is not None and args.max_runs < 1):
-        raise CliError("--lock-timeout, --every, --idle and --checks must be >= 0, --interval > 0, --max-runs >= 1",
+            or args.picks < 0 or (args.max_runs is not None and args.max_runs < 1):
+        raise CliError("--lock-timeout, --every, --idle, --checks and --picks must be >= 0, --interval > 0, "
+                       "--max-runs >= 1",
                        EXIT_USAGE)
     if not args.loop and (args.max_runs is not None or args.until_idle):
         raise CliError("--max-runs and --until-idle go with --loop", EXIT_USAGE)
@@ -194,7 +198,7 @@ def _consolidate(args: argparse.Namespace) -> int:
 
     try:
         if not args.loop:
-            report = run_once(path, driver, lock_timeout=args.lock_timeout, checks=args.checks)
+            report = run_once(path, driver, lock_timeout=args.lock_timeout, checks=args.checks, picks=args.picks)
             if report is None:
                 print("vmem consolidate: nothing new since the last run", flush=True)
             else:
@@ -202,7 +206,7 @@ def _consolidate(args: argparse.Namespace) -> int:
             return EXIT_OK
         run_loop(path, driver, every=args.every, idle=args.idle or None, interval=args.interval,
                  max_runs=args.max_runs, until_idle=args.until_idle, lock_timeout=args.lock_timeout,
-                 checks=args.checks, on_report=show, on_error=failed)
+                 checks=args.checks, picks=args.picks, on_report=show, on_error=failed)
         return EXIT_OK
     finally:
         driver.close()

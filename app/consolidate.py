@@ -33,6 +33,7 @@ from vmem.kernel import Memory
 from vmem.kernel.consolidation import (
     CHECKS,
     MAX_BATCH_CHARS,
+    PICKS,
     RunReport,
     StaleBatch,
     apply,
@@ -72,7 +73,7 @@ def _open_writer(path: Path, lock_timeout: float) -> Memory:
 
 
 def run_once(path: str | os.PathLike[str], driver: Driver, *, lock_timeout: float = 10.0, checks: int = CHECKS,
-             max_chars: int = MAX_BATCH_CHARS) -> RunReport | None:
+             picks: int = PICKS, max_chars: int = MAX_BATCH_CHARS) -> RunReport | None:
     """One run over the memory in ``path`` (see the module docstring); None when no message waits.
     StoreLockedError when the lock did not come within ``lock_timeout`` (nothing applied)."""
     path = Path(path)
@@ -80,7 +81,7 @@ def run_once(path: str | os.PathLike[str], driver: Driver, *, lock_timeout: floa
         batch = take_batch(store, load_state(store).consolidated, max_chars=max_chars)
         if batch is None:
             return None
-        answer = ask(batch, driver, checks=checks, lookup=facts_like(store))
+        answer = ask(batch, driver, checks=checks, picks=picks, lookup=facts_like(store))
     with _open_writer(path, lock_timeout) as memory:
         try:
             return apply(memory, batch, answer)
@@ -90,7 +91,7 @@ def run_once(path: str | os.PathLike[str], driver: Driver, *, lock_timeout: floa
 
 def run_loop(path: str | os.PathLike[str], driver: Driver, *, every: int = 5, idle: float | None = 30.0,
              interval: float = 1.0, max_runs: int | None = None, until_idle: bool = False,
-             lock_timeout: float = 10.0, checks: int = CHECKS, max_chars: int = MAX_BATCH_CHARS,
+             lock_timeout: float = 10.0, checks: int = CHECKS, picks: int = PICKS, max_chars: int = MAX_BATCH_CHARS,
              on_report: Callable[[RunReport], Any] | None = None,
              on_error: Callable[[BaseException], Any] | None = None) -> int:
     """Run whenever it is due, until ``max_runs`` runs were made or, with ``until_idle``, nothing
@@ -107,7 +108,8 @@ def run_loop(path: str | os.PathLike[str], driver: Driver, *, every: int = 5, id
         quiet = idle is not None and time.monotonic() - since >= idle
         if messages and (until_idle or (every and users >= every) or quiet):
             try:
-                report = run_once(path, driver, lock_timeout=lock_timeout, checks=checks, max_chars=max_chars)
+                report = run_once(path, driver, lock_timeout=lock_timeout, checks=checks, picks=picks,
+                                  max_chars=max_chars)
             except Exception as exc:  # noqa: BLE001 - the lock, the server: reported, tried again
                 if on_error is None or until_idle:
                     raise

@@ -612,7 +612,7 @@ def apply(memory: "Memory", batch: Batch, answer: Answer | Proposals) -> RunRepo
     return report
 
 
-def consolidate(memory: "Memory", driver: Driver, *, checks: int = CHECKS,
+def consolidate(memory: "Memory", driver: Driver, *, checks: int = CHECKS, picks: int = PICKS,
                 max_chars: int = MAX_BATCH_CHARS) -> RunReport | None:
     """One whole run, synchronously, in the caller's thread (which must own ``memory``): the turns
     since the cursor (up to ``max_chars``), the model's proposals, applied. None when there are
@@ -620,7 +620,7 @@ def consolidate(memory: "Memory", driver: Driver, *, checks: int = CHECKS,
     batch = take_batch(memory.store, memory.consolidation_cursor, max_chars=max_chars)
     if batch is None:
         return None
-    return apply(memory, batch, ask(batch, driver, checks=checks, lookup=facts_like(memory.store)))
+    return apply(memory, batch, ask(batch, driver, checks=checks, picks=picks, lookup=facts_like(memory.store)))
 
 
 def replay_run(memory: "Memory", event: dict[str, Any]) -> None:

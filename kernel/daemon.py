@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from vmem.kernel.consolidation import (
     CHECKS,
     MAX_BATCH_CHARS,
+    PICKS,
     RunReport,
     StaleBatch,
     apply,
@@ -71,11 +72,12 @@ class DaemonConfig:
     every: int = 5  #: run once this many new user turns wait (0: never by count)
     idle: float | None = None  #: also run once no step came for this many seconds (None: never by idleness)
     checks: int = CHECKS  #: yes/no calls per run about facts the new ones may replace
+    picks: int = PICKS  #: "which known fact is it about?" calls per run
     max_chars: int = MAX_BATCH_CHARS  #: the text of the turns one run reads
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.checks < 0 or self.max_chars < 100:
-            raise ValueError("every and checks must be >= 0, max_chars >= 100")
+        if self.every < 0 or self.checks < 0 or self.picks < 0 or self.max_chars < 100:
+            raise ValueError("every, checks and picks must be >= 0, max_chars >= 100")
         if self.idle is not None and self.idle <= 0:
             raise ValueError("idle must be a positive number of seconds, or None")
         if self.every == 0 and self.idle is None:
@@ -214,7 +216,8 @@ class ConsolidationDaemon:
                 continue
             read, t = self._read_seconds, time.perf_counter()
             try:
-                answer = ask(batch, self.driver, checks=self.config.checks, lookup=self._lookup)
+                answer = ask(batch, self.driver, checks=self.config.checks, picks=self.config.picks,
+                             lookup=self._lookup)
             except Exception as exc:  # noqa: BLE001 - a DriverError or a bug: dropped, its turns read again
                 self._failed(f"the daemon's LLM call failed ({type(exc).__name__}: {exc})", batch)
                 with self._cond:

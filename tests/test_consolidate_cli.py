@@ -32,11 +32,13 @@ def make(path: Path, turns: int) -> None:
 def test_help() -> None:
     p = vmem("consolidate", "--help")
     assert p.returncode == 0 and p.stdout.startswith("usage: vmem consolidate")
-    for flag in ("--loop", "--every", "--idle", "--max-runs", "--until-idle", "--lock-timeout", "--base-url"):
+    for flag in ("--loop", "--every", "--idle", "--max-runs", "--until-idle", "--lock-timeout", "--base-url",
+                 "--checks", "--picks"):
         assert flag in p.stdout
     assert "consolidate" in vmem("--help").stdout
-    from vmem.kernel.consolidation import CHECKS
-    assert f"(default {CHECKS})" in " ".join(p.stdout.split())  # the command's default is the daemon's
+    from vmem.kernel.consolidation import CHECKS, PICKS
+    text = " ".join(p.stdout.split())
+    assert f"(default {CHECKS})" in text and f"(default {PICKS};" in text  # the command's defaults are the daemon's
 
 
 def test_one_run_against_a_server(tmp_path: Path) -> None:
@@ -107,6 +109,8 @@ def test_bad_input(tmp_path: Path) -> None:
                             "--max-runs", "1"), 2, "go with --loop")
     assert_clean_error(vmem("consolidate", str(tmp_path / "a"), "--model", "m", "--base-url", "http://x", "--loop",
                             "--interval", "0"), 2, "--interval")
+    assert_clean_error(vmem("consolidate", str(tmp_path / "a"), "--model", "m", "--base-url", "http://x",
+                            "--picks", "-1"), 2, "--picks")
 
 
 def test_the_demo_with_a_daemon_beside_its_agent(tmp_path: Path) -> None:
@@ -169,4 +173,24 @@ def test_a_run_of_its_own_looks_up_the_facts_a_new_one_may_replace(tmp_path: Pat
     assert [op["op"] for op in report.ops] == ["fact", "supersede"] and report.ops[1]["old"] == [old]
     with Memory.open(tmp_path / "a", read_only=True) as memory:
         assert not memory.store.archival.get(old).current
+        memory.check()
+
+
+def test_a_run_of_its_own_asks_which_fact_a_new_one_is_about_unless_told_not_to(tmp_path: Path) -> None:
+    """The update shares no word with the daemon's stored fact: only the "which one" call finds it;
+    ``picks=0`` (``--picks 0``) makes no such call (a scripted driver with one answer would run out)."""
+    from vmem.kernel.consolidation import FACT_TAG
+
+    for path in (tmp_path / "off", tmp_path / "on"):
+        with Memory.create(path, system="sys", blocks={"human": ""}, clock=lambda: T0) as memory:
+            memory.archival_insert("Hair dyed copper red", tags=(FACT_TAG,))
+            memory.append({"role": "user", "content": "Came out of the salon platinum blonde."})
+    report = run_once(tmp_path / "off", ScriptedDriver(['{"facts": ["Platinum blonde now"]}']), picks=0)
+    assert [op["op"] for op in report.ops] == ["fact"]
+    driver = ScriptedDriver(['{"facts": ["Platinum blonde now"]}', '{"same": 1}', '{"replaced": true}'])
+    report = run_once(tmp_path / "on", driver)
+    assert [(op["op"], op.get("why")) for op in report.ops] == [("fact", None), ("supersede", "picked")]
+    with Memory.open(tmp_path / "on", read_only=True) as memory:
+        assert [p.text for p in memory.store.archival.search(None, page_size=5).items if not p.current] == [
+            "Hair dyed copper red"]
         memory.check()
