@@ -16,8 +16,8 @@ import pytest
 
 from vmem.kernel import Agent, ConsolidationDaemon, DaemonConfig, read_trace, replay
 from vmem.kernel import daemon as daemon_module  # its internals, patched
-from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
 from vmem.kernel.consolidation import PICK_SYSTEM
+from vmem.kernel.drivers import Completion, Driver, DriverError, ScriptedDriver
 
 
 def core_message(messages) -> str:
