@@ -367,12 +367,12 @@ def ask(batch: Batch, driver: Driver, *, checks: int = CHECKS, per_fact: int = 2
         candidates.sort(key=lambda k: max(closeness(fact.text, k.text, common), closeness(said, k.text, common)),
                         reverse=True)
         asked = candidates[:per_fact]
-        picked = (_pick(driver, answer, fact, index, [*pool.values(), *batch.nearby], stated, {k.id for k in asked})
+        asked_ids = {k.id for k in asked}
+        picked = (_pick(driver, answer, fact, index, [*pool.values(), *batch.nearby], stated, asked_ids)
                   if answer.picks < picks else None)
-        only_picked = None  # the fact the model picked, when no word led to it
-        if picked is not None and picked.id not in {k.id for k in asked}:
-            only_picked = picked
-            asked.insert(0, picked)
+        only_picked = picked if picked is not None and picked.id not in asked_ids else None  # no word led to it
+        if only_picked is not None:
+            asked.insert(0, only_picked)
         for known in asked:
             if t_fact is not None and t_fact == topic(known.text):  # same topic, another detail: no need to ask
                 found.supersessions.append(Supersession((known.id,), index, "topic"))
