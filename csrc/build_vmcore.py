@@ -1,6 +1,6 @@
 """cffi build script for the C core (out-of-line API mode): ``vmem._vmcore``.
 
-The cdef is ``vm.h``, ``ii.h`` and ``fhash.h`` themselves, less their preprocessor lines;
+The cdef is the headers in ``HEADERS`` themselves, less their preprocessor lines;
 setup.py names this file in ``cffi_modules`` so ``pip install .`` compiles the core.
 
 ``VMEM_CORE_DEBUG=1`` in the environment of the build makes a debug core: compiled with
@@ -16,8 +16,8 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["vm.c", "tokest.c", "ii.c", "fhash.c"]
-HEADERS = ["vm.h", "ii.h", "fhash.h"]
+SOURCES = ["vm.c", "tokest.c", "ii.c", "fhash.c", "half.c", "hnswlinks.c"]
+HEADERS = ["vm.h", "ii.h", "fhash.h", "half.h", "hnswlinks.h"]
 
 
 def _cdef() -> str:
@@ -32,7 +32,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "vmem._vmcore",
-    '#include "vm.h"\n#include "ii.h"\n#include "fhash.h"',
+    "".join(f'#include "{name}"\n' for name in HEADERS),
     sources=[f"csrc/{name}" for name in SOURCES],  # relative to the project root, where pip builds
     include_dirs=["csrc"],
     define_macros=[("VM_DEBUG", "1")] if DEBUG else [],

@@ -208,3 +208,20 @@ def test_an_agent_an_older_vmem_wrote_is_an_agent_and_opens_upgraded(tmp_path: P
     with Memory.open(tmp_path / "a") as m:
         assert m.block("human").value == "bike lock code 4812" and m.digest() == digest
     assert main(["check", str(tmp_path / "a")]) == 0
+
+
+def test_a_reopened_store_holds_bit_for_bit_the_vectors_the_live_index_held(tmp_path: Path) -> None:
+    """The open widens the stored float16 and scales each vector as hnswlib did when it was added
+    (csrc/half.c), so a loaded graph answers with exactly the live one's distances."""
+    with MemoryDir.open(tmp_path / "a") as s:
+        ids = [i for batch in s.archival.insert_many(TEXTS) for i in batch]
+        s.archival.delete(ids[3::9])  # deleted pages stay in the graph as waypoints
+        live = s.archival.index.ids()
+        held = s.archival.index.get(live)
+        dists = s.archival.index.query(held[:10], 10)
+    with MemoryDir.open(tmp_path / "a") as s:
+        assert s.archival.index_status == "loaded"
+        assert np.array_equal(s.archival.index.ids(), live)
+        assert np.array_equal(s.archival.index.get(live).view(np.uint32), held.view(np.uint32))
+        again = s.archival.index.query(held[:10], 10)
+        assert np.array_equal(again[0], dists[0]) and np.array_equal(again[1], dists[1])

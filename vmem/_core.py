@@ -3,8 +3,9 @@
 ``PagedContext`` owns one ``vm_t`` (freed by ``ffi.gc``). The ``vm_*`` return codes
 become exceptions in one place, :func:`_raise`. Two other private modules use the same
 extension's ffi, each for its own C file and with its own ``_raise`` where it has return
-codes: :mod:`vmem._textindex` (``csrc/ii.c``, the inverted index) and :mod:`vmem._fhash`
-(``csrc/fhash.c``, keyed hashing, which cannot fail). Page-id batches cross the boundary as
+codes: :mod:`vmem._textindex` (``csrc/ii.c``, the inverted index), :mod:`vmem._fhash`
+(``csrc/fhash.c``, keyed hashing, which cannot fail), :mod:`vmem._half` (``csrc/half.c``, float16
+vectors widened) and :mod:`vmem._hnswlinks` (``csrc/hnswlinks.c``, hnswlib's link lists walked). Page-id batches cross the boundary as
 numpy arrays, never as Python lists per element.
 
 Thread safety: every method takes the instance's lock, so one PagedContext may

@@ -1,6 +1,6 @@
 """Keyed BLAKE2b-64 of many strings in one C call (``csrc/fhash.c``).
 
-The only module besides ``_core`` and ``_textindex`` that touches the ffi. The
+One of the few modules that touch the ffi (``vmem._core`` lists them). The
 digests equal ``hashlib.blake2b(s, digest_size=8, key=key).digest()`` read as
 little-endian integers (tests/test_embed_hash.py).
 """

@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from vmem._half import unit_rows, widen, widen_rows
+from vmem._hnswlinks import LinkListError, walk
 from vmem.errors import VmemError
 
 __all__ = ["HNSW_HEADER", "Graph", "IndexFormatError", "IndexMismatchError", "VectorSource", "check_graph",
            "check_hnsw", "full_graph", "slim_graph"]
 
-#: Where load() gets the vectors of live pages a file does not hold: ids -> (n, dim) float32.
+#: Where load() gets the vectors of live pages a file does not hold: ids -> (n, dim) float16 or float32.
 VectorSource = Callable[[np.ndarray], np.ndarray]
 
 
@@ -72,8 +74,9 @@ def slim_graph(path: str, dim: int) -> list[bytes]:
 def full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str,
                 vectors: VectorSource) -> list[bytes | memoryview]:
     """The inverse of :func:`slim_graph`: hnswlib's file layout again, the live elements'
-    vectors asked of ``vectors`` (by label, in element order) and normalised as hnswlib does for
-    the cosine space. What this cannot place (sizes that disagree) is an IndexFormatError; the
+    vectors asked of ``vectors`` (by label, in element order: float16, the stored form, or float32)
+    and scaled to unit length as hnswlib does in the cosine space (bit for bit, so a loaded graph
+    holds the vectors hnswlib stored when they were added). What this cannot place (sizes that disagree) is an IndexFormatError; the
     result is checked by :func:`check_hnsw` like any graph file."""
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"index payload: the HNSW graph {why}")
@@ -104,19 +107,25 @@ def full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str,
     if n_del:
         vecs[deleted] = np.frombuffer(raw, dtype="<f4", count=n_del * dim, offset=end).reshape(n_del, dim)
     if n_del < count:
-        got = np.asarray(vectors(labels if not n_del else labels[~deleted]), dtype=np.float32)
+        got = vectors(labels if not n_del else labels[~deleted])
+        if not isinstance(got, np.ndarray) or got.dtype not in (np.float16, np.float32):
+            got = np.asarray(got, dtype=np.float32)
         if got.shape != (count - n_del, dim):
             raise IndexMismatchError(f"the vector source gave shape {got.shape} for {count - n_del} pages of "
                                      f"dimension {dim}")
-        scale = None
-        if space == "cosine":  # as hnswlib's normalize_vector: v * 1 / (|v| + 1e-30)
-            scale = (np.float32(1.0) / (np.sqrt(np.einsum("ij,ij->i", got, got)) + np.float32(1e-30)))[:, None]
-        if n_del:
-            vecs[~deleted] = got if scale is None else got * scale
-        elif scale is None:
-            vecs[...] = got
-        else:  # the common case: straight into place, no temporary of the whole matrix
-            np.multiply(got, scale, out=vecs)
+        cosine = space == "cosine"  # hnswlib keeps unit vectors in that space (its normalize_vector)
+        if not n_del:  # the common case: straight into place, no temporary of the whole matrix
+            if got.dtype == np.float16:
+                widen_rows(got, vecs, unit=cosine)
+            else:
+                vecs[...] = got
+                if cosine:
+                    unit_rows(vecs)
+        else:
+            got = widen(got) if got.dtype == np.float16 else np.array(got, dtype=np.float32)
+            if cosine:
+                unit_rows(got)
+            vecs[~deleted] = got
         del got
     return [head, full.data, raw[vend:]]
 
@@ -170,24 +179,13 @@ def check_graph(head: bytes, level0: np.ndarray, sizes: bytes, *, dim: int, M: i
         raise bad("is shorter than its elements")
     level0 = level0.reshape(count, per_el)
     per_level = max_m * 4 + 4
-    levels = np.zeros(count, dtype=np.int64)
-    upper: list[tuple[int, int]] = []  # (element, offset in sizes) of each link list above level 0
-    end = len(sizes)  # the upper levels: small beside level 0 (1/M of the elements)
-    u32 = struct.Struct("<I").unpack_from
-    pos = 0
-    for i in range(count):  # the link lists above level 0: a u32 size, then that many bytes
-        if pos + 4 > end:
-            raise bad("is truncated in its link lists")
-        (n,) = u32(sizes, pos)
-        pos += 4
-        if n:
-            if n % per_level or n // per_level > maxlevel or pos + n > end:
-                raise bad(f"has a bad link list size for element {i}")
-            levels[i] = n // per_level
-            upper.append((i, pos))
-            pos += n
-    if pos != end:
-        raise bad("has bytes past its link lists")
+    try:  # the link lists above level 0: a u32 size, then that many bytes (small beside level 0)
+        top, offsets = walk(sizes, count, per_level, maxlevel)
+    except LinkListError as e:
+        raise bad({"truncated": "is truncated in its link lists", "trailing": "has bytes past its link lists"}.get(
+            e.kind, f"has a bad link list size for element {e.element}")) from None
+    levels = top.astype(np.int64)
+    upper = list(zip(np.flatnonzero(levels).tolist(), offsets.tolist()))  # (element, offset) of each list
     if count:
         if int(levels.max()) != maxlevel or enter >= count or levels[enter] != maxlevel:
             raise bad("entry point or top level is inconsistent")

@@ -335,7 +335,8 @@ class SqliteArchival(ArchivalStore):
 
     def _scan_vectors(self, db: Reader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pass over the passages in id order: (every id, the ids whose vector is readable,
-        those vectors as an (n, dim) float32 array). Unreadable ones are logged as in _load_vectors."""
+        those vectors as stored: an (n, dim) float16 array). Unreadable ones are logged as in
+        _load_vectors."""
         dim = self.embedder.dim
         size = 2 * dim
         rows: list[Any] = []
@@ -349,25 +350,23 @@ class SqliteArchival(ArchivalStore):
         every = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)).astype(np.uint64) | base
         blobs = [r[1] for r in rows]
         del rows
-        ok = np.fromiter((type(b) is bytes and len(b) == size for b in blobs), dtype=bool, count=len(blobs))
-        if ok.all():
-            ids = every
+        if set(map(type, blobs)) <= {bytes} and set(map(len, blobs)) <= {size}:
+            ids = every  # (the common case: every stored vector readable)
         else:
+            ok = np.fromiter((type(b) is bytes and len(b) == size for b in blobs), dtype=bool, count=len(blobs))
             bad = every[~ok]
             log.error("%s: %d passage(s) have no readable embedding (first: %#x); they are left out of the "
                       "vector index (vmem check names the damage)", self._db.path, len(bad), int(bad[0]))
             ids = every[ok]
             blobs = [b for b, k in zip(blobs, ok) if k]
-        joined = b"".join(blobs)
-        del blobs
-        vecs = np.frombuffer(joined, dtype=vecblob.DTYPE).reshape(len(ids), dim).astype(np.float32)
-        return every, ids, vecs
+        return every, ids, vecblob.decode_halves(blobs, dim)
 
     def _stored_vectors(self, page_ids: np.ndarray, db: Reader) -> np.ndarray:
-        """The stored vectors of ``page_ids`` in that order: what an index file saved without
-        them is given back. A page the database does not have (deleted after the file was
-        written) or cannot read gets a zero vector and is recorded in ``_vectorless``:
-        _open_index deletes those from the index (the graph keeps them as waypoints only)."""
+        """The stored vectors of ``page_ids`` in that order, as stored (float16; the index widens
+        them): what an index file saved without them is given back. A page the database does not
+        have (deleted after the file was written) or cannot read gets a zero vector and is recorded
+        in ``_vectorless``: _open_index deletes those from the index (the graph keeps them as
+        waypoints only)."""
         page_ids = np.asarray(page_ids, dtype=np.uint64)
         if len(page_ids) > _BATCH:  # most of the store: one pass over the table, kept for _open_index
             self._scan = self._scan_vectors(db)
@@ -379,9 +378,10 @@ class SqliteArchival(ArchivalStore):
                 return vecs  # (the common case: the index holds exactly the stored passages)
         else:
             ids, vecs = self._load_vectors(page_ids, db)
+            vecs = vecs.astype(vecblob.DTYPE)  # exact: they were float16 values
             order = np.argsort(ids, kind="stable")
             ids, vecs = ids[order], vecs[order]
-        out = np.zeros((len(page_ids), self.embedder.dim), dtype=np.float32)
+        out = np.zeros((len(page_ids), self.embedder.dim), dtype=vecblob.DTYPE)
         if not len(ids):
             self._vectorless = page_ids.copy()
             return out

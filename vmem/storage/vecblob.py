@@ -5,6 +5,7 @@ Interface::
     blob = encode(vec)                 # (dim,) floats -> 2 * dim bytes
     blobs = encode_many(vecs)          # (n, dim) -> n blobs (normalise=False: as they are)
     vecs = decode_many(blobs, dim)     # n blobs -> (n, dim) float32 (what the index holds)
+    halves = decode_halves(blobs, dim) # n blobs -> (n, dim) float16, as stored (the index widens them)
     rounded(vecs)                      # (n, dim) float32: what decode_many(encode_many(vecs)) gives
 
 Why float16: the stores search by cosine similarity, so a vector's direction is all that
@@ -24,9 +25,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vmem._half import widen
 from vmem.storage.errors import CorruptStoreError
 
-__all__ = ["DTYPE", "decode_many", "encode", "encode_many", "rounded"]
+__all__ = ["DTYPE", "decode_halves", "decode_many", "encode", "encode_many", "rounded"]
 
 #: The stored element type.
 DTYPE = np.dtype("<f2")
@@ -59,11 +61,18 @@ def encode_many(vecs: np.ndarray, *, normalise: bool = True) -> list[bytes]:
 def decode_many(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     """Stored blobs back to an ``(n, dim)`` float32 array; CorruptStoreError for a blob that is
     not ``dim`` float16 values."""
+    return widen(decode_halves(blobs, dim))
+
+
+def decode_halves(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Stored blobs as the ``(n, dim)`` float16 array they hold; CorruptStoreError for a blob that
+    is not ``dim`` float16 values."""
     want = 2 * dim
-    for b in blobs:
-        if not isinstance(b, bytes) or len(b) != want:
-            got = f"{len(b)} bytes" if isinstance(b, bytes) else type(b).__name__
-            raise CorruptStoreError(f"a stored embedding is {got}, not {dim} float16 values ({want} bytes)")
+    if set(map(type, blobs)) - {bytes} or set(map(len, blobs)) - {want}:
+        for b in blobs:
+            if not isinstance(b, bytes) or len(b) != want:
+                got = f"{len(b)} bytes" if isinstance(b, bytes) else type(b).__name__
+                raise CorruptStoreError(f"a stored embedding is {got}, not {dim} float16 values ({want} bytes)")
     if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=DTYPE).reshape(len(blobs), dim).astype(np.float32)
+        return np.zeros((0, dim), dtype=DTYPE)
+    return np.frombuffer(b"".join(blobs), dtype=DTYPE).reshape(len(blobs), dim)
