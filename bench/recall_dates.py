@@ -11,6 +11,7 @@ and the conversation is scored with it.
 
     .venv/bin/python bench/recall_dates.py                   # ../shared/data/locomo/locomo_dev.json
     .venv/bin/python bench/recall_dates.py --bonus 0 0.25 0.5 1 --json
+    .venv/bin/python bench/recall_dates.py --with-neighbours     # prefetch's recall search instead
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from knowledge_updates import DEFAULT_LOCOMO, locomo_stores  # noqa: E402
 KS = (1, 5, 10, 25)
 
 
-def measure(store: Any, conv: Any, message_of: dict[str, int], bonus: float) -> dict[int, list[list[float]]]:
-    """category -> one row of R@k per question, conversation_search with this date bonus."""
+def measure(store: Any, conv: Any, message_of: dict[str, int], bonus: float,
+            with_neighbours: bool = False) -> dict[int, list[list[float]]]:
+    """category -> one row of R@k per question, conversation_search (or prefetch's recall search:
+    ``with_neighbours``) with this date bonus."""
     store.recall.date_bonus = bonus
     rows: dict[int, list[list[float]]] = {}
     for q in conv.questions:
         evidence = {message_of[d] for d in q.evidence}
-        got = [m.id for m in store.recall.search(q.question, page_size=max(KS)).items]
+        got = [m.id for m in store.recall.search(q.question, page_size=max(KS), with_neighbours=with_neighbours).items]
         rows.setdefault(q.category, []).append([len(evidence.intersection(got[:k])) / len(evidence) for k in KS])
     return rows
 
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--locomo", type=Path, default=DEFAULT_LOCOMO, help="LoCoMo dev JSON (default: %(default)s)")
     p.add_argument("--bonus", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0],
                    help="date bonus shares to measure; 0 (off) is always measured (default: %(default)s)")
+    p.add_argument("--with-neighbours", action="store_true",
+                   help="measure prefetch's recall search (the matches' neighbours ranked too) instead")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     if not args.locomo.exists():
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for conv, store, _passage_of, message_of in locomo_stores(args.locomo, default_embedder()):
         convs.append(conv.sample_id)
         for b in bonuses:
-            per[b][conv.sample_id] = measure(store, conv, message_of, b)
+            per[b][conv.sample_id] = measure(store, conv, message_of, b, args.with_neighbours)
         print(f"  {conv.sample_id}: {len(conv.questions)} questions", file=sys.stderr)
 
     def admissible(b: float, train: list[str]) -> bool:  # no category's R@10 below off's
@@ -109,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"conversation_search on LoCoMo dev ({len(convs)} conversations), R@1/5/10/25 ({result['seconds']} s)")
+    what = "prefetch's recall search (with neighbours)" if args.with_neighbours else "conversation_search"
+    print(f"{what} on LoCoMo dev ({len(convs)} conversations), R@1/5/10/25 ({result['seconds']} s)")
     for b in bonuses:
         s = result["all_dev"][str(b)]
         print(f"  date bonus {b:<5} all dev   " + " / ".join(f"{v}" for v in s["overall"].values()) + "   "

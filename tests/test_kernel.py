@@ -234,6 +234,24 @@ def test_prefetch_pages_relevant_passages_in_without_a_call(place):
     agent.close()
 
 
+def test_prefetch_pages_in_the_reply_to_a_matching_question_though_it_shares_no_word(place):
+    """Prefetch reads recall storage with the matches' neighbours: the reply that answers an old
+    question comes in with it ("They were scared..." shares no word with the new question)."""
+    import datetime as dt
+
+    t0 = dt.datetime(2023, 5, 8, 13, 0, tzinfo=dt.timezone.utc)
+    agent = new_agent(place("a"), [Completion(text="They were scared but reassured.")], prefetch=2)
+    agent.memory.import_history([
+        ({"role": "user", "content": "How did the kids handle the accident?"}, t0),
+        ({"role": "assistant", "content": "They were scared but we reassured them."}, t0 + dt.timedelta(minutes=1)),
+    ])
+    result = agent.step("How did Melanie's children handle the accident?")
+    lines = [agent.memory.workset.lines[p] for p in result.paged_in]
+    assert any("They were scared but we reassured them." in line for line in lines)
+    check_agent(agent)
+    agent.close()
+
+
 def test_prefetch_for_searches_for_the_users_words_not_the_apps_wrapper(place):
     """An app that wraps the user's words in its own instructions names what prefetch searches
     for; the trace keeps it, so a replay pages in the same pages (equal digests)."""

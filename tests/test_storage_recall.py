@@ -192,3 +192,46 @@ def test_checkpoint_writes_the_text_index_file_once_it_changed(tmp_path: Path) -
         assert index.stat().st_mtime_ns == written
     with MemoryDir.open(tmp_path / "agent", read_only=True) as again:
         assert again.recall.search("lock code").total == 1
+
+
+def _accident(store: MemoryDir) -> list[int]:
+    """A question, its reply (no word of the reply in the later question), chatter, and a late reply."""
+    return store.recall.append_many([
+        ("user", "How did the kids handle the accident?", at(0)),
+        ("assistant", "They were scared but we reassured them.", at(0.01)),
+        ("user", "The garden needs watering again.", at(0.02)),
+        ("assistant", "I will remind you tomorrow morning.", at(0.03)),
+        ("user", "Was the accident on the ring road?", at(5)),
+        ("assistant", "Yes, near the second exit.", at(8)),  # three hours on: past CONTEXT_GAP
+    ])
+
+
+def test_a_search_with_neighbours_finds_the_reply_to_a_matching_question(store: MemoryDir) -> None:
+    """Prefetch's recall search: the reply that answers a matching question is ranked though it shares
+    no word with the query; the model's own word search (conversation_search) returns matches only."""
+    ids = _accident(store)
+    q = "How did Melanie's children handle the accident?"
+    plain = store.recall.search(q, page_size=10)
+    assert {h.item.id for h in plain.hits} == {ids[0], ids[4]} and plain.total == 2
+    near = store.recall.search(q, page_size=10, with_neighbours=True)
+    got = [h.item.id for h in near.hits]
+    assert got[:2] == [ids[0], ids[1]]  # the question, then its reply, above the other match
+    assert ids[5] not in got  # that reply came three hours after its question
+    assert ids[2] not in got and ids[3] not in got  # a reply's own neighbours get nothing
+    assert near.total == 2  # total still counts matches
+    assert near.hits[0].score == 1.0 and 0 < near.hits[1].score < 1.0
+    only_users = store.recall.search(q, roles=["user"], page_size=10, with_neighbours=True)
+    assert ids[1] not in [h.item.id for h in only_users.hits]  # the filters apply to neighbours too
+
+
+def test_paging_with_neighbours_covers_every_result_once(store: MemoryDir) -> None:
+    rows = []
+    for i in range(40):
+        rows += [("user", f"Did the hike on day {i} go well?", at(i)), ("assistant", f"Lovely views, number {i}.",
+                                                                          at(i + 0.01))]
+    store.recall.append_many(rows)
+    whole = [h.item.id for h in store.recall.search("hike", page_size=100, with_neighbours=True).hits]
+    assert len(whole) == 80  # 40 matches and each one's reply
+    paged = [h.item.id for p in range(27) for h in store.recall.search("hike", page=p, page_size=3,
+                                                                       with_neighbours=True).hits]
+    assert paged == whole

@@ -162,7 +162,8 @@ class PgRecall(RecallStore):
                                  (self._db.agent,)).fetchone()[0])
 
     def search(self, query: str | None = None, *, roles: Iterable[str] | None = None, start: TimeBound = None,
-               end: TimeBound = None, page: int = 0, page_size: int = 10) -> SearchPage[Any]:
+               end: TimeBound = None, page: int = 0, page_size: int = 10,
+               with_neighbours: bool = False) -> SearchPage[Any]:
         """Search the conversation (the semantics of :meth:`RecallStore.search`)."""
         check_paging(page, page_size)
         lo, hi = epoch_range(start, end)
@@ -174,7 +175,7 @@ class PgRecall(RecallStore):
         if query is not None and query.strip():
             if not self._db.in_transaction:
                 self._db.sync()
-            return self._ranked(query, role_list, lo, hi, page, page_size)
+            return self._ranked(query, role_list, lo, hi, page, page_size, with_neighbours)
         where = ["agent=%s"]
         args: list[Any] = [self._db.agent]
         if role_list is not None:

@@ -56,7 +56,8 @@ from vmem.storage.records import (
     utcnow,
 )
 
-__all__ = ["MessageInput", "RecallStore", "CONTEXT_GAP", "DEFAULT_CONTEXT", "DEFAULT_DATE_BONUS", "PAGE_BUCKET"]
+__all__ = ["MessageInput", "RecallStore", "CONTEXT_GAP", "DEFAULT_CONTEXT", "DEFAULT_DATE_BONUS", "NEIGHBOUR_CONTEXT",
+           "PAGE_BUCKET"]
 
 #: Neighbouring messages further apart than this (seconds) pass no relevance.
 CONTEXT_GAP = 3600.0
@@ -65,6 +66,10 @@ CONTEXT_GAP = 3600.0
 #: neighbours did not pass leave-one-conversation-out on LoCoMo (5 of 7 folds chose
 #: off under the no-category-worse rule; select_context_loco(target="recall")).
 DEFAULT_CONTEXT = (0.0, 0.0, 0.0)
+#: The shares of a search ``with_neighbours`` (prefetch's): the archival hybrid search's,
+#: chosen leave-one-conversation-out on LoCoMo dev there (vmem.storage.sqlite.DEFAULT_CONTEXT),
+#: not tuned again here. What they are worth to prefetch is in docs/design.md.
+NEIGHBOUR_CONTEXT = (0.75, 0.0, 0.25)
 #: Ranked searches are computed this many results at a time (see the module docstring).
 PAGE_BUCKET = 100
 #: For a query that names a date ("on 7 July, 2023", vmem.when.query_window), messages sent within its
@@ -144,6 +149,8 @@ class RecallStore:
         #: (forward from a question, forward from a statement, backward) relevance
         #: shares passed between neighbouring matches; zeros turn it off.
         self.context = context
+        #: The shares of a search ``with_neighbours`` (see :meth:`search`).
+        self.neighbour_context = NEIGHBOUR_CONTEXT
         #: Near-ties between statements about the same thing go to the newest (None: off).
         self.tie_break = tie_break
         #: For a query that names a date, messages sent within its window gain this share of the
@@ -243,6 +250,7 @@ class RecallStore:
         end: TimeBound = None,
         page: int = 0,
         page_size: int = 10,
+        with_neighbours: bool = False,
     ) -> SearchPage[Message]:
         """Search the conversation.
 
@@ -251,6 +259,12 @@ class RecallStore:
         first (score 0.0). A query with no searchable word matches nothing.
         ``roles``: keep only these roles. ``start``/``end``: inclusive bounds
         (aware datetimes, or dates covering whole UTC days). ``page`` is 0-based.
+        ``with_neighbours``: also rank the messages next to the matches that do not match
+        (the reply to a matching question: "They were scared but we reassured them" answers
+        "How did the kids handle the accident?"), by conversation context with the shares
+        ``neighbour_context``; ``Hit.score`` is then that relevance, the best match's 1.0, and
+        ``total`` still counts matches. For prefetch, which pages in what answers a text;
+        conversation_search, the model's word search, returns matches only.
         """
         check_paging(page, page_size)
         lo, hi = epoch_range(start, end)
@@ -279,10 +293,11 @@ class RecallStore:
                 ).fetchall()
             hits = [Hit(_row_to_message(r), 0.0) for r in rows]
             return SearchPage(hits, page, page_count(total, page_size), total)
-        return self._ranked(query, role_list if roles is not None else None, lo, hi, page, page_size)
+        return self._ranked(query, role_list if roles is not None else None, lo, hi, page, page_size,
+                            with_neighbours)
 
     def _ranked(self, query: str, roles: list[str] | None, lo: float | None, hi: float | None,
-                page: int, page_size: int) -> SearchPage[Message]:
+                page: int, page_size: int, with_neighbours: bool = False) -> SearchPage[Message]:
         index = self.lexical.index
         mask = allow = None
         if roles is not None:
@@ -293,7 +308,8 @@ class RecallStore:
         dates = query_window(query) if self.date_bonus else None
         # exact BM25 top-k is the same at any depth; context re-ranking and the date bonus need a
         # fixed one, and the tie-break its whole window
-        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(self.context) or dates is not None else depth
+        context, expand = (self.neighbour_context, True) if with_neighbours else (self.context, False)
+        deep = -(-depth // PAGE_BUCKET) * PAGE_BUCKET if any(context) or dates is not None else depth
         if self.tie_break is not None:
             deep = max(deep, TIE_WINDOW)
         with self._db.lock:
@@ -301,8 +317,13 @@ class RecallStore:
             found = index.search(query, deep, lo=lo, hi=hi, roles=mask, allow=allow)
             ranked = [(int(d), float(s)) for d, s in zip(found.docs, found.scores)]
             total, exact = found.total, found.exact
-            fq, fs, bwd = self.context
-            if ranked and (fq or fs or bwd):
+            fq, fs, bwd = context
+            if ranked and expand and (fq or fs or bwd):  # in C: a fusion whose vector side is empty
+                none = np.zeros(0, dtype=np.uint32)
+                docs, scores = index.fuse(found.docs, found.scores, none, none.astype(np.float64), text_weight=1.0,
+                                          context=context, max_gap=CONTEXT_GAP, lo=lo, hi=hi, roles=mask, allow=allow)
+                ranked = [(int(d), float(s)) for d, s in zip(docs, scores)]
+            elif ranked and (fq or fs or bwd):
                 prev, nxt, asks = index.neighbours(found.docs, max_gap=CONTEXT_GAP, lo=lo, hi=hi, roles=mask,
                                                    allow=allow)
                 ranked = spread(ranked, next_of=_links(found.docs, nxt), prev_of=_links(found.docs, prev),
