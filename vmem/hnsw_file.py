@@ -76,8 +76,8 @@ def full_graph(raw: bytes, *, dim: int, M: int, count: int, space: str,
     """The inverse of :func:`slim_graph`: hnswlib's file layout again, the live elements'
     vectors asked of ``vectors`` (by label, in element order: float16, the stored form, or float32)
     and scaled to unit length as hnswlib does in the cosine space (bit for bit, so a loaded graph
-    holds the vectors hnswlib stored when they were added). What this cannot place (sizes that disagree) is an IndexFormatError; the
-    result is checked by :func:`check_hnsw` like any graph file."""
+    holds the vectors hnswlib stored when they were added). What this cannot place (sizes that
+    disagree) is an IndexFormatError; the result is checked by :func:`check_hnsw` like any graph file."""
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"index payload: the HNSW graph {why}")
 
