@@ -210,9 +210,16 @@ def test_an_agent_an_older_vmem_wrote_is_an_agent_and_opens_upgraded(tmp_path: P
     assert main(["check", str(tmp_path / "a")]) == 0
 
 
-def test_a_reopened_store_holds_bit_for_bit_the_vectors_the_live_index_held(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scan", [False, True])
+def test_a_reopened_store_holds_bit_for_bit_the_vectors_the_live_index_held(tmp_path: Path, scan: bool,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The open widens the stored float16 and scales each vector as hnswlib did when it was added
-    (csrc/half.c), so a loaded graph answers with exactly the live one's distances."""
+    (csrc/half.c), so a loaded graph answers with exactly the live one's distances; both ways the
+    load reads the vectors (``scan``: one pass over the table, as for a large store)."""
+    if scan:
+        import vmem.storage.sqlite as sqlite_store
+
+        monkeypatch.setattr(sqlite_store, "_BATCH", 16)
     with MemoryDir.open(tmp_path / "a") as s:
         ids = [i for batch in s.archival.insert_many(TEXTS) for i in batch]
         s.archival.delete(ids[3::9])  # deleted pages stay in the graph as waypoints

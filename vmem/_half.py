@@ -66,7 +66,7 @@ def _rows_call(out: np.ndarray, call: Callable[[Any, int, int, int], None]) -> N
     stride, step = out.strides
     if step != 4 or stride < 4 * dim or stride % 4:
         raise ValueError(f"the rows must be contiguous float32 values, 4-byte aligned and apart, not {out.strides}")
-    base = out.__array_interface__["data"][0]
+    base = out.__array_interface__["data"][0]  # the first row; the C loop visits n rows, stride bytes apart
     if not out.flags.writeable or base % 4:
-        raise ValueError("the rows must be writable and 4-byte aligned")  # the first row; the C loop visits n rows, stride bytes apart
+        raise ValueError("the rows must be writable and 4-byte aligned")
     call(ffi.cast("uint8_t *", base), n, dim, stride)

@@ -21,6 +21,10 @@ results at a time, so the pages of one search are disjoint and complete
 (without, the exact top-k is the same at every depth). ``total`` is exact
 when counting it was cheap (``SearchPage.total_is_exact``), else an estimate.
 
+A search ``with_neighbours`` (prefetch's) ranks the messages next to the matches too, though
+they do not match, with the archival search's shares (:data:`NEIGHBOUR_CONTEXT`; in C,
+``TextIndex.fuse`` with no vector side): the reply that answers a matching question comes with it.
+
 Knowledge updates: among the first :data:`vmem.ties.TIE_WINDOW` matches, a message
 near-tied with an older one about the same thing (the same query terms) and said
 later goes first (:class:`vmem.ties.TieBreak`, ``tie_break``; None turns it off).
